@@ -1,0 +1,52 @@
+"""Shared fixtures: the bundled digits directory and a small trained CNN (session-scoped)."""
+
+import os
+import random
+
+import numpy as np
+import pytest
+
+import tfdeploy as td
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    random.seed(0)
+    np.random.seed(0)
+    td.tf.random.set_seed(0)
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory):
+    """The bundled digits written as DIR/train/<class>/*.png and DIR/test/<class>/*.png."""
+    return td.data.write_digits(str(tmp_path_factory.mktemp("digits")))
+
+
+@pytest.fixture(scope="session")
+def train_ds(digits_dir):
+    return td.data.image_dataset(os.path.join(digits_dir, "train"), shuffle=True, seed=0)
+
+
+@pytest.fixture(scope="session")
+def test_ds(digits_dir):
+    return td.data.image_dataset(os.path.join(digits_dir, "test"))
+
+
+@pytest.fixture(scope="session")
+def test_arrays(test_ds):
+    return td.data.to_numpy(test_ds)
+
+
+@pytest.fixture(scope="session")
+def trained_model(train_ds):
+    """A width-0.25 CNN trained 5 epochs on digits (about 95% test accuracy).
+
+    Do not train it further in a test (it is shared); copy it with
+    `tfdeploy.compress.prune.copy_model` first.
+    """
+    td.tf.random.set_seed(0)
+    model = td.models.build_cnn((32, 32, 1), num_classes=10, width=0.25)
+    model.compile(td.keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
+                  ["accuracy"])
+    model.fit(train_ds, epochs=5, verbose=0)
+    return model

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``tfdeploy`` CLI, one module each (see ``tfdeploy/cli.py``)."""

@@ -1,0 +1,46 @@
+"""tfmot internals tfdeploy relies on, gathered in one place (tfmot is in maintenance mode)."""
+
+from tfdeploy._keras import tfmot
+
+
+def prune_wrapper_class():
+    from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
+
+    return pruning_wrapper.PruneLowMagnitude
+
+
+def prune_registry():
+    from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
+
+    return prune_registry.PruneRegistry
+
+
+def quantize_wrapper_class():
+    return tfmot().quantization.keras.QuantizeWrapper
+
+
+def prune_preserve_scheme():
+    """tfmot's pruning-preserving 8-bit QAT scheme, with its layer-support check fixed.
+
+    tfmot's ``PrunePreserveQuantizeRegistry.supports`` answers True for every
+    layer without trainable weights (e.g. ``Rescaling``), then fails in
+    ``get_quantize_config`` because the default 8-bit registry has no config for
+    it. Here ``supports`` also asks the default registry.
+    """
+    from tensorflow_model_optimization.python.core.quantization.keras.collab_opts \
+        .prune_preserve import default_8bit_prune_preserve_quantize_scheme as scheme_mod
+    from tensorflow_model_optimization.python.core.quantization.keras.collab_opts \
+        .prune_preserve import prune_preserve_quantize_registry as registry_mod
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_registry)
+
+    class Registry(registry_mod.Default8bitPrunePreserveQuantizeRegistry):
+        def supports(self, layer):
+            default = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
+            return default.supports(layer) and super().supports(layer)
+
+    class Scheme(scheme_mod.Default8BitPrunePreserveQuantizeScheme):
+        def get_quantize_registry(self):
+            return Registry()
+
+    return Scheme()

@@ -1,0 +1,117 @@
+"""Keras callbacks that drive compression inside an ordinary ``model.fit``."""
+
+import copy
+
+from tfdeploy._keras import keras, tf, tfmot
+from tfdeploy.compress.sparsity import model_sparsity, sparsity_by_layer
+
+
+class _ConfigCallback(keras.callbacks.Callback):
+    """A callback that keeps only its constructor arguments.
+
+    ``copy.deepcopy`` (which keras-tuner applies to every callback for every
+    trial) returns a fresh instance with the same arguments and no model or
+    file handles attached.
+    """
+
+    def __init__(self, **config):
+        super().__init__()
+        self._config = dict(config)
+
+    def get_config(self):
+        return dict(self._config)
+
+    def __deepcopy__(self, memo):
+        return type(self)(**copy.deepcopy(self._config, memo))
+
+
+class PruningStep(_ConfigCallback):
+    """Advance the pruning step of every pruning wrapper, once per batch.
+
+    The same work as tfmot's ``UpdatePruningStep`` (required while training a
+    pruned model), keyed on the optimizer's step so a second ``fit`` continues
+    the schedule instead of restarting it.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._impl = None
+
+    def on_train_begin(self, logs=None):
+        self._impl = tfmot().sparsity.keras.UpdatePruningStep()
+        self._impl.set_model(self.model)
+        self._impl.on_train_begin(logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._impl.on_train_batch_begin(batch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._impl.on_epoch_end(epoch, logs)
+
+    def on_train_end(self, logs=None):
+        self._impl = None
+
+
+class SparsityMonitor(_ConfigCallback):
+    """Publish overall and per-layer sparsity into ``logs`` and TensorBoard.
+
+    At each epoch end it sets ``logs["sparsity"]`` and
+    ``logs["sparsity/<layer>"]`` (so the stock ``TensorBoard``/``CSVLogger``
+    record them), and, when ``log_dir`` is given, writes the same scalars under
+    ``log_dir/sparsity`` itself, independent of callback order.
+
+    Args:
+        log_dir: TensorBoard log directory, or None. Defaults to None.
+    """
+
+    def __init__(self, log_dir=None):
+        super().__init__(log_dir=log_dir)
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        log_dir = self._config["log_dir"]
+        if log_dir:
+            self._writer = tf.summary.create_file_writer(f"{log_dir}/sparsity")
+
+    def on_epoch_end(self, epoch, logs=None):
+        per_layer = sparsity_by_layer(self.model)
+        overall = model_sparsity(self.model)
+        if logs is not None:
+            logs["sparsity"] = overall
+            for name, value in per_layer.items():
+                logs[f"sparsity/{name}"] = value
+        if self._writer is not None:
+            with self._writer.as_default(step=epoch):
+                tf.summary.scalar("sparsity/overall", overall)
+                for name, value in per_layer.items():
+                    tf.summary.scalar(f"sparsity/{name}", value)
+            self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def callbacks(model, log_dir=None):
+    """Return the callbacks a model wrapped by tfdeploy needs inside ``model.fit``.
+
+    For a pruning-wrapped model: `PruningStep` and `SparsityMonitor`. For QAT or
+    plain models: `SparsityMonitor` only (sparsity is still worth watching when
+    fine-tuning a pruned model with QAT). Add your own callbacks (TensorBoard,
+    EarlyStopping, ...) after these.
+
+    Args:
+        model: the model you are about to fit.
+        log_dir: TensorBoard directory for the sparsity scalars. Defaults to None.
+
+    Returns:
+        A list of Keras callbacks.
+    """
+    from tfdeploy.compress.prune import is_pruning_wrapped
+
+    out = []
+    if is_pruning_wrapped(model):
+        out.append(PruningStep())
+    out.append(SparsityMonitor(log_dir=log_dir))
+    return out

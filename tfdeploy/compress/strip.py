@@ -1,0 +1,34 @@
+"""Remove training-only wrappers so a plain Keras model remains."""
+
+from tfdeploy._keras import check_model, tfmot
+from tfdeploy.compress.prune import copy_model, is_pruning_wrapped
+
+
+def strip(model):
+    """Return a plain model with pruning wrappers removed (the input is untouched).
+
+    The masks are applied, so pruned weights are exact zeros in the returned
+    model's kernels. Quantization-aware models keep their quantize wrappers:
+    the TFLite converter reads the learned ranges from them.
+
+    Args:
+        model: a model returned by `prune` (after training) or any Keras model.
+
+    Returns:
+        A new ``keras.Model``.
+    """
+    check_model(model)
+    if is_pruning_wrapped(model):
+        for layer in model.layers:
+            for weight, mask, _ in getattr(layer, "pruning_vars", []):
+                weight.assign(weight * mask)
+        stripped = tfmot().sparsity.keras.strip_pruning(model)
+        out = copy_model(stripped)
+    else:
+        out = model if _is_quantized(model) else copy_model(model)
+    return out
+
+
+def _is_quantized(model):
+    wrapper = tfmot().quantization.keras.QuantizeWrapper
+    return any(isinstance(layer, wrapper) for layer in model.layers)

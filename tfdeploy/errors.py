@@ -1,0 +1,48 @@
+"""Exception types raised by tfdeploy.
+
+Every class subclasses a built-in exception, so callers can catch either the
+specific tfdeploy type or the built-in (``except ValueError``).
+"""
+
+
+class TfdeployError(Exception):
+    """Base class of every error tfdeploy raises on purpose."""
+
+
+class KerasVersionError(TfdeployError, ImportError):
+    """Keras 3 was found where Keras 2 (``tf_keras``) is required."""
+
+
+class ModelTypeError(TfdeployError, TypeError, ValueError):
+    """The object passed is not a model of the expected kind."""
+
+
+class DataError(TfdeployError, ValueError):
+    """A data directory or dataset is missing, empty or malformed."""
+
+
+class CompressionError(TfdeployError, ValueError):
+    """A compression setting is invalid or cannot be applied to this model."""
+
+
+class ExportError(TfdeployError, RuntimeError):
+    """An artifact could not be written."""
+
+
+class ArtifactError(TfdeployError, ValueError):
+    """An artifact on disk is missing, corrupt or of an unknown format."""
+
+
+class VerificationError(TfdeployError, AssertionError):
+    """An exported artifact disagrees with its reference beyond tolerance.
+
+    ``failures`` holds one entry per failing check.
+    """
+
+    def __init__(self, message, failures=None):
+        super().__init__(message)
+        self.failures = list(failures or [])
+
+
+class MissingDependencyError(TfdeployError, ImportError):
+    """An optional dependency is not installed."""

@@ -1,0 +1,89 @@
+"""Run a ``.tflite`` file with the LiteRT interpreter (``ai_edge_litert``)."""
+
+import os
+
+import numpy as np
+
+from tfdeploy.errors import ArtifactError
+
+
+class TFLiteRunner:
+    """Load a ``.tflite`` model and predict with ``ai_edge_litert``.
+
+    Quantized (int8/uint8) inputs are quantized with the tensor's scale and zero
+    point, and quantized outputs dequantized, so callers always pass and get
+    float values.
+
+    Args:
+        path: the ``.tflite`` file.
+        num_threads: interpreter threads; None lets LiteRT choose. Defaults to None.
+    """
+
+    format = "tflite"
+
+    def __init__(self, path, num_threads=None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        if not os.path.isfile(path):
+            raise ArtifactError(f"TFLite file {path!r} does not exist.")
+        self.path = path
+        try:
+            self._interpreter = Interpreter(model_path=path, num_threads=num_threads)
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ArtifactError(
+                f"{path!r} is not a valid TFLite model ({exc}). Re-export it with "
+                "tfdeploy.export.tflite.") from exc
+        self._batch = None
+
+    @property
+    def inputs(self):
+        return [(d["name"], tuple(int(v) for v in d["shape_signature"]), np.dtype(d["dtype"]).name)
+                for d in self._interpreter.get_input_details()]
+
+    @property
+    def outputs(self):
+        return [(d["name"], tuple(int(v) for v in d["shape_signature"]), np.dtype(d["dtype"]).name)
+                for d in self._interpreter.get_output_details()]
+
+    def _resize(self, batch):
+        if batch != self._batch:
+            detail = self._interpreter.get_input_details()[0]
+            shape = list(detail["shape"])
+            shape[0] = batch
+            self._interpreter.resize_tensor_input(detail["index"], shape, strict=False)
+            self._interpreter.allocate_tensors()
+            self._batch = batch
+
+    def run(self, x):
+        """Return ``{output_name: float array}`` for a batch ``x``."""
+        x = np.asarray(x)
+        detail = self._interpreter.get_input_details()[0]
+        expected = tuple(detail["shape"][1:])
+        if x.ndim != len(detail["shape"]) or tuple(x.shape[1:]) != expected:
+            raise ArtifactError(
+                f"Input shape {x.shape} does not match the model's input "
+                f"{(None, *expected)}; resize or reshape the batch.")
+        self._resize(x.shape[0])
+        detail = self._interpreter.get_input_details()[0]
+        dtype = np.dtype(detail["dtype"])
+        if dtype.kind in "iu":
+            scale, zero = detail["quantization"]
+            if scale:
+                x = np.round(x / scale + zero)
+            info = np.iinfo(dtype)
+            x = np.clip(x, info.min, info.max)
+        self._interpreter.set_tensor(detail["index"], x.astype(dtype))
+        self._interpreter.invoke()
+        out = {}
+        for d in self._interpreter.get_output_details():
+            y = self._interpreter.get_tensor(d["index"])
+            scale, zero = d["quantization"]
+            if np.dtype(d["dtype"]).kind in "iu" and scale:
+                y = (y.astype(np.float32) - zero) * scale
+            out[d["name"]] = y
+        return out
+
+    def predict(self, x):
+        """Return the first output for a batch ``x`` as a float array."""
+        return next(iter(self.run(x).values())).astype(np.float32)

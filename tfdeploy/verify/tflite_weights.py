@@ -1,0 +1,73 @@
+"""Read the constant (weight) tensors of a ``.tflite`` file straight from its flatbuffer."""
+
+import numpy as np
+
+from tfdeploy.errors import ArtifactError
+
+_DTYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 7: np.int16,
+           9: np.int8, 10: np.float64}
+_NAMES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "string", 6: "bool",
+          7: "int16", 9: "int8", 10: "float64", 17: "int4"}
+
+
+def weight_tensors(path, min_size=16):
+    """Return the constant tensors stored in a ``.tflite`` file.
+
+    Args:
+        path: the ``.tflite`` file.
+        min_size: skip constants with fewer elements (shapes, scalars). Defaults to 16.
+
+    Returns:
+        A list of dicts ``{"name", "dtype", "shape", "values"}`` (``values`` is a
+        numpy array of the stored, possibly quantized, values).
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    with open(path, "rb") as f:
+        buf = f.read()
+    if len(buf) < 8 or buf[4:8] != b"TFL3":
+        raise ArtifactError(f"{path!r} is not a TFLite flatbuffer (missing 'TFL3' identifier).")
+    model = schema.Model.GetRootAs(buf, 0)
+    out = []
+    for s in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(s)
+        for t in range(graph.TensorsLength()):
+            tensor = graph.Tensors(t)
+            buffer = model.Buffers(tensor.Buffer())
+            if buffer is None:
+                continue
+            raw = None
+            if buffer.DataLength():
+                raw = buffer.DataAsNumpy().tobytes()
+            elif buffer.Offset() > 1 and buffer.Size():
+                raw = buf[buffer.Offset():buffer.Offset() + buffer.Size()]
+            if raw is None or tensor.Type() not in _DTYPES:
+                continue
+            values = np.frombuffer(raw, dtype=_DTYPES[tensor.Type()])
+            shape = tuple(tensor.ShapeAsNumpy()) if tensor.ShapeLength() else (values.size,)
+            if values.size < min_size or int(np.prod(shape)) != values.size:
+                continue
+            out.append({"name": tensor.Name().decode(), "dtype": _NAMES[tensor.Type()],
+                        "shape": shape, "values": values.reshape(shape)})
+    return out
+
+
+def weight_summary(path):
+    """Summarise a ``.tflite`` file's weights: element counts by dtype and sparsity.
+
+    Sparsity counts stored zeros over the multi-dimensional weight tensors
+    (kernels); biases are left out, as in `tfdeploy.compress.model_sparsity`.
+
+    Returns:
+        ``{"params": int, "dtypes": {dtype: n_elements}, "sparsity": float}``
+    """
+    tensors = weight_tensors(path)
+    dtypes, zeros, total, params = {}, 0, 0, 0
+    for t in tensors:
+        n = t["values"].size
+        params += n
+        dtypes[t["dtype"]] = dtypes.get(t["dtype"], 0) + n
+        if len(t["shape"]) >= 2 and t["dtype"] != "int32":
+            zeros += int(np.count_nonzero(t["values"] == 0))
+            total += n
+    return {"params": params, "dtypes": dtypes, "sparsity": zeros / total if total else 0.0}
