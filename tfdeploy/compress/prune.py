@@ -1,10 +1,10 @@
 """Magnitude pruning of any Keras (tf_keras) model, behind tfdeploy's own API."""
 
-import fnmatch
-
 from tfdeploy._keras import check_model, keras, tfmot
 from tfdeploy.compress._tfmot import prune_registry, prune_wrapper_class
 from tfdeploy.compress.schedules import get_schedule, steps_of
+from tfdeploy.compress.report import note
+from tfdeploy.compress.selection import resolve
 from tfdeploy.errors import CompressionError, ModelTypeError
 
 
@@ -16,30 +16,13 @@ def _prunable(layer):
     return registry.supports(layer) and bool(registry._weight_names(layer))
 
 
-def _selector(model, layers):
-    """Build ``layer -> bool`` from None / names / glob patterns / types / a callable."""
-    if layers is None:
-        return _prunable
-    if callable(layers) and not isinstance(layers, type):
-        return layers
-    items = layers if isinstance(layers, (list, tuple, set)) else [layers]
-    names = [i for i in items if isinstance(i, str)]
-    types = tuple(i for i in items if isinstance(i, type))
-    other = [i for i in items if not isinstance(i, (str, type))]
-    if other:
-        raise CompressionError(
-            f"layers must hold layer names, glob patterns or layer classes, received {other!r}.")
-    all_names = [layer.name for layer in model.layers]
-    for pattern in names:
-        if not fnmatch.filter(all_names, pattern):
-            raise CompressionError(
-                f"No layer matches {pattern!r}. Layers in this model: {all_names}.")
-
-    def select(layer):
-        return (any(fnmatch.fnmatchcase(layer.name, p) for p in names)
-                or (bool(types) and isinstance(layer, types)))
-
-    return select
+def why_not_prunable(layer):
+    """None when tfmot can prune ``layer``, else a short reason."""
+    if _prunable(layer):
+        return None
+    if not layer.weights:
+        return f"{type(layer).__name__} has no weights"
+    return f"tfmot has no pruning support for {type(layer).__name__}"
 
 
 def copy_model(model):
@@ -55,12 +38,17 @@ def copy_model(model):
     return clone
 
 
+POLICIES = (None, "xnnpack")
+
+
 def prune(model, target_sparsity=0.8, schedule="polynomial_decay", epochs=None,
-          steps_per_epoch=None, layers=None):
+          steps_per_epoch=None, layers=None, policy=None):
     """Wrap a model for magnitude pruning; returns a new model, the input is untouched.
 
     Train the result with ``model.fit(..., callbacks=tfdeploy.compress.callbacks(model))``
-    and call `strip` afterwards.
+    and call `strip` afterwards. Nested models (a base model inside a wrapper
+    model) are flattened first so the inner layers are pruned too. Which layers
+    were pruned, and why the others were not, is in `tfdeploy.compress.report`.
 
     Args:
         model: a built Keras 2 (tf_keras) Sequential or functional model.
@@ -74,61 +62,99 @@ def prune(model, target_sparsity=0.8, schedule="polynomial_decay", epochs=None,
         steps_per_epoch: int, or the training ``tf.data.Dataset`` (its cardinality
             is used). Needed for epoch-based schedules.
         layers: which layers to prune: None (every prunable layer), names or glob
-            patterns ("conv*"), layer classes (``keras.layers.Dense``), or a
-            callable ``layer -> bool``. Defaults to None.
+            patterns ("conv*"), layer classes (``keras.layers.Dense``), a
+            callable ``layer -> bool``, or a `Select` (regex, skip first/last).
+            Defaults to None.
+        policy: None, or "xnnpack" for tfmot's latency-oriented policy: only
+            1x1 Conv2D layers are pruned, and the model must have the shape
+            XNNPACK's sparse inference accelerates (ZeroPadding2D + 3x3/2 Conv2D
+            on a 3-channel input ... GlobalAveragePooling2D). Defaults to None.
 
     Returns:
         A new ``keras.Model`` whose selected layers are tfmot pruning wrappers.
 
     Raises:
         ModelTypeError: Keras 3 model, non-model, or subclassed model.
-        CompressionError: bad sparsity, schedule, window or layer selection.
+        CompressionError: bad sparsity, schedule, window, layer selection, or a
+            model the chosen policy does not support.
 
     Example:
         >>> pruned = prune(model, 0.8, epochs=3, steps_per_epoch=train_ds)
         >>> pruned.compile(...); pruned.fit(train_ds, epochs=3, callbacks=callbacks(pruned))
     """
     check_model(model)
+    if policy not in POLICIES:
+        raise CompressionError(
+            f"Unrecognized policy={policy!r}. Supported policies are: {list(POLICIES)}.")
     schedule = get_schedule(schedule, target_sparsity)
     spe = steps_of(steps_per_epoch)
-    total = spe * int(epochs) if (spe and epochs) else None
     if epochs is not None and int(epochs) < 1:
         raise CompressionError(f"epochs must be at least 1, received {epochs!r}.")
+    total = spe * int(epochs) if (spe and epochs) else None
     tf_schedule = schedule.to_tfmot(steps_per_epoch=spe, total_steps=total)
-    if any(isinstance(layer, prune_wrapper_class())
-           for layer in model.layers):
-        raise CompressionError(
-            f"Model {model.name!r} is already wrapped for pruning; call "
-            "tfdeploy.compress.strip(model) before pruning it again.")
-    select = _selector(model, layers)
-    chosen, refused = [], []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer) or not select(layer):
-            continue
-        (chosen if _prunable(layer) else refused).append(layer.name)
-    if refused and layers is not None:
-        raise CompressionError(
-            f"Layer(s) {refused} cannot be pruned (tfmot has no pruning support for their type "
-            "or they have no weights). Select other layers.")
-    if not chosen:
-        raise CompressionError(
-            f"No prunable layer selected in model {model.name!r}; it needs Conv/Dense-like "
-            "layers with weights.")
-    work = copy_model(model)
-    wrap = tfmot().sparsity.keras.prune_low_magnitude
-    chosen_set = set(chosen)
+    _refuse_wrapped(model)
+    from tfdeploy.compress.graph import flatten
 
-    def clone_fn(layer):
-        if layer.name in chosen_set:
-            return wrap(layer, pruning_schedule=tf_schedule)
-        return layer
-
-    pruned = keras.models.clone_model(work, clone_function=clone_fn)
+    work = flatten(model)
+    why_not = why_not_prunable
+    if policy == "xnnpack":
+        why_not = _xnnpack_check(work)
+    chosen, skipped = resolve(work, layers, why_not, "pruning")
+    pruned = wrap_for_pruning(work, chosen, pruning_schedule=tf_schedule)
     pruned._tfdeploy_pruning = {"schedule": schedule.get_config(), "layers": chosen,
                                 "begin_step": tf_schedule.begin_step,
                                 "end_step": tf_schedule.end_step,
-                                "frequency": tf_schedule.frequency}
+                                "frequency": tf_schedule.frequency, "policy": policy}
+    note(pruned, "pruned", chosen, skipped, source=model,
+         detail=f"{schedule.final_sparsity:.0%} magnitude")
     return pruned
+
+
+def _refuse_wrapped(model):
+    if any(isinstance(layer, prune_wrapper_class()) for layer in model.layers):
+        raise CompressionError(
+            f"Model {model.name!r} is already wrapped for pruning; call "
+            "tfdeploy.compress.strip(model) before pruning it again.")
+    if any(isinstance(layer, tfmot().quantization.keras.QuantizeWrapper)
+           for layer in model.layers):
+        raise CompressionError(
+            f"Model {model.name!r} is quantization-aware; prune the float model first, then "
+            "apply QAT (tfdeploy.compress.quantize keeps the zeros).")
+
+
+def _xnnpack_check(model):
+    policy = tfmot().sparsity.keras.PruneForLatencyOnXNNPack()
+    try:
+        policy.ensure_model_supports_pruning(model)
+    except ValueError as exc:
+        raise CompressionError(
+            f"policy='xnnpack' cannot be used on model {model.name!r}: {exc}. XNNPACK's sparse "
+            "inference needs ZeroPadding2D(1) + Conv2D(3x3, strides 2, valid) on a 3-channel "
+            "input, then only 1x1 Conv2D/DepthwiseConv2D/BatchNorm/ReLU/Add layers, then "
+            "GlobalAveragePooling2D(keepdims=True) (a MobileNet-like model). Use policy=None "
+            "for other models.") from exc
+
+    def why_not(layer):
+        reason = why_not_prunable(layer)
+        if reason is None and not policy.allow_pruning(layer):
+            return "xnnpack policy prunes only 1x1 Conv2D"
+        return reason
+
+    return why_not
+
+
+def wrap_for_pruning(model, chosen, **params):
+    """Clone a flat private copy with pruning wrappers on ``chosen`` (its layers are reused)."""
+    chosen_set = set(chosen)
+    wrap = tfmot().sparsity.keras.prune_low_magnitude
+
+    def clone_fn(layer):
+        return wrap(layer, **params) if layer.name in chosen_set else layer
+
+    try:
+        return keras.models.clone_model(model, clone_function=clone_fn)
+    except ValueError as exc:
+        raise CompressionError(f"Could not wrap model {model.name!r} for pruning: {exc}") from exc
 
 
 def is_pruning_wrapped(model):

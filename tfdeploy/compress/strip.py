@@ -2,6 +2,7 @@
 
 from tfdeploy._keras import check_model, tfmot
 from tfdeploy.compress.prune import copy_model, is_pruning_wrapped
+from tfdeploy.compress.report import carry
 
 
 def strip(model):
@@ -26,7 +27,7 @@ def strip(model):
         out = copy_model(stripped)
     else:
         out = model if _is_quantized(model) else copy_model(model)
-    return out
+    return carry(model, out)
 
 
 def _is_quantized(model):

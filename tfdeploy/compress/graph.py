@@ -1,0 +1,119 @@
+"""Rebuild a functional Keras graph: flatten nested models, swap layers for new ones.
+
+tfmot's wrappers only look at ``model.layers``: a base model inside a wrapper
+model (the usual transfer-learning shape) is one opaque layer to them.
+`flatten` replays the graph so every inner layer becomes a layer of one flat
+model, keeping weights, ``trainable`` flags and a ``training=False`` given to
+the base model call. `rebuild` is the same replay with a hook that lets slimming
+and low-rank factorisation put new layers in place of old ones.
+"""
+
+from tfdeploy._keras import check_model, keras, tf
+from tfdeploy.errors import ModelTypeError
+
+_KerasTensor = type(keras.Input((1,)))
+
+
+def _graph(model):
+    if not getattr(model, "_is_graph_network", False):
+        raise ModelTypeError(
+            f"Model {model.name!r} ({type(model).__name__}) is subclassed; tfdeploy can only "
+            "rewrite Sequential or functional models. Rebuild it with the functional API.")
+    return model
+
+
+def _replay(model, inputs, replace, training):
+    tmap = {id(t): n for t, n in zip(model.inputs, inputs)}
+
+    def sub(value):
+        return tmap[id(value)] if isinstance(value, _KerasTensor) else value
+
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            if node.is_input:
+                continue
+            layer = node.layer
+            args = tf.nest.map_structure(sub, node.call_args)
+            kwargs = tf.nest.map_structure(sub, dict(node.call_kwargs))
+            if training is False and getattr(layer, "_expects_training_arg", False):
+                kwargs.setdefault("training", False)
+            if isinstance(layer, keras.Model):
+                _graph(layer)
+                inner = kwargs.get("training", training)
+                out = _replay(layer, tf.nest.flatten(args), replace, inner)
+                out = out if len(layer.outputs) > 1 else [out]
+            else:
+                fn = replace(layer) if replace is not None else None
+                out = (fn or layer)(*args, **kwargs)
+            for old, new in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(out)):
+                tmap[id(old)] = new
+    outputs = [tmap[id(t)] for t in model.outputs]
+    return outputs if len(outputs) > 1 else outputs[0]
+
+
+def rebuild(model, replace=None):
+    """Replay ``model``'s graph into a new flat functional model.
+
+    The layer objects are reused (call it on a copy when the input must stay
+    untouched). ``replace(layer)`` may return a callable (a new layer, or a
+    function of the layer's input tensors) used instead of ``layer``; None keeps
+    the layer.
+
+    Args:
+        model: a built Sequential or functional model (nested models allowed).
+        replace: ``layer -> callable or None``. Defaults to None.
+
+    Returns:
+        A new ``keras.Model`` with the same inputs and output structure.
+    """
+    check_model(model)
+    _graph(model)
+    inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name.split(":")[0])
+              for t in model.inputs]
+    outputs = _replay(model, inputs, replace, None)
+    return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs, name=model.name)
+
+
+def is_nested(model):
+    """True when one of ``model.layers`` is itself a model."""
+    return any(isinstance(layer, keras.Model) for layer in model.layers)
+
+
+def flatten(model):
+    """Return a flat copy of a model whose layers include nested models.
+
+    The input model is untouched; the copy has the same weights, so it predicts
+    the same values.
+
+    Args:
+        model: a built Sequential or functional model.
+
+    Returns:
+        A new ``keras.Model`` without nested models (a copy when there were none).
+
+    Raises:
+        ModelTypeError: a subclassed (outer or nested) model, or two inner layers
+            with the same name.
+    """
+    from tfdeploy.compress.prune import copy_model
+
+    work = copy_model(model)
+    if not is_nested(work):
+        return work
+    flat = rebuild(work)
+    names = [layer.name for layer in flat.layers]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ModelTypeError(
+            f"Flattening model {model.name!r} gives duplicate layer names {dupes}; rename the "
+            "inner or outer layers so every layer name is unique.")
+    return flat
+
+
+def leaf_layers(model):
+    """Every non-model layer of ``model``, nested models expanded, in order."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from leaf_layers(layer)
+        else:
+            yield layer
