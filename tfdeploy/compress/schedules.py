@@ -160,7 +160,7 @@ def get_schedule(schedule, target_sparsity):
             raise CompressionError(
                 f"Unrecognized schedule={schedule!r}. Supported schedules are: "
                 f"{sorted(SCHEDULES)} (or a ConstantSparsity/PolynomialDecay instance).")
-        return SCHEDULES[schedule](target_sparsity)
+        return SCHEDULES[schedule](_check_sparsity("target_sparsity", target_sparsity))
     raise CompressionError(
         f"schedule must be a name or a ConstantSparsity/PolynomialDecay, received "
         f"{type(schedule).__name__}.")
