@@ -1,0 +1,293 @@
+"""Physical structured pruning ("slimming"): remove whole filters/units/channels.
+
+Unstructured zeros make a file compress well but do not make dense kernels
+faster. `slim` ranks the output channels of Conv2D / Dense layers (and the
+DepthwiseConv2D channels that follow them) by weight norm, or by the zeros a
+previous magnitude pruning left, drops the weakest ``ratio`` of them and
+rebuilds a genuinely smaller dense Keras model: every downstream layer
+(BatchNorm, DepthwiseConv2D, pooling, the Dense after a Flatten, ...) is
+sliced to match. Tensors joined by ``Add``/``Multiply``/... share one channel
+mask. Layers whose channels feed a model output keep them all.
+"""
+
+import numpy as np
+
+from tfdeploy._keras import check_model, keras
+from tfdeploy.compress.graph import flatten, rebuild
+from tfdeploy.compress.report import note
+from tfdeploy.compress.selection import resolve
+from tfdeploy.errors import CompressionError
+
+CRITERIA = ("l1", "l2", "mask")
+L = keras.layers
+_PRODUCERS = (L.Conv2D, L.Dense)
+_PASS = (L.Activation, L.ReLU, L.LeakyReLU, L.ELU, L.Dropout, L.SpatialDropout2D,
+         L.GaussianNoise, L.GaussianDropout, L.MaxPooling2D, L.AveragePooling2D,
+         L.GlobalAveragePooling2D, L.GlobalMaxPooling2D, L.ZeroPadding2D, L.Cropping2D,
+         L.UpSampling2D, L.ActivityRegularization, L.MaxPooling1D, L.AveragePooling1D,
+         L.GlobalAveragePooling1D, L.GlobalMaxPooling1D)
+_MERGE = (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum)
+
+
+class _Spaces:
+    """Union-find over channel spaces (the last axis of a tensor)."""
+
+    def __init__(self):
+        self.parent = []
+
+    def new(self):
+        self.parent.append(len(self.parent))
+        return len(self.parent) - 1
+
+    def find(self, s):
+        while self.parent[s] != s:
+            self.parent[s] = self.parent[self.parent[s]]
+            s = self.parent[s]
+        return s
+
+    def union(self, a, b):
+        self.parent[self.find(a)] = self.find(b)
+
+
+def _producer_kind(layer):
+    if type(layer) is L.Conv2D or (isinstance(layer, L.Conv2D) and not isinstance(
+            layer, (L.Conv2DTranspose, L.SeparableConv2D, L.DepthwiseConv2D))):
+        return "conv" if getattr(layer, "groups", 1) == 1 else None
+    if isinstance(layer, L.Dense):
+        return "dense"
+    return None
+
+
+def _why_not(layer):
+    if _producer_kind(layer) is None:
+        return f"{type(layer).__name__} has no filters/units to remove"
+    return None
+
+
+def _is_rescaling_scalar(layer):
+    return isinstance(layer, L.Rescaling) and np.ndim(layer.scale) == 0 and \
+        np.ndim(layer.offset) == 0
+
+
+def _analyse(model):
+    """Pass 1: channel space of every tensor, producers per space, unsupported consumers."""
+    spaces = _Spaces()
+    info = {}  # id(tensor) -> ("space", s) | ("flat", s, positions)
+    frozen, producers, bad, layer_io = set(), {}, [], {}
+    for t in model.inputs:
+        s = spaces.new()
+        frozen.add(s)
+        info[id(t)] = ("space", s)
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            if node.is_input:
+                continue
+            layer = node.layer
+            if layer.name in layer_io:
+                raise CompressionError(
+                    f"Layer {layer.name!r} is called more than once (a shared layer); slim cannot "
+                    "give each call its own channels. Use a model without shared layers.")
+            ins = [info[id(t)] for t in node.keras_inputs]
+            outs = node.outputs if isinstance(node.outputs, (list, tuple)) else [node.outputs]
+            kind = _producer_kind(layer)
+            if kind is not None:
+                s = spaces.new()
+                producers.setdefault(s, []).append(layer)
+                out = ("space", s)
+            elif isinstance(layer, _PASS) or _is_rescaling_scalar(layer) or isinstance(
+                    layer, (L.BatchNormalization, L.DepthwiseConv2D)):
+                out = ins[0]
+                if isinstance(layer, L.BatchNormalization) and layer.axis not in (
+                        [-1], [len(node.keras_inputs[0].shape) - 1]):
+                    bad.append((ins[0], layer, "BatchNormalization over a non-channel axis"))
+                if isinstance(layer, L.DepthwiseConv2D) and layer.depth_multiplier != 1:
+                    bad.append((ins[0], layer, "DepthwiseConv2D with depth_multiplier != 1"))
+                    out = ("space", spaces.new())
+                    frozen.add(out[1])
+            elif isinstance(layer, _MERGE):
+                heads = [i for i in ins if i[0] == "space"]
+                if len(heads) != len(ins):
+                    bad.append((ins[0], layer, "merging flattened tensors"))
+                for other in heads[1:]:
+                    spaces.union(other[1], heads[0][1])
+                out = heads[0] if heads else ("space", spaces.new())
+            elif isinstance(layer, L.Flatten):
+                shape = node.keras_inputs[0].shape
+                positions = int(np.prod(shape[1:-1])) if len(shape) > 2 else 1
+                out = ("flat", ins[0][1], positions) if ins[0][0] == "space" else ins[0]
+            else:
+                for i in ins:
+                    bad.append((i, layer, f"{type(layer).__name__} is not supported by slim"))
+                out = ("space", spaces.new())
+                frozen.add(out[1])
+            layer_io[layer.name] = (ins[0] if ins else None, out)
+            for t in outs:
+                info[id(t)] = out
+    for t in model.outputs:
+        frozen.add(info[id(t)][1])
+    return spaces, frozen, producers, bad, layer_io
+
+
+def _channel_scores(layer, criterion):
+    """One score per output channel of a Conv2D/Dense (higher is kept)."""
+    kernel = layer.get_weights()[0]
+    flat = kernel.reshape(-1, kernel.shape[-1])
+    if criterion == "l2":
+        score = np.sqrt(np.sum(flat ** 2, axis=0))
+    else:
+        score = np.sum(np.abs(flat), axis=0)
+    if criterion == "mask":
+        score = np.count_nonzero(flat, axis=0) + score / (score.max() + 1e-12)
+    mean = float(np.mean(score))
+    return score / mean if mean > 0 else score
+
+
+def _flat_index(keep, channels, positions):
+    keep = np.asarray(keep)
+    return (np.arange(positions)[:, None] * channels + keep[None, :]).reshape(-1)
+
+
+def slim(model, ratio=0.5, criterion="l1", layers=None):
+    """Remove the weakest ``ratio`` of the channels of each Conv2D/Dense; returns a smaller model.
+
+    The input model is untouched. Fine-tune the result (compile + fit) to
+    recover accuracy. Pruning-wrapped models are stripped first; with
+    ``criterion="mask"`` the channels with the most zeros (from an earlier
+    magnitude pruning) go first.
+
+    Args:
+        model: a built Keras 2 Sequential or functional model (nested allowed).
+        ratio: fraction of channels removed per layer, in (0, 1). Defaults to 0.5.
+        criterion: "l1" or "l2" filter norm, or "mask" (fewest non-zeros).
+            Defaults to "l1".
+        layers: which Conv2D/Dense layers may lose channels (see `Select`);
+            None takes all. A layer whose output reaches a model output, or that
+            is joined by ``Add`` to a layer not chosen, keeps all channels.
+            Defaults to None.
+
+    Returns:
+        A new, smaller ``keras.Model``. ``model._tfdeploy_slim`` maps each
+        slimmed layer to ``(channels_before, channels_after)``.
+
+    Raises:
+        CompressionError: ratio outside (0, 1), unknown criterion, a QAT model,
+            or a layer between slimmed layers that slim cannot rewrite (named).
+
+    Example:
+        >>> small = slim(model, 0.5)
+        >>> small.compile(...); small.fit(train_ds, epochs=2)
+    """
+    check_model(model)
+    if not isinstance(ratio, (int, float)) or not 0.0 < float(ratio) < 1.0:
+        raise CompressionError(
+            f"ratio must be a fraction in (0, 1) of the channels to remove, received {ratio!r}. "
+            "For half of the filters pass 0.5.")
+    if criterion not in CRITERIA:
+        raise CompressionError(
+            f"Unrecognized criterion={criterion!r}. Supported criteria are: {list(CRITERIA)}.")
+    from tfdeploy.compress.prune import is_pruning_wrapped
+    from tfdeploy.compress.qat import is_quantization_aware
+    from tfdeploy.compress.strip import strip
+
+    if is_quantization_aware(model):
+        raise CompressionError(
+            f"Model {model.name!r} is quantization-aware; slim the float model, then apply QAT.")
+    source = model
+    if is_pruning_wrapped(model):
+        model = strip(model)
+    work = flatten(model)
+    chosen, skipped = resolve(work, layers, _why_not, "slimming")
+    spaces, frozen, producers, bad, layer_io = _analyse(work)
+    frozen_roots = {spaces.find(s) for s in frozen}
+    groups = {}
+    for s, prods in producers.items():
+        groups.setdefault(spaces.find(s), []).extend(prods)
+    keep = {}
+    for root, prods in groups.items():
+        names = [p.name for p in prods]
+        if root in frozen_roots:
+            for n in names:
+                if n in chosen:
+                    skipped[n] = "its channels reach a model output"
+            continue
+        unchosen = [n for n in names if n not in chosen]
+        if unchosen:
+            for n in names:
+                if n in chosen:
+                    skipped[n] = f"shares channels (Add/merge) with unselected {unchosen}"
+            continue
+        score = sum(_channel_scores(p, criterion) for p in prods)
+        n = score.size
+        n_keep = max(1, n - int(round(n * float(ratio))))
+        keep[root] = np.sort(np.argsort(-score, kind="stable")[:n_keep])
+    for tensor_info, layer, why in bad:
+        if spaces.find(tensor_info[1]) in keep:
+            raise CompressionError(
+                f"slim cannot rewrite layer {layer.name!r} ({type(layer).__name__}): {why}. Its "
+                "input channels would be removed. Leave the layers feeding it out with "
+                "layers=Select(exclude=[...]), or restructure the model.")
+
+    def keep_of(tensor_info):
+        if tensor_info is None:
+            return None
+        return keep.get(spaces.find(tensor_info[1]))
+
+    pending, sizes = {}, {}
+
+    def replace(layer):
+        io = layer_io.get(layer.name)
+        if io is None or not layer.weights:
+            return None
+        (in_info, out_info) = io
+        in_keep, out_keep = keep_of(in_info), keep_of(out_info)
+        if in_keep is not None and in_info[0] == "flat":
+            channels = int(layer.get_weights()[0].shape[0]) // in_info[2]
+            in_keep = _flat_index(in_keep, channels, in_info[2])
+        if in_keep is None and out_keep is None:
+            return None
+        weights = layer.get_weights()
+        config = layer.get_config()
+        kind = _producer_kind(layer)
+        if kind is not None:
+            kernel = weights[0]
+            if in_keep is not None:
+                kernel = np.take(kernel, in_keep, axis=-2)
+            if out_keep is not None:
+                kernel = np.take(kernel, out_keep, axis=-1)
+                config["filters" if kind == "conv" else "units"] = int(out_keep.size)
+                sizes[layer.name] = (int(weights[0].shape[-1]), int(out_keep.size))
+            new_weights = [kernel] + [w if out_keep is None else w[out_keep] for w in weights[1:]]
+        elif isinstance(layer, L.DepthwiseConv2D):
+            new_weights = [np.take(weights[0], in_keep, axis=2)] + [w[in_keep] for w in weights[1:]]
+            sizes[layer.name] = (int(weights[0].shape[2]), int(in_keep.size))
+        elif isinstance(layer, L.BatchNormalization):
+            new_weights = [w[in_keep] for w in weights]
+        else:
+            raise CompressionError(
+                f"slim cannot resize layer {layer.name!r} ({type(layer).__name__}).")
+        new = type(layer).from_config(config)
+        pending[layer.name] = (new, new_weights)
+        return new
+
+    out = rebuild(work, replace)
+    for new, new_weights in pending.values():
+        new.set_weights(new_weights)
+    slimmed = [n for n in chosen if n in sizes]
+    out._tfdeploy_slim = dict(sizes)
+    note(out, "slimmed", slimmed, skipped, source=source,
+         detail=f"{float(ratio):.0%} of channels by {criterion}")
+    return out
+
+
+def channel_widths(model):
+    """``{layer: output channels}`` for every Conv2D / Dense / DepthwiseConv2D of ``model``."""
+    from tfdeploy.compress.graph import leaf_layers
+
+    out = {}
+    for layer in leaf_layers(model):
+        inner = getattr(layer, "layer", layer)
+        if isinstance(inner, L.DepthwiseConv2D):
+            out[inner.name] = int(inner.depthwise_kernel.shape[2] * inner.depth_multiplier)
+        elif _producer_kind(inner) is not None:
+            out[inner.name] = int(inner.kernel.shape[-1])
+    return out
