@@ -1,0 +1,120 @@
+"""A small JSON model card written beside every exported artifact.
+
+It records where the artifact came from (the Keras model, its size), what was
+done to it (pruning, quantization-aware training, measured sparsity) and any
+metrics the caller passes, so a deployed file explains itself.
+"""
+
+import datetime
+import json
+
+import numpy as np
+
+from tfdeploy._keras import tf
+from tfdeploy.export._atomic import atomic_file
+
+CARD_FILE = "model_card.json"
+SCHEMA = "tfdeploy-model-card/1"
+
+
+def kernel_sparsity(model):
+    """Fraction of exact zeros over the model's multi-dimensional weights (kernels)."""
+    zeros = total = 0
+    for w in model.weights:
+        if len(w.shape) >= 2 and w.dtype.is_floating:
+            values = np.asarray(w.numpy())
+            zeros += int(np.count_nonzero(values == 0))
+            total += values.size
+    return zeros / total if total else 0.0
+
+
+def is_quantization_aware(model):
+    """True when the model holds tfmot quantize wrappers (checked without importing tfmot)."""
+    return any(type(layer).__name__.startswith("QuantizeWrapper") for layer in model.layers)
+
+
+def compression_history(model):
+    """What tfdeploy knows was done to ``model``: pruning, QAT, measured sparsity."""
+    history = list(getattr(model, "_tfdeploy_history", []) or [])
+    pruning = getattr(model, "_tfdeploy_pruning", None)
+    if pruning:
+        history.append({"step": "prune", **pruning})
+    qat = getattr(model, "_tfdeploy_qat", None)
+    if qat or is_quantization_aware(model):
+        history.append({"step": "quantization_aware_training", **(qat or {})})
+    history.append({"step": "measured", "kernel_sparsity": round(kernel_sparsity(model), 6)})
+    return history
+
+
+def build(model, fields=None, extra=None):
+    """Return the card as a dict: base facts, then ``fields``, then the caller's ``extra``."""
+    from tfdeploy import __version__
+
+    card = {
+        "schema": SCHEMA,
+        "name": model.name,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "tfdeploy_version": __version__,
+        "tensorflow_version": tf.__version__,
+        "source": {
+            "keras_model": model.name,
+            "params": int(model.count_params()),
+            "inputs": [{"name": n, "shape": list(t.shape)}
+                       for n, t in zip(model.input_names, model.inputs)],
+            "outputs": [{"name": n, "shape": list(t.shape)}
+                        for n, t in zip(model.output_names, model.outputs)],
+        },
+        "compression": compression_history(model),
+        "metrics": {},
+    }
+    card.update(fields or {})
+    for key, value in (extra or {}).items():
+        if key == "compression" and isinstance(value, list):
+            card["compression"] = list(value) + card["compression"]
+        elif isinstance(value, dict) and isinstance(card.get(key), dict):
+            card[key] = {**card[key], **value}
+        else:
+            card[key] = value
+    return card
+
+
+def write(path, model, fields=None, extra=None):
+    """Write the card for ``model`` to ``path`` (atomically); returns the dict written."""
+    card = build(model, fields, extra)
+    with atomic_file(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(card, f, indent=2, sort_keys=False, default=_json_default)
+            f.write("\n")
+    return card
+
+
+def card_path(artifact_path):
+    """Where the card of an artifact lives: inside a SavedModel, else ``<file>.card.json``."""
+    import os
+
+    if os.path.isdir(artifact_path):
+        return os.path.join(artifact_path, "assets.extra", CARD_FILE)
+    return os.path.splitext(artifact_path)[0] + ".card.json"
+
+
+def read(artifact_path):
+    """Load the card of an artifact (see `card_path`)."""
+    with open(card_path(artifact_path)) as f:
+        return json.load(f)
+
+
+def saved_model_fields(module, version, class_names, warmup):
+    return {"artifact": {"format": "saved_model", "version": version,
+                         "signatures": sorted(module.signature_functions()),
+                         "class_names": list(class_names) if class_names else None,
+                         "warmup_requests": bool(warmup)}}
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
