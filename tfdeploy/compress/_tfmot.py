@@ -44,3 +44,30 @@ def prune_preserve_scheme():
             return Registry()
 
     return Scheme()
+
+
+def cluster_preserve_scheme(preserve_sparsity):
+    """tfmot's cluster-preserving 8-bit QAT scheme, with the same layer-support fix."""
+    from tensorflow_model_optimization.python.core.quantization.keras.collab_opts \
+        .cluster_preserve import cluster_preserve_quantize_registry as registry_mod
+    from tensorflow_model_optimization.python.core.quantization.keras.collab_opts \
+        .cluster_preserve import default_8bit_cluster_preserve_quantize_scheme as scheme_mod
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_registry)
+
+    class Registry(registry_mod.Default8bitClusterPreserveQuantizeRegistry):
+        def supports(self, layer):
+            default = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
+            return default.supports(layer) and super().supports(layer)
+
+    class Scheme(scheme_mod.Default8BitClusterPreserveQuantizeScheme):
+        def get_quantize_registry(self):
+            return Registry(self.preserve_sparsity)
+
+    return Scheme(preserve_sparsity)
+
+
+def cluster_wrapper_class():
+    from tensorflow_model_optimization.python.core.clustering.keras import cluster_wrapper
+
+    return cluster_wrapper.ClusterWeights

@@ -1,12 +1,15 @@
-"""Quantization-aware training (QAT), including pruning-preserving QAT."""
+"""Quantization-aware training (QAT): whole-model or selective, pruning- and cluster-preserving."""
 
 from tfdeploy._keras import check_model, keras, tfmot
-from tfdeploy.compress._tfmot import prune_preserve_scheme
-from tfdeploy.compress.prune import copy_model, is_pruning_wrapped
+from tfdeploy.compress._tfmot import cluster_preserve_scheme, prune_preserve_scheme
+from tfdeploy.compress.graph import flatten
+from tfdeploy.compress.prune import is_pruning_wrapped
+from tfdeploy.compress.report import note, notes
+from tfdeploy.compress.selection import resolve
 from tfdeploy.compress.sparsity import model_sparsity
 from tfdeploy.errors import CompressionError
 
-PRESERVE = ("auto", "sparsity", None)
+PRESERVE = ("auto", "sparsity", "cluster", "cluster_sparsity", None)
 _SPARSE_ENOUGH = 0.1
 
 
@@ -15,6 +18,10 @@ def _registry():
         default_8bit_quantize_registry)
 
     return default_8bit_quantize_registry.Default8BitQuantizeRegistry()
+
+
+def _is_builtin(layer):
+    return type(layer).__module__.startswith(("tf_keras.", "keras.", "tensorflow."))
 
 
 def quantizable_layers(model):
@@ -28,63 +35,125 @@ def quantizable_layers(model):
     return supported, unsupported
 
 
-def quantize(model, preserve="auto"):
+def _why_not(configs):
+    registry = _registry()
+
+    def why_not(layer):
+        if layer.name in configs or registry.supports(layer):
+            return None
+        if not _is_builtin(layer) and layer.weights:
+            return (f"custom layer {type(layer).__name__} has no quantize config; pass "
+                    f"quantize_configs={{{layer.name!r}: YourQuantizeConfig()}}")
+        return f"8-bit QAT has no config for {type(layer).__name__} (stays float in training)"
+
+    return why_not
+
+
+def _pick_preserve(model, preserve, sparsity):
+    if preserve != "auto":
+        return preserve
+    clustered = "clustered" in notes(model)
+    if clustered:
+        return "cluster_sparsity" if sparsity >= _SPARSE_ENOUGH else "cluster"
+    return "sparsity" if sparsity >= _SPARSE_ENOUGH else None
+
+
+def quantize(model, preserve="auto", layers=None, quantize_configs=None):
     """Wrap a model for 8-bit quantization-aware training; returns a new model.
 
-    Every layer tfmot's default 8-bit scheme supports is annotated; the others
-    (e.g. the ``Rescaling`` input layer) stay float during training and are
-    quantized by the full-integer TFLite conversion afterwards. Pruning wrappers
-    are stripped first.
+    Every layer tfmot's default 8-bit scheme supports is annotated (or only
+    those chosen by ``layers``); built-in layers without a config (e.g. the
+    ``Rescaling`` input layer) stay float during training and are quantized by
+    the full-integer TFLite conversion afterwards. Custom layers with weights
+    need a ``tfmot.quantization.keras.QuantizeConfig`` (``quantize_configs``),
+    or must be left out with ``layers``. Pruning wrappers are stripped first;
+    nested models are flattened.
 
     Args:
         model: a built Keras 2 (tf_keras) Sequential or functional model.
-        preserve: "sparsity" uses the pruning-preserving scheme (zeros stay zero
-            through QAT and into the int8 TFLite file); None uses the default
-            scheme; "auto" picks "sparsity" when at least 10% of the kernel
-            weights are already zero. Defaults to "auto".
+        preserve: "sparsity" keeps zeros zero through QAT and into the int8
+            file; "cluster" keeps the cluster centroids shared (after
+            `cluster` + `strip`); "cluster_sparsity" keeps both; None uses the
+            default scheme; "auto" picks "cluster"/"cluster_sparsity" for a
+            clustered model, else "sparsity" when at least 10% of the kernel
+            weights are zero. Defaults to "auto".
+        layers: which layers to annotate (selective QAT, see `Select`); None
+            annotates every supported layer. Defaults to None.
+        quantize_configs: ``{layer_name: QuantizeConfig}`` for custom layers
+            (or to override a built-in layer's config). Defaults to None.
 
     Returns:
         A new ``keras.Model`` with quantize wrappers; compile and fit it.
 
     Raises:
         ModelTypeError: Keras 3 model, non-model, or subclassed model.
-        CompressionError: unknown ``preserve`` or nothing to quantize.
+        CompressionError: unknown ``preserve``, already quantized, a custom
+            layer without a config, or nothing to quantize.
+
+    Example:
+        >>> qat = quantize(model, layers=Select(types=keras.layers.Conv2D))
     """
     check_model(model)
     if preserve not in PRESERVE:
         raise CompressionError(
             f"Unrecognized preserve={preserve!r}. Supported values are: {list(PRESERVE)}.")
     qk = tfmot().quantization.keras
-    if any(isinstance(layer, qk.QuantizeWrapper) for layer in model.layers):
+    if is_quantization_aware(model):
         raise CompressionError(
             f"Model {model.name!r} is already quantization-aware; quantize the original "
             "float model instead.")
-    if is_pruning_wrapped(model):
+    from tfdeploy.compress.cluster import is_clustering_wrapped
+
+    source = model
+    if is_pruning_wrapped(model) or is_clustering_wrapped(model):
         from tfdeploy.compress.strip import strip
 
         model = strip(model)
-    sparsity = model_sparsity(model)
-    if preserve == "auto":
-        preserve = "sparsity" if sparsity >= _SPARSE_ENOUGH else None
-    supported, _ = quantizable_layers(model)
-    if not supported:
+    configs = dict(quantize_configs or {})
+    bad = [v for v in configs.values() if not isinstance(v, qk.QuantizeConfig)]
+    if bad:
         raise CompressionError(
-            f"No layer of model {model.name!r} is supported by 8-bit QAT (Conv2D, Dense, ...).")
-    work = copy_model(model)
-    names = set(supported)
+            f"quantize_configs values must be tfmot QuantizeConfig instances, received {bad!r}.")
+    sparsity = model_sparsity(model)
+    preserve = _pick_preserve(source, preserve, sparsity)
+    work = flatten(model)
+    why_not = _why_not(configs)
+    if layers is None:
+        custom = [f"{layer.name} ({why_not(layer)})" for layer in work.layers
+                  if why_not(layer) is not None and why_not(layer).startswith("custom")]
+        if custom:
+            raise CompressionError(
+                f"Cannot quantize custom layer(s) {custom}. Pass quantize_configs={{name: "
+                "QuantizeConfig}}, or leave them out with layers=Select(exclude=[...]).")
+    chosen, skipped = resolve(work, layers, why_not, "QAT")
+    names = set(chosen)
 
     def annotate(layer):
-        return qk.quantize_annotate_layer(layer) if layer.name in names else layer
+        if layer.name not in names:
+            return layer
+        return qk.quantize_annotate_layer(layer, quantize_config=configs.get(layer.name))
 
-    with qk.quantize_scope():
+    scope = {type(c).__name__: type(c) for c in configs.values()}
+    scope.update({type(layer).__name__: type(layer) for layer in work.layers
+                  if layer.name in configs})
+    with qk.quantize_scope(scope):
         annotated = keras.models.clone_model(work, clone_function=annotate)
         if preserve == "sparsity":
             scheme = prune_preserve_scheme()
-            quantized = qk.quantize_apply(annotated, scheme)
+        elif preserve in ("cluster", "cluster_sparsity"):
+            scheme = cluster_preserve_scheme(preserve == "cluster_sparsity")
         else:
-            quantized = qk.quantize_apply(annotated)
-    quantized._tfdeploy_qat = {"preserve": preserve, "layers": supported,
+            scheme = None
+        try:
+            quantized = qk.quantize_apply(annotated, scheme) if scheme else \
+                qk.quantize_apply(annotated)
+        except (ValueError, RuntimeError, KeyError) as exc:
+            raise CompressionError(f"QAT could not be applied to model {model.name!r}: {exc}") \
+                from exc
+    quantized._tfdeploy_qat = {"preserve": preserve, "layers": chosen,
                                "sparsity_before": sparsity}
+    note(quantized, "quantized", chosen, skipped, source=source,
+         detail=f"int8 QAT (preserve={preserve})")
     return quantized
 
 

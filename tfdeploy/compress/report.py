@@ -51,11 +51,28 @@ def _leaves(model):
             yield layer
 
 
+def _short(weight):
+    return weight.name.split("/")[-1].split(":")[0]
+
+
+def _params(layer, inner):
+    if hasattr(layer, "quantize_config"):
+        weights = [w for w in layer.weights if not any(
+            k in _short(w) for k in ("_min", "_max", "optimizer_step", "pulling_indices"))]
+        return int(sum(np.prod(w.shape) for w in weights))
+    return int(sum(np.prod(w.shape) for w in inner.weights))
+
+
 def _kernel(layer):
     """The effective kernel (mask and cluster applied) of a possibly wrapped layer, or None."""
     for weight, mask, _ in getattr(layer, "pruning_vars", []) or []:
         return weight.numpy() * mask.numpy()
     inner = _unwrap(layer)
+    if hasattr(layer, "quantize_config"):
+        for w in layer.weights:
+            if _short(w).endswith("kernel"):
+                return w.numpy()
+        return None
     for attr in ("kernel", "depthwise_kernel"):
         value = getattr(inner, attr, None)
         if value is not None and hasattr(value, "numpy"):
@@ -115,7 +132,7 @@ def report(model):
         if type(inner).__name__ == "QuantizeLayer":
             continue
         kernel = _kernel(layer)
-        params = int(sum(np.prod(w.shape) for w in inner.weights))
+        params = _params(layer, inner)
         row = {"layer": inner.name, "type": type(inner).__name__, "params": params,
                "sparsity": None if kernel is None else float(np.mean(kernel == 0)),
                "unique": None if kernel is None else int(np.unique(kernel).size),

@@ -6,10 +6,10 @@ from tfdeploy.compress.report import carry
 
 
 def strip(model):
-    """Return a plain model with pruning wrappers removed (the input is untouched).
+    """Return a plain model with pruning or clustering wrappers removed (input untouched).
 
     The masks are applied, so pruned weights are exact zeros in the returned
-    model's kernels. Quantization-aware models keep their quantize wrappers:
+    model's kernels; clustered kernels hold only their centroid values. Quantization-aware models keep their quantize wrappers:
     the TFLite converter reads the learned ranges from them.
 
     Args:
@@ -18,12 +18,17 @@ def strip(model):
     Returns:
         A new ``keras.Model``.
     """
+    from tfdeploy.compress.cluster import is_clustering_wrapped
+
     check_model(model)
     if is_pruning_wrapped(model):
         for layer in model.layers:
             for weight, mask, _ in getattr(layer, "pruning_vars", []):
                 weight.assign(weight * mask)
         stripped = tfmot().sparsity.keras.strip_pruning(model)
+        out = copy_model(stripped)
+    elif is_clustering_wrapped(model):
+        stripped = tfmot().clustering.keras.strip_clustering(model)
         out = copy_model(stripped)
     else:
         out = model if _is_quantized(model) else copy_model(model)

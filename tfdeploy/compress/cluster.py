@@ -1,0 +1,142 @@
+"""Weight clustering: each kernel keeps at most N distinct values (shared centroids).
+
+Clustered kernels compress very well (gzip) and stay clustered through
+cluster-preserving QAT (`quantize(model, preserve="cluster")`). Fine-tune the
+wrapped model with an ordinary ``fit`` (a low learning rate), then `strip`.
+"""
+
+import numpy as np
+
+from tfdeploy._keras import check_model, keras, tfmot
+from tfdeploy.compress._tfmot import cluster_wrapper_class
+from tfdeploy.compress.graph import flatten, leaf_layers
+from tfdeploy.compress.report import note
+from tfdeploy.compress.selection import resolve
+from tfdeploy.errors import CompressionError
+
+INITS = ("kmeans++", "density", "linear", "random")
+
+
+def _init(init):
+    ci = tfmot().clustering.keras.CentroidInitialization
+    return {"kmeans++": ci.KMEANS_PLUS_PLUS, "density": ci.DENSITY_BASED,
+            "linear": ci.LINEAR, "random": ci.RANDOM}[init]
+
+
+def _why_not(n_clusters):
+    from tensorflow_model_optimization.python.core.clustering.keras import clustering_registry
+
+    registry = clustering_registry.ClusteringRegistry
+
+    def why_not(layer):
+        if not layer.weights:
+            return f"{type(layer).__name__} has no weights"
+        if not registry.supports(layer):
+            return f"tfmot has no clustering support for {type(layer).__name__}"
+        kernel = getattr(layer, "kernel", getattr(layer, "depthwise_kernel", None))
+        if kernel is not None and int(np.prod(kernel.shape)) <= n_clusters:
+            return f"kernel has only {int(np.prod(kernel.shape))} weights for {n_clusters} clusters"
+        return None
+
+    return why_not
+
+
+def cluster(model, n_clusters=16, init="kmeans++", layers=None, preserve_sparsity="auto"):
+    """Wrap a model for weight clustering; returns a new model, the input is untouched.
+
+    Args:
+        model: a trained, built Keras 2 Sequential or functional model (float,
+            or pruned and stripped). Not a QAT model: cluster first, then
+            `quantize(..., preserve="cluster")`.
+        n_clusters: distinct values per kernel, at least 2. Defaults to 16.
+        init: centroid initialisation: "kmeans++", "density", "linear" or
+            "random". Defaults to "kmeans++".
+        layers: which layers (see `Select`); None clusters every supported layer
+            with more weights than clusters. Defaults to None.
+        preserve_sparsity: keep zero weights zero (sparsity-preserving
+            clustering); "auto" does so when at least 10% of the weights are
+            zero. Defaults to "auto".
+
+    Returns:
+        A new ``keras.Model`` with clustering wrappers; compile, fine-tune and
+        `strip` it.
+
+    Raises:
+        CompressionError: bad ``n_clusters`` or ``init``, a quantization-aware or
+            already clustered model, or nothing to cluster.
+
+    Example:
+        >>> clustered = cluster(model, 16)
+        >>> clustered.compile(...); clustered.fit(train_ds, epochs=1)
+        >>> model = strip(clustered)      # unique_weights(model) <= 16 per kernel
+    """
+    check_model(model)
+    if not isinstance(n_clusters, int) or n_clusters < 2:
+        raise CompressionError(f"n_clusters must be an integer >= 2, received {n_clusters!r}.")
+    if init not in INITS:
+        raise CompressionError(f"Unrecognized init={init!r}. Supported inits are: {list(INITS)}.")
+    from tfdeploy.compress.prune import is_pruning_wrapped
+    from tfdeploy.compress.qat import is_quantization_aware
+    from tfdeploy.compress.sparsity import model_sparsity
+    from tfdeploy.compress.strip import strip
+
+    if is_quantization_aware(model):
+        raise CompressionError(
+            f"Model {model.name!r} is quantization-aware; clustering after QAT is not supported. "
+            "Cluster the float model first, then apply quantize(model, preserve='cluster').")
+    if is_clustering_wrapped(model):
+        raise CompressionError(
+            f"Model {model.name!r} is already wrapped for clustering; strip it first.")
+    source = model
+    if is_pruning_wrapped(model):
+        model = strip(model)
+    if preserve_sparsity == "auto":
+        preserve_sparsity = model_sparsity(model) >= 0.1
+    work = flatten(model)
+    chosen, skipped = resolve(work, layers, _why_not(n_clusters), "clustering")
+    names = set(chosen)
+    from tensorflow_model_optimization.python.core.clustering.keras.experimental import (
+        cluster as experimental)
+
+    params = {"number_of_clusters": n_clusters, "cluster_centroids_init": _init(init),
+              "preserve_sparsity": bool(preserve_sparsity)}
+
+    def clone_fn(layer):
+        return experimental.cluster_weights(layer, **params) if layer.name in names else layer
+
+    out = keras.models.clone_model(work, clone_function=clone_fn)
+    note(out, "clustered", chosen, skipped, source=source,
+         detail=f"{n_clusters} clusters ({init})")
+    return out
+
+
+def is_clustering_wrapped(model):
+    """True when ``model`` holds tfmot clustering wrappers."""
+    wrapper = cluster_wrapper_class()
+    return any(isinstance(layer, wrapper) for layer in model.layers)
+
+
+def unique_weights(model):
+    """``{layer: number of distinct values in its kernel}`` (read from the weights).
+
+    For a clustering-wrapped model the clustered kernel is read; after `strip`
+    the plain kernels are.
+    """
+    out = {}
+    for layer in leaf_layers(model):
+        inner = getattr(layer, "layer", layer)
+        if isinstance(layer, cluster_wrapper_class()):
+            for name, weight in _clustered_kernels(layer):
+                out[inner.name] = int(np.unique(weight).size)
+            continue
+        kernel = getattr(inner, "kernel", getattr(inner, "depthwise_kernel", None))
+        if kernel is not None and hasattr(kernel, "numpy"):
+            out[inner.name] = int(np.unique(kernel.numpy()).size)
+    return out
+
+
+def _clustered_kernels(wrapper):
+    for name, algorithm in wrapper.clustering_algorithms.items():
+        weight = algorithm.get_clustered_weight(wrapper.pulling_indices[name],
+                                                wrapper.original_clusterable_weights[name])
+        yield name, weight.numpy()
