@@ -1,0 +1,136 @@
+"""Small SavedModels for the serving tests, built in-process, plus repository unit tests.
+
+``half_plus_two`` is a TF1-style graph (tf.compat.v1 + SavedModelBuilder) with
+predict, classify and regress signatures; ``tf2_half_plus_two`` is the same
+function saved from a tf.Module. Both take a ``scale`` so versions differ.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+from tfdeploy.serving.repository import ModelConfig, list_versions
+
+
+def build_half_plus_two(path, scale=0.5):
+    """TF1 SavedModel at ``path``: y = scale * x + 2 with predict/classify/regress signatures."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        x = v1.placeholder(tf.float32, [None], name="x")
+        a = v1.Variable(scale, name="a")
+        y = tf.add(a * x, 2.0, name="y")
+        serialized = v1.placeholder(tf.string, [None], name="tf_example")
+        parsed = v1.io.parse_example(serialized, {"x": v1.io.FixedLenFeature([1], tf.float32)})
+        ex_y = tf.add(a * parsed["x"], 2.0, name="ex_y")                       # [batch, 1]
+        classes = tf.fill(tf.shape(ex_y), "y")                                  # [batch, 1]
+        c = v1.placeholder(tf.complex64, [None], name="c")
+        n = v1.placeholder(tf.int32, [], name="n")
+        loop = tf.while_loop(lambda i, s: i < n, lambda i, s: (i + 1, s + 1.0),
+                             [tf.constant(0), tf.constant(0.0)])[1]
+        info = v1.saved_model.utils.build_tensor_info
+        sig = v1.saved_model.signature_def_utils.build_signature_def
+        predict = sig({"x": info(x)}, {"y": info(y)}, "tensorflow/serving/predict")
+        signatures = {
+            "serving_default": predict,
+            "predict": predict,
+            "tensorflow/serving/classify": sig(
+                {"inputs": info(serialized)}, {"classes": info(classes), "scores": info(ex_y)},
+                "tensorflow/serving/classify"),
+            "classify_scores_only": sig({"inputs": info(serialized)}, {"scores": info(ex_y)},
+                                        "tensorflow/serving/classify"),
+            "tensorflow/serving/regress": sig({"inputs": info(serialized)}, {"outputs": info(ex_y)},
+                                              "tensorflow/serving/regress"),
+            "complex": sig({"c": info(c)}, {"r": info(tf.math.real(c))},
+                           "tensorflow/serving/predict"),
+            "slow": sig({"n": info(n)}, {"s": info(loop)}, "tensorflow/serving/predict"),
+        }
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.global_variables_initializer())
+            builder = v1.saved_model.Builder(path)
+            builder.add_meta_graph_and_variables(sess, ["serve"], signature_def_map=signatures)
+            builder.save()
+    return path
+
+
+def build_tf2_model(path, scale=0.5):
+    """TF2 SavedModel (tf.Module): single, multi-input/-output and bytes signatures."""
+    import tensorflow as tf
+
+    class M(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = tf.Variable(scale)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+        def half(self, x):
+            return {"y": self.a * x + 2.0}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="a"),
+                                      tf.TensorSpec([None, 2], tf.int64, name="b")])
+        def multi(self, a, b):
+            return {"sum": a + tf.cast(tf.reduce_sum(b, axis=1), tf.float32),
+                    "b_twice": b * 2}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="data_bytes")])
+        def echo(self, data_bytes):
+            return {"echo_bytes": data_bytes, "length": tf.strings.length(data_bytes),
+                    "upper": tf.strings.upper(data_bytes)}
+
+    m = M()
+    tf.saved_model.save(m, path, signatures={"serving_default": m.half, "multi": m.multi,
+                                             "echo": m.echo})
+    return path
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- unit tests of the repository's version logic (no server needed) ------------------------
+def test_list_versions_ignores_non_numeric(tmp_path):
+    for d in ("1", "10", "2", "temp-3-abc", "latest", "007x"):
+        os.makedirs(tmp_path / d)
+    (tmp_path / "5").write_text("a file, not a directory")
+    assert list_versions(str(tmp_path)) == [1, 2, 10]
+    assert list_versions(str(tmp_path / "missing")) == []
+
+
+def test_version_policies():
+    on_disk = [1, 2, 3, 7]
+    assert ModelConfig("m", "/b").wanted(on_disk) == {7}
+    assert ModelConfig("m", "/b", num_versions=2).wanted(on_disk) == {3, 7}
+    assert ModelConfig("m", "/b", policy="all").wanted(on_disk) == {1, 2, 3, 7}
+    assert ModelConfig("m", "/b", policy="specific", versions=(2, 9)).wanted(on_disk) == {2}
+
+
+@pytest.mark.parametrize("name", ["../etc", "a/b", "a:b", "", "..", "x y"])
+def test_model_names_cannot_escape(name):
+    with pytest.raises(ValueError, match="Invalid model name"):
+        ModelConfig(name, "/base")
+
+
+def test_bad_policy_and_label_rejected():
+    with pytest.raises(ValueError, match="Unrecognized version policy 'newest'"):
+        ModelConfig("m", "/b", policy="newest")
+    with pytest.raises(ValueError, match="Invalid version label '../x'"):
+        ModelConfig("m", "/b", labels={"../x": 1})
+    with pytest.raises(ValueError, match="specific policy needs at least one version"):
+        ModelConfig("m", "/b", policy="specific")
+
+
+def test_half_plus_two_builds(tmp_path):
+    from tfdeploy.serving.servable import Servable
+
+    path = build_half_plus_two(str(tmp_path / "1"))
+    s = Servable("h", 1, path)
+    _, out = s.run("", {"x": np.array([1.0, 2.0], np.float32)})
+    np.testing.assert_allclose(out["y"], [2.5, 3.0])
+    assert s.signature_defs["tensorflow/serving/regress"].method_name == "tensorflow/serving/regress"

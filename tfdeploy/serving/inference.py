@@ -1,0 +1,111 @@
+"""Classify, regress and proto conversions shared by the REST and gRPC front ends.
+
+``Predict`` runs any signature. ``Classify`` and ``Regress`` need a signature
+whose ``method_name`` says so, with one DT_STRING input of serialized
+``tf.Example`` protos, exactly as TF Serving requires.
+"""
+
+import numpy as np
+
+from tfdeploy.serving.servable import CLASSIFY_METHOD, REGRESS_METHOD
+from tfdeploy.serving.status import ServingError, invalid
+
+CLASSES, SCORES, REGRESS_OUTPUT = "classes", "scores", "outputs"
+
+
+def _example_input(servable, signature_name, method, serialized):
+    key, sig = servable.signature(signature_name)
+    if sig.method_name != method:
+        kind = "classification" if method == CLASSIFY_METHOD else "regression"
+        raise invalid(f"Expected {kind} signature method_name to be {method}. "
+                      f"Was: {sig.method_name}")
+    if len(sig.inputs) != 1:
+        raise invalid(f"Expected one input Tensor, the signature '{key}' has {len(sig.inputs)}.")
+    if not serialized:
+        raise invalid("Input is empty.")
+    return key, sig, {next(iter(sig.inputs)): np.array(list(serialized), dtype=object)}
+
+
+def classify(servable, signature_name, serialized):
+    """Return ``(key, [[(label, score), ...] per example])`` for serialized tf.Examples."""
+    key, sig, feeds = _example_input(servable, signature_name, CLASSIFY_METHOD, serialized)
+    wanted = [k for k in (CLASSES, SCORES) if k in sig.outputs]
+    if not wanted:
+        raise invalid("Expected classification signature outputs to contain at least one of "
+                      f"{{{CLASSES}, {SCORES}}}, found {sorted(sig.outputs)}.")
+    _, out = servable.run(key, feeds, output_filter=wanted)
+    n = len(serialized)
+    classes, scores = out.get(CLASSES), out.get(SCORES)
+    for name, t in ((CLASSES, classes), (SCORES, scores)):
+        if t is not None and (t.ndim != 2 or t.shape[0] != n):
+            raise invalid(f"Expected Tensor shape: [{n} K] but got {list(t.shape)} for "
+                          f"output '{name}'.")
+    if classes is not None and scores is not None and classes.shape != scores.shape:
+        raise invalid(f"Tensors class and score should match in shape: {list(classes.shape)} "
+                      f"vs {list(scores.shape)}.")
+    k = (classes if classes is not None else scores).shape[1]
+    results = []
+    for i in range(n):
+        row = []
+        for j in range(k):
+            label = classes[i, j] if classes is not None else b""
+            if isinstance(label, bytes):
+                label = label.decode("utf-8", "replace")
+            row.append((str(label), float(scores[i, j]) if scores is not None else 0.0))
+        results.append(row)
+    return key, results
+
+
+def regress(servable, signature_name, serialized):
+    """Return ``(key, [value per example])`` for serialized tf.Examples."""
+    key, sig, feeds = _example_input(servable, signature_name, REGRESS_METHOD, serialized)
+    if REGRESS_OUTPUT not in sig.outputs:
+        raise invalid(f"No output Tensor with key '{REGRESS_OUTPUT}' in the regression "
+                      f"signature '{key}'; it has {sorted(sig.outputs)}.")
+    _, out = servable.run(key, feeds, output_filter=[REGRESS_OUTPUT])
+    values = out[REGRESS_OUTPUT]
+    n = len(serialized)
+    if not (values.shape == (n,) or values.shape == (n, 1)):
+        raise invalid("Expected output Tensor shape to be either [batch_size] or "
+                      f"[batch_size, 1] but got {list(values.shape)}")
+    if values.dtype.kind != "f":
+        raise invalid(f"Expected output Tensor of DT_FLOAT. Got: {values.dtype}")
+    return key, [float(v) for v in values.reshape(-1)]
+
+
+# -- protos -----------------------------------------------------------------------------
+def serialized_examples(input_proto):
+    """Serialized tf.Examples of a ``tensorflow.serving.Input`` (context merged in)."""
+    kind = input_proto.WhichOneof("kind")
+    if kind == "example_list":
+        return [e.SerializeToString() for e in input_proto.example_list.examples]
+    if kind == "example_list_with_context":
+        ctx = input_proto.example_list_with_context.context.SerializeToString()
+        # Concatenated serializations merge: example features override context ones.
+        return [ctx + e.SerializeToString()
+                for e in input_proto.example_list_with_context.examples]
+    raise invalid("Input is empty.")
+
+
+def tensor_to_ndarray(name, proto):
+    """Convert a TensorProto to numpy, raising INVALID_ARGUMENT on a malformed one."""
+    import tensorflow as tf
+
+    try:
+        return tf.make_ndarray(proto)
+    except Exception as exc:  # noqa: BLE001 (any decoding failure is the client's)
+        raise invalid(f"tensor parsing error: {name}: {exc}") from exc
+
+
+def ndarray_to_tensor(value):
+    import tensorflow as tf
+
+    return tf.make_tensor_proto(value)
+
+
+def check_dtype_supported(name, dtype, supported):
+    """Raise UNIMPLEMENTED when a signature tensor's dtype is not in ``supported``."""
+    if dtype not in supported:
+        raise ServingError("UNIMPLEMENTED",
+                           f"Conversion of tensor '{name}' of type {dtype.name} "
+                           "to/from JSON is not supported")

@@ -1,0 +1,256 @@
+"""TF Serving's JSON mapping: request bodies to numpy/tf.Example, results to JSON.
+
+Row format (``instances``) and columnar format (``inputs``), named and unnamed
+inputs, ``{"b64": ...}`` for binary strings, ``predictions``/``outputs``
+responses, and ``examples`` + ``context`` for classify and regress.
+"""
+
+import base64
+import binascii
+
+import numpy as np
+
+from tfdeploy.serving.inference import check_dtype_supported
+from tfdeploy.serving.status import ServingError, invalid
+
+_B64 = "b64"
+
+
+def _is_b64(value):
+    return isinstance(value, dict) and len(value) == 1 and _B64 in value
+
+
+def _decode_b64(value):
+    data = value[_B64]
+    if not isinstance(data, str):
+        raise invalid(f"JSON Value: {value} not formatted correctly for base64 data")
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise invalid(f"Unable to base64 decode {data[:40]!r}: {exc}") from exc
+
+
+def supported_dtypes():
+    import tensorflow as tf
+
+    return {tf.bool, tf.string, tf.int8, tf.uint8, tf.int16, tf.uint16, tf.int32, tf.uint32,
+            tf.int64, tf.uint64, tf.float16, tf.float32, tf.float64}
+
+
+# -- requests -----------------------------------------------------------------------------
+def _strings(value, name):
+    if isinstance(value, list):
+        return [_strings(v, name) for v in value]
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if _is_b64(value):
+        return _decode_b64(value)
+    raise invalid(f"JSON Value: {value!r} Type: {type(value).__name__} is not of expected type: "
+                  f"string (input '{name}')")
+
+
+def to_ndarray(value, dtype, name):
+    """Convert a JSON value to an ndarray of ``dtype`` (a tf.DType), strictly typed."""
+    import tensorflow as tf
+
+    check_dtype_supported(name, dtype, supported_dtypes())
+    if dtype == tf.string:
+        nested = _strings(value, name)
+        try:
+            shaped = np.array(nested, dtype=object)
+        except ValueError as exc:
+            raise invalid(f"Input '{name}': all values must have the same shape: {exc}") from exc
+        if not all(isinstance(v, bytes) for v in shaped.flat):
+            raise invalid(f"Input '{name}': all values must have the same shape (the nested "
+                          "lists are ragged).")
+        return shaped
+    try:
+        array = np.array(value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise invalid(f"Input '{name}': all values must have the same shape and be numbers "
+                      f"or booleans: {exc}") from exc
+    kind, target = array.dtype.kind, np.dtype(dtype.as_numpy_dtype)
+    if array.size == 0:
+        return array.astype(target)
+    ok = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}[target.kind]
+    if kind not in ok:
+        expected = {"b": "bool", "i": "integer", "u": "integer", "f": "number"}[target.kind]
+        raise invalid(f"Input '{name}' expects {dtype.name} values ({expected}), received JSON "
+                      f"values of type {_kind_name(kind)}.")
+    if target.kind in "iu":
+        info = np.iinfo(target)
+        if array.min() < info.min or array.max() > info.max:
+            raise invalid(f"Input '{name}': value out of range for {dtype.name}.")
+    return array.astype(target)
+
+
+def _kind_name(kind):
+    return {"b": "bool", "i": "integer", "u": "integer", "f": "number", "U": "string",
+            "O": "object/mixed", "S": "bytes"}.get(kind, kind)
+
+
+def parse_predict(body, input_dtypes):
+    """Return ``(format, {input: ndarray})``; format is "row" or "columnar"."""
+    if "instances" in body and "inputs" in body:
+        raise invalid("Not supported both 'inputs' and 'instances' keys in the same request: "
+                      "use either the row format or the columnar format.")
+    names = sorted(input_dtypes)
+    if "instances" in body:
+        instances = body["instances"]
+        if not isinstance(instances, list):
+            raise invalid("Expecting 'instances' to be an list/array")
+        if not instances:
+            raise invalid("No instances found in the request: 'instances' is an empty list.")
+        named = isinstance(instances[0], dict) and not _is_b64(instances[0])
+        if named:
+            for i, inst in enumerate(instances):
+                if not isinstance(inst, dict) or _is_b64(inst):
+                    raise invalid(f"Expecting object but got list at item {i} of input list")
+                if sorted(inst) != names:
+                    raise invalid(f"instance {i} has inputs {sorted(inst)} but the signature "
+                                  f"takes {names}; every instance needs each named input.")
+            return "row", {n: to_ndarray([inst[n] for inst in instances], input_dtypes[n], n)
+                           for n in names}
+        if len(names) != 1:
+            raise invalid(f"The signature has {len(names)} inputs {names}: send each instance "
+                          "as an object of named inputs (or use 'inputs').")
+        return "row", {names[0]: to_ndarray(instances, input_dtypes[names[0]], names[0])}
+    if "inputs" in body:
+        inputs = body["inputs"]
+        if isinstance(inputs, dict) and not _is_b64(inputs):
+            if sorted(inputs) != names:
+                extra, missing = sorted(set(inputs) - set(names)), sorted(set(names) - set(inputs))
+                raise invalid(f"input size does not match signature: {len(inputs)}!={len(names)}"
+                              f". Sent extra: {extra}. Missing but required: {missing}.")
+            return "columnar", {n: to_ndarray(inputs[n], input_dtypes[n], n) for n in names}
+        if len(names) != 1:
+            raise invalid(f"The signature has {len(names)} inputs {names}: send 'inputs' as an "
+                          "object of named inputs.")
+        return "columnar", {names[0]: to_ndarray(inputs, input_dtypes[names[0]], names[0])}
+    raise invalid("Missing 'inputs' or 'instances' key")
+
+
+def _feature(name, value):
+    import tensorflow as tf
+
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise invalid(f"Feature '{name}' is an empty list; its type cannot be inferred.")
+    if all(isinstance(v, str) or _is_b64(v) for v in values):
+        data = [v.encode("utf-8") if isinstance(v, str) else _decode_b64(v) for v in values]
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=data))
+    if all(isinstance(v, (int, bool)) for v in values):
+        if any(not isinstance(v, bool) and not -2**63 <= v < 2**63 for v in values):
+            raise invalid(f"Feature '{name}': integer out of int64 range.")
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
+    raise invalid(f"Feature '{name}': values must all be numbers, or all strings / "
+                  f"{{\"b64\": ...}} objects; received {value!r:.100}.")
+
+
+def _example(obj, what):
+    import tensorflow as tf
+
+    if not isinstance(obj, dict):
+        raise invalid(f"Expecting '{what}' to be a JSON object of features.")
+    return tf.train.Example(features=tf.train.Features(
+        feature={k: _feature(k, v) for k, v in obj.items()}))
+
+
+def parse_examples(body):
+    """Serialized tf.Examples of a classify/regress body (``context`` merged into each)."""
+    examples = body.get("examples")
+    if not isinstance(examples, list):
+        raise invalid("Expecting 'examples' to be an list/array")
+    if not examples:
+        raise invalid("Input is empty: 'examples' is an empty list.")
+    context = body.get("context")
+    prefix = b""
+    if context is not None:
+        prefix = _example(context, "context").SerializeToString()
+    out = []
+    for i, obj in enumerate(examples):
+        if context is not None and isinstance(obj, dict):
+            both = sorted(set(obj) & set(context))
+            if both:
+                raise invalid(f"Features {both} of example {i} also appear in 'context'; a "
+                              "feature may be in one of them only.")
+        out.append(prefix + _example(obj, f"examples[{i}]").SerializeToString())
+    return out
+
+
+# -- responses ----------------------------------------------------------------------------
+def _json_value(array, name):
+    array = np.asarray(array)
+    kind = array.dtype.kind
+    if kind in "OSU":
+        binary = name.endswith("_bytes")
+
+        def conv(v):
+            if isinstance(v, str):
+                return v
+            if not binary:
+                try:
+                    return v.decode("utf-8")
+                except UnicodeDecodeError:
+                    pass
+            return {_B64: base64.b64encode(v).decode("ascii")}
+        flat = [conv(v) for v in array.ravel()]
+    elif kind == "f" and array.dtype.itemsize <= 4:
+        # float32/float16 printed at their own precision (0.1, not 0.10000000149011612).
+        flat = [float(str(v)) for v in array.ravel()]
+    elif kind in "biuf":
+        return array.tolist()
+    else:
+        raise ServingError("UNIMPLEMENTED", f"Conversion of tensor '{name}' of type "
+                                            f"{array.dtype} to JSON is not supported")
+    if array.ndim == 0:
+        return flat[0]
+    out = np.empty(len(flat), dtype=object)
+    out[:] = flat
+    return out.reshape(array.shape).tolist()
+
+
+def predict_response(fmt, outputs):
+    """The JSON object of a predict response (``predictions`` or ``outputs``)."""
+    if fmt == "columnar":
+        if len(outputs) == 1:
+            (name, value), = outputs.items()
+            return {"outputs": _json_value(value, name)}
+        return {"outputs": {n: _json_value(v, n) for n, v in outputs.items()}}
+    batch = None
+    for name, value in outputs.items():
+        if np.ndim(value) == 0:
+            raise invalid(f"Tensor name: {name} has no shape information; use the columnar "
+                          "format ('inputs') for scalar outputs.")
+        if batch is None:
+            batch = np.shape(value)[0]
+        elif np.shape(value)[0] != batch:
+            raise invalid(f"Tensor name: {name} has inconsistent batch size: "
+                          f"{np.shape(value)[0]} expecting: {batch}")
+    if len(outputs) == 1:
+        (name, value), = outputs.items()
+        return {"predictions": _json_value(value, name)}
+    columns = {n: _json_value(v, n) for n, v in outputs.items()}
+    return {"predictions": [{n: columns[n][i] for n in columns} for i in range(batch)]}
+
+
+def status_response(statuses):
+    return {"model_version_status": [
+        {"version": str(s.version), "state": s.state,
+         "status": {"error_code": s.error_code, "error_message": s.error_message}}
+        for s in statuses]}
+
+
+def metadata_response(name, version, signature_defs):
+    from google.protobuf import json_format
+    from tensorflow_serving.apis import get_model_metadata_pb2
+
+    sig_map = get_model_metadata_pb2.SignatureDefMap()
+    for k, v in signature_defs.items():
+        sig_map.signature_def[k].CopyFrom(v)
+    return {"model_spec": {"name": name, "signature_name": "", "version": str(version)},
+            "metadata": {"signature_def": json_format.MessageToDict(
+                sig_map, preserving_proto_field_name=True,
+                always_print_fields_with_no_presence=True)}}

@@ -1,0 +1,162 @@
+"""One loaded model version: its SignatureDefs and the functions that run them."""
+
+import os
+import time
+
+import numpy as np
+
+from tfdeploy.serving.status import ServingError, invalid
+
+DEFAULT_SIGNATURE = "serving_default"
+PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+SERVE_TAG = "serve"
+
+# tensorflow::error::Code numbers -> canonical names (the same order as grpc.StatusCode).
+_CODE_NAMES = ["OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+               "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+               "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+               "UNAUTHENTICATED"]
+
+
+def read_signature_defs(path):
+    """Return the SignatureDef map of the MetaGraph tagged ``serve`` in ``path/saved_model.pb``.
+
+    Raises:
+        ServingError: FAILED_PRECONDITION when there is no saved_model.pb or no ``serve`` graph.
+    """
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    pb = os.path.join(path, "saved_model.pb")
+    if not os.path.isfile(pb):
+        raise ServingError("NOT_FOUND", f"Could not find SavedModel .pb at supplied export "
+                                        f"directory path: {path}")
+    saved = saved_model_pb2.SavedModel()
+    with open(pb, "rb") as f:
+        saved.ParseFromString(f.read())
+    tagsets = []
+    for meta in saved.meta_graphs:
+        tagsets.append(sorted(meta.meta_info_def.tags))
+        if SERVE_TAG in meta.meta_info_def.tags:
+            return meta.signature_def
+    raise ServingError("NOT_FOUND", f"Could not find meta graph def matching supplied tags: "
+                                    f"{{ {SERVE_TAG} }}. Available tags: {tagsets}")
+
+
+def tf_error_code(exc):
+    """The canonical code name of a ``tf.errors.OpError`` (UNKNOWN otherwise)."""
+    code = getattr(exc, "error_code", 2)
+    return _CODE_NAMES[code] if isinstance(code, int) and 0 < code < len(_CODE_NAMES) else "UNKNOWN"
+
+
+def _shape_of(tensor_info):
+    shape = tensor_info.tensor_shape
+    if shape.unknown_rank:
+        return None
+    return [d.size for d in shape.dim]
+
+
+class Servable:
+    """A SavedModel version loaded with ``tf.saved_model.load`` (``serve`` tag).
+
+    Args:
+        name: model name.
+        version: integer version.
+        path: the version directory.
+    """
+
+    def __init__(self, name, version, path):
+        import tensorflow as tf
+
+        self.name, self.version, self.path = name, int(version), path
+        self.signature_defs = read_signature_defs(path)
+        self._tf = tf
+        self._loaded = tf.saved_model.load(path, tags=[SERVE_TAG])
+        self._functions = dict(self._loaded.signatures)
+        self.batcher = None  # set by the repository when batching is enabled
+        self.on_run = None   # optional f(seconds) called after every model run (metrics)
+
+    # -- signatures -------------------------------------------------------------------------
+    def signature(self, signature_name):
+        """Return ``(key, SignatureDef)``; "" means serving_default."""
+        key = signature_name or DEFAULT_SIGNATURE
+        if key not in self.signature_defs or key not in self._functions:
+            raise ServingError(
+                "FAILED_PRECONDITION",
+                f'Serving signature name: "{key}" not found in signature def')
+        return key, self.signature_defs[key]
+
+    def input_dtypes(self, signature_name):
+        """``{input_key: tf.DType}`` of a signature."""
+        _, sig = self.signature(signature_name)
+        return {k: self._tf.dtypes.as_dtype(v.dtype) for k, v in sig.inputs.items()}
+
+    # -- running ----------------------------------------------------------------------------
+    def run(self, signature_name, inputs, output_filter=None):
+        """Run a signature on ``{input_key: ndarray}``; return ``(key, {output_key: ndarray})``.
+
+        Inputs are checked against the SignatureDef (names, dtype, rank and known
+        dimensions) first, so a bad request is an INVALID_ARGUMENT, never a crash.
+        """
+        key, sig = self.signature(signature_name)
+        expected, sent = set(sig.inputs), set(inputs)
+        if expected != sent:
+            raise invalid(
+                f"input size does not match signature: {len(sent)}!={len(expected)} "
+                f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
+                f"Sent extra: {{{','.join(sorted(sent - expected))}}}. "
+                f"Missing but required: {{{','.join(sorted(expected - sent))}}}.")
+        wanted = list(output_filter or sig.outputs)
+        for alias in wanted:
+            if alias not in sig.outputs:
+                raise invalid(f"output tensor alias not found in signature: {alias} Outputs "
+                              f"expected to be in the set {{{','.join(sorted(sig.outputs))}}}.")
+        if len(set(wanted)) != len(wanted):
+            raise invalid("duplicate output tensor alias in output_filter")
+        feeds = {}
+        for name, info in sig.inputs.items():
+            feeds[name] = self._check_input(name, info, inputs[name])
+        if self.batcher is not None:
+            outputs = self.batcher.run(key, feeds)
+        else:
+            outputs = self.call(key, feeds)
+        return key, {k: outputs[k] for k in wanted}
+
+    def call(self, key, feeds):
+        """Call signature ``key`` on already checked numpy feeds; ``{output: ndarray}``."""
+        tf = self._tf
+        fn = self._functions[key]
+        start = time.perf_counter()
+        try:
+            result = fn(**{k: tf.constant(v) for k, v in feeds.items()})
+            result = {k: v.numpy() for k, v in result.items()}
+        except tf.errors.OpError as exc:
+            raise ServingError(tf_error_code(exc), exc.message) from exc
+        except (TypeError, ValueError) as exc:
+            raise invalid(str(exc)) from exc
+        if self.on_run is not None:
+            self.on_run(time.perf_counter() - start)
+        return result
+
+    def _check_input(self, name, info, value):
+        tf = self._tf
+        dtype = tf.dtypes.as_dtype(info.dtype)
+        array = np.asarray(value)
+        if dtype == tf.string:
+            if array.dtype.kind not in "OSU":
+                raise invalid(f"Input '{name}' expects DT_STRING values, received {array.dtype}.")
+            array = array.astype(object)
+        else:
+            try:
+                array = array.astype(dtype.as_numpy_dtype, casting="same_kind"
+                                     if array.dtype.kind in "fc" and dtype.is_integer else "unsafe")
+            except (TypeError, ValueError) as exc:
+                raise invalid(f"Input '{name}' expects {dtype.name} values: {exc}") from exc
+        shape = _shape_of(info)
+        if shape is not None:
+            if array.ndim != len(shape) or any(s >= 0 and s != a for s, a in zip(shape, array.shape)):
+                raise invalid(
+                    f"Input '{name}' has shape {list(array.shape)} but the signature expects "
+                    f"{shape} (-1 is any size).")
+        return array
