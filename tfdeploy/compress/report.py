@@ -24,7 +24,7 @@ def carry(source, target):
     record = {k: {kk: (dict(vv) if isinstance(vv, dict) else list(vv) if isinstance(vv, list)
                        else vv) for kk, vv in v.items()} for k, v in notes(source).items()}
     record.update(notes(target))
-    setattr(target, _ATTR, record)
+    object.__setattr__(target, _ATTR, record)
     return target
 
 
@@ -34,7 +34,7 @@ def note(model, technique, chosen, skipped, source=None, detail=None):
         carry(source, model)
     record = dict(notes(model))
     record[technique] = {"layers": list(chosen), "skipped": dict(skipped), "detail": detail}
-    setattr(model, _ATTR, record)
+    object.__setattr__(model, _ATTR, record)
     return model
 
 

@@ -273,7 +273,7 @@ def slim(model, ratio=0.5, criterion="l1", layers=None):
     for new, new_weights in pending.values():
         new.set_weights(new_weights)
     slimmed = [n for n in chosen if n in sizes]
-    out._tfdeploy_slim = dict(sizes)
+    object.__setattr__(out, "_tfdeploy_slim", dict(sizes))  # plain dict, not tracked by Keras
     note(out, "slimmed", slimmed, skipped, source=source,
          detail=f"{float(ratio):.0%} of channels by {criterion}")
     return out
