@@ -1,18 +1,25 @@
-"""Export: SavedModel (TF Serving layout) and TFLite, each written atomically."""
+"""Export: SavedModel (TF Serving layout), TFLite and ONNX, each written atomically."""
 
 from tfdeploy.errors import ExportError
-from tfdeploy.export.saved_model import saved_model, versions
-from tfdeploy.export.tflite import tflite
+from tfdeploy.export.model_card import read as read_model_card
+from tfdeploy.export.onnx import ExportFallbackWarning, onnx
+from tfdeploy.export.saved_model import saved_model, signature_names, versions
+from tfdeploy.export.tflite import QUANTIZATIONS, flex_ops, tflite
 
-FORMATS = ("saved_model", "tflite")
+FORMATS = ("saved_model", "tflite", "onnx")
 
 
 def export(model, path, format="saved_model", **kwargs):  # noqa: A002
-    """Export ``model`` to ``path`` in ``format`` ("saved_model" or "tflite")."""
+    """Export ``model`` to ``path`` in ``format`` ("saved_model", "tflite" or "onnx").
+
+    Keyword arguments go to `saved_model`, `tflite` or `onnx`.
+    """
     if format not in FORMATS:
         raise ExportError(
             f"Unrecognized format={format!r}. Supported formats are: {list(FORMATS)}.")
-    return {"saved_model": saved_model, "tflite": tflite}[format](model, path, **kwargs)
+    return {"saved_model": saved_model, "tflite": tflite, "onnx": onnx}[format](
+        model, path, **kwargs)
 
 
-__all__ = ["export", "saved_model", "tflite", "versions", "FORMATS"]
+__all__ = ["export", "saved_model", "tflite", "onnx", "versions", "signature_names", "flex_ops",
+           "read_model_card", "ExportFallbackWarning", "FORMATS", "QUANTIZATIONS"]

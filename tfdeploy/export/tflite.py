@@ -1,62 +1,179 @@
-"""TFLite export: float32 and full-integer int8, written atomically."""
+"""TFLite export: float32, float16, dynamic range, full int8 and 16x8, written atomically.
+
+Conversion first runs with TFLite's builtin ops only. A model that would need
+TensorFlow (Flex / "Select TF") ops is detected there and reported with the op
+names before anything is written; ``allow_flex=True`` converts it anyway.
+"""
 
 import os
 
 from tfdeploy._keras import check_model, tf
 from tfdeploy.data.representative import representative_data as _representative
 from tfdeploy.export._atomic import atomic_file
+from tfdeploy.export import model_card as _card
 from tfdeploy.errors import ExportError
 
-QUANTIZATIONS = ("float32", "int8")
+QUANTIZATIONS = ("float32", "float16", "dynamic", "int8", "int16x8")
+_IO_TYPES = {"float32": ("float32",), "float16": ("float32",), "dynamic": ("float32",),
+             "int8": ("float32", "int8", "uint8"), "int16x8": ("float32", "int16")}
+_CALIBRATED = ("int8", "int16x8")
+
+
+def labels_path(path):
+    """The labels file written beside a ``.tflite`` or ``.onnx`` artifact."""
+    return os.path.splitext(path)[0] + ".labels.txt"
+
+
+def write_labels(path, class_names):
+    """Write ``class_names`` one per line beside ``path``; returns the labels path."""
+    labels = labels_path(path)
+    with atomic_file(labels) as tmp:
+        with open(tmp, "w") as f:
+            f.write("\n".join(str(c) for c in class_names) + "\n")
+    return labels
+
+
+def _converter(model, quantization, io_type, representative_data, num_calibration, ops):
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if quantization == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantization in _CALIBRATED:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = _representative(representative_data, num_calibration)
+        if quantization == "int8":
+            ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] + ops[1:]
+        else:
+            ops = [tf.lite.OpsSet.
+                   EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8] + ops[1:]
+        if io_type != "float32":
+            converter.inference_input_type = tf.as_dtype(io_type)
+            converter.inference_output_type = tf.as_dtype(io_type)
+    converter.target_spec.supported_ops = ops
+    return converter
+
+
+def _flex_ops_of(exc):
+    """Op names from a converter error that asks for Flex (Select TF) ops, else None."""
+    errors = getattr(exc, "errors", None) or []
+    needs_flex = any("NEEDS_FLEX_OPS" in str(e) for e in errors)
+    message = str(exc)
+    marker = "TF Select ops: "
+    if marker in message:
+        line = message.split(marker, 1)[1].splitlines()[0]
+        return sorted({op.strip() for op in line.split(",") if op.strip()})
+    if needs_flex:
+        import re
+
+        return sorted(set(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op",
+                                     message))) or ["<unknown>"]
+    return None
+
+
+def flex_ops(model):
+    """Return the TensorFlow ops ``model`` would need as TFLite Flex ops ([] if none).
+
+    Runs a builtin-ops-only conversion in memory and reads the converter's
+    report; nothing is written.
+
+    Raises:
+        ExportError: the conversion fails for another reason.
+    """
+    check_model(model)
+    try:
+        _converter(model, "float32", "float32", None, 0,
+                   [tf.lite.OpsSet.TFLITE_BUILTINS]).convert()
+    except Exception as exc:  # the converter raises many types
+        ops = _flex_ops_of(exc)
+        if ops is None:
+            raise ExportError(f"TFLite conversion (float32) failed: {exc}") from exc
+        return ops
+    return []
 
 
 def tflite(model, path, quantization="float32", representative_data=None, num_calibration=200,
-           class_names=None):
+           class_names=None, io_type="float32", allow_flex=False, model_card=None):
     """Convert a Keras model to a ``.tflite`` file.
 
     Args:
         model: a Keras 2 model: stripped float, or quantization-aware (QAT).
         path: output file, e.g. ``saved_models/digits_int8.tflite``.
-        quantization: "float32", or "int8" for full-integer quantization (int8
-            weights and activations, float32 input/output so clients send raw
-            pixels unchanged). Defaults to "float32".
-        representative_data: calibration inputs for "int8": a ``tf.data.Dataset``
-            of ``(images, labels)`` or a numpy array (the training set is right).
-            Required for "int8".
+        quantization: "float32"; "float16" (float16 weights, float compute);
+            "dynamic" (int8 weights, activations quantized on the fly); "int8"
+            (full integer: int8 weights and activations, calibrated); or
+            "int16x8" (int16 activations, int8 weights, calibrated). Defaults to
+            "float32".
+        representative_data: calibration inputs for "int8"/"int16x8": a
+            ``tf.data.Dataset`` of ``(images, labels)`` or a numpy array (the
+            training set is right). Required for those two.
         num_calibration: calibration samples used. Defaults to 200.
         class_names: if given, written one per line to ``<path minus .tflite>.labels.txt``.
+        io_type: input/output tensor type: "float32" (clients send raw pixels
+            unchanged), or for "int8" also "int8"/"uint8", for "int16x8" also
+            "int16" (clients quantize with the tensor's scale and zero point;
+            `tfdeploy.runtime` does it for you). Defaults to "float32".
+        allow_flex: convert even when TensorFlow (Flex) ops are needed; the file
+            then needs the Flex delegate at run time. Defaults to False.
+        model_card: dict merged into the JSON card written to
+            ``<path minus .tflite>.card.json``.
 
     Returns:
         ``path``.
 
     Raises:
-        ExportError: unknown quantization, missing calibration data, or a
-            conversion failure (with the converter's message).
+        ExportError: unknown quantization or io_type, missing calibration data,
+            Flex ops needed (the message names them), or a conversion failure
+            (with the converter's message).
+
+    Example:
+        >>> tflite(model, "saved_models/digits_int8.tflite", quantization="int8",
+        ...        representative_data=train_ds)
     """
     check_model(model)
     if quantization not in QUANTIZATIONS:
         raise ExportError(
             f"Unrecognized quantization={quantization!r}. Supported quantizations are: "
             f"{list(QUANTIZATIONS)}.")
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if quantization == "int8":
-        if representative_data is None:
-            raise ExportError(
-                "quantization='int8' needs representative_data (e.g. the training dataset) to "
-                "calibrate activation ranges.")
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = _representative(representative_data, num_calibration)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if io_type not in _IO_TYPES[quantization]:
+        raise ExportError(
+            f"io_type={io_type!r} is not available with quantization={quantization!r}; "
+            f"choose one of {list(_IO_TYPES[quantization])}.")
+    if quantization in _CALIBRATED and representative_data is None:
+        raise ExportError(
+            f"quantization={quantization!r} needs representative_data (e.g. the training "
+            "dataset) to calibrate activation ranges.")
+    builtins = [tf.lite.OpsSet.TFLITE_BUILTINS]
     try:
-        flatbuffer = converter.convert()
+        flatbuffer = _converter(model, quantization, io_type, representative_data,
+                                num_calibration, builtins).convert()
     except Exception as exc:  # the converter raises many types
-        raise ExportError(f"TFLite conversion ({quantization}) failed: {exc}") from exc
+        ops = _flex_ops_of(exc)
+        if ops is None:
+            raise ExportError(f"TFLite conversion ({quantization}) failed: {exc}") from exc
+        if not allow_flex:
+            raise ExportError(
+                f"Model {model.name!r} needs TensorFlow ops that TFLite has no builtin kernel "
+                f"for (Flex ops): {ops}. Nothing was written. Replace those layers, or pass "
+                "allow_flex=True (the .tflite file then needs the Flex delegate, "
+                "tensorflow-lite-select-tf-ops, wherever it runs).") from exc
+        try:
+            flatbuffer = _converter(model, quantization, io_type, representative_data,
+                                    num_calibration,
+                                    builtins + [tf.lite.OpsSet.SELECT_TF_OPS]).convert()
+        except Exception as exc2:
+            raise ExportError(
+                f"TFLite conversion ({quantization}) with Flex ops failed: {exc2}") from exc2
     with atomic_file(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(flatbuffer)
     if class_names:
-        labels = os.path.splitext(path)[0] + ".labels.txt"
-        with atomic_file(labels) as tmp:
-            with open(tmp, "w") as f:
-                f.write("\n".join(str(c) for c in class_names) + "\n")
+        write_labels(path, class_names)
+    _card.write(_card.card_path(path), model,
+                {"artifact": {"format": "tflite", "quantization": quantization,
+                              "io_type": io_type, "flex": bool(allow_flex),
+                              "bytes": len(flatbuffer),
+                              "class_names": list(class_names) if class_names else None}},
+                model_card)
     return path

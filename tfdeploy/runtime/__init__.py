@@ -2,36 +2,61 @@
 
     runner = load("saved_models/digits")        # SavedModel (latest version)
     runner = load("saved_models/digits.tflite") # LiteRT interpreter
+    runner = load("saved_models/digits.onnx")   # onnxruntime
     probabilities = runner.predict(images)
+
+Every runner has ``format``, ``path``, ``inputs`` and ``outputs`` (lists of
+``(name, shape, dtype)``, -1 for a free dimension), ``run(x) -> {name: array}``
+and ``predict(x) -> array`` (the primary output, float).
 """
 
 import os
 
 from tfdeploy.errors import ArtifactError
+from tfdeploy.runtime.onnx import ONNXRunner
 from tfdeploy.runtime.saved_model import SavedModelRunner
 from tfdeploy.runtime.tflite import TFLiteRunner
 
+FORMATS = ("saved_model", "tflite", "onnx")
+_RUNNERS = {"saved_model": SavedModelRunner, "tflite": TFLiteRunner, "onnx": ONNXRunner}
+
 
 def detect_format(path):
-    """Return "saved_model" or "tflite" for ``path``, or raise ArtifactError."""
+    """Return "saved_model", "tflite" or "onnx" for ``path``, or raise ArtifactError."""
     if os.path.isdir(path):
         return "saved_model"
     if not os.path.exists(path):
         raise ArtifactError(f"Artifact {path!r} does not exist.")
     if path.endswith(".tflite"):
         return "tflite"
+    if path.endswith(".onnx"):
+        return "onnx"
     with open(path, "rb") as f:
         head = f.read(8)
     if head[4:8] == b"TFL3":
         return "tflite"
     raise ArtifactError(
-        f"Cannot tell the format of {path!r}: expected a SavedModel directory or a .tflite file.")
+        f"Cannot tell the format of {path!r}: expected a SavedModel directory, a .tflite file "
+        "or a .onnx file.")
 
 
-def load(path, **kwargs):
-    """Load any supported artifact and return a runner with ``predict``/``run``."""
+def load(path, num_threads=None, **kwargs):
+    """Load any supported artifact and return a runner with ``predict``/``run``.
+
+    Args:
+        path: a SavedModel directory (or TF Serving base path), ``.tflite`` or ``.onnx``.
+        num_threads: threads for TFLite/onnxruntime; None lets the runtime choose
+            (TensorFlow's threads are process-wide: set them with
+            ``tf.config.threading`` before anything runs). Defaults to None.
+        **kwargs: passed to the runner (e.g. ``signature=`` for SavedModels).
+
+    Raises:
+        ArtifactError: missing, corrupt or unknown artifact.
+    """
     fmt = detect_format(path)
-    return {"saved_model": SavedModelRunner, "tflite": TFLiteRunner}[fmt](path, **kwargs)
+    if fmt != "saved_model":
+        kwargs["num_threads"] = num_threads
+    return _RUNNERS[fmt](path, **kwargs)
 
 
-__all__ = ["load", "detect_format", "SavedModelRunner", "TFLiteRunner"]
+__all__ = ["load", "detect_format", "SavedModelRunner", "TFLiteRunner", "ONNXRunner", "FORMATS"]

@@ -1,0 +1,305 @@
+"""ONNX export with tf2onnx, validated by onnxruntime.
+
+A quantization-aware (QAT) model keeps its fake-quant ranges as
+QuantizeLinear/DequantizeLinear (Q/DQ) pairs. If that is not possible (e.g. an
+opset below 13) the exporter warns and says plainly that it fell back to a
+float graph, and with ``quantize="dynamic"|"static"`` it quantizes that float
+graph with onnxruntime's own quantizer.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+
+import numpy as np
+
+from tfdeploy._keras import check_model, keras, tf
+from tfdeploy.export._atomic import atomic_file
+from tfdeploy.export import model_card as _card
+from tfdeploy.export.model_card import is_quantization_aware
+from tfdeploy.export.tflite import write_labels
+from tfdeploy.errors import ExportError, MissingDependencyError, VerificationError
+
+DEFAULT_OPSET = 13
+QUANTIZE = (None, "dynamic", "static")
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+_QUANT_OPS = QDQ_OPS + ("DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QLinearConv",
+                        "QLinearMatMul")
+FLOAT_ATOL = 1e-4
+
+
+class ExportFallbackWarning(UserWarning):
+    """The exporter produced something other than what was asked (said in the message)."""
+
+
+def _deps():
+    try:
+        import onnx as onnx_lib
+        import onnxruntime
+        import tf2onnx
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"ONNX export needs tf2onnx, onnx and onnxruntime ({exc.name} is missing); "
+            "`pip install tf2onnx onnx onnxruntime`.") from exc
+    return onnx_lib, onnxruntime, tf2onnx
+
+
+def input_signature(model):
+    """The explicit tf2onnx input signature: batch dimension free, the rest fixed.
+
+    A single input is named ``images`` (as in the SavedModel's serving_default).
+    """
+    names = ["images"] if len(model.inputs) == 1 else list(model.input_names)
+    return tuple(tf.TensorSpec([None, *t.shape[1:]], t.dtype, name=n)
+                 for t, n in zip(model.inputs, names))
+
+
+def _float_twin(model):
+    """A float copy of a QAT model: the wrapped layers with their trained weights."""
+    def unwrap(layer):
+        kind = type(layer).__name__
+        if kind.startswith("QuantizeWrapper"):
+            inner = layer.layer
+            config = inner.get_config()
+            activation = getattr(inner, "activation", None)
+            if type(activation).__name__ == "QuantizeAwareActivation":
+                config["activation"] = keras.activations.serialize(activation.activation)
+            config["name"] = layer.name
+            return inner.__class__.from_config(config)
+        if kind == "QuantizeLayer":
+            return keras.layers.Activation("linear", name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    twin = keras.models.clone_model(model, clone_function=unwrap)
+    for src, dst in zip(model.layers, twin.layers):
+        if not dst.weights:
+            continue
+        if type(src).__name__.startswith("QuantizeWrapper"):
+            # The wrapper owns the inner layer's variables (kernel, bias) next to its ranges.
+            inner = {w.name.split("/")[-1]: w for w in src.weights
+                     if w.name.startswith(src.layer.name + "/")}
+            dst.set_weights([inner[w.name.split("/")[-1]].numpy() for w in dst.weights])
+        else:
+            dst.set_weights(src.get_weights())
+    return twin
+
+
+def _op_types(model_proto):
+    return {node.op_type for node in model_proto.graph.node}
+
+
+def _runtime_problem(proto):
+    """onnxruntime's complaint about a converted graph, or None when it loads."""
+    _, onnxruntime, _ = _deps()
+    try:
+        onnxruntime.InferenceSession(proto.SerializeToString(),
+                                     providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own pybind types
+        return str(exc).splitlines()[0][:300]
+    return None
+
+
+def _sample_inputs(model, representative_data, n=8):
+    if representative_data is not None:
+        from tfdeploy.export._warmup import samples
+
+        return samples(representative_data, n)
+    rng = np.random.default_rng(0)
+    shape = [n, *model.inputs[0].shape[1:]]
+    return rng.uniform(0.0, 255.0, shape).astype(np.float32)
+
+
+def validate(path, model, x, atol=FLOAT_ATOL):
+    """Run ``path`` in onnxruntime and compare names, shapes, then values with ``model``.
+
+    Returns:
+        ``{"max_abs_diff": float, "outputs": [names]}``.
+
+    Raises:
+        VerificationError: listing every failing check.
+    """
+    _, onnxruntime, _ = _deps()
+    try:
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own pybind types
+        raise VerificationError(f"onnxruntime cannot load {path!r}: {exc}",
+                                [f"load: {exc}"]) from exc
+    names = [i.name for i in session.get_inputs()]
+    failures = []
+    if len(names) != 1:
+        failures.append(f"expected one input, the ONNX model has {names}")
+        raise VerificationError(f"ONNX validation of {path!r} failed: {failures}", failures)
+    got = session.run(None, {names[0]: np.asarray(x, np.float32)})
+    ref = model(np.asarray(x, np.float32), training=False)
+    ref = [np.asarray(r) for r in (ref if isinstance(ref, (list, tuple)) else [ref])]
+    out_names = [o.name for o in session.get_outputs()]
+    if len(got) != len(ref):
+        failures.append(f"{len(got)} outputs {out_names}, the Keras model has {len(ref)}")
+    diffs = []
+    for name, g, r in zip(out_names, got, ref):
+        if g.shape != r.shape:
+            failures.append(f"output {name!r}: shape {g.shape}, expected {r.shape}")
+            continue
+        diff = float(np.max(np.abs(g.astype(np.float64) - r))) if g.size else 0.0
+        diffs.append(diff)
+        if atol is not None and not diff <= atol:
+            failures.append(f"output {name!r}: max abs diff {diff:.3g} > atol {atol:.3g}")
+    if failures:
+        raise VerificationError(
+            f"ONNX validation of {path!r} failed:\n  " + "\n  ".join(failures), failures)
+    return {"max_abs_diff": max(diffs) if diffs else 0.0, "outputs": out_names}
+
+
+def _quantize(float_path, out_path, mode, model, representative_data, num_calibration):
+    from onnxruntime import quantization as q
+
+    if mode == "dynamic":
+        q.quantize_dynamic(float_path, out_path, weight_type=q.QuantType.QInt8)
+        return
+    if representative_data is None:
+        raise ExportError("quantize='static' needs representative_data to calibrate ranges.")
+    calibration = _sample_inputs(model, representative_data, num_calibration)
+
+    class Reader(q.CalibrationDataReader):
+        def __init__(self):
+            self._rows = iter(calibration)
+
+        def get_next(self):
+            row = next(self._rows, None)
+            return None if row is None else {"images": row[None]}
+
+    q.quantize_static(float_path, out_path, Reader(), quant_format=q.QuantFormat.QDQ,
+                      activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
+                      per_channel=True)
+
+
+def onnx(model, path, opset=DEFAULT_OPSET, quantize=None, representative_data=None,
+         num_calibration=200, class_names=None, model_card=None):
+    """Convert a Keras model to ONNX with tf2onnx and validate it with onnxruntime.
+
+    The input signature is explicit: one ``images`` input with a free batch
+    dimension. A QAT model exports with its Q/DQ nodes intact; when the
+    converter cannot keep them it warns (``ExportFallbackWarning``) and writes
+    the float graph of the trained weights instead. The result is recorded in
+    the ONNX metadata (``tfdeploy.quantization``: "float", "qdq", "dynamic" or
+    "static"; ``tfdeploy.fallback`` holds the reason when there was one).
+
+    Args:
+        model: a Keras 2 model: stripped float, or quantization-aware (QAT).
+        path: output file, e.g. ``saved_models/digits.onnx``.
+        opset: ONNX opset. Defaults to 13.
+        quantize: None, "dynamic" (int8 weights, onnxruntime's
+            ``quantize_dynamic``) or "static" (int8 Q/DQ calibrated on
+            ``representative_data``) applied to a float graph. Defaults to None.
+        representative_data: calibration/validation inputs (dataset of
+            ``(images, labels)`` or numpy array). Defaults to None (validation
+            uses random pixels).
+        num_calibration: calibration samples for "static". Defaults to 200.
+        class_names: written to ``<path minus .onnx>.labels.txt`` and the metadata.
+        model_card: dict merged into ``<path minus .onnx>.card.json``.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ExportError: bad option, conversion failure, or ``quantize`` asked of a
+            graph that already holds Q/DQ nodes.
+        VerificationError: onnxruntime's output disagrees with Keras (float graphs).
+        MissingDependencyError: tf2onnx/onnx/onnxruntime not installed.
+
+    Example:
+        >>> onnx(model, "saved_models/digits.onnx", opset=13)
+    """
+    check_model(model)
+    onnx_lib, _, tf2onnx = _deps()
+    if quantize not in QUANTIZE:
+        raise ExportError(
+            f"Unrecognized quantize={quantize!r}. Supported values are: {list(QUANTIZE)}.")
+    if not isinstance(opset, int) or opset < 9:
+        raise ExportError(f"opset must be an integer >= 9, received {opset!r}.")
+    if quantize and opset < 13:
+        raise ExportError(
+            f"quantize={quantize!r} needs opset >= 13 (onnxruntime's int8 kernels and "
+            f"per-channel Q/DQ), received opset={opset}.")
+    if len(model.inputs) != 1:
+        raise ExportError(
+            f"ONNX export supports single-input models; {model.name!r} has {len(model.inputs)}.")
+    qat = is_quantization_aware(model)
+    fallback = None
+    source = model
+    spec = input_signature(model)
+    try:
+        proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+    except Exception as exc:  # tf2onnx raises many types
+        if not qat:
+            raise ExportError(f"tf2onnx conversion (opset {opset}) failed: {exc}") from exc
+        fallback = f"tf2onnx could not convert the fake-quant ops at opset {opset}: {exc}"
+        proto = None
+    if qat and proto is not None and not set(QDQ_OPS) <= _op_types(proto):
+        fallback = (f"tf2onnx kept no QuantizeLinear/DequantizeLinear nodes at opset {opset} "
+                    "(per-channel Q/DQ needs opset 13 or higher)")
+    elif qat and proto is not None:
+        problem = _runtime_problem(proto)
+        if problem:
+            fallback = f"onnxruntime rejects the Q/DQ graph at opset {opset}: {problem}"
+    if fallback:
+        source = _float_twin(model)
+        warnings.warn(
+            f"ONNX export of QAT model {model.name!r} fell back to a float graph: {fallback}. "
+            + ("It will be quantized by onnxruntime's quantizer (quantize="
+               f"{quantize!r})." if quantize else
+               "Pass quantize='static' or 'dynamic' to quantize it with onnxruntime, or use "
+               "opset>=13 to keep the QAT ranges."), ExportFallbackWarning, stacklevel=2)
+        try:
+            proto, _ = tf2onnx.convert.from_keras(source, input_signature=spec, opset=opset)
+        except Exception as exc:
+            raise ExportError(f"tf2onnx conversion of the float graph failed: {exc}") from exc
+    has_qdq = set(QDQ_OPS) <= _op_types(proto)
+    if quantize and has_qdq:
+        raise ExportError(
+            f"quantize={quantize!r} was asked but the exported graph already holds Q/DQ nodes "
+            "from quantization-aware training; pass quantize=None.")
+    kind = quantize or ("qdq" if has_qdq else "float")
+    x = _sample_inputs(model, representative_data)
+    scratch = tempfile.mkdtemp(prefix="tfdeploy-onnx-")
+    try:
+        float_path = os.path.join(scratch, "model.onnx")
+        onnx_lib.save(proto, float_path)
+        validate(float_path, source, x, atol=FLOAT_ATOL if kind == "float" else None)
+        final_src = float_path
+        if quantize:
+            final_src = os.path.join(scratch, "quantized.onnx")
+            try:
+                _quantize(float_path, final_src, quantize, model, representative_data,
+                          num_calibration)
+            except ExportError:
+                raise
+            except Exception as exc:
+                raise ExportError(f"onnxruntime quantize_{quantize} failed: {exc}") from exc
+        final = onnx_lib.load(final_src)
+        report = validate(final_src, source, x, atol=FLOAT_ATOL if kind == "float" else None)
+        meta = {"tfdeploy.quantization": kind, "tfdeploy.opset": str(opset),
+                "tfdeploy.source": model.name}
+        if fallback:
+            meta["tfdeploy.fallback"] = fallback
+        if class_names:
+            meta["tfdeploy.class_names"] = json.dumps([str(c) for c in class_names])
+        del final.metadata_props[:]
+        for key, value in meta.items():
+            entry = final.metadata_props.add()
+            entry.key, entry.value = key, value
+        with atomic_file(path) as tmp:
+            onnx_lib.save(final, tmp)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if class_names:
+        write_labels(path, class_names)
+    _card.write(_card.card_path(path), model,
+                {"artifact": {"format": "onnx", "opset": opset, "quantization": kind,
+                              "fallback": fallback, "validation_max_abs_diff":
+                              report["max_abs_diff"],
+                              "class_names": list(class_names) if class_names else None}},
+                model_card)
+    return path
