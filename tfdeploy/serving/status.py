@@ -39,3 +39,7 @@ def invalid(message):
 
 def not_found(message):
     return ServingError("NOT_FOUND", message)
+
+
+class ServingConfigError(TfdeployError, ValueError):
+    """A serving flag or config file is invalid (the message says how to fix it)."""
