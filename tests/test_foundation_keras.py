@@ -1,0 +1,68 @@
+"""The Keras-2 core: tfdeploy selects tf_keras and rejects Keras 3 models clearly."""
+
+import subprocess
+import sys
+
+import pytest
+
+import tfdeploy as td
+from tfdeploy.errors import KerasVersionError, ModelTypeError
+
+
+def _run(code):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_tf_keras_is_keras_2():
+    assert td.keras.__version__.startswith("2.")
+    assert td.tf.keras.__name__.startswith("tf_keras")
+
+
+def test_import_after_tensorflow_still_selects_keras_2():
+    proc = _run("import tensorflow as tf\nimport tfdeploy\nprint(tf.keras.__name__)")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1].startswith("tf_keras")
+
+
+def test_process_with_keras_3_already_resolved_gets_clear_error():
+    proc = _run("import os\nos.environ.pop('TF_USE_LEGACY_KERAS', None)\n"
+                "import tensorflow as tf\ntf.keras.layers\nimport tfdeploy")
+    assert proc.returncode != 0
+    assert "KerasVersionError" in proc.stderr
+    assert "already resolved to Keras 3" in proc.stderr
+    assert "TF_USE_LEGACY_KERAS=1" in proc.stderr
+
+
+def test_keras_3_model_is_rejected_with_instructions():
+    import keras  # Keras 3, installed alongside
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    for fn in (td.compress.prune, td.compress.quantize):
+        with pytest.raises(ModelTypeError, match="Keras 3 model.*tfdeploy import keras"):
+            fn(model)
+    with pytest.raises(ModelTypeError, match="Keras 3 model"):
+        td.export.saved_model(model, "unused")
+
+
+def test_non_model_is_rejected():
+    with pytest.raises(ModelTypeError, match="Expected `model` to be a Keras model.*'str'"):
+        td.compress.prune("not a model")
+    with pytest.raises(ValueError):  # typed errors are also ValueErrors
+        td.compress.prune(42)
+
+
+def test_keras_version_error_is_an_import_error():
+    assert issubclass(KerasVersionError, ImportError)
+
+
+def test_keras_tuner_uses_keras_2():
+    from tfdeploy._keras import keras_tuner
+
+    kt = keras_tuner()
+    from keras_tuner.src.backend import config, keras as kt_keras
+
+    assert not config.multi_backend()
+    assert kt_keras.Model is td.keras.Model
+    assert sys.modules["keras"] is not td.keras  # the swap was undone
+    assert kt.HyperParameters is not None
