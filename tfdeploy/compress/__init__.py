@@ -4,15 +4,36 @@
     model.compile(...); model.fit(train_ds, epochs=3, callbacks=callbacks(model))
     model = strip(model)
     model = quantize(model)          # pruning-preserving QAT when the model is sparse
+
+Also: `prune_n_m` (2:4), `slim` (remove channels for real speed), `cluster`,
+`distill`, `low_rank`, `optimizer` (fine-tuning rates and schedules),
+`with_policy` (mixed precision), `apply_plan` (ordered stages, one history)
+and `report` (what happened to each layer, and why layers were left out).
 """
 
 from tfdeploy.compress.callbacks import PruningStep, SparsityMonitor, callbacks
+from tfdeploy.compress.cluster import cluster, is_clustering_wrapped, unique_weights
+from tfdeploy.compress.distill import Distiller, distill
+from tfdeploy.compress.graph import flatten, is_nested
+from tfdeploy.compress.lowrank import low_rank
+from tfdeploy.compress.nm import n_m_fraction, n_m_pattern, prune_n_m
+from tfdeploy.compress.optim import WarmupCosine, fine_tune_rate, optimizer
+from tfdeploy.compress.plan import PlanResult, Stage, apply_plan, measure
+from tfdeploy.compress.precision import compute_dtypes, to_float32, with_policy
 from tfdeploy.compress.prune import is_pruning_wrapped, prune
 from tfdeploy.compress.qat import is_quantization_aware, quantizable_layers, quantize
+from tfdeploy.compress.report import Report, report
 from tfdeploy.compress.schedules import ConstantSparsity, PolynomialDecay
+from tfdeploy.compress.selection import Select
+from tfdeploy.compress.slim import channel_widths, slim
 from tfdeploy.compress.sparsity import model_sparsity, sparsity_by_layer
 from tfdeploy.compress.strip import strip
 
 __all__ = ["prune", "quantize", "strip", "callbacks", "PruningStep", "SparsityMonitor",
            "ConstantSparsity", "PolynomialDecay", "model_sparsity", "sparsity_by_layer",
-           "is_pruning_wrapped", "is_quantization_aware", "quantizable_layers"]
+           "is_pruning_wrapped", "is_quantization_aware", "quantizable_layers",
+           "Select", "prune_n_m", "n_m_pattern", "n_m_fraction", "slim", "channel_widths",
+           "cluster", "unique_weights", "is_clustering_wrapped", "distill", "Distiller",
+           "low_rank", "optimizer", "fine_tune_rate", "WarmupCosine", "with_policy",
+           "to_float32", "compute_dtypes", "apply_plan", "Stage", "PlanResult", "measure",
+           "report", "Report", "flatten", "is_nested"]

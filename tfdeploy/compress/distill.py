@@ -53,7 +53,7 @@ class Distiller(keras.Model):
     def call(self, x, training=False):
         return self.student(x, training=training)
 
-    def _losses(self, x, y, training):
+    def _distill_losses(self, x, y, training):
         teacher_out = self.teacher(x, training=False)
         student_out = self.student(x, training=training)
         hard = keras.losses.sparse_categorical_crossentropy(
@@ -70,7 +70,7 @@ class Distiller(keras.Model):
     def train_step(self, data):
         x, y = data[0], data[1]
         with tf.GradientTape() as tape:
-            student_out, hard, soft, loss = self._losses(x, y, True)
+            student_out, hard, soft, loss = self._distill_losses(x, y, True)
             loss = loss + tf.add_n(self.student.losses) if self.student.losses else loss
         variables = self.student.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
@@ -78,7 +78,7 @@ class Distiller(keras.Model):
 
     def test_step(self, data):
         x, y = data[0], data[1]
-        student_out, hard, soft, _ = self._losses(x, y, False)
+        student_out, hard, soft, _ = self._distill_losses(x, y, False)
         return self._update(y, student_out, hard, soft)
 
     def _update(self, y, student_out, hard, soft):

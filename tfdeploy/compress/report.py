@@ -55,12 +55,18 @@ def _short(weight):
     return weight.name.split("/")[-1].split(":")[0]
 
 
+_MODEL_WEIGHTS = ("bias", "gamma", "beta", "moving_mean", "moving_variance", "embeddings")
+
+
+def is_model_weight(weight):
+    """True for a layer's own parameter (kernel, bias, BN statistics), False for the
+    training-only variables of wrappers (masks, quantizer ranges, cluster indices)."""
+    short = _short(weight)
+    return short.endswith("kernel") or short in _MODEL_WEIGHTS
+
+
 def _params(layer, inner):
-    if hasattr(layer, "quantize_config"):
-        weights = [w for w in layer.weights if not any(
-            k in _short(w) for k in ("_min", "_max", "optimizer_step", "pulling_indices"))]
-        return int(sum(np.prod(w.shape) for w in weights))
-    return int(sum(np.prod(w.shape) for w in inner.weights))
+    return int(sum(np.prod(w.shape) for w in layer.weights if is_model_weight(w)))
 
 
 def _kernel(layer):
@@ -143,7 +149,7 @@ def report(model):
         for technique in TECHNIQUES:
             entry = record.get(technique, {})
             row[technique] = bool(live.get(technique)) or inner.name in entry.get("layers", [])
-            if not row[technique] and inner.name in entry.get("skipped", {}):
+            if not row[technique] and params and inner.name in entry.get("skipped", {}):
                 row["left_out"][technique] = entry["skipped"][inner.name]
         rows.append(row)
     return Report(rows, model.name)
