@@ -1,7 +1,18 @@
-"""Verify: accuracy, latency, size of every artifact in its own runtime; weight inspection."""
+"""Verify: parity, accuracy and per-class report of every artifact in its own runtime;
+latency/throughput/memory benchmark; FLOPs; memory planning; weight inspection."""
 
+from tfdeploy.verify.benchmark import bench, format_table, matmul_peak_flops, speedup
 from tfdeploy.verify.evaluate import accuracy, gzip_bytes, latency_ms, path_bytes
+from tfdeploy.verify.flops import flops as count_flops
+from tfdeploy.verify.memory import (MemoryBudgetError, MemoryEstimate, available_memory,
+                                    check_memory, estimate)
+from tfdeploy.verify.report import (TOLERANCES, classification_report,
+                                    format_classification_report, format_results, verify,
+                                    verify_all)
 from tfdeploy.verify.tflite_weights import weight_summary, weight_tensors
 
 __all__ = ["accuracy", "latency_ms", "path_bytes", "gzip_bytes", "weight_summary",
-           "weight_tensors"]
+           "weight_tensors", "verify", "verify_all", "classification_report",
+           "format_classification_report", "format_results", "TOLERANCES", "bench",
+           "format_table", "speedup", "matmul_peak_flops", "count_flops", "estimate",
+           "check_memory", "MemoryEstimate", "MemoryBudgetError", "available_memory"]
