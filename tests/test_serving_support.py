@@ -94,6 +94,79 @@ def free_port():
         return s.getsockname()[1]
 
 
+def build_digits_classifier(base_path, version=1):
+    """A tiny untrained image classifier exported by tfdeploy (with warmup and bytes signature)."""
+    import tfdeploy as td
+
+    keras = td.keras
+    td.tf.random.set_seed(0)
+    model = keras.Sequential([
+        keras.Input((32, 32, 1)),
+        keras.layers.Rescaling(1.0 / 255),
+        keras.layers.Conv2D(4, 3, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(10, activation="softmax"),
+    ])
+    images = digit_images(4)
+    td.export.saved_model(model, base_path, version=version,
+                          class_names=[f"digit_{i}" for i in range(10)], warmup_data=images)
+    return model
+
+
+def digit_images(n, seed=0):
+    """``n`` random 32x32x1 images with integer pixel values, as float32."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, size=(n, 32, 32, 1)).astype(np.float32)
+
+
+def rest_call(port, method, path, body=None, raw=None, headers=None, timeout=60):
+    """One HTTP request on a fresh connection; returns ``(status, parsed JSON or text)``."""
+    import http.client
+    import json
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None
+                                            else None)
+        conn.request(method, path, body=data, headers=headers or {})
+        resp = conn.getresponse()
+        text = resp.read().decode()
+        if resp.getheader("Content-Type", "").startswith("application/json"):
+            return resp.status, json.loads(text)
+        return resp.status, text
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def model_root(tmp_path_factory):
+    """Base paths: half (TF1 graph), tf2 (tf.Module), digits (tfdeploy export)."""
+    root = tmp_path_factory.mktemp("serving_models")
+    build_half_plus_two(str(root / "half" / "1"))
+    build_tf2_model(str(root / "tf2" / "1"))
+    build_digits_classifier(str(root / "digits"))
+    (root / "monitoring.config").write_text(
+        'prometheus_config { enable: true path: "/monitoring/prometheus/metrics" }\n')
+    return root
+
+
+@pytest.fixture(scope="session")
+def served(model_root):
+    """One running server (free ports) serving half, tf2 and digits; yields the ModelServer."""
+    from tfdeploy.serving import ModelConfig, create_server
+
+    configs = [ModelConfig("half", str(model_root / "half"), labels={"stable": 1}),
+               ModelConfig("tf2", str(model_root / "tf2")),
+               ModelConfig("digits", str(model_root / "digits"))]
+    server = create_server(configs=configs, port=0, rest_api_port=0,
+                           file_system_poll_wait_seconds=0,
+                           monitoring_config_file=str(model_root / "monitoring.config"),
+                           max_body_bytes=1 << 20)
+    server.start()
+    yield server
+    server.stop()
+
+
 # -- unit tests of the repository's version logic (no server needed) ------------------------
 def test_list_versions_ignores_non_numeric(tmp_path):
     for d in ("1", "10", "2", "temp-3-abc", "latest", "007x"):
