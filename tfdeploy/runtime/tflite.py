@@ -27,6 +27,7 @@ class TFLiteRunner:
         if not os.path.isfile(path):
             raise ArtifactError(f"TFLite file {path!r} does not exist.")
         self.path = path
+        self.num_threads = num_threads
         try:
             self._interpreter = Interpreter(model_path=path, num_threads=num_threads)
             self._interpreter.allocate_tensors()

@@ -1,0 +1,49 @@
+"""Helpers shared by the export/verify/bench commands (not a command: leading underscore)."""
+
+import json
+import os
+
+
+def load_keras_model(path):
+    """Load a Keras 2 model file/directory, quantization-aware models included."""
+    from tfdeploy._keras import keras, tfmot
+    from tfdeploy.errors import ArtifactError
+
+    if not os.path.exists(path):
+        raise ArtifactError(f"Keras model {path!r} does not exist.")
+    try:
+        with tfmot().quantization.keras.quantize_scope():
+            return keras.models.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises many types for unreadable files
+        raise ArtifactError(
+            f"Could not load a Keras model from {path!r} ({exc}). Pass a model saved with "
+            "model.save(...) (.keras, .h5 or a Keras SavedModel directory).") from exc
+
+
+def image_split(directory, split):
+    """``directory/split`` when it exists (a train/test tree), else ``directory``."""
+    candidate = os.path.join(directory, split)
+    return candidate if os.path.isdir(candidate) else directory
+
+
+def dataset_for(directory, input_shape, split="test"):
+    """An image dataset shaped for a model input ``(H, W, C)``."""
+    from tfdeploy.data import image_dataset
+
+    height, width, channels = input_shape
+    return image_dataset(image_split(directory, split), image_size=(height, width),
+                         color_mode="grayscale" if channels == 1 else "rgb")
+
+
+def input_shape_of(runner_or_model):
+    """``(H, W, C)`` of the first input of a runner or Keras model."""
+    if hasattr(runner_or_model, "layers"):
+        return tuple(int(d) for d in runner_or_model.inputs[0].shape[1:])
+    _, shape, _ = runner_or_model.inputs[0]
+    return tuple(int(d) for d in shape[1:])
+
+
+def write_json(path, payload):
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2, default=str)
+        f.write("\n")
