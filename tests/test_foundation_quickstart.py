@@ -1,0 +1,111 @@
+"""The quickstart end to end, as a user runs it: `tfdeploy quickstart` on the digits directory.
+
+One run (module fixture) feeds every assertion: the printed table, the artifacts on disk read
+back in their own runtimes, int8 dtypes and surviving zeros in the .tflite, TensorBoard logs.
+"""
+
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+
+import tfdeploy as td
+from tfdeploy.cli import main
+
+
+@pytest.fixture(scope="module")
+def run(digits_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("quickstart")
+    report = out / "result.json"
+    argv = ["quickstart", "--data", digits_dir, "--output", str(out / "saved_models"),
+            "--logs", str(out / "logs"), "--epochs", "6", "--prune-epochs", "3",
+            "--qat-epochs", "2", "--json", str(report), "--quiet"]
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        status = main(argv)
+    assert status == 0
+    return {"dir": out, "stdout": buf.getvalue(), "json": json.loads(report.read_text())}
+
+
+def _row(run, variant):
+    return next(r for r in run["json"]["rows"] if r["variant"] == variant)
+
+
+def test_table_lists_every_variant(run):
+    header = run["stdout"].splitlines()[1]
+    for col in ("variant", "params", "sparsity", "file bytes", "gzip bytes", "accuracy",
+                "ms/sample"):
+        assert col in header
+    variants = [r["variant"] for r in run["json"]["rows"]]
+    assert variants == ["keras baseline float32", "tflite baseline float32",
+                        "saved_model pruned float32", "tflite pruned float32",
+                        "tflite pruned+QAT int8"]
+    for v in variants:
+        assert v in run["stdout"]
+
+
+def test_int8_tflite_holds_int8_sparse_weights(run):
+    path = _row(run, "tflite pruned+QAT int8")["path"]
+    tensors = td.verify.weight_tensors(path)
+    kernels = [t for t in tensors if len(t["shape"]) >= 2]
+    assert kernels and all(t["dtype"] == "int8" for t in kernels)
+    zeros = sum(int(np.sum(t["values"] == 0)) for t in kernels)
+    total = sum(t["values"].size for t in kernels)
+    assert zeros / total >= 0.79  # the pruned zeros survived QAT and conversion
+
+
+def test_int8_accuracy_within_two_points_of_float(run, test_arrays):
+    x, y = test_arrays
+    int8 = td.runtime.load(_row(run, "tflite pruned+QAT int8")["path"])
+    float_tfl = td.runtime.load(_row(run, "tflite pruned float32")["path"])
+    acc_int8 = td.verify.accuracy(int8, x, y)
+    acc_float = td.verify.accuracy(float_tfl, x, y)
+    assert acc_float > 0.9
+    assert acc_int8 >= acc_float - 0.02
+    assert abs(acc_int8 - _row(run, "tflite pruned+QAT int8")["accuracy"]) < 1e-9
+
+
+def test_pruned_artifacts_are_80_percent_sparse_and_smaller(run):
+    for variant in ("saved_model pruned float32", "tflite pruned float32",
+                    "tflite pruned+QAT int8"):
+        assert abs(_row(run, variant)["sparsity"] - 0.8) <= 0.01, variant
+    base = _row(run, "tflite baseline float32")["gzip_bytes"]
+    assert _row(run, "tflite pruned+QAT int8")["gzip_bytes"] * 8 < base
+
+
+def test_saved_model_in_serving_layout_loads_and_agrees(run, test_arrays):
+    x, _ = test_arrays
+    base = run["dir"] / "saved_models" / "digits"
+    assert td.export.versions(str(base)) == [1]
+    sm = td.runtime.load(str(base / "1"))
+    tfl = td.runtime.load(_row(run, "tflite pruned float32")["path"])
+    np.testing.assert_allclose(sm.predict(x[:8]), tfl.predict(x[:8]), atol=1e-4)
+
+
+def test_tensorboard_logs_written(run):
+    logs = run["dir"] / "logs"
+    for stage in ("baseline/train", "prune/train", "prune/sparsity", "qat/train", "comparison"):
+        assert glob.glob(str(logs / stage / "events.out.tfevents.*")), stage
+
+
+def test_quickstart_reports_bad_data_dir(tmp_path, capsys):
+    status = main(["quickstart", "--data", str(tmp_path / "nothing"), "--quiet"])
+    assert status == 1
+    assert "must contain train/ and test/" in capsys.readouterr().err
+
+
+def test_recipe_help_lists_options():
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, os.path.join(root, "recipes", "quickstart.py"),
+                           "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    for opt in ("--epochs", "--sparsity", "--output", "--data"):
+        assert opt in proc.stdout
