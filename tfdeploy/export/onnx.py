@@ -152,7 +152,7 @@ def validate(path, model, x, atol=FLOAT_ATOL):
     return {"max_abs_diff": max(diffs) if diffs else 0.0, "outputs": out_names}
 
 
-def _quantize(float_path, out_path, mode, model, representative_data, num_calibration):
+def _quantize(float_path, out_path, mode, model, representative_data, num_calibration, opset):
     from onnxruntime import quantization as q
 
     if mode == "dynamic":
@@ -172,7 +172,7 @@ def _quantize(float_path, out_path, mode, model, representative_data, num_calibr
 
     q.quantize_static(float_path, out_path, Reader(), quant_format=q.QuantFormat.QDQ,
                       activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
-                      per_channel=True)
+                      per_channel=opset >= 13)  # per-channel Q/DQ needs opset 13
 
 
 def onnx(model, path, opset=DEFAULT_OPSET, quantize=None, representative_data=None,
@@ -198,7 +198,8 @@ def onnx(model, path, opset=DEFAULT_OPSET, quantize=None, representative_data=No
             uses random pixels).
         num_calibration: calibration samples for "static". Defaults to 200.
         class_names: written to ``<path minus .onnx>.labels.txt`` and the metadata.
-        model_card: dict merged into ``<path minus .onnx>.card.json``.
+        model_card: a dict (``{}`` is fine) to write a JSON model card to
+            ``<path minus .onnx>.card.json``, merged into it; None writes no card.
 
     Returns:
         ``path``.
@@ -219,10 +220,12 @@ def onnx(model, path, opset=DEFAULT_OPSET, quantize=None, representative_data=No
             f"Unrecognized quantize={quantize!r}. Supported values are: {list(QUANTIZE)}.")
     if not isinstance(opset, int) or opset < 9:
         raise ExportError(f"opset must be an integer >= 9, received {opset!r}.")
-    if quantize and opset < 13:
+    least = {"static": 10, "dynamic": 11}.get(quantize, 0)
+    if opset < least:
         raise ExportError(
-            f"quantize={quantize!r} needs opset >= 13 (onnxruntime's int8 kernels and "
-            f"per-channel Q/DQ), received opset={opset}.")
+            f"quantize={quantize!r} needs opset >= {least} ("
+            f"{'QuantizeLinear' if quantize == 'static' else 'DynamicQuantizeLinear'}), "
+            f"received opset={opset}.")
     if len(model.inputs) != 1:
         raise ExportError(
             f"ONNX export supports single-input models; {model.name!r} has {len(model.inputs)}.")
@@ -273,7 +276,7 @@ def onnx(model, path, opset=DEFAULT_OPSET, quantize=None, representative_data=No
             final_src = os.path.join(scratch, "quantized.onnx")
             try:
                 _quantize(float_path, final_src, quantize, model, representative_data,
-                          num_calibration)
+                          num_calibration, opset)
             except ExportError:
                 raise
             except Exception as exc:
@@ -296,10 +299,11 @@ def onnx(model, path, opset=DEFAULT_OPSET, quantize=None, representative_data=No
         shutil.rmtree(scratch, ignore_errors=True)
     if class_names:
         write_labels(path, class_names)
-    _card.write(_card.card_path(path), model,
-                {"artifact": {"format": "onnx", "opset": opset, "quantization": kind,
-                              "fallback": fallback, "validation_max_abs_diff":
-                              report["max_abs_diff"],
-                              "class_names": list(class_names) if class_names else None}},
-                model_card)
+    if model_card is not None:
+        _card.write(_card.card_path(path), model,
+                    {"artifact": {"format": "onnx", "opset": opset, "quantization": kind,
+                                  "fallback": fallback, "validation_max_abs_diff":
+                                  report["max_abs_diff"],
+                                  "class_names": list(class_names) if class_names else None}},
+                    model_card)
     return path

@@ -116,8 +116,9 @@ def tflite(model, path, quantization="float32", representative_data=None, num_ca
             `tfdeploy.runtime` does it for you). Defaults to "float32".
         allow_flex: convert even when TensorFlow (Flex) ops are needed; the file
             then needs the Flex delegate at run time. Defaults to False.
-        model_card: dict merged into the JSON card written to
-            ``<path minus .tflite>.card.json``.
+        model_card: a dict (``{}`` is fine) to write a JSON model card to
+            ``<path minus .tflite>.card.json``, merged into it; None writes no
+            card. Defaults to None.
 
     Returns:
         ``path``.
@@ -170,10 +171,11 @@ def tflite(model, path, quantization="float32", representative_data=None, num_ca
             f.write(flatbuffer)
     if class_names:
         write_labels(path, class_names)
-    _card.write(_card.card_path(path), model,
-                {"artifact": {"format": "tflite", "quantization": quantization,
-                              "io_type": io_type, "flex": bool(allow_flex),
-                              "bytes": len(flatbuffer),
-                              "class_names": list(class_names) if class_names else None}},
-                model_card)
+    if model_card is not None:
+        _card.write(_card.card_path(path), model,
+                    {"artifact": {"format": "tflite", "quantization": quantization,
+                                  "io_type": io_type, "flex": bool(allow_flex),
+                                  "bytes": len(flatbuffer),
+                                  "class_names": list(class_names) if class_names else None}},
+                    model_card)
     return path
