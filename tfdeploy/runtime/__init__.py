@@ -13,6 +13,7 @@ and ``predict(x) -> array`` (the primary output, float).
 import os
 
 from tfdeploy.errors import ArtifactError
+from tfdeploy.runtime.inspect import describe, inspect
 from tfdeploy.runtime.onnx import ONNXRunner
 from tfdeploy.runtime.saved_model import SavedModelRunner
 from tfdeploy.runtime.tflite import TFLiteRunner
@@ -59,4 +60,5 @@ def load(path, num_threads=None, **kwargs):
     return _RUNNERS[fmt](path, **kwargs)
 
 
-__all__ = ["load", "detect_format", "SavedModelRunner", "TFLiteRunner", "ONNXRunner", "FORMATS"]
+__all__ = ["load", "detect_format", "SavedModelRunner", "TFLiteRunner", "ONNXRunner", "FORMATS",
+           "inspect", "describe"]
