@@ -12,6 +12,7 @@ import http.server
 import json
 import logging
 import re
+import socket
 import time
 import urllib.parse
 
@@ -144,6 +145,12 @@ def _handler_class(api):
         protocol_version = "HTTP/1.1"
         server_version = "tfdeploy-serving"
         timeout = 60  # seconds a client may stall mid-request before its connection closes
+
+        def setup(self):
+            super().setup()
+            # Headers and body go out in separate writes; without TCP_NODELAY, Nagle's
+            # algorithm and the client's delayed ACK add ~40 ms to keep-alive requests.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
         def log_message(self, fmt, *args):  # quiet by default; errors still go to logging
             log.debug("%s - " + fmt, self.address_string(), *args)
