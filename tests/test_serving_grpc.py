@@ -196,3 +196,10 @@ def test_python_clients_rest_and_grpc_agree(served):
             with pytest.raises(ServingError) as info:
                 call()
             assert info.value.code == "NOT_FOUND" and info.value.http_status == 404
+
+
+def test_oversized_message_is_resource_exhausted(stub, served):
+    big = np.zeros(served.max_body_bytes // 4 + 1024, np.float32)
+    code, _ = _code(stub.Predict, _predict_request("half", x=big))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert stub.Predict(_predict_request("half", x=np.ones(1, np.float32)), timeout=30).outputs
