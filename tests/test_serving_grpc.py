@@ -8,7 +8,9 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      get_model_status_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
 
-from test_serving_support import digit_images, model_root, served  # noqa: F401
+from test_serving_support import digit_images
+
+pytest_plugins = ("test_serving_support",)  # fixtures: model_root, served
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,8 @@ import pytest
 
 from test_serving_support import build_half_plus_two, rest_call
 
+pytest_plugins = ("test_serving_support",)  # fixture: model_root
+
 
 def _start(**kwargs):
     from tfdeploy.serving import create_server
@@ -200,6 +202,3 @@ def test_rest_timeout_is_504(tmp_path):
         assert status == 504 and body["error"].startswith("Deadline Exceeded")
     finally:
         server.stop()
-
-
-from test_serving_support import model_root  # noqa: E402,F401

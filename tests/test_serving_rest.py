@@ -7,7 +7,9 @@ import socket
 import numpy as np
 import pytest
 
-from test_serving_support import digit_images, model_root, rest_call, served  # noqa: F401
+from test_serving_support import digit_images, rest_call
+
+pytest_plugins = ("test_serving_support",)  # fixtures: model_root, served
 
 
 @pytest.fixture()
@@ -20,7 +22,8 @@ def rest(served):
 # -- status and metadata --------------------------------------------------------------------
 def test_status_exact_shape(rest):
     assert rest("GET", "/v1/models/half") == (200, {"model_version_status": [
-        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]})
+        {"version": "1", "state": "AVAILABLE",
+         "status": {"error_code": "OK", "error_message": ""}}]})
     assert rest("GET", "/v1/models/half/versions/1")[0] == 200
     assert rest("GET", "/v1/models/half/labels/stable")[1]["model_version_status"][0]["version"] \
         == "1"
@@ -157,7 +160,8 @@ def test_classify_with_and_without_context(rest):
 def test_classify_tfdeploy_export(rest):
     images = digit_images(2, seed=3)
     status, body = rest("POST", "/v1/models/digits:classify", {
-        "signature_name": "classify", "examples": [{"images": im.ravel().tolist()} for im in images]})
+        "signature_name": "classify",
+        "examples": [{"images": im.ravel().tolist()} for im in images]})
     assert status == 200, body
     status, pred = rest("POST", "/v1/models/digits:predict", {"inputs": images.tolist()})
     for row, probs in zip(body["results"], pred["outputs"]["probabilities"]):

@@ -206,4 +206,5 @@ def test_half_plus_two_builds(tmp_path):
     s = Servable("h", 1, path)
     _, out = s.run("", {"x": np.array([1.0, 2.0], np.float32)})
     np.testing.assert_allclose(out["y"], [2.5, 3.0])
-    assert s.signature_defs["tensorflow/serving/regress"].method_name == "tensorflow/serving/regress"
+    regress = s.signature_defs["tensorflow/serving/regress"]
+    assert regress.method_name == "tensorflow/serving/regress"

@@ -36,7 +36,8 @@ def validate_options(max_batch_size=1000, batch_timeout_micros=0, max_enqueued_b
                      pad_variable_length_inputs=False):
     """Check batching options as TF Serving does; return them as a dict."""
     num_batch_threads = num_batch_threads or DEFAULTS["num_batch_threads"]
-    for name, value in (("max_batch_size", max_batch_size), ("num_batch_threads", num_batch_threads),
+    for name, value in (("max_batch_size", max_batch_size),
+                        ("num_batch_threads", num_batch_threads),
                         ("max_enqueued_batches", max_enqueued_batches)):
         if value < 1:
             raise ValueError(f"Batching parameter {name} must be >= 1, received {value}.")

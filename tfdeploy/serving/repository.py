@@ -59,7 +59,8 @@ class ModelConfig:
         if self.policy == "latest" and self.num_versions < 1:
             raise ValueError(f"latest.num_versions must be >= 1, received {self.num_versions}.")
         if self.policy == "specific" and not self.versions:
-            raise ValueError(f"Model {self.name!r}: the specific policy needs at least one version.")
+            raise ValueError(f"Model {self.name!r}: the specific policy needs at least one "
+                             "version.")
         for label, version in self.labels.items():
             if not _LABEL.match(label):
                 raise ValueError(f"Invalid version label {label!r} for model {self.name!r}: "
@@ -226,12 +227,7 @@ class ModelRepository:
             if self.batching:
                 from tfdeploy.serving.batching import Batcher
 
-                on_batch = None
-                if self.metrics is not None:
-                    from tfdeploy.serving.metrics import BATCH_SIZE
-
-                    def on_batch(size, name=cfg.name):
-                        self.metrics.observe(BATCH_SIZE, size, model_name=name)
+                on_batch = self._batch_observer(cfg.name) if self.metrics is not None else None
                 servable.batcher = Batcher(servable.call, on_batch=on_batch, **self.batching)
             try:
                 replayed = warmup.replay(servable)
@@ -260,6 +256,13 @@ class ModelRepository:
             servable.batcher.stop()
         model.status[version] = VersionStatus(version, "END")
         log.info("Unloaded servable version {name: %s version: %d}", model.config.name, version)
+
+    def _batch_observer(self, name):
+        from tfdeploy.serving.metrics import BATCH_SIZE
+
+        def observe(size):
+            self.metrics.observe(BATCH_SIZE, size, model_name=name)
+        return observe
 
     def _runtime_observer(self, name):
         from tfdeploy.serving.metrics import RUNTIME_LATENCY

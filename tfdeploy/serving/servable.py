@@ -155,7 +155,8 @@ class Servable:
                 raise invalid(f"Input '{name}' expects {dtype.name} values: {exc}") from exc
         shape = _shape_of(info)
         if shape is not None:
-            if array.ndim != len(shape) or any(s >= 0 and s != a for s, a in zip(shape, array.shape)):
+            mismatch = any(s >= 0 and s != a for s, a in zip(shape, array.shape))
+            if array.ndim != len(shape) or mismatch:
                 raise invalid(
                     f"Input '{name}' has shape {list(array.shape)} but the signature expects "
                     f"{shape} (-1 is any size).")

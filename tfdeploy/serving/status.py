@@ -20,7 +20,8 @@ class ServingError(TfdeployError, ValueError):
 
     def __init__(self, code, message):
         if code not in HTTP_STATUS:
-            raise ValueError(f"Unknown status code {code!r}; expected one of {sorted(HTTP_STATUS)}.")
+            raise ValueError(f"Unknown status code {code!r}; expected one of "
+                             f"{sorted(HTTP_STATUS)}.")
         super().__init__(message)
         self.code = code
         self.message = message
