@@ -36,7 +36,6 @@ def main(argv=None):
     import tfdeploy as td
     from tfdeploy._keras import keras, tf
     from tfdeploy._keras import tfmot as _tfmot
-    from tfdeploy.compress.calibrate import calibrate_ranges
     from tfdeploy.compress.prune import copy_model
 
     tfmot = _tfmot()
@@ -67,8 +66,7 @@ def main(argv=None):
                    verbose=0)
         t_prune = time.perf_counter() - t0
         stripped = td.compress.strip(pruned)
-        qat = td.compress.quantize(stripped, preserve="sparsity")
-        calibrate_ranges(qat, stripped, train)
+        qat = td.compress.quantize(stripped, preserve="sparsity", calibration_data=train)
         compile_(qat, 1e-4)
         t0 = time.perf_counter()
         qat.fit(train, epochs=args.qat_epochs, verbose=0)

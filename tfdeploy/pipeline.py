@@ -11,7 +11,6 @@ import numpy as np
 
 from tfdeploy import compress, data, export, models, runtime, verify
 from tfdeploy._keras import keras, tf
-from tfdeploy.compress.calibrate import calibrate_ranges
 from tfdeploy.errors import DataError
 
 COLUMNS = ("variant", "params", "sparsity", "file bytes", "gzip bytes", "accuracy", "ms/sample")
@@ -102,8 +101,7 @@ def quickstart(data_dir=None, output_dir="saved_models", log_dir="logs/quickstar
 
     # 3. pruning-preserving quantization-aware training
     start = time.perf_counter()
-    qat = compress.quantize(pruned, preserve="sparsity")
-    calibrate_ranges(qat, pruned, train)
+    qat = compress.quantize(pruned, preserve="sparsity", calibration_data=train)
     _fit(qat, train, qat_epochs, 1e-4, logs("qat"),
          compress.callbacks(qat, log_dir=logs("qat")), verbose=verbose)
     timings["qat_s"] = time.perf_counter() - start

@@ -11,6 +11,7 @@ Also: `prune_n_m` (2:4), `slim` (remove channels for real speed), `cluster`,
 and `report` (what happened to each layer, and why layers were left out).
 """
 
+from tfdeploy.compress.calibrate import calibrate_ranges
 from tfdeploy.compress.callbacks import PruningStep, SparsityMonitor, callbacks
 from tfdeploy.compress.cluster import cluster, is_clustering_wrapped, unique_weights
 from tfdeploy.compress.distill import Distiller, distill
@@ -29,7 +30,7 @@ from tfdeploy.compress.slim import channel_widths, slim
 from tfdeploy.compress.sparsity import model_sparsity, sparsity_by_layer
 from tfdeploy.compress.strip import strip
 
-__all__ = ["prune", "quantize", "strip", "callbacks", "PruningStep", "SparsityMonitor",
+__all__ = ["prune", "quantize", "calibrate_ranges", "strip", "callbacks", "PruningStep", "SparsityMonitor",
            "ConstantSparsity", "PolynomialDecay", "model_sparsity", "sparsity_by_layer",
            "is_pruning_wrapped", "is_quantization_aware", "quantizable_layers",
            "Select", "prune_n_m", "n_m_pattern", "n_m_fraction", "slim", "channel_widths",

@@ -58,7 +58,7 @@ def _pick_preserve(model, preserve, sparsity):
     return "sparsity" if sparsity >= _SPARSE_ENOUGH else None
 
 
-def quantize(model, preserve="auto", layers=None, quantize_configs=None):
+def quantize(model, preserve="auto", layers=None, quantize_configs=None, calibration_data=None):
     """Wrap a model for 8-bit quantization-aware training; returns a new model.
 
     Every layer tfmot's default 8-bit scheme supports is annotated (or only
@@ -81,6 +81,11 @@ def quantize(model, preserve="auto", layers=None, quantize_configs=None):
             annotates every supported layer. Defaults to None.
         quantize_configs: ``{layer_name: QuantizeConfig}`` for custom layers
             (or to override a built-in layer's config). Defaults to None.
+        calibration_data: inputs (``tf.data.Dataset`` or array, e.g. the training
+            set) used to set the activation ranges from the float model before
+            QAT starts (tfmot starts them at [-6, 6] and moves them with a slow
+            moving average, so a short QAT fine-tune otherwise clips activations
+            and loses accuracy; see `calibrate_ranges`). Defaults to None.
 
     Returns:
         A new ``keras.Model`` with quantize wrappers; compile and fit it.
@@ -150,8 +155,13 @@ def quantize(model, preserve="auto", layers=None, quantize_configs=None):
         except (ValueError, RuntimeError, KeyError) as exc:
             raise CompressionError(f"QAT could not be applied to model {model.name!r}: {exc}") \
                 from exc
+    calibrated = {}
+    if calibration_data is not None:
+        from tfdeploy.compress.calibrate import calibrate_ranges
+
+        calibrated = calibrate_ranges(quantized, work, calibration_data)
     quantized._tfdeploy_qat = {"preserve": preserve, "layers": chosen,
-                               "sparsity_before": sparsity}
+                               "sparsity_before": sparsity, "calibrated": len(calibrated)}
     note(quantized, "quantized", chosen, skipped, source=source,
          detail=f"int8 QAT (preserve={preserve})")
     return quantized
