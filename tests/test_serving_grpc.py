@@ -148,6 +148,8 @@ def test_status_codes(stub, model_stub):
     assert code == grpc.StatusCode.FAILED_PRECONDITION and '"nope" not found' in details
     code, _ = _code(stub.Predict, _predict_request("half", x=np.array([[1.0]], np.float32)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert _code(stub.Predict, _predict_request("half", x=np.array([1.0], np.float64))) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "Expects arg 'x' to be float32 but float64 is provided")
     bad = _predict_request("half", x=x)
     bad.inputs["x"].tensor_content = b"\x00\x01\x02"   # not a whole float
     assert _code(stub.Predict, bad)[0] == grpc.StatusCode.INVALID_ARGUMENT

@@ -239,9 +239,16 @@ def test_paths_methods_and_limits(rest, served):
     assert rest("GET", "/v1/models/half/labels/..%2F1")[0] == 400
     assert rest("GET", "/index.html")[0] == 404
     assert rest("DELETE", "/v1/models/half")[0] == 405
-    status, reply = rest("POST", "/v1/models/half:predict",
-                         raw=b'{"instances": [' + b"1.0," * 300000 + b"1.0]}")
-    assert status == 413 and "exceeds the limit" in reply["error"]
+    # the limit is checked on Content-Length, before any of the body is read
+    with socket.create_connection(("127.0.0.1", served.rest_port), timeout=10) as s:
+        s.sendall(b"POST /v1/models/half:predict HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Length: %d\r\n\r\n" % (served.max_body_bytes + 1))
+        reply = b""
+        while chunk := s.recv(65536):       # the server closes the connection after a 413
+            reply += chunk
+        head, _, body = reply.partition(b"\r\n\r\n")
+    assert b" 413 " in head.split(b"\r\n")[0]
+    assert "exceeds the limit of 1048576 bytes" in json.loads(body)["error"]
     assert rest("GET", "/v1/models/half")[0] == 200
 
 

@@ -145,14 +145,12 @@ class Servable:
         array = np.asarray(value)
         if dtype == tf.string:
             if array.dtype.kind not in "OSU":
-                raise invalid(f"Input '{name}' expects DT_STRING values, received {array.dtype}.")
+                raise invalid(f"Expects arg '{name}' to be string but {array.dtype} is provided")
             array = array.astype(object)
-        else:
-            try:
-                array = array.astype(dtype.as_numpy_dtype, casting="same_kind"
-                                     if array.dtype.kind in "fc" and dtype.is_integer else "unsafe")
-            except (TypeError, ValueError) as exc:
-                raise invalid(f"Input '{name}' expects {dtype.name} values: {exc}") from exc
+        elif array.dtype != np.dtype(dtype.as_numpy_dtype):
+            # TF Serving does not convert: a client must send the signature's dtype.
+            got = "string" if array.dtype.kind in "OSU" else tf.dtypes.as_dtype(array.dtype).name
+            raise invalid(f"Expects arg '{name}' to be {dtype.name} but {got} is provided")
         shape = _shape_of(info)
         if shape is not None:
             mismatch = any(s >= 0 and s != a for s, a in zip(shape, array.shape))
