@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -36,7 +37,16 @@ def test_serve_command_answers_and_stops_cleanly_on_sigterm(tmp_path):
 
         with GrpcClient(f"127.0.0.1:{grpc_port}") as client:
             assert client.status("half") == [(1, "AVAILABLE", "OK", "")]
+        # a request in flight when SIGTERM arrives still gets its answer
+        in_flight = []
+        worker = threading.Thread(target=lambda: in_flight.append(rest_call(
+            rest_port, "POST", "/v1/models/half:predict",
+            {"signature_name": "slow", "inputs": {"n": 150000}})))
+        worker.start()
+        time.sleep(0.3)
         proc.send_signal(signal.SIGTERM)
+        worker.join(60)
+        assert in_flight == [(200, {"outputs": 150000.0})]
         assert proc.wait(timeout=30) == 0
         err = proc.stderr.read()
         assert "ready (gRPC 127.0.0.1:" in err and "shutting down" in err

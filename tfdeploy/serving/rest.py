@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import socket
+import threading
 import time
 import urllib.parse
 
@@ -43,6 +44,13 @@ class RestApi:
         self.timeout = timeout_ms / 1000.0 if timeout_ms and timeout_ms > 0 else None
         self.max_body_bytes = max_body_bytes
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, "tfdeploy-rest")
+        self._active = 0
+        self._idle = threading.Condition()
+
+    def drain(self, timeout):
+        """Wait up to ``timeout`` seconds for in-flight requests; True when none is left."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._active == 0, timeout)
 
     def close(self):
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -50,6 +58,16 @@ class RestApi:
     # -- dispatch -----------------------------------------------------------------------------
     def handle(self, method, raw_path, read_body):
         """Return ``(http_status, content_type, body_bytes)`` for one request."""
+        with self._idle:
+            self._active += 1
+        try:
+            return self._handle(method, raw_path, read_body)
+        finally:
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
+
+    def _handle(self, method, raw_path, read_body):
         path = urllib.parse.unquote(urllib.parse.urlsplit(raw_path).path)
         if method == "GET" and self.metrics_path and path == self.metrics_path:
             return 200, "text/plain; version=0.0.4", self.metrics.render().encode()

@@ -86,12 +86,16 @@ class ModelServer:
             return
         self._stopped.set()
         if self._http is not None:
-            self._http.shutdown()
+            self._http.shutdown()          # no new connections
             self._http.server_close()
-        if self._grpc is not None:
-            self._grpc.stop(grace).wait(grace + 1)
+        grpc_done = self._grpc.stop(grace) if self._grpc is not None else None
+        # (gRPC rejects new RPCs now and lets running ones finish within the grace period)
         if self._rest is not None:
+            if not self._rest.drain(grace):
+                log.warning("REST requests still running after %.1fs; stopping anyway.", grace)
             self._rest.close()
+        if grpc_done is not None:
+            grpc_done.wait(grace + 1)
         self.repository.stop()
         log.info("Server stopped.")
 
