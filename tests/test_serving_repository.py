@@ -80,6 +80,28 @@ def test_new_version_is_picked_up_while_requests_keep_succeeding(tmp_path):
     server.stop()
 
 
+def test_saved_model_without_serve_tag_is_reported(tmp_path):
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session(graph=graph) as sess:
+        tf.compat.v1.placeholder(tf.float32, [None], name="x")
+        builder = tf.compat.v1.saved_model.Builder(str(tmp_path / "1"))
+        builder.add_meta_graph_and_variables(sess, ["train"])
+        builder.save()
+    server = _start(model_name="m", model_base_path=str(tmp_path),
+                    file_system_poll_wait_seconds=0)
+    try:
+        (status,) = rest_call(server.rest_port, "GET", "/v1/models/m")[1]["model_version_status"]
+        assert status["state"] == "END" and status["status"]["error_code"] == "NOT_FOUND"
+        assert "Could not find meta graph def matching supplied tags: { serve }" in \
+            status["status"]["error_message"]
+        assert _predict(server, 1.0, "/v1/models/m") == (
+            404, {"error": "Servable not found for request: Latest(m)"})
+    finally:
+        server.stop()
+
+
 def test_model_config_file_policies_and_labels(tmp_path):
     for v, scale in ((1, 0.5), (2, 1.0), (3, 2.0)):
         build_half_plus_two(str(tmp_path / "a" / str(v)), scale=scale)

@@ -219,6 +219,7 @@ def test_documented_errors(rest, path, body, code, message):
 @pytest.mark.parametrize("raw,message", [
     (b"{not json", "JSON Parse error"), (b"[1, 2]", "not a JSON object"),
     (b"\xff\xfe", "not UTF-8"), (b'{"signature_name": 3, "instances": [1]}', "signature_name"),
+    (b'{"instances": ' + b"[" * 100000 + b"]" * 100000 + b"}", "nested too deeply"),
 ])
 def test_malformed_bodies_are_400(rest, raw, message):
     status, reply = rest("POST", "/v1/models/half:predict", raw=raw)

@@ -111,6 +111,8 @@ class RestApi:
             raise invalid(f"JSON Parse error: the body is not UTF-8: {exc}") from exc
         except json.JSONDecodeError as exc:
             raise invalid(f"JSON Parse error: {exc.msg} at offset: {exc.pos}") from exc
+        except RecursionError:
+            raise invalid("JSON Parse error: the document is nested too deeply") from None
         if not isinstance(body, dict):
             raise invalid("JSON Value: the request body is not a JSON object")
         sig = body.get("signature_name", "")

@@ -51,6 +51,13 @@ def _strings(value, name):
 
 def to_ndarray(value, dtype, name):
     """Convert a JSON value to an ndarray of ``dtype`` (a tf.DType), strictly typed."""
+    try:
+        return _to_ndarray(value, dtype, name)
+    except RecursionError:
+        raise invalid(f"Input '{name}' is nested too deeply.") from None
+
+
+def _to_ndarray(value, dtype, name):
     import tensorflow as tf
 
     check_dtype_supported(name, dtype, supported_dtypes())
