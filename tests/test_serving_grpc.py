@@ -165,7 +165,8 @@ def test_status_codes(stub, model_stub):
     assert _code(model_stub.GetModelStatus, status_req) == (
         grpc.StatusCode.NOT_FOUND, "Could not find any versions of model nope")
     # the server still answers after all of that
-    assert stub.Predict(_predict_request("half", x=x), timeout=30).outputs["y"].float_val or True
+    resp = stub.Predict(_predict_request("half", x=x), timeout=30)
+    np.testing.assert_allclose(tf.make_ndarray(resp.outputs["y"]), [2.5])
 
 
 def test_python_clients_rest_and_grpc_agree(served):

@@ -276,7 +276,9 @@ def test_keep_alive_connection_serves_many_requests(served):
         resp = conn.getresponse()
         assert json.loads(resp.read()) == {"predictions": [0.5 * x + 2]}
     conn.request("POST", "/v1/models/nope:predict", b"{}")   # an error keeps the connection usable
-    assert conn.getresponse().read() and True
+    resp = conn.getresponse()
+    assert (resp.status, json.loads(resp.read())) == (
+        404, {"error": "Servable not found for request: Latest(nope)"})
     conn.request("GET", "/v1/models/half")
     assert conn.getresponse().status == 200
     conn.close()
