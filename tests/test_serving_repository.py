@@ -224,3 +224,49 @@ def test_rest_timeout_is_504(tmp_path):
         assert status == 504 and body["error"].startswith("Deadline Exceeded")
     finally:
         server.stop()
+
+
+def test_config_file_polling_and_grpc_reload(tmp_path):
+    import grpc
+    from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
+
+    from tfdeploy.serving import protos
+
+    build_half_plus_two(str(tmp_path / "a" / "1"), scale=0.5)
+    build_half_plus_two(str(tmp_path / "b" / "1"), scale=1.0)
+    config = tmp_path / "models.config"
+
+    def write(*models):
+        config.write_text("model_config_list {" + "".join(
+            f' config {{ name: "{n}" base_path: "{tmp_path / d}" }}' for n, d in models) + " }")
+
+    write(("first", "a"))
+    server = _start(model_config_file=str(config), file_system_poll_wait_seconds=0,
+                    model_config_file_poll_wait_seconds=0.1)
+    try:
+        assert _predict(server, 2.0, "/v1/models/first")[1] == {"predictions": [3.0]}
+        write(("first", "a"), ("second", "b"))                        # add a model
+        assert _wait_for(lambda: _predict(server, 2.0, "/v1/models/second")[0] == 200)
+        config.write_text("model_config_list { config { name: ")      # a bad edit is ignored
+        time.sleep(0.4)
+        assert _predict(server, 2.0, "/v1/models/second")[1] == {"predictions": [4.0]}
+        write(("second", "b"))                                         # remove one
+        assert _wait_for(lambda: _predict(server, 2.0, "/v1/models/first")[0] == 404)
+
+        # the same through ModelService.HandleReloadConfigRequest
+        request = model_management_pb2.ReloadConfigRequest()
+        protos.parse_text(f'model_config_list {{ config {{ name: "third" base_path: '
+                          f'"{tmp_path / "a"}" }} }}', request.config)
+        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+            stub = model_service_pb2_grpc.ModelServiceStub(channel)
+            response = stub.HandleReloadConfigRequest(request, timeout=60)
+            assert response.status.error_code == 0
+            bad = model_management_pb2.ReloadConfigRequest()
+            bad.config.model_config_list.config.add(name="../x", base_path="/m")
+            with pytest.raises(grpc.RpcError) as info:
+                stub.HandleReloadConfigRequest(bad, timeout=60)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert _predict(server, 2.0, "/v1/models/third")[1] == {"predictions": [3.0]}
+        assert _predict(server, 2.0, "/v1/models/second")[0] == 404
+    finally:
+        server.stop()

@@ -34,6 +34,8 @@ def add_arguments(parser):
     parser.add_argument("--model_config_file", default=None,
                         help="Text-format ModelServerConfig (models.config) for several models, "
                              "version policies and labels.")
+    parser.add_argument("--model_config_file_poll_wait_seconds", type=float, default=0,
+                        help="Seconds between re-reads of --model_config_file; 0 reads it once.")
     parser.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
                         help="Seconds between polls for new versions; 0 polls once. Defaults to 1.")
     parser.add_argument("--enable_batching", type=_bool, nargs="?", const=True, default=False,
@@ -76,7 +78,8 @@ def run(args):
             batching_parameters_file=args.batching_parameters_file,
             monitoring_config_file=args.monitoring_config_file,
             rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
-            max_body_bytes=args.max_body_bytes)
+            max_body_bytes=args.max_body_bytes,
+            model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds)
         server.start()
     except (OSError, ValueError) as exc:
         if isinstance(exc, TfdeployError):

@@ -40,7 +40,7 @@ class _Base:
 
     def _call(self, api, request, context, fn):
         start, code = time.perf_counter(), "OK"
-        name = request.model_spec.name
+        name = request.model_spec.name if hasattr(request, "model_spec") else ""
         try:
             return fn(request)
         except ServingError as exc:
@@ -130,6 +130,22 @@ class ModelServicer(_Base, model_service_pb2_grpc.ModelServiceServicer):
 
     def GetModelStatus(self, request, context):  # noqa: N802
         return self._call("GetModelStatus", request, context, self._status)
+
+    def HandleReloadConfigRequest(self, request, context):  # noqa: N802
+        from tensorflow_serving.apis import model_management_pb2
+
+        from tfdeploy.serving.repository import configs_from_proto
+
+        def reload(req):
+            try:
+                configs = configs_from_proto(req.config)
+                self.repository.reload(configs)
+            except ValueError as exc:
+                raise invalid(str(exc)) from exc
+            response = model_management_pb2.ReloadConfigResponse()
+            response.status.error_code = _error_code_value("OK")
+            return response
+        return self._call("HandleReloadConfigRequest", request, context, reload)
 
     def _status(self, request):
         name, version, label = _spec(request.model_spec)

@@ -184,6 +184,34 @@ class ModelRepository:
                     if servable.batcher is not None:
                         servable.batcher.stop()
 
+    def reload(self, configs):
+        """Switch to a new list of ModelConfigs (HandleReloadConfigRequest / config polling).
+
+        New models are loaded, removed models unloaded, and changed models (base path,
+        policy, labels) reconciled; versions that stay wanted keep serving throughout.
+        """
+        names = [c.name for c in configs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"A model is configured twice in {names}.")
+        with self._lock:
+            old = self._models
+            models = {}
+            for c in configs:
+                model = old.get(c.name)
+                if model is None or model.config.base_path != c.base_path:
+                    model = _Model(c)          # a new model, or one moved to a new base path
+                else:
+                    model.config = c
+                models[c.name] = model
+            for model in models.values():
+                self._reconcile(model)
+            self._models = models   # replaced at once: readers see the old or the new map
+            for name, model in old.items():
+                if models.get(name) is not model:
+                    for version in sorted(model.available):
+                        self._unload(model, version)
+                    log.info("Retired the previous configuration of model %s", name)
+
     def _poll_loop(self):
         while not self._stop.wait(self.poll_wait_seconds):
             try:

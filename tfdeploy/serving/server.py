@@ -42,8 +42,12 @@ class ModelServer:
     """
 
     def __init__(self, repository, host="127.0.0.1", port=8500, rest_api_port=8501,
-                 metrics_path=None, rest_api_timeout_in_ms=30000, max_body_bytes=64 << 20):
+                 metrics_path=None, rest_api_timeout_in_ms=30000, max_body_bytes=64 << 20,
+                 model_config_file=None, model_config_file_poll_wait_seconds=0):
         self.repository, self.host = repository, host
+        self.model_config_file = model_config_file
+        self.model_config_file_poll_wait_seconds = model_config_file_poll_wait_seconds
+        self._config_thread = None
         self.metrics = repository.metrics
         self._port, self._rest_port = port, rest_api_port
         self.metrics_path = metrics_path
@@ -78,7 +82,28 @@ class ModelServer:
         except BaseException:
             self.stop()
             raise
+        if self.model_config_file and self.model_config_file_poll_wait_seconds > 0:
+            self._config_thread = threading.Thread(target=self._poll_config_file, daemon=True,
+                                                   name="tfdeploy-config-poll")
+            self._config_thread.start()
         return self
+
+    def _poll_config_file(self):
+        """Reload the models when ``model_config_file`` changes (bad edits are logged, kept out)."""
+        with open(self.model_config_file) as f:
+            last = f.read()
+        while not self._stopped.wait(self.model_config_file_poll_wait_seconds):
+            try:
+                with open(self.model_config_file) as f:
+                    text = f.read()
+                if text == last:
+                    continue
+                last = text
+                self.repository.reload(read_model_config_file(self.model_config_file))
+                log.info("Reloaded the model config file %s", self.model_config_file)
+            except Exception as exc:  # noqa: BLE001  (keep serving the previous config)
+                log.error("Could not reload %s, keeping the previous config: %s",
+                          self.model_config_file, exc)
 
     def stop(self, grace=5.0):
         """Stop accepting requests, let in-flight ones finish (up to ``grace`` s), unload."""
@@ -96,6 +121,8 @@ class ModelServer:
             self._rest.close()
         if grpc_done is not None:
             grpc_done.wait(grace + 1)
+        if self._config_thread is not None:
+            self._config_thread.join(timeout=30)
         self.repository.stop()
         log.info("Server stopped.")
 
@@ -115,7 +142,7 @@ def create_server(model_name=None, model_base_path=None, model_config_file=None,
                   file_system_poll_wait_seconds=1.0, enable_batching=False,
                   batching_parameters_file=None, batching_options=None,
                   monitoring_config_file=None, rest_api_timeout_in_ms=30000,
-                  max_body_bytes=64 << 20):
+                  max_body_bytes=64 << 20, model_config_file_poll_wait_seconds=0):
     """Build a TF-Serving-compatible ModelServer (call ``start()`` or use ``with``).
 
     Models come from exactly one of ``model_name`` + ``model_base_path``, a
@@ -136,6 +163,8 @@ def create_server(model_name=None, model_base_path=None, model_config_file=None,
         monitoring_config_file: text-format MonitoringConfig exposing Prometheus metrics.
         rest_api_timeout_in_ms: REST deadline; slower requests answer 504. Defaults to 30000.
         max_body_bytes: largest request accepted (REST 413, gRPC RESOURCE_EXHAUSTED).
+        model_config_file_poll_wait_seconds: seconds between re-reads of
+            ``model_config_file``; 0 (the default) reads it once.
 
     Returns:
         A ModelServer, not yet started.
@@ -171,4 +200,5 @@ def create_server(model_name=None, model_base_path=None, model_config_file=None,
                                  batching=batching, metrics=metrics_lib.Metrics())
     return ModelServer(repository, host=host, port=port, rest_api_port=rest_api_port,
                        metrics_path=metrics_path, rest_api_timeout_in_ms=rest_api_timeout_in_ms,
-                       max_body_bytes=max_body_bytes)
+                       max_body_bytes=max_body_bytes, model_config_file=model_config_file,
+                       model_config_file_poll_wait_seconds=model_config_file_poll_wait_seconds)
