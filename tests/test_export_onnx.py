@@ -1,0 +1,110 @@
+"""ONNX export: float, onnxruntime-quantized and QAT graphs verified in onnxruntime."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import tfdeploy as td
+from tfdeploy.errors import ArtifactError, ExportError
+from tfdeploy.export import ExportFallbackWarning
+
+
+@pytest.fixture(scope="module")
+def qat_model(trained_model, train_ds):
+    model = td.compress.quantize(trained_model)
+    model.compile(td.keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy")
+    model.fit(train_ds.take(10), epochs=1, verbose=0)  # learn the activation ranges
+    return model
+
+
+def _ops(path):
+    import onnx
+
+    return {node.op_type for node in onnx.load(path).graph.node}
+
+
+def test_float_onnx_matches_keras_in_onnxruntime(trained_model, train_ds, test_arrays, tmp_path):
+    x, y = test_arrays
+    path = td.export.onnx(trained_model, str(tmp_path / "m.onnx"), opset=13,
+                          class_names=train_ds.class_names)
+    runner = td.runtime.load(path, num_threads=1)
+    assert runner.format == "onnx"
+    assert runner.inputs == [("images", (-1, 32, 32, 1), "float32")]
+    assert runner.metadata["tfdeploy.quantization"] == "float"
+    assert json.loads(runner.metadata["tfdeploy.class_names"]) == train_ds.class_names
+    result = td.verify.verify(runner, trained_model, x, y)
+    assert result["passed"] and result["precision"] == "float32"
+    assert result["max_abs_diff"] < 1e-4 and result["agreement"] == 1.0
+    assert os.path.exists(tmp_path / "m.labels.txt")
+    assert not _ops(path) & {"QuantizeLinear", "MatMulInteger"}
+
+
+def test_dynamic_quantization_with_onnxruntime(trained_model, test_arrays, tmp_path):
+    x, y = test_arrays
+    path = td.export.onnx(trained_model, str(tmp_path / "dyn.onnx"), quantize="dynamic")
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= _ops(path)
+    runner = td.runtime.load(path)
+    assert runner.metadata["tfdeploy.quantization"] == "dynamic"
+    result = td.verify.verify(runner, trained_model, x, y)
+    assert result["precision"] == "int8" and result["passed"], result["failures"]
+
+
+def test_qat_model_keeps_quantize_dequantize_nodes(qat_model, test_arrays, tmp_path):
+    x, y = test_arrays
+    path = td.export.onnx(qat_model, str(tmp_path / "qat.onnx"), opset=13)
+    assert {"QuantizeLinear", "DequantizeLinear"} <= _ops(path)
+    runner = td.runtime.load(path)
+    assert runner.metadata["tfdeploy.quantization"] == "qdq"
+    assert "tfdeploy.fallback" not in runner.metadata
+    result = td.verify.verify(runner, qat_model, x, y)
+    assert result["passed"], result["failures"]
+    assert result["agreement"] >= 0.98
+
+
+def test_qat_fallback_is_said_plainly_and_quantized_when_asked(qat_model, train_ds,
+                                                                test_arrays, tmp_path):
+    x, y = test_arrays
+    onnx_module = sys.modules["tfdeploy.export.onnx"]  # the package attribute is the function
+    twin = onnx_module._float_twin(qat_model)  # the QAT model's weights, without fake-quant
+    assert not any("Quantize" in type(layer).__name__ for layer in twin.layers)
+    with pytest.warns(ExportFallbackWarning, match="fell back to a float graph.*opset 10"):
+        path = td.export.onnx(qat_model, str(tmp_path / "fb.onnx"), opset=10)
+    runner = td.runtime.load(path)
+    assert runner.metadata["tfdeploy.quantization"] == "float"
+    assert "opset 10" in runner.metadata["tfdeploy.fallback"]
+    assert not _ops(path) & {"QuantizeLinear", "DequantizeLinear"}
+    result = td.verify.verify(runner, twin, x, y)  # float parity with the float graph
+    assert result["precision"] == "float32" and result["max_abs_diff"] < 1e-4
+    with pytest.warns(ExportFallbackWarning, match="quantized by onnxruntime's quantizer"):
+        path = td.export.onnx(qat_model, str(tmp_path / "fbq.onnx"), opset=10,
+                              quantize="static", representative_data=train_ds,
+                              num_calibration=64)
+    assert {"QuantizeLinear", "DequantizeLinear"} <= _ops(path)
+    result = td.verify.verify(path, twin, x, y)
+    assert result["precision"] == "int8" and result["passed"], result["failures"]
+
+
+def test_onnx_option_errors(trained_model, tmp_path):
+    with pytest.raises(ExportError, match="opset must be an integer >= 9, received 7"):
+        td.export.onnx(trained_model, str(tmp_path / "a.onnx"), opset=7)
+    with pytest.raises(ExportError, match="Unrecognized quantize='int4'"):
+        td.export.onnx(trained_model, str(tmp_path / "a.onnx"), quantize="int4")
+    with pytest.raises(ExportError, match="quantize='dynamic' needs opset >= 11"):
+        td.export.onnx(trained_model, str(tmp_path / "a.onnx"), opset=10, quantize="dynamic")
+    with pytest.raises(ExportError, match="quantize='static' needs representative_data"):
+        td.export.onnx(trained_model, str(tmp_path / "a.onnx"), quantize="static")
+    assert not os.path.exists(tmp_path / "a.onnx")
+    with pytest.raises(ExportError, match="Unrecognized format='pt'.*'onnx'"):
+        td.export.export(trained_model, str(tmp_path / "x"), format="pt")
+
+
+def test_corrupt_and_missing_onnx_files(tmp_path):
+    with pytest.raises(ArtifactError, match="does not exist"):
+        td.runtime.load(str(tmp_path / "missing.onnx"))
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage" * 20)
+    with pytest.raises(ArtifactError, match="is not a valid ONNX model.*Re-export"):
+        td.runtime.load(str(bad))
