@@ -124,12 +124,14 @@ def quantize(model, preserve="auto", layers=None, quantize_configs=None, calibra
     work = flatten(model)
     why_not = _why_not(configs)
     if layers is None:
-        custom = [f"{layer.name} ({why_not(layer)})" for layer in work.layers
-                  if why_not(layer) is not None and why_not(layer).startswith("custom")]
+        custom = [layer for layer in work.layers
+                  if (why_not(layer) or "").startswith("custom")]
         if custom:
+            names = ", ".join(f"{layer.name!r} ({type(layer).__name__})" for layer in custom)
             raise CompressionError(
-                f"Cannot quantize custom layer(s) {custom}. Pass quantize_configs={{name: "
-                "QuantizeConfig}}, or leave them out with layers=Select(exclude=[...]).")
+                f"Cannot quantize custom layer(s) {names}: tfmot has no quantize config for "
+                "them. Pass quantize_configs={layer_name: QuantizeConfig()} to quantize them, or "
+                "leave them float with layers=Select(exclude=[layer_name]).")
     chosen, skipped = resolve(work, layers, why_not, "QAT")
     names = set(chosen)
 
@@ -140,7 +142,7 @@ def quantize(model, preserve="auto", layers=None, quantize_configs=None, calibra
 
     scope = {type(c).__name__: type(c) for c in configs.values()}
     scope.update({type(layer).__name__: type(layer) for layer in work.layers
-                  if layer.name in configs})
+                  if layer.name in configs or not _is_builtin(layer)})
     with qk.quantize_scope(scope):
         annotated = keras.models.clone_model(work, clone_function=annotate)
         if preserve == "sparsity":
