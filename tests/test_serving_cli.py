@@ -39,11 +39,17 @@ def test_serve_command_answers_and_stops_cleanly_on_sigterm(tmp_path):
             assert client.status("half") == [(1, "AVAILABLE", "OK", "")]
         # a request in flight when SIGTERM arrives still gets its answer
         in_flight = []
-        worker = threading.Thread(target=lambda: in_flight.append(rest_call(
-            rest_port, "POST", "/v1/models/half:predict",
-            {"signature_name": "slow", "inputs": {"n": 150000}})))
+
+        def slow_request():
+            try:
+                in_flight.append(rest_call(rest_port, "POST", "/v1/models/half:predict",
+                                           {"signature_name": "slow", "inputs": {"n": 150000}}))
+            except OSError as exc:
+                in_flight.append(exc)
+
+        worker = threading.Thread(target=slow_request)
         worker.start()
-        time.sleep(0.3)
+        time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
         worker.join(60)
         assert in_flight == [(200, {"outputs": 150000.0})]

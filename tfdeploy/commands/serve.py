@@ -46,6 +46,9 @@ def add_arguments(parser):
                         help="Text-format MonitoringConfig; enables Prometheus metrics.")
     parser.add_argument("--rest_api_timeout_in_ms", type=int, default=30000,
                         help="REST request deadline in ms (504 past it). Defaults to 30000.")
+    parser.add_argument("--shutdown_grace_seconds", type=float, default=20.0,
+                        help="On SIGTERM, seconds in-flight requests get to finish. Defaults "
+                             "to 20 (Kubernetes sends SIGKILL 30 s after SIGTERM).")
     parser.add_argument("--max_body_bytes", type=int, default=64 << 20,
                         help="Largest request body accepted. Defaults to 64 MiB.")
 
@@ -88,7 +91,7 @@ def run(args):
 
     def shutdown(signum, frame):
         logging.getLogger("tfdeploy.serving").info("Received signal %d, shutting down.", signum)
-        server.stop()
+        server.stop(grace=args.shutdown_grace_seconds)
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
