@@ -15,7 +15,7 @@ def batched(tmp_path_factory):
     root = tmp_path_factory.mktemp("batched")
     build_half_plus_two(str(root / "half" / "1"))
     params = root / "batching.txt"
-    params.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 300000 }\n"
+    params.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 1000000 }\n"
                       "num_batch_threads { value: 1 }\nmax_enqueued_batches { value: 16 }\n"
                       "allowed_batch_sizes: 4\nallowed_batch_sizes: 8\n")
     server = create_server(model_name="half", model_base_path=str(root / "half"), port=0,
