@@ -11,7 +11,8 @@ from tfdeploy._keras import keras, tf  # noqa: F401  (selects Keras 2 first)
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("data", "models", "compress", "export", "runtime", "verify", "viz", "pipeline")
+_SUBMODULES = ("data", "models", "compress", "export", "runtime", "verify", "serving", "viz",
+               "pipeline")
 
 
 def __getattr__(name):
