@@ -11,7 +11,7 @@ from tfdeploy._keras import keras, tf  # noqa: F401  (selects Keras 2 first)
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("data", "models", "compress", "export", "runtime", "verify", "serving", "viz",
+_SUBMODULES = ("data", "models", "compress", "export", "runtime", "verify", "serving",
                "pipeline")
 
 
