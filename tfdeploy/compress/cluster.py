@@ -23,7 +23,7 @@ def _init(init):
             "linear": ci.LINEAR, "random": ci.RANDOM}[init]
 
 
-def _why_not(n_clusters):
+def _why_not(n_clusters, preserve_sparsity):
     from tensorflow_model_optimization.python.core.clustering.keras import clustering_registry
 
     registry = clustering_registry.ClusteringRegistry
@@ -34,8 +34,17 @@ def _why_not(n_clusters):
         if not registry.supports(layer):
             return f"tfmot has no clustering support for {type(layer).__name__}"
         kernel = getattr(layer, "kernel", getattr(layer, "depthwise_kernel", None))
-        if kernel is not None and int(np.prod(kernel.shape)) <= n_clusters:
-            return f"kernel has only {int(np.prod(kernel.shape))} weights for {n_clusters} clusters"
+        if kernel is None:
+            return None
+        values = kernel.numpy().ravel()
+        if preserve_sparsity:
+            pos, neg = np.unique(values[values > 0]).size, np.unique(values[values < 0]).size
+            if min(pos, neg) < n_clusters:
+                return (f"too few distinct non-zero weights ({pos} positive, {neg} negative) for "
+                        f"{n_clusters} sparsity-preserving clusters")
+        elif np.unique(values).size <= n_clusters:
+            return f"kernel has only {np.unique(values).size} distinct weights for {n_clusters} " \
+                "clusters"
         return None
 
     return why_not
@@ -93,7 +102,7 @@ def cluster(model, n_clusters=16, init="kmeans++", layers=None, preserve_sparsit
     if preserve_sparsity == "auto":
         preserve_sparsity = model_sparsity(model) >= 0.1
     work = flatten(model)
-    chosen, skipped = resolve(work, layers, _why_not(n_clusters), "clustering")
+    chosen, skipped = resolve(work, layers, _why_not(n_clusters, preserve_sparsity), "clustering")
     names = set(chosen)
     from tensorflow_model_optimization.python.core.clustering.keras.experimental import (
         cluster as experimental)

@@ -1,0 +1,80 @@
+"""Knowledge distillation: the distilled student beats the same student trained alone.
+
+The transfer set is the digits training set with every "3" removed (Hinton et
+al.'s dark-knowledge experiment): a student trained alone on it can never
+predict a 3, while a distilled student learns 3s from the teacher's softened
+outputs on the other digits. Same student, same data, same epochs, same seeds.
+"""
+
+import numpy as np
+import pytest
+
+import tfdeploy as td
+from tfdeploy.errors import CompressionError
+
+C = td.compress
+L = td.keras.layers
+EPOCHS = 6
+
+
+def _student():
+    inputs = td.keras.Input((32, 32, 1))
+    x = L.Rescaling(1.0 / 255.0)(inputs)
+    x = L.Conv2D(8, 3, strides=2, activation="relu", name="s_conv")(x)
+    x = L.MaxPooling2D(2)(x)
+    x = L.Flatten()(x)
+    return td.keras.Model(inputs, L.Dense(10, activation="softmax", name="s_out")(x))
+
+
+@pytest.fixture(scope="module")
+def without_threes(train_ds):
+    x, y = td.data.to_numpy(train_ds)
+    keep = y != 3
+    return td.tf.data.Dataset.from_tensor_slices((x[keep], y[keep])).shuffle(
+        int(keep.sum()), seed=0).batch(32)
+
+
+def test_distilled_student_beats_student_alone(trained_model, without_threes, test_arrays):
+    x, y = test_arrays
+    td.tf.random.set_seed(1)
+    alone = _student()
+    alone.compile(td.keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy",
+                  ["accuracy"])
+    alone.fit(without_threes, epochs=EPOCHS, verbose=0)
+
+    td.tf.random.set_seed(1)
+    student = _student()
+    distiller = C.distill(trained_model, student, temperature=8.0, alpha=0.1)
+    distiller.compile(td.keras.optimizers.Adam(3e-3), metrics=["accuracy"])
+    history = distiller.fit(without_threes, epochs=EPOCHS, verbose=0,
+                            callbacks=[td.keras.callbacks.TerminateOnNaN()])
+    assert history.history["distillation_loss"][-1] < history.history["distillation_loss"][0]
+    distilled = distiller.student
+    assert distilled is not student and isinstance(distilled, td.keras.Model)
+
+    pred_alone = np.argmax(alone.predict(x, verbose=0), -1)
+    pred_distilled = np.argmax(distilled.predict(x, verbose=0), -1)
+    recall_alone = np.mean(pred_alone[y == 3] == 3)
+    recall_distilled = np.mean(pred_distilled[y == 3] == 3)
+    acc_alone, acc_distilled = np.mean(pred_alone == y), np.mean(pred_distilled == y)
+    print(f"alone acc={acc_alone:.3f} recall3={recall_alone:.2f}; distilled acc={acc_distilled:.3f} "
+          f"recall3={recall_distilled:.2f}")
+    assert recall_alone == 0.0
+    assert recall_distilled > 0.25, recall_distilled
+    assert acc_distilled > acc_alone + 0.01, (acc_distilled, acc_alone)
+    # The distilled student is a plain model: it can be compressed further.
+    assert C.model_sparsity(C.strip(C.prune(distilled, 0.5, schedule=C.ConstantSparsity(
+        0.5, unit="step", frequency=1)))) == 0.0  # wrapped, not yet trained
+    assert distiller.evaluate(x, y, verbose=0, return_dict=True)["accuracy"] == pytest.approx(
+        acc_distilled, abs=1e-6)
+
+
+def test_distill_errors(trained_model):
+    with pytest.raises(CompressionError, match="differ"):
+        C.distill(trained_model, td.models.build_cnn((16, 16, 1), 10, width=0.125))
+    with pytest.raises(CompressionError, match="predicts 10 classes but the student 3"):
+        C.distill(trained_model, td.models.build_cnn((32, 32, 1), 3, width=0.125))
+    with pytest.raises(CompressionError, match="temperature must be > 0"):
+        C.distill(trained_model, _student(), temperature=0)
+    with pytest.raises(CompressionError, match=r"alpha must be in \[0, 1\]"):
+        C.distill(trained_model, _student(), alpha=1.5)
