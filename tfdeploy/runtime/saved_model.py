@@ -39,11 +39,12 @@ class SavedModelRunner:
 
     @property
     def inputs(self):
-        return [(k, tuple(s.shape.as_list()), s.dtype.name) for k, s in self._input_specs.items()]
+        """``[(name, shape, dtype)]``; -1 marks a free dimension (as for TFLite/ONNX)."""
+        return [(k, _dims(s.shape), s.dtype.name) for k, s in self._input_specs.items()]
 
     @property
     def outputs(self):
-        return [(k, tuple(s.shape.as_list()), s.dtype.name)
+        return [(k, _dims(s.shape), s.dtype.name)
                 for k, s in self._fn.structured_outputs.items()]
 
     def run(self, x):
@@ -58,7 +59,12 @@ class SavedModelRunner:
             if name not in x:
                 raise ArtifactError(f"Missing input {name!r}; the signature takes "
                                     f"{sorted(self._input_specs)}.")
-            feeds[name] = self._tf.constant(np.asarray(x[name]), dtype=spec.dtype)
+            value = np.asarray(x[name])
+            if not spec.shape.is_compatible_with(value.shape):
+                raise ArtifactError(
+                    f"Input {name!r} has shape {value.shape}, the signature expects "
+                    f"{_dims(spec.shape)} (-1: any size).")
+            feeds[name] = self._tf.constant(value, dtype=spec.dtype)
         return {k: v.numpy() for k, v in self._fn(**feeds).items()}
 
     def predict(self, x):
@@ -68,6 +74,12 @@ class SavedModelRunner:
             if key in out:
                 return out[key]
         return next(iter(out.values()))
+
+
+def _dims(shape):
+    if shape.rank is None:
+        return ()
+    return tuple(-1 if d is None else int(d) for d in shape.as_list())
 
 
 def _resolve(path):
