@@ -39,8 +39,13 @@ def test_select_errors():
         C.prune(model, 0.5, epochs=1, steps_per_epoch=4, layers=C.Select(regex="nothing.*"))
     with pytest.raises(CompressionError, match="Invalid regex"):
         C.Select(regex="(")
-    with pytest.raises(CompressionError, match=r"cannot take it: \['pool1"):
-        C.prune(model, 0.5, epochs=1, steps_per_epoch=4, layers=["pool1", "conv2"])
+    with pytest.raises(CompressionError, match="No layer of model 'cnn' was selected for pruning.*"
+                       "MaxPooling2D has no weights"):
+        C.prune(model, 0.5, epochs=1, steps_per_epoch=4, layers=["pool1"])
+    inputs = td.keras.Input((4,))
+    bn = td.keras.Model(inputs, L.Dense(2, name="d")(L.BatchNormalization(name="bn")(inputs)))
+    with pytest.raises(CompressionError, match=r"cannot take it: \['bn \(tfmot has no pruning"):
+        C.prune(bn, 0.5, epochs=1, steps_per_epoch=4, layers=["bn", "d"])
     with pytest.raises(CompressionError, match="Unrecognized policy='fast'"):
         C.prune(model, 0.5, epochs=1, steps_per_epoch=4, policy="fast")
 

@@ -136,7 +136,7 @@ def resolve(model, layers, why_not, technique):
             skipped[layer.name] = reason or "not selected"
         elif reason is not None:
             skipped[layer.name] = reason
-            if explicit:
+            if explicit and layer.weights:
                 refused.append(f"{layer.name} ({reason})")
         elif isinstance(select, Select) and select.skip_first and layer.name == first:
             skipped[layer.name] = "first layer skipped (skip_first=True)"
