@@ -4,7 +4,6 @@ import json
 import os
 import sys
 
-import numpy as np
 import pytest
 
 import tfdeploy as td
@@ -64,8 +63,8 @@ def test_qat_model_keeps_quantize_dequantize_nodes(qat_model, test_arrays, tmp_p
     assert result["agreement"] >= 0.98
 
 
-def test_qat_fallback_is_said_plainly_and_quantized_when_asked(qat_model, train_ds,
-                                                                test_arrays, tmp_path):
+def test_qat_fallback_is_said_plainly_and_quantized_when_asked(
+        qat_model, train_ds, test_arrays, tmp_path):
     x, y = test_arrays
     onnx_module = sys.modules["tfdeploy.export.onnx"]  # the package attribute is the function
     twin = onnx_module._float_twin(qat_model)  # the QAT model's weights, without fake-quant

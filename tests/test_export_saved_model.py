@@ -1,4 +1,4 @@
-"""SavedModel export: signatures verified in TF's runtime, bytes signature, warmup, card, crashes."""
+"""SavedModel export: signatures checked in TF's runtime, bytes signature, warmup, card, crashes."""
 
 import json
 import os

@@ -83,5 +83,3 @@ def test_optimizer_estimate_matches_measured_slots(trained_model):
     slots = [v for v in model.optimizer.variables() if len(v.shape)]
     measured = sum(int(np.prod(v.shape)) * v.dtype.size for v in slots)
     assert td.verify.estimate(model, optimizer=model.optimizer).optimizer_bytes == measured
-
-

@@ -17,8 +17,8 @@ def load_keras_model(path):
     except Exception as exc:  # Keras raises many types for unreadable files
         raise ArtifactError(
             f"Could not load a Keras model from {path!r} ({exc}). Pass a model saved with "
-            "model.save(...) (.keras, .h5 or a Keras SavedModel directory; quantization-aware models reload "
-            "only from .h5).") from exc
+            "model.save(...) (.keras, .h5 or a Keras SavedModel directory; "
+            "quantization-aware models reload only from .h5).") from exc
 
 
 def image_split(directory, split):

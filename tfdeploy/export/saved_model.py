@@ -151,7 +151,6 @@ class _ServingModule(tf.Module):
                 self.regress = tf.function(
                     regress, input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
 
-
     def signature_functions(self):
         """``{signature key: tf.function}`` for `tf.saved_model.save`."""
         found = {"serving_default": self.serve}

@@ -223,6 +223,7 @@ def format_table(results):
         delta = "-" if r["peak_delta_mb"] is None else f"{r['peak_delta_mb']:.1f}"
         lines.append(
             f"{str(r['name'])[-40:]:<40} {r['format']:<11} {r['p50_ms']:>8.3f} "
-            f"{r['p90_ms']:>8.3f} {r['p99_ms']:>8.3f} {r['throughput']:>10.0f} {peak:>8} {delta:>6} "
+            f"{r['p90_ms']:>8.3f} {r['p99_ms']:>8.3f} {r['throughput']:>10.0f} {peak:>8} "
+            f"{delta:>6} "
             f"{r['flops_per_inference'] / 1e6:>8.1f} {100 * r['fraction_of_peak']:>6.1f}%")
     return "\n".join(lines)

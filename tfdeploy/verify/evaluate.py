@@ -21,7 +21,8 @@ def accuracy(target, x, y, batch_size=64):
     """Top-1 accuracy of a Keras model or a runtime runner on arrays ``x``, ``y``."""
     x, y = np.asarray(x), np.asarray(y)
     if len(x) != len(y) or not len(x):
-        raise DataError(f"x and y must be non-empty and of equal length, got {len(x)} and {len(y)}.")
+        raise DataError(
+            f"x and y must be non-empty and of equal length, got {len(x)} and {len(y)}.")
     predict = _predict_fn(target)
     preds = [np.argmax(predict(x[i:i + batch_size]), axis=-1)
              for i in range(0, len(x), batch_size)]

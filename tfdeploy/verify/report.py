@@ -53,8 +53,10 @@ def classification_report(y_true, y_pred, class_names=None):
         if len(class_names) < n:
             raise DataError(f"{len(class_names)} class names for labels up to {n - 1}.")
         n = len(class_names)
-    names = [str(c) for c in class_names] if class_names is not None else [str(i)
-                                                                            for i in range(n)]
+    if class_names is not None:
+        names = [str(c) for c in class_names]
+    else:
+        names = [str(i) for i in range(n)]
     tp = np.array([np.sum((y_pred == k) & (y_true == k)) for k in range(n)], dtype=np.float64)
     predicted = np.bincount(y_pred, minlength=n)[:n].astype(np.float64)
     support = np.bincount(y_true, minlength=n)[:n].astype(np.float64)
