@@ -55,8 +55,12 @@ def _request(predict_pb2, model_pb2, name, signature, inputs):
 
 
 def write(path, warmup, model_name, bytes_signature=False):
-    """Write one ``serving_default`` request per sample (and ``serving_bytes`` as PNG)."""
+    """Write one ``serving_default`` request per sample (and ``serving_bytes`` as PNG).
+
+    At most `MAX_RECORDS` records in all (TF Serving refuses more).
+    """
     model_pb2, predict_pb2, prediction_log_pb2 = _apis()
+    warmup = warmup[:MAX_RECORDS // (2 if bytes_signature else 1)]
     with tf.io.TFRecordWriter(path) as writer:
         for sample in warmup:
             requests = [_request(predict_pb2, model_pb2, model_name, "serving_default",
