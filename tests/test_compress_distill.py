@@ -57,8 +57,8 @@ def test_distilled_student_beats_student_alone(trained_model, without_threes, te
     recall_alone = np.mean(pred_alone[y == 3] == 3)
     recall_distilled = np.mean(pred_distilled[y == 3] == 3)
     acc_alone, acc_distilled = np.mean(pred_alone == y), np.mean(pred_distilled == y)
-    print(f"alone acc={acc_alone:.3f} recall3={recall_alone:.2f}; distilled acc={acc_distilled:.3f} "
-          f"recall3={recall_distilled:.2f}")
+    print(f"alone acc={acc_alone:.3f} recall3={recall_alone:.2f}; "
+          f"distilled acc={acc_distilled:.3f} recall3={recall_distilled:.2f}")
     assert recall_alone == 0.0
     assert recall_distilled > 0.25, recall_distilled
     assert acc_distilled > acc_alone + 0.01, (acc_distilled, acc_alone)

@@ -1,4 +1,4 @@
-"""N:M (2:4) structured sparsity: the pattern read back from the stripped kernels and the .tflite."""
+"""N:M (2:4) structured sparsity: the pattern read back from stripped kernels and the .tflite."""
 
 import numpy as np
 import pytest

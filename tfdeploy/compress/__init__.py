@@ -30,7 +30,8 @@ from tfdeploy.compress.slim import channel_widths, slim
 from tfdeploy.compress.sparsity import model_sparsity, sparsity_by_layer
 from tfdeploy.compress.strip import strip
 
-__all__ = ["prune", "quantize", "calibrate_ranges", "strip", "callbacks", "PruningStep", "SparsityMonitor",
+__all__ = ["prune", "quantize", "calibrate_ranges", "strip", "callbacks", "PruningStep",
+           "SparsityMonitor",
            "ConstantSparsity", "PolynomialDecay", "model_sparsity", "sparsity_by_layer",
            "is_pruning_wrapped", "is_quantization_aware", "quantizable_layers",
            "Select", "prune_n_m", "n_m_pattern", "n_m_fraction", "slim", "channel_widths",

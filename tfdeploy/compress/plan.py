@@ -34,7 +34,7 @@ _PARAMS = {
     "n_m": ("n", "m", "layers"),
     "cluster": ("n_clusters", "init", "layers", "preserve_sparsity"),
     "low_rank": ("energy", "layers"),
-    "quantize": ("preserve", "layers", "quantize_configs"),
+    "quantize": ("preserve", "layers", "quantize_configs", "calibration_data"),
 }
 
 
@@ -173,7 +173,7 @@ def _apply(stage, model, train_data, spe):
     if stage.kind == "low_rank":
         return low_rank(model, p.get("energy", 0.9), p.get("layers"))
     return quantize(model, p.get("preserve", "auto"), p.get("layers"),
-                    p.get("quantize_configs"))
+                    p.get("quantize_configs"), p.get("calibration_data", train_data))
 
 
 def _steps(data):

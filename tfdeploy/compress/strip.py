@@ -9,8 +9,9 @@ def strip(model):
     """Return a plain model with pruning or clustering wrappers removed (input untouched).
 
     The masks are applied, so pruned weights are exact zeros in the returned
-    model's kernels; clustered kernels hold only their centroid values. Quantization-aware models keep their quantize wrappers:
-    the TFLite converter reads the learned ranges from them.
+    model's kernels; clustered kernels hold only their centroid values.
+    Quantization-aware models keep their quantize wrappers: the TFLite
+    converter reads the learned ranges from them.
 
     Args:
         model: a model returned by `prune` (after training) or any Keras model.
