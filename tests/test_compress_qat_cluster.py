@@ -140,3 +140,15 @@ def test_bad_combinations_and_values():
         C.quantize(qat)
     with pytest.raises(CompressionError, match="is quantization-aware; prune the float model"):
         C.prune(qat, 0.5, epochs=1, steps_per_epoch=2)
+
+
+@pytest.mark.parametrize("init", ["kmeans++", "density", "linear", "random"])
+def test_every_centroid_init_bounds_unique_values(init):
+    model = td.models.build_cnn((8, 8, 1), num_classes=3, width=0.25)
+    wrapped = C.cluster(model, 8, init=init, layers=["conv3", "dense1"])
+    x = np.random.RandomState(0).rand(16, 8, 8, 1).astype("float32") * 255
+    wrapped.compile(td.keras.optimizers.SGD(1e-3), "sparse_categorical_crossentropy")
+    wrapped.fit(x, np.arange(16) % 3, epochs=1, verbose=0)
+    unique = C.unique_weights(C.strip(wrapped))
+    assert unique["conv3"] <= 8 and unique["dense1"] <= 8
+    assert unique["conv4"] > 8  # not selected: untouched
