@@ -40,6 +40,9 @@ def test_every_signature_written_and_serving_default_verifies(exported, trained_
     assert result["passed"] and result["max_abs_diff"] < 1e-5
     assert set(result["outputs"]) == {"probabilities", "class_index", "class_label"}
     assert result["accuracy"] == pytest.approx(result["reference_accuracy"])
+    # weights only: the trained model's Adam slots stay out of the serving artifact
+    weights = td.verify.estimate(trained_model).param_bytes
+    assert td.verify.path_bytes(os.path.join(exported, "variables")) < 1.05 * weights
 
 
 def test_image_bytes_signature_matches_float_signature_on_same_png(exported, digits_dir):
@@ -130,6 +133,20 @@ def test_regressor_gets_regress_method(tmp_path):
     })).SerializeToString() for r in rows], dtype=object)
     out = SavedModelRunner(path, signature="regress").run(examples)
     np.testing.assert_allclose(out["outputs"], model.predict(rows, verbose=0).ravel(), rtol=1e-5)
+
+
+def test_model_with_a_lookup_table_exports_whole(tmp_path):
+    inputs = td.keras.Input((1,), dtype=td.tf.string)
+    ids = td.keras.layers.StringLookup(vocabulary=["buy", "sell", "hold"])(inputs)
+    x = td.keras.layers.Flatten()(td.keras.layers.Embedding(5, 4)(ids))
+    model = td.keras.Model(inputs, td.keras.layers.Dense(2, activation="softmax")(x))
+    path = td.export.saved_model(model, str(tmp_path / "text"))
+    runner = td.runtime.load(path)
+    assert runner.inputs == [("images", (-1, 1), "string")]
+    words = np.array([["buy"], ["hold"], ["unknown"]], dtype=object)
+    np.testing.assert_allclose(runner.predict(words),
+                               model.predict(td.tf.constant(words.astype(str)), verbose=0),
+                               atol=1e-6)
 
 
 def test_killed_export_leaves_no_version_directory(tmp_path):

@@ -64,11 +64,16 @@ def _image_input(model):
 
 
 class _ServingModule(tf.Module):
-    def __init__(self, model, class_names, labels_path=None, image_bytes=True):
+    def __init__(self, model, class_names, labels_path=None, image_bytes=True, track_model=False):
         super().__init__(name="tfdeploy_serving")
-        self.model = model
+        if track_model:
+            self.model = model
+        else:
+            # Track the weights only: a compiled model would drag its optimizer state (Adam's
+            # two slots per weight) into variables/, tripling the artifact for nothing.
+            self.model_variables = list(model.variables)
         self.class_names = list(class_names) if class_names else None
-        specs = [tf.TensorSpec([None, *t.shape[1:]], tf.float32,
+        specs = [tf.TensorSpec([None, *t.shape[1:]], t.dtype,
                                name=INPUT_NAME if len(model.inputs) == 1 else n)
                  for t, n in zip(model.inputs, model.input_names)]
         classifier = _is_classifier(model)
@@ -88,10 +93,10 @@ class _ServingModule(tf.Module):
             self.table = tf.lookup.StaticHashTable(initializer, default_value="")
 
         def outputs_of(*inputs):
-            outputs = self.model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+            outputs = model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
             if not classifier:
                 outs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-                names = self.model.output_names
+                names = model.output_names
                 return {n: tf.cast(o, tf.float32) for n, o in zip(names, outs)}
             probs = tf.cast(outputs, tf.float32)
             index = tf.argmax(probs, axis=-1)
@@ -124,8 +129,8 @@ class _ServingModule(tf.Module):
                 serve_bytes,
                 input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT_NAME)])
 
-        if len(model.inputs) == 1 and None not in model.inputs[0].shape[1:] and (
-                classifier or self.regressor):
+        if (len(model.inputs) == 1 and None not in model.inputs[0].shape[1:]
+                and model.inputs[0].dtype == tf.float32 and (classifier or self.regressor)):
             feature_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
             features = {INPUT_NAME: tf.io.FixedLenFeature(feature_shape, tf.float32)}
             num_classes = int(model.outputs[0].shape[-1])
@@ -145,7 +150,7 @@ class _ServingModule(tf.Module):
                     classify, input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
             else:
                 def regress(inputs):
-                    out = self.model(parse(inputs), training=False)
+                    out = model(parse(inputs), training=False)
                     return {"outputs": tf.reshape(tf.cast(out, tf.float32), [-1])}
 
                 self.regress = tf.function(
@@ -255,7 +260,17 @@ def saved_model(model, base_path, version=None, class_names=None, overwrite=Fals
         module = _ServingModule(model, class_names, labels_path, image_bytes=image_bytes)
         try:
             with atomic_directory(final, overwrite=overwrite) as tmp:
-                tf.saved_model.save(module, tmp, signatures=module.signature_functions())
+                try:
+                    tf.saved_model.save(module, tmp, signatures=module.signature_functions())
+                except (ValueError, AssertionError) as exc:
+                    if "untracked" not in str(exc):
+                        raise
+                    # a layer owns a resource besides variables (e.g. a lookup table):
+                    # save the whole Keras object graph instead
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    module = _ServingModule(model, class_names, labels_path,
+                                            image_bytes=image_bytes, track_model=True)
+                    tf.saved_model.save(module, tmp, signatures=module.signature_functions())
                 methods = {CLASSIFY_SIGNATURE: _CLASSIFY_METHOD,
                            REGRESS_SIGNATURE: _REGRESS_METHOD}
                 _set_method_names(tmp, methods)
@@ -281,7 +296,8 @@ def signature_names(model):
     names = ["serving_default"]
     if _image_input(model) is not None:
         names.append(BYTES_SIGNATURE)
-    if len(model.inputs) == 1 and None not in model.inputs[0].shape[1:]:
+    if (len(model.inputs) == 1 and None not in model.inputs[0].shape[1:]
+            and model.inputs[0].dtype == tf.float32):
         if _is_classifier(model):
             names.append(CLASSIFY_SIGNATURE)
         elif _is_regressor(model):
