@@ -249,7 +249,7 @@ def apply_plan(model, stages, train_data, validation_data=None, loss=None, log_d
         else:
             wrapped.compile(opt, loss, metrics=["accuracy"])
         if stage.epochs:
-            cbs = compression_callbacks(wrapped if stage.kind != "distill" else wrapped.student)
+            cbs = [] if stage.kind == "distill" else compression_callbacks(wrapped)
             if log_dir:
                 cbs.append(keras.callbacks.TensorBoard(f"{log_dir}/{i}_{stage.kind}"))
             wrapped.fit(train_data, epochs=stage.epochs, verbose=0,
