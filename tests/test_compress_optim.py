@@ -66,3 +66,13 @@ def test_mixed_precision_keeps_float32_boundary(policy, dtype):
     np.testing.assert_allclose(back.predict(x, verbose=0), mixed.predict(x, verbose=0), atol=0.05)
     with pytest.raises(CompressionError, match="Unrecognized policy='float8'"):
         C.with_policy(model, "float8")
+
+
+def test_mixed_model_exports_with_float32_boundary(tmp_path):
+    mixed = C.with_policy(td.models.build_cnn((8, 8, 1), num_classes=3, width=0.125),
+                          "mixed_float16")
+    path = td.export.tflite(C.to_float32(mixed), str(tmp_path / "mp.tflite"))
+    runner = td.runtime.load(path)
+    assert [io[2] for io in runner.inputs + runner.outputs] == ["float32", "float32"]
+    x = np.random.RandomState(0).rand(2, 8, 8, 1).astype("float32") * 255
+    np.testing.assert_allclose(runner.predict(x), mixed.predict(x, verbose=0), atol=0.02)

@@ -58,11 +58,16 @@ def test_plan_mixed_precision_stage_returns_float32_model():
     x = np.random.RandomState(0).rand(32, 8, 8, 1).astype("float32") * 255
     y = np.arange(32) % 3
     data = td.tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    student = td.models.build_cnn((8, 8, 1), num_classes=3, width=0.0625)
     result = C.apply_plan(model, [C.Stage("fine_tune", epochs=1, precision="mixed_bfloat16",
                                           optimizer="sgd", lr_schedule="constant"),
+                                  C.Stage("distill", student=student, epochs=1,
+                                          precision="mixed_bfloat16"),
                                   C.Stage("low_rank", energy=0.5, layers=["dense1"], epochs=1)],
                           data, validation_data=(x, y))
     assert set(C.compute_dtypes(result.model).values()) == {"float32"}
-    assert [h["stage"] for h in result.history] == ["baseline", "fine_tune", "low_rank"]
-    assert result.history[2]["params"] < result.history[1]["params"]
+    assert [h["stage"] for h in result.history] == ["baseline", "fine_tune", "distill",
+                                                    "low_rank"]
+    assert result.history[2]["params"] == student.count_params()
+    assert result.history[3]["params"] < result.history[2]["params"]
     assert result.model.predict(x[:2], verbose=0).dtype == np.float32
