@@ -46,3 +46,7 @@ class VerificationError(TfdeployError, AssertionError):
 
 class MissingDependencyError(TfdeployError, ImportError):
     """An optional dependency is not installed."""
+
+
+class MemoryBudgetError(TfdeployError, MemoryError):
+    """The planned memory does not fit the stated budget (the message gives the numbers)."""

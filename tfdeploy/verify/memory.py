@@ -13,7 +13,7 @@ import re
 
 import numpy as np
 
-from tfdeploy.errors import DataError, TfdeployError
+from tfdeploy.errors import DataError, MemoryBudgetError  # noqa: F401  (re-exported)
 
 #: Optimizer state: float slots per trainable parameter.
 OPTIMIZER_SLOTS = {"sgd": 0, "momentum": 1, "adagrad": 1, "rmsprop": 1, "adadelta": 2,
@@ -21,10 +21,6 @@ OPTIMIZER_SLOTS = {"sgd": 0, "momentum": 1, "adagrad": 1, "rmsprop": 1, "adadelt
 MODES = ("inference", "training")
 _UNITS = {"": 1, "b": 1, "kb": 10 ** 3, "mb": 10 ** 6, "gb": 10 ** 9, "tb": 10 ** 12,
           "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30, "tib": 2 ** 40}
-
-
-class MemoryBudgetError(TfdeployError, MemoryError):
-    """The planned memory does not fit the stated budget."""
 
 
 def parse_bytes(value):
