@@ -117,6 +117,10 @@ def quickstart(data_dir=None, output_dir="saved_models", log_dir="logs/quickstar
                               class_names=names)
     int8_tfl = export.tflite(qat, os.path.join(output_dir, f"{name}_int8.tflite"), "int8",
                              representative_data=train, class_names=names)
+    keras_base = os.path.join(output_dir, f"{name}_baseline.keras")
+    keras_pruned = os.path.join(output_dir, f"{name}_pruned.keras")
+    base.save(keras_base)
+    pruned.save(keras_pruned)
     timings["export_s"] = time.perf_counter() - start
 
     # 5. verify every artifact in its own runtime
@@ -135,7 +139,8 @@ def quickstart(data_dir=None, output_dir="saved_models", log_dir="logs/quickstar
     ]
     result = {"rows": rows, "class_names": names, "timings": timings,
               "artifacts": {"saved_model": sm_path, "tflite_baseline_float32": base_tfl,
-                            "tflite_float32": float_tfl, "tflite_int8": int8_tfl}}
+                            "tflite_float32": float_tfl, "tflite_int8": int8_tfl,
+                            "keras_baseline": keras_base, "keras_pruned": keras_pruned}}
     if log_dir:
         _log_table(rows, os.path.join(log_dir, "comparison"))
     return result
