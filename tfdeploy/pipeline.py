@@ -110,7 +110,8 @@ def quickstart(data_dir=None, output_dir="saved_models", log_dir="logs/quickstar
     start = time.perf_counter()
     os.makedirs(output_dir, exist_ok=True)
     names = train.class_names
-    sm_path = export.saved_model(pruned, os.path.join(output_dir, name), class_names=names)
+    sm_path = export.saved_model(pruned, os.path.join(output_dir, name), class_names=names,
+                                 warmup_data=train)
     base_tfl = export.tflite(base, os.path.join(output_dir, f"{name}_baseline_float32.tflite"),
                              class_names=names)
     float_tfl = export.tflite(pruned, os.path.join(output_dir, f"{name}_float32.tflite"),

@@ -56,9 +56,26 @@ def cluster_preserve_scheme(preserve_sparsity):
         default_8bit_quantize_registry)
 
     class Registry(registry_mod.Default8bitClusterPreserveQuantizeRegistry):
+        def __init__(self, preserve):
+            super().__init__(preserve)
+            self._preserve = preserve
+
         def supports(self, layer):
             default = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
             return default.supports(layer) and super().supports(layer)
+
+        def get_quantize_config(self, layer):
+            # tfmot shares ONE weight quantizer per config type among all layers, and the
+            # quantizer switches its own `preserve_sparsity` off for good when it meets a
+            # layer without zeros: every later Conv2D then loses its pruned zeros. A fresh
+            # quantizer per layer keeps that decision per layer.
+            self._config_quantizer_map = {
+                "Default8BitQuantizeConfig":
+                    registry_mod.ClusterPreserveDefault8BitWeightsQuantizer(self._preserve),
+                "Default8BitConvQuantizeConfig":
+                    registry_mod.ClusterPreserveDefault8BitConvWeightsQuantizer(self._preserve),
+            }
+            return super().get_quantize_config(layer)
 
     class Scheme(scheme_mod.Default8BitClusterPreserveQuantizeScheme):
         def get_quantize_registry(self):

@@ -64,7 +64,9 @@ def cluster(model, n_clusters=16, init="kmeans++", layers=None, preserve_sparsit
             with more weights than clusters. Defaults to None.
         preserve_sparsity: keep zero weights zero (sparsity-preserving
             clustering); "auto" does so when at least 10% of the weights are
-            zero. Defaults to "auto".
+            zero. Sparse layers left out of clustering are then frozen during
+            the fine-tune (and made trainable again by `strip`), so their
+            zeros survive too. Defaults to "auto".
 
     Returns:
         A new ``keras.Model`` with clustering wrappers; compile, fine-tune and
@@ -110,10 +112,22 @@ def cluster(model, n_clusters=16, init="kmeans++", layers=None, preserve_sparsit
     params = {"number_of_clusters": n_clusters, "cluster_centroids_init": _init(init),
               "preserve_sparsity": bool(preserve_sparsity)}
 
+    # A sparse layer left out of sparsity-preserving clustering has nothing keeping its zeros
+    # at zero during the fine-tune: freeze it (on the private copy) until `strip`.
+    frozen = []
+    if preserve_sparsity:
+        for layer in work.layers:
+            kernel = getattr(layer, "kernel", None)
+            if layer.name not in names and layer.trainable and kernel is not None \
+                    and np.mean(kernel.numpy() == 0) >= 0.1:
+                layer.trainable = False
+                frozen.append(layer.name)
+
     def clone_fn(layer):
         return experimental.cluster_weights(layer, **params) if layer.name in names else layer
 
     out = keras.models.clone_model(work, clone_function=clone_fn)
+    out._tfdeploy_frozen_sparse = frozen
     note(out, "clustered", chosen, skipped, source=source,
          detail=f"{n_clusters} clusters ({init})")
     return out

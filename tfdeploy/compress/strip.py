@@ -31,6 +31,8 @@ def strip(model):
     elif is_clustering_wrapped(model):
         stripped = tfmot().clustering.keras.strip_clustering(model)
         out = copy_model(stripped)
+        for name in getattr(model, "_tfdeploy_frozen_sparse", []):
+            out.get_layer(name).trainable = True  # frozen by `cluster` to keep its zeros
     else:
         out = model if _is_quantized(model) else copy_model(model)
     return carry(model, out)
