@@ -31,8 +31,6 @@ def main(argv=None):
     p.add_argument("--qat-epochs", type=int, default=2)
     args = p.parse_args(argv)
 
-    import numpy as np
-
     import tfdeploy as td
     from tfdeploy._keras import keras, tf
     from tfdeploy._keras import tfmot as _tfmot

@@ -1,7 +1,7 @@
 """Quickstart recipe: the same as `tfdeploy quickstart`.
 
     python recipes/quickstart.py                   # bundled digits, 1-2 minutes on 2 CPUs
-    python recipes/quickstart.py --data my_images  # my_images/train/<class>/*, my_images/test/<class>/*
+    python recipes/quickstart.py --data my_images  # my_images/{train,test}/<class>/*.png
     python recipes/quickstart.py --help
 """
 

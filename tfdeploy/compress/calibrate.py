@@ -85,7 +85,7 @@ def calibrate_ranges(qat_model, float_model, data, num_batches=8):
             for prefix, kind in _RANGES.items():
                 if short in (f"{prefix}_min", f"{prefix}_max"):
                     wrapped.setdefault(inner.name, []).append((w, kind, short.endswith("_max")))
-    names = [n for n in wrapped if n in {l.name for l in float_model.layers}]
+    names = [n for n in wrapped if n in {layer.name for layer in float_model.layers}]
     if not names:
         return {}
     observed = _observed_ranges(float_model, names, data, num_batches)

@@ -28,7 +28,8 @@ class _Schedule:
 
     def __init__(self, begin=0, end=None, unit="epoch", frequency=None):
         if unit not in UNITS:
-            raise CompressionError(f"Unrecognized unit={unit!r}. Supported units are: {list(UNITS)}.")
+            raise CompressionError(
+                f"Unrecognized unit={unit!r}. Supported units are: {list(UNITS)}.")
         if begin < 0 or (end is not None and end <= begin):
             raise CompressionError(
                 f"The pruning window must satisfy 0 <= begin < end, received begin={begin!r}, "
