@@ -1,7 +1,5 @@
 """tfmot internals tfdeploy relies on, gathered in one place (tfmot is in maintenance mode)."""
 
-from tfdeploy._keras import tfmot
-
 
 def prune_wrapper_class():
     from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
@@ -15,29 +13,30 @@ def prune_registry():
     return prune_registry.PruneRegistry
 
 
-def quantize_wrapper_class():
-    return tfmot().quantization.keras.QuantizeWrapper
+def _default_8bit_supports(layer):
+    """Whether tfmot's default 8-bit registry has a quantize config for ``layer``.
+
+    tfmot's collaborative (prune-/cluster-preserving) registries answer True for
+    every layer without trainable weights (e.g. ``Rescaling``), then fail in
+    ``get_quantize_config``, which asks the default 8-bit registry. Their
+    ``supports`` must also ask it.
+    """
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_registry)
+
+    return default_8bit_quantize_registry.Default8BitQuantizeRegistry().supports(layer)
 
 
 def prune_preserve_scheme():
-    """tfmot's pruning-preserving 8-bit QAT scheme, with its layer-support check fixed.
-
-    tfmot's ``PrunePreserveQuantizeRegistry.supports`` answers True for every
-    layer without trainable weights (e.g. ``Rescaling``), then fails in
-    ``get_quantize_config`` because the default 8-bit registry has no config for
-    it. Here ``supports`` also asks the default registry.
-    """
+    """tfmot's pruning-preserving 8-bit QAT scheme, with its layer-support check fixed."""
     from tensorflow_model_optimization.python.core.quantization.keras.collab_opts \
         .prune_preserve import default_8bit_prune_preserve_quantize_scheme as scheme_mod
     from tensorflow_model_optimization.python.core.quantization.keras.collab_opts \
         .prune_preserve import prune_preserve_quantize_registry as registry_mod
-    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
-        default_8bit_quantize_registry)
 
     class Registry(registry_mod.Default8bitPrunePreserveQuantizeRegistry):
         def supports(self, layer):
-            default = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
-            return default.supports(layer) and super().supports(layer)
+            return _default_8bit_supports(layer) and super().supports(layer)
 
     class Scheme(scheme_mod.Default8BitPrunePreserveQuantizeScheme):
         def get_quantize_registry(self):
@@ -52,8 +51,6 @@ def cluster_preserve_scheme(preserve_sparsity):
         .cluster_preserve import cluster_preserve_quantize_registry as registry_mod
     from tensorflow_model_optimization.python.core.quantization.keras.collab_opts \
         .cluster_preserve import default_8bit_cluster_preserve_quantize_scheme as scheme_mod
-    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
-        default_8bit_quantize_registry)
 
     class Registry(registry_mod.Default8bitClusterPreserveQuantizeRegistry):
         def __init__(self, preserve):
@@ -61,8 +58,7 @@ def cluster_preserve_scheme(preserve_sparsity):
             self._preserve = preserve
 
         def supports(self, layer):
-            default = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
-            return default.supports(layer) and super().supports(layer)
+            return _default_8bit_supports(layer) and super().supports(layer)
 
         def get_quantize_config(self, layer):
             # tfmot shares ONE weight quantizer per config type among all layers, and the

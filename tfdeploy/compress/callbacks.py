@@ -3,7 +3,7 @@
 import copy
 
 from tfdeploy._keras import keras, tf, tfmot
-from tfdeploy.compress.sparsity import model_sparsity, sparsity_by_layer
+from tfdeploy.compress.sparsity import model_sparsity, sparsity_by_layer, zero_counts
 
 
 class _ConfigCallback(keras.callbacks.Callback):
@@ -74,8 +74,9 @@ class SparsityMonitor(_ConfigCallback):
             self._writer = tf.summary.create_file_writer(f"{log_dir}/sparsity")
 
     def on_epoch_end(self, epoch, logs=None):
-        per_layer = sparsity_by_layer(self.model)
-        overall = model_sparsity(self.model)
+        counts = zero_counts(self.model)
+        per_layer = sparsity_by_layer(self.model, counts)
+        overall = model_sparsity(self.model, counts=counts)
         if logs is not None:
             logs["sparsity"] = overall
             for name, value in per_layer.items():

@@ -3,6 +3,7 @@
 import numpy as np
 
 from tfdeploy._keras import keras
+from tfdeploy.compress.graph import leaf_layers
 
 _KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings")
 
@@ -23,18 +24,14 @@ def _kernels(layer):
             yield w.name, w.numpy()
 
 
-def _leaf_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
+def zero_counts(model):
+    """Return ``{layer_name: (zeros, total)}`` over the kernels of every layer that has one.
 
-
-def sparsity_by_layer(model):
-    """Return ``{layer_name: fraction of zero kernel weights}`` for layers with kernels."""
+    Wrapped layers (pruning, quantization, clustering) are reported under the
+    name of the layer they wrap.
+    """
     out = {}
-    for layer in _leaf_layers(model):
+    for layer in leaf_layers(model):
         zeros = total = 0
         for _, arr in _kernels(layer):
             zeros += int(np.count_nonzero(arr == 0))
@@ -42,25 +39,32 @@ def sparsity_by_layer(model):
         if total:
             inner = getattr(layer, "layer", None)
             name = inner.name if isinstance(inner, keras.layers.Layer) else layer.name
-            out[name] = zeros / total
+            out[name] = (zeros, total)
     return out
 
 
-def model_sparsity(model, layers=None):
+def sparsity_by_layer(model, counts=None):
+    """Return ``{layer_name: fraction of zero kernel weights}`` for layers with kernels.
+
+    ``counts`` (from `zero_counts`) avoids reading the weights again.
+    """
+    counts = zero_counts(model) if counts is None else counts
+    return {name: zeros / total for name, (zeros, total) in counts.items()}
+
+
+def model_sparsity(model, layers=None, counts=None):
     """Return the fraction of zero kernel weights over ``layers`` (default: all with kernels).
 
     Args:
         model: a Keras model, pruned (wrapped), stripped or plain.
-        layers: names of the layers to count; None counts every layer with a kernel.
+        layers: names of the layers to count (wrapped layers by the name of the
+            layer they wrap); None counts every layer with a kernel.
+        counts: the result of `zero_counts`, to avoid reading the weights again.
 
     Returns:
         A float in [0, 1], weighted by kernel size.
     """
-    zeros = total = 0
-    for layer in _leaf_layers(model):
-        if layers is not None and layer.name not in layers:
-            continue
-        for _, arr in _kernels(layer):
-            zeros += int(np.count_nonzero(arr == 0))
-            total += arr.size
-    return zeros / total if total else 0.0
+    counts = zero_counts(model) if counts is None else counts
+    chosen = [c for name, c in counts.items() if layers is None or name in layers]
+    total = sum(t for _, t in chosen)
+    return sum(z for z, _ in chosen) / total if total else 0.0

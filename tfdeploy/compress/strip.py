@@ -20,6 +20,7 @@ def strip(model):
         A new ``keras.Model``.
     """
     from tfdeploy.compress.cluster import is_clustering_wrapped
+    from tfdeploy.compress.qat import is_quantization_aware
 
     check_model(model)
     if is_pruning_wrapped(model):
@@ -34,10 +35,5 @@ def strip(model):
         for name in getattr(model, "_tfdeploy_frozen_sparse", []):
             out.get_layer(name).trainable = True  # frozen by `cluster` to keep its zeros
     else:
-        out = model if _is_quantized(model) else copy_model(model)
+        out = model if is_quantization_aware(model) else copy_model(model)
     return carry(model, out)
-
-
-def _is_quantized(model):
-    wrapper = tfmot().quantization.keras.QuantizeWrapper
-    return any(isinstance(layer, wrapper) for layer in model.layers)

@@ -11,21 +11,11 @@ import json
 import numpy as np
 
 from tfdeploy._keras import tf
+from tfdeploy.compress.sparsity import model_sparsity
 from tfdeploy.export._atomic import atomic_file
 
 CARD_FILE = "model_card.json"
 SCHEMA = "tfdeploy-model-card/1"
-
-
-def kernel_sparsity(model):
-    """Fraction of exact zeros over the model's multi-dimensional weights (kernels)."""
-    zeros = total = 0
-    for w in model.weights:
-        if len(w.shape) >= 2 and w.dtype.is_floating:
-            values = np.asarray(w.numpy())
-            zeros += int(np.count_nonzero(values == 0))
-            total += values.size
-    return zeros / total if total else 0.0
 
 
 def is_quantization_aware(model):
@@ -42,7 +32,7 @@ def compression_history(model):
     qat = getattr(model, "_tfdeploy_qat", None)
     if qat or is_quantization_aware(model):
         history.append({"step": "quantization_aware_training", **(qat or {})})
-    history.append({"step": "measured", "kernel_sparsity": round(kernel_sparsity(model), 6)})
+    history.append({"step": "measured", "kernel_sparsity": round(model_sparsity(model), 6)})
     return history
 
 
