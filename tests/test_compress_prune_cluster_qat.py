@@ -43,3 +43,22 @@ def test_zeros_survive_prune_cluster_qat_int8(trained_model, train_ds, tmp_path)
     for t in kernels:
         assert t["dtype"] == "int8"
         assert np.mean(t["values"] == 0) >= 0.79, t["name"]
+
+
+def test_zero_free_first_conv_keeps_preservation_for_later_convs(trained_model, train_ds):
+    """conv1 stays dense (not pruned): tfmot's shared quantizer used to stop preserving
+    sparsity at that first zero-free Conv2D, for every Conv2D after it."""
+    data = train_ds.take(12)
+    later = ["conv2", "conv3", "conv4", "conv5", "conv6", "dense1", "probabilities"]
+    pruned = C.prune(trained_model, schedule=C.ConstantSparsity(0.8, unit="step"), epochs=1,
+                     steps_per_epoch=12, layers=later)
+    _fit(pruned, data)
+    clustered = C.cluster(C.strip(pruned), 16, layers=C.Select(exclude=["conv1"]))
+    _fit(clustered, data)
+    clustered = C.strip(clustered)
+    assert not np.any(clustered.get_layer("conv1").kernel.numpy() == 0)  # no zero at all
+    qat = C.quantize(clustered, preserve="cluster_sparsity")
+    _fit(qat, data)
+    by_layer = C.sparsity_by_layer(qat)
+    for name in later:
+        assert by_layer[name] >= 0.79, (name, by_layer[name])
