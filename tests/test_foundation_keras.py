@@ -20,14 +20,31 @@ def test_tf_keras_is_keras_2():
 
 
 def test_import_after_tensorflow_still_selects_keras_2():
-    proc = _run("import tensorflow as tf\nimport tfdeploy\nprint(tf.keras.__name__)")
+    for module in ("compress", "models", "data", "export", "pipeline"):
+        proc = _run(f"import tensorflow as tf\nimport tfdeploy.{module}\nprint(tf.keras.__name__)")
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip().splitlines()[-1].startswith("tf_keras"), module
+
+
+def test_inference_only_imports_leave_keras_3_alone():
+    """runtime, serving and the client need no Keras: a Keras 3 process stays Keras 3."""
+    proc = _run("import os\nos.environ.pop('TF_USE_LEGACY_KERAS', None)\n"
+                "import keras\nimport tensorflow as tf\n"
+                "import tfdeploy, tfdeploy.runtime, tfdeploy.serving, tfdeploy.serving.client\n"
+                "import tfdeploy.verify, tfdeploy.cli\n"
+                "import sys\n"
+                "assert 'tf_keras' not in sys.modules, 'tf_keras imported'\n"
+                "assert not any('model_optimization' in m for m in sys.modules), 'tfmot imported'\n"
+                "assert 'TF_USE_LEGACY_KERAS' not in os.environ\n"
+                "print(tf.keras.__name__, keras.__version__)")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1].startswith("tf_keras")
+    name, version = proc.stdout.strip().splitlines()[-1].split()
+    assert not name.startswith("tf_keras") and version.startswith("3."), proc.stdout
 
 
 def test_process_with_keras_3_already_resolved_gets_clear_error():
     proc = _run("import os\nos.environ.pop('TF_USE_LEGACY_KERAS', None)\n"
-                "import tensorflow as tf\ntf.keras.layers\nimport tfdeploy")
+                "import tensorflow as tf\ntf.keras.layers\nimport tfdeploy.compress")
     assert proc.returncode != 0
     assert "KerasVersionError" in proc.stderr
     assert "already resolved to Keras 3" in proc.stderr
