@@ -50,3 +50,11 @@ class MissingDependencyError(TfdeployError, ImportError):
 
 class MemoryBudgetError(TfdeployError, MemoryError):
     """The planned memory does not fit the stated budget (the message gives the numbers)."""
+
+
+class TuneError(TfdeployError, ValueError):
+    """A search setting is invalid (objective, budget, space, tuner, distributed role)."""
+
+
+class DistributionError(CompressionError):
+    """A compression technique cannot run under the active ``tf.distribute`` strategy."""
