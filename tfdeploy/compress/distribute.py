@@ -14,10 +14,10 @@ tfmot's pruning updates its masks with a cross-replica ``merge_call`` (every
 replica gets the same mask, computed from the mean weights), the pruning step
 is a mirrored variable advanced in the training step, QAT's ranges and the
 cluster indices are ordinary (mirrored / on-read) variables. `check_training`
-refuses, before any training, what does not work: a wrapped model compiled
-with ``jit_compile=True`` under a strategy (XLA cannot compile tfmot's
-cross-replica mask / range updates), and a model whose wrapper variables were
-created outside the strategy that holds its weights (wrap inside the scope).
+refuses, before any training, what would fail in the first step: a model
+whose wrapper variables were created outside the strategy that holds its
+weights (wrap inside the scope), and XLA (``jit_compile=True``) with several
+replicas on CPU devices.
 `replica_values` reads every replica's copy of the wrappers' variables, so
 tests and users can check that the replicas agree.
 """
@@ -55,35 +55,38 @@ def _strategies(model):
 
 
 def check_training(model):
-    """Raise before training when tfmot cannot train this wrapped model as set up.
+    """Raise before training for a setup that would fail in its first training step.
 
     Called by `tfdeploy.compress.callbacks`; call it yourself when you build
     your own callback list.
 
     Raises:
-        DistributionError: a pruning/QAT/clustering-wrapped model compiled with
-            ``jit_compile=True`` while its variables are distributed, or a model
-            whose variables belong to different strategies (or partly to none).
+        DistributionError: a wrapped model whose wrapper variables were created
+            outside the strategy that holds its weights; or a model compiled
+            with ``jit_compile=True`` under a strategy with several replicas on
+            CPU devices (XLA cannot read a variable placed on another logical
+            device).
     """
-    kinds = _wrapped_kinds(model)
-    if not kinds:
-        return model
     strategies = _strategies(model)
-    if len(strategies) > 1:
+    kinds = _wrapped_kinds(model)
+    if kinds and len(strategies) > 1:
         names = sorted(type(s).__name__ if s is not None else "no strategy" for s in strategies)
         raise DistributionError(
             f"Model {model.name!r} ({', '.join(kinds)}) has variables from {names}: the "
             "tfdeploy wrapper was applied outside the strategy scope that created the model. "
             "Build the model AND call the wrapper (prune/cluster/quantize/...) and compile "
             "inside `with strategy.scope():`.")
-    strategy = strategies[0] if strategies else None
+    strategy = strategies[0] if len(strategies) == 1 else None
     if strategy is not None and getattr(model, "_jit_compile", False):
-        raise DistributionError(
-            f"Model {model.name!r} ({', '.join(kinds)}) is compiled with jit_compile=True under "
-            f"{type(strategy).__name__}: XLA cannot compile tfmot's cross-replica mask/range "
-            "updates, and training would fail in the first step. Compile it with "
-            "jit_compile=False (XLA works for these wrappers without a strategy, and for "
-            "plain/slimmed models under one).")
+        devices = list(getattr(strategy.extended, "worker_devices", []))
+        if len(devices) > 1 and all("CPU" in d.upper() for d in devices):
+            raise DistributionError(
+                f"Model {model.name!r} is compiled with jit_compile=True under "
+                f"{type(strategy).__name__} with {len(devices)} replicas on CPU devices: XLA "
+                "cannot read a variable placed on another logical device "
+                "(https://www.tensorflow.org/xla/known_issues), so the first training step "
+                "would fail. Compile with jit_compile=False here; XLA works for plain and "
+                "tfdeploy-wrapped models on one device (one replica, or one per worker).")
     return model
 
 
