@@ -200,7 +200,7 @@ def test_classify_needs_classify_outputs(rest):
      "Missing but required: ['b']"),
     ("/v1/models/half:predict", {"signature_name": "nope", "instances": [1.0]}, 400,
      'Serving signature name: "nope" not found'),
-    ("/v1/models/half:predict", {"signature_name": "complex", "instances": [1.0]}, 501,
+    ("/v1/models/half:predict", {"signature_name": "complex", "instances": [1.0]}, 400,
      "complex64"),
     ("/v1/models/tf2:predict", {"signature_name": "echo", "instances": [{"b64": "%%%"}]}, 400,
      "base64"),

@@ -12,6 +12,8 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      get_model_status_pb2, inference_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc, regression_pb2)
 
+# (the servicer base classes keep the generated method names; registration is _add_service)
+
 from tfdeploy.serving import inference
 from tfdeploy.serving.status import ServingError, invalid
 
@@ -195,6 +197,42 @@ class ModelServicer(_Base, model_service_pb2_grpc.ModelServiceServicer):
         return response
 
 
+class _Unparsable:
+    """Stands for request bytes that are not a valid message (grpcio would answer INTERNAL)."""
+
+    def __init__(self, error):
+        self.error = error
+
+
+def _safe_parser(message_class):
+    def parse(data):
+        try:
+            return message_class.FromString(data)
+        except Exception as exc:  # noqa: BLE001  (DecodeError, invalid UTF-8, ...)
+            return _Unparsable(exc)
+    return parse
+
+
+def _add_service(server, service_name, servicer, methods):
+    """Register ``servicer`` like the generated ``add_*_to_server``, but a request that
+    cannot be parsed is INVALID_ARGUMENT (the client's fault), not grpcio's INTERNAL."""
+    handlers = {}
+    for method, (request_class, response_class) in methods.items():
+        behavior = getattr(servicer, method)
+
+        def guarded(request, context, behavior=behavior, request_class=request_class):
+            if isinstance(request, _Unparsable):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"Could not parse the request as "
+                              f"{request_class.DESCRIPTOR.full_name}: {request.error}")
+            return behavior(request, context)
+        handlers[method] = grpc.unary_unary_rpc_method_handler(
+            guarded, request_deserializer=_safe_parser(request_class),
+            response_serializer=response_class.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service_name,
+                                                                          handlers),))
+
+
 def _fill_classifications(result, rows):
     for row in rows:
         c = result.classifications.add()
@@ -224,12 +262,27 @@ def make_grpc_server(repository, metrics, host, port, max_message_bytes=64 << 20
     options = [("grpc.max_receive_message_length", max_message_bytes),
                ("grpc.max_send_message_length", max_message_bytes),
                ("grpc.so_reuseport", 0)]
+    from tensorflow_serving.apis import model_management_pb2
+
     server = grpc.server(futures.ThreadPoolExecutor(workers, "tfdeploy-grpc"), options=options,
                          maximum_concurrent_rpcs=maximum_concurrent_rpcs or 4 * workers)
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(repository, metrics, max_message_bytes), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        ModelServicer(repository, metrics, max_message_bytes, allowed_roots), server)
+    _add_service(server, "tensorflow.serving.PredictionService",
+                 PredictionServicer(repository, metrics, max_message_bytes), {
+                     "Classify": (classification_pb2.ClassificationRequest,
+                                  classification_pb2.ClassificationResponse),
+                     "Regress": (regression_pb2.RegressionRequest,
+                                 regression_pb2.RegressionResponse),
+                     "Predict": (predict_pb2.PredictRequest, predict_pb2.PredictResponse),
+                     "MultiInference": (inference_pb2.MultiInferenceRequest,
+                                        inference_pb2.MultiInferenceResponse),
+                     "GetModelMetadata": (get_model_metadata_pb2.GetModelMetadataRequest,
+                                          get_model_metadata_pb2.GetModelMetadataResponse)})
+    _add_service(server, "tensorflow.serving.ModelService",
+                 ModelServicer(repository, metrics, max_message_bytes, allowed_roots), {
+                     "GetModelStatus": (get_model_status_pb2.GetModelStatusRequest,
+                                        get_model_status_pb2.GetModelStatusResponse),
+                     "HandleReloadConfigRequest": (model_management_pb2.ReloadConfigRequest,
+                                                   model_management_pb2.ReloadConfigResponse)})
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"Could not bind the gRPC port {host}:{port} (is it in use?).")

@@ -125,7 +125,7 @@ def declared_bytes(name, proto):
     try:
         dtype = tf.dtypes.as_dtype(proto.dtype)
         itemsize = 8 if dtype == tf.string else np.dtype(dtype.as_numpy_dtype).itemsize
-    except (TypeError, ValueError):
+    except Exception:  # noqa: BLE001  (unknown enum values, resource/variant dtypes, ...)
         raise invalid(f"tensor parsing error: {name}: unsupported dtype {proto.dtype}") from None
     return n * itemsize
 
@@ -156,8 +156,12 @@ def ndarray_to_tensor(value):
 
 
 def check_dtype_supported(name, dtype, supported):
-    """Raise UNIMPLEMENTED when a signature tensor's dtype is not in ``supported``."""
+    """Raise INVALID_ARGUMENT when a signature tensor's dtype is not in ``supported``.
+
+    (TF Serving answers 501 UNIMPLEMENTED; a request the server cannot take is the
+    client's to change, so tfdeploy keeps every answer to client input below 500.)
+    """
     if dtype not in supported:
-        raise ServingError("UNIMPLEMENTED",
+        raise ServingError("INVALID_ARGUMENT",
                            f"Conversion of tensor '{name}' of type {dtype.name} "
                            "to/from JSON is not supported")

@@ -27,6 +27,27 @@ _GET = re.compile(r"(?i)^" + _SPEC + r"(/metadata)?$")
 _POST = re.compile(r"(?i)^" + _SPEC + r":(predict|classify|regress)$")
 
 
+# Lone UTF-16 surrogates can only come from \\uD800-\\uDFFF escapes (UTF-8 bytes cannot
+# encode them); only a body holding such an escape is walked.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_LONE = re.compile("[\ud800-\udfff]")
+
+
+def _reject_lone_surrogates(value):
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            if _LONE.search(v):
+                raise invalid("JSON Value: a string holds a lone UTF-16 surrogate (an unpaired "
+                              "\\uD800-\\uDFFF escape); strings must be valid Unicode.")
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+
+
 class RestApi:
     """The REST front end: routes, JSON conversion, timeouts, body limit, metrics.
 
@@ -122,6 +143,8 @@ class RestApi:
             raise invalid(f"JSON Parse error: {str(exc)[:200]}") from None
         if not isinstance(body, dict):
             raise invalid("JSON Value: the request body is not a JSON object")
+        if _SURROGATE_ESCAPE.search(raw):
+            _reject_lone_surrogates(body)
         sig = body.get("signature_name", "")
         if not isinstance(sig, str):
             raise invalid("'signature_name' must be a string")
