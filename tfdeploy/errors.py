@@ -58,3 +58,7 @@ class TuneError(TfdeployError, ValueError):
 
 class DistributionError(CompressionError):
     """A compression technique cannot run under the active ``tf.distribute`` strategy."""
+
+
+class RecipeNotFoundError(TfdeployError, LookupError):
+    """No recipe of that name exists in ``tfdeploy.recipes``."""
