@@ -60,7 +60,7 @@ def test_mirrored_strategy_trains_qat(mirrored):
 def test_unsupported_setups_are_refused_before_training(mirrored):
     errors = mirrored["errors"]
     assert errors["jit"] and "jit_compile=True under MirroredStrategy" in errors["jit"]
-    assert errors["outside"] and "outside the strategy scope" in errors["outside"]
+    assert errors["outside"] and "called outside its scope" in errors["outside"]
 
 
 def test_multi_worker_mirrored_strategy_two_processes_prune(tmp_path, mirrored):
@@ -87,3 +87,19 @@ def test_multi_worker_mirrored_strategy_two_processes_prune(tmp_path, mirrored):
     assert w0["pruning_steps"] == w1["pruning_steps"]
     # The stripped result equals one process's in sparsity, layer by layer.
     assert w0["sparsity_by_layer"] == mirrored["single"]["sparsity_by_layer"]
+
+
+def test_wrapping_a_distributed_model_outside_its_scope_is_refused():
+    import tfdeploy as td
+
+    strategy = td.tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        base = td.models.build_cnn((16, 16, 1), 10, width=0.125)
+    for wrap in (lambda m: td.compress.prune(m, 0.5, "constant", steps_per_epoch=1),
+                 lambda m: td.compress.cluster(m, 8), td.compress.quantize,
+                 lambda m: td.compress.slim(m, 0.5)):
+        with pytest.raises(td.errors.DistributionError, match="outside its scope"):
+            wrap(base)
+    with strategy.scope():
+        wrapped = td.compress.prune(base, 0.5, "constant", steps_per_epoch=1)
+    assert td.compress.distribute.replicas_agree(wrapped)

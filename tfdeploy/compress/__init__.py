@@ -14,6 +14,7 @@ and `report` (what happened to each layer, and why layers were left out).
 from tfdeploy.compress.calibrate import calibrate_ranges
 from tfdeploy.compress.callbacks import PruningStep, SparsityMonitor, callbacks
 from tfdeploy.compress.cluster import cluster, is_clustering_wrapped, unique_weights
+from tfdeploy.compress import distribute
 from tfdeploy.compress.distill import Distiller, distill
 from tfdeploy.compress.graph import flatten, is_nested
 from tfdeploy.compress.lowrank import low_rank
@@ -38,4 +39,4 @@ __all__ = ["prune", "quantize", "calibrate_ranges", "strip", "callbacks", "Pruni
            "cluster", "unique_weights", "is_clustering_wrapped", "distill", "Distiller",
            "low_rank", "optimizer", "fine_tune_rate", "WarmupCosine", "with_policy",
            "to_float32", "compute_dtypes", "apply_plan", "Stage", "PlanResult", "measure",
-           "report", "Report", "flatten", "is_nested"]
+           "report", "Report", "flatten", "is_nested", "distribute"]

@@ -12,6 +12,7 @@ from tfdeploy.compress._tfmot import cluster_wrapper_class
 from tfdeploy.compress.graph import flatten, leaf_layers
 from tfdeploy.compress.report import note
 from tfdeploy.compress.selection import resolve
+from tfdeploy.compress.distribute import check_scope
 from tfdeploy.errors import CompressionError
 
 INITS = ("kmeans++", "density", "linear", "random")
@@ -82,6 +83,7 @@ def cluster(model, n_clusters=16, init="kmeans++", layers=None, preserve_sparsit
         >>> model = strip(clustered)      # unique_weights(model) <= 16 per kernel
     """
     check_model(model)
+    check_scope(model, "cluster")
     if not isinstance(n_clusters, int) or n_clusters < 2:
         raise CompressionError(f"n_clusters must be an integer >= 2, received {n_clusters!r}.")
     if init not in INITS:

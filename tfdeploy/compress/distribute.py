@@ -14,10 +14,10 @@ tfmot's pruning updates its masks with a cross-replica ``merge_call`` (every
 replica gets the same mask, computed from the mean weights), the pruning step
 is a mirrored variable advanced in the training step, QAT's ranges and the
 cluster indices are ordinary (mirrored / on-read) variables. `check_training`
-refuses, before any training, what would fail in the first step: a model
-whose wrapper variables were created outside the strategy that holds its
-weights (wrap inside the scope), and XLA (``jit_compile=True``) with several
-replicas on CPU devices.
+refuses, before any training, XLA (``jit_compile=True``) with several
+replicas on CPU devices, which would fail in the first step; `check_scope`
+(called by every wrapper) refuses to wrap a distributed model outside its
+strategy's scope, which would silently train a one-device copy.
 `replica_values` reads every replica's copy of the wrappers' variables, so
 tests and users can check that the replicas agree.
 """
@@ -27,22 +27,8 @@ import json
 import numpy as np
 
 from tfdeploy._keras import tf
+from tfdeploy.compress.report import is_model_weight
 from tfdeploy.errors import DistributionError
-
-
-def _wrapped_kinds(model):
-    from tfdeploy.compress.cluster import is_clustering_wrapped
-    from tfdeploy.compress.prune import is_pruning_wrapped
-    from tfdeploy.compress.qat import is_quantization_aware
-
-    kinds = []
-    if is_pruning_wrapped(model):
-        kinds.append("pruning")
-    if is_clustering_wrapped(model):
-        kinds.append("clustering")
-    if is_quantization_aware(model):
-        kinds.append("quantization-aware training")
-    return kinds
 
 
 def _strategies(model):
@@ -54,6 +40,26 @@ def _strategies(model):
     return list(found.values())
 
 
+def check_scope(model, wrapper):
+    """Refuse to wrap a distributed model outside its strategy's scope (called by the wrappers).
+
+    Outside the scope the wrapper would build a plain copy that trains on one
+    device, silently, while the user believes it is distributed.
+
+    Raises:
+        DistributionError: ``model``'s variables belong to a strategy whose
+            scope is not active.
+    """
+    current = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
+    for strategy in _strategies(model):
+        if strategy is not None and strategy is not current:
+            raise DistributionError(
+                f"Model {model.name!r} was built under {type(strategy).__name__}, but "
+                f"{wrapper}() was called outside its scope: the wrapped copy would train on "
+                "one device. Call the wrapper (and compile) inside `with strategy.scope():`.")
+    return model
+
+
 def check_training(model):
     """Raise before training for a setup that would fail in its first training step.
 
@@ -61,22 +67,12 @@ def check_training(model):
     your own callback list.
 
     Raises:
-        DistributionError: a wrapped model whose wrapper variables were created
-            outside the strategy that holds its weights; or a model compiled
-            with ``jit_compile=True`` under a strategy with several replicas on
-            CPU devices (XLA cannot read a variable placed on another logical
-            device).
+        DistributionError: a model compiled with ``jit_compile=True`` under a
+            strategy with several replicas on CPU devices (XLA cannot read a
+            variable placed on another logical device).
     """
-    strategies = _strategies(model)
-    kinds = _wrapped_kinds(model)
-    if kinds and len(strategies) > 1:
-        names = sorted(type(s).__name__ if s is not None else "no strategy" for s in strategies)
-        raise DistributionError(
-            f"Model {model.name!r} ({', '.join(kinds)}) has variables from {names}: the "
-            "tfdeploy wrapper was applied outside the strategy scope that created the model. "
-            "Build the model AND call the wrapper (prune/cluster/quantize/...) and compile "
-            "inside `with strategy.scope():`.")
-    strategy = strategies[0] if len(strategies) == 1 else None
+    strategies = [s for s in _strategies(model) if s is not None]
+    strategy = strategies[0] if strategies else None
     if strategy is not None and getattr(model, "_jit_compile", False):
         devices = list(getattr(strategy.extended, "worker_devices", []))
         if len(devices) > 1 and all("CPU" in d.upper() for d in devices):
@@ -97,8 +93,6 @@ def replica_values(model):
     ranges (the variables a wrapper adds, not the layers' weights). Without a
     strategy each list has one entry.
     """
-    from tfdeploy.compress.report import is_model_weight
-
     out = {}
     for v in model.variables:
         if is_model_weight(v) or v.trainable:

@@ -14,6 +14,7 @@ from tfdeploy.compress.graph import flatten
 from tfdeploy.compress.prune import _refuse_wrapped, why_not_prunable, wrap_for_pruning
 from tfdeploy.compress.report import note, notes
 from tfdeploy.compress.selection import resolve
+from tfdeploy.compress.distribute import check_scope
 from tfdeploy.errors import CompressionError
 
 
@@ -67,6 +68,7 @@ def prune_n_m(model, n=2, m=4, layers=None):
         >>> sparse = prune_n_m(model, 2, 4, layers=Select(skip_last=True))
     """
     check_model(model)
+    check_scope(model, "prune_n_m")
     _check_n_m(n, m)
     _refuse_wrapped(model)
     work = flatten(model)

@@ -5,6 +5,7 @@ from tfdeploy.compress._tfmot import prune_registry, prune_wrapper_class
 from tfdeploy.compress.schedules import get_schedule, steps_of
 from tfdeploy.compress.report import note
 from tfdeploy.compress.selection import resolve
+from tfdeploy.compress.distribute import check_scope
 from tfdeploy.errors import CompressionError, ModelTypeError
 
 
@@ -83,6 +84,7 @@ def prune(model, target_sparsity=0.8, schedule="polynomial_decay", epochs=None,
         >>> pruned.compile(...); pruned.fit(train_ds, epochs=3, callbacks=callbacks(pruned))
     """
     check_model(model)
+    check_scope(model, "prune")
     if policy not in POLICIES:
         raise CompressionError(
             f"Unrecognized policy={policy!r}. Supported policies are: {list(POLICIES)}.")

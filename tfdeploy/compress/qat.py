@@ -7,6 +7,7 @@ from tfdeploy.compress.prune import is_pruning_wrapped
 from tfdeploy.compress.report import note, notes
 from tfdeploy.compress.selection import resolve
 from tfdeploy.compress.sparsity import model_sparsity
+from tfdeploy.compress.distribute import check_scope
 from tfdeploy.errors import CompressionError
 
 PRESERVE = ("auto", "sparsity", "cluster", "cluster_sparsity", None)
@@ -99,6 +100,7 @@ def quantize(model, preserve="auto", layers=None, quantize_configs=None, calibra
         >>> qat = quantize(model, layers=Select(types=keras.layers.Conv2D))
     """
     check_model(model)
+    check_scope(model, "quantize")
     if preserve not in PRESERVE:
         raise CompressionError(
             f"Unrecognized preserve={preserve!r}. Supported values are: {list(PRESERVE)}.")

@@ -16,6 +16,7 @@ from tfdeploy._keras import check_model, keras
 from tfdeploy.compress.graph import flatten, rebuild
 from tfdeploy.compress.report import note
 from tfdeploy.compress.selection import resolve
+from tfdeploy.compress.distribute import check_scope
 from tfdeploy.errors import CompressionError
 
 CRITERIA = ("l1", "l2", "mask")
@@ -178,6 +179,7 @@ def slim(model, ratio=0.5, criterion="l1", layers=None):
         >>> small.compile(...); small.fit(train_ds, epochs=2)
     """
     check_model(model)
+    check_scope(model, "slim")
     if not isinstance(ratio, (int, float)) or not 0.0 < float(ratio) < 1.0:
         raise CompressionError(
             f"ratio must be a fraction in (0, 1) of the channels to remove, received {ratio!r}. "
