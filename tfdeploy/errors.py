@@ -59,3 +59,7 @@ class UnsupportedLayerError(ModelTypeError):
         super().__init__(message)
         self.layer = layer
         self.class_name = class_name
+
+
+class RecipeNotFoundError(TfdeployError, LookupError):
+    """No recipe of that name exists in ``tfdeploy.recipes``."""
