@@ -23,10 +23,14 @@ import tf_keras as keras  # noqa: E402
 
 
 def is_keras3_model(obj):
-    """Return True when ``obj`` is a Keras 3 model or layer (not usable with tfmot)."""
-    module = type(obj).__module__ or ""
+    """Return True when ``obj`` is a Keras 3 model or layer (user subclasses included)."""
     if isinstance(obj, keras.layers.Layer):
         return False
+    keras3 = sys.modules.get("keras")  # a Keras 3 object implies Keras 3 was imported
+    base = getattr(getattr(keras3, "layers", None), "Layer", None)
+    if keras3 is not keras and isinstance(base, type) and isinstance(obj, base):
+        return True
+    module = type(obj).__module__ or ""
     return module == "keras" or module.startswith("keras.")
 
 

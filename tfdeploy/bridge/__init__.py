@@ -107,8 +107,15 @@ def _verify(source, target, atol):
     return diff
 
 
-def _convert(model, source, target, direction, verify, atol):
-    if not model.built or not model.inputs:
+def _rebuild(model, source, target, direction, verify, atol):
+    if not isinstance(model, source.keras.Model):
+        raise ModelTypeError(f"Expected a Keras model, received {type(model).__name__!r}.")
+    if not source.is_graph(model):
+        raise ModelTypeError(
+            f"Model {model.name!r} ({type(model).__name__}) is subclassed; its layers and calls "
+            "live in Python code the bridge cannot read. Rebuild it with the functional API "
+            "(keras.Model(inputs, outputs)) or as a keras.Sequential.")
+    if not model.built or not getattr(model, "inputs", None):
         raise ModelTypeError(
             f"Model {model.name!r} has not been built yet; give its first layer an input shape "
             "(keras.Input(...)) or call model.build(input_shape) first.")
@@ -169,7 +176,7 @@ def to_keras2(model_or_path, verify=True, atol=ATOL):
         raise ModelTypeError(
             f"to_keras2 expects a Keras 3 model or .keras file, received "
             f"{type(model).__module__}.{type(model).__name__}.")
-    return _convert(model, _keras3(), KERAS2, TO_KERAS2, verify, atol)
+    return _rebuild(model, _keras3(), KERAS2, TO_KERAS2, verify, atol)
 
 
 def to_keras3(model, verify=True, atol=ATOL):
@@ -204,7 +211,7 @@ def to_keras3(model, verify=True, atol=ATOL):
             f"{', ...' if len(wrapped) > 3 else ''}); call tfdeploy.compress.strip(model) first. "
             "Quantization-aware models keep their wrappers for the TFLite converter: export them "
             "with tfdeploy.export.tflite instead.")
-    return _convert(model, KERAS2, _keras3(), TO_KERAS3, verify, atol)
+    return _rebuild(model, KERAS2, _keras3(), TO_KERAS3, verify, atol)
 
 
 def load_model(path):

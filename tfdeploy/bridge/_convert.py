@@ -193,15 +193,15 @@ class Converter:
         """Rebuild ``src`` (Sequential or functional) and everything nested in it."""
         if not self.source.is_graph(src):
             raise ModelTypeError(
-                f"Model {src.name!r} ({type(src).__name__}) is subclassed; its layers and calls "
-                "live in Python code the bridge cannot read. Rebuild it with the functional API "
-                "(keras.Model(inputs, outputs)) or as a keras.Sequential.")
+                f"Model {src.name!r} ({type(src).__name__}) nested in the model is subclassed; "
+                "the bridge cannot read its calls. Rebuild it with the functional API.")
         config = src.get_config()
         if self.source.is_sequential(src):
             out = self._sequential(src, config)
         else:
             out = self._functional(src, config)
-        out.trainable = src.trainable
+        if not src.trainable:  # setting True would also unfreeze every nested layer
+            out.trainable = False
         return out
 
     def _sequential(self, src, config):
