@@ -229,7 +229,7 @@ def test_keras3_file_through_tfdeploy_export_and_verify(trained_model, digits_di
                  "--data", digits_dir, "--num-calibration", "32"]) == 0
     capsys.readouterr()
     report = str(tmp_path / "verify.json")
-    assert main(["verify", path, version, tfl, "--data", digits_dir, "--quiet",
+    assert main(["verify", version, tfl, "--model", path, "--data", digits_dir, "--quiet",
                  "--json", report]) == 0
     import json
 
