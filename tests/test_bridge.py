@@ -38,7 +38,8 @@ def residual():
     y = L.DepthwiseConv2D(3, padding="same")(y)
     y = L.LayerNormalization()(L.BatchNormalization()(y))
     x = L.Add()([x, y])
-    z = L.Multiply()([L.Concatenate()([x, y]), L.Activation("hard_sigmoid")(L.Concatenate()([y, x]))])
+    gate = L.Activation("hard_sigmoid")(L.Concatenate()([y, x]))
+    z = L.Multiply()([L.Concatenate()([x, y]), gate])
     z = L.AveragePooling2D(2)(L.LeakyReLU()(z))
     z = L.Reshape((-1, 16))(z)
     return keras3.Model(inputs, [L.Dense(3, activation="silu")(L.Flatten()(z)),
@@ -128,8 +129,8 @@ class ScaleBy(L.Layer):
 def test_unsupported_custom_layer_gets_typed_error_naming_it():
     inputs = keras3.Input((4,))
     model = keras3.Model(inputs, L.Dense(2)(ScaleBy(name="scale_it")(inputs)))
-    with pytest.raises(UnsupportedLayerError, match="Layer 'scale_it' .*ScaleBy.* cannot be "
-                                                   "bridged") as info:
+    message = "Layer 'scale_it' .*ScaleBy.* cannot be bridged"
+    with pytest.raises(UnsupportedLayerError, match=message) as info:
         bridge.to_keras2(model)
     assert info.value.layer == "scale_it" and info.value.class_name == "ScaleBy"
     assert isinstance(info.value, ModelTypeError)
@@ -153,8 +154,8 @@ def test_subclassed_unbuilt_and_wrapped_models_are_refused():
         bridge.to_keras2(net)
     with pytest.raises(ModelTypeError, match="not been built"):
         bridge.to_keras2(keras3.Sequential([L.Dense(2)]))
-    pruned = td.compress.prune(td.models.build_cnn((8, 8, 1), num_classes=3, width=0.1), 0.5,
-                                 schedule="constant", steps_per_epoch=2)
+    small = td.models.build_cnn((8, 8, 1), num_classes=3, width=0.1)
+    pruned = td.compress.prune(small, 0.5, schedule="constant", steps_per_epoch=2)
     with pytest.raises(ModelTypeError, match="strip"):
         bridge.to_keras3(pruned)
 
@@ -267,7 +268,8 @@ qat = td.compress.quantize(td.compress.strip(pruned), calibration_data=x)
 path = td.export.tflite(qat, {str(tmp_path / "m.tflite")!r}, quantization="int8",
                         representative_data=x)
 assert tf.keras.__version__.startswith("3.")
-back = td.compress.strip(td.compress.prune(model, 0.5, schedule="constant", steps_per_epoch=2), keras3=True)
+again = td.compress.prune(model, 0.5, schedule="constant", steps_per_epoch=2)
+back = td.compress.strip(again, keras3=True)
 assert type(back).__module__.startswith("keras."), type(back)
 print("OK", os.path.getsize(path))
 """

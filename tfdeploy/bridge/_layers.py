@@ -94,7 +94,7 @@ _WEIGHT_NAMES = {"DepthwiseConv1D": {"kernel": "depthwise_kernel"},
 
 
 def weight_name(class_name, name):
-    """A variable's name as Keras 2 spells it (``kernel`` of DepthwiseConv2D is ``depthwise_kernel``)."""
+    """A variable's name as Keras 2 spells it (DepthwiseConv2D: ``depthwise_kernel``)."""
     return _WEIGHT_NAMES.get(class_name, {}).get(name, name)
 
 
