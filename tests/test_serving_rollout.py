@@ -193,7 +193,7 @@ def test_deadlines_cancel_queued_batches_and_the_server_recovers(tmp_path):
 
         def slow():
             results.append(rest_call(server.rest_port, "POST", "/v1/models/slow:predict",
-                                     {"instances": [1e6]}))
+                                     {"instances": [1e5]}))
         burst = [threading.Thread(target=slow) for _ in range(12)]
         for t in burst:
             t.start()
@@ -334,8 +334,8 @@ def test_port_in_use_and_bad_numbers_fail_in_one_line_before_loading(half_versio
         with pytest.raises(OSError, match=f"Could not bind the gRPC port 127.0.0.1:{port}"):
             server.start()
         assert not server.repository._models["half"].status       # nothing was loaded
-        for flags in ([f"--rest_api_port={port}", f"--port={free_port()}"],
-                      ["--max_body_bytes=-1"]):
+        for flags in ([f"--rest_api_port={port}", f"--port={free_port()}",
+                       "--max_body_bytes=1000"],):
             proc = subprocess.run(
                 [sys.executable, "-m", "tfdeploy.cli", "serve", "--model_name=half",
                  f"--model_base_path={base}"] + flags,
