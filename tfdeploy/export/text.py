@@ -92,7 +92,7 @@ class _TextModule(tf.Module):
     def __init__(self, model, vocab_file, labels_file=None, index=None, query_ids_file=None):
         super().__init__(name="tfdeploy_text_serving")
         self.model_variables = list(model.variables)
-        self.signatures = {}
+        self.serving_functions = {}
         if vocab_file is not None:
             self.vectorizer = _vectorizer(vocab_file, _sequence_length(model))
             dtype = model.inputs[0].dtype
@@ -133,7 +133,7 @@ class _TextModule(tf.Module):
                 class_index = tf.argmax(probs, axis=-1)
                 return {"probabilities": probs, "class_index": class_index,
                         "class_label": self.labels.lookup(class_index)}
-            self.signatures["serving_default"] = tf.function(classify, input_signature=[spec])
+            self.serving_functions["serving_default"] = tf.function(classify, input_signature=[spec])
             return
         embeddings_file, keys_file, dim, k = index
         self.index_asset = tf.saved_model.Asset(embeddings_file)
@@ -148,8 +148,8 @@ class _TextModule(tf.Module):
             top = tf.math.top_k(scores, k=tf.minimum(k, tf.shape(table)[0]))
             return {"scores": top.values, "indices": tf.cast(top.indices, tf.int64),
                     "keys": tf.gather(keys, top.indices)}
-        self.signatures["serving_default"] = tf.function(search, input_signature=[spec])
-        self.signatures["embed"] = tf.function(lambda inputs: {"embedding": embed(inputs)},
+        self.serving_functions["serving_default"] = tf.function(search, input_signature=[spec])
+        self.serving_functions["embed"] = tf.function(lambda inputs: {"embedding": embed(inputs)},
                                                input_signature=[spec])
 
 
@@ -182,7 +182,7 @@ def _save(model, base_path, version, overwrite, files, module_args, warmup, warm
         module = _TextModule(model, **module_args(paths))
         try:
             with atomic_directory(final, overwrite=overwrite) as tmp:
-                tf.saved_model.save(module, tmp, signatures=module.signatures)
+                tf.saved_model.save(module, tmp, signatures=module.serving_functions)
                 extra = os.path.join(tmp, "assets.extra")
                 os.makedirs(extra, exist_ok=True)
                 if warmup:
@@ -190,7 +190,7 @@ def _save(model, base_path, version, overwrite, files, module_args, warmup, warm
                                   os.path.basename(os.path.normpath(base_path)), warmup_key,
                                   list(warmup))
                 fields["artifact"].update({"format": "saved_model", "version": version,
-                                           "signatures": sorted(module.signatures),
+                                           "signatures": sorted(module.serving_functions),
                                            "warmup_requests": bool(warmup)})
                 _card.write(os.path.join(extra, _card.CARD_FILE), model, fields, model_card)
         except (OSError, ValueError, TypeError) as exc:
