@@ -27,7 +27,8 @@ from tfdeploy._keras import check_model, keras, tf
 from tfdeploy.errors import ExportError
 from tfdeploy.export import _warmup, model_card as _card
 from tfdeploy.export._atomic import atomic_directory, atomic_file
-from tfdeploy.export.saved_model import LABELS_FILE, versions
+from tfdeploy.export.saved_model import LABELS_FILE
+from tfdeploy.runtime.versions import list_versions
 from tfdeploy.export.tflite import tflite
 from tfdeploy.models.text import SPLIT, STANDARDIZE
 from tfdeploy.runtime.text import vocabulary_path
@@ -69,7 +70,7 @@ def _sequence_length(model):
 
 def _version_dir(base_path, version, overwrite):
     if version is None:
-        existing = versions(base_path)
+        existing = list_versions(base_path)
         version = existing[-1] + 1 if existing else 1
     if not isinstance(version, int) or isinstance(version, bool) or version < 0:
         raise ExportError(f"version must be a non-negative integer, received {version!r}.")
@@ -133,7 +134,8 @@ class _TextModule(tf.Module):
                 class_index = tf.argmax(probs, axis=-1)
                 return {"probabilities": probs, "class_index": class_index,
                         "class_label": self.labels.lookup(class_index)}
-            self.serving_functions["serving_default"] = tf.function(classify, input_signature=[spec])
+            self.serving_functions["serving_default"] = tf.function(
+                classify, input_signature=[spec])
             return
         embeddings_file, keys_file, dim, k = index
         self.index_asset = tf.saved_model.Asset(embeddings_file)
@@ -149,8 +151,8 @@ class _TextModule(tf.Module):
             return {"scores": top.values, "indices": tf.cast(top.indices, tf.int64),
                     "keys": tf.gather(keys, top.indices)}
         self.serving_functions["serving_default"] = tf.function(search, input_signature=[spec])
-        self.serving_functions["embed"] = tf.function(lambda inputs: {"embedding": embed(inputs)},
-                                               input_signature=[spec])
+        self.serving_functions["embed"] = tf.function(
+            lambda inputs: {"embedding": embed(inputs)}, input_signature=[spec])
 
 
 def _write_warmup(path, name, key, samples):
