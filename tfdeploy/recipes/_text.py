@@ -21,6 +21,9 @@ def add_common_arguments(p, name, data_help, epochs=4):
     p.add_argument("--json", default=None, help="also write the results as JSON to this file")
     p.add_argument("--epochs", type=int, default=epochs,
                    help="training epochs (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=3e-3,
+                   help="Adam learning rate for training; fine-tuning uses a third of it "
+                        "(default: %(default)s)")
     p.add_argument("--fine-tune-epochs", type=int, default=2,
                    help="pruning fine-tune epochs (default: %(default)s)")
     p.add_argument("--sparsity", type=float, default=0.6,

@@ -132,14 +132,14 @@ def run(args):
     encoder = models.build_text_encoder(models.vocab_size(vectorizer), args.sequence_length,
                                         output_dim=32, kind=args.encoder,
                                         embed_dim=args.embed_dim, name="qa_encoder")
-    train(encoder, "encoder", args.epochs, 3e-3)
+    train(encoder, "encoder", args.epochs, args.lr)
     row("encoder", "keras", encoder, _text.keras_fn(encoder), None)
     coverage = _text.qat_coverage(encoder)
 
     print(f"[3/5] prune the encoder to {args.sparsity:.0%} and convert to TFLite")
     wrapped = compress.prune(encoder, args.sparsity, epochs=args.fine_tune_epochs,
                              steps_per_epoch=pairs)
-    train(wrapped, "encoder_pruned", args.fine_tune_epochs, 1e-3,
+    train(wrapped, "encoder_pruned", args.fine_tune_epochs, args.lr / 3,
           compress.callbacks(wrapped, log_dir=os.path.join(args.logs, "encoder_pruned")))
     prune_report = str(compress.report(wrapped))
     pruned = compress.strip(wrapped)

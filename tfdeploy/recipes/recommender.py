@@ -151,7 +151,7 @@ def run(args):
     item_tower = models.build_text_encoder(models.vocab_size(vectorizer), args.sequence_length,
                                            32, "cnn", args.embed_dim, name="item_tower",
                                            filters=32)
-    train(user_tower, item_tower, "towers", args.epochs, 3e-3)
+    train(user_tower, item_tower, "towers", args.epochs, args.lr)
     row("two towers", "keras", user_tower, item_tower, _text.keras_fn(user_tower),
         _text.keras_fn(item_tower), item_ids)
 
@@ -160,7 +160,7 @@ def run(args):
                         steps_per_epoch=ds)
     pi = compress.prune(item_tower, args.sparsity, epochs=args.fine_tune_epochs,
                         steps_per_epoch=ds)
-    train(pu, pi, "towers_pruned", args.fine_tune_epochs, 1e-3,
+    train(pu, pi, "towers_pruned", args.fine_tune_epochs, args.lr / 3,
           compress.callbacks(pu, log_dir=os.path.join(args.logs, "towers_pruned")))
     reports = {"user tower": str(compress.report(pu)), "item tower": str(compress.report(pi))}
     user_pruned, item_pruned = compress.strip(pu), compress.strip(pi)

@@ -200,14 +200,14 @@ def run(args):
 
     print("[2/6] Transformer encoder (teacher)")
     teacher = fit(models.build_text_transformer(n_vocab, length, n_classes, args.embed_dim),
-                  "transformer", args.epochs, 3e-3)
+                  "transformer", args.epochs, args.lr)
     keras_row("transformer", teacher)
     coverage = _text.qat_coverage(teacher)
 
     print(f"[3/6] prune the Transformer to {args.sparsity:.0%} (attention, FFN, embeddings)")
     wrapped = compress.prune(teacher, args.sparsity, epochs=args.fine_tune_epochs,
                              steps_per_epoch=train_ids)
-    fit(wrapped, "transformer_pruned", args.fine_tune_epochs, 1e-3,
+    fit(wrapped, "transformer_pruned", args.fine_tune_epochs, args.lr / 3,
         compress.callbacks(wrapped, log_dir=os.path.join(args.logs, "transformer_pruned")))
     transformer_report = str(compress.report(wrapped))
     pruned_teacher = compress.strip(wrapped)
@@ -221,14 +221,14 @@ def run(args):
     print("[4/6] distil into a 1-D CNN, then prune it")
     distiller = compress.distill(teacher, models.build_text_cnn(n_vocab, length, n_classes,
                                                                 args.embed_dim))
-    distiller.compile(keras.optimizers.Adam(3e-3), metrics=["accuracy"])
+    distiller.compile(keras.optimizers.Adam(args.lr), metrics=["accuracy"])
     distiller.fit(train_ids, epochs=args.distill_epochs, verbose=verbose,
                   callbacks=_text.callbacks(args.logs, "distill"))
     student = distiller.student
     keras_row("cnn distilled", student)
     wrapped_student = compress.prune(student, args.sparsity, epochs=args.fine_tune_epochs,
                                      steps_per_epoch=train_ids)
-    fit(wrapped_student, "cnn_pruned", args.fine_tune_epochs, 1e-3,
+    fit(wrapped_student, "cnn_pruned", args.fine_tune_epochs, args.lr / 3,
         compress.callbacks(wrapped_student, log_dir=os.path.join(args.logs, "cnn_pruned")))
     served_model = compress.strip(wrapped_student)
     keras_row("cnn distilled+pruned", served_model)
