@@ -21,6 +21,10 @@ class DataError(TfdeployError, ValueError):
     """A data directory or dataset is missing, empty or malformed."""
 
 
+class TextDataError(DataError):
+    """Text data that cannot be read: missing columns, empty files, bad encodings, bad labels."""
+
+
 class CompressionError(TfdeployError, ValueError):
     """A compression setting is invalid or cannot be applied to this model."""
 
