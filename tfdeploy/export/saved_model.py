@@ -18,8 +18,10 @@ import os
 import shutil
 import tempfile
 
-from tfdeploy._keras import check_model, tf
+from tfdeploy.bridge import check_model
+from tfdeploy._keras import tf
 from tfdeploy.export._atomic import atomic_directory
+from tfdeploy.export._image_guard import DEFAULT_MAX_IMAGE_PIXELS, image_size_check
 from tfdeploy.export import _warmup, model_card as _card
 from tfdeploy.errors import ExportError
 
@@ -65,7 +67,7 @@ def _image_input(model):
 
 class _ServingModule(tf.Module):
     def __init__(self, model, class_names, labels_path=None, image_bytes=True, track_model=False,
-                 jit_compile=False):
+                 max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS, jit_compile=False):
         super().__init__(name="tfdeploy_serving")
         if track_model:
             self.model = model
@@ -117,7 +119,8 @@ class _ServingModule(tf.Module):
             height, width, channels = image
 
             def decode(data):
-                img = tf.io.decode_image(data, channels=channels, expand_animations=False)
+                with tf.control_dependencies([image_size_check(data, max_image_pixels)]):
+                    img = tf.io.decode_image(data, channels=channels, expand_animations=False)
                 img = tf.image.resize(tf.cast(img, tf.float32), (height, width),
                                       method="bilinear")
                 img = tf.clip_by_value(img, 0.0, 255.0)
@@ -189,7 +192,7 @@ def _set_method_names(export_dir, methods):
 
 def saved_model(model, base_path, version=None, class_names=None, overwrite=False,
                 warmup_data=None, num_warmup=4, model_card=None, image_bytes=True,
-                jit_compile=False):
+                max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS, jit_compile=False):
     """Export a Keras model as a SavedModel ready for TF Serving.
 
     Writes ``base_path/VERSION/`` (the next free integer version by default)
@@ -219,6 +222,8 @@ def saved_model(model, base_path, version=None, class_names=None, overwrite=Fals
             ``{"source": ..., "metrics": {...}, "compression": [...]}``).
         image_bytes: add the ``serving_bytes`` signature for image models.
             Defaults to True.
+        max_image_pixels: ``serving_bytes`` refuses (InvalidArgument, HTTP 400) an image
+            whose header declares more pixels, before decoding it. Defaults to 4096 * 4096.
         jit_compile: compile the network inside every signature with XLA
             (``tf.function(jit_compile=True)``; label lookup and image decoding
             stay outside). Loaders that run XLA (TensorFlow, TF Serving built
@@ -237,7 +242,7 @@ def saved_model(model, base_path, version=None, class_names=None, overwrite=Fals
         ...             warmup_data=train_ds)
         'saved_models/digits/1'
     """
-    check_model(model)
+    model = check_model(model)
     if version is None:
         existing = versions(base_path)
         version = existing[-1] + 1 if existing else 1
@@ -268,7 +273,7 @@ def saved_model(model, base_path, version=None, class_names=None, overwrite=Fals
             with open(labels_path, "w") as f:
                 f.write("\n".join(class_names) + "\n")
         module = _ServingModule(model, class_names, labels_path, image_bytes=image_bytes,
-                                jit_compile=jit_compile)
+                                max_image_pixels=max_image_pixels, jit_compile=jit_compile)
         try:
             with atomic_directory(final, overwrite=overwrite) as tmp:
                 try:
@@ -281,6 +286,7 @@ def saved_model(model, base_path, version=None, class_names=None, overwrite=Fals
                     shutil.rmtree(tmp, ignore_errors=True)
                     module = _ServingModule(model, class_names, labels_path,
                                             image_bytes=image_bytes, track_model=True,
+                                            max_image_pixels=max_image_pixels,
                                             jit_compile=jit_compile)
                     tf.saved_model.save(module, tmp, signatures=module.signature_functions())
                 methods = {CLASSIFY_SIGNATURE: _CLASSIFY_METHOD,
@@ -304,7 +310,7 @@ def saved_model(model, base_path, version=None, class_names=None, overwrite=Fals
 
 def signature_names(model):
     """The signature keys `saved_model` writes for ``model`` (without exporting it)."""
-    check_model(model)
+    model = check_model(model)
     names = ["serving_default"]
     if _image_input(model) is not None:
         names.append(BYTES_SIGNATURE)
