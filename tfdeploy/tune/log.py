@@ -59,15 +59,20 @@ def hparams_of(row):
 
 
 def log_hparams(log_dir, row):
-    """Write one trial as a TensorBoard HParams run under ``log_dir`` (the shared tags)."""
-    from tensorboard.plugins.hparams import api as hp_api
+    """Log one trial as a TensorBoard HParams session ``log_dir/trial_<id>``.
 
+    The shared tags go through `tfdeploy.viz.log_hparams` (so trials sit in one
+    table with the quickstart's and the recipes' variants); the tuner's own
+    numbers (``cost``, ``feasible``, ``accuracy_drop``) are scalars of the same run.
+    """
     from tfdeploy._keras import tf
+    from tfdeploy.viz import log_hparams as viz_log_hparams
 
-    metrics = {k: float(row[k]) for k in METRIC_TAGS + EXTRA_METRICS if row.get(k) is not None}
-    writer = tf.summary.create_file_writer(log_dir)
+    metrics = {k: float(row[k]) for k in METRIC_TAGS if row.get(k) is not None}
+    run_dir = viz_log_hparams(log_dir, f"trial_{row['trial_id']}", hparams_of(row), metrics)
+    writer = tf.summary.create_file_writer(run_dir)
     with writer.as_default(step=0):
-        hp_api.hparams(hparams_of(row), trial_id=str(row["trial_id"]))
-        for name, value in metrics.items():
-            tf.summary.scalar(name, value)
+        for key in EXTRA_METRICS:
+            tf.summary.scalar(key, float(row[key]))
     writer.close()
+    return run_dir

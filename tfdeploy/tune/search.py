@@ -28,7 +28,8 @@ import time
 
 import numpy as np
 
-from tfdeploy._keras import check_model, keras, keras_tuner, tf
+from tfdeploy._keras import keras, keras_tuner, tf
+from tfdeploy.bridge import check_model
 from tfdeploy.errors import TuneError
 from tfdeploy.tune import log as trial_log
 from tfdeploy.tune import space as search_space
@@ -155,7 +156,7 @@ class CompressionTuner(keras_tuner().engine.base_tuner.BaseTuner):
                   and k not in ("quantization", "epochs")}}
         trial_log.write_json(os.path.join(trial_dir, trial_log.RESULT_FILE), row)
         if self.log_dir:
-            trial_log.log_hparams(os.path.join(self.log_dir, f"trial_{trial.trial_id}"), row)
+            trial_log.log_hparams(self.log_dir, row)
         if verbose:
             print(f"trial {trial.trial_id} [{self.tuner_id}] {row['technique']}: "
                   f"{row['status']}, cost {cost:.4f}, accuracy {metrics['accuracy']:.4f} "
@@ -332,7 +333,7 @@ def search(model, train_data, validation_data, budget=1.0, objective="size", max
     Raises:
         TuneError: bad objective, budget, tuner or space.
     """
-    check_model(model)
+    model = check_model(model)
     weights = _weights(objective)
     if not isinstance(budget, (int, float)) or budget < 0:
         raise TuneError(f"budget must be a non-negative number of accuracy points (1.0 = one "
