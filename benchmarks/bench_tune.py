@@ -82,6 +82,9 @@ def main(argv=None):
     p.add_argument("--samples", type=int, default=200, help="latency samples per artifact")
     p.add_argument("--steps", type=int, default=20, help="training steps timed for XLA etc.")
     p.add_argument("--skip-workers", action="store_true", help="skip the 1 vs 2 workers runs")
+    p.add_argument("--tune-epochs", default="2,4",
+                   help="the tuner's fine-tuning epochs choices per stage (default 2,4)")
+    p.add_argument("--partial", default=None, help="also write the report so far to this file")
     p.add_argument("--out", default=None, help="directory for the artifacts (default: temp)")
     args = p.parse_args(argv)
 
@@ -95,6 +98,13 @@ def main(argv=None):
     json.dump(report, sys.stdout, indent=2)
     print()
     return 0
+
+
+def _save(args, report):
+    """Write the report so far to --partial (a long run on a loaded machine keeps its results)."""
+    if args.partial:
+        with open(args.partial, "w") as f:
+            json.dump(report, f, indent=2)
 
 
 def _run(args, td, tune, keras, copy_model):
@@ -120,6 +130,51 @@ def _run(args, td, tune, keras, copy_model):
                                     "float32", train, x, y, args.samples)}
     base_acc = report["baseline"]["accuracy"]
 
+    # 4. XLA: training step time, and the exported serving function
+    steps = min(args.steps, int(train.cardinality()))
+    xla = {"steps": steps}
+    for jit in (False, True):
+        xla[f"plain_step_ms_jit_{jit}"] = _step_ms(keras, copy_model(base), train, jit, steps)
+        p_model = C.prune(base, 0.8, epochs=2, steps_per_epoch=steps)
+        xla[f"pruned_step_ms_jit_{jit}"] = _step_ms(keras, p_model, train, jit, steps,
+                                                    callbacks=C.callbacks(p_model))
+    xla["plain_speedup"] = round(xla["plain_step_ms_jit_False"] / xla["plain_step_ms_jit_True"],
+                                 3)
+    xla["pruned_speedup"] = round(xla["pruned_step_ms_jit_False"]
+                                  / xla["pruned_step_ms_jit_True"], 3)
+    for jit in (False, True):
+        path = td.export.saved_model(base, os.path.join(out_dir, f"sm_jit_{jit}"),
+                                     jit_compile=jit)
+        runner = td.runtime.load(path)
+        xla[f"saved_model_p50_ms_jit_{jit}"] = round(
+            td.verify.latency_ms(runner, x, samples=args.samples), 4)
+        xla[f"saved_model_accuracy_jit_{jit}"] = round(td.verify.accuracy(runner, x, y), 4)
+    xla["saved_model_speedup"] = round(xla["saved_model_p50_ms_jit_False"]
+                                       / xla["saved_model_p50_ms_jit_True"], 3)
+    report["xla"] = xla
+
+    _save(args, report)
+    # 5. mixed precision (a documented keyword: Stage(precision=...) / with_policy)
+    mp = {}
+    for policy in ("float32", "mixed_bfloat16", "mixed_float16"):
+        mp[f"step_ms_{policy}"] = _step_ms(keras, C.with_policy(base, policy), train, False,
+                                           steps)
+    mp["bfloat16_speedup"] = round(mp["step_ms_float32"] / mp["step_ms_mixed_bfloat16"], 3)
+    mp["float16_speedup"] = round(mp["step_ms_float32"] / mp["step_ms_mixed_float16"], 3)
+    report["mixed_precision"] = mp
+
+    _save(args, report)
+    # 6. the input pipeline's share of step time, untuned vs tuned tf.data
+    pipe = {}
+    for label, kw in (("untuned", dict(cache=False, prefetch=False, parallel=False)),
+                      ("tuned", dict(cache=True, prefetch=True, parallel=True))):
+        ds = td.data.image_dataset(os.path.join(data_dir, "train"), shuffle=True, seed=0, **kw)
+        pipe[label] = td.data.input_pipeline_share(base, ds, steps=steps)
+    pipe["epoch_speedup"] = round(pipe["untuned"]["fit_seconds"]
+                                  / pipe["tuned"]["fit_seconds"], 3)
+    report["input_pipeline"] = pipe
+
+    _save(args, report)
     # 1. the quickstart's fixed recipe
     keras.utils.set_random_seed(0)
     start = time.time()
@@ -133,6 +188,7 @@ def _run(args, td, tune, keras, copy_model):
                     y, args.samples)
     report["quickstart"] = dict(row, seconds=round(time.time() - start, 1))
 
+    _save(args, report)
     # 2. bench_compression.py's hand-written plans; the best within 1 point
     plans = {
         "plan_slim_prune_cluster_qat": [
@@ -161,10 +217,12 @@ def _run(args, td, tune, keras, copy_model):
                                     all_plans_seconds=round(hand_seconds, 1)) \
         if best_hand else None
 
+    _save(args, report)
     # 3. the tuner
     result = tune.search(base, train, (x, y), budget=1.0, objective="size",
                          max_trials=args.max_trials, directory=os.path.join(out_dir, "tune"),
-                         space={"epochs": [2, 4]}, latency_samples=50, verbose=1)
+                         space={"epochs": [int(e) for e in args.tune_epochs.split(",")]},
+                         latency_samples=50, verbose=1)
     tuned = None
     if result.best is not None:
         exported = result.export(os.path.join(out_dir, "tuned"), x, y)
@@ -190,48 +248,7 @@ def _run(args, td, tune, keras, copy_model):
             "target_met": tuned["gzip_bytes"] <= b["gzip_bytes"]
             and tuned["latency_p50_ms"] <= b["latency_p50_ms"]}
 
-    # 4. XLA: training step time, and the exported serving function
-    steps = min(args.steps, int(train.cardinality()))
-    xla = {"steps": steps}
-    for jit in (False, True):
-        xla[f"plain_step_ms_jit_{jit}"] = _step_ms(keras, copy_model(base), train, jit, steps)
-        p_model = C.prune(base, 0.8, epochs=2, steps_per_epoch=steps)
-        xla[f"pruned_step_ms_jit_{jit}"] = _step_ms(keras, p_model, train, jit, steps,
-                                                    callbacks=C.callbacks(p_model))
-    xla["plain_speedup"] = round(xla["plain_step_ms_jit_False"] / xla["plain_step_ms_jit_True"],
-                                 3)
-    xla["pruned_speedup"] = round(xla["pruned_step_ms_jit_False"]
-                                  / xla["pruned_step_ms_jit_True"], 3)
-    for jit in (False, True):
-        path = td.export.saved_model(base, os.path.join(out_dir, f"sm_jit_{jit}"),
-                                     jit_compile=jit)
-        runner = td.runtime.load(path)
-        xla[f"saved_model_p50_ms_jit_{jit}"] = round(
-            td.verify.latency_ms(runner, x, samples=args.samples), 4)
-        xla[f"saved_model_accuracy_jit_{jit}"] = round(td.verify.accuracy(runner, x, y), 4)
-    xla["saved_model_speedup"] = round(xla["saved_model_p50_ms_jit_False"]
-                                       / xla["saved_model_p50_ms_jit_True"], 3)
-    report["xla"] = xla
-
-    # 5. mixed precision (a documented keyword: Stage(precision=...) / with_policy)
-    mp = {}
-    for policy in ("float32", "mixed_bfloat16", "mixed_float16"):
-        mp[f"step_ms_{policy}"] = _step_ms(keras, C.with_policy(base, policy), train, False,
-                                           steps)
-    mp["bfloat16_speedup"] = round(mp["step_ms_float32"] / mp["step_ms_mixed_bfloat16"], 3)
-    mp["float16_speedup"] = round(mp["step_ms_float32"] / mp["step_ms_mixed_float16"], 3)
-    report["mixed_precision"] = mp
-
-    # 6. the input pipeline's share of step time, untuned vs tuned tf.data
-    pipe = {}
-    for label, kw in (("untuned", dict(cache=False, prefetch=False, parallel=False)),
-                      ("tuned", dict(cache=True, prefetch=True, parallel=True))):
-        ds = td.data.image_dataset(os.path.join(data_dir, "train"), shuffle=True, seed=0, **kw)
-        pipe[label] = td.data.input_pipeline_share(base, ds, steps=steps)
-    pipe["epoch_speedup"] = round(pipe["untuned"]["fit_seconds"]
-                                  / pipe["tuned"]["fit_seconds"], 3)
-    report["input_pipeline"] = pipe
-
+    _save(args, report)
     # 7. distributed search throughput: chief + 1 worker vs chief + 2 workers
     if not args.skip_workers:
         report["workers"] = {
@@ -240,6 +257,7 @@ def _run(args, td, tune, keras, copy_model):
             "cpu_count": os.cpu_count()}
         report["workers"]["speedup"] = round(report["workers"]["two"]["trials_per_minute"]
                                              / report["workers"]["one"]["trials_per_minute"], 3)
+    _save(args, report)
     return report
 
 
