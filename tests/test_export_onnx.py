@@ -2,13 +2,12 @@
 
 import json
 import os
-import sys
 
 import pytest
 
 import tfdeploy as td
 from tfdeploy.errors import ArtifactError, ExportError
-from tfdeploy.export import ExportFallbackWarning
+from tfdeploy.export import ExportFallbackWarning, _onnx
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +65,7 @@ def test_qat_model_keeps_quantize_dequantize_nodes(qat_model, test_arrays, tmp_p
 def test_qat_fallback_is_said_plainly_and_quantized_when_asked(
         qat_model, train_ds, test_arrays, tmp_path):
     x, y = test_arrays
-    onnx_module = sys.modules["tfdeploy.export.onnx"]  # the package attribute is the function
-    twin = onnx_module._float_twin(qat_model)  # the QAT model's weights, without fake-quant
+    twin = _onnx._float_twin(qat_model)  # the QAT model's weights, without fake-quant
     assert not any("Quantize" in type(layer).__name__ for layer in twin.layers)
     with pytest.warns(ExportFallbackWarning, match="fell back to a float graph.*opset 10"):
         path = td.export.onnx(qat_model, str(tmp_path / "fb.onnx"), opset=10)

@@ -13,7 +13,7 @@ and `report` (what happened to each layer, and why layers were left out).
 
 from tfdeploy.compress.calibrate import calibrate_ranges
 from tfdeploy.compress.callbacks import PruningStep, SparsityMonitor, callbacks
-from tfdeploy.compress.cluster import cluster, is_clustering_wrapped, unique_weights
+from tfdeploy.compress.cluster import cluster, unique_weights
 from tfdeploy.compress.distill import Distiller, distill
 from tfdeploy.compress.graph import flatten, is_nested
 from tfdeploy.compress.lowrank import low_rank
@@ -21,14 +21,16 @@ from tfdeploy.compress.nm import n_m_fraction, n_m_pattern, prune_n_m
 from tfdeploy.compress.optim import WarmupCosine, fine_tune_rate, optimizer
 from tfdeploy.compress.plan import PlanResult, Stage, apply_plan, measure
 from tfdeploy.compress.precision import compute_dtypes, to_float32, with_policy
-from tfdeploy.compress.prune import is_pruning_wrapped, prune
-from tfdeploy.compress.qat import is_quantization_aware, quantizable_layers, quantize
+from tfdeploy.compress.prune import prune
+from tfdeploy.compress.qat import quantizable_layers, quantize
 from tfdeploy.compress.report import Report, report
 from tfdeploy.compress.schedules import ConstantSparsity, PolynomialDecay
 from tfdeploy.compress.selection import Select
 from tfdeploy.compress.slim import channel_widths, slim
 from tfdeploy.compress.sparsity import model_sparsity, sparsity_by_layer
 from tfdeploy.compress.strip import strip
+from tfdeploy.compress.wrappers import (is_clustering_wrapped, is_pruning_wrapped,
+                                        is_quantization_aware)
 
 __all__ = ["prune", "quantize", "calibrate_ranges", "strip", "callbacks", "PruningStep",
            "SparsityMonitor",

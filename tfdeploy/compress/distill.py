@@ -1,6 +1,7 @@
 """Knowledge distillation: train a small student to match a large teacher's softened outputs."""
 
 from tfdeploy._keras import check_model, keras, tf
+from tfdeploy.compress.graph import copy_model
 from tfdeploy.errors import CompressionError
 
 
@@ -117,8 +118,6 @@ def distill(teacher, student, temperature=3.0, alpha=0.1):
         >>> d.compile(keras.optimizers.Adam(1e-3), metrics=["accuracy"])
         >>> d.fit(train_ds, epochs=5); student = d.student
     """
-    from tfdeploy.compress.prune import copy_model
-
     check_model(teacher, "teacher")
     check_model(student, "student")
     if tuple(teacher.input_shape[1:]) != tuple(student.input_shape[1:]):

@@ -12,6 +12,7 @@ from tfdeploy._keras import check_model, keras
 from tfdeploy.compress.graph import flatten, rebuild
 from tfdeploy.compress.report import note
 from tfdeploy.compress.selection import resolve
+from tfdeploy.compress.strip import strip
 from tfdeploy.errors import CompressionError
 
 L = keras.layers
@@ -69,8 +70,6 @@ def low_rank(model, energy=0.9, layers=None):
         raise CompressionError(
             f"energy must be a fraction in (0, 1] of the singular-value energy to keep, "
             f"received {energy!r}.")
-    from tfdeploy.compress.strip import strip
-
     source = model
     model = strip(model)
     work = flatten(model)

@@ -10,10 +10,12 @@ accuracy with the pattern fixed.
 import numpy as np
 
 from tfdeploy._keras import check_model, keras, tfmot
+from tfdeploy._walk import leaf_layers
 from tfdeploy.compress.graph import flatten
 from tfdeploy.compress.prune import _refuse_wrapped, why_not_prunable, wrap_for_pruning
 from tfdeploy.compress.report import note, notes
 from tfdeploy.compress.selection import resolve
+from tfdeploy.compress.sparsity import kernel, unwrap
 from tfdeploy.errors import CompressionError
 
 
@@ -122,15 +124,15 @@ def n_m_pattern(model, n=2, m=4):
     Layers are the ones `prune_n_m` chose (every eligible layer if the model
     carries no record).
     """
-    from tfdeploy.compress.report import _kernel, _leaves, _unwrap
-
     chosen = notes(model).get("n_m", {}).get("layers")
     out = {}
-    for layer in _leaves(model):
-        inner = _unwrap(layer)
+    for layer in leaf_layers(model):
+        inner = unwrap(layer)
+        if isinstance(inner, keras.layers.InputLayer):
+            continue
         if chosen is not None and inner.name not in chosen:
             continue
         if chosen is None and _why_not(m)(inner) is not None:
             continue
-        out[inner.name] = n_m_fraction(_kernel(layer), n, m)
+        out[inner.name] = n_m_fraction(kernel(layer), n, m)
     return out

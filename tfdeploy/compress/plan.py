@@ -22,6 +22,21 @@ import time
 import numpy as np
 
 from tfdeploy._keras import check_model, keras, tf
+from tfdeploy._table import render
+from tfdeploy.compress.callbacks import callbacks as compression_callbacks
+from tfdeploy.compress.cluster import cluster
+from tfdeploy.compress.distill import distill
+from tfdeploy.compress.graph import copy_model
+from tfdeploy.compress.lowrank import low_rank
+from tfdeploy.compress.nm import prune_n_m
+from tfdeploy.compress.optim import fine_tune_rate, optimizer as make_optimizer
+from tfdeploy.compress.precision import to_float32, with_policy
+from tfdeploy.compress.prune import prune
+from tfdeploy.compress.qat import quantize
+from tfdeploy.compress.schedules import steps_of
+from tfdeploy.compress.slim import slim
+from tfdeploy.compress.sparsity import is_model_weight, model_sparsity
+from tfdeploy.compress.strip import strip
 from tfdeploy.errors import CompressionError
 
 KINDS = ("fine_tune", "distill", "slim", "prune", "n_m", "cluster", "low_rank", "quantize")
@@ -104,9 +119,6 @@ def measure(model, validation_data=None):
     statistics), not the training-only variables of pruning/QAT/clustering
     wrappers. ``gzip_bytes`` is the gzip size of those parameters as float32.
     """
-    from tfdeploy.compress.report import is_model_weight
-    from tfdeploy.compress.sparsity import model_sparsity
-
     weights = [w.numpy() for w in model.weights if is_model_weight(w)]
     raw = b"".join(np.asarray(w, np.float32).tobytes() for w in weights)
     out = {"params": int(sum(w.size for w in weights)),
@@ -139,21 +151,14 @@ class PlanResult:
                 "seconds"]
         rows = [[str(h.get(c, "")) if not isinstance(h.get(c), float)
                  else f"{h[c]:.4f}" for c in cols] for h in self.history]
-        widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
-        fmt = lambda r: "  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip()  # noqa
-        return "\n".join([fmt(cols), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
+        return render(cols, rows, rule_sep="  ")
 
     __str__ = table
 
 
 def _apply(stage, model, train_data, spe):
-    from tfdeploy.compress import cluster, low_rank, prune, prune_n_m, quantize, slim
-    from tfdeploy.compress.distill import distill
-
     p = stage.params
     if stage.kind == "fine_tune":
-        from tfdeploy.compress.prune import copy_model
-
         return copy_model(model)
     if stage.kind == "distill":
         return distill(model, p["student"], p.get("temperature", 3.0), p.get("alpha", 0.1))
@@ -177,8 +182,6 @@ def _apply(stage, model, train_data, spe):
 
 
 def _steps(data):
-    from tfdeploy.compress.schedules import steps_of
-
     return steps_of(data) if isinstance(data, tf.data.Dataset) else None
 
 
@@ -211,11 +214,6 @@ def apply_plan(model, stages, train_data, validation_data=None, loss=None, log_d
         CompressionError: a bad stage, or an invalid combination (e.g. cluster
             after quantize), raised before any training.
     """
-    from tfdeploy.compress.callbacks import callbacks as compression_callbacks
-    from tfdeploy.compress.optim import fine_tune_rate, optimizer as make_optimizer
-    from tfdeploy.compress.precision import to_float32, with_policy
-    from tfdeploy.compress.strip import strip
-
     check_model(model)
     stages = [_as_stage(s) for s in stages]
     kinds = [s.kind for s in stages]

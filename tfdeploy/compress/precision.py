@@ -8,15 +8,14 @@ return float32.
 """
 
 from tfdeploy._keras import check_model, keras
+from tfdeploy.compress.graph import flatten
+from tfdeploy.compress.report import carry
 from tfdeploy.errors import CompressionError
 
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 def _clone(model, policy):
-    from tfdeploy.compress.graph import flatten
-    from tfdeploy.compress.report import carry
-
     work = flatten(model)
     outputs = {t._keras_history.layer.name for t in work.outputs}
 

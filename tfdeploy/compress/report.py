@@ -9,6 +9,10 @@ sparsity, unique values) are read from the weights themselves, not the record.
 import numpy as np
 
 from tfdeploy._keras import keras
+from tfdeploy._table import render
+from tfdeploy._walk import leaf_layers
+from tfdeploy.compress import _tfmot
+from tfdeploy.compress.sparsity import is_model_weight, kernel, unwrap
 
 TECHNIQUES = ("pruned", "n_m", "clustered", "quantized", "slimmed", "low_rank")
 _ATTR = "_tfdeploy_notes"
@@ -38,52 +42,8 @@ def note(model, technique, chosen, skipped, source=None, detail=None):
     return model
 
 
-def _unwrap(layer):
-    inner = getattr(layer, "layer", None)
-    return inner if isinstance(inner, keras.layers.Layer) else layer
-
-
-def _leaves(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaves(layer)
-        elif not isinstance(layer, keras.layers.InputLayer):
-            yield layer
-
-
-def _short(weight):
-    return weight.name.split("/")[-1].split(":")[0]
-
-
-_MODEL_WEIGHTS = ("bias", "gamma", "beta", "moving_mean", "moving_variance", "embeddings")
-
-
-def is_model_weight(weight):
-    """True for a layer's own parameter (kernel, bias, BN statistics), False for the
-    training-only variables of wrappers (masks, quantizer ranges, cluster indices)."""
-    short = _short(weight)
-    return short.endswith("kernel") or short in _MODEL_WEIGHTS
-
-
-def _params(layer, inner):
+def _params(layer):
     return int(sum(np.prod(w.shape) for w in layer.weights if is_model_weight(w)))
-
-
-def _kernel(layer):
-    """The effective kernel (mask and cluster applied) of a possibly wrapped layer, or None."""
-    for weight, mask, _ in getattr(layer, "pruning_vars", []) or []:
-        return weight.numpy() * mask.numpy()
-    inner = _unwrap(layer)
-    if hasattr(layer, "quantize_config"):
-        for w in layer.weights:
-            if _short(w).endswith("kernel"):
-                return w.numpy()
-        return None
-    for attr in ("kernel", "depthwise_kernel"):
-        value = getattr(inner, attr, None)
-        if value is not None and hasattr(value, "numpy"):
-            return value.numpy()
-    return None
 
 
 class Report:
@@ -105,11 +65,8 @@ class Report:
             lines.append([r["layer"], r["type"], str(r["params"]),
                           "-" if r["sparsity"] is None else f"{r['sparsity']:.2f}",
                           "-" if r["unique"] is None else str(r["unique"]), applied, why])
-        widths = [max(len(h), *(len(row[i]) for row in lines)) if lines else len(h)
-                  for i, h in enumerate(head)]
-        fmt = lambda row: "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()  # noqa
-        return "\n".join([f"Compression report: {self.model_name}", fmt(head),
-                          fmt(["-" * w for w in widths])] + [fmt(row) for row in lines])
+        return render(head, lines, rule_sep="  ",
+                      title=f"Compression report: {self.model_name}")
 
     __str__ = table
 
@@ -133,19 +90,19 @@ def report(model):
     """
     record = notes(model)
     rows = []
-    for layer in _leaves(model):
-        inner = _unwrap(layer)
-        if type(inner).__name__ == "QuantizeLayer":
+    for layer in leaf_layers(model):
+        inner = unwrap(layer)
+        if isinstance(layer, keras.layers.InputLayer) or _tfmot.is_quantize_layer(inner):
             continue
-        kernel = _kernel(layer)
-        params = _params(layer, inner)
+        values = kernel(layer)
+        params = _params(layer)
         row = {"layer": inner.name, "type": type(inner).__name__, "params": params,
-               "sparsity": None if kernel is None else float(np.mean(kernel == 0)),
-               "unique": None if kernel is None else int(np.unique(kernel).size),
+               "sparsity": None if values is None else float(np.mean(values == 0)),
+               "unique": None if values is None else int(np.unique(values).size),
                "left_out": {}}
-        live = {"pruned": hasattr(layer, "pruning_vars"),
-                "quantized": hasattr(layer, "quantize_config"),
-                "clustered": type(layer).__name__ == "ClusterWeights"}
+        live = {"pruned": _tfmot.is_prune_wrapper(layer),
+                "quantized": _tfmot.is_quantize_wrapper(layer),
+                "clustered": _tfmot.is_cluster_wrapper(layer)}
         for technique in TECHNIQUES:
             entry = record.get(technique, {})
             row[technique] = bool(live.get(technique)) or inner.name in entry.get("layers", [])

@@ -13,9 +13,12 @@ mask. Layers whose channels feed a model output keep them all.
 import numpy as np
 
 from tfdeploy._keras import check_model, keras
+from tfdeploy._walk import leaf_layers
 from tfdeploy.compress.graph import flatten, rebuild
 from tfdeploy.compress.report import note
 from tfdeploy.compress.selection import resolve
+from tfdeploy.compress.strip import strip
+from tfdeploy.compress.wrappers import is_pruning_wrapped, is_quantization_aware
 from tfdeploy.errors import CompressionError
 
 CRITERIA = ("l1", "l2", "mask")
@@ -185,10 +188,6 @@ def slim(model, ratio=0.5, criterion="l1", layers=None):
     if criterion not in CRITERIA:
         raise CompressionError(
             f"Unrecognized criterion={criterion!r}. Supported criteria are: {list(CRITERIA)}.")
-    from tfdeploy.compress.prune import is_pruning_wrapped
-    from tfdeploy.compress.qat import is_quantization_aware
-    from tfdeploy.compress.strip import strip
-
     if is_quantization_aware(model):
         raise CompressionError(
             f"Model {model.name!r} is quantization-aware; slim the float model, then apply QAT.")
@@ -281,8 +280,6 @@ def slim(model, ratio=0.5, criterion="l1", layers=None):
 
 def channel_widths(model):
     """``{layer: output channels}`` for every Conv2D / Dense / DepthwiseConv2D of ``model``."""
-    from tfdeploy.compress.graph import leaf_layers
-
     out = {}
     for layer in leaf_layers(model):
         inner = getattr(layer, "layer", layer)

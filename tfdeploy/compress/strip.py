@@ -1,8 +1,11 @@
 """Remove training-only wrappers so a plain Keras model remains."""
 
 from tfdeploy._keras import check_model, tfmot
-from tfdeploy.compress.prune import copy_model, is_pruning_wrapped
+from tfdeploy.compress._tfmot import pruning_masks
+from tfdeploy.compress.graph import copy_model
 from tfdeploy.compress.report import carry
+from tfdeploy.compress.wrappers import (is_clustering_wrapped, is_pruning_wrapped,
+                                        is_quantization_aware)
 
 
 def strip(model):
@@ -19,13 +22,10 @@ def strip(model):
     Returns:
         A new ``keras.Model``.
     """
-    from tfdeploy.compress.cluster import is_clustering_wrapped
-    from tfdeploy.compress.qat import is_quantization_aware
-
     check_model(model)
     if is_pruning_wrapped(model):
         for layer in model.layers:
-            for weight, mask, _ in getattr(layer, "pruning_vars", []):
+            for weight, mask in pruning_masks(layer):
                 weight.assign(weight * mask)
         stripped = tfmot().sparsity.keras.strip_pruning(model)
         out = copy_model(stripped)

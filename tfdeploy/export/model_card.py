@@ -12,15 +12,11 @@ import numpy as np
 
 from tfdeploy._keras import tf
 from tfdeploy.compress.sparsity import model_sparsity
+from tfdeploy.compress.wrappers import is_quantization_aware
 from tfdeploy.export._atomic import atomic_file
 
 CARD_FILE = "model_card.json"
 SCHEMA = "tfdeploy-model-card/1"
-
-
-def is_quantization_aware(model):
-    """True when the model holds tfmot quantize wrappers (checked without importing tfmot)."""
-    return any(type(layer).__name__.startswith("QuantizeWrapper") for layer in model.layers)
 
 
 def compression_history(model):

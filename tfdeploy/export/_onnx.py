@@ -16,10 +16,11 @@ import warnings
 import numpy as np
 
 from tfdeploy._keras import check_model, keras, tf
+from tfdeploy.compress import _tfmot
+from tfdeploy.compress.wrappers import is_quantization_aware
 from tfdeploy.export._atomic import atomic_file
 from tfdeploy.export import model_card as _card
-from tfdeploy.export.model_card import is_quantization_aware
-from tfdeploy.export.tflite import write_labels
+from tfdeploy.export._tflite import write_labels
 from tfdeploy.errors import ExportError, MissingDependencyError, VerificationError
 
 DEFAULT_OPSET = 13
@@ -59,16 +60,15 @@ def input_signature(model):
 def _float_twin(model):
     """A float copy of a QAT model: the wrapped layers with their trained weights."""
     def unwrap(layer):
-        kind = type(layer).__name__
-        if kind.startswith("QuantizeWrapper"):
+        if _tfmot.is_quantize_wrapper(layer):
             inner = layer.layer
             config = inner.get_config()
-            activation = getattr(inner, "activation", None)
-            if type(activation).__name__ == "QuantizeAwareActivation":
-                config["activation"] = keras.activations.serialize(activation.activation)
+            activation = _tfmot.quantize_activation_inner(getattr(inner, "activation", None))
+            if activation is not None:
+                config["activation"] = keras.activations.serialize(activation)
             config["name"] = layer.name
             return inner.__class__.from_config(config)
-        if kind == "QuantizeLayer":
+        if _tfmot.is_quantize_layer(layer):
             return keras.layers.Activation("linear", name=layer.name)
         return layer.__class__.from_config(layer.get_config())
 
@@ -76,10 +76,9 @@ def _float_twin(model):
     for src, dst in zip(model.layers, twin.layers):
         if not dst.weights:
             continue
-        if type(src).__name__.startswith("QuantizeWrapper"):
+        if _tfmot.is_quantize_wrapper(src):
             # The wrapper owns the inner layer's variables (kernel, bias) next to its ranges.
-            inner = {w.name.split("/")[-1]: w for w in src.weights
-                     if w.name.startswith(src.layer.name + "/")}
+            inner = _tfmot.quantize_wrapper_inner_weights(src)
             dst.set_weights([inner[w.name.split("/")[-1]].numpy() for w in dst.weights])
         else:
             dst.set_weights(src.get_weights())
