@@ -179,8 +179,9 @@ def main(argv=None):
         _build_model(base)
     import tensorflow as tf
 
-    versions = sorted(int(d) for d in os.listdir(base) if d.isdigit())
-    fn = tf.saved_model.load(os.path.join(base, str(versions[-1]))).signatures["serving_default"]
+    from tfdeploy.runtime.versions import latest_version_dir
+
+    fn = tf.saved_model.load(latest_version_dir(base)[1]).signatures["serving_default"]
     (input_name, spec), = fn.structured_input_signature[1].items()
     shape = [1] + [d or 1 for d in spec.shape.as_list()[1:]]
     image = np.random.default_rng(0).integers(0, 256, size=shape).astype(np.float32)

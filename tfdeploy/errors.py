@@ -50,3 +50,7 @@ class MissingDependencyError(TfdeployError, ImportError):
 
 class MemoryBudgetError(TfdeployError, MemoryError):
     """The planned memory does not fit the stated budget (the message gives the numbers)."""
+
+
+class RecipeNotFoundError(TfdeployError, LookupError):
+    """No recipe of that name exists in ``tfdeploy.recipes``."""

@@ -16,6 +16,7 @@ import re
 import threading
 import time
 
+from tfdeploy.runtime.versions import list_versions, version_dirs  # noqa: F401 (re-export)
 from tfdeploy.serving import warmup
 from tfdeploy.serving.servable import Servable
 from tfdeploy.serving.status import ServingError, invalid, not_found
@@ -111,16 +112,6 @@ def read_model_config_file(path):
     with open(path) as f:
         text = f.read()
     return configs_from_proto(parse_text(text, ModelServerConfig(), what=path))
-
-
-def list_versions(base_path):
-    """Sorted integer version directories under ``base_path`` (other names ignored)."""
-    try:
-        names = os.listdir(base_path)
-    except OSError:
-        return []
-    return sorted(int(n) for n in names
-                  if n.isdigit() and os.path.isdir(os.path.join(base_path, n)))
 
 
 @dataclasses.dataclass
@@ -227,7 +218,14 @@ class ModelRepository:
 
     def _reconcile(self, model):
         cfg = model.config
-        on_disk = list_versions(cfg.base_path)
+        try:
+            dirs = version_dirs(cfg.base_path)
+        except OSError as exc:
+            # A missing or unreadable base path says nothing about the versions: keep serving.
+            log.warning("Could not list base path of servable %s (%s); keeping the versions "
+                        "being served.", cfg.name, exc.strerror or type(exc).__name__)
+            return
+        on_disk = list(dirs)
         if not on_disk and not model.available:
             log.warning("No versions of servable %s found under base path %s", cfg.name,
                         cfg.base_path)
@@ -235,16 +233,15 @@ class ModelRepository:
         for version in sorted(wanted - set(model.available) - model.failed, reverse=True):
             if self._stop.is_set():
                 return
-            self._load(model, version)
+            self._load(model, version, dirs[version])
         keep_old = not on_disk or not (wanted & set(model.available))
         for version in sorted(set(model.available) - wanted):
             if on_disk and keep_old:
                 continue  # nothing wanted is available yet: keep serving what we have
             self._unload(model, version)
 
-    def _load(self, model, version):
+    def _load(self, model, version, path):
         cfg = model.config
-        path = os.path.join(cfg.base_path, str(version))
         model.status[version] = VersionStatus(version, "LOADING")
         log.info("Loading servable version {name: %s version: %d}", cfg.name, version)
         start = time.perf_counter()
