@@ -113,12 +113,13 @@ def quickstart(data_dir=None, output_dir="saved_models", log_dir="logs/quickstar
     names = train.class_names
     sm_path = export.saved_model(pruned, os.path.join(output_dir, name), class_names=names,
                                  warmup_data=train)
+    # a re-run of the quickstart replaces its own files (the SavedModel gets a new version)
     base_tfl = export.tflite(base, os.path.join(output_dir, f"{name}_baseline_float32.tflite"),
-                             class_names=names)
+                             class_names=names, overwrite=True)
     float_tfl = export.tflite(pruned, os.path.join(output_dir, f"{name}_float32.tflite"),
-                              class_names=names)
+                              class_names=names, overwrite=True)
     int8_tfl = export.tflite(qat, os.path.join(output_dir, f"{name}_int8.tflite"), "int8",
-                             representative_data=train, class_names=names)
+                             representative_data=train, class_names=names, overwrite=True)
     keras_base = os.path.join(output_dir, f"{name}_baseline.keras")
     keras_pruned = os.path.join(output_dir, f"{name}_pruned.keras")
     base.save(keras_base)

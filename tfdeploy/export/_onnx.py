@@ -10,7 +10,6 @@ graph with onnxruntime's own quantizer.
 import json
 import os
 import shutil
-import tempfile
 import warnings
 
 import numpy as np
@@ -20,7 +19,8 @@ from tfdeploy.compress import _tfmot
 from tfdeploy.compress.wrappers import is_quantization_aware
 from tfdeploy.export._atomic import atomic_file
 from tfdeploy.export import model_card as _card
-from tfdeploy.export._tflite import write_labels
+from tfdeploy.export._atomic import temp_dir_name
+from tfdeploy.export._tflite import refuse_existing, write_labels
 from tfdeploy.errors import ExportError, MissingDependencyError, VerificationError
 
 DEFAULT_OPSET = 13
@@ -175,7 +175,7 @@ def _quantize(float_path, out_path, mode, model, representative_data, num_calibr
 
 
 def onnx(model, path, opset=DEFAULT_OPSET, quantize=None, representative_data=None,
-         num_calibration=200, class_names=None, model_card=None):
+         num_calibration=200, class_names=None, model_card=None, overwrite=False):
     """Convert a Keras model to ONNX with tf2onnx and validate it with onnxruntime.
 
     The input signature is explicit: one ``images`` input with a free batch
@@ -199,13 +199,15 @@ def onnx(model, path, opset=DEFAULT_OPSET, quantize=None, representative_data=No
         class_names: written to ``<path minus .onnx>.labels.txt`` and the metadata.
         model_card: a dict (``{}`` is fine) to write a JSON model card to
             ``<path minus .onnx>.card.json``, merged into it; None writes no card.
+        overwrite: replace an existing file at ``path`` (atomically). Defaults to False.
 
     Returns:
         ``path``.
 
     Raises:
-        ExportError: bad option, conversion failure, or ``quantize`` asked of a
-            graph that already holds Q/DQ nodes.
+        ExportError: ``path`` exists (without ``overwrite``), bad option,
+            conversion failure, or ``quantize`` asked of a graph that already
+            holds Q/DQ nodes.
         VerificationError: onnxruntime's output disagrees with Keras (float graphs).
         MissingDependencyError: tf2onnx/onnx/onnxruntime not installed.
 
@@ -213,6 +215,7 @@ def onnx(model, path, opset=DEFAULT_OPSET, quantize=None, representative_data=No
         >>> onnx(model, "saved_models/digits.onnx", opset=13)
     """
     check_model(model)
+    refuse_existing(path, overwrite)
     onnx_lib, _, tf2onnx = _deps()
     if quantize not in QUANTIZE:
         raise ExportError(
@@ -265,7 +268,11 @@ def onnx(model, path, opset=DEFAULT_OPSET, quantize=None, representative_data=No
             "from quantization-aware training; pass quantize=None.")
     kind = quantize or ("qdq" if has_qdq else "float")
     x = _sample_inputs(model, representative_data)
-    scratch = tempfile.mkdtemp(prefix="tfdeploy-onnx-")
+    # scratch space beside the output, named with our pid: a killed export's leftovers are
+    # removed by the next export there (never left in $TMPDIR)
+    parent = os.path.dirname(os.path.abspath(path))
+    scratch = temp_dir_name(parent, os.path.basename(path), ".scratch")
+    os.makedirs(scratch)
     try:
         float_path = os.path.join(scratch, "model.onnx")
         onnx_lib.save(proto, float_path)
@@ -292,8 +299,11 @@ def onnx(model, path, opset=DEFAULT_OPSET, quantize=None, representative_data=No
         for key, value in meta.items():
             entry = final.metadata_props.add()
             entry.key, entry.value = key, value
-        with atomic_file(path) as tmp:
-            onnx_lib.save(final, tmp)
+        try:
+            with atomic_file(path, overwrite=overwrite) as tmp:
+                onnx_lib.save(final, tmp)
+        except FileExistsError:
+            refuse_existing(path, overwrite)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if class_names:

@@ -1,10 +1,19 @@
-"""Which artifact format a path holds (SavedModel directory, ``.tflite`` or ``.onnx``)."""
+"""Artifact formats: which one a path holds, and the SavedModel's TF Serving extras.
+
+The warmup file's place and TF Serving's limit on its records are read by the
+exporter (which writes it) and the server (which replays it) from here.
+"""
 
 import os
 
 from tfdeploy.errors import ArtifactError
 
 FORMATS = ("saved_model", "tflite", "onnx")
+#: Where a SavedModel version keeps TF Serving's warmup requests (TFRecord of PredictionLog).
+WARMUP_FILE = "tf_serving_warmup_requests"
+WARMUP_PATH = os.path.join("assets.extra", WARMUP_FILE)
+#: TF Serving replays at most this many warmup records per version (and refuses more).
+MAX_WARMUP_RECORDS = 1000
 
 
 def detect_format(path):
