@@ -21,6 +21,10 @@ class DataError(TfdeployError, ValueError):
     """A data directory or dataset is missing, empty or malformed."""
 
 
+class EmptyBatchError(DataError):
+    """A batch with no samples was given where at least one is needed."""
+
+
 class CompressionError(TfdeployError, ValueError):
     """A compression setting is invalid or cannot be applied to this model."""
 

@@ -122,8 +122,8 @@ def quickstart(data_dir=None, output_dir="saved_models", log_dir="logs/quickstar
                              representative_data=train, class_names=names, overwrite=True)
     keras_base = os.path.join(output_dir, f"{name}_baseline.keras")
     keras_pruned = os.path.join(output_dir, f"{name}_pruned.keras")
-    base.save(keras_base)
-    pruned.save(keras_pruned)
+    compress.save_model(base, keras_base)      # with its technique history
+    compress.save_model(pruned, keras_pruned)
     timings["export_s"] = time.perf_counter() - start
 
     # 5. verify every artifact in its own runtime

@@ -11,7 +11,7 @@ from tfdeploy._keras import check_model, keras, tfmot
 from tfdeploy._walk import leaf_layers
 from tfdeploy.compress._tfmot import cluster_weights, clustering_supports
 from tfdeploy.compress.graph import flatten
-from tfdeploy.compress.report import note
+from tfdeploy.compress.history import record
 from tfdeploy.compress.selection import resolve
 from tfdeploy.compress.sparsity import kernel, model_sparsity, unwrap
 from tfdeploy.compress.strip import strip
@@ -121,8 +121,10 @@ def cluster(model, n_clusters=16, init="kmeans++", layers=None, preserve_sparsit
 
     out = keras.models.clone_model(work, clone_function=clone_fn)
     out._tfdeploy_frozen_sparse = frozen
-    note(out, "clustered", chosen, skipped, source=source,
-         detail=f"{n_clusters} clusters ({init})")
+    record(out, "clustered", chosen, skipped, source=source,
+           detail=f"{n_clusters} clusters ({init})",
+           params={"n_clusters": n_clusters, "init": init,
+                   "preserve_sparsity": bool(preserve_sparsity), "frozen_sparse": frozen})
     return out
 
 

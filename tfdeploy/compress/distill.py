@@ -2,6 +2,7 @@
 
 from tfdeploy._keras import check_model, keras, tf
 from tfdeploy.compress.graph import copy_model
+from tfdeploy.compress.history import history, record
 from tfdeploy.errors import CompressionError
 
 
@@ -128,4 +129,12 @@ def distill(teacher, student, temperature=3.0, alpha=0.1):
         raise CompressionError(
             f"teacher predicts {teacher.output_shape[-1]} classes but the student "
             f"{student.output_shape[-1]}; build the student with the same number of classes.")
-    return Distiller(copy_model(student), teacher, temperature, alpha, name="distiller")
+    trainee = copy_model(student)
+    # the student's layers are its own: it names the teacher's techniques, not inherits them
+    record(trainee, "distilled", [], {},
+           detail=f"from {teacher.name!r} at T={float(temperature):g}",
+           params={"teacher": teacher.name, "teacher_params": int(teacher.count_params()),
+                   "teacher_techniques": [e["technique"] for e in history(teacher)],
+                   "student_params": int(trainee.count_params()),
+                   "temperature": float(temperature), "alpha": float(alpha)})
+    return Distiller(trainee, teacher, temperature, alpha, name="distiller")

@@ -10,6 +10,7 @@ and low-rank factorisation put new layers in place of old ones.
 
 from tfdeploy._keras import check_model, keras, tf
 from tfdeploy._walk import leaf_layers, nodes
+from tfdeploy.compress.history import carry
 from tfdeploy.errors import ModelTypeError
 
 _KerasTensor = type(keras.Input((1,)))
@@ -82,7 +83,7 @@ def copy_model(model):
             "wrappers need a Sequential or functional model; rebuild subclassed models with "
             "the functional API.") from exc
     clone.set_weights(model.get_weights())
-    return clone
+    return carry(model, clone)
 
 
 def is_nested(model):
@@ -109,7 +110,7 @@ def flatten(model):
     work = copy_model(model)
     if not is_nested(work):
         return work
-    flat = rebuild(work)
+    flat = carry(model, rebuild(work))
     names = [layer.name for layer in flat.layers]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

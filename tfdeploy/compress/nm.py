@@ -13,7 +13,7 @@ from tfdeploy._keras import check_model, keras, tfmot
 from tfdeploy._walk import leaf_layers
 from tfdeploy.compress.graph import flatten
 from tfdeploy.compress.prune import _refuse_wrapped, why_not_prunable, wrap_for_pruning
-from tfdeploy.compress.report import note, notes
+from tfdeploy.compress.history import notes, record
 from tfdeploy.compress.selection import resolve
 from tfdeploy.compress.sparsity import kernel, unwrap
 from tfdeploy.errors import CompressionError
@@ -75,7 +75,8 @@ def prune_n_m(model, n=2, m=4, layers=None):
     chosen, skipped = resolve(work, layers, _why_not(m), f"{n}:{m} pruning")
     schedule = tfmot().sparsity.keras.ConstantSparsity(1.0 - n / m, begin_step=0, frequency=1)
     out = wrap_for_pruning(work, chosen, pruning_schedule=schedule, sparsity_m_by_n=(m - n, m))
-    note(out, "n_m", chosen, skipped, source=model, detail=f"{n}:{m}")
+    record(out, "n_m", chosen, skipped, source=model, detail=f"{n}:{m}",
+           params={"n": n, "m": m})
     return out
 
 

@@ -33,7 +33,7 @@ from tfdeploy.compress.optim import fine_tune_rate, optimizer as make_optimizer
 from tfdeploy.compress.precision import to_float32, with_policy
 from tfdeploy.compress.prune import prune
 from tfdeploy.compress.qat import quantize
-from tfdeploy.compress.schedules import steps_of
+from tfdeploy.compress.schedules import steps_of, whole_number
 from tfdeploy.compress.slim import slim
 from tfdeploy.compress.sparsity import is_model_weight, model_sparsity
 from tfdeploy.compress.strip import strip
@@ -83,8 +83,7 @@ class Stage:
             raise CompressionError(
                 f"Stage {kind!r} does not take {unknown}; it takes {list(_PARAMS[kind])} plus "
                 "epochs, optimizer, learning_rate, lr_schedule, precision.")
-        if int(epochs) < 0:
-            raise CompressionError(f"epochs must be >= 0, received {epochs!r}.")
+        epochs = whole_number(epochs, "epochs", 0)
         if precision is not None and kind not in _PLAIN:
             raise CompressionError(
                 f"precision={precision!r} is supported on {list(_PLAIN)} stages, not {kind!r} "
@@ -110,6 +109,38 @@ def _as_stage(item):
         return Stage(item[0], **item[1])
     raise CompressionError(
         f"A plan stage must be a Stage, a kind name or (kind, {{settings}}), received {item!r}.")
+
+
+VALID_ORDERS = ("any sequence of fine_tune, distill, slim, low_rank, prune, n_m and cluster "
+                "stages, then at most one quantize stage, last (QAT models are not rewritten "
+                "or re-trained by other stages; prune and n_m need epochs >= 1)")
+
+
+def check_plan(stages):
+    """Validate a whole plan before anything trains; returns the list of `Stage` objects.
+
+    Raises:
+        CompressionError: naming the first impossible stage (1-based index and kind)
+            and the valid orders.
+    """
+    stages = [_as_stage(s) for s in stages]
+    if not stages:
+        raise CompressionError(f"The plan has no stages. Valid orders: {VALID_ORDERS}.")
+    quantized_at = None
+    for i, stage in enumerate(stages, start=1):
+        where = f"Stage {i} ({stage.kind!r})"
+        if quantized_at is not None:
+            raise CompressionError(
+                f"{where} comes after stage {quantized_at} ('quantize'): the model is "
+                f"quantization-aware from there on, and {stage.kind} cannot follow QAT. Move "
+                f"quantize to the end. Valid orders: {VALID_ORDERS}.")
+        if stage.kind in ("prune", "n_m") and stage.epochs < 1:
+            raise CompressionError(
+                f"{where} has epochs={stage.epochs}; {stage.kind} needs epochs >= 1 to apply "
+                f"its mask during training. Valid orders: {VALID_ORDERS}.")
+        if stage.kind == "quantize":
+            quantized_at = i
+    return stages
 
 
 def measure(model, validation_data=None):
@@ -165,8 +196,6 @@ def _apply(stage, model, train_data, spe):
     if stage.kind == "slim":
         return slim(model, p.get("ratio", 0.5), p.get("criterion", "l1"), p.get("layers"))
     if stage.kind == "prune":
-        if stage.epochs < 1:
-            raise CompressionError("Stage('prune') needs epochs >= 1 to run its schedule.")
         return prune(model, p.get("target_sparsity", 0.8), p.get("schedule", "polynomial_decay"),
                      epochs=stage.epochs, steps_per_epoch=spe, layers=p.get("layers"),
                      policy=p.get("policy"))
@@ -211,18 +240,12 @@ def apply_plan(model, stages, train_data, validation_data=None, loss=None, log_d
         wrappers for the TFLite converter) and ``.history`` (list of dicts).
 
     Raises:
-        CompressionError: a bad stage, or an invalid combination (e.g. cluster
-            after quantize), raised before any training.
+        CompressionError: a bad stage, or an impossible order (anything after
+            quantize, prune without epochs), raised before any training by
+            `check_plan`.
     """
     check_model(model)
-    stages = [_as_stage(s) for s in stages]
-    kinds = [s.kind for s in stages]
-    if "quantize" in kinds:
-        after = [k for k in kinds[kinds.index("quantize") + 1:] if k != "fine_tune"]
-        if after:
-            raise CompressionError(
-                f"Stage(s) {after} come after 'quantize'; quantization-aware training must be the "
-                "last compression stage (cluster, prune and slim work on the float model).")
+    stages = check_plan(stages)
     loss = loss or "sparse_categorical_crossentropy"
     spe = _steps(train_data)
     history = [dict(stage="baseline", **measure(model, validation_data), seconds=0.0)]

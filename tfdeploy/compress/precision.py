@@ -9,7 +9,7 @@ return float32.
 
 from tfdeploy._keras import check_model, keras
 from tfdeploy.compress.graph import flatten
-from tfdeploy.compress.report import carry
+from tfdeploy.compress.history import carry
 from tfdeploy.errors import CompressionError
 
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")

@@ -3,8 +3,8 @@
 from tfdeploy._keras import check_model, keras, tfmot
 from tfdeploy.compress._tfmot import is_prune_wrapper, prunable_weight_names
 from tfdeploy.compress.graph import copy_model, flatten
-from tfdeploy.compress.report import note
-from tfdeploy.compress.schedules import get_schedule, steps_of
+from tfdeploy.compress.history import record
+from tfdeploy.compress.schedules import get_schedule, steps_of, whole_number
 from tfdeploy.compress.selection import resolve
 from tfdeploy.compress.wrappers import is_pruning_wrapped, is_quantization_aware
 from tfdeploy.errors import CompressionError
@@ -75,9 +75,9 @@ def prune(model, target_sparsity=0.8, schedule="polynomial_decay", epochs=None,
             f"Unrecognized policy={policy!r}. Supported policies are: {list(POLICIES)}.")
     schedule = get_schedule(schedule, target_sparsity)
     spe = steps_of(steps_per_epoch)
-    if epochs is not None and int(epochs) < 1:
-        raise CompressionError(f"epochs must be at least 1, received {epochs!r}.")
-    total = spe * int(epochs) if (spe and epochs) else None
+    if epochs is not None:
+        epochs = whole_number(epochs, "epochs", 1)
+    total = spe * epochs if (spe and epochs) else None
     tf_schedule = schedule.to_tfmot(steps_per_epoch=spe, total_steps=total)
     _refuse_wrapped(model)
     work = flatten(model)
@@ -86,12 +86,11 @@ def prune(model, target_sparsity=0.8, schedule="polynomial_decay", epochs=None,
         why_not = _xnnpack_check(work)
     chosen, skipped = resolve(work, layers, why_not, "pruning")
     pruned = wrap_for_pruning(work, chosen, pruning_schedule=tf_schedule)
-    pruned._tfdeploy_pruning = {"schedule": schedule.get_config(), "layers": chosen,
-                                "begin_step": tf_schedule.begin_step,
-                                "end_step": tf_schedule.end_step,
-                                "frequency": tf_schedule.frequency, "policy": policy}
-    note(pruned, "pruned", chosen, skipped, source=model,
-         detail=f"{schedule.final_sparsity:.0%} magnitude")
+    params = {"target_sparsity": schedule.final_sparsity, "schedule": schedule.get_config(),
+              "begin_step": tf_schedule.begin_step, "end_step": tf_schedule.end_step,
+              "frequency": tf_schedule.frequency, "policy": policy}
+    record(pruned, "pruned", chosen, skipped, source=model,
+           detail=f"{schedule.final_sparsity:.0%} magnitude", params=params)
     return pruned
 
 

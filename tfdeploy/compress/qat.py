@@ -5,7 +5,7 @@ from tfdeploy.compress._tfmot import (cluster_preserve_scheme, default_8bit_regi
                                       prune_preserve_scheme)
 from tfdeploy.compress.calibrate import calibrate_ranges
 from tfdeploy.compress.graph import flatten
-from tfdeploy.compress.report import note, notes
+from tfdeploy.compress.history import notes, record
 from tfdeploy.compress.selection import resolve
 from tfdeploy.compress.sparsity import model_sparsity
 from tfdeploy.compress.strip import strip
@@ -155,8 +155,11 @@ def quantize(model, preserve="auto", layers=None, quantize_configs=None, calibra
         calibrated = calibrate_ranges(quantized, work, calibration_data)
     quantized._tfdeploy_qat = {"preserve": preserve, "layers": chosen,
                                "sparsity_before": sparsity, "calibrated": len(calibrated)}
-    note(quantized, "quantized", chosen, skipped, source=source,
-         detail=f"int8 QAT (preserve={preserve})")
+    record(quantized, "quantized", chosen, skipped, source=source,
+           detail=f"int8 QAT (preserve={preserve})",
+           params={"preserve": preserve, "sparsity_before": sparsity,
+                   "calibrated_ranges": len(calibrated),
+                   "custom_configs": sorted(configs)})
     return quantized
 
 

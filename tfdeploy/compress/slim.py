@@ -15,7 +15,7 @@ import numpy as np
 from tfdeploy._keras import check_model, keras
 from tfdeploy._walk import leaf_layers
 from tfdeploy.compress.graph import flatten, rebuild
-from tfdeploy.compress.report import note
+from tfdeploy.compress.history import record
 from tfdeploy.compress.selection import resolve
 from tfdeploy.compress.strip import strip
 from tfdeploy.compress.wrappers import is_pruning_wrapped, is_quantization_aware
@@ -273,8 +273,10 @@ def slim(model, ratio=0.5, criterion="l1", layers=None):
         new.set_weights(new_weights)
     slimmed = [n for n in chosen if n in sizes]
     object.__setattr__(out, "_tfdeploy_slim", dict(sizes))  # plain dict, not tracked by Keras
-    note(out, "slimmed", slimmed, skipped, source=source,
-         detail=f"{float(ratio):.0%} of channels by {criterion}")
+    record(out, "slimmed", slimmed, skipped, source=source,
+           detail=f"{float(ratio):.0%} of channels by {criterion}",
+           params={"ratio": float(ratio), "criterion": criterion,
+                   "widths": {name: list(pair) for name, pair in sizes.items()}})
     return out
 
 

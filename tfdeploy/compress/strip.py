@@ -3,7 +3,7 @@
 from tfdeploy._keras import check_model, tfmot
 from tfdeploy.compress._tfmot import pruning_masks
 from tfdeploy.compress.graph import copy_model
-from tfdeploy.compress.report import carry
+from tfdeploy.compress.history import carry
 from tfdeploy.compress.wrappers import (is_clustering_wrapped, is_pruning_wrapped,
                                         is_quantization_aware)
 
