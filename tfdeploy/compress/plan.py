@@ -21,7 +21,8 @@ import time
 
 import numpy as np
 
-from tfdeploy._keras import check_model, keras, tf
+from tfdeploy.bridge import check_model
+from tfdeploy._keras import keras, tf
 from tfdeploy._table import render
 from tfdeploy.compress.callbacks import callbacks as compression_callbacks
 from tfdeploy.compress.cluster import cluster
@@ -244,7 +245,7 @@ def apply_plan(model, stages, train_data, validation_data=None, loss=None, log_d
             quantize, prune without epochs), raised before any training by
             `check_plan`.
     """
-    check_model(model)
+    model = check_model(model, graph=True)
     stages = check_plan(stages)
     loss = loss or "sparse_categorical_crossentropy"
     spe = _steps(train_data)

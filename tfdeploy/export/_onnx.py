@@ -14,7 +14,8 @@ import warnings
 
 import numpy as np
 
-from tfdeploy._keras import check_model, keras, tf
+from tfdeploy.bridge import check_model
+from tfdeploy._keras import keras, tf
 from tfdeploy.compress import _tfmot
 from tfdeploy.compress.wrappers import is_quantization_aware
 from tfdeploy.export._atomic import atomic_file
@@ -234,7 +235,7 @@ def onnx(model, path, opset=DEFAULT_OPSET, quantize=None, representative_data=No
     Example:
         >>> onnx(model, "saved_models/digits.onnx", opset=13)
     """
-    check_model(model)
+    model = check_model(model)
     refuse_existing(path, overwrite)
     onnx_lib, _, tf2onnx = _deps()
     if quantize not in QUANTIZE:

@@ -18,7 +18,8 @@ import os
 import shutil
 import tempfile
 
-from tfdeploy._keras import check_model, tf
+from tfdeploy.bridge import check_model
+from tfdeploy._keras import tf
 from tfdeploy.export._atomic import atomic_directory, clean_stale, temp_dir_name
 from tfdeploy.export import _warmup, model_card as _card
 from tfdeploy.errors import ExportError
@@ -225,7 +226,7 @@ def saved_model(model, base_path, version=None, class_names=None, overwrite=Fals
         ...             warmup_data=train_ds)
         'saved_models/digits/1'
     """
-    check_model(model)
+    model = check_model(model)
     try:
         existing = version_dirs(base_path)
     except OSError:
@@ -314,7 +315,7 @@ def _check_warmup_shape(model, warmup):
 
 def signature_names(model):
     """The signature keys `saved_model` writes for ``model`` (without exporting it)."""
-    check_model(model)
+    model = check_model(model)
     names = ["serving_default"]
     if _image_input(model) is not None:
         names.append(BYTES_SIGNATURE)
