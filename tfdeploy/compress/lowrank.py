@@ -8,10 +8,12 @@ smaller). The result is an ordinary Keras model you can fine-tune.
 
 import numpy as np
 
-from tfdeploy._keras import check_model, keras
+from tfdeploy.bridge import check_model
+from tfdeploy._keras import keras
 from tfdeploy.compress.graph import flatten, rebuild
-from tfdeploy.compress.report import note
+from tfdeploy.compress.history import record
 from tfdeploy.compress.selection import resolve
+from tfdeploy.compress.strip import strip
 from tfdeploy.errors import CompressionError
 
 L = keras.layers
@@ -64,13 +66,11 @@ def low_rank(model, energy=0.9, layers=None):
     Example:
         >>> smaller = low_rank(model, energy=0.9, layers=["dense1"])
     """
-    check_model(model)
+    model = check_model(model, graph=True)
     if not isinstance(energy, (int, float)) or not 0.0 < float(energy) <= 1.0:
         raise CompressionError(
             f"energy must be a fraction in (0, 1] of the singular-value energy to keep, "
             f"received {energy!r}.")
-    from tfdeploy.compress.strip import strip
-
     source = model
     model = strip(model)
     work = flatten(model)
@@ -124,6 +124,7 @@ def low_rank(model, energy=0.9, layers=None):
     for new, weights in pending:
         new.set_weights(weights)
     object.__setattr__(out, "_tfdeploy_low_rank", info)  # plain dict, not tracked by Keras
-    note(out, "low_rank", [f"{n}_lr_{p}" for n in plans for p in "ab"], skipped, source=source,
-         detail=f"SVD keeping {float(energy):.0%} energy")
+    record(out, "low_rank", [f"{n}_lr_{p}" for n in plans for p in "ab"], skipped,
+           source=source, detail=f"SVD keeping {float(energy):.0%} energy",
+           params={"energy": float(energy), "factorised": info})
     return out

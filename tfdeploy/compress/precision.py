@@ -7,16 +7,16 @@ weights, which is what every exporter should receive, so artifacts take and
 return float32.
 """
 
-from tfdeploy._keras import check_model, keras
+from tfdeploy.bridge import check_model
+from tfdeploy._keras import keras
+from tfdeploy.compress.graph import flatten
+from tfdeploy.compress.history import carry
 from tfdeploy.errors import CompressionError
 
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 def _clone(model, policy):
-    from tfdeploy.compress.graph import flatten
-    from tfdeploy.compress.report import carry
-
     work = flatten(model)
     outputs = {t._keras_history.layer.name for t in work.outputs}
 
@@ -46,7 +46,7 @@ def with_policy(model, policy="mixed_float16"):
     Raises:
         CompressionError: unknown policy.
     """
-    check_model(model)
+    model = check_model(model)
     if policy not in POLICIES:
         raise CompressionError(
             f"Unrecognized policy={policy!r}. Supported policies are: {list(POLICIES)}.")
@@ -55,7 +55,7 @@ def with_policy(model, policy="mixed_float16"):
 
 def to_float32(model):
     """Return a pure float32 copy of a (possibly mixed-precision) model, for export."""
-    check_model(model)
+    model = check_model(model)
     return _clone(model, "float32")
 
 

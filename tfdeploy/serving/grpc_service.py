@@ -283,7 +283,10 @@ def make_grpc_server(repository, metrics, host, port, max_message_bytes=64 << 20
                                         get_model_status_pb2.GetModelStatusResponse),
                      "HandleReloadConfigRequest": (model_management_pb2.ReloadConfigRequest,
                                                    model_management_pb2.ReloadConfigResponse)})
-    bound = server.add_insecure_port(f"{host}:{port}")
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:   # grpcio >= 1.6x raises instead of returning 0
+        bound = 0
     if bound == 0:
         raise OSError(f"Could not bind the gRPC port {host}:{port} (is it in use?).")
     return server, bound

@@ -335,8 +335,8 @@ class ModelRepository:
             self._load(model, version, dirs[version])
         keep_old = not on_disk or not (wanted & set(model.available))
         for version in sorted(set(model.available) - wanted):
-            if on_disk and keep_old:
-                continue  # nothing wanted is available yet: keep serving what we have
+            if keep_old:
+                continue  # empty listing, or nothing wanted available yet: keep serving
             self._unload(model, version)
 
     def _scrub(self, model, message):

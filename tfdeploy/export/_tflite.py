@@ -7,7 +7,8 @@ names before anything is written; ``allow_flex=True`` converts it anyway.
 
 import os
 
-from tfdeploy._keras import check_model, tf
+from tfdeploy.bridge import check_model
+from tfdeploy._keras import tf
 from tfdeploy.data.representative import representative_data as _representative
 from tfdeploy.export._atomic import atomic_file
 from tfdeploy.export import model_card as _card
@@ -31,6 +32,14 @@ def write_labels(path, class_names):
         with open(tmp, "w") as f:
             f.write("\n".join(str(c) for c in class_names) + "\n")
     return labels
+
+
+def refuse_existing(path, overwrite):
+    """Raise ExportError when ``path`` exists and ``overwrite`` is False."""
+    if not overwrite and os.path.exists(path):
+        raise ExportError(
+            f"{path!r} already exists; pass overwrite=True (CLI: --overwrite) to replace it, "
+            "or choose another path.")
 
 
 def _converter(model, quantization, io_type, representative_data, num_calibration, ops,
@@ -85,7 +94,7 @@ def flex_ops(model):
     Raises:
         ExportError: the conversion fails for another reason.
     """
-    check_model(model)
+    model = check_model(model)
     try:
         _converter(model, "float32", "float32", None, 0,
                    [tf.lite.OpsSet.TFLITE_BUILTINS]).convert()
@@ -98,7 +107,8 @@ def flex_ops(model):
 
 
 def tflite(model, path, quantization="float32", representative_data=None, num_calibration=200,
-           class_names=None, io_type="float32", allow_flex=False, model_card=None, sparse=False):
+           class_names=None, io_type="float32", allow_flex=False, model_card=None, sparse=False,
+           overwrite=False):
     """Convert a Keras model to a ``.tflite`` file.
 
     Args:
@@ -129,20 +139,24 @@ def tflite(model, path, quantization="float32", representative_data=None, num_ca
         model_card: a dict (``{}`` is fine) to write a JSON model card to
             ``<path minus .tflite>.card.json``, merged into it; None writes no
             card. Defaults to None.
+        overwrite: replace an existing file at ``path`` (atomically: readers see
+            the old file or the new one, never a part). Defaults to False.
 
     Returns:
         ``path``.
 
     Raises:
-        ExportError: unknown quantization or io_type, missing calibration data,
-            Flex ops needed (the message names them), or a conversion failure
-            (with the converter's message).
+        ExportError: ``path`` exists (without ``overwrite``), unknown
+            quantization or io_type, missing calibration data, Flex ops needed
+            (the message names them), or a conversion failure (with the
+            converter's message).
 
     Example:
         >>> tflite(model, "saved_models/digits_int8.tflite", quantization="int8",
         ...        representative_data=train_ds)
     """
-    check_model(model)
+    model = check_model(model)
+    refuse_existing(path, overwrite)
     if quantization not in QUANTIZATIONS:
         raise ExportError(
             f"Unrecognized quantization={quantization!r}. Supported quantizations are: "
@@ -176,9 +190,12 @@ def tflite(model, path, quantization="float32", representative_data=None, num_ca
         except Exception as exc2:
             raise ExportError(
                 f"TFLite conversion ({quantization}) with Flex ops failed: {exc2}") from exc2
-    with atomic_file(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(flatbuffer)
+    try:
+        with atomic_file(path, overwrite=overwrite) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(flatbuffer)
+    except FileExistsError:
+        refuse_existing(path, overwrite)  # another writer got there first
     if class_names:
         write_labels(path, class_names)
     if model_card is not None:
