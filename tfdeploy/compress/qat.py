@@ -1,5 +1,7 @@
 """Quantization-aware training (QAT): whole-model or selective, pruning- and cluster-preserving."""
 
+import warnings
+
 from tfdeploy._keras import check_model, keras, tfmot
 from tfdeploy.compress._tfmot import cluster_preserve_scheme, prune_preserve_scheme
 from tfdeploy.compress.graph import flatten
@@ -7,7 +9,7 @@ from tfdeploy.compress.prune import is_pruning_wrapped
 from tfdeploy.compress.report import note, notes
 from tfdeploy.compress.selection import resolve
 from tfdeploy.compress.sparsity import model_sparsity
-from tfdeploy.errors import CompressionError
+from tfdeploy.errors import CompressionError, QuantizationFallbackWarning
 
 PRESERVE = ("auto", "sparsity", "cluster", "cluster_sparsity", None)
 _SPARSE_ENOUGH = 0.1
@@ -56,6 +58,34 @@ def _pick_preserve(model, preserve, sparsity):
     if clustered:
         return "cluster_sparsity" if sparsity >= _SPARSE_ENOUGH else "cluster"
     return "sparsity" if sparsity >= _SPARSE_ENOUGH else None
+
+
+def _float_fallback(work, chosen, skipped):
+    """Name the TensorFlow-op layers tfmot cannot fake-quantize, warn, and say so in ``skipped``.
+
+    MobileNetV3's hard-swish ``x * relu6(x + 3) / 6`` and its squeeze-excite gate
+    are built from ``TFOpLambda`` layers (``tf.__operators__.add``,
+    ``tf.math.multiply``), for which tfmot has no quantize config: they train
+    float, and only the full-integer TFLite conversion quantizes them (from the
+    representative data; some ``MUL`` ops may stay float). This is reported, never silent.
+    """
+    ops = [layer.name for layer in work.layers
+           if type(layer).__name__ == "TFOpLambda" and layer.name not in chosen]
+    if not ops:
+        return []
+    reason = ("TensorFlow op (hard-swish / hard-sigmoid / squeeze-excite arithmetic): tfmot has "
+              "no QAT config, so it trains float; the int8 TFLite conversion quantizes what it "
+              "can from the representative data")
+    for name in ops:
+        skipped[name] = reason
+    warnings.warn(QuantizationFallbackWarning(
+        f"QAT leaves {len(ops)} TensorFlow-op layer(s) float during training (e.g. "
+        f"{ops[:3]}): tfmot cannot fake-quantize the hard-swish / squeeze-excite arithmetic of "
+        "MobileNetV3. A quantization='int8' TFLite conversion with representative data "
+        "quantizes what it can (some MUL ops may stay float: see "
+        "`tfdeploy.verify.op_dtypes(path)`); verify the file's accuracy in its runtime. "
+        "`tfdeploy.compress.report` lists the layers."), stacklevel=3)
+    return ops
 
 
 def quantize(model, preserve="auto", layers=None, quantize_configs=None, calibration_data=None):
@@ -157,15 +187,21 @@ def quantize(model, preserve="auto", layers=None, quantize_configs=None, calibra
         except (ValueError, RuntimeError, KeyError) as exc:
             raise CompressionError(f"QAT could not be applied to model {model.name!r}: {exc}") \
                 from exc
+    fallback = _float_fallback(work, names, skipped)
     calibrated = {}
     if calibration_data is not None:
         from tfdeploy.compress.calibrate import calibrate_ranges
 
         calibrated = calibrate_ranges(quantized, work, calibration_data)
     quantized._tfdeploy_qat = {"preserve": preserve, "layers": chosen,
-                               "sparsity_before": sparsity, "calibrated": len(calibrated)}
-    note(quantized, "quantized", chosen, skipped, source=source,
-         detail=f"int8 QAT (preserve={preserve})")
+                               "sparsity_before": sparsity, "calibrated": len(calibrated),
+                               "float_fallback": fallback}
+    detail = f"int8 QAT (preserve={preserve})"
+    if fallback:
+        detail += (f"; {len(fallback)} TensorFlow-op layer(s) (hard-swish/hard-sigmoid/SE "
+                   "arithmetic) stay float in QAT, quantized by the int8 converter's calibration")
+    note(quantized, "quantized", chosen, skipped, source=source, detail=detail)
+    notes(quantized)["quantized"]["float_fallback"] = list(fallback)  # shown by `report`
     return quantized
 
 
