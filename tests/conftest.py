@@ -38,6 +38,29 @@ def test_arrays(test_ds):
 
 
 @pytest.fixture(scope="session")
+def quickstart_run(digits_dir, tmp_path_factory):
+    """`tfdeploy quickstart` run once per session (short epochs) with every output in a tmp dir:
+    ``{"dir", "stdout", "json", "logs", "report"}``."""
+    import contextlib
+    import io
+    import json
+
+    from tfdeploy.cli import main
+
+    out = tmp_path_factory.mktemp("quickstart")
+    result = out / "result.json"
+    argv = ["quickstart", "--data", digits_dir, "--output", str(out / "saved_models"),
+            "--logs", str(out / "logs"), "--report", str(out / "report"), "--epochs", "6",
+            "--prune-epochs", "3", "--qat-epochs", "2", "--json", str(result), "--quiet"]
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        status = main(argv)
+    assert status == 0, buf.getvalue()
+    return {"dir": out, "stdout": buf.getvalue(), "json": json.loads(result.read_text()),
+            "logs": out / "logs", "report": out / "report"}
+
+
+@pytest.fixture(scope="session")
 def trained_model(train_ds):
     """A width-0.25 CNN trained 5 epochs on digits (about 95% test accuracy).
 

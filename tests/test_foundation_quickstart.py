@@ -1,11 +1,11 @@
 """The quickstart end to end, as a user runs it: `tfdeploy quickstart` on the digits directory.
 
-One run (module fixture) feeds every assertion: the printed table, the artifacts on disk read
-back in their own runtimes, int8 dtypes and surviving zeros in the .tflite, TensorBoard logs.
+One run (the session fixture ``quickstart_run``) feeds every assertion: the printed table, the
+artifacts on disk read back in their own runtimes, int8 dtypes and surviving zeros in the .tflite,
+TensorBoard logs.
 """
 
 import glob
-import json
 import os
 
 import numpy as np
@@ -16,20 +16,8 @@ from tfdeploy.cli import main
 
 
 @pytest.fixture(scope="module")
-def run(digits_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("quickstart")
-    report = out / "result.json"
-    argv = ["quickstart", "--data", digits_dir, "--output", str(out / "saved_models"),
-            "--logs", str(out / "logs"), "--epochs", "6", "--prune-epochs", "3",
-            "--qat-epochs", "2", "--json", str(report), "--quiet"]
-    import contextlib
-    import io
-
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        status = main(argv)
-    assert status == 0
-    return {"dir": out, "stdout": buf.getvalue(), "json": json.loads(report.read_text())}
+def run(quickstart_run):
+    return quickstart_run  # one quickstart per session, shared with tests/test_viz.py
 
 
 def _row(run, variant):

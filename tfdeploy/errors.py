@@ -21,6 +21,10 @@ class DataError(TfdeployError, ValueError):
     """A data directory or dataset is missing, empty or malformed."""
 
 
+class TextDataError(DataError):
+    """Text data that cannot be read: missing columns, empty files, bad encodings, bad labels."""
+
+
 class CompressionError(TfdeployError, ValueError):
     """A compression setting is invalid or cannot be applied to this model."""
 
@@ -50,6 +54,15 @@ class MissingDependencyError(TfdeployError, ImportError):
 
 class MemoryBudgetError(TfdeployError, MemoryError):
     """The planned memory does not fit the stated budget (the message gives the numbers)."""
+
+
+class UnsupportedLayerError(ModelTypeError):
+    """A layer cannot be bridged between Keras 3 and Keras 2 (``layer``/``class_name`` say which)."""
+
+    def __init__(self, message, layer=None, class_name=None):
+        super().__init__(message)
+        self.layer = layer
+        self.class_name = class_name
 
 
 class RecipeNotFoundError(TfdeployError, LookupError):

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from tfdeploy import compress, data, export, models, runtime, verify
+from tfdeploy import compress, data, export, models, runtime, verify, viz
 from tfdeploy._keras import keras, tf
 from tfdeploy.errors import DataError
 
@@ -37,9 +37,10 @@ class _KerasTarget:
         return self.model(tf.convert_to_tensor(x, tf.float32), training=False).numpy()
 
 
-def _row(variant, target, path, x, y, params, sparsity):
+def _row(variant, target, path, x, y, params, sparsity, technique, quantization, fmt, rt):
     return {
-        "variant": variant,
+        "variant": variant, "technique": technique, "quantization": quantization,
+        "format": fmt, "runtime": rt,
         "params": int(params),
         "sparsity": float(sparsity),
         "file_bytes": verify.path_bytes(path) if path else None,
@@ -52,7 +53,8 @@ def _row(variant, target, path, x, y, params, sparsity):
 
 def quickstart(data_dir=None, output_dir="saved_models", log_dir="logs/quickstart", name="digits",
                epochs=8, prune_epochs=4, qat_epochs=2, sparsity=0.8, width=0.25,
-               image_size=(32, 32), seed=0, verbose=2):
+               image_size=(32, 32), seed=0, verbose=2, report_dir="reports/quickstart",
+               visuals=True):
     """Run the whole worked example and return the comparison rows.
 
     Args:
@@ -63,11 +65,15 @@ def quickstart(data_dir=None, output_dir="saved_models", log_dir="logs/quickstar
         name: model name. epochs / prune_epochs / qat_epochs: epochs per stage.
         sparsity: pruning target. width: CNN width multiplier.
         image_size: input size. seed: random seed. verbose: Keras verbosity.
+        report_dir: where ``report.md``/``report.html`` go (None: no report).
+        visuals: render the plots, saliency maps, HParams and report
+            (`tfdeploy.viz.visualize`); False keeps only the text table.
 
     Returns:
-        A dict with ``rows`` (one per variant), ``artifacts`` and ``class_names``.
+        A dict with ``rows`` (one per variant), ``artifacts``, ``class_names``,
+        ``timings`` and ``report`` (paths, or None).
     """
-    tf.keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(seed)
     if data_dir is None:
         data_dir = data.write_digits(data.DEFAULT_DIR)
     train_dir, test_dir = os.path.join(data_dir, "train"), os.path.join(data_dir, "test")
@@ -125,25 +131,53 @@ def quickstart(data_dir=None, output_dir="saved_models", log_dir="logs/quickstar
     timings["export_s"] = time.perf_counter() - start
 
     # 5. verify every artifact in its own runtime
+    start = time.perf_counter()
     base_params = base.count_params()
+    targets = {"keras baseline float32": _KerasTarget(base),
+               "tflite baseline float32": runtime.load(base_tfl),
+               "saved_model pruned float32": runtime.load(sm_path),
+               "tflite pruned float32": runtime.load(float_tfl),
+               "tflite pruned+QAT int8": runtime.load(int8_tfl)}
+    t = targets
     rows = [
-        _row("keras baseline float32", _KerasTarget(base), None, x_test, y_test, base_params,
-             compress.model_sparsity(base)),
-        _row("tflite baseline float32", runtime.load(base_tfl), base_tfl, x_test, y_test,
-             base_params, verify.weight_summary(base_tfl)["sparsity"]),
-        _row("saved_model pruned float32", runtime.load(sm_path), sm_path, x_test, y_test,
-             pruned.count_params(), compress.model_sparsity(pruned)),
-        _row("tflite pruned float32", runtime.load(float_tfl), float_tfl, x_test, y_test,
-             pruned.count_params(), verify.weight_summary(float_tfl)["sparsity"]),
-        _row("tflite pruned+QAT int8", runtime.load(int8_tfl), int8_tfl, x_test, y_test,
-             pruned.count_params(), verify.weight_summary(int8_tfl)["sparsity"]),
+        _row("keras baseline float32", t["keras baseline float32"], None, x_test, y_test,
+             base_params, compress.model_sparsity(base), "baseline", "float32", "keras",
+             "keras"),
+        _row("tflite baseline float32", t["tflite baseline float32"], base_tfl, x_test, y_test,
+             base_params, verify.weight_summary(base_tfl)["sparsity"], "baseline", "float32",
+             "tflite", "litert"),
+        _row("saved_model pruned float32", t["saved_model pruned float32"], sm_path, x_test,
+             y_test, pruned.count_params(), compress.model_sparsity(pruned), "prune", "float32",
+             "saved_model", "tensorflow"),
+        _row("tflite pruned float32", t["tflite pruned float32"], float_tfl, x_test, y_test,
+             pruned.count_params(), verify.weight_summary(float_tfl)["sparsity"], "prune",
+             "float32", "tflite", "litert"),
+        _row("tflite pruned+QAT int8", t["tflite pruned+QAT int8"], int8_tfl, x_test, y_test,
+             pruned.count_params(), verify.weight_summary(int8_tfl)["sparsity"], "prune+qat",
+             "int8", "tflite", "litert"),
     ]
-    result = {"rows": rows, "class_names": names, "timings": timings,
+    timings["verify_s"] = time.perf_counter() - start
+    result = {"rows": rows, "class_names": names, "timings": timings, "report": None,
               "artifacts": {"saved_model": sm_path, "tflite_baseline_float32": base_tfl,
                             "tflite_float32": float_tfl, "tflite_int8": int8_tfl,
                             "keras_baseline": keras_base, "keras_pruned": keras_pruned}}
-    if log_dir:
+    if log_dir and not visuals:
         _log_table(rows, os.path.join(log_dir, "comparison"))
+    if visuals and (log_dir or report_dir):
+        start = time.perf_counter()
+        pruned_kernels = viz.model_kernels(pruned)
+        out = viz.visualize(
+            rows, x_test, y_test, names, targets, log_dir=log_dir, report_dir=report_dir,
+            models={"float baseline": base, "pruned": pruned, "pruned+QAT (int8 sim.)": qat},
+            kernels={"baseline": viz.model_kernels(base), "pruned 80%": pruned_kernels,
+                     "int8 .tflite (levels)": viz.tflite_kernels(int8_tfl, pruned_kernels)},
+            sparsity_logs={"prune": logs("prune"), "qat": logs("qat")} if log_dir else None,
+            title=f"tfdeploy quickstart: {name}", compressed="tflite pruned+QAT int8",
+            notes=["Seconds per stage: " + ", ".join(f"{k[:-2]} {v:.1f}"
+                                                     for k, v in timings.items()) + "."])
+        result["report"] = out["report"]
+        result["saliency"] = out["saliency"]
+        timings["visuals_s"] = time.perf_counter() - start
     return result
 
 
@@ -167,7 +201,7 @@ def format_table(rows):
 
 
 def _log_table(rows, log_dir):
-    """Write the comparison as a TensorBoard text summary and bar-chart scalars."""
+    """Write the comparison as TensorBoard text (the HParams sessions carry the numbers)."""
     writer = tf.summary.create_file_writer(log_dir)
     header = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n"
     body = "".join(
@@ -177,12 +211,6 @@ def _log_table(rows, log_dir):
     with writer.as_default(step=0):
         tf.summary.text("comparison", header + body)
         tf.summary.text("comparison_json", json.dumps(rows, default=str))
-    for i, r in enumerate(rows):
-        with writer.as_default(step=i):
-            tf.summary.scalar("artifact/accuracy", r["accuracy"])
-            tf.summary.scalar("artifact/ms_per_sample", r["ms_per_sample"])
-            if r["gzip_bytes"]:
-                tf.summary.scalar("artifact/gzip_bytes", r["gzip_bytes"])
     writer.close()
 
 

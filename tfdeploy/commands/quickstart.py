@@ -38,6 +38,11 @@ def add_arguments(p):
     p.add_argument("--image-size", type=int, nargs=2, default=(32, 32), metavar=("H", "W"),
                    help="input image size (default: 32 32)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--report", default="reports/quickstart",
+                   help="where report.md and the self-contained report.html go "
+                        "(default: %(default)s)")
+    p.add_argument("--no-visuals", action="store_true",
+                   help="skip plots, saliency maps, HParams and the report (text table only)")
     p.add_argument("--json", default=None, help="also write the results as JSON to this file")
     p.add_argument("--quiet", action="store_true", help="no per-epoch Keras output")
 
@@ -52,7 +57,8 @@ def run(args):
             data_dir=args.data, output_dir=args.output, log_dir=args.logs, name=args.name,
             epochs=args.epochs, prune_epochs=args.prune_epochs, qat_epochs=args.qat_epochs,
             sparsity=args.sparsity, width=args.width, image_size=tuple(args.image_size),
-            seed=args.seed, verbose=0 if args.quiet else 2)
+            seed=args.seed, verbose=0 if args.quiet else 2, report_dir=args.report,
+            visuals=not args.no_visuals)
     except TfdeployError as exc:
         print(f"quickstart: error: {exc}", file=sys.stderr)
         return 1
@@ -63,6 +69,8 @@ def run(args):
     for key, path in result["artifacts"].items():
         print(f"  {key:<24} {path}")
     print(f"TensorBoard: tensorboard --logdir {args.logs}")
+    if result.get("report"):
+        print(f"report: {result['report']['html']} (and report.md)")
     print(f"total {elapsed:.0f} s")
     if args.json:
         with open(args.json, "w") as f:

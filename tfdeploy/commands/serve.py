@@ -50,7 +50,38 @@ def add_arguments(parser):
                         help="On SIGTERM, seconds in-flight requests get to finish. Defaults "
                              "to 20 (Kubernetes sends SIGKILL 30 s after SIGTERM).")
     parser.add_argument("--max_body_bytes", type=int, default=64 << 20,
-                        help="Largest request body accepted. Defaults to 64 MiB.")
+                        help="Largest request body accepted (and largest tensor a request may "
+                             "declare). Defaults to 64 MiB.")
+    parser.add_argument("--max_num_load_retries", type=int, default=5,
+                        help="Retries of a failed version load (TF Serving's flag). Defaults "
+                             "to 5.")
+    parser.add_argument("--load_retry_interval_micros", type=int, default=60_000_000,
+                        help="Microseconds between load retries. Defaults to 60000000.")
+    parser.add_argument("--enable_signature_method_name_check", type=_bool, nargs="?",
+                        const=True, default=False,
+                        help="Classify/Regress require the signature's method_name to say "
+                             "so (TF Serving's flag; off by default).")
+    parser.add_argument("--model_config_allowed_roots", default=None,
+                        help="Comma-separated directories HandleReloadConfigRequest may load "
+                             "models from. Without it, any client reaching the gRPC port can "
+                             "make the server load any SavedModel it can read.")
+    parser.add_argument("--rest_api_num_threads", type=int, default=None,
+                        help="REST worker threads (default: 16, or enough for batches to "
+                             "fill).")
+    parser.add_argument("--grpc_max_threads", type=int, default=None,
+                        help="gRPC worker threads (default as --rest_api_num_threads).")
+    parser.add_argument("--maximum_concurrent_rpcs", type=int, default=None,
+                        help="gRPC RPCs accepted at once; more are refused with "
+                             "RESOURCE_EXHAUSTED. Defaults to 4 x gRPC threads.")
+    parser.add_argument("--max_connections", type=int, default=256,
+                        help="Open HTTP connections at once. Defaults to 256.")
+    parser.add_argument("--http_idle_timeout_seconds", type=int, default=30,
+                        help="Close an HTTP connection idle (or trickling) this long. "
+                             "Defaults to 30.")
+    parser.add_argument("--gc_freeze", type=_bool, nargs="?", const=True, default=True,
+                        help="gc.freeze() after each model load so full garbage collections "
+                             "skip the model's objects (an unload collects once). Defaults "
+                             "to true.")
 
 
 def run(args):
@@ -82,12 +113,23 @@ def run(args):
             monitoring_config_file=args.monitoring_config_file,
             rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
             max_body_bytes=args.max_body_bytes,
-            model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds)
+            model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
+            max_num_load_retries=args.max_num_load_retries,
+            load_retry_interval_micros=args.load_retry_interval_micros,
+            freeze_gc=args.gc_freeze,
+            enable_signature_method_name_check=args.enable_signature_method_name_check,
+            rest_api_num_threads=args.rest_api_num_threads,
+            grpc_max_threads=args.grpc_max_threads,
+            maximum_concurrent_rpcs=args.maximum_concurrent_rpcs,
+            max_connections=args.max_connections,
+            http_idle_timeout_seconds=args.http_idle_timeout_seconds,
+            model_config_allowed_roots=(args.model_config_allowed_roots.split(",")
+                                        if args.model_config_allowed_roots else None))
         server.start()
     except (OSError, ValueError) as exc:
         if isinstance(exc, TfdeployError):
             raise
-        raise _UsageError(str(exc)) from exc
+        raise _UsageError(str(exc).splitlines()[0] if str(exc) else repr(exc)) from None
 
     def shutdown(signum, frame):
         logging.getLogger("tfdeploy.serving").info("Received signal %d, shutting down.", signum)

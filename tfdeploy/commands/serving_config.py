@@ -38,6 +38,7 @@ def add_arguments(parser):
 
 
 def _configs(args):
+    from tfdeploy.runtime.versions import parse_version
     from tfdeploy.serving.repository import ModelConfig
     from tfdeploy.serving.status import ServingConfigError
 
@@ -56,9 +57,10 @@ def _configs(args):
     for item in args.label:
         head, sep, version = item.partition("=")
         name, sep2, label = head.partition(":")
-        if not (sep and sep2 and version.isdigit()):
+        number = parse_version(version)
+        if not (sep and sep2) or number is None or number < 0:
             raise ServingConfigError(f"--label expects NAME:LABEL=VERSION, received {item!r}.")
-        labels.setdefault(name, {})[label] = int(version)
+        labels.setdefault(name, {})[label] = number
     unknown = sorted(set(labels) - {n for n, _ in pairs})
     if unknown:
         raise ServingConfigError(f"--label names unknown models {unknown}; models are "

@@ -2,7 +2,8 @@
 
 import warnings
 
-from tfdeploy._keras import check_model, keras, tfmot
+from tfdeploy.bridge import check_model
+from tfdeploy._keras import keras, tfmot
 from tfdeploy.compress._tfmot import cluster_preserve_scheme, prune_preserve_scheme
 from tfdeploy.compress.graph import flatten
 from tfdeploy.compress.prune import is_pruning_wrapped
@@ -128,7 +129,7 @@ def quantize(model, preserve="auto", layers=None, quantize_configs=None, calibra
     Example:
         >>> qat = quantize(model, layers=Select(types=keras.layers.Conv2D))
     """
-    check_model(model)
+    model = check_model(model, graph=True)
     if preserve not in PRESERVE:
         raise CompressionError(
             f"Unrecognized preserve={preserve!r}. Supported values are: {list(PRESERVE)}.")

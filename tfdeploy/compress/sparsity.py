@@ -43,6 +43,24 @@ def zero_counts(model):
     return out
 
 
+def kernels_by_layer(model):
+    """Return ``{layer_name: kernel array}`` (effective values: pruning masks applied).
+
+    Named like `zero_counts` (a wrapped layer under the name of the layer it
+    wraps); a layer with several kernels (e.g. separable conv) gets them
+    flattened and joined.
+    """
+    out = {}
+    for layer in leaf_layers(model):
+        arrays = [arr for _, arr in _kernels(layer)]
+        if arrays:
+            inner = getattr(layer, "layer", None)
+            name = inner.name if isinstance(inner, keras.layers.Layer) else layer.name
+            out[name] = arrays[0] if len(arrays) == 1 else np.concatenate(
+                [a.ravel() for a in arrays])
+    return out
+
+
 def sparsity_by_layer(model, counts=None):
     """Return ``{layer_name: fraction of zero kernel weights}`` for layers with kernels.
 

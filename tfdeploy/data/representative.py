@@ -17,7 +17,8 @@ def representative_data(data, num_samples=200):
         num_samples: how many samples to yield. Defaults to 200.
 
     Returns:
-        A zero-argument callable yielding ``[float32 array of shape (1, ...)]``.
+        A zero-argument callable yielding ``[array of shape (1, ...)]``: float32,
+        or int32 for integer inputs (token ids).
     """
     if int(num_samples) <= 0:
         raise DataError(f"num_samples must be positive, received {num_samples!r}.")
@@ -40,7 +41,10 @@ def representative_data(data, num_samples=200):
         n = 0
         for row in itertools.islice(samples(), int(num_samples)):
             n += 1
-            yield [np.asarray(row, dtype=np.float32)[None, ...]]
+            row = np.asarray(row)
+            # token ids (text models) stay integers; everything else is float32
+            dtype = np.int32 if row.dtype.kind in "iu" else np.float32
+            yield [row.astype(dtype)[None, ...]]
         if n == 0:
             raise DataError("The representative dataset yielded no samples.")
 

@@ -4,6 +4,7 @@ from tfdeploy.errors import ExportError
 from tfdeploy.export.model_card import read as read_model_card
 from tfdeploy.export.onnx import ExportFallbackWarning, onnx
 from tfdeploy.export.saved_model import saved_model, signature_names, versions
+from tfdeploy.export.text import retrieval_saved_model, text_saved_model, text_tflite
 from tfdeploy.export.tflite import QUANTIZATIONS, flex_ops, tflite
 
 FORMATS = ("saved_model", "tflite", "onnx")
@@ -22,4 +23,6 @@ def export(model, path, format="saved_model", **kwargs):  # noqa: A002
 
 
 __all__ = ["export", "saved_model", "tflite", "onnx", "versions", "signature_names", "flex_ops",
-           "read_model_card", "ExportFallbackWarning", "FORMATS", "QUANTIZATIONS"]
+           "read_model_card",
+           "ExportFallbackWarning", "FORMATS", "QUANTIZATIONS",
+           "text_saved_model", "retrieval_saved_model", "text_tflite"]

@@ -18,8 +18,10 @@ import os
 import shutil
 import tempfile
 
-from tfdeploy._keras import check_model, tf
+from tfdeploy.bridge import check_model
+from tfdeploy._keras import tf
 from tfdeploy.export._atomic import atomic_directory
+from tfdeploy.export._image_guard import DEFAULT_MAX_IMAGE_PIXELS, image_size_check
 from tfdeploy.export import _warmup, model_card as _card
 from tfdeploy.errors import ExportError
 
@@ -64,7 +66,8 @@ def _image_input(model):
 
 
 class _ServingModule(tf.Module):
-    def __init__(self, model, class_names, labels_path=None, image_bytes=True, track_model=False):
+    def __init__(self, model, class_names, labels_path=None, image_bytes=True, track_model=False,
+                 max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
         super().__init__(name="tfdeploy_serving")
         if track_model:
             self.model = model
@@ -112,7 +115,8 @@ class _ServingModule(tf.Module):
             height, width, channels = image
 
             def decode(data):
-                img = tf.io.decode_image(data, channels=channels, expand_animations=False)
+                with tf.control_dependencies([image_size_check(data, max_image_pixels)]):
+                    img = tf.io.decode_image(data, channels=channels, expand_animations=False)
                 img = tf.image.resize(tf.cast(img, tf.float32), (height, width),
                                       method="bilinear")
                 img = tf.clip_by_value(img, 0.0, 255.0)
@@ -183,7 +187,8 @@ def _set_method_names(export_dir, methods):
 
 
 def saved_model(model, base_path, version=None, class_names=None, overwrite=False,
-                warmup_data=None, num_warmup=4, model_card=None, image_bytes=True):
+                warmup_data=None, num_warmup=4, model_card=None, image_bytes=True,
+                max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
     """Export a Keras model as a SavedModel ready for TF Serving.
 
     Writes ``base_path/VERSION/`` (the next free integer version by default)
@@ -213,6 +218,8 @@ def saved_model(model, base_path, version=None, class_names=None, overwrite=Fals
             ``{"source": ..., "metrics": {...}, "compression": [...]}``).
         image_bytes: add the ``serving_bytes`` signature for image models.
             Defaults to True.
+        max_image_pixels: ``serving_bytes`` refuses (InvalidArgument, HTTP 400) an image
+            whose header declares more pixels, before decoding it. Defaults to 4096 * 4096.
 
     Returns:
         The path of the version directory written.
@@ -227,7 +234,7 @@ def saved_model(model, base_path, version=None, class_names=None, overwrite=Fals
         ...             warmup_data=train_ds)
         'saved_models/digits/1'
     """
-    check_model(model)
+    model = check_model(model)
     if version is None:
         existing = versions(base_path)
         version = existing[-1] + 1 if existing else 1
@@ -257,7 +264,8 @@ def saved_model(model, base_path, version=None, class_names=None, overwrite=Fals
         if class_names:
             with open(labels_path, "w") as f:
                 f.write("\n".join(class_names) + "\n")
-        module = _ServingModule(model, class_names, labels_path, image_bytes=image_bytes)
+        module = _ServingModule(model, class_names, labels_path, image_bytes=image_bytes,
+                                max_image_pixels=max_image_pixels)
         try:
             with atomic_directory(final, overwrite=overwrite) as tmp:
                 try:
@@ -292,7 +300,7 @@ def saved_model(model, base_path, version=None, class_names=None, overwrite=Fals
 
 def signature_names(model):
     """The signature keys `saved_model` writes for ``model`` (without exporting it)."""
-    check_model(model)
+    model = check_model(model)
     names = ["serving_default"]
     if _image_input(model) is not None:
         names.append(BYTES_SIGNATURE)

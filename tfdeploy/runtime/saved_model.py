@@ -5,6 +5,7 @@ import os
 import numpy as np
 
 from tfdeploy.errors import ArtifactError
+from tfdeploy.runtime.versions import latest_version_dir
 
 _PRIMARY = ("probabilities", "predictions", "outputs", "scores")
 
@@ -87,11 +88,9 @@ def _resolve(path):
         raise ArtifactError(f"SavedModel directory {path!r} does not exist.")
     if os.path.exists(os.path.join(path, "saved_model.pb")):
         return path
-    numeric = sorted((int(d) for d in os.listdir(path) if d.isdigit()), reverse=True)
-    for v in numeric:
-        candidate = os.path.join(path, str(v))
-        if os.path.exists(os.path.join(candidate, "saved_model.pb")):
-            return candidate
+    latest = latest_version_dir(path, has_file="saved_model.pb")
+    if latest is not None:
+        return latest[1]
     raise ArtifactError(
         f"{path!r} is neither a SavedModel directory (no saved_model.pb) nor a base path with "
         "numeric version directories.")

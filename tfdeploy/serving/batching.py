@@ -1,8 +1,11 @@
 """Server-side dynamic batching of concurrent requests (TF Serving's BatchingParameters).
 
 Requests for the same signature with the same per-example input shapes are
-queued; a batch thread runs a batch once it holds ``max_batch_size`` examples
-or its oldest request has waited ``batch_timeout_micros``. The batch is padded
+queued (one queue per shape, dropped once empty; ``max_enqueued_batches`` bounds
+the batches queued across all shapes together); a batch thread runs a batch once
+it holds ``max_batch_size`` examples or its oldest request has waited
+``batch_timeout_micros``. A request whose deadline passes while it waits leaves
+its batch. The batch is padded
 up to the next of ``allowed_batch_sizes`` (repeating its first example, as TF
 Serving does), run once, and each request gets its own slice of the outputs.
 """
@@ -61,21 +64,21 @@ def validate_options(max_batch_size=1000, batch_timeout_micros=0, max_enqueued_b
 
 
 class _Task:
-    __slots__ = ("feeds", "size", "done", "result", "error")
+    __slots__ = ("feeds", "size", "done", "result", "error", "batch")
 
     def __init__(self, feeds, size):
         self.feeds, self.size = feeds, size
         self.done = threading.Event()
-        self.result = self.error = None
+        self.result = self.error = self.batch = None
 
 
 class _Batch:
-    __slots__ = ("key", "tasks", "size", "created", "closed")
+    __slots__ = ("key", "qkey", "tasks", "size", "created", "closed", "started")
 
-    def __init__(self, key):
-        self.key, self.tasks, self.size = key, [], 0
+    def __init__(self, key, qkey):
+        self.key, self.qkey, self.tasks, self.size = key, qkey, [], 0
         self.created = time.monotonic()
-        self.closed = False
+        self.closed = self.started = False
 
 
 class Batcher:
@@ -91,7 +94,8 @@ class Batcher:
         self.options = validate_options(**options)
         self._call, self._on_batch = call, on_batch
         self._cond = threading.Condition()
-        self._queues = collections.OrderedDict()  # queue key -> deque of _Batch
+        self._queues = collections.OrderedDict()  # queue key -> deque of _Batch (never empty)
+        self._enqueued = 0                         # batches queued across all queues
         self._stopped = False
         self._threads = [threading.Thread(target=self._work, daemon=True,
                                           name=f"tfdeploy-batch-{i}")
@@ -99,8 +103,12 @@ class Batcher:
         for t in self._threads:
             t.start()
 
-    def run(self, key, feeds):
-        """Queue one request and block until its slice of a batch comes back."""
+    def run(self, key, feeds, deadline=None):
+        """Queue one request and block until its slice of a batch comes back.
+
+        ``deadline`` (a ``time.monotonic()`` value): past it the request is taken out of
+        its queued batch and DEADLINE_EXCEEDED is raised, freeing the caller at once.
+        """
         sizes = {int(np.shape(v)[0]) if np.ndim(v) else None for v in feeds.values()}
         if len(sizes) != 1 or None in sizes:
             raise invalid("Batching session Run() input tensors must have equal 0th-dimension "
@@ -116,25 +124,51 @@ class Batcher:
         with self._cond:
             if self._stopped:
                 raise ServingError("UNAVAILABLE", "The batch scheduler is shutting down")
-            queue = self._queues.setdefault(qkey, collections.deque())
-            if not queue or queue[-1].closed or queue[-1].size + size > limit:
-                if queue and not queue[-1].closed:
+            queue = self._queues.get(qkey)
+            if queue is None or queue[-1].closed or queue[-1].size + size > limit:
+                if queue is not None and not queue[-1].closed:
                     queue[-1].closed = True
-                if len(queue) >= self.options["max_enqueued_batches"]:
+                if self._enqueued >= self.options["max_enqueued_batches"]:
                     raise ServingError(
                         "UNAVAILABLE",
                         "The batch scheduling queue to which this task was submitted is full")
-                queue.append(_Batch(key))
+                if queue is None:
+                    queue = self._queues[qkey] = collections.deque()
+                queue.append(_Batch(key, qkey))
+                self._enqueued += 1
             batch = queue[-1]
             batch.tasks.append(task)
+            task.batch = batch
             batch.size += size
             if batch.size >= limit:
                 batch.closed = True
             self._cond.notify()
-        task.done.wait()
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not task.done.wait(timeout):
+            self._cancel(task)
         if task.error is not None:
             raise task.error
         return task.result
+
+    def _cancel(self, task):
+        """Take a timed-out task out of its batch if the batch has not started."""
+        with self._cond:
+            if task.done.is_set():
+                return
+            batch = task.batch
+            if not batch.started:
+                batch.tasks.remove(task)
+                batch.size -= task.size
+                if not batch.tasks:
+                    queue = self._queues.get(batch.qkey)
+                    if queue is not None and batch in queue:
+                        queue.remove(batch)
+                        self._enqueued -= 1
+                        if not queue:
+                            del self._queues[batch.qkey]
+            task.error = ServingError("DEADLINE_EXCEEDED",
+                                      "Deadline Exceeded: the request's deadline passed while "
+                                      "it waited for its batch")
 
     def stop(self):
         """Fail queued requests with UNAVAILABLE and end the batch threads."""
@@ -146,6 +180,7 @@ class Batcher:
                         task.error = ServingError("UNAVAILABLE", "The model was unloaded")
                         task.done.set()
             self._queues.clear()
+            self._enqueued = 0
             self._cond.notify_all()
         for t in self._threads:
             t.join(timeout=5)
@@ -167,8 +202,13 @@ class Batcher:
                     else:
                         wait = due - now if wait is None else min(wait, due - now)
                 if best is not None:
-                    best[1].popleft()
-                    return best[0]
+                    batch, queue = best
+                    queue.popleft()
+                    self._enqueued -= 1
+                    if not queue:
+                        del self._queues[batch.qkey]   # shapes seen once do not stay forever
+                    batch.started = True
+                    return batch
                 self._cond.wait(wait)
             return None
 
@@ -180,7 +220,10 @@ class Batcher:
             self._process(batch)
 
     def _process(self, batch):
-        tasks = batch.tasks
+        tasks = [t for t in batch.tasks if t.error is None]
+        if not tasks:
+            return
+        batch.size = sum(t.size for t in tasks)
         try:
             names = list(tasks[0].feeds)
             feeds = {n: np.concatenate([t.feeds[n] for t in tasks], axis=0) for n in names}

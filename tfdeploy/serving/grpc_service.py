@@ -9,8 +9,10 @@ import time
 
 import grpc
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
-                                     get_model_status_pb2, model_service_pb2_grpc, predict_pb2,
-                                     prediction_service_pb2_grpc, regression_pb2)
+                                     get_model_status_pb2, inference_pb2, model_service_pb2_grpc,
+                                     predict_pb2, prediction_service_pb2_grpc, regression_pb2)
+
+# (the servicer base classes keep the generated method names; registration is _add_service)
 
 from tfdeploy.serving import inference
 from tfdeploy.serving.status import ServingError, invalid
@@ -35,14 +37,18 @@ def _fill_spec(out, name, version, signature_name=None):
 
 
 class _Base:
-    def __init__(self, repository, metrics):
+    def __init__(self, repository, metrics, max_tensor_bytes=64 << 20, allowed_roots=None):
         self.repository, self.metrics = repository, metrics
+        self.max_tensor_bytes, self.allowed_roots = max_tensor_bytes, allowed_roots
 
     def _call(self, api, request, context, fn):
         start, code = time.perf_counter(), "OK"
         name = request.model_spec.name if hasattr(request, "model_spec") else ""
         try:
-            return fn(request)
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                raise ServingError("DEADLINE_EXCEEDED", "Deadline Exceeded")
+            return fn(request, None if remaining is None else time.monotonic() + remaining)
         except ServingError as exc:
             code = exc.code
             context.abort(getattr(grpc.StatusCode, exc.code), exc.message)
@@ -72,43 +78,69 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
     def GetModelMetadata(self, request, context):  # noqa: N802
         return self._call("GetModelMetadata", request, context, self._metadata)
 
-    def _predict(self, request):
+    def MultiInference(self, request, context):  # noqa: N802
+        return self._call("MultiInference", request, context, self._multi_inference)
+
+    def _predict(self, request, deadline):
         name, version, label = _spec(request.model_spec)
-        servable = self.repository.get(name, version, label)
-        inputs = {k: inference.tensor_to_ndarray(k, v) for k, v in request.inputs.items()}
-        key, outputs = servable.run(request.model_spec.signature_name, inputs,
-                                    list(request.output_filter) or None)
+        inputs = {k: inference.tensor_to_ndarray(k, v, self.max_tensor_bytes)
+                  for k, v in request.inputs.items()}
+        with self.repository.serve(name, version, label) as servable:
+            key, outputs = servable.run(request.model_spec.signature_name, inputs,
+                                        list(request.output_filter) or None, deadline)
         response = predict_pb2.PredictResponse()
         _fill_spec(response.model_spec, name, servable.version, key)
         for k, v in outputs.items():
             response.outputs[k].CopyFrom(inference.ndarray_to_tensor(v))
         return response
 
-    def _classify(self, request):
+    def _classify(self, request, deadline):
         name, version, label = _spec(request.model_spec)
-        servable = self.repository.get(name, version, label)
-        key, results = inference.classify(servable, request.model_spec.signature_name,
-                                          inference.serialized_examples(request.input))
+        examples = inference.serialized_examples(request.input)
+        with self.repository.serve(name, version, label) as servable:
+            key, results = inference.classify(servable, request.model_spec.signature_name,
+                                              examples, deadline)
         response = classification_pb2.ClassificationResponse()
         _fill_spec(response.model_spec, name, servable.version, key)
-        for row in results:
-            c = response.result.classifications.add()
-            for lbl, score in row:
-                c.classes.add(label=lbl, score=score)
+        _fill_classifications(response.result, results)
         return response
 
-    def _regress(self, request):
+    def _regress(self, request, deadline):
         name, version, label = _spec(request.model_spec)
-        servable = self.repository.get(name, version, label)
-        key, results = inference.regress(servable, request.model_spec.signature_name,
-                                         inference.serialized_examples(request.input))
+        examples = inference.serialized_examples(request.input)
+        with self.repository.serve(name, version, label) as servable:
+            key, results = inference.regress(servable, request.model_spec.signature_name,
+                                             examples, deadline)
         response = regression_pb2.RegressionResponse()
         _fill_spec(response.model_spec, name, servable.version, key)
         for value in results:
             response.result.regressions.add(value=value)
         return response
 
-    def _metadata(self, request):
+    def _multi_inference(self, request, deadline):
+        tasks = [(t.model_spec.name, t.model_spec.signature_name, t.method_name)
+                 for t in request.tasks]
+        name = inference.check_multi_inference(tasks)
+        first = request.tasks[0].model_spec
+        _, version, label = _spec(first)
+        examples = inference.serialized_examples(request.input)
+        response = inference_pb2.MultiInferenceResponse()
+        with self.repository.serve(name, version, label) as servable:
+            for task in request.tasks:
+                out = response.results.add()
+                if task.method_name == inference.CLASSIFY_METHOD:
+                    key, results = inference.classify(servable, task.model_spec.signature_name,
+                                                      examples, deadline)
+                    _fill_classifications(out.classification_result, results)
+                else:
+                    key, results = inference.regress(servable, task.model_spec.signature_name,
+                                                     examples, deadline)
+                    for value in results:
+                        out.regression_result.regressions.add(value=value)
+                _fill_spec(out.model_spec, name, servable.version, key)
+        return response
+
+    def _metadata(self, request, deadline):
         if not request.metadata_field:
             raise invalid("GetModelMetadataRequest must specify at least one metadata_field")
         for field in request.metadata_field:
@@ -134,12 +166,18 @@ class ModelServicer(_Base, model_service_pb2_grpc.ModelServiceServicer):
     def HandleReloadConfigRequest(self, request, context):  # noqa: N802
         from tensorflow_serving.apis import model_management_pb2
 
-        from tfdeploy.serving.repository import configs_from_proto
+        from tfdeploy.serving.repository import check_allowed_roots, configs_from_proto
 
-        def reload(req):
+        def reload(req, deadline):
             try:
                 configs = configs_from_proto(req.config)
+            except ValueError as exc:
+                raise invalid(str(exc)) from exc
+            check_allowed_roots(configs, self.allowed_roots)
+            try:
                 self.repository.reload(configs)
+            except ServingError:
+                raise
             except ValueError as exc:
                 raise invalid(str(exc)) from exc
             response = model_management_pb2.ReloadConfigResponse()
@@ -147,7 +185,7 @@ class ModelServicer(_Base, model_service_pb2_grpc.ModelServiceServicer):
             return response
         return self._call("HandleReloadConfigRequest", request, context, reload)
 
-    def _status(self, request):
+    def _status(self, request, deadline):
         name, version, label = _spec(request.model_spec)
         response = get_model_status_pb2.GetModelStatusResponse()
         state_enum = get_model_status_pb2.ModelVersionStatus.State
@@ -159,6 +197,49 @@ class ModelServicer(_Base, model_service_pb2_grpc.ModelServiceServicer):
         return response
 
 
+class _Unparsable:
+    """Stands for request bytes that are not a valid message (grpcio would answer INTERNAL)."""
+
+    def __init__(self, error):
+        self.error = error
+
+
+def _safe_parser(message_class):
+    def parse(data):
+        try:
+            return message_class.FromString(data)
+        except Exception as exc:  # noqa: BLE001  (DecodeError, invalid UTF-8, ...)
+            return _Unparsable(exc)
+    return parse
+
+
+def _add_service(server, service_name, servicer, methods):
+    """Register ``servicer`` like the generated ``add_*_to_server``, but a request that
+    cannot be parsed is INVALID_ARGUMENT (the client's fault), not grpcio's INTERNAL."""
+    handlers = {}
+    for method, (request_class, response_class) in methods.items():
+        behavior = getattr(servicer, method)
+
+        def guarded(request, context, behavior=behavior, request_class=request_class):
+            if isinstance(request, _Unparsable):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"Could not parse the request as "
+                              f"{request_class.DESCRIPTOR.full_name}: {request.error}")
+            return behavior(request, context)
+        handlers[method] = grpc.unary_unary_rpc_method_handler(
+            guarded, request_deserializer=_safe_parser(request_class),
+            response_serializer=response_class.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service_name,
+                                                                          handlers),))
+
+
+def _fill_classifications(result, rows):
+    for row in rows:
+        c = result.classifications.add()
+        for lbl, score in row:
+            c.classes.add(label=lbl, score=score)
+
+
 def _error_code_value(name):
     from tensorflow_serving.apis import status_pb2
 
@@ -167,19 +248,45 @@ def _error_code_value(name):
     return value.number
 
 
-def make_grpc_server(repository, metrics, host, port, max_message_bytes=64 << 20, workers=16):
-    """A grpc.Server with both services bound to ``host:port``; returns ``(server, port)``."""
+def make_grpc_server(repository, metrics, host, port, max_message_bytes=64 << 20, workers=16,
+                     maximum_concurrent_rpcs=None, allowed_roots=None):
+    """A grpc.Server with both services bound to ``host:port``; returns ``(server, port)``.
+
+    ``workers`` threads run RPCs; ``maximum_concurrent_rpcs`` (default ``4 * workers``)
+    bounds the RPCs accepted at once, the rest are refused with RESOURCE_EXHAUSTED.
+    A tensor's declared size is checked against ``max_message_bytes`` before it is
+    decoded.
+    """
     from concurrent import futures
 
     options = [("grpc.max_receive_message_length", max_message_bytes),
                ("grpc.max_send_message_length", max_message_bytes),
                ("grpc.so_reuseport", 0)]
-    server = grpc.server(futures.ThreadPoolExecutor(workers, "tfdeploy-grpc"), options=options)
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(repository, metrics), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        ModelServicer(repository, metrics), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    from tensorflow_serving.apis import model_management_pb2
+
+    server = grpc.server(futures.ThreadPoolExecutor(workers, "tfdeploy-grpc"), options=options,
+                         maximum_concurrent_rpcs=maximum_concurrent_rpcs or 4 * workers)
+    _add_service(server, "tensorflow.serving.PredictionService",
+                 PredictionServicer(repository, metrics, max_message_bytes), {
+                     "Classify": (classification_pb2.ClassificationRequest,
+                                  classification_pb2.ClassificationResponse),
+                     "Regress": (regression_pb2.RegressionRequest,
+                                 regression_pb2.RegressionResponse),
+                     "Predict": (predict_pb2.PredictRequest, predict_pb2.PredictResponse),
+                     "MultiInference": (inference_pb2.MultiInferenceRequest,
+                                        inference_pb2.MultiInferenceResponse),
+                     "GetModelMetadata": (get_model_metadata_pb2.GetModelMetadataRequest,
+                                          get_model_metadata_pb2.GetModelMetadataResponse)})
+    _add_service(server, "tensorflow.serving.ModelService",
+                 ModelServicer(repository, metrics, max_message_bytes, allowed_roots), {
+                     "GetModelStatus": (get_model_status_pb2.GetModelStatusRequest,
+                                        get_model_status_pb2.GetModelStatusResponse),
+                     "HandleReloadConfigRequest": (model_management_pb2.ReloadConfigRequest,
+                                                   model_management_pb2.ReloadConfigResponse)})
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:   # grpcio >= 1.6x raises instead of returning 0
+        bound = 0
     if bound == 0:
         raise OSError(f"Could not bind the gRPC port {host}:{port} (is it in use?).")
     return server, bound

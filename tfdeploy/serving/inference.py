@@ -1,8 +1,11 @@
 """Classify, regress and proto conversions shared by the REST and gRPC front ends.
 
 ``Predict`` runs any signature. ``Classify`` and ``Regress`` need a signature
-whose ``method_name`` says so, with one DT_STRING input of serialized
-``tf.Example`` protos, exactly as TF Serving requires.
+with one DT_STRING input of serialized ``tf.Example`` protos and the right
+outputs; its ``method_name`` must say classify/regress only when the servable was
+loaded with ``--enable_signature_method_name_check`` (TF Serving's default is off,
+so TF2 ``tf.function`` signatures work). ``MultiInference`` runs several
+classify/regress tasks of one model on the same examples.
 """
 
 import numpy as np
@@ -15,7 +18,7 @@ CLASSES, SCORES, REGRESS_OUTPUT = "classes", "scores", "outputs"
 
 def _example_input(servable, signature_name, method, serialized):
     key, sig = servable.signature(signature_name)
-    if sig.method_name != method:
+    if getattr(servable, "method_name_check", False) and sig.method_name != method:
         kind = "classification" if method == CLASSIFY_METHOD else "regression"
         raise invalid(f"Expected {kind} signature method_name to be {method}. "
                       f"Was: {sig.method_name}")
@@ -26,14 +29,14 @@ def _example_input(servable, signature_name, method, serialized):
     return key, sig, {next(iter(sig.inputs)): np.array(list(serialized), dtype=object)}
 
 
-def classify(servable, signature_name, serialized):
+def classify(servable, signature_name, serialized, deadline=None):
     """Return ``(key, [[(label, score), ...] per example])`` for serialized tf.Examples."""
     key, sig, feeds = _example_input(servable, signature_name, CLASSIFY_METHOD, serialized)
     wanted = [k for k in (CLASSES, SCORES) if k in sig.outputs]
     if not wanted:
         raise invalid("Expected classification signature outputs to contain at least one of "
                       f"{{{CLASSES}, {SCORES}}}, found {sorted(sig.outputs)}.")
-    _, out = servable.run(key, feeds, output_filter=wanted)
+    _, out = servable.run(key, feeds, output_filter=wanted, deadline=deadline)
     n = len(serialized)
     classes, scores = out.get(CLASSES), out.get(SCORES)
     for name, t in ((CLASSES, classes), (SCORES, scores)):
@@ -56,13 +59,13 @@ def classify(servable, signature_name, serialized):
     return key, results
 
 
-def regress(servable, signature_name, serialized):
+def regress(servable, signature_name, serialized, deadline=None):
     """Return ``(key, [value per example])`` for serialized tf.Examples."""
     key, sig, feeds = _example_input(servable, signature_name, REGRESS_METHOD, serialized)
     if REGRESS_OUTPUT not in sig.outputs:
         raise invalid(f"No output Tensor with key '{REGRESS_OUTPUT}' in the regression "
                       f"signature '{key}'; it has {sorted(sig.outputs)}.")
-    _, out = servable.run(key, feeds, output_filter=[REGRESS_OUTPUT])
+    _, out = servable.run(key, feeds, output_filter=[REGRESS_OUTPUT], deadline=deadline)
     values = out[REGRESS_OUTPUT]
     n = len(serialized)
     if not (values.shape == (n,) or values.shape == (n, 1)):
@@ -71,6 +74,27 @@ def regress(servable, signature_name, serialized):
     if values.dtype.kind != "f":
         raise invalid(f"Expected output Tensor of DT_FLOAT. Got: {values.dtype}")
     return key, [float(v) for v in values.reshape(-1)]
+
+
+def check_multi_inference(tasks):
+    """Validate MultiInference tasks as TF Serving does; return the one model name.
+
+    ``tasks`` are ``(model_name, signature_name, method_name)`` triples.
+    """
+    if not tasks:
+        raise invalid("Expected at least one task")
+    names = {name for name, _, _ in tasks}
+    if len(names) != 1:
+        raise invalid("All ModelSpecs in a MultiInferenceRequest must access the same model "
+                      "name")
+    seen = set()
+    for _, signature, method in tasks:
+        if method not in (CLASSIFY_METHOD, REGRESS_METHOD):
+            raise invalid(f"Unsupported signature method_name: {method}")
+        if signature in seen:
+            raise invalid(f"Duplicate evaluation of signature: {signature}")
+        seen.add(signature)
+    return names.pop()
 
 
 # -- protos -----------------------------------------------------------------------------
@@ -87,10 +111,38 @@ def serialized_examples(input_proto):
     raise invalid("Input is empty.")
 
 
-def tensor_to_ndarray(name, proto):
-    """Convert a TensorProto to numpy, raising INVALID_ARGUMENT on a malformed one."""
+def declared_bytes(name, proto):
+    """Bytes a TensorProto decodes to, from its declared shape alone (nothing allocated)."""
     import tensorflow as tf
 
+    if proto.tensor_shape.unknown_rank:
+        raise invalid(f"tensor parsing error: {name}: the tensor has an unknown rank")
+    n = 1
+    for d in proto.tensor_shape.dim:
+        if d.size < 0:
+            raise invalid(f"tensor parsing error: {name}: negative dimension {d.size}")
+        n *= d.size
+    try:
+        dtype = tf.dtypes.as_dtype(proto.dtype)
+        itemsize = 8 if dtype == tf.string else np.dtype(dtype.as_numpy_dtype).itemsize
+    except Exception:  # noqa: BLE001  (unknown enum values, resource/variant dtypes, ...)
+        raise invalid(f"tensor parsing error: {name}: unsupported dtype {proto.dtype}") from None
+    return n * itemsize
+
+
+def tensor_to_ndarray(name, proto, max_bytes=64 << 20):
+    """Convert a TensorProto to numpy, raising INVALID_ARGUMENT on a malformed one.
+
+    A tensor whose declared shape decodes to more than ``max_bytes`` is refused before
+    anything is allocated (TF fills a short value list up to the declared size, so a
+    tiny request could otherwise ask for gigabytes).
+    """
+    import tensorflow as tf
+
+    size = declared_bytes(name, proto)
+    if size > max_bytes:
+        raise invalid(f"tensor parsing error: {name}: the tensor's declared shape needs "
+                      f"{size} bytes, more than the {max_bytes}-byte request limit")
     try:
         return tf.make_ndarray(proto)
     except Exception as exc:  # noqa: BLE001 (any decoding failure is the client's)
@@ -104,8 +156,12 @@ def ndarray_to_tensor(value):
 
 
 def check_dtype_supported(name, dtype, supported):
-    """Raise UNIMPLEMENTED when a signature tensor's dtype is not in ``supported``."""
+    """Raise INVALID_ARGUMENT when a signature tensor's dtype is not in ``supported``.
+
+    (TF Serving answers 501 UNIMPLEMENTED; a request the server cannot take is the
+    client's to change, so tfdeploy keeps every answer to client input below 500.)
+    """
     if dtype not in supported:
-        raise ServingError("UNIMPLEMENTED",
+        raise ServingError("INVALID_ARGUMENT",
                            f"Conversion of tensor '{name}' of type {dtype.name} "
                            "to/from JSON is not supported")

@@ -1,4 +1,4 @@
-"""Request counters and latency histograms, rendered as Prometheus text.
+"""Request counters and latency histograms, exposed through ``prometheus_client``.
 
 Metric names follow TF Serving's Prometheus exporter, which turns
 ``/tensorflow/serving/request_count`` into ``:tensorflow:serving:request_count``.
@@ -26,14 +26,6 @@ _HELP = {
 }
 
 
-def _escape(value):
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _labels(pairs):
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in pairs) + "}" if pairs else ""
-
-
 class Metrics:
     """A thread-safe registry of the server's counters and histograms."""
 
@@ -41,6 +33,7 @@ class Metrics:
         self._lock = threading.Lock()
         self._counters = {}    # (name, labels) -> int
         self._histograms = {}  # (name, labels) -> [bucket counts..., sum, count]
+        self._registry = None
         self._buckets = {REQUEST_LATENCY: LATENCY_BUCKETS_US, RUNTIME_LATENCY: LATENCY_BUCKETS_US,
                          BATCH_SIZE: BATCH_BUCKETS}
 
@@ -66,26 +59,49 @@ class Metrics:
         self.observe(REQUEST_LATENCY, seconds * 1e6, model_name=model_name or "", API=api,
                      entrypoint=entrypoint)
 
-    def render(self):
-        """Return the Prometheus text exposition (version 0.0.4)."""
+    def collect(self):
+        """Metric families for ``prometheus_client`` (a custom collector on a private registry).
+
+        Counters keep TF Serving's sample names (no ``_total`` suffix), so dashboards built
+        on TF Serving keep working; prometheus_client types such a family "untyped".
+        """
+        from prometheus_client.core import HistogramMetricFamily
+        from prometheus_client.metrics_core import Metric
+
         with self._lock:
             counters = dict(self._counters)
             histograms = {k: list(v) for k, v in self._histograms.items()}
-        lines, names = [], sorted({k[0] for k in counters} | {k[0] for k in histograms})
-        for name in names:
+        for name in sorted({k[0] for k in counters} | {k[0] for k in histograms}):
             kind, help_text = _HELP[name]
-            lines.append(f"# HELP {name} {help_text}")
-            lines.append(f"# TYPE {name} {kind}")
-            for (n, labels), value in sorted(counters.items()):
-                if n == name:
-                    lines.append(f"{name}{_labels(labels)} {value}")
+            if kind == "counter":
+                family = Metric(name, help_text, "unknown")
+                for (n, labels), value in sorted(counters.items()):
+                    if n == name:
+                        family.add_sample(name, dict(labels), value)
+                yield family
+                continue
+            names = None
+            family = None
             for (n, labels), h in sorted(histograms.items()):
                 if n != name:
                     continue
-                cumulative = 0
+                if family is None:
+                    names = [k for k, _ in labels]
+                    family = HistogramMetricFamily(name, help_text, labels=names)
+                cumulative, buckets = 0, []
                 for bound, c in zip(list(self._buckets[name]) + ["+Inf"], h[:-2]):
                     cumulative += c
-                    lines.append(f"{name}_bucket{_labels(labels + (('le', bound),))} {cumulative}")
-                lines.append(f"{name}_sum{_labels(labels)} {float(h[-2])!r}")
-                lines.append(f"{name}_count{_labels(labels)} {h[-1]}")
-        return "\n".join(lines) + "\n"
+                    buckets.append((str(bound), cumulative))
+                family.add_metric([v for _, v in labels], buckets, float(h[-2]))
+            if family is not None:
+                yield family
+
+    def render(self):
+        """Return the Prometheus text exposition (``prometheus_client.generate_latest``)."""
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        registry = self._registry
+        if registry is None:
+            registry = self._registry = CollectorRegistry(auto_describe=False)
+            registry.register(self)
+        return generate_latest(registry).decode("utf-8")

@@ -1,4 +1,4 @@
-"""TF Serving's REST API on the standard library's ThreadingHTTPServer.
+"""TF Serving's REST API, with HTTP parsed by waitress (a maintained WSGI server).
 
     GET  /v1/models/NAME[/versions/V | /labels/L]              model status
     GET  /v1/models/NAME[/versions/V | /labels/L]/metadata     signature metadata
@@ -8,23 +8,44 @@ Errors answer ``{"error": "..."}`` with TF Serving's HTTP codes.
 """
 
 import concurrent.futures
-import http.server
 import json
 import logging
 import re
-import socket
 import threading
 import time
-import urllib.parse
 
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from tfdeploy.runtime.versions import parse_version
 from tfdeploy.serving import inference, rest_json
 from tfdeploy.serving.status import ServingError, invalid
 
 log = logging.getLogger("tfdeploy.serving")
 
-_SPEC = r"/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?"
+_SPEC = r"/v1/models/([^/:]+)(?:/versions/([0-9]+)|/labels/([^/:]+))?"
 _GET = re.compile(r"(?i)^" + _SPEC + r"(/metadata)?$")
 _POST = re.compile(r"(?i)^" + _SPEC + r":(predict|classify|regress)$")
+
+
+# Lone UTF-16 surrogates can only come from \\uD800-\\uDFFF escapes (UTF-8 bytes cannot
+# encode them); only a body holding such an escape is walked.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_LONE = re.compile("[\ud800-\udfff]")
+
+
+def _reject_lone_surrogates(value):
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            if _LONE.search(v):
+                raise invalid("JSON Value: a string holds a lone UTF-16 surrogate (an unpaired "
+                              "\\uD800-\\uDFFF escape); strings must be valid Unicode.")
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
 
 
 class RestApi:
@@ -68,20 +89,24 @@ class RestApi:
                 self._idle.notify_all()
 
     def _handle(self, method, raw_path, read_body):
-        path = urllib.parse.unquote(urllib.parse.urlsplit(raw_path).path)
+        path = raw_path  # already URL-decoded by the HTTP server
         if method == "GET" and self.metrics_path and path == self.metrics_path:
-            return 200, "text/plain; version=0.0.4", self.metrics.render().encode()
+            return 200, CONTENT_TYPE_LATEST, self.metrics.render().encode()
         if not path.lower().startswith("/v1/"):
             return self._json(404, {"error": f"Not found: {method} {path}. The REST API "
                                              "lives under /v1/models/."})
-        start, model, api = time.perf_counter(), "", method
+        start, model, api = time.monotonic(), "", method
         try:
             m = (_GET if method == "GET" else _POST).match(path) if method in ("GET", "POST") \
                 else None
             if m is None:
                 raise invalid(f"Malformed request: {method} {path}")
             name, version, label = m.group(1), m.group(2), m.group(3)
-            version = int(version) if version is not None else None
+            if version is not None:
+                number = parse_version(version)
+                if number is None:
+                    raise invalid(f"Failed to convert version: {version[:40]} to numeric.")
+                version = number
             model = name if name in self.repository.model_names else ""
             if method == "GET":
                 api = "GetModelMetadata" if m.group(4) else "GetModelStatus"
@@ -89,14 +114,15 @@ class RestApi:
             else:
                 api = m.group(4).lower()
                 body = self._parse_body(read_body())
-                result = self._run_timed(getattr(self, "_" + api), name, version, label, body)
+                result = self._run_timed(getattr(self, "_" + api), name, version, label, body,
+                                         None if self.timeout is None else start + self.timeout)
             code, payload = "OK", (200, result)
         except ServingError as exc:
             code, payload = exc.code, (exc.http_status, {"error": exc.message})
         except Exception as exc:  # noqa: BLE001  (never crash the connection)
             log.exception("REST request %s %s failed", method, path)
             code, payload = "INTERNAL", (500, {"error": f"Internal error: {exc}"})
-        self.metrics.request_done(model, api, "REST", code, time.perf_counter() - start)
+        self.metrics.request_done(model, api, "REST", code, time.monotonic() - start)
         return self._json(*payload)
 
     @staticmethod
@@ -113,19 +139,26 @@ class RestApi:
             raise invalid(f"JSON Parse error: {exc.msg} at offset: {exc.pos}") from exc
         except RecursionError:
             raise invalid("JSON Parse error: the document is nested too deeply") from None
+        except ValueError as exc:   # e.g. an integer past Python's digit limit
+            raise invalid(f"JSON Parse error: {str(exc)[:200]}") from None
         if not isinstance(body, dict):
             raise invalid("JSON Value: the request body is not a JSON object")
+        if _SURROGATE_ESCAPE.search(raw):
+            _reject_lone_surrogates(body)
         sig = body.get("signature_name", "")
         if not isinstance(sig, str):
             raise invalid("'signature_name' must be a string")
         return body
 
     def _run_timed(self, fn, *args):
-        if self.timeout is None:
+        deadline = args[-1]
+        if deadline is None:
             return fn(*args)
+        # The model runs in a bounded pool so the HTTP worker answers 504 at the deadline;
+        # work still queued then is cancelled (batched requests leave their batch).
         future = self._pool.submit(fn, *args)
         try:
-            return future.result(timeout=self.timeout)
+            return future.result(timeout=max(0.0, deadline - time.monotonic()))
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise ServingError("DEADLINE_EXCEEDED",
@@ -140,109 +173,117 @@ class RestApi:
         servable = self.repository.get(name, version, label)
         return rest_json.metadata_response(name, servable.version, servable.signature_defs)
 
-    def _predict(self, name, version, label, body):
-        servable = self.repository.get(name, version, label)
-        sig = body.get("signature_name", "")
-        fmt, inputs = rest_json.parse_predict(body, servable.input_dtypes(sig))
-        _, outputs = servable.run(sig, inputs)
+    def _predict(self, name, version, label, body, deadline):
+        with self.repository.serve(name, version, label) as servable:
+            sig = body.get("signature_name", "")
+            fmt, inputs = rest_json.parse_predict(body, servable.input_dtypes(sig))
+            _, outputs = servable.run(sig, inputs, deadline=deadline)
         return rest_json.predict_response(fmt, outputs)
 
-    def _classify(self, name, version, label, body):
-        servable = self.repository.get(name, version, label)
-        _, results = inference.classify(servable, body.get("signature_name", ""),
-                                        rest_json.parse_examples(body))
+    def _classify(self, name, version, label, body, deadline):
+        examples = rest_json.parse_examples(body)
+        with self.repository.serve(name, version, label) as servable:
+            _, results = inference.classify(servable, body.get("signature_name", ""), examples,
+                                            deadline)
         return {"results": [[[lbl, score] for lbl, score in row] for row in results]}
 
-    def _regress(self, name, version, label, body):
-        servable = self.repository.get(name, version, label)
-        _, results = inference.regress(servable, body.get("signature_name", ""),
-                                       rest_json.parse_examples(body))
+    def _regress(self, name, version, label, body, deadline):
+        examples = rest_json.parse_examples(body)
+        with self.repository.serve(name, version, label) as servable:
+            _, results = inference.regress(servable, body.get("signature_name", ""), examples,
+                                           deadline)
         return {"results": results}
 
 
-def _handler_class(api):
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "tfdeploy-serving"
-        timeout = 60  # seconds a client may stall mid-request before its connection closes
-
-        def setup(self):
-            super().setup()
-            # Headers and body go out in separate writes; without TCP_NODELAY, Nagle's
-            # algorithm and the client's delayed ACK add ~40 ms to keep-alive requests.
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-        def log_message(self, fmt, *args):  # quiet by default; errors still go to logging
-            log.debug("%s - " + fmt, self.address_string(), *args)
-
-        def _send(self, status, ctype, body, close=False):
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            if close:
-                self.send_header("Connection", "close")
-                self.close_connection = True
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
-        def _error(self, status, message):
-            self._send(status, "application/json", json.dumps({"error": message}).encode(),
-                       close=True)
-
-        def _dispatch(self):
-            body_state = {}
-            if self.command == "POST":
-                if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                    return self._error(411, "Chunked request bodies are not supported; send "
-                                            "a Content-Length header.")
-                length = self.headers.get("Content-Length")
-                if length is None:
-                    return self._error(411, "Length Required: POST requests need a "
-                                            "Content-Length header.")
-                try:
-                    n = int(length)
-                    if n < 0:
-                        raise ValueError
-                except ValueError:
-                    return self._error(400, f"Invalid Content-Length: {length!r}")
-                if n > api.max_body_bytes:
-                    return self._error(413, f"Request body of {n} bytes exceeds the limit of "
-                                            f"{api.max_body_bytes} bytes.")
-                body_state["n"] = n
-
-            # Read the whole body first so the connection stays in sync whatever happens next.
-            n = body_state.get("n", 0)
-            data = self.rfile.read(n) if n else b""
-            if len(data) != n:
-                return self._error(400, "The request body ended before Content-Length bytes "
-                                        "arrived.")
-
-            def read_body():
-                return data
-            status, ctype, body = api.handle(self.command, self.path, read_body)
-            self._send(status, ctype, body)
-
-        def do_GET(self):  # noqa: N802
-            self._dispatch()
-
-        def do_POST(self):  # noqa: N802
-            self._dispatch()
-
-        def _not_allowed(self):
-            self._error(405, f"Method {self.command} is not allowed; use GET or POST.")
-
-        do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _not_allowed  # noqa: N815
-
-    return Handler
+def wsgi_app(api):
+    """The WSGI application in front of ``api`` (waitress parses HTTP and owns sockets)."""
+    def app(environ, start_response):
+        method = environ["REQUEST_METHOD"]
+        if method not in ("GET", "POST"):
+            status, ctype, body = 405, "application/json", json.dumps(
+                {"error": f"Method {method} is not allowed; use GET or POST."}).encode()
+        else:
+            path = environ.get("PATH_INFO", "")
+            # PATH_INFO is the URL-decoded path as latin-1; TF Serving decodes UTF-8.
+            path = path.encode("latin-1").decode("utf-8", "replace")
+            stream = environ["wsgi.input"]
+            try:
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = 0
+            status, ctype, body = api.handle(method, path, lambda: stream.read(length))
+        start_response(f"{status} {_REASONS.get(status, 'Error')}",
+                       [("Content-Type", ctype), ("Content-Length", str(len(body)))])
+        return [body]
+    return app
 
 
-class _HTTPServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+            404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
+            413: "Payload Too Large", 429: "Too Many Requests", 499: "Client Closed Request",
+            500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
+            504: "Gateway Timeout"}
 
 
-def make_http_server(api, host, port):
-    """A ThreadingHTTPServer bound to ``host:port`` serving ``api`` (not yet started)."""
-    return _HTTPServer((host, port), _handler_class(api))
+class HttpServer:
+    """waitress serving ``api`` on ``host:port``: bound at construction, served by ``start``.
+
+    waitress reads whole requests in its event loop before a worker thread sees them,
+    so a slow or trickling client holds a connection (at most ``connection_limit``,
+    idle ones closed after ``channel_timeout`` s) but never a worker thread.
+    """
+
+    def __init__(self, api, host, port, threads=16, connection_limit=256, channel_timeout=30):
+        import waitress.server
+
+        self.api = api
+        self._server = waitress.server.create_server(
+            wsgi_app(api), host=host, port=port, threads=threads,
+            connection_limit=connection_limit, channel_timeout=channel_timeout,
+            cleanup_interval=min(30, channel_timeout), max_request_body_size=api.max_body_bytes,
+            max_request_header_size=64 << 10, expose_tracebacks=False, ident="tfdeploy-serving",
+            clear_untrusted_proxy_headers=True, asyncore_use_poll=True)
+        self.port = self._server.getsockname()[1]
+        self._thread = None
+
+    def start(self):
+        self._thread = threading.Thread(target=self._server.run, daemon=True,
+                                        name="tfdeploy-rest")
+        self._thread.start()
+
+    def stop_accepting(self):
+        """Close the listening socket (in the event loop); open connections carry on."""
+        import waitress.wasyncore
+
+        done = threading.Event()
+
+        def close_listener():
+            waitress.wasyncore.dispatcher.close(self._server)
+            done.set()
+        if self._thread is not None and self._thread.is_alive():
+            self._server.trigger.pull_trigger(close_listener)
+            done.wait(5)
+        else:
+            close_listener()
+
+    def close(self):
+        """Close every connection and stop the worker threads."""
+        server = self._server
+
+        def close_all():
+            for channel in list(server._map.values()):
+                channel.handle_close()
+        if self._thread is not None and self._thread.is_alive():
+            try:
+                server.trigger.pull_trigger(close_all)
+            except OSError:
+                pass
+            self._thread.join(5)
+        else:
+            server._map.clear()
+        server.task_dispatcher.shutdown(timeout=2)
+
+
+def make_http_server(api, host, port, threads=16, connection_limit=256, channel_timeout=30):
+    """An HttpServer bound to ``host:port`` serving ``api`` (call ``start``)."""
+    return HttpServer(api, host, port, threads, connection_limit, channel_timeout)

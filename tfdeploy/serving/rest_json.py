@@ -151,7 +151,11 @@ def _feature(name, value):
             raise invalid(f"Feature '{name}': integer out of int64 range.")
         return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
+        try:
+            floats = [float(v) for v in values]
+        except OverflowError:
+            raise invalid(f"Feature '{name}': a number is too large for a float.") from None
+        return tf.train.Feature(float_list=tf.train.FloatList(value=floats))
     raise invalid(f"Feature '{name}': values must all be numbers, or all strings / "
                   f"{{\"b64\": ...}} objects; received {value!r:.100}.")
 

@@ -1,11 +1,12 @@
 """One loaded model version: its SignatureDefs and the functions that run them."""
 
 import os
+import threading
 import time
 
 import numpy as np
 
-from tfdeploy.serving.status import ServingError, invalid
+from tfdeploy.serving.status import ServingError, deadline_exceeded, invalid
 
 DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
@@ -66,16 +67,50 @@ class Servable:
         path: the version directory.
     """
 
-    def __init__(self, name, version, path):
+    def __init__(self, name, version, path, method_name_check=False):
         import tensorflow as tf
 
         self.name, self.version, self.path = name, int(version), path
+        self.method_name_check = method_name_check
+        self._refs, self._retired = 0, False
+        self._ref_lock = threading.Lock()
+        self._drained = threading.Event()
         self.signature_defs = read_signature_defs(path)
         self._tf = tf
         self._loaded = tf.saved_model.load(path, tags=[SERVE_TAG])
         self._functions = dict(self._loaded.signatures)
         self.batcher = None  # set by the repository when batching is enabled
         self.on_run = None   # optional f(seconds) called after every model run (metrics)
+
+    # -- reference counting (see ModelRepository.serve) ---------------------------------------
+    def acquire(self):
+        """Take a reference for one request; False once the version is being unloaded."""
+        with self._ref_lock:
+            if self._retired:
+                return False
+            self._refs += 1
+            return True
+
+    def release(self):
+        with self._ref_lock:
+            self._refs -= 1
+            if self._retired and self._refs == 0:
+                self._drained.set()
+
+    def retire(self):
+        """No new references from now on; ``wait_drained`` returns once the last is gone."""
+        with self._ref_lock:
+            self._retired = True
+            if self._refs == 0:
+                self._drained.set()
+
+    def wait_drained(self, timeout=None):
+        return self._drained.wait(timeout)
+
+    def release_model(self):
+        """Drop the loaded TF objects (after unloading) so they can be collected."""
+        self._loaded = None
+        self._functions = {}
 
     # -- signatures -------------------------------------------------------------------------
     def signature(self, signature_name):
@@ -93,11 +128,13 @@ class Servable:
         return {k: self._tf.dtypes.as_dtype(v.dtype) for k, v in sig.inputs.items()}
 
     # -- running ----------------------------------------------------------------------------
-    def run(self, signature_name, inputs, output_filter=None):
+    def run(self, signature_name, inputs, output_filter=None, deadline=None):
         """Run a signature on ``{input_key: ndarray}``; return ``(key, {output_key: ndarray})``.
 
         Inputs are checked against the SignatureDef (names, dtype, rank and known
         dimensions) first, so a bad request is an INVALID_ARGUMENT, never a crash.
+        ``deadline`` (``time.monotonic()``): work not started by then is dropped with
+        DEADLINE_EXCEEDED (a model run already started finishes).
         """
         key, sig = self.signature(signature_name)
         expected, sent = set(sig.inputs), set(inputs)
@@ -117,8 +154,10 @@ class Servable:
         feeds = {}
         for name, info in sig.inputs.items():
             feeds[name] = self._check_input(name, info, inputs[name])
+        if deadline is not None and time.monotonic() >= deadline:
+            raise deadline_exceeded()
         if self.batcher is not None:
-            outputs = self.batcher.run(key, feeds)
+            outputs = self.batcher.run(key, feeds, deadline)
         else:
             outputs = self.call(key, feeds)
         return key, {k: outputs[k] for k in wanted}

@@ -1,7 +1,9 @@
 """The server factory: a model repository behind TF Serving's REST and gRPC APIs."""
 
 import logging
+import os
 import threading
+import time
 
 from tfdeploy.serving import metrics as metrics_lib
 from tfdeploy.serving.repository import ModelConfig, ModelRepository, read_model_config_file
@@ -43,7 +45,10 @@ class ModelServer:
 
     def __init__(self, repository, host="127.0.0.1", port=8500, rest_api_port=8501,
                  metrics_path=None, rest_api_timeout_in_ms=30000, max_body_bytes=64 << 20,
-                 model_config_file=None, model_config_file_poll_wait_seconds=0):
+                 model_config_file=None, model_config_file_poll_wait_seconds=0,
+                 rest_api_num_threads=None, grpc_max_threads=None, maximum_concurrent_rpcs=None,
+                 max_connections=256, http_idle_timeout_seconds=30,
+                 model_config_allowed_roots=None):
         self.repository, self.host = repository, host
         self.model_config_file = model_config_file
         self.model_config_file_poll_wait_seconds = model_config_file_poll_wait_seconds
@@ -52,35 +57,53 @@ class ModelServer:
         self._port, self._rest_port = port, rest_api_port
         self.metrics_path = metrics_path
         self.rest_api_timeout_in_ms, self.max_body_bytes = rest_api_timeout_in_ms, max_body_bytes
+        # Enough request threads that a batch can fill up to max_batch_size.
+        batch = repository.batching or {}
+        need = batch.get("max_batch_size", 0) + batch.get("num_batch_threads", 0)
+        self.rest_threads = rest_api_num_threads or max(16, min(need, 256))
+        self.grpc_threads = grpc_max_threads or max(16, min(need, 256))
+        self.maximum_concurrent_rpcs = maximum_concurrent_rpcs
+        self.max_connections, self.http_idle_timeout = max_connections, http_idle_timeout_seconds
+        self.model_config_allowed_roots = model_config_allowed_roots
         self.grpc_port = self.rest_port = None
-        self._grpc = self._http = self._rest = self._http_thread = None
+        self._grpc = self._http = self._rest = None
         self._stopped = threading.Event()
 
     def start(self):
-        """Load the models (blocking), then open the ports; returns self."""
+        """Bind the ports (a port in use fails here, before any model loads), load the
+        models (blocking), then serve; returns self."""
         from tfdeploy.serving.grpc_service import make_grpc_server
         from tfdeploy.serving.rest import RestApi, make_http_server
 
-        self.repository.start()
         try:
             if self._port is not None:
                 self._grpc, self.grpc_port = make_grpc_server(
                     self.repository, self.metrics, self.host, self._port,
-                    max_message_bytes=self.max_body_bytes)
-                self._grpc.start()
-                log.info("Running gRPC ModelServer at %s:%d ...", self.host, self.grpc_port)
+                    max_message_bytes=self.max_body_bytes, workers=self.grpc_threads,
+                    maximum_concurrent_rpcs=self.maximum_concurrent_rpcs,
+                    allowed_roots=self.model_config_allowed_roots)
             if self._rest_port is not None:
                 self._rest = RestApi(self.repository, self.metrics, self.metrics_path,
-                                     self.rest_api_timeout_in_ms, self.max_body_bytes)
-                self._http = make_http_server(self._rest, self.host, self._rest_port)
-                self.rest_port = self._http.server_address[1]
-                self._http_thread = threading.Thread(target=self._http.serve_forever,
-                                                     kwargs={"poll_interval": 0.2},
-                                                     daemon=True, name="tfdeploy-rest")
-                self._http_thread.start()
+                                     self.rest_api_timeout_in_ms, self.max_body_bytes,
+                                     workers=self.rest_threads)
+                try:
+                    self._http = make_http_server(self._rest, self.host, self._rest_port,
+                                                  threads=self.rest_threads,
+                                                  connection_limit=self.max_connections,
+                                                  channel_timeout=self.http_idle_timeout)
+                except OSError as exc:
+                    raise OSError(f"Could not bind the REST port {self.host}:{self._rest_port} "
+                                  f"({exc.strerror or exc}); is it in use?") from None
+                self.rest_port = self._http.port
+            self.repository.start()
+            if self._grpc is not None:
+                self._grpc.start()
+                log.info("Running gRPC ModelServer at %s:%d ...", self.host, self.grpc_port)
+            if self._http is not None:
+                self._http.start()
                 log.info("Exporting HTTP/REST API at:%s:%d ...", self.host, self.rest_port)
         except BaseException:
-            self.stop()
+            self.stop(grace=0)
             raise
         if self.model_config_file and self.model_config_file_poll_wait_seconds > 0:
             self._config_thread = threading.Thread(target=self._poll_config_file, daemon=True,
@@ -111,19 +134,21 @@ class ModelServer:
             return
         self._stopped.set()
         if self._http is not None:
-            self._http.shutdown()          # no new connections
-            self._http.server_close()
+            self._http.stop_accepting()    # no new connections
         grpc_done = self._grpc.stop(grace) if self._grpc is not None else None
         # (gRPC rejects new RPCs now and lets running ones finish within the grace period)
         if self._rest is not None:
             if not self._rest.drain(grace):
                 log.warning("REST requests still running after %.1fs; stopping anyway.", grace)
+            time.sleep(0.05)               # let the event loop write the last answers out
             self._rest.close()
+        if self._http is not None:
+            self._http.close()
         if grpc_done is not None:
             grpc_done.wait(grace + 1)
         if self._config_thread is not None:
             self._config_thread.join(timeout=30)
-        self.repository.stop()
+        self.repository.stop(grace)
         log.info("Server stopped.")
 
     def wait(self, timeout=None):
@@ -142,7 +167,12 @@ def create_server(model_name=None, model_base_path=None, model_config_file=None,
                   file_system_poll_wait_seconds=1.0, enable_batching=False,
                   batching_parameters_file=None, batching_options=None,
                   monitoring_config_file=None, rest_api_timeout_in_ms=30000,
-                  max_body_bytes=64 << 20, model_config_file_poll_wait_seconds=0):
+                  max_body_bytes=64 << 20, model_config_file_poll_wait_seconds=0,
+                  max_num_load_retries=5, load_retry_interval_micros=60_000_000,
+                  freeze_gc=False, enable_signature_method_name_check=False,
+                  rest_api_num_threads=None, grpc_max_threads=None,
+                  maximum_concurrent_rpcs=None, max_connections=256,
+                  http_idle_timeout_seconds=30, model_config_allowed_roots=None):
     """Build a TF-Serving-compatible ModelServer (call ``start()`` or use ``with``).
 
     Models come from exactly one of ``model_name`` + ``model_base_path``, a
@@ -165,6 +195,18 @@ def create_server(model_name=None, model_base_path=None, model_config_file=None,
         max_body_bytes: largest request accepted (REST 413, gRPC RESOURCE_EXHAUSTED).
         model_config_file_poll_wait_seconds: seconds between re-reads of
             ``model_config_file``; 0 (the default) reads it once.
+        max_num_load_retries / load_retry_interval_micros: retries of a failed load and the
+            wait between them (TF Serving's defaults: 5 and 60 s).
+        freeze_gc: ``gc.freeze()`` after loads (see ModelRepository). Defaults to False.
+        enable_signature_method_name_check: Classify/Regress require the signature's
+            method_name (TF Serving's flag; default False).
+        rest_api_num_threads / grpc_max_threads: request threads (default: 16, or enough for
+            a batch to reach max_batch_size).
+        maximum_concurrent_rpcs: gRPC RPCs accepted at once (default 4 x grpc threads).
+        max_connections: open HTTP connections at once. Defaults to 256.
+        http_idle_timeout_seconds: an HTTP connection idle this long is closed. Defaults to 30.
+        model_config_allowed_roots: directories HandleReloadConfigRequest may load from
+            (None: anywhere, as TF Serving). Anyone who reaches the gRPC port can call it.
 
     Returns:
         A ModelServer, not yet started.
@@ -172,6 +214,21 @@ def create_server(model_name=None, model_base_path=None, model_config_file=None,
     Raises:
         ValueError: inconsistent or invalid configuration, with what to fix.
     """
+    _check_numbers(rest_api_timeout_in_ms=(rest_api_timeout_in_ms, 0),
+                   max_body_bytes=(max_body_bytes, 1),
+                   file_system_poll_wait_seconds=(file_system_poll_wait_seconds, 0),
+                   model_config_file_poll_wait_seconds=(model_config_file_poll_wait_seconds, 0),
+                   max_num_load_retries=(max_num_load_retries, 0),
+                   load_retry_interval_micros=(load_retry_interval_micros, 0),
+                   rest_api_num_threads=(rest_api_num_threads, 1),
+                   grpc_max_threads=(grpc_max_threads, 1),
+                   maximum_concurrent_rpcs=(maximum_concurrent_rpcs, 1),
+                   max_connections=(max_connections, 1),
+                   http_idle_timeout_seconds=(http_idle_timeout_seconds, 1))
+    for name, value in (("port", port), ("rest_api_port", rest_api_port)):
+        if value is not None and not (isinstance(value, int) and 0 <= value <= 65535):
+            raise ValueError(f"--{name} must be a port number 0-65535 (or None), received "
+                             f"{value!r}.")
     sources = [model_base_path is not None, model_config_file is not None, configs is not None]
     if sum(sources) != 1:
         raise ValueError("Give exactly one model source: --model_base_path (with --model_name), "
@@ -196,9 +253,40 @@ def create_server(model_name=None, model_base_path=None, model_config_file=None,
         batching = validate_options()
     metrics_path = read_monitoring_config(monitoring_config_file) if monitoring_config_file \
         else None
-    repository = ModelRepository(configs, poll_wait_seconds=file_system_poll_wait_seconds,
-                                 batching=batching, metrics=metrics_lib.Metrics())
+    if host not in ("127.0.0.1", "localhost", "::1") and port is not None:
+        log.warning("Serving on %s: anyone who reaches the gRPC port can call "
+                    "HandleReloadConfigRequest and make this server load any SavedModel it "
+                    "can read%s.", host,
+                    "" if model_config_allowed_roots else
+                    " (restrict it with --model_config_allowed_roots)")
+    if model_config_allowed_roots is not None:
+        model_config_allowed_roots = [r for r in model_config_allowed_roots if r]
+        for root in model_config_allowed_roots:
+            if not os.path.isdir(root):
+                raise ValueError(f"--model_config_allowed_roots: {root!r} is not a directory.")
+    repository = ModelRepository(
+        configs, poll_wait_seconds=file_system_poll_wait_seconds, batching=batching,
+        metrics=metrics_lib.Metrics(), max_num_load_retries=max_num_load_retries,
+        load_retry_interval_micros=load_retry_interval_micros, freeze_gc=freeze_gc,
+        enable_signature_method_name_check=enable_signature_method_name_check)
     return ModelServer(repository, host=host, port=port, rest_api_port=rest_api_port,
                        metrics_path=metrics_path, rest_api_timeout_in_ms=rest_api_timeout_in_ms,
                        max_body_bytes=max_body_bytes, model_config_file=model_config_file,
-                       model_config_file_poll_wait_seconds=model_config_file_poll_wait_seconds)
+                       model_config_file_poll_wait_seconds=model_config_file_poll_wait_seconds,
+                       rest_api_num_threads=rest_api_num_threads,
+                       grpc_max_threads=grpc_max_threads,
+                       maximum_concurrent_rpcs=maximum_concurrent_rpcs,
+                       max_connections=max_connections,
+                       http_idle_timeout_seconds=http_idle_timeout_seconds,
+                       model_config_allowed_roots=model_config_allowed_roots)
+
+
+def _check_numbers(**checks):
+    """Raise ValueError for a numeric option that is not a number >= its minimum."""
+    for name, (value, minimum) in checks.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+                or value < minimum or value == float("inf"):
+            raise ValueError(f"--{name} must be a finite number >= {minimum}, received "
+                             f"{value!r}.")

@@ -44,3 +44,7 @@ def not_found(message):
 
 class ServingConfigError(TfdeployError, ValueError):
     """A serving flag or config file is invalid (the message says how to fix it)."""
+
+
+def deadline_exceeded(what="the request"):
+    return ServingError("DEADLINE_EXCEEDED", f"Deadline Exceeded: {what} did not finish in time")

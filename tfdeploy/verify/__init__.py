@@ -9,6 +9,7 @@ from tfdeploy.verify.memory import (MemoryBudgetError, MemoryEstimate, available
 from tfdeploy.verify.report import (TOLERANCES, classification_report,
                                     format_classification_report, format_results, verify,
                                     verify_all)
+from tfdeploy.verify.retrieval import random_recall, recall_at_k, top_k
 from tfdeploy.verify.tflite_weights import (op_dtypes, operators, weight_summary,
                                             weight_tensors)
 
@@ -17,4 +18,5 @@ __all__ = ["accuracy", "latency_ms", "path_bytes", "gzip_bytes", "weight_summary
            "classification_report",
            "format_classification_report", "format_results", "TOLERANCES", "bench",
            "format_table", "speedup", "matmul_peak_flops", "count_flops", "estimate",
-           "check_memory", "MemoryEstimate", "MemoryBudgetError", "available_memory"]
+           "check_memory", "MemoryEstimate", "MemoryBudgetError", "available_memory",
+           "recall_at_k", "random_recall", "top_k"]

@@ -1,0 +1,92 @@
+"""The three text recipes end to end with tiny settings (real training, export, server)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import tfdeploy as td
+from tfdeploy.recipes import answer_retrieval, recommender, sentiment_monitor
+from tfdeploy.recipes.sentiment_monitor import RollingAlert
+
+TINY = ["--epochs", "3", "--lr", "0.01", "--fine-tune-epochs", "1", "--sequence-length", "12",
+        "--embed-dim", "16", "--quiet"]
+
+
+def _run(module, tmp_path, *extra):
+    out = tmp_path / "out.json"
+    code = module.main(["--output", str(tmp_path / "models"), "--logs", str(tmp_path / "logs"),
+                        "--json", str(out), *TINY, *extra])
+    assert code == 0
+    return json.loads(out.read_text())
+
+
+def _tensorboard_event_files(logs):
+    return [f for _, _, files in os.walk(logs) for f in files if "tfevents" in f]
+
+
+def test_sentiment_monitor_end_to_end(tmp_path):
+    data = td.data.write_sentiment_corpus(str(tmp_path / "data"), n=300)
+    result = _run(sentiment_monitor, tmp_path, "--data", data, "--distill-epochs", "2",
+                  "--window", "30")
+    rows = {r["variant"]: r for r in result["rows"]}
+    served = rows["served (REST)"]
+    assert served["accuracy"] == pytest.approx(rows["cnn distilled+pruned"]["accuracy"], abs=0.01)
+    assert served["accuracy"] > 1 / 3 + 0.15          # three classes: chance is 1/3
+    assert result["served"]["grpc_agrees_with_rest"] is True
+    assert rows["transformer pruned"]["sparsity"] > 0.5
+    assert result["embedding_dtypes"]["cnn pruned+int8"] == {
+        "text_cnn/token_embedding/embedding_lookup": "int8"}
+    assert any("block0_attention" in u for u in result["qat_coverage"]["unsupported_with_weights"])
+    assert result["true_alerts"] and result["true_alerts"][0]["event"] == "alert"
+    report = open(result["report"]).read()
+    assert "What tfmot QAT cannot quantize" in report and "MultiHeadAttention" in report
+    assert _tensorboard_event_files(tmp_path / "logs" / "monitor")
+
+
+def test_rolling_alert_raises_once_and_clears_with_hysteresis():
+    alert = RollingAlert(window=4, threshold=0.5, hysteresis=0.25)
+    labels = ["positive"] * 4 + ["negative"] * 3 + ["positive", "negative", "positive"] + \
+        ["positive"] * 3
+    for i, label in enumerate(labels):
+        alert.update(str(i), label)
+    assert [(e["event"], e["time"]) for e in alert.events] == [("alert", "5"), ("clear", "12")]
+    with pytest.raises(ValueError, match="threshold"):
+        RollingAlert(window=4, threshold=0.0)
+
+
+def test_answer_retrieval_end_to_end(tmp_path):
+    result = _run(answer_retrieval, tmp_path, "--encoder", "cnn", "--epochs", "4",
+                  "--data", td.data.write_qa_corpus(str(tmp_path / "qa"), paraphrases=6))
+    rows = {r["variant"]: r for r in result["rows"]}
+    margin = 0.3
+    for variant in ("encoder", "encoder pruned+int8", "served (REST)"):
+        assert rows[variant]["recall@k"] > result["random_recall"] + margin, variant
+    assert result["served"]["recall@1"] == pytest.approx(rows["encoder pruned"]["recall@1"],
+                                                         abs=0.02)
+    assert os.path.exists(os.path.join(result["saved_model"], "assets", "index_embeddings.f32"))
+
+
+def test_recommender_end_to_end(tmp_path):
+    data = td.data.write_recommendation_corpus(str(tmp_path / "rec"), num_users=120,
+                                               num_items=80)
+    result = _run(recommender, tmp_path, "--data", data, "--epochs", "4", "--k", "10")
+    rows = {r["variant"]: r for r in result["rows"]}
+    margin = 0.05
+    for variant in ("two towers", "towers pruned", "towers pruned+int8", "served (REST)"):
+        assert rows[variant]["recall@k"] > result["random_recall"] + margin, variant
+    int8 = {p: d for p, d in result["embedding_dtypes"].items() if p.endswith("_int8.tflite")}
+    assert sorted(v for d in int8.values() for v in d.values()) == ["int8", "int8"]
+    assert rows["towers pruned"]["sparsity"] > 0.5
+    assert np.isfinite(result["served"]["rest_p50_ms_one_user"])
+
+
+def test_recipes_are_listed_with_help():
+    from tfdeploy import recipes
+
+    for name in ("sentiment_monitor", "answer_retrieval", "recommender"):
+        assert name in recipes.names() and recipes.summary(name)
+        with pytest.raises(SystemExit) as exit_:
+            recipes.load(name).main(["--help"])
+        assert exit_.value.code == 0

@@ -1,0 +1,203 @@
+"""What the three text recipes share: flags, fitting with TensorBoard, artifact rows, serving,
+the comparison table and the report. Not a recipe itself (leading underscore)."""
+
+import contextlib
+import json
+import os
+import time
+
+import numpy as np
+
+from tfdeploy import verify
+from tfdeploy._keras import keras, tf
+
+
+def add_common_arguments(p, name, data_help, epochs=4):
+    p.add_argument("--data", default=None, help=data_help)
+    p.add_argument("--output", default="saved_models",
+                   help="where artifacts are written (default: %(default)s)")
+    p.add_argument("--logs", default=f"logs/{name}",
+                   help="TensorBoard log directory (default: %(default)s)")
+    p.add_argument("--json", default=None, help="also write the results as JSON to this file")
+    p.add_argument("--epochs", type=int, default=epochs,
+                   help="training epochs (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=3e-3,
+                   help="Adam learning rate for training; fine-tuning uses a third of it "
+                        "(default: %(default)s)")
+    p.add_argument("--fine-tune-epochs", type=int, default=2,
+                   help="pruning fine-tune epochs (default: %(default)s)")
+    p.add_argument("--sparsity", type=float, default=0.6,
+                   help="pruning target sparsity (default: %(default)s)")
+    p.add_argument("--sequence-length", type=int, default=24,
+                   help="token ids per text (default: %(default)s)")
+    p.add_argument("--max-tokens", type=int, default=5000,
+                   help="vocabulary size incl. padding and OOV (default: %(default)s)")
+    p.add_argument("--embed-dim", type=int, default=32,
+                   help="embedding width (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--no-serve", action="store_true",
+                   help="export only; skip starting the server and the served checks")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch Keras output")
+
+
+def callbacks(log_dir, stage, extra=()):
+    """``extra`` + a TensorBoard callback writing to ``log_dir/stage`` (None: no logging)."""
+    out = list(extra)
+    if log_dir:
+        out.append(keras.callbacks.TensorBoard(log_dir=os.path.join(log_dir, stage),
+                                               histogram_freq=1))
+    return out
+
+
+def params(model):
+    return int(model.count_params())
+
+
+def sizes(path):
+    return {"file_bytes": verify.path_bytes(path), "gzip_bytes": verify.gzip_bytes(path)}
+
+
+def p50_ms(fn, inputs, samples=50):
+    """Median milliseconds of ``fn(one input)`` at batch 1."""
+    return verify.latency_ms(_Callable(fn), inputs, samples=samples)
+
+
+class _Callable:
+    def __init__(self, fn):
+        self.fn = fn
+
+    def predict(self, x):
+        return self.fn(x)
+
+    def run(self, x):
+        return self.fn(x)
+
+
+def keras_fn(model):
+    """Batch → numpy through a traced ``tf.function`` (``model.predict`` adds ~50 ms per call,
+    an eager call pays Python overhead per layer)."""
+    fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    return lambda x: fn(tf.convert_to_tensor(x)).numpy()
+
+
+def embed(fn, inputs, batch_size=64):
+    """Run ``fn`` over ``inputs`` (array or list) in batches and stack the results."""
+    out = [np.asarray(fn(inputs[i:i + batch_size])) for i in range(0, len(inputs), batch_size)]
+    return np.concatenate(out).astype(np.float32)
+
+
+def format_table(rows, columns):
+    """Aligned text table; ``columns`` is a list of ``(key, header, format)``."""
+    def cell(row, key, fmt):
+        value = row.get(key)
+        if value is None:
+            return "-"
+        return fmt.format(value) if fmt else str(value)
+
+    cells = [[h for _, h, _ in columns]] + [[cell(r, k, f) for k, _, f in columns] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
+    lines = [" | ".join(v.ljust(w) if i == 0 else v.rjust(w)
+                        for i, (v, w) in enumerate(zip(c, widths))) for c in cells]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def serving(name, base_path):
+    """Serve ``base_path`` as ``name`` with tfdeploy's TF-Serving-compatible server (free ports).
+
+    The same server as ``tfdeploy serve --model_name NAME --model_base_path BASE``.
+    """
+    from tfdeploy.serving import ModelConfig, create_server
+
+    server = create_server(configs=[ModelConfig(name, os.path.abspath(base_path))], port=0,
+                           rest_api_port=0, file_system_poll_wait_seconds=0)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def rest_latency_ms(client, name, instances, repeats=20):
+    """Median milliseconds of one REST predict of ``instances`` (after one warm call)."""
+    client.predict(name, instances=instances)
+    times = []
+    for _ in range(int(repeats)):
+        start = time.perf_counter()
+        client.predict(name, instances=instances)
+        times.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(times))
+
+
+def log_comparison(log_dir, rows, columns, title):
+    """Write the comparison as TensorBoard text and one scalar per numeric column."""
+    if not log_dir:
+        return
+    writer = tf.summary.create_file_writer(os.path.join(log_dir, "comparison"))
+    with writer.as_default(step=0):
+        table = format_table(rows, columns)
+        tf.summary.text(title, "```\n" + table + "\n```")
+        for row in rows:
+            for key, _, _ in columns:
+                value = row.get(key)
+                if isinstance(value, (int, float, np.integer, np.floating)) and \
+                        not isinstance(value, bool):
+                    tf.summary.scalar(f"{key}/{row['variant']}", float(value))
+    writer.flush()
+    writer.close()
+
+
+def write_report(run_dir, title, rows, columns, sections):
+    """Write ``run_dir/report.md``: the comparison table and named text sections."""
+    os.makedirs(run_dir, exist_ok=True)
+    parts = [f"# {title}", "", "```", format_table(rows, columns), "```", ""]
+    for heading, body in sections.items():
+        parts += [f"## {heading}", "", body.rstrip(), ""]
+    path = os.path.join(run_dir, "report.md")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(parts))
+    return path
+
+
+def write_json(path, payload):
+    if not path:
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=1, default=_default)
+
+
+def _default(value):
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def qat_coverage(model):
+    """What tfmot's default 8-bit QAT can annotate in ``model``, and what it cannot."""
+    from tfdeploy.compress import quantizable_layers
+
+    supported, unsupported = quantizable_layers(model)
+    kinds = {n: type(model.get_layer(n)).__name__ for n in unsupported}
+    weighted = [f"{n} ({kinds[n]})" for n in unsupported if model.get_layer(n).weights]
+    return {"supported": supported, "unsupported": unsupported,
+            "unsupported_with_weights": weighted}
+
+
+def qat_text(coverage):
+    lines = ["tfmot's default 8-bit QAT registry has no quantize config for these layers "
+             "with weights (they are quantized only by post-training TFLite conversion, "
+             "int8/dynamic rows):"]
+    lines += [f"- {item}" for item in coverage["unsupported_with_weights"]] or ["- none"]
+    return "\n".join(lines)
+
+
+def embedding_dtypes(path):
+    """``{tensor name: dtype}`` of the embedding tables stored in a ``.tflite`` file."""
+    return {t["name"]: t["dtype"] for t in verify.weight_tensors(path)
+            if "embedding" in t["name"]}

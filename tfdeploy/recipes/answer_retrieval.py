@@ -1,0 +1,221 @@
+"""Answer retrieval: a dual encoder ranks answers; pruned, int8, served with its answer index.
+
+Trains a shared Transformer (or CNN) text encoder on question/answer pairs
+(the bundled synthetic customer-service corpus, or ``--data``) with an
+in-batch softmax, measures recall@k of the right answer on held-out
+questions, prunes the encoder (attention, feed-forward, embedding table) and
+converts it to dynamic-range and int8 TFLite (vocabulary beside), then exports
+a SavedModel whose ``serving_default`` takes a raw question and returns the
+top-k answers from an answer-embedding index built once and shipped as an
+asset, and serves it.
+
+    tfdeploy run answer_retrieval
+    python recipes/answer_retrieval.py --data faq.jsonl --encoder cnn --json out.json
+
+``--data`` is a ``.jsonl``/``.csv`` file (or a folder holding ``pairs.jsonl``)
+with ``question`` and ``answer`` fields; several questions may share one answer.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+NAME = "answer_retrieval"
+COLUMNS = [("variant", "variant", None), ("format", "format", None),
+           ("params", "params", "{:,}"), ("sparsity", "sparsity", "{:.1%}"),
+           ("gzip_bytes", "gzip bytes", "{:,}"), ("recall@1", "recall@1", "{:.2%}"),
+           ("recall@k", "recall@k", "{:.2%}"), ("p50_ms", "p50 ms", "{:.3f}")]
+
+
+def build_parser():
+    from tfdeploy.recipes import _text
+
+    p = argparse.ArgumentParser(prog=f"tfdeploy run {NAME}",
+                                description=__doc__.strip().split("\n\n")[1])
+    _text.add_common_arguments(
+        p, NAME, "a .jsonl/.csv file (or folder with pairs.jsonl) of question, answer "
+                 "(default: the bundled synthetic corpus, written to data/qa)", epochs=8)
+    p.add_argument("--name", default="answers", help="served model name (default: %(default)s)")
+    p.add_argument("--encoder", choices=("transformer", "cnn"), default="transformer",
+                   help="text encoder family (default: %(default)s)")
+    p.add_argument("--k", type=int, default=5, help="recall@k cut-off and answers served per "
+                                                    "question (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=16,
+                   help="pairs per in-batch-softmax step (default: %(default)s)")
+    return p
+
+
+def load_pairs(path):
+    """``(questions, answer_index, answers)`` from a question/answer file."""
+    from tfdeploy.data import read_records
+
+    if os.path.isdir(path):
+        path = os.path.join(path, "pairs.jsonl")
+    rows = read_records(path, ("question", "answer"))
+    answers, index, questions, targets = [], {}, [], []
+    for _, r in rows:
+        a = " ".join(str(r["answer"]).split())
+        if a not in index:
+            index[a] = len(answers)
+            answers.append(a)
+        questions.append(str(r["question"]))
+        targets.append(index[a])
+    return questions, np.asarray(targets, np.int64), answers
+
+
+def split(targets, test_fraction=0.25, seed=0):
+    """Hold out ``test_fraction`` of each answer's questions (answers with one question stay)."""
+    rng = np.random.default_rng(seed)
+    test = np.zeros(len(targets), bool)
+    for a in np.unique(targets):
+        rows = np.flatnonzero(targets == a)
+        if len(rows) > 1:
+            n = max(1, int(round(len(rows) * test_fraction)))
+            test[rng.choice(rows, n, replace=False)] = True
+    return np.flatnonzero(~test), np.flatnonzero(test)
+
+
+def run(args):
+    from tfdeploy import compress, data, export, models, verify
+    from tfdeploy._keras import keras, tf
+    from tfdeploy.recipes import _text
+    from tfdeploy.runtime.text import TextTFLiteRunner
+    from tfdeploy.serving.client import RestClient
+
+    start_time = time.perf_counter()
+    verbose = 0 if args.quiet else 2
+    tf.keras.utils.set_random_seed(args.seed)
+    path = args.data or data.write_qa_corpus(os.path.join("data", "qa"), seed=args.seed)
+    questions, targets, answers = load_pairs(path)
+    train_rows, test_rows = split(targets, seed=args.seed)
+    test_q = [questions[i] for i in test_rows]
+    test_t = targets[test_rows]
+    k = args.k
+    print(f"[1/5] data: {len(answers)} answers, {len(train_rows)} train / {len(test_rows)} test "
+          f"questions; random recall@{k} = {verify.random_recall(len(answers), k):.1%}")
+    vectorizer = models.text_vectorizer(questions + answers, args.max_tokens,
+                                        args.sequence_length)
+    vocab = models.vocabulary(vectorizer)
+    q_ids = vectorizer(tf.constant(questions)).numpy()
+    a_ids = vectorizer(tf.constant(answers)).numpy()
+    pairs = tf.data.Dataset.from_tensor_slices((q_ids[train_rows], a_ids[targets[train_rows]]))
+    pairs = pairs.shuffle(len(train_rows), seed=args.seed).batch(args.batch_size)
+
+    def train(encoder, stage, epochs, lr, extra=()):
+        trainer = models.RetrievalTrainer(encoder, encoder)
+        trainer.compile(keras.optimizers.Adam(lr))
+        trainer.fit(pairs, epochs=epochs, verbose=verbose,
+                    callbacks=_text.callbacks(args.logs, stage, extra))
+        return encoder
+
+    rows = []
+
+    def row(variant, fmt, model, fn_ids, fn_text, path=None, sparsity=None):
+        if fn_text is not None:
+            a_emb, q_emb = _text.embed(fn_text, answers), _text.embed(fn_text, test_q)
+            p50 = _text.p50_ms(fn_text, test_q)
+        else:
+            a_emb, q_emb = _text.embed(fn_ids, a_ids), _text.embed(fn_ids, q_ids[test_rows])
+            p50 = _text.p50_ms(fn_ids, q_ids[test_rows])
+        rows.append({"variant": variant, "format": fmt, "params": _text.params(model),
+                     "sparsity": compress.model_sparsity(model) if sparsity is None
+                     else sparsity, **(_text.sizes(path) if path else {}),
+                     "recall@1": verify.recall_at_k(q_emb, a_emb, test_t, 1),
+                     "recall@k": verify.recall_at_k(q_emb, a_emb, test_t, k), "p50_ms": p50,
+                     "path": path})
+        return a_emb
+
+    print(f"[2/5] train the {args.encoder} dual encoder")
+    encoder = models.build_text_encoder(models.vocab_size(vectorizer), args.sequence_length,
+                                        output_dim=32, kind=args.encoder,
+                                        embed_dim=args.embed_dim, name="qa_encoder")
+    train(encoder, "encoder", args.epochs, args.lr)
+    row("encoder", "keras", encoder, _text.keras_fn(encoder), None)
+    coverage = _text.qat_coverage(encoder)
+
+    print(f"[3/5] prune the encoder to {args.sparsity:.0%} and convert to TFLite")
+    wrapped = compress.prune(encoder, args.sparsity, epochs=args.fine_tune_epochs,
+                             steps_per_epoch=pairs)
+    train(wrapped, "encoder_pruned", args.fine_tune_epochs, args.lr / 3,
+          compress.callbacks(wrapped, log_dir=os.path.join(args.logs, "encoder_pruned")))
+    prune_report = str(compress.report(wrapped))
+    pruned = compress.strip(wrapped)
+    a_emb = row("encoder pruned", "keras", pruned, _text.keras_fn(pruned), None)
+    os.makedirs(args.output, exist_ok=True)
+    stem = os.path.join(args.output, args.name)
+    id_batches = tf.data.Dataset.from_tensor_slices(q_ids).batch(32)
+    for quantization in ("dynamic", "int8"):
+        tfl = export.text_tflite(pruned, f"{stem}_encoder_{quantization}.tflite", vocab,
+                                 quantization=quantization, representative_data=id_batches)
+        runner = TextTFLiteRunner(tfl)
+        row(f"encoder pruned+{quantization}", "tflite", pruned, None, runner.predict, tfl,
+            verify.weight_summary(tfl)["sparsity"])
+    embedding_dtypes = {r["variant"]: _text.embedding_dtypes(r["path"]) for r in rows
+                        if r.get("path")}
+
+    print("[4/5] export the SavedModel with the answer index and serve it")
+    base = os.path.join(args.output, args.name)
+    version_dir = export.retrieval_saved_model(
+        pruned, base, a_emb, answers, vocabulary=vocab, k=k, warmup=test_q[:4],
+        model_card={"metrics": {"recall@1": rows[1]["recall@1"], "recall@k": rows[1]["recall@k"],
+                                "k": k}})
+    served = {}
+    if not args.no_serve:
+        with _text.serving(args.name, base) as server:
+            rest = RestClient(f"127.0.0.1:{server.rest_port}", timeout=60)
+            keys = []
+            for i in range(0, len(test_q), 64):
+                keys += [p["keys"] for p in rest.predict(
+                    args.name, instances=test_q[i:i + 64])["predictions"]]
+            truth = [answers[t] for t in test_t]
+            served = {"recall@1": float(np.mean([t == ks[0] for t, ks in zip(truth, keys)])),
+                      "recall@k": float(np.mean([t in ks for t, ks in zip(truth, keys)])),
+                      "rest_p50_ms_one_text": _text.rest_latency_ms(
+                          rest, args.name, [test_q[0]]),
+                      "example": {"question": test_q[0], "top_answers": keys[0][:3]}}
+        rows.append({"variant": "served (REST)", "format": "saved_model",
+                     "params": _text.params(pruned), "sparsity": compress.model_sparsity(pruned),
+                     **_text.sizes(version_dir), "recall@1": served["recall@1"],
+                     "recall@k": served["recall@k"], "p50_ms": served["rest_p50_ms_one_text"],
+                     "path": version_dir})
+
+    print("[5/5] results")
+    print()
+    print(f"recall@k with k={k}; random recall@{k} = {verify.random_recall(len(answers), k):.1%}")
+    print(_text.format_table(rows, COLUMNS))
+    if served:
+        print(f"\nQ: {served['example']['question']}\nA: {served['example']['top_answers'][0]}")
+    _text.log_comparison(args.logs, rows, COLUMNS, NAME)
+    report = _text.write_report(
+        os.path.join(args.logs, "report"), "Answer retrieval", rows, COLUMNS, {
+            "Setting": f"{len(answers)} answers, k={k}, random recall@{k} = "
+                       f"{verify.random_recall(len(answers), k):.2%}, encoder {args.encoder}",
+            "Encoder pruning": "```\n" + prune_report + "\n```",
+            "What tfmot QAT cannot quantize": _text.qat_text(coverage),
+            "Embedding tables in the TFLite files": "\n".join(
+                f"- {n}: {v}" for n, v in embedding_dtypes.items()),
+        })
+    print(f"report: {report}\nTensorBoard: tensorboard --logdir {args.logs}")
+    elapsed = time.perf_counter() - start_time
+    print(f"total {elapsed:.0f} s")
+    _text.write_json(args.json, {
+        "rows": rows, "served": served, "k": k, "num_answers": len(answers),
+        "random_recall": verify.random_recall(len(answers), k), "qat_coverage": coverage,
+        "embedding_dtypes": embedding_dtypes, "saved_model": version_dir, "report": report,
+        "total_s": elapsed})
+    return 0
+
+
+def main(argv=None):
+    """Run the answer retrieval recipe; returns the exit status."""
+    from tfdeploy.errors import TfdeployError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except TfdeployError as exc:
+        print(f"{NAME}: error: {exc}", file=sys.stderr)
+        return 1
