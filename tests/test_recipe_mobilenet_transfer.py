@@ -45,6 +45,7 @@ def test_recipe_writes_every_artifact_and_the_rows(recipe):
     t = result["transfer"]
     assert t["margin"] == pytest.approx(t["transfer_accuracy"] - t["scratch_accuracy"])
     assert os.path.isdir(os.path.join(out, "logs", "transfer"))
+    assert os.path.getsize(result["report"]["html"]) > 1000
 
 
 def test_int8_tflite_holds_int8_depthwise_and_conv_ops(recipe):
@@ -94,3 +95,15 @@ def test_saved_model_serves_through_tfdeploy_serve(recipe):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_help_lists_the_promised_flags_and_bad_arch_is_refused(capsys):
+    with pytest.raises(SystemExit) as info:
+        mobilenet_transfer.main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--data", "--arch", "--weights", "--epochs", "--output", "--logs", "--json"):
+        assert flag in out
+    with pytest.raises(SystemExit):
+        mobilenet_transfer.main(["--arch", "resnet"])
+    assert "Supported architectures" in capsys.readouterr().err

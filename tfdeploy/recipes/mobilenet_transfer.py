@@ -262,23 +262,40 @@ def run(data_dir=None, arch="mobilenet_v2", alpha=0.35, weights=None, image_size
     results = [verify.verify(paths[k], small, x_test, y_test, class_names=names,
                              raise_on_failure=False, name=k)
                for k in ("saved_model", "tflite_int8", "onnx")]
-    rows = [_row(f"keras transfer float32 ({arch})", model.count_params(), _Keras(model), None,
-                 x_test, y_test),
-            _row(f"keras {method}ed float32", small.count_params(), _Keras(small), None,
-                 x_test, y_test)]
+    targets = {f"keras transfer float32 ({arch})": _Keras(model),
+               f"keras {method}ed float32": _Keras(small)}
     for key, label in (("saved_model", f"saved_model {method}ed float32"),
                        ("tflite_int8", f"tflite {method}ed+QAT int8"),
                        ("onnx", f"onnx {method}ed float32")):
-        rows.append(_row(label, small.count_params(), runtime.load(paths[key]), paths[key],
-                         x_test, y_test))
+        targets[label] = runtime.load(paths[key])
+    keys = [None, None, "saved_model", "tflite_int8", "onnx"]
+    rows = [_row(label, (model if i == 0 else small).count_params(), target,
+                 paths[keys[i]] if keys[i] else None, x_test, y_test)
+            for i, (label, target) in enumerate(targets.items())]
     if "scratch_accuracy" in summary:
-        rows.insert(1, {"variant": f"keras scratch float32 ({arch})",
-                        "params": model.count_params(), "sparsity": 0.0, "file_bytes": None,
-                        "gzip_bytes": None, "accuracy": summary["scratch_accuracy"],
-                        "ms_per_sample": rows[0]["ms_per_sample"], "path": None})
+        label = f"keras scratch float32 ({arch})"
+        targets[label] = _Keras(result["scratch"])
+        rows.insert(1, _row(label, result["scratch"].count_params(), targets[label], None,
+                            x_test, y_test))
+    report_dir = os.path.join(output_dir, f"{name}_report")
+    from tfdeploy import viz
+
+    visuals = viz.visualize(
+        rows, x_test, y_test, names, targets, log_dir=log_dir, report_dir=report_dir,
+        sparsity_logs={"compress": logs("compress")} if log_dir and method == "prune" else None,
+        title=f"MobileNet transfer ({arch}, alpha {alpha})",
+        compressed=f"tflite {method}ed+QAT int8",
+        notes=[f"transfer: {summary}"])
     return {"rows": rows, "verification": results, "transfer": summary, "artifacts": paths,
             "class_names": names, "total_s": time.perf_counter() - start,
-            "report": compress.report(qat)}
+            "report": compress.report(qat), "report_files": visuals["report"]}
+
+
+def _arch(name):
+    try:
+        return models.architecture(name)
+    except TfdeployError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def build_parser(prog="tfdeploy run mobilenet_transfer"):
@@ -286,8 +303,9 @@ def build_parser(prog="tfdeploy run mobilenet_transfer"):
     p.add_argument("--data", default=None,
                    help="image directory with train/ and test/ class folders (default: the "
                         "offline digits transfer demo, written to data/digits)")
-    p.add_argument("--arch", default="mobilenet_v2", choices=models.ARCHITECTURES,
-                   help="base architecture (default: %(default)s)")
+    p.add_argument("--arch", default="mobilenet_v2", type=_arch,
+                   help=f"base architecture: {', '.join(models.ARCHITECTURES)} (or v1, v2, "
+                        "v3_small, v3_large) (default: %(default)s)")
     p.add_argument("--alpha", type=float, default=0.35, help="width multiplier (default: 0.35)")
     p.add_argument("--weights", default=None,
                    help="with --data: a base weights file, 'imagenet' or 'none' (default: none;"
@@ -348,12 +366,15 @@ def main(argv=None):
     print("\nartifacts:")
     for key, path in result["artifacts"].items():
         print(f"  {key:<12} {path}")
+    if result["report_files"]:
+        print(f"  {'report':<12} {result['report_files']['html']}")
     print(f"total {result['total_s']:.0f} s")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"rows": json_rows(result["rows"]), "transfer": t,
                        "verification": [{k: r[k] for k in ("artifact", "accuracy", "passed")}
                                         for r in result["verification"]],
-                       "artifacts": result["artifacts"], "total_s": result["total_s"]},
+                       "artifacts": result["artifacts"], "report": result["report_files"],
+                       "total_s": result["total_s"]},
                       f, indent=1, default=str)
     return 0
