@@ -81,7 +81,7 @@ def _is_scalar_elementwise(layer, node):
         return False
     tensors = {id(t) for t in node.keras_inputs}
     others = [a for a in list(node.call_args) + list(node.call_kwargs.values())
-              if id(a) not in tensors and not isinstance(a, str)]
+              if id(a) not in tensors and a is not None and not isinstance(a, str)]
     return all(isinstance(a, (int, float)) or (hasattr(a, "shape") and np.ndim(a) == 0)
                for a in others)
 
