@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import tfdeploy as td
@@ -42,24 +43,36 @@ def test_inference_only_imports_leave_keras_3_alone():
     assert not name.startswith("tf_keras") and version.startswith("3."), proc.stdout
 
 
-def test_process_with_keras_3_already_resolved_gets_clear_error():
-    proc = _run("import os\nos.environ.pop('TF_USE_LEGACY_KERAS', None)\n"
-                "import tensorflow as tf\ntf.keras.layers\nimport tfdeploy.compress")
-    assert proc.returncode != 0
-    assert "KerasVersionError" in proc.stderr
-    assert "already resolved to Keras 3" in proc.stderr
-    assert "TF_USE_LEGACY_KERAS=1" in proc.stderr
-
-
-def test_keras_3_model_is_rejected_with_instructions():
+def test_keras_3_model_with_an_unbridgeable_layer_is_rejected_naming_it():
+    """Keras 3 models are bridged (tests/test_bridge.py); only untranslatable layers fail."""
     import keras  # Keras 3, installed alongside
 
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    for fn in (td.compress.prune, td.compress.quantize):
-        with pytest.raises(ModelTypeError, match="Keras 3 model.*tfdeploy import keras"):
-            fn(model)
-    with pytest.raises(ModelTypeError, match="Keras 3 model"):
-        td.export.saved_model(model, "unused")
+    class Doubler(keras.layers.Layer):
+        def call(self, x):
+            return 2.0 * x
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(Doubler(name="twice")(inputs)))
+    for fn in (td.compress.prune, td.compress.quantize, td.compress.cluster,
+               td.export.saved_model):
+        with pytest.raises(ModelTypeError, match="Layer 'twice' .*Doubler.* cannot be bridged"):
+            fn(model, "unused") if fn is td.export.saved_model else fn(model)
+
+
+def test_subclassed_model_is_rejected_with_the_fix():
+    class Net(td.keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = td.keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.dense(x)
+
+    net = Net()
+    net(np.zeros((1, 4), np.float32))
+    for fn in (td.compress.prune, td.compress.quantize, td.compress.cluster):
+        with pytest.raises(ModelTypeError, match="subclassed model.*functional API"):
+            fn(net)
 
 
 def test_non_model_is_rejected():

@@ -56,5 +56,14 @@ class MemoryBudgetError(TfdeployError, MemoryError):
     """The planned memory does not fit the stated budget (the message gives the numbers)."""
 
 
+class UnsupportedLayerError(ModelTypeError):
+    """A layer cannot be bridged between Keras 3 and Keras 2 (``layer``/``class_name`` say which)."""
+
+    def __init__(self, message, layer=None, class_name=None):
+        super().__init__(message)
+        self.layer = layer
+        self.class_name = class_name
+
+
 class RecipeNotFoundError(TfdeployError, LookupError):
     """No recipe of that name exists in ``tfdeploy.recipes``."""

@@ -73,7 +73,7 @@ def quickstart(data_dir=None, output_dir="saved_models", log_dir="logs/quickstar
         A dict with ``rows`` (one per variant), ``artifacts``, ``class_names``,
         ``timings`` and ``report`` (paths, or None).
     """
-    tf.keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(seed)
     if data_dir is None:
         data_dir = data.write_digits(data.DEFAULT_DIR)
     train_dir, test_dir = os.path.join(data_dir, "train"), os.path.join(data_dir, "test")

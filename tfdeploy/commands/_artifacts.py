@@ -5,20 +5,10 @@ import os
 
 
 def load_keras_model(path):
-    """Load a Keras 2 model file/directory, quantization-aware models included."""
-    from tfdeploy._keras import keras, tfmot
-    from tfdeploy.errors import ArtifactError
+    """Load a Keras model file/directory as Keras 2: Keras 3 ``.keras`` files are bridged."""
+    from tfdeploy.bridge import load_model
 
-    if not os.path.exists(path):
-        raise ArtifactError(f"Keras model {path!r} does not exist.")
-    try:
-        with tfmot().quantization.keras.quantize_scope():
-            return keras.models.load_model(path, compile=False)
-    except Exception as exc:  # Keras raises many types for unreadable files
-        raise ArtifactError(
-            f"Could not load a Keras model from {path!r} ({exc}). Pass a model saved with "
-            "model.save(...) (.keras, .h5 or a Keras SavedModel directory; "
-            "quantization-aware models reload only from .h5).") from exc
+    return load_model(path)
 
 
 def image_split(directory, split):

@@ -7,7 +7,8 @@ wrapped model with an ordinary ``fit`` (a low learning rate), then `strip`.
 
 import numpy as np
 
-from tfdeploy._keras import check_model, keras, tfmot
+from tfdeploy.bridge import check_model
+from tfdeploy._keras import keras, tfmot
 from tfdeploy.compress._tfmot import cluster_wrapper_class
 from tfdeploy.compress.graph import flatten, leaf_layers
 from tfdeploy.compress.report import note
@@ -81,7 +82,7 @@ def cluster(model, n_clusters=16, init="kmeans++", layers=None, preserve_sparsit
         >>> clustered.compile(...); clustered.fit(train_ds, epochs=1)
         >>> model = strip(clustered)      # unique_weights(model) <= 16 per kernel
     """
-    check_model(model)
+    model = check_model(model, graph=True)
     if not isinstance(n_clusters, int) or n_clusters < 2:
         raise CompressionError(f"n_clusters must be an integer >= 2, received {n_clusters!r}.")
     if init not in INITS:

@@ -1,6 +1,7 @@
 """Knowledge distillation: train a small student to match a large teacher's softened outputs."""
 
-from tfdeploy._keras import check_model, keras, tf
+from tfdeploy.bridge import check_model
+from tfdeploy._keras import keras, tf
 from tfdeploy.errors import CompressionError
 
 
@@ -119,8 +120,8 @@ def distill(teacher, student, temperature=3.0, alpha=0.1):
     """
     from tfdeploy.compress.prune import copy_model
 
-    check_model(teacher, "teacher")
-    check_model(student, "student")
+    teacher = check_model(teacher, "teacher")
+    student = check_model(student, "student")
     if tuple(teacher.input_shape[1:]) != tuple(student.input_shape[1:]):
         raise CompressionError(
             f"teacher input {teacher.input_shape} and student input {student.input_shape} differ; "

@@ -8,7 +8,8 @@ the base model call. `rebuild` is the same replay with a hook that lets slimming
 and low-rank factorisation put new layers in place of old ones.
 """
 
-from tfdeploy._keras import check_model, keras, tf
+from tfdeploy.bridge import check_model
+from tfdeploy._keras import keras, tf
 from tfdeploy.errors import ModelTypeError
 
 _KerasTensor = type(keras.Input((1,)))
@@ -66,7 +67,7 @@ def rebuild(model, replace=None):
     Returns:
         A new ``keras.Model`` with the same inputs and output structure.
     """
-    check_model(model)
+    model = check_model(model)
     _graph(model)
     inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name.split(":")[0])
               for t in model.inputs]

@@ -8,7 +8,8 @@ smaller). The result is an ordinary Keras model you can fine-tune.
 
 import numpy as np
 
-from tfdeploy._keras import check_model, keras
+from tfdeploy.bridge import check_model
+from tfdeploy._keras import keras
 from tfdeploy.compress.graph import flatten, rebuild
 from tfdeploy.compress.report import note
 from tfdeploy.compress.selection import resolve
@@ -64,7 +65,7 @@ def low_rank(model, energy=0.9, layers=None):
     Example:
         >>> smaller = low_rank(model, energy=0.9, layers=["dense1"])
     """
-    check_model(model)
+    model = check_model(model, graph=True)
     if not isinstance(energy, (int, float)) or not 0.0 < float(energy) <= 1.0:
         raise CompressionError(
             f"energy must be a fraction in (0, 1] of the singular-value energy to keep, "

@@ -9,7 +9,8 @@ accuracy with the pattern fixed.
 
 import numpy as np
 
-from tfdeploy._keras import check_model, keras, tfmot
+from tfdeploy.bridge import check_model
+from tfdeploy._keras import keras, tfmot
 from tfdeploy.compress.graph import flatten
 from tfdeploy.compress.prune import _refuse_wrapped, why_not_prunable, wrap_for_pruning
 from tfdeploy.compress.report import note, notes
@@ -66,7 +67,7 @@ def prune_n_m(model, n=2, m=4, layers=None):
     Example:
         >>> sparse = prune_n_m(model, 2, 4, layers=Select(skip_last=True))
     """
-    check_model(model)
+    model = check_model(model, graph=True)
     _check_n_m(n, m)
     _refuse_wrapped(model)
     work = flatten(model)

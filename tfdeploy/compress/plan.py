@@ -21,7 +21,8 @@ import time
 
 import numpy as np
 
-from tfdeploy._keras import check_model, keras, tf
+from tfdeploy.bridge import check_model
+from tfdeploy._keras import keras, tf
 from tfdeploy.errors import CompressionError
 
 KINDS = ("fine_tune", "distill", "slim", "prune", "n_m", "cluster", "low_rank", "quantize")
@@ -216,7 +217,7 @@ def apply_plan(model, stages, train_data, validation_data=None, loss=None, log_d
     from tfdeploy.compress.precision import to_float32, with_policy
     from tfdeploy.compress.strip import strip
 
-    check_model(model)
+    model = check_model(model, graph=True)
     stages = [_as_stage(s) for s in stages]
     kinds = [s.kind for s in stages]
     if "quantize" in kinds:

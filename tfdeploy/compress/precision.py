@@ -7,7 +7,8 @@ weights, which is what every exporter should receive, so artifacts take and
 return float32.
 """
 
-from tfdeploy._keras import check_model, keras
+from tfdeploy.bridge import check_model
+from tfdeploy._keras import keras
 from tfdeploy.errors import CompressionError
 
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -46,7 +47,7 @@ def with_policy(model, policy="mixed_float16"):
     Raises:
         CompressionError: unknown policy.
     """
-    check_model(model)
+    model = check_model(model)
     if policy not in POLICIES:
         raise CompressionError(
             f"Unrecognized policy={policy!r}. Supported policies are: {list(POLICIES)}.")
@@ -55,7 +56,7 @@ def with_policy(model, policy="mixed_float16"):
 
 def to_float32(model):
     """Return a pure float32 copy of a (possibly mixed-precision) model, for export."""
-    check_model(model)
+    model = check_model(model)
     return _clone(model, "float32")
 
 

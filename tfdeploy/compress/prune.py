@@ -1,6 +1,7 @@
 """Magnitude pruning of any Keras (tf_keras) model, behind tfdeploy's own API."""
 
-from tfdeploy._keras import check_model, keras, tfmot
+from tfdeploy.bridge import check_model
+from tfdeploy._keras import keras, tfmot
 from tfdeploy.compress._tfmot import prune_registry, prune_wrapper_class
 from tfdeploy.compress.schedules import get_schedule, steps_of
 from tfdeploy.compress.report import note
@@ -82,7 +83,7 @@ def prune(model, target_sparsity=0.8, schedule="polynomial_decay", epochs=None,
         >>> pruned = prune(model, 0.8, epochs=3, steps_per_epoch=train_ds)
         >>> pruned.compile(...); pruned.fit(train_ds, epochs=3, callbacks=callbacks(pruned))
     """
-    check_model(model)
+    model = check_model(model, graph=True)
     if policy not in POLICIES:
         raise CompressionError(
             f"Unrecognized policy={policy!r}. Supported policies are: {list(POLICIES)}.")

@@ -1,6 +1,7 @@
 """Quantization-aware training (QAT): whole-model or selective, pruning- and cluster-preserving."""
 
-from tfdeploy._keras import check_model, keras, tfmot
+from tfdeploy.bridge import check_model
+from tfdeploy._keras import keras, tfmot
 from tfdeploy.compress._tfmot import cluster_preserve_scheme, prune_preserve_scheme
 from tfdeploy.compress.graph import flatten
 from tfdeploy.compress.prune import is_pruning_wrapped
@@ -98,7 +99,7 @@ def quantize(model, preserve="auto", layers=None, quantize_configs=None, calibra
     Example:
         >>> qat = quantize(model, layers=Select(types=keras.layers.Conv2D))
     """
-    check_model(model)
+    model = check_model(model, graph=True)
     if preserve not in PRESERVE:
         raise CompressionError(
             f"Unrecognized preserve={preserve!r}. Supported values are: {list(PRESERVE)}.")

@@ -12,7 +12,8 @@ mask. Layers whose channels feed a model output keep them all.
 
 import numpy as np
 
-from tfdeploy._keras import check_model, keras
+from tfdeploy.bridge import check_model
+from tfdeploy._keras import keras
 from tfdeploy.compress.graph import flatten, rebuild
 from tfdeploy.compress.report import note
 from tfdeploy.compress.selection import resolve
@@ -177,7 +178,7 @@ def slim(model, ratio=0.5, criterion="l1", layers=None):
         >>> small = slim(model, 0.5)
         >>> small.compile(...); small.fit(train_ds, epochs=2)
     """
-    check_model(model)
+    model = check_model(model, graph=True)
     if not isinstance(ratio, (int, float)) or not 0.0 < float(ratio) < 1.0:
         raise CompressionError(
             f"ratio must be a fraction in (0, 1) of the channels to remove, received {ratio!r}. "

@@ -1,11 +1,12 @@
 """Remove training-only wrappers so a plain Keras model remains."""
 
-from tfdeploy._keras import check_model, tfmot
+from tfdeploy.bridge import check_model, to_keras3
+from tfdeploy._keras import tfmot
 from tfdeploy.compress.prune import copy_model, is_pruning_wrapped
 from tfdeploy.compress.report import carry
 
 
-def strip(model):
+def strip(model, keras3=False):
     """Return a plain model with pruning or clustering wrappers removed (input untouched).
 
     The masks are applied, so pruned weights are exact zeros in the returned
@@ -15,14 +16,18 @@ def strip(model):
 
     Args:
         model: a model returned by `prune` (after training) or any Keras model.
+        keras3: return the stripped model as a Keras 3 model
+            (`tfdeploy.bridge.to_keras3`, outputs checked equal), for users who
+            keep working in Keras 3. Not for quantization-aware models, whose
+            wrappers have no Keras 3 form. Defaults to False.
 
     Returns:
-        A new ``keras.Model``.
+        A new ``keras.Model`` (Keras 3 with ``keras3=True``).
     """
     from tfdeploy.compress.cluster import is_clustering_wrapped
     from tfdeploy.compress.qat import is_quantization_aware
 
-    check_model(model)
+    model = check_model(model)
     if is_pruning_wrapped(model):
         for layer in model.layers:
             for weight, mask, _ in getattr(layer, "pruning_vars", []):
@@ -36,4 +41,5 @@ def strip(model):
             out.get_layer(name).trainable = True  # frozen by `cluster` to keep its zeros
     else:
         out = model if is_quantization_aware(model) else copy_model(model)
-    return carry(model, out)
+    out = carry(model, out)
+    return to_keras3(out) if keras3 else out

@@ -15,7 +15,8 @@ import warnings
 
 import numpy as np
 
-from tfdeploy._keras import check_model, keras, tf
+from tfdeploy.bridge import check_model
+from tfdeploy._keras import keras, tf
 from tfdeploy.export._atomic import atomic_file
 from tfdeploy.export import model_card as _card
 from tfdeploy.export.model_card import is_quantization_aware
@@ -213,7 +214,7 @@ def onnx(model, path, opset=DEFAULT_OPSET, quantize=None, representative_data=No
     Example:
         >>> onnx(model, "saved_models/digits.onnx", opset=13)
     """
-    check_model(model)
+    model = check_model(model)
     onnx_lib, _, tf2onnx = _deps()
     if quantize not in QUANTIZE:
         raise ExportError(

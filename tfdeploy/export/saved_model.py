@@ -18,7 +18,8 @@ import os
 import shutil
 import tempfile
 
-from tfdeploy._keras import check_model, tf
+from tfdeploy.bridge import check_model
+from tfdeploy._keras import tf
 from tfdeploy.export._atomic import atomic_directory
 from tfdeploy.export import _warmup, model_card as _card
 from tfdeploy.errors import ExportError
@@ -227,7 +228,7 @@ def saved_model(model, base_path, version=None, class_names=None, overwrite=Fals
         ...             warmup_data=train_ds)
         'saved_models/digits/1'
     """
-    check_model(model)
+    model = check_model(model)
     if version is None:
         existing = versions(base_path)
         version = existing[-1] + 1 if existing else 1
@@ -292,7 +293,7 @@ def saved_model(model, base_path, version=None, class_names=None, overwrite=Fals
 
 def signature_names(model):
     """The signature keys `saved_model` writes for ``model`` (without exporting it)."""
-    check_model(model)
+    model = check_model(model)
     names = ["serving_default"]
     if _image_input(model) is not None:
         names.append(BYTES_SIGNATURE)

@@ -23,7 +23,8 @@ import tempfile
 
 import numpy as np
 
-from tfdeploy._keras import check_model, keras, tf
+from tfdeploy._keras import keras, tf
+from tfdeploy.bridge import check_model
 from tfdeploy.errors import ExportError
 from tfdeploy.export import _warmup, model_card as _card
 from tfdeploy.export._atomic import atomic_directory, atomic_file
@@ -234,7 +235,7 @@ def text_saved_model(model, base_path, vocabulary, class_names=None, version=Non
         >>> text_saved_model(model, "saved_models/sentiment", vocabulary(vectorizer),
         ...                  class_names=["negative", "neutral", "positive"])
     """
-    check_model(model)
+    model = check_model(model)
     _sequence_length(model)
     if class_names is not None and len(class_names) != int(model.outputs[0].shape[-1]):
         raise ExportError(f"class_names has {len(class_names)} entries but the model outputs "
@@ -279,7 +280,7 @@ def retrieval_saved_model(query_model, base_path, index_embeddings, index_keys, 
         ExportError: neither or both of ``vocabulary``/``query_ids``, shapes that
             do not match, bad keys, or a failed write.
     """
-    check_model(query_model, "query_model")
+    query_model = check_model(query_model, "query_model")
     if (vocabulary is None) == (query_ids is None):
         raise ExportError("Pass exactly one of vocabulary= (text queries) or query_ids= "
                           "(id queries).")
@@ -327,7 +328,7 @@ def text_tflite(model, path, vocabulary, quantization="float32", representative_
     Returns:
         ``path``.
     """
-    check_model(model)
+    model = check_model(model)
     _sequence_length(model)
     tflite(model, path, quantization=quantization, representative_data=representative_data,
            class_names=class_names, model_card=model_card)

@@ -7,7 +7,8 @@ names before anything is written; ``allow_flex=True`` converts it anyway.
 
 import os
 
-from tfdeploy._keras import check_model, tf
+from tfdeploy.bridge import check_model
+from tfdeploy._keras import tf
 from tfdeploy.data.representative import representative_data as _representative
 from tfdeploy.export._atomic import atomic_file
 from tfdeploy.export import model_card as _card
@@ -85,7 +86,7 @@ def flex_ops(model):
     Raises:
         ExportError: the conversion fails for another reason.
     """
-    check_model(model)
+    model = check_model(model)
     try:
         _converter(model, "float32", "float32", None, 0,
                    [tf.lite.OpsSet.TFLITE_BUILTINS]).convert()
@@ -142,7 +143,7 @@ def tflite(model, path, quantization="float32", representative_data=None, num_ca
         >>> tflite(model, "saved_models/digits_int8.tflite", quantization="int8",
         ...        representative_data=train_ds)
     """
-    check_model(model)
+    model = check_model(model)
     if quantization not in QUANTIZATIONS:
         raise ExportError(
             f"Unrecognized quantization={quantization!r}. Supported quantizations are: "

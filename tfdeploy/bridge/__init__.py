@@ -1,0 +1,297 @@
+"""Keras 3 models in, Keras 3 models out: the bridge to Keras 2 (tf_keras) and back.
+
+TensorFlow's ``import keras`` is Keras 3, but the Model Optimization Toolkit
+only accepts Keras 2 (``tf_keras``) models. `to_keras2` rebuilds a Keras 3
+Sequential or functional model (in memory, or a ``.keras`` file) layer by layer
+in tf_keras, copies its weights (checked by count, shape and name) and, by
+default, proves the two compute the same outputs on random inputs. `to_keras3`
+is the way back for plain (stripped) models. `check_model`, which every
+tfdeploy wrapper and exporter calls, bridges a Keras 3 model automatically.
+
+A ``.keras`` file from Keras 3 is read with Keras 3 itself
+(``keras.saving.load_model``): its weight file is keyed by Keras 3's own
+saving internals (per-container class-name keys, sub-layer groups such as
+``query_dense`` or ``cell``), and the numerical check needs the original model
+anyway. Importing Keras 3 does not change ``tf.keras``: tf_keras stays the
+training Keras.
+"""
+
+import importlib
+import json
+import logging
+import os
+import zipfile
+
+import numpy as np
+
+from tfdeploy._keras import is_keras3_model, keras, tfmot
+from tfdeploy.bridge._convert import Converter, Side
+from tfdeploy.bridge._layers import SHARED_LAYERS, TO_KERAS2, TO_KERAS3
+from tfdeploy.errors import ArtifactError, ModelTypeError, VerificationError
+
+log = logging.getLogger("tfdeploy.bridge")
+
+KERAS2 = Side(keras, "tf_keras.src.layers", lists_single_outputs=True)
+ATOL = 1e-5
+
+
+def _keras3():
+    return Side(importlib.import_module("keras"), "keras.src.layers", lists_single_outputs=False)
+
+
+def is_keras3_file(path):
+    """True when ``path`` is a ``.keras`` archive written by Keras 3 (reads its metadata only)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            meta = json.loads(archive.read("metadata.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return False
+    return str(meta.get("keras_version", "")).startswith("3.")
+
+
+def _leaf_layers(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers") and getattr(layer, "layers", None) is not None \
+                and layer is not model and isinstance(layer.layers, list):
+            yield from _leaf_layers(layer)
+        else:
+            yield layer
+
+
+def random_inputs(model, batch=2, seed=0):
+    """Seeded random inputs for ``model`` (integers stay below the smallest Embedding size)."""
+    rng = np.random.default_rng(seed)
+    vocab = min([int(layer.input_dim) for layer in _leaf_layers(model)
+                 if type(layer).__name__ == "Embedding"] or [10])
+    inputs = []
+    for tensor in model.inputs:
+        shape = [batch] + [8 if d is None else int(d) for d in tensor.shape[1:]]
+        dtype = np.dtype(getattr(tensor.dtype, "name", tensor.dtype))
+        if dtype.kind in "iu":
+            inputs.append(rng.integers(0, vocab, shape).astype(dtype))
+        elif dtype.kind == "f":
+            inputs.append(rng.standard_normal(shape).astype(dtype))
+        else:
+            raise ModelTypeError(
+                f"Input {tensor.name!r} has dtype {dtype}; the bridge can only check numeric "
+                "inputs. Pass verify=False and compare the models on your own data.")
+    return inputs
+
+
+def max_abs_diff(a, b, inputs):
+    """Largest absolute difference between the outputs of models ``a`` and ``b``."""
+    x = inputs[0] if len(inputs) == 1 else inputs
+    ya, yb = _flat(a(x, training=False)), _flat(b(x, training=False))
+    if len(ya) != len(yb):
+        raise VerificationError(f"The models return {len(ya)} and {len(yb)} outputs.")
+    return max(float(np.max(np.abs(np.asarray(p, np.float64) - np.asarray(q, np.float64))))
+               for p, q in zip(ya, yb))
+
+
+def _flat(value):
+    if isinstance(value, dict):
+        return [t for k in sorted(value) for t in _flat(value[k])]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _flat(v)]
+    return [value]
+
+
+def _verify(source, target, atol):
+    diff = max_abs_diff(source, target, random_inputs(source))
+    if not diff <= atol:
+        raise VerificationError(
+            f"The bridged model {target.name!r} differs from the original by {diff:.3g} "
+            f"(max abs) on random inputs, over the tolerance {atol:g}. Please report the model; "
+            "pass verify=False only to inspect it.",
+            failures=[{"output": "all", "max_abs_diff": diff, "atol": atol}])
+    return diff
+
+
+def _rebuild(model, source, target, direction, verify, atol):
+    if not isinstance(model, source.keras.Model):
+        raise ModelTypeError(f"Expected a Keras model, received {type(model).__name__!r}.")
+    if not source.is_graph(model):
+        raise ModelTypeError(
+            f"Model {model.name!r} ({type(model).__name__}) is subclassed; its layers and calls "
+            "live in Python code the bridge cannot read. Rebuild it with the functional API "
+            "(keras.Model(inputs, outputs)) or as a keras.Sequential.")
+    if not model.built or not getattr(model, "inputs", None):
+        raise ModelTypeError(
+            f"Model {model.name!r} has not been built yet; give its first layer an input shape "
+            "(keras.Input(...)) or call model.build(input_shape) first.")
+    converter = Converter(source, target, direction)
+    out = converter.model(model)
+    converter.copy_weights()
+    if verify:
+        _verify(model, out, atol)
+    return out
+
+
+def load_keras3(path):
+    """Load a Keras 3 ``.keras`` file with Keras 3 (no compile)."""
+    if not os.path.exists(path):
+        raise ArtifactError(f"Keras model {path!r} does not exist.")
+    try:
+        return _keras3().keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises many types for unreadable files
+        raise ArtifactError(
+            f"Could not load the Keras 3 model {path!r} ({exc}). Custom layers need "
+            "custom_objects; the bridge itself translates built-in layers only.") from exc
+
+
+def to_keras2(model_or_path, verify=True, atol=ATOL):
+    """Rebuild a Keras 3 model as an equivalent Keras 2 (``tf_keras``) model.
+
+    Every layer is re-created from its translated config (the built-in layers
+    listed in `SHARED_LAYERS`, nested Sequential/functional models, and the
+    ``x + c`` / ``x * c`` operations Keras 3 records), its weights are copied
+    after checking their count, shapes and names, and with ``verify`` the two
+    models' outputs are compared on seeded random inputs.
+
+    Args:
+        model_or_path: a built Keras 3 Sequential or functional model, or the
+            path of a ``.keras`` file saved by Keras 3.
+        verify: compare outputs on random inputs. Defaults to True.
+        atol: largest allowed absolute difference. Defaults to 1e-5.
+
+    Returns:
+        A new tf_keras ``Model`` with the same layer names and weights.
+
+    Raises:
+        UnsupportedLayerError: a layer (named, with its class) or option that
+            has no Keras 2 equivalent.
+        ModelTypeError: not a Keras 3 model, a subclassed or unbuilt model.
+        VerificationError: the outputs differ by more than ``atol``.
+        ArtifactError: the file cannot be read.
+
+    Example:
+        >>> import keras                      # Keras 3
+        >>> k3 = keras.applications.MobileNetV2((96, 96, 3), weights=None)
+        >>> k2 = tfdeploy.bridge.to_keras2(k3)  # ready for td.compress.prune(k2, ...)
+    """
+    model = model_or_path
+    if isinstance(model_or_path, (str, os.PathLike)):
+        model = load_keras3(os.fspath(model_or_path))
+    if not is_keras3_model(model):
+        raise ModelTypeError(
+            f"to_keras2 expects a Keras 3 model or .keras file, received "
+            f"{type(model).__module__}.{type(model).__name__}.")
+    return _rebuild(model, _keras3(), KERAS2, TO_KERAS2, verify, atol)
+
+
+def to_keras3(model, verify=True, atol=ATOL):
+    """Rebuild a plain Keras 2 (tf_keras) model as an equivalent Keras 3 model.
+
+    For models you compressed with tfdeploy and want to keep using in Keras 3:
+    strip them first (`tfdeploy.compress.strip`); training wrappers (pruning,
+    clustering, quantization-aware) have no Keras 3 form.
+
+    Args:
+        model: a built tf_keras Sequential or functional model of built-in layers.
+        verify: compare outputs on random inputs. Defaults to True.
+        atol: largest allowed absolute difference. Defaults to 1e-5.
+
+    Returns:
+        A new Keras 3 ``keras.Model``.
+
+    Raises:
+        ModelTypeError: not a tf_keras model, or one still holding tfmot wrappers.
+        UnsupportedLayerError: a layer with no Keras 3 equivalent (named).
+        VerificationError: the outputs differ by more than ``atol``.
+    """
+    if not isinstance(model, keras.Model):
+        raise ModelTypeError(
+            f"to_keras3 expects a Keras 2 (tf_keras) model, received "
+            f"{type(model).__module__}.{type(model).__name__}.")
+    wrapped = [layer.name for layer in _leaf_layers(model)
+               if (type(layer).__module__ or "").startswith("tensorflow_model_optimization")]
+    if wrapped:
+        raise ModelTypeError(
+            f"Model {model.name!r} still holds training wrappers ({', '.join(wrapped[:3])}"
+            f"{', ...' if len(wrapped) > 3 else ''}); call tfdeploy.compress.strip(model) first. "
+            "Quantization-aware models keep their wrappers for the TFLite converter: export them "
+            "with tfdeploy.export.tflite instead.")
+    return _rebuild(model, KERAS2, _keras3(), TO_KERAS3, verify, atol)
+
+
+def load_model(path):
+    """Load a Keras model file as a Keras 2 model; a Keras 3 ``.keras`` file is bridged.
+
+    Args:
+        path: a ``.keras`` file (Keras 2 or 3), an ``.h5`` file or a Keras 2
+            SavedModel directory. Quantization-aware Keras 2 models load too.
+
+    Returns:
+        A tf_keras ``Model``.
+
+    Raises:
+        ArtifactError: the path is missing or unreadable.
+        UnsupportedLayerError: a Keras 3 file with a layer the bridge cannot translate.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ArtifactError(f"Keras model {path!r} does not exist.")
+    if is_keras3_file(path):
+        model = to_keras2(path)
+        log.warning("Loaded the Keras 3 file %s and bridged it to Keras 2 (tf_keras): outputs "
+                    "equal within %g on random inputs.", path, ATOL)
+        return model
+    try:
+        with tfmot().quantization.keras.quantize_scope():
+            return keras.models.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises many types for unreadable files
+        raise ArtifactError(
+            f"Could not load a Keras model from {path!r} ({exc}). Pass a model saved with "
+            "model.save(...) (.keras, .h5 or a Keras SavedModel directory; "
+            "quantization-aware models reload only from .h5).") from exc
+
+
+def check_model(model, what="model", graph=False):
+    """The Keras 2 model tfdeploy works on: bridges Keras 3 models, rejects the rest clearly.
+
+    Every tfdeploy wrapper and exporter starts with ``model = check_model(model)``.
+    A Keras 3 model (or a path to a saved model) becomes a tf_keras model, with
+    one log line saying so.
+
+    Args:
+        model: a Keras 2 or Keras 3 model, or the path of a saved model.
+        what: how to name the argument in messages. Defaults to "model".
+        graph: also require a Sequential or functional model (the wrappers
+            rebuild the graph; subclassed models hide it). Defaults to False.
+
+    Returns:
+        A built tf_keras ``Model``: ``model`` itself, or its bridged copy.
+
+    Raises:
+        ModelTypeError: not a Keras model, unbuilt, subclassed where ``graph``
+            is set, or a Keras 3 model with a layer that cannot be bridged
+            (`UnsupportedLayerError`).
+    """
+    if isinstance(model, (str, os.PathLike)) and os.path.exists(model):
+        model = load_model(model)
+    if is_keras3_model(model):
+        bridged = to_keras2(model)
+        log.warning("Bridged Keras 3 model %r to Keras 2 (tf_keras) for tfdeploy: %d layers, "
+                    "outputs equal within %g on random inputs.", model.name,
+                    len(list(_leaf_layers(bridged))), ATOL)
+        model = bridged
+    if not isinstance(model, keras.Model):
+        raise ModelTypeError(
+            f"Expected `{what}` to be a Keras model (tf_keras `keras.Model`, a Keras 3 model, "
+            f"or the path of a saved model), received {type(model).__name__!r}.")
+    if not model.built:
+        raise ModelTypeError(
+            f"`{what}` has not been built yet; give its first layer an input shape "
+            "(e.g. `keras.Input((32, 32, 1))`) or call `model.build(input_shape)` first.")
+    if graph and not getattr(model, "_is_graph_network", False) \
+            and not isinstance(model, keras.Sequential):
+        raise ModelTypeError(
+            f"`{what}` {model.name!r} ({type(model).__name__}) is a subclassed model: its "
+            "layers are wired in Python code, so tfdeploy's wrappers cannot rebuild it. Build "
+            "the same layers with the functional API (`keras.Model(inputs, outputs)`) or as a "
+            "`keras.Sequential`, and copy the weights with `set_weights`.")
+    return model
+
+
+__all__ = ["to_keras2", "to_keras3", "check_model", "load_model", "is_keras3_file",
+           "max_abs_diff", "random_inputs", "SHARED_LAYERS", "ATOL"]
