@@ -1,14 +1,24 @@
-"""Benchmark ``tfdeploy serve``: latency overhead, throughput with/without batching, load run.
+"""Benchmark ``tfdeploy serve`` side by side with KServe's Python model server.
 
-Starts the server as a separate process (``python -m tfdeploy.cli serve``) on loopback
-ports, drives it with REST (keep-alive http.client) and gRPC (tensorflow-serving-api
-stubs) clients from this process, and prints one JSON object:
+Starts each server as a separate process on loopback ports and drives it from this
+process with REST (keep-alive http.client; TF Serving's REST predict is KServe's V1
+protocol) and gRPC (tensorflow-serving-api stubs) clients; prints one JSON object:
 
-- latency: p50/p99 ms at batch 1 for in-process signature calls, REST and gRPC, and
-  ``overhead_ratio = p50_served / p50_in_process``;
-- throughput: requests/s with 1, 8 and 32 concurrent clients, batching off and on;
-- load: a fixed number of requests with zero 5xx expected, and the server's resident
-  memory before and after (growth in MiB).
+- latency: p50/p99 ms at batch 1 for the in-process signature call, tfdeploy REST and
+  gRPC, KServe REST and KServe gRPC;
+- throughput_rps: 1, 8 and 32 concurrent clients, REST and gRPC, tfdeploy with batching
+  off and on, KServe;
+- targets: REST p50 overhead over in-process (<= 1 ms), REST throughput / KServe's at
+  every concurrency (>= 1), gRPC batching speed-up at 32 clients (>= 3);
+- load: a fixed number of requests with zero 5xx expected, and server memory growth.
+
+KServe runs from its own virtual environment (its pins clash with the project's),
+made on first use: ``python3.11 -m venv V && V/bin/pip install kserve
+"tensorflow-cpu==2.21.*"`` (about 70 s; ``--kserve_venv``, default
+``~/.cache/tfdeploy/kserve-venv``; ``--no_kserve`` skips it). KServe's gRPC endpoint
+speaks the V2 (Open Inference) protocol, not TF Serving's, so its gRPC numbers come
+from a client process inside that venv (``kserve_grpc_v2``). ``--ref_pythonpath DIR``
+adds tfdeploy served from another checkout (label ``ref``), e.g. to compare HTTP stacks.
 
     python benchmarks/bench_serving.py                        # a tiny exported CNN
     python benchmarks/bench_serving.py --model_base_path saved_models/digits --model_name digits
@@ -51,6 +61,116 @@ def _rss_mib(pid):
     return float("nan")
 
 
+def latest_dir(base_path):
+    sys.path.insert(0, REPO)
+    from tfdeploy.runtime.versions import latest_version_dir
+
+    return latest_version_dir(base_path)[1]
+
+
+KSERVE_SERVER = '''
+import sys
+
+import kserve
+import numpy as np
+import tensorflow as tf
+
+
+class SavedModel(kserve.Model):
+    def __init__(self, name, path):
+        super().__init__(name)
+        self.path = path
+        self.load()
+
+    def load(self):
+        self.fn = tf.saved_model.load(self.path).signatures["serving_default"]
+        self.input = next(iter(self.fn.structured_input_signature[1]))
+        self.ready = True
+
+    def predict(self, payload, headers=None):
+        x = tf.constant(np.asarray(payload["instances"], dtype=np.float32))
+        out = self.fn(**{self.input: x})
+        return {"predictions": out["probabilities"].numpy().tolist()}
+
+
+if __name__ == "__main__":
+    name, path, http_port, grpc_port = sys.argv[1:5]
+    kserve.ModelServer(http_port=int(http_port), grpc_port=int(grpc_port),
+                       workers=1).start([SavedModel(name, path)])
+'''
+
+KSERVE_GRPC_CLIENT = '''
+import json
+import sys
+import threading
+import time
+
+import grpc
+import numpy as np
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pbg
+
+port, name, shape = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+n_lat, n_tp, concurrency = int(sys.argv[4]), int(sys.argv[5]), json.loads(sys.argv[6])
+x = np.random.default_rng(0).integers(0, 256, size=shape).astype(np.float32)
+
+
+def worker():
+    stub = pbg.GRPCInferenceServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+    req = pb.ModelInferRequest(model_name=name)
+    t = req.inputs.add(name="instances", datatype="FP32", shape=shape)
+    t.contents.fp32_contents.extend(x.ravel().tolist())
+    return lambda: stub.ModelInfer(req, timeout=60)
+
+
+call = worker()
+for _ in range(20):
+    call()
+times = []
+for _ in range(n_lat):
+    t0 = time.perf_counter()
+    call()
+    times.append(time.perf_counter() - t0)
+ms = np.asarray(times) * 1000
+out = {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+       "throughput_rps": {}}
+for c in concurrency:
+    calls = [worker() for _ in range(c)]
+    total = max(n_tp, c)
+    per = [total // c + (i < total % c) for i in range(c)]
+    barrier = threading.Barrier(c + 1)
+
+    def loop(f, k):
+        barrier.wait()
+        for _ in range(k):
+            f()
+    threads = [threading.Thread(target=loop, args=(f, k)) for f, k in zip(calls, per)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    out["throughput_rps"][f"c{c}"] = round(total / (time.perf_counter() - start), 1)
+print(json.dumps(out))
+'''
+
+
+def kserve_python(venv):
+    """The KServe venv's python, creating the venv on first use (about 70 s)."""
+    python = os.path.join(venv, "bin", "python")
+    if os.path.exists(python):
+        probe = subprocess.run([python, "-c", "import kserve, tensorflow"], capture_output=True)
+        if probe.returncode == 0:
+            return python
+    print(f"bench_serving: creating the KServe environment {venv} (about 70 s) ...",
+          file=sys.stderr, flush=True)
+    subprocess.run(["python3.11", "-m", "venv", venv], check=True)
+    subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q", "kserve",
+                    "tensorflow-cpu==2.21.*"], check=True)
+    return python
+
+
 def _build_model(base_path):
     sys.path.insert(0, REPO)
     import tfdeploy as td
@@ -66,30 +186,42 @@ def _build_model(base_path):
 
 
 class _Server:
-    def __init__(self, name, base_path, batching_file=None):
+    def __init__(self, name, base_path, batching_file=None, pythonpath=None, kserve=None):
         self.grpc_port, self.rest_port = _free_port(), _free_port()
-        cmd = [sys.executable, "-m", "tfdeploy.cli", "serve", f"--port={self.grpc_port}",
-               f"--rest_api_port={self.rest_port}", f"--model_name={name}",
-               f"--model_base_path={base_path}", "--file_system_poll_wait_seconds=0"]
-        if batching_file:
-            cmd += ["--enable_batching=true", f"--batching_parameters_file={batching_file}"]
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 180
+        env = dict(os.environ)
+        if kserve is not None:      # (python, script): KServe's model server
+            cmd = [kserve[0], kserve[1], name, latest_dir(base_path), str(self.rest_port),
+                   str(self.grpc_port)]
+        else:
+            cmd = [sys.executable, "-m", "tfdeploy.cli", "serve", f"--port={self.grpc_port}",
+                   f"--rest_api_port={self.rest_port}", f"--model_name={name}",
+                   f"--model_base_path={base_path}", "--file_system_poll_wait_seconds=0"]
+            if batching_file:
+                cmd += ["--enable_batching=true", f"--batching_parameters_file={batching_file}"]
+            env["PYTHONPATH"] = pythonpath or REPO
+        self.proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, env=env)
+        deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}")
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {cmd}")
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", self.rest_port, timeout=2)
                 conn.request("GET", f"/v1/models/{name}")
                 if conn.getresponse().status == 200:
                     return
-            except OSError:
-                time.sleep(0.3)
+            except (OSError, http.client.HTTPException):
+                pass
+            time.sleep(0.3)
         raise RuntimeError("server did not become ready")
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
+        try:
+            return self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
 
 
 class _RestWorker:
@@ -114,7 +246,7 @@ class _GrpcWorker:
         self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.request = predict_pb2.PredictRequest()
         self.request.model_spec.name = name
-        self.request.inputs["images"].CopyFrom(tf.make_tensor_proto(images))
+        self.request.inputs[_INPUTS.get(name, "images")].CopyFrom(tf.make_tensor_proto(images))
         self._grpc = grpc
 
     def __call__(self):
@@ -122,7 +254,11 @@ class _GrpcWorker:
             self.stub.Predict(self.request, timeout=60)
             return 200
         except self._grpc.RpcError as exc:
-            return {"UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504}.get(exc.code().name, 500)
+            return {"UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504,
+                    "RESOURCE_EXHAUSTED": 429}.get(exc.code().name, 500)
+
+
+_INPUTS = {}   # model name -> serving_default input name
 
 
 def _latency(call, n, warmup=20):
@@ -162,15 +298,75 @@ def _run_clients(workers, total):
     return total / (time.perf_counter() - start), counts
 
 
+def _measure(server, name, body, image, args, latency, tp, label, grpc_=True):
+    if latency is not None:
+        latency[f"{label}_rest"] = _percentiles(_latency(_RestWorker(server.rest_port, name, body),
+                                                         args.latency_requests))
+        if grpc_:
+            latency[f"{label}_grpc"] = _percentiles(_latency(
+                _GrpcWorker(server.grpc_port, name, image), args.latency_requests))
+    errors = {}
+    for api in ("rest", "grpc") if grpc_ else ("rest",):
+        for c in args.concurrency:
+            workers = [_RestWorker(server.rest_port, name, body) if api == "rest"
+                       else _GrpcWorker(server.grpc_port, name, image) for _ in range(c)]
+            rps, counts = _run_clients(workers, max(args.throughput_requests, c))
+            tp[f"{label}_{api}_c{c}"] = round(rps, 1)
+            if set(counts) != {200}:
+                errors[f"{label}_{api}_c{c}"] = counts
+    return errors
+
+
+def _kserve_grpc(kserve, server, name, shape, args, tmp, latency, tp):
+    client = os.path.join(tmp, "kserve_grpc_client.py")
+    with open(client, "w") as f:
+        f.write(KSERVE_GRPC_CLIENT)
+    out = subprocess.run([kserve[0], client, str(server.grpc_port), name, json.dumps(shape),
+                          str(args.latency_requests), str(args.throughput_requests),
+                          json.dumps(args.concurrency)], capture_output=True, text=True,
+                         timeout=1800)
+    if out.returncode != 0:
+        return out.stderr[-500:]
+    k = json.loads(out.stdout.strip().splitlines()[-1])
+    latency["kserve_grpc_v2"] = {"p50_ms": round(k["p50_ms"], 3), "p99_ms": round(k["p99_ms"], 3)}
+    for c, v in k["throughput_rps"].items():
+        tp[f"kserve_grpc_v2_{c}"] = v
+    return None
+
+
+def _targets(latency, tp, concurrency, kserve):
+    p50 = latency["in_process"]["p50_ms"]
+    t = {"rest_overhead_ms": round(latency["tfdeploy_rest"]["p50_ms"] - p50, 3),
+         "grpc_overhead_ms": round(latency["tfdeploy_grpc"]["p50_ms"] - p50, 3)}
+    t["rest_overhead_target_1ms_met"] = t["rest_overhead_ms"] <= 1.0
+    if kserve and "kserve_rest_c1" in tp:
+        t["kserve_rest_overhead_ms"] = round(latency["kserve_rest"]["p50_ms"] - p50, 3)
+        t["rest_throughput_vs_kserve"] = {
+            f"c{c}": round(tp[f"tfdeploy_rest_c{c}"] / tp[f"kserve_rest_c{c}"], 2)
+            for c in concurrency}
+        t["rest_throughput_target_met"] = all(v >= 1.0
+                                              for v in t["rest_throughput_vs_kserve"].values())
+    c = max(concurrency)
+    t[f"grpc_batching_speedup_c{c}"] = round(
+        tp[f"tfdeploy_batching_grpc_c{c}"] / tp[f"tfdeploy_grpc_c{c}"], 2)
+    t["grpc_batching_target_3x_met"] = t[f"grpc_batching_speedup_c{c}"] >= 3.0
+    return t
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model_base_path", default=None,
                         help="An exported model's base path (default: build a tiny CNN).")
     parser.add_argument("--model_name", default="bench")
-    parser.add_argument("--latency_requests", type=int, default=200)
-    parser.add_argument("--throughput_requests", type=int, default=320)
+    parser.add_argument("--latency_requests", type=int, default=300)
+    parser.add_argument("--throughput_requests", type=int, default=400)
     parser.add_argument("--load_requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--kserve_venv",
+                        default=os.path.expanduser("~/.cache/tfdeploy/kserve-venv"))
+    parser.add_argument("--no_kserve", action="store_true", help="Skip the KServe peer.")
+    parser.add_argument("--ref_pythonpath", default=None,
+                        help="Also serve with tfdeploy from this directory (label 'ref').")
     args = parser.parse_args(argv)
 
     tmp = tempfile.mkdtemp(prefix="bench_serving_")
@@ -179,63 +375,76 @@ def main(argv=None):
         _build_model(base)
     import tensorflow as tf
 
-    from tfdeploy.runtime.versions import latest_version_dir
-
-    fn = tf.saved_model.load(latest_version_dir(base)[1]).signatures["serving_default"]
+    fn = tf.saved_model.load(latest_dir(base)).signatures["serving_default"]
     (input_name, spec), = fn.structured_input_signature[1].items()
     shape = [1] + [d or 1 for d in spec.shape.as_list()[1:]]
     image = np.random.default_rng(0).integers(0, 256, size=shape).astype(np.float32)
     body = json.dumps({"instances": image.tolist()}).encode()
-    result = {"model_base_path": base, "input_shape": shape, "cpu_count": os.cpu_count()}
-
+    _INPUTS[args.model_name] = input_name
+    result = {"model_base_path": base, "input_shape": shape, "cpu_count": os.cpu_count(),
+              "load_average_start": os.getloadavg()}
     const = tf.constant(image)
-    in_process = _percentiles(_latency(lambda: fn(**{input_name: const}), args.latency_requests))
-    result["latency"] = {"in_process": in_process}
+    latency = {"in_process": _percentiles(_latency(lambda: fn(**{input_name: const}),
+                                                   args.latency_requests))}
+    tp, errors = {}, {}
+    result["latency"], result["throughput_rps"] = latency, tp
 
     batching_file = os.path.join(tmp, "batching.txt")
     with open(batching_file, "w") as f:
         f.write("max_batch_size { value: 32 }\nbatch_timeout_micros { value: 2000 }\n"
                 "num_batch_threads { value: 2 }\nmax_enqueued_batches { value: 64 }\n")
-    result["throughput_rps"] = {}
-    for mode, bfile in (("batching_off", None), ("batching_on", batching_file)):
-        server = _Server(args.model_name, base, bfile)
+    kserve = None
+    if not args.no_kserve:
         try:
-            if mode == "batching_off":
-                rest = _percentiles(_latency(_RestWorker(server.rest_port, args.model_name, body),
-                                             args.latency_requests))
-                grpc_ = _percentiles(_latency(_GrpcWorker(server.grpc_port, args.model_name,
-                                                          image), args.latency_requests))
-                for entry in (rest, grpc_):
-                    entry["overhead_ratio"] = round(entry["p50_ms"] / in_process["p50_ms"], 2)
-                result["latency"].update({"rest": rest, "grpc": grpc_})
-            result["throughput_rps"][mode] = {}
-            for api in ("rest", "grpc"):
-                for c in args.concurrency:
-                    workers = [_RestWorker(server.rest_port, args.model_name, body) if api == "rest"
-                               else _GrpcWorker(server.grpc_port, args.model_name, image)
-                               for _ in range(c)]
-                    rps, counts = _run_clients(workers, max(args.throughput_requests, c))
-                    result["throughput_rps"][mode][f"{api}_c{c}"] = round(rps, 1)
-                    if set(counts) != {200}:
-                        result.setdefault("throughput_errors", {})[f"{mode}_{api}_c{c}"] = counts
-            if mode == "batching_on":
-                # bounded load run: fixed request count, half REST half gRPC, 8 clients
-                warm = [_RestWorker(server.rest_port, args.model_name, body) for _ in range(4)] + \
-                    [_GrpcWorker(server.grpc_port, args.model_name, image) for _ in range(4)]
-                _run_clients(warm, 400)
-                rss_start = _rss_mib(server.proc.pid)
-                _, counts = _run_clients(warm, args.load_requests)
-                rss_end = _rss_mib(server.proc.pid)
-                result["load"] = {
-                    "requests": args.load_requests, "clients": len(warm),
-                    "status_counts": {str(k): v for k, v in sorted(counts.items())},
-                    "errors_5xx": sum(v for k, v in counts.items() if k >= 500),
-                    "rss_start_mib": round(rss_start, 1), "rss_end_mib": round(rss_end, 1),
-                    "rss_growth_mib": round(rss_end - rss_start, 1)}
+            script = os.path.join(tmp, "kserve_server.py")
+            with open(script, "w") as f:
+                f.write(KSERVE_SERVER)
+            kserve = (kserve_python(args.kserve_venv), script)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            result["kserve_error"] = f"KServe environment unavailable: {exc}"
+    runs = [("tfdeploy", {}), ("tfdeploy_batching", {"batching_file": batching_file})]
+    if kserve:
+        runs.append(("kserve", {"kserve": kserve}))
+    if args.ref_pythonpath:
+        runs.append(("ref", {"pythonpath": args.ref_pythonpath}))
+    exits = result["server_exit_codes"] = {}
+    for label, kw in runs:
+        print(f"bench_serving: measuring {label} ...", file=sys.stderr, flush=True)
+        server = _Server(args.model_name, base, **kw)
+        try:
+            errors.update(_measure(server, args.model_name, body, image, args,
+                                   None if label == "tfdeploy_batching" else latency, tp, label,
+                                   grpc_=label != "kserve"))
+            if label == "kserve":
+                error = _kserve_grpc(kserve, server, args.model_name, shape, args, tmp,
+                                     latency, tp)
+                if error:
+                    result["kserve_grpc_error"] = error
+            if label == "tfdeploy_batching":
+                result["load"] = _load_run(server, args, body, image)
         finally:
-            result.setdefault("server_exit_codes", {})[mode] = server.stop()
+            exits[label] = server.stop()
+    if errors:
+        result["errors"] = errors
+    result["targets"] = _targets(latency, tp, args.concurrency, kserve)
+    result["load_average_end"] = os.getloadavg()
     print(json.dumps(result, indent=2))
     return 0
+
+
+def _load_run(server, args, body, image):
+    """A fixed number of requests, half REST half gRPC, 8 clients; 5xx count, memory growth."""
+    warm = [_RestWorker(server.rest_port, args.model_name, body) for _ in range(4)] + \
+        [_GrpcWorker(server.grpc_port, args.model_name, image) for _ in range(4)]
+    _run_clients(warm, 400)
+    rss_start = _rss_mib(server.proc.pid)
+    _, counts = _run_clients(warm, args.load_requests)
+    rss_end = _rss_mib(server.proc.pid)
+    return {"requests": args.load_requests, "clients": len(warm),
+            "status_counts": {str(k): v for k, v in sorted(counts.items())},
+            "errors_5xx": sum(v for k, v in counts.items() if k >= 500),
+            "rss_start_mib": round(rss_start, 1), "rss_end_mib": round(rss_end, 1),
+            "rss_growth_mib": round(rss_end - rss_start, 1)}
 
 
 if __name__ == "__main__":

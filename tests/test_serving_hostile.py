@@ -369,3 +369,40 @@ def test_grpc_fuzz_never_internal_and_huge_declared_tensors_allocate_nothing(hos
         assert tf.make_ndarray(answer.outputs["y"]).tolist() == [3.0]
     assert not bad, bad
     assert _rss_mb() - rss_before < 150, (rss_before, _rss_mb())
+
+
+def _png(width, height, rows=None):
+    """A grayscale PNG; ``rows`` None writes all-zero pixel rows (compresses to almost nothing)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    raw = rows if rows is not None else b"\x00" * ((width + 1) * height)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0,
+                                                              0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+def test_serving_bytes_checks_the_image_header_before_decoding(served):
+    import base64
+
+    from test_serving_support import rest_call
+
+    small = _png(32, 32)
+    status, body = rest_call(served.rest_port, "POST", "/v1/models/digits:predict", {
+        "signature_name": "serving_bytes",
+        "instances": [{"b64": base64.b64encode(small).decode()}]})
+    assert status == 200 and len(body["predictions"][0]["probabilities"]) == 10
+    big = _png(6000, 6000)          # 36 M pixels declared, ~36 KB sent
+    assert len(big) < 200_000
+    rss_before = _rss_mb()
+    for image in (big, big[:64], b"RIFF0000WEBPVP8 " + b"\x00" * 64):
+        status, body = rest_call(served.rest_port, "POST", "/v1/models/digits:predict", {
+            "signature_name": "serving_bytes",
+            "instances": [{"b64": base64.b64encode(image).decode()}]})
+        assert status == 400, body
+        assert "serving_bytes: the image is not a PNG/JPEG/GIF/BMP whose header declares at " \
+               "most 16777216 pixels" in body["error"]
+    assert _rss_mb() - rss_before < 100, (rss_before, _rss_mb())

@@ -13,7 +13,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = ("data", "models", "compress", "export", "runtime", "verify", "serving",
-               "pipeline")
+               "pipeline", "bridge")
 _FROM_KERAS = ("keras", "tf")
 
 

@@ -2,23 +2,20 @@
 
 from tfdeploy.bridge import check_model
 from tfdeploy._keras import keras, tfmot
-from tfdeploy.compress._tfmot import cluster_preserve_scheme, prune_preserve_scheme
+from tfdeploy.compress._tfmot import (cluster_preserve_scheme, default_8bit_registry,
+                                      prune_preserve_scheme)
+from tfdeploy.compress.calibrate import calibrate_ranges
 from tfdeploy.compress.graph import flatten
-from tfdeploy.compress.prune import is_pruning_wrapped
-from tfdeploy.compress.report import note, notes
+from tfdeploy.compress.history import notes, record
 from tfdeploy.compress.selection import resolve
 from tfdeploy.compress.sparsity import model_sparsity
+from tfdeploy.compress.strip import strip
+from tfdeploy.compress.wrappers import (is_clustering_wrapped, is_pruning_wrapped,
+                                        is_quantization_aware)
 from tfdeploy.errors import CompressionError
 
 PRESERVE = ("auto", "sparsity", "cluster", "cluster_sparsity", None)
 _SPARSE_ENOUGH = 0.1
-
-
-def _registry():
-    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
-        default_8bit_quantize_registry)
-
-    return default_8bit_quantize_registry.Default8BitQuantizeRegistry()
 
 
 def _is_builtin(layer):
@@ -27,7 +24,7 @@ def _is_builtin(layer):
 
 def quantizable_layers(model):
     """Return ``(supported, unsupported)`` layer names for tfmot's default 8-bit QAT."""
-    registry = _registry()
+    registry = default_8bit_registry()
     supported, unsupported = [], []
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
@@ -37,7 +34,7 @@ def quantizable_layers(model):
 
 
 def _why_not(configs):
-    registry = _registry()
+    registry = default_8bit_registry()
 
     def why_not(layer):
         if layer.name in configs or registry.supports(layer):
@@ -108,12 +105,8 @@ def quantize(model, preserve="auto", layers=None, quantize_configs=None, calibra
         raise CompressionError(
             f"Model {model.name!r} is already quantization-aware; quantize the original "
             "float model instead.")
-    from tfdeploy.compress.cluster import is_clustering_wrapped
-
     source = model
     if is_pruning_wrapped(model) or is_clustering_wrapped(model):
-        from tfdeploy.compress.strip import strip
-
         model = strip(model)
     configs = dict(quantize_configs or {})
     bad = [v for v in configs.values() if not isinstance(v, qk.QuantizeConfig)]
@@ -160,17 +153,15 @@ def quantize(model, preserve="auto", layers=None, quantize_configs=None, calibra
                 from exc
     calibrated = {}
     if calibration_data is not None:
-        from tfdeploy.compress.calibrate import calibrate_ranges
-
         calibrated = calibrate_ranges(quantized, work, calibration_data)
     quantized._tfdeploy_qat = {"preserve": preserve, "layers": chosen,
                                "sparsity_before": sparsity, "calibrated": len(calibrated)}
-    note(quantized, "quantized", chosen, skipped, source=source,
-         detail=f"int8 QAT (preserve={preserve})")
+    record(quantized, "quantized", chosen, skipped, source=source,
+           detail=f"int8 QAT (preserve={preserve})",
+           params={"preserve": preserve, "sparsity_before": sparsity,
+                   "calibrated_ranges": len(calibrated),
+                   "custom_configs": sorted(configs)})
     return quantized
 
 
-def is_quantization_aware(model):
-    """True when ``model`` holds tfmot quantize wrappers."""
-    wrapper = tfmot().quantization.keras.QuantizeWrapper
-    return any(isinstance(layer, wrapper) for layer in model.layers)
+__all__ = ["quantize", "quantizable_layers", "is_quantization_aware", "PRESERVE"]

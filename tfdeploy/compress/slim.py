@@ -14,9 +14,12 @@ import numpy as np
 
 from tfdeploy.bridge import check_model
 from tfdeploy._keras import keras
+from tfdeploy._walk import leaf_layers
 from tfdeploy.compress.graph import flatten, rebuild
-from tfdeploy.compress.report import note
+from tfdeploy.compress.history import record
 from tfdeploy.compress.selection import resolve
+from tfdeploy.compress.strip import strip
+from tfdeploy.compress.wrappers import is_pruning_wrapped, is_quantization_aware
 from tfdeploy.errors import CompressionError
 
 CRITERIA = ("l1", "l2", "mask")
@@ -186,10 +189,6 @@ def slim(model, ratio=0.5, criterion="l1", layers=None):
     if criterion not in CRITERIA:
         raise CompressionError(
             f"Unrecognized criterion={criterion!r}. Supported criteria are: {list(CRITERIA)}.")
-    from tfdeploy.compress.prune import is_pruning_wrapped
-    from tfdeploy.compress.qat import is_quantization_aware
-    from tfdeploy.compress.strip import strip
-
     if is_quantization_aware(model):
         raise CompressionError(
             f"Model {model.name!r} is quantization-aware; slim the float model, then apply QAT.")
@@ -275,15 +274,15 @@ def slim(model, ratio=0.5, criterion="l1", layers=None):
         new.set_weights(new_weights)
     slimmed = [n for n in chosen if n in sizes]
     object.__setattr__(out, "_tfdeploy_slim", dict(sizes))  # plain dict, not tracked by Keras
-    note(out, "slimmed", slimmed, skipped, source=source,
-         detail=f"{float(ratio):.0%} of channels by {criterion}")
+    record(out, "slimmed", slimmed, skipped, source=source,
+           detail=f"{float(ratio):.0%} of channels by {criterion}",
+           params={"ratio": float(ratio), "criterion": criterion,
+                   "widths": {name: list(pair) for name, pair in sizes.items()}})
     return out
 
 
 def channel_widths(model):
     """``{layer: output channels}`` for every Conv2D / Dense / DepthwiseConv2D of ``model``."""
-    from tfdeploy.compress.graph import leaf_layers
-
     out = {}
     for layer in leaf_layers(model):
         inner = getattr(layer, "layer", layer)

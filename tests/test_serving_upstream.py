@@ -1,0 +1,142 @@
+"""TF Serving's own JSON test cases (util/json_tensor_test.cc), translated into a table.
+
+Each row is an upstream test's request and the tensor it must become (dtype, shape,
+values, row/columnar format) or the error class it must raise. Run against
+``rest_json.parse_predict`` with the same TensorInfo dtypes as upstream, plus the
+error cases end-to-end through a server (http_rest_api_handler_test.cc's statuses).
+"""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from tfdeploy.serving import rest_json
+from tfdeploy.serving.status import ServingError
+
+NAN = float("nan")
+
+# (upstream test, {input: dtype}, JSON body, {input: (numpy dtype, shape, flat values)}, format)
+CASES = [
+    ("SingleUnnamedTensor", {"default": "int32"}, '{"instances": [[1,2],[3,4],[5,6]]}',
+     {"default": ("int32", (3, 2), [1, 2, 3, 4, 5, 6])}, "row"),
+    ("MixedInputForFloatTensor", {"default": "float32"},
+     '{"instances": [1, 2.0, 3, 4, 5.003, 0.007, 0.0]}',
+     {"default": ("float32", (7,), [1, 2, 3, 4, 5.003, 0.007, 0])}, "row"),
+    ("MixedInputForDoubleTensor", {"default": "float64"},
+     '{"instances": [1.0, 2, 3, 4, 0.662, 0, 0.0]}',
+     {"default": ("float64", (7,), [1, 2, 3, 4, 0.662, 0, 0])}, "row"),
+    ("SingleUnnamedTensorWithSignature", {"default": "int32"},
+     '{"signature_name": "predict_images", "instances": [[1,2]]}',
+     {"default": ("int32", (1, 2), [1, 2])}, "row"),
+    ("SingleUnnamedTensorBase64Scalars", {"default": "string"},
+     '{"instances": [ { "b64" : "aGVsbG8=" }, { "b64": "d29ybGQ=" } ]}',
+     {"default": ("object", (2,), [b"hello", b"world"])}, "row"),
+    ("SingleUnnamedTensorBase64Lists", {"default": "string"},
+     '{"instances": [ [{ "b64" : "aGVsbG8=" }], [{ "b64": "d29ybGQ=" }] ]}',
+     {"default": ("object", (2, 1), [b"hello", b"world"])}, "row"),
+    ("SingleNamedTensorBase64", {"default": "string"},
+     '{"instances": [{"default": [ [{ "b64" : "aGVsbG8=" }], [{ "b64": "d29ybGQ=" }] ]}]}',
+     {"default": ("object", (1, 2, 1), [b"hello", b"world"])}, "row"),
+    ("MultipleNamedTensor",
+     {"int_tensor": "int32", "str_tensor": "string", "float_tensor": "float32",
+      "dbl_tensor": "float64"},
+     '{"instances": [{"int_tensor": [[1,2],[3,4],[5,6]], "str_tensor": ["foo", "bar"],'
+     ' "float_tensor": [1.0, NaN], "dbl_tensor": [NaN]}, {"int_tensor": [[7,8],[9,0],[1,2]],'
+     ' "str_tensor": ["baz", "bat"], "float_tensor": [2.0, Infinity], "dbl_tensor": [2.0]}]}',
+     {"int_tensor": ("int32", (2, 3, 2), [1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2]),
+      "str_tensor": ("object", (2, 2), [b"foo", b"bar", b"baz", b"bat"]),
+      "float_tensor": ("float32", (2, 2), [1.0, NAN, 2.0, math.inf]),
+      "dbl_tensor": ("float64", (2, 1), [NAN, 2.0])}, "row"),
+    ("SingleUnnamedTensorColumnarFormat (named)", {"int_tensor": "int32"},
+     '{"inputs": {"int_tensor": [[[1,2],[3,4],[5,6]]]}}',
+     {"int_tensor": ("int32", (1, 3, 2), [1, 2, 3, 4, 5, 6])}, "columnar"),
+    ("SingleUnnamedTensorColumnarFormat (unnamed)", {"int_tensor": "int32"},
+     '{"inputs": [[[1,2],[3,4],[5,6]]]}',
+     {"int_tensor": ("int32", (1, 3, 2), [1, 2, 3, 4, 5, 6])}, "columnar"),
+    ("MultipleNamedTensorColumnarFormat",
+     {"int_tensor": "int32", "str_tensor": "string", "bin_tensor": "string"},
+     '{"inputs": {"int_tensor": [[[1,2],[3,4],[5,6]]], "str_tensor": ["foo", "bar"],'
+     ' "bin_tensor": { "b64" : "aGVsbG8=" }}}',
+     {"int_tensor": ("int32", (1, 3, 2), [1, 2, 3, 4, 5, 6]),
+      "str_tensor": ("object", (2,), [b"foo", b"bar"]),
+      "bin_tensor": ("object", (), [b"hello"])}, "columnar"),
+]
+
+# (upstream test / case, {input: dtype}, body, substring of TF Serving's message or ours)
+ERRORS = [
+    ("SingleUnnamedTensorErrors: empty document", {"default": "int32"}, "", "JSON Parse error"),
+    ("SingleUnnamedTensorErrors: signature_name 5", {"default": "int32"},
+     '{"signature_name": 5, "instances": [[1,2],[3,4],[5,6,7]]}', "signature_name"),
+    ("SingleUnnamedTensorErrors: instances and inputs", {"default": "int32"},
+     '{"instances": [[1,2],[3,4],[5,6,7]], "inputs": [[1,2],[3,4],[5,6,7]]}',
+     "Not supported both"),
+    ("SingleUnnamedTensorErrors: ragged", {"default": "int32"},
+     '{"instances": [[1,2],[3,4],[5,6,7]]}', "same shape"),
+    ("SingleUnnamedTensorErrors: deeper element", {"default": "int32"},
+     '{"instances": [[1,2],[3,4],[[5,6]]]}', "same shape"),
+    ("SingleUnnamedTensorErrors: scalar then list", {"default": "int32"},
+     '{"instances": [1, [1]]}', "same shape"),
+    ("SingleUnnamedTensorErrors: string for int", {"default": "int32"},
+     '{"instances": [["a", "b"]]}', "int32"),
+    ("MultipleNamedTensorErrors: missing input", {"a": "int32", "b": "int32"},
+     '{"instances": [{"a": 1}]}', "every instance needs each named input"),
+    ("MultipleNamedTensorErrors: object then list", {"a": "int32", "b": "int32"},
+     '{"instances": [{"a": 1, "b": 2}, [1]]}', "Expecting object but got list"),
+    ("ColumnarErrors: extra input", {"a": "int32"},
+     '{"inputs": {"a": [1], "c": [2]}}', "input size does not match signature"),
+    ("Base64Errors: bad base64", {"default": "string"},
+     '{"instances": [{"b64": "#"}]}', "base64"),
+    ("IntOverflow: int32", {"default": "int32"}, '{"instances": [2147483648]}', "out of range"),
+    ("UnsupportedDtype: complex64", {"default": "complex64"}, '{"instances": [1]}', "complex64"),
+]
+
+
+def _dtypes(spec):
+    import tensorflow as tf
+
+    return {k: tf.dtypes.as_dtype(v) for k, v in spec.items()}
+
+
+def _body(text):
+    from tfdeploy.serving.rest import RestApi
+
+    return RestApi._parse_body(text.encode())
+
+
+@pytest.mark.parametrize("name,spec,text,expected,fmt", CASES, ids=[c[0] for c in CASES])
+def test_upstream_json_tensor_cases(name, spec, text, expected, fmt):
+    got_fmt, tensors = rest_json.parse_predict(_body(text), _dtypes(spec))
+    assert got_fmt == fmt
+    assert sorted(tensors) == sorted(expected)
+    for key, (dtype, shape, values) in expected.items():
+        array = tensors[key]
+        assert array.dtype == np.dtype(dtype) and array.shape == shape, (key, array)
+        if dtype == "object":
+            assert list(array.ravel()) == values
+        else:
+            np.testing.assert_allclose(array.ravel().astype(np.float64), values, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name,spec,text,message", ERRORS, ids=[e[0] for e in ERRORS])
+def test_upstream_json_tensor_errors(name, spec, text, message):
+    with pytest.raises(ServingError) as info:
+        rest_json.parse_predict(_body(text), _dtypes(spec))
+    assert info.value.code == "INVALID_ARGUMENT" and info.value.http_status == 400
+    assert message in info.value.message, info.value.message
+
+
+def test_upstream_predict_response_formats():
+    """MakeJsonFromTensors: row answers are lists of objects for several outputs, a plain
+    list for one; columnar answers an object; float32 printed at float32 precision."""
+    outs = {"a": np.array([[1.0, 2.0]], np.float32), "s": np.array([b"x"], object)}
+    assert rest_json.predict_response("row", outs) == {"predictions": [{"a": [1.0, 2.0],
+                                                                        "s": "x"}]}
+    assert rest_json.predict_response("columnar", outs) == {"outputs": {"a": [[1.0, 2.0]],
+                                                                        "s": ["x"]}}
+    assert rest_json.predict_response("row", {"y": np.array([0.1], np.float32)}) == {
+        "predictions": [0.1]}
+    binary = rest_json.predict_response("columnar", {"img_bytes": np.array([b"\xff"], object)})
+    assert binary == {"outputs": [{"b64": "/w=="}]}
+    json.dumps(binary)
