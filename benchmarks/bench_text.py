@@ -6,8 +6,9 @@ the synthetic Q&A pairs: parameters; gzip bytes of the float32, int8 and
 pruned+int8 TFLite files; accuracy (or recall@k) of each in the LiteRT
 runtime on raw test texts (tokenised by the shipped vocabulary); p50 batch-1
 latency of each (one thread, tokenisation included) beside the Keras model
-(TextVectorization + model in one traced ``tf.function``); and, for the CNN classifier, the served REST latency
-of one short text through ``tfdeploy serve``'s server and in-process. It also
+(TextVectorization + model in one traced ``tf.function``); and, for the CNN
+classifier, the served REST latency of one short text through ``tfdeploy
+serve``'s server and in-process. It also
 records which TensorFlow (Flex) ops an in-graph-tokenising TFLite file would
 need.
 
