@@ -362,6 +362,12 @@ def test_grpc_fuzz_never_internal_and_huge_declared_tensors_allocate_nothing(hos
                 if exc.code() != grpc.StatusCode.INVALID_ARGUMENT and \
                         exc.code() != grpc.StatusCode.NOT_FOUND:
                     bad.append(("raw", exc.code(), exc.details()))
+        # the 39-byte request declaring 67 M floats is refused from its declared shape alone
+        with pytest.raises(grpc.RpcError) as info:
+            pred.Predict(cases[0][1], timeout=60)
+        assert len(cases[0][1].SerializeToString()) < 64
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "declared shape needs 268435456 bytes" in info.value.details()
         ok = predict_pb2.PredictRequest()
         ok.model_spec.name = "half"
         ok.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([2.0], np.float32)))
