@@ -362,6 +362,12 @@ def test_grpc_fuzz_never_internal_and_huge_declared_tensors_allocate_nothing(hos
                 if exc.code() != grpc.StatusCode.INVALID_ARGUMENT and \
                         exc.code() != grpc.StatusCode.NOT_FOUND:
                     bad.append(("raw", exc.code(), exc.details()))
+        # the 39-byte request declaring 67 M floats is refused from its declared shape alone
+        with pytest.raises(grpc.RpcError) as info:
+            pred.Predict(cases[0][1], timeout=60)
+        assert len(cases[0][1].SerializeToString()) < 64
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "declared shape needs 268435456 bytes" in info.value.details()
         ok = predict_pb2.PredictRequest()
         ok.model_spec.name = "half"
         ok.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([2.0], np.float32)))
@@ -406,3 +412,55 @@ def test_serving_bytes_checks_the_image_header_before_decoding(served):
         assert "serving_bytes: the image is not a PNG/JPEG/GIF/BMP whose header declares at " \
                "most 16777216 pixels" in body["error"]
     assert _rss_mb() - rss_before < 100, (rss_before, _rss_mb())
+
+
+def test_large_json_bodies_decode_within_a_small_multiple_of_their_size(monkeypatch):
+    import tracemalloc
+
+    import tensorflow as tf
+
+    from tfdeploy.serving import json_fast, rest_json
+    from tfdeploy.serving.rest import RestApi
+    from tfdeploy.serving.status import ServingError
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(64, 32, 32, 1)).astype(np.float32) / 7
+    floats = {"x": tf.float32}
+    bodies = [
+        json.dumps({"instances": images.tolist()}),
+        json.dumps({"inputs": {"x": images.tolist()}}),
+        json.dumps({"signature_name": "s", "instances": [{"x": im.tolist()} for im in images]}),
+        json.dumps({"instances": images.tolist()[:-1] + [[[[1.0]]]]}),          # ragged
+        json.dumps({"instances": images.tolist()}).replace("1.0,", "01,", 1),  # not JSON
+        json.dumps({"instances": images.tolist()}).replace("1.0,", "NaN,", 1),
+        json.dumps({"instances": images.astype(int).tolist()}),
+        json.dumps({"instances": [images.tolist(), "x"]}),
+    ]
+
+    def decode(text, dtypes):
+        try:
+            fmt, tensors = rest_json.parse_predict(RestApi._parse_body(text.encode()), dtypes)
+            return fmt, {k: (v.dtype, v.shape, v.tobytes()) for k, v in tensors.items()}
+        except ServingError as exc:
+            return exc.code, exc.message
+
+    for text in bodies:
+        for dtypes in (floats, {"x": tf.int64}, {"x": tf.float64}):
+            fast = decode(text, dtypes)
+            with monkeypatch.context() as m:
+                m.setattr(json_fast, "MIN_BODY", 1 << 62)   # the plain json path
+                slow = decode(text, dtypes)
+            assert fast == slow, (text[:80], dtypes)
+
+    body = json.dumps({"instances": (rng.random((256, 32, 32, 1)) * 255).round(2).tolist()})
+    peaks = {}
+    for path, minimum in (("fast", json_fast.MIN_BODY), ("json", 1 << 62)):
+        with monkeypatch.context() as m:
+            m.setattr(json_fast, "MIN_BODY", minimum)
+            tracemalloc.start()
+            rest_json.parse_predict(RestApi._parse_body(body.encode()), floats)
+            peaks[path] = tracemalloc.get_traced_memory()[1] / len(body)
+            tracemalloc.stop()
+    # peak traced memory / body size: a small multiple (the body, its numeric span, the
+    # numbers' text and the float64 array), against 11-14x through json.loads
+    assert peaks["fast"] < 6 and peaks["json"] > 2 * peaks["fast"], peaks

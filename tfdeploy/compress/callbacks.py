@@ -4,6 +4,7 @@ import copy
 
 from tfdeploy._keras import keras, tf, tfmot
 from tfdeploy.compress.sparsity import model_sparsity, sparsity_by_layer, zero_counts
+from tfdeploy.compress.wrappers import is_pruning_wrapped
 
 
 class _ConfigCallback(keras.callbacks.Callback):
@@ -109,8 +110,6 @@ def callbacks(model, log_dir=None):
     Returns:
         A list of Keras callbacks.
     """
-    from tfdeploy.compress.prune import is_pruning_wrapped
-
     out = []
     if is_pruning_wrapped(model):
         out.append(PruningStep())
