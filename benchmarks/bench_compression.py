@@ -158,7 +158,8 @@ def main(argv=None):
         formats = ["int8"] if qat else ["float32", "int8"]
         for fmt in formats:
             path = os.path.join(out_dir, f"{name}_{fmt}.tflite")
-            td.export.tflite(model, path, quantization=fmt, representative_data=train)
+            td.export.tflite(model, path, quantization=fmt, representative_data=train,
+                             overwrite=True)
             runner = td.runtime.load(path, num_threads=args.threads)
             row[fmt] = {
                 "file_bytes": td.verify.path_bytes(path),

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import tfdeploy as td
-from tfdeploy.compress.prune import copy_model
+from tfdeploy.compress.graph import copy_model
 from tfdeploy.errors import CompressionError
 
 C = td.compress

@@ -41,7 +41,7 @@ def test_plan_slim_prune_cluster_quantize(trained_model, train_ds, test_ds, tmp_
 
 
 def test_plan_rejects_bad_plans_before_training(trained_model, train_ds):
-    with pytest.raises(CompressionError, match=r"Stage\(s\) \['cluster'\] come after 'quantize'"):
+    with pytest.raises(CompressionError, match=r"Stage 2 \('cluster'\) comes after stage 1"):
         C.apply_plan(trained_model, ["quantize", "cluster"], train_ds)
     with pytest.raises(CompressionError, match="Unrecognized stage kind='shrink'"):
         C.Stage("shrink")

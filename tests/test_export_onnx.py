@@ -2,13 +2,12 @@
 
 import json
 import os
-import sys
 
 import pytest
 
 import tfdeploy as td
-from tfdeploy.errors import ArtifactError, ExportError
-from tfdeploy.export import ExportFallbackWarning
+from tfdeploy.errors import ArtifactError, ExportError, VerificationError
+from tfdeploy.export import ExportFallbackWarning, _onnx
 
 
 @pytest.fixture(scope="module")
@@ -51,23 +50,52 @@ def test_dynamic_quantization_with_onnxruntime(trained_model, test_arrays, tmp_p
     assert result["precision"] == "int8" and result["passed"], result["failures"]
 
 
-def test_qat_model_keeps_quantize_dequantize_nodes(qat_model, test_arrays, tmp_path):
+def test_qat_model_keeps_quantize_dequantize_nodes(qat_model, train_ds, test_arrays, tmp_path):
     x, y = test_arrays
-    path = td.export.onnx(qat_model, str(tmp_path / "qat.onnx"), opset=13)
+    path = td.export.onnx(qat_model, str(tmp_path / "qat.onnx"), opset=13,
+                          representative_data=train_ds)
     assert {"QuantizeLinear", "DequantizeLinear"} <= _ops(path)
     runner = td.runtime.load(path)
     assert runner.metadata["tfdeploy.quantization"] == "qdq"
     assert "tfdeploy.fallback" not in runner.metadata
+    int8 = td.verify.TOLERANCES["int8"]
+    checked = json.loads(runner.metadata["tfdeploy.validation"])  # compared at export time
+    assert checked["inputs"] == "representative" and checked["samples"] == 64
+    assert checked["agreement"] >= int8["min_agreement"] and checked["max_abs_diff"] < 1.0
     result = td.verify.verify(runner, qat_model, x, y)
     assert result["passed"], result["failures"]
-    assert result["agreement"] >= 0.98
+    assert result["agreement"] >= int8["min_agreement"]
+
+
+def test_quantized_onnx_that_disagrees_with_its_model_is_refused(trained_model, train_ds,
+                                                                 tmp_path, monkeypatch):
+    real = _onnx._quantize
+
+    def broken(float_path, out_path, *args):   # a quantizer bug: the class biases go wrong
+        import onnx
+        from onnx import numpy_helper
+
+        real(float_path, out_path, *args)
+        proto = onnx.load(out_path)
+        for init in proto.graph.initializer:
+            value = numpy_helper.to_array(init)
+            if value.dtype == "float32" and value.shape == (10,):
+                init.CopyFrom(numpy_helper.from_array(
+                    (value * 0 + [100] + [0] * 9).astype("float32"), init.name))
+        onnx.save(proto, out_path)
+
+    monkeypatch.setattr(_onnx, "_quantize", broken)
+    path = tmp_path / "bad.onnx"
+    with pytest.raises(VerificationError, match="top-class agreement"):
+        td.export.onnx(trained_model, str(path), quantize="dynamic",
+                       representative_data=train_ds)
+    assert not path.exists()
 
 
 def test_qat_fallback_is_said_plainly_and_quantized_when_asked(
         qat_model, train_ds, test_arrays, tmp_path):
     x, y = test_arrays
-    onnx_module = sys.modules["tfdeploy.export.onnx"]  # the package attribute is the function
-    twin = onnx_module._float_twin(qat_model)  # the QAT model's weights, without fake-quant
+    twin = _onnx._float_twin(qat_model)  # the QAT model's weights, without fake-quant
     assert not any("Quantize" in type(layer).__name__ for layer in twin.layers)
     with pytest.warns(ExportFallbackWarning, match="fell back to a float graph.*opset 10"):
         path = td.export.onnx(qat_model, str(tmp_path / "fb.onnx"), opset=10)

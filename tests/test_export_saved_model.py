@@ -154,8 +154,7 @@ def test_killed_export_leaves_no_version_directory(tmp_path):
     script = textwrap.dedent(f"""
         import os, signal, sys
         import tfdeploy as td
-        import tfdeploy.export
-        sm = sys.modules["tfdeploy.export.saved_model"]  # the package attribute is the function
+        from tfdeploy.export import _saved_model as sm
         def die(export_dir, methods):   # the graph is on disk, the assets are not yet
             assert os.path.exists(os.path.join(export_dir, "saved_model.pb"))
             os.kill(os.getpid(), signal.SIGKILL)

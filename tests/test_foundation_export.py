@@ -89,7 +89,7 @@ def test_tflite_crash_keeps_previous_file(trained_model, tmp_path, monkeypatch):
 
     monkeypatch.setattr(builtins, "open", flaky)
     with pytest.raises(OSError, match="disk full"):
-        td.export.tflite(trained_model, str(path))
+        td.export.tflite(trained_model, str(path), overwrite=True)
     monkeypatch.undo()
     assert path.read_bytes() == b"previous"
     assert os.listdir(tmp_path) == ["m.tflite"]

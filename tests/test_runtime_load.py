@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import tfdeploy as td
-from tfdeploy.errors import ArtifactError
+from tfdeploy.errors import ArtifactError, DataError, EmptyBatchError
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +35,20 @@ def test_one_interface_for_every_format(small):
         assert isinstance(runner.run(x), dict)
         with pytest.raises(ArtifactError, match="(does not match|expects|shape)"):
             runner.run(np.zeros((2, 9, 9, 1), np.float32))
+
+
+def test_empty_batch_gets_a_typed_error_in_every_runtime(small):
+    _, paths = small
+    for fmt, path in paths.items():
+        runner = td.runtime.load(path)
+        for empty in (np.zeros((0, 8, 8, 1), np.float32), {runner.inputs[0][0]: np.zeros(
+                (0, 8, 8, 1), np.float32)}):
+            if isinstance(empty, dict) and fmt == "tflite":
+                continue  # the TFLite runner takes one array
+            with pytest.raises(EmptyBatchError, match="holds no samples"):
+                runner.run(empty)
+        with pytest.raises(DataError, match="at least one sample"):
+            runner.predict(np.zeros((0, 8, 8, 1), np.float32))
 
 
 def test_runtime_imports_no_training_code(small):

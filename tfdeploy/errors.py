@@ -21,6 +21,10 @@ class DataError(TfdeployError, ValueError):
     """A data directory or dataset is missing, empty or malformed."""
 
 
+class EmptyBatchError(DataError):
+    """A batch with no samples was given where at least one is needed."""
+
+
 class TextDataError(DataError):
     """Text data that cannot be read: missing columns, empty files, bad encodings, bad labels."""
 
@@ -65,7 +69,8 @@ class DistributionError(CompressionError):
 
 
 class UnsupportedLayerError(ModelTypeError):
-    """A layer cannot be bridged between Keras 3 and Keras 2 (``layer``/``class_name`` say which)."""
+    """A layer cannot be bridged between Keras 3 and Keras 2 (``layer``/``class_name`` say
+    which)."""
 
     def __init__(self, message, layer=None, class_name=None):
         super().__init__(message)
@@ -75,3 +80,11 @@ class UnsupportedLayerError(ModelTypeError):
 
 class RecipeNotFoundError(TfdeployError, LookupError):
     """No recipe of that name exists in ``tfdeploy.recipes``."""
+
+
+class WeightsUnavailableError(TfdeployError, FileNotFoundError):
+    """Pretrained weights could not be found locally nor downloaded (the message names the file)."""
+
+
+class QuantizationFallbackWarning(UserWarning):
+    """Some layers stay float during QAT (tfmot has no config for them); the report names them."""

@@ -11,6 +11,7 @@ import numpy as np
 
 from tfdeploy import compress, data, export, models, runtime, verify, viz
 from tfdeploy._keras import keras, tf
+from tfdeploy._table import render
 from tfdeploy.errors import DataError
 
 COLUMNS = ("variant", "params", "sparsity", "file bytes", "gzip bytes", "accuracy", "ms/sample")
@@ -118,16 +119,17 @@ def quickstart(data_dir=None, output_dir="saved_models", log_dir="logs/quickstar
     names = train.class_names
     sm_path = export.saved_model(pruned, os.path.join(output_dir, name), class_names=names,
                                  warmup_data=train)
+    # a re-run of the quickstart replaces its own files (the SavedModel gets a new version)
     base_tfl = export.tflite(base, os.path.join(output_dir, f"{name}_baseline_float32.tflite"),
-                             class_names=names)
+                             class_names=names, overwrite=True)
     float_tfl = export.tflite(pruned, os.path.join(output_dir, f"{name}_float32.tflite"),
-                              class_names=names)
+                              class_names=names, overwrite=True)
     int8_tfl = export.tflite(qat, os.path.join(output_dir, f"{name}_int8.tflite"), "int8",
-                             representative_data=train, class_names=names)
+                             representative_data=train, class_names=names, overwrite=True)
     keras_base = os.path.join(output_dir, f"{name}_baseline.keras")
     keras_pruned = os.path.join(output_dir, f"{name}_pruned.keras")
-    base.save(keras_base)
-    pruned.save(keras_pruned)
+    compress.save_model(base, keras_base)      # with its technique history
+    compress.save_model(pruned, keras_pruned)
     timings["export_s"] = time.perf_counter() - start
 
     # 5. verify every artifact in its own runtime
@@ -183,21 +185,12 @@ def quickstart(data_dir=None, output_dir="saved_models", log_dir="logs/quickstar
 
 def format_table(rows):
     """Render the comparison rows as an aligned text table."""
-    cells = [COLUMNS]
-    for r in rows:
-        cells.append((
-            r["variant"], f"{r['params']:,}", f"{r['sparsity']:.1%}",
-            "-" if r["file_bytes"] is None else f"{r['file_bytes']:,}",
-            "-" if r["gzip_bytes"] is None else f"{r['gzip_bytes']:,}",
-            f"{r['accuracy']:.2%}", f"{r['ms_per_sample']:.3f}"))
-    widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
-    lines = []
-    for n, c in enumerate(cells):
-        lines.append(" | ".join(v.ljust(w) if i == 0 else v.rjust(w)
-                                for i, (v, w) in enumerate(zip(c, widths))))
-        if n == 0:
-            lines.append("-+-".join("-" * w for w in widths))
-    return "\n".join(lines)
+    cells = [(r["variant"], f"{r['params']:,}", f"{r['sparsity']:.1%}",
+              "-" if r["file_bytes"] is None else f"{r['file_bytes']:,}",
+              "-" if r["gzip_bytes"] is None else f"{r['gzip_bytes']:,}",
+              f"{r['accuracy']:.2%}", f"{r['ms_per_sample']:.3f}") for r in rows]
+    return render(COLUMNS, cells, align="l" + "r" * (len(COLUMNS) - 1), sep=" | ",
+                  rule_sep="-+-")
 
 
 def _log_table(rows, log_dir):

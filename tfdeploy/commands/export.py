@@ -26,7 +26,8 @@ def add_arguments(parser):
     parser.add_argument("--onnx-quantize", choices=["dynamic", "static"],
                         help="ONNX: quantize a float graph with onnxruntime's quantizer.")
     parser.add_argument("--version", type=int, help="SavedModel version (default: next free).")
-    parser.add_argument("--overwrite", action="store_true", help="Replace an existing version.")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="Replace an existing SavedModel version or output file.")
     parser.add_argument("--num-warmup", type=int, default=4,
                         help="SavedModel warmup requests taken from --data. Default: 4.")
     parser.add_argument("--num-calibration", type=int, default=200,
@@ -54,10 +55,10 @@ def run(args):
         path = export.tflite(model, args.output, quantization=args.quantization,
                              representative_data=data, num_calibration=args.num_calibration,
                              class_names=class_names, io_type=args.io_type,
-                             allow_flex=args.allow_flex)
+                             allow_flex=args.allow_flex, overwrite=args.overwrite)
     else:
         path = export.onnx(model, args.output, opset=args.opset, quantize=args.onnx_quantize,
                            representative_data=data, num_calibration=args.num_calibration,
-                           class_names=class_names)
+                           class_names=class_names, overwrite=args.overwrite)
     print(path)
     return 0

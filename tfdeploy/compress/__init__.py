@@ -8,28 +8,33 @@
 Also: `prune_n_m` (2:4), `slim` (remove channels for real speed), `cluster`,
 `distill`, `low_rank`, `optimizer` (fine-tuning rates and schedules),
 `with_policy` (mixed precision), `apply_plan` (ordered stages, one history)
-and `report` (what happened to each layer, and why layers were left out).
+`report` (what happened to each layer, and why layers were left out), and the
+technique `history` every wrapper records (`measured_history` adds what each
+technique left in the weights; `save_model`/`load_model` keep it on disk).
 """
 
 from tfdeploy.compress.calibrate import calibrate_ranges
 from tfdeploy.compress.callbacks import PruningStep, SparsityMonitor, callbacks
-from tfdeploy.compress.cluster import cluster, is_clustering_wrapped, unique_weights
+from tfdeploy.compress.cluster import cluster, unique_weights
 from tfdeploy.compress import distribute
 from tfdeploy.compress.distill import Distiller, distill
 from tfdeploy.compress.graph import flatten, is_nested
+from tfdeploy.compress.history import history, load_model, save_model
 from tfdeploy.compress.lowrank import low_rank
 from tfdeploy.compress.nm import n_m_fraction, n_m_pattern, prune_n_m
 from tfdeploy.compress.optim import WarmupCosine, fine_tune_rate, optimizer
-from tfdeploy.compress.plan import PlanResult, Stage, apply_plan, measure
+from tfdeploy.compress.plan import PlanResult, Stage, apply_plan, check_plan, measure
 from tfdeploy.compress.precision import compute_dtypes, to_float32, with_policy
-from tfdeploy.compress.prune import is_pruning_wrapped, prune
-from tfdeploy.compress.qat import is_quantization_aware, quantizable_layers, quantize
-from tfdeploy.compress.report import Report, report
+from tfdeploy.compress.prune import prune
+from tfdeploy.compress.qat import quantizable_layers, quantize
+from tfdeploy.compress.report import Report, measured_history, report
 from tfdeploy.compress.schedules import ConstantSparsity, PolynomialDecay
 from tfdeploy.compress.selection import Select
 from tfdeploy.compress.slim import channel_widths, slim
 from tfdeploy.compress.sparsity import model_sparsity, sparsity_by_layer
 from tfdeploy.compress.strip import strip
+from tfdeploy.compress.wrappers import (is_clustering_wrapped, is_pruning_wrapped,
+                                        is_quantization_aware)
 
 __all__ = ["prune", "quantize", "calibrate_ranges", "strip", "callbacks", "PruningStep",
            "SparsityMonitor",
@@ -38,5 +43,6 @@ __all__ = ["prune", "quantize", "calibrate_ranges", "strip", "callbacks", "Pruni
            "Select", "prune_n_m", "n_m_pattern", "n_m_fraction", "slim", "channel_widths",
            "cluster", "unique_weights", "is_clustering_wrapped", "distill", "Distiller",
            "low_rank", "optimizer", "fine_tune_rate", "WarmupCosine", "with_policy",
-           "to_float32", "compute_dtypes", "apply_plan", "Stage", "PlanResult", "measure",
-           "report", "Report", "flatten", "is_nested", "distribute"]
+           "to_float32", "compute_dtypes", "apply_plan", "check_plan", "Stage", "PlanResult",
+           "measure", "report", "Report", "flatten", "is_nested", "history", "measured_history",
+           "save_model", "load_model", "distribute"]

@@ -1,4 +1,162 @@
-"""tfmot internals tfdeploy relies on, gathered in one place (tfmot is in maintenance mode)."""
+"""tfmot internals tfdeploy relies on, gathered in one place (tfmot is in maintenance mode).
+
+Everything here reaches past tfmot's public API (private modules, wrapper attributes,
+registry methods, class names). It was read against the tfmot versions in
+`CHECKED_VERSIONS`; `check_version` warns once when another one is installed, and
+``tests/test_house.py`` fails, so the next upgrade starts by re-reading this file.
+
+The ``is_*`` predicates never import tfmot: when tfmot is not loaded, no layer can be
+one of its wrappers.
+"""
+
+import sys
+import warnings
+
+#: tfmot versions whose internals this module was checked against: [low, high).
+CHECKED_VERSIONS = ((0, 8, 0), (0, 9, 0))
+_MODULE = "tensorflow_model_optimization"
+_checked = []
+
+
+def check_version():
+    """True when the installed tfmot is in `CHECKED_VERSIONS`, else warn once and False."""
+    if not _checked:
+        import tensorflow_model_optimization as tfmot
+
+        version = tuple(int(p) for p in tfmot.__version__.split(".")[:3] if p.isdigit())
+        low, high = CHECKED_VERSIONS
+        ok = low <= version < high
+        if not ok:
+            warnings.warn(
+                f"tensorflow-model-optimization {tfmot.__version__} is installed; tfdeploy's "
+                f"use of its internals was checked against versions {low} to {high} "
+                "(exclusive). Pruning, clustering and QAT may misbehave.", RuntimeWarning,
+                stacklevel=3)
+        _checked.append(ok)
+    return _checked[0]
+
+
+def _loaded():
+    return sys.modules.get(_MODULE)
+
+
+def _class_named(layer, name):
+    return any(c.__name__ == name and c.__module__.startswith(_MODULE)
+               for c in type(layer).__mro__)
+
+
+def is_prune_wrapper(layer):
+    """True for a tfmot pruning wrapper (``PruneLowMagnitude``)."""
+    return _loaded() is not None and isinstance(layer, prune_wrapper_class())
+
+
+def is_cluster_wrapper(layer):
+    """True for a tfmot clustering wrapper (``ClusterWeights``)."""
+    return _loaded() is not None and isinstance(layer, cluster_wrapper_class())
+
+
+def is_quantize_wrapper(layer):
+    """True for a tfmot ``QuantizeWrapper`` (or ``QuantizeWrapperV2``)."""
+    return _loaded() is not None and _class_named(layer, "QuantizeWrapper")
+
+
+def is_quantize_layer(layer):
+    """True for tfmot's ``QuantizeLayer`` (the input fake-quant of a QAT model)."""
+    return _loaded() is not None and _class_named(layer, "QuantizeLayer")
+
+
+def pruning_masks(layer):
+    """``[(weight, mask)]`` of a pruning wrapper (empty for any other layer)."""
+    if not is_prune_wrapper(layer):
+        return []
+    return [(weight, mask) for weight, mask, _ in getattr(layer, "pruning_vars", []) or []]
+
+
+def clustered_kernels(layer):
+    """``[(name, array)]``: the kernels a clustering wrapper computes (centroids gathered)."""
+    if not is_cluster_wrapper(layer):
+        return []
+    out = []
+    for name, algorithm in layer.clustering_algorithms.items():
+        weight = algorithm.get_clustered_weight(layer.pulling_indices[name],
+                                                layer.original_clusterable_weights[name])
+        out.append((name, weight.numpy()))
+    return out
+
+
+def quantize_wrapper_kernels(layer):
+    """``[(name, array)]``: the float kernels held by a QuantizeWrapper."""
+    if not is_quantize_wrapper(layer):
+        return []
+    return [(w.name, w.numpy()) for w in layer.weights
+            if w.name.split("/")[-1].split(":")[0].endswith("kernel")]
+
+
+def quantize_wrapper_inner_weights(layer):
+    """``{short name: variable}`` of the wrapped layer's own weights (kernel, bias, ...)."""
+    return {w.name.split("/")[-1]: w for w in layer.weights
+            if w.name.startswith(layer.layer.name + "/")}
+
+
+def quantize_activation_inner(activation):
+    """The plain activation inside a tfmot ``QuantizeAwareActivation``, else None."""
+    if type(activation).__name__ == "QuantizeAwareActivation":
+        return activation.activation
+    return None
+
+
+_RANGES = {"post_activation": "output", "pre_activation": "pre_activation"}
+
+
+def activation_range_variables(qat_model):
+    """``{wrapped layer name: [(variable, "output"|"pre_activation", is_max)]}``.
+
+    The min/max variables tfmot's quantize wrappers keep for a layer's output and
+    for the input of its activation.
+    """
+    wrapped = {}
+    for layer in qat_model.layers:
+        if not is_quantize_wrapper(layer):
+            continue
+        for w in layer.non_trainable_weights:
+            short = w.name.split("/")[-1].split(":")[0]
+            for prefix, kind in _RANGES.items():
+                if short in (f"{prefix}_min", f"{prefix}_max"):
+                    wrapped.setdefault(layer.layer.name, []).append(
+                        (w, kind, short.endswith("_max")))
+    return wrapped
+
+
+def prunable_weight_names(layer):
+    """The weights tfmot's pruning registry would prune in ``layer`` ([] if none)."""
+    registry = prune_registry()
+    if not registry.supports(layer):
+        return []
+    return list(registry._weight_names(layer))
+
+
+def clustering_supports(layer):
+    """Whether tfmot's clustering registry supports ``layer``."""
+    from tensorflow_model_optimization.python.core.clustering.keras import clustering_registry
+
+    return clustering_registry.ClusteringRegistry.supports(layer)
+
+
+def cluster_weights(layer, **params):
+    """tfmot's experimental ``cluster_weights`` (the one that takes ``preserve_sparsity``)."""
+    from tensorflow_model_optimization.python.core.clustering.keras.experimental import (
+        cluster as experimental)
+
+    check_version()
+    return experimental.cluster_weights(layer, **params)
+
+
+def default_8bit_registry():
+    """tfmot's default 8-bit QAT registry (which layers have a quantize config)."""
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_registry)
+
+    return default_8bit_quantize_registry.Default8BitQuantizeRegistry()
 
 
 def prune_wrapper_class():
@@ -21,14 +179,12 @@ def _default_8bit_supports(layer):
     ``get_quantize_config``, which asks the default 8-bit registry. Their
     ``supports`` must also ask it.
     """
-    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
-        default_8bit_quantize_registry)
-
-    return default_8bit_quantize_registry.Default8BitQuantizeRegistry().supports(layer)
+    return default_8bit_registry().supports(layer)
 
 
 def prune_preserve_scheme():
     """tfmot's pruning-preserving 8-bit QAT scheme, with its layer-support check fixed."""
+    check_version()
     from tensorflow_model_optimization.python.core.quantization.keras.collab_opts \
         .prune_preserve import default_8bit_prune_preserve_quantize_scheme as scheme_mod
     from tensorflow_model_optimization.python.core.quantization.keras.collab_opts \
@@ -47,6 +203,7 @@ def prune_preserve_scheme():
 
 def cluster_preserve_scheme(preserve_sparsity):
     """tfmot's cluster-preserving 8-bit QAT scheme, with the same layer-support fix."""
+    check_version()
     from tensorflow_model_optimization.python.core.quantization.keras.collab_opts \
         .cluster_preserve import cluster_preserve_quantize_registry as registry_mod
     from tensorflow_model_optimization.python.core.quantization.keras.collab_opts \

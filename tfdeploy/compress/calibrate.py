@@ -11,9 +11,8 @@ short QAT fine-tune start from the right place.
 import numpy as np
 
 from tfdeploy._keras import keras, tf
+from tfdeploy.compress._tfmot import activation_range_variables
 from tfdeploy.errors import CompressionError
-
-_RANGES = {"post_activation": "output", "pre_activation": "pre_activation"}
 
 
 def _batches(data, num_batches):
@@ -75,16 +74,7 @@ def calibrate_ranges(qat_model, float_model, data, num_batches=8):
     Returns:
         ``{variable name: value}`` for every range variable set.
     """
-    wrapped = {}
-    for layer in qat_model.layers:
-        inner = getattr(layer, "layer", None)
-        if inner is None:
-            continue
-        for w in layer.non_trainable_weights:
-            short = w.name.split("/")[-1].split(":")[0]
-            for prefix, kind in _RANGES.items():
-                if short in (f"{prefix}_min", f"{prefix}_max"):
-                    wrapped.setdefault(inner.name, []).append((w, kind, short.endswith("_max")))
+    wrapped = activation_range_variables(qat_model)
     names = [n for n in wrapped if n in {layer.name for layer in float_model.layers}]
     if not names:
         return {}

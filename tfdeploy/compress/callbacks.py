@@ -3,7 +3,9 @@
 import copy
 
 from tfdeploy._keras import keras, tf, tfmot
+from tfdeploy.compress.distribute import check_training
 from tfdeploy.compress.sparsity import model_sparsity, sparsity_by_layer, zero_counts
+from tfdeploy.compress.wrappers import is_pruning_wrapped
 
 
 class _ConfigCallback(keras.callbacks.Callback):
@@ -119,12 +121,9 @@ def callbacks(model, log_dir=None, backup_dir=None):
         A list of Keras callbacks.
 
     Raises:
-        CompressionError: see `tfdeploy.compress.distribute.check_training`
-            (a combination tfmot cannot train, detected before training).
+        DistributionError: see `tfdeploy.compress.distribute.check_training`
+            (a setup that would fail in its first step, detected before training).
     """
-    from tfdeploy.compress.distribute import check_training
-    from tfdeploy.compress.prune import is_pruning_wrapped
-
     check_training(model)
     out = []
     if backup_dir:

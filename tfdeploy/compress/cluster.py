@@ -9,11 +9,16 @@ import numpy as np
 
 from tfdeploy.bridge import check_model
 from tfdeploy._keras import keras, tfmot
-from tfdeploy.compress._tfmot import cluster_wrapper_class
-from tfdeploy.compress.graph import flatten, leaf_layers
-from tfdeploy.compress.report import note
+from tfdeploy._walk import leaf_layers
+from tfdeploy.compress._tfmot import cluster_weights, clustering_supports
+from tfdeploy.compress.graph import flatten
+from tfdeploy.compress.history import record
 from tfdeploy.compress.selection import resolve
 from tfdeploy.compress.distribute import check_scope
+from tfdeploy.compress.sparsity import kernel, model_sparsity, unwrap
+from tfdeploy.compress.strip import strip
+from tfdeploy.compress.wrappers import (is_clustering_wrapped, is_pruning_wrapped,
+                                        is_quantization_aware)
 from tfdeploy.errors import CompressionError
 
 INITS = ("kmeans++", "density", "linear", "random")
@@ -26,19 +31,15 @@ def _init(init):
 
 
 def _why_not(n_clusters, preserve_sparsity):
-    from tensorflow_model_optimization.python.core.clustering.keras import clustering_registry
-
-    registry = clustering_registry.ClusteringRegistry
-
     def why_not(layer):
         if not layer.weights:
             return f"{type(layer).__name__} has no weights"
-        if not registry.supports(layer):
+        if not clustering_supports(layer):
             return f"tfmot has no clustering support for {type(layer).__name__}"
-        kernel = getattr(layer, "kernel", getattr(layer, "depthwise_kernel", None))
-        if kernel is None:
+        values = kernel(layer)
+        if values is None:
             return None
-        values = kernel.numpy().ravel()
+        values = values.ravel()
         if preserve_sparsity:
             pos, neg = np.unique(values[values > 0]).size, np.unique(values[values < 0]).size
             if min(pos, neg) < n_clusters:
@@ -89,11 +90,6 @@ def cluster(model, n_clusters=16, init="kmeans++", layers=None, preserve_sparsit
         raise CompressionError(f"n_clusters must be an integer >= 2, received {n_clusters!r}.")
     if init not in INITS:
         raise CompressionError(f"Unrecognized init={init!r}. Supported inits are: {list(INITS)}.")
-    from tfdeploy.compress.prune import is_pruning_wrapped
-    from tfdeploy.compress.qat import is_quantization_aware
-    from tfdeploy.compress.sparsity import model_sparsity
-    from tfdeploy.compress.strip import strip
-
     if is_quantization_aware(model):
         raise CompressionError(
             f"Model {model.name!r} is quantization-aware; clustering after QAT is not supported. "
@@ -109,9 +105,6 @@ def cluster(model, n_clusters=16, init="kmeans++", layers=None, preserve_sparsit
     work = flatten(model)
     chosen, skipped = resolve(work, layers, _why_not(n_clusters, preserve_sparsity), "clustering")
     names = set(chosen)
-    from tensorflow_model_optimization.python.core.clustering.keras.experimental import (
-        cluster as experimental)
-
     params = {"number_of_clusters": n_clusters, "cluster_centroids_init": _init(init),
               "preserve_sparsity": bool(preserve_sparsity)}
 
@@ -120,26 +113,22 @@ def cluster(model, n_clusters=16, init="kmeans++", layers=None, preserve_sparsit
     frozen = []
     if preserve_sparsity:
         for layer in work.layers:
-            kernel = getattr(layer, "kernel", None)
-            if layer.name not in names and layer.trainable and kernel is not None \
-                    and np.mean(kernel.numpy() == 0) >= 0.1:
+            values = kernel(layer)
+            if layer.name not in names and layer.trainable and values is not None \
+                    and np.mean(values == 0) >= 0.1:
                 layer.trainable = False
                 frozen.append(layer.name)
 
     def clone_fn(layer):
-        return experimental.cluster_weights(layer, **params) if layer.name in names else layer
+        return cluster_weights(layer, **params) if layer.name in names else layer
 
     out = keras.models.clone_model(work, clone_function=clone_fn)
     out._tfdeploy_frozen_sparse = frozen
-    note(out, "clustered", chosen, skipped, source=source,
-         detail=f"{n_clusters} clusters ({init})")
+    record(out, "clustered", chosen, skipped, source=source,
+           detail=f"{n_clusters} clusters ({init})",
+           params={"n_clusters": n_clusters, "init": init,
+                   "preserve_sparsity": bool(preserve_sparsity), "frozen_sparse": frozen})
     return out
-
-
-def is_clustering_wrapped(model):
-    """True when ``model`` holds tfmot clustering wrappers."""
-    wrapper = cluster_wrapper_class()
-    return any(isinstance(layer, wrapper) for layer in model.layers)
 
 
 def unique_weights(model):
@@ -150,19 +139,10 @@ def unique_weights(model):
     """
     out = {}
     for layer in leaf_layers(model):
-        inner = getattr(layer, "layer", layer)
-        if isinstance(layer, cluster_wrapper_class()):
-            for name, weight in _clustered_kernels(layer):
-                out[inner.name] = int(np.unique(weight).size)
-            continue
-        kernel = getattr(inner, "kernel", getattr(inner, "depthwise_kernel", None))
-        if kernel is not None and hasattr(kernel, "numpy"):
-            out[inner.name] = int(np.unique(kernel.numpy()).size)
+        values = kernel(layer)
+        if values is not None and not isinstance(layer, keras.layers.InputLayer):
+            out[unwrap(layer).name] = int(np.unique(values).size)
     return out
 
 
-def _clustered_kernels(wrapper):
-    for name, algorithm in wrapper.clustering_algorithms.items():
-        weight = algorithm.get_clustered_weight(wrapper.pulling_indices[name],
-                                                wrapper.original_clusterable_weights[name])
-        yield name, weight.numpy()
+__all__ = ["cluster", "unique_weights", "is_clustering_wrapped", "INITS"]

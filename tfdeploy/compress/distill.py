@@ -2,6 +2,8 @@
 
 from tfdeploy.bridge import check_model
 from tfdeploy._keras import keras, tf
+from tfdeploy.compress.graph import copy_model
+from tfdeploy.compress.history import history, record
 from tfdeploy.errors import CompressionError
 
 
@@ -118,8 +120,6 @@ def distill(teacher, student, temperature=3.0, alpha=0.1):
         >>> d.compile(keras.optimizers.Adam(1e-3), metrics=["accuracy"])
         >>> d.fit(train_ds, epochs=5); student = d.student
     """
-    from tfdeploy.compress.prune import copy_model
-
     teacher = check_model(teacher, "teacher")
     student = check_model(student, "student")
     if tuple(teacher.input_shape[1:]) != tuple(student.input_shape[1:]):
@@ -130,4 +130,12 @@ def distill(teacher, student, temperature=3.0, alpha=0.1):
         raise CompressionError(
             f"teacher predicts {teacher.output_shape[-1]} classes but the student "
             f"{student.output_shape[-1]}; build the student with the same number of classes.")
-    return Distiller(copy_model(student), teacher, temperature, alpha, name="distiller")
+    trainee = copy_model(student)
+    # the student's layers are its own: it names the teacher's techniques, not inherits them
+    record(trainee, "distilled", [], {},
+           detail=f"from {teacher.name!r} at T={float(temperature):g}",
+           params={"teacher": teacher.name, "teacher_params": int(teacher.count_params()),
+                   "teacher_techniques": [e["technique"] for e in history(teacher)],
+                   "student_params": int(trainee.count_params()),
+                   "temperature": float(temperature), "alpha": float(alpha)})
+    return Distiller(trainee, teacher, temperature, alpha, name="distiller")

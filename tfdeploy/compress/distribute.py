@@ -27,7 +27,7 @@ import json
 import numpy as np
 
 from tfdeploy._keras import tf
-from tfdeploy.compress.report import is_model_weight
+from tfdeploy.compress.sparsity import is_model_weight
 from tfdeploy.errors import DistributionError
 
 

@@ -4,15 +4,26 @@ tfmot's wrappers only look at ``model.layers``: a base model inside a wrapper
 model (the usual transfer-learning shape) is one opaque layer to them.
 `flatten` replays the graph so every inner layer becomes a layer of one flat
 model, keeping weights, ``trainable`` flags and a ``training=False`` given to
-the base model call. `rebuild` is the same replay with a hook that lets slimming
-and low-rank factorisation put new layers in place of old ones.
+the base model call (for its BatchNormalization and dropout layers). `rebuild`
+is the same replay with a hook that lets slimming and low-rank factorisation
+put new layers in place of old ones.
 """
 
 from tfdeploy.bridge import check_model
 from tfdeploy._keras import keras, tf
+from tfdeploy._walk import leaf_layers, nodes
+from tfdeploy.compress.history import carry
 from tfdeploy.errors import ModelTypeError
 
 _KerasTensor = type(keras.Input((1,)))
+#: Layers that keep a ``training=False`` given to the nested model's call once flattened: the
+#: transfer-learning ``base(x, training=False)`` means "BatchNorm uses its moving statistics,
+#: no dropout". Other layers get no ``training`` argument, so the pruning / QAT wrappers put
+#: on them later still update masks and ranges under ``fit`` (with ``training=False`` they
+#: would silently never prune or calibrate the base).
+_INFERENCE_ONLY = (keras.layers.BatchNormalization, keras.layers.Dropout,
+                   keras.layers.SpatialDropout2D, keras.layers.GaussianNoise,
+                   keras.layers.GaussianDropout, keras.layers.AlphaDropout)
 
 
 def _graph(model):
@@ -29,25 +40,22 @@ def _replay(model, inputs, replace, training):
     def sub(value):
         return tmap[id(value)] if isinstance(value, _KerasTensor) else value
 
-    for depth in sorted(model._nodes_by_depth, reverse=True):
-        for node in model._nodes_by_depth[depth]:
-            if node.is_input:
-                continue
-            layer = node.layer
-            args = tf.nest.map_structure(sub, node.call_args)
-            kwargs = tf.nest.map_structure(sub, dict(node.call_kwargs))
-            if training is False and getattr(layer, "_expects_training_arg", False):
-                kwargs.setdefault("training", False)
-            if isinstance(layer, keras.Model):
-                _graph(layer)
-                inner = kwargs.get("training", training)
-                out = _replay(layer, tf.nest.flatten(args), replace, inner)
-                out = out if len(layer.outputs) > 1 else [out]
-            else:
-                fn = replace(layer) if replace is not None else None
-                out = (fn or layer)(*args, **kwargs)
-            for old, new in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(out)):
-                tmap[id(old)] = new
+    for node in nodes(model):
+        layer = node.layer
+        args = tf.nest.map_structure(sub, node.call_args)
+        kwargs = tf.nest.map_structure(sub, dict(node.call_kwargs))
+        if training is False and isinstance(layer, _INFERENCE_ONLY):
+            kwargs.setdefault("training", False)
+        if isinstance(layer, keras.Model):
+            _graph(layer)
+            inner = kwargs.get("training", training)
+            out = _replay(layer, tf.nest.flatten(args), replace, inner)
+            out = out if len(layer.outputs) > 1 else [out]
+        else:
+            fn = replace(layer) if replace is not None else None
+            out = (fn or layer)(*args, **kwargs)
+        for old, new in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(out)):
+            tmap[id(old)] = new
     outputs = [tmap[id(t)] for t in model.outputs]
     return outputs if len(outputs) > 1 else outputs[0]
 
@@ -75,6 +83,19 @@ def rebuild(model, replace=None):
     return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs, name=model.name)
 
 
+def copy_model(model):
+    """Return an independent copy of ``model`` (new layers, same weights)."""
+    try:
+        clone = keras.models.clone_model(model)
+    except Exception as exc:  # subclassed models cannot be cloned
+        raise ModelTypeError(
+            f"Could not clone model {model.name!r} ({type(model).__name__}): {exc}. tfdeploy "
+            "wrappers need a Sequential or functional model; rebuild subclassed models with "
+            "the functional API.") from exc
+    clone.set_weights(model.get_weights())
+    return carry(model, clone)
+
+
 def is_nested(model):
     """True when one of ``model.layers`` is itself a model."""
     return any(isinstance(layer, keras.Model) for layer in model.layers)
@@ -96,12 +117,10 @@ def flatten(model):
         ModelTypeError: a subclassed (outer or nested) model, or two inner layers
             with the same name.
     """
-    from tfdeploy.compress.prune import copy_model
-
     work = copy_model(model)
     if not is_nested(work):
         return work
-    flat = rebuild(work)
+    flat = carry(model, rebuild(work))
     names = [layer.name for layer in flat.layers]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -111,10 +130,4 @@ def flatten(model):
     return flat
 
 
-def leaf_layers(model):
-    """Every non-model layer of ``model``, nested models expanded, in order."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from leaf_layers(layer)
-        else:
-            yield layer
+__all__ = ["rebuild", "flatten", "is_nested", "copy_model", "leaf_layers", "nodes"]

@@ -11,8 +11,9 @@ import numpy as np
 from tfdeploy.bridge import check_model
 from tfdeploy._keras import keras
 from tfdeploy.compress.graph import flatten, rebuild
-from tfdeploy.compress.report import note
+from tfdeploy.compress.history import record
 from tfdeploy.compress.selection import resolve
+from tfdeploy.compress.strip import strip
 from tfdeploy.errors import CompressionError
 
 L = keras.layers
@@ -70,8 +71,6 @@ def low_rank(model, energy=0.9, layers=None):
         raise CompressionError(
             f"energy must be a fraction in (0, 1] of the singular-value energy to keep, "
             f"received {energy!r}.")
-    from tfdeploy.compress.strip import strip
-
     source = model
     model = strip(model)
     work = flatten(model)
@@ -125,6 +124,7 @@ def low_rank(model, energy=0.9, layers=None):
     for new, weights in pending:
         new.set_weights(weights)
     object.__setattr__(out, "_tfdeploy_low_rank", info)  # plain dict, not tracked by Keras
-    note(out, "low_rank", [f"{n}_lr_{p}" for n in plans for p in "ab"], skipped, source=source,
-         detail=f"SVD keeping {float(energy):.0%} energy")
+    record(out, "low_rank", [f"{n}_lr_{p}" for n in plans for p in "ab"], skipped,
+           source=source, detail=f"SVD keeping {float(energy):.0%} energy",
+           params={"energy": float(energy), "factorised": info})
     return out

@@ -11,11 +11,13 @@ import numpy as np
 
 from tfdeploy.bridge import check_model
 from tfdeploy._keras import keras, tfmot
+from tfdeploy._walk import leaf_layers
 from tfdeploy.compress.graph import flatten
 from tfdeploy.compress.prune import _refuse_wrapped, why_not_prunable, wrap_for_pruning
-from tfdeploy.compress.report import note, notes
+from tfdeploy.compress.history import notes, record
 from tfdeploy.compress.selection import resolve
 from tfdeploy.compress.distribute import check_scope
+from tfdeploy.compress.sparsity import kernel, unwrap
 from tfdeploy.errors import CompressionError
 
 
@@ -76,7 +78,8 @@ def prune_n_m(model, n=2, m=4, layers=None):
     chosen, skipped = resolve(work, layers, _why_not(m), f"{n}:{m} pruning")
     schedule = tfmot().sparsity.keras.ConstantSparsity(1.0 - n / m, begin_step=0, frequency=1)
     out = wrap_for_pruning(work, chosen, pruning_schedule=schedule, sparsity_m_by_n=(m - n, m))
-    note(out, "n_m", chosen, skipped, source=model, detail=f"{n}:{m}")
+    record(out, "n_m", chosen, skipped, source=model, detail=f"{n}:{m}",
+           params={"n": n, "m": m})
     return out
 
 
@@ -125,15 +128,15 @@ def n_m_pattern(model, n=2, m=4):
     Layers are the ones `prune_n_m` chose (every eligible layer if the model
     carries no record).
     """
-    from tfdeploy.compress.report import _kernel, _leaves, _unwrap
-
     chosen = notes(model).get("n_m", {}).get("layers")
     out = {}
-    for layer in _leaves(model):
-        inner = _unwrap(layer)
+    for layer in leaf_layers(model):
+        inner = unwrap(layer)
+        if isinstance(inner, keras.layers.InputLayer):
+            continue
         if chosen is not None and inner.name not in chosen:
             continue
         if chosen is None and _why_not(m)(inner) is not None:
             continue
-        out[inner.name] = n_m_fraction(_kernel(layer), n, m)
+        out[inner.name] = n_m_fraction(kernel(layer), n, m)
     return out

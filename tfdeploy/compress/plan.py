@@ -23,6 +23,21 @@ import numpy as np
 
 from tfdeploy.bridge import check_model
 from tfdeploy._keras import keras, tf
+from tfdeploy._table import render
+from tfdeploy.compress.callbacks import callbacks as compression_callbacks
+from tfdeploy.compress.cluster import cluster
+from tfdeploy.compress.distill import distill
+from tfdeploy.compress.graph import copy_model
+from tfdeploy.compress.lowrank import low_rank
+from tfdeploy.compress.nm import prune_n_m
+from tfdeploy.compress.optim import fine_tune_rate, optimizer as make_optimizer
+from tfdeploy.compress.precision import to_float32, with_policy
+from tfdeploy.compress.prune import prune
+from tfdeploy.compress.qat import quantize
+from tfdeploy.compress.schedules import steps_of, whole_number
+from tfdeploy.compress.slim import slim
+from tfdeploy.compress.sparsity import is_model_weight, model_sparsity
+from tfdeploy.compress.strip import strip
 from tfdeploy.errors import CompressionError
 
 KINDS = ("fine_tune", "distill", "slim", "prune", "n_m", "cluster", "low_rank", "quantize")
@@ -69,8 +84,7 @@ class Stage:
             raise CompressionError(
                 f"Stage {kind!r} does not take {unknown}; it takes {list(_PARAMS[kind])} plus "
                 "epochs, optimizer, learning_rate, lr_schedule, precision.")
-        if int(epochs) < 0:
-            raise CompressionError(f"epochs must be >= 0, received {epochs!r}.")
+        epochs = whole_number(epochs, "epochs", 0)
         if precision is not None and kind not in _PLAIN:
             raise CompressionError(
                 f"precision={precision!r} is supported on {list(_PLAIN)} stages, not {kind!r} "
@@ -98,6 +112,38 @@ def _as_stage(item):
         f"A plan stage must be a Stage, a kind name or (kind, {{settings}}), received {item!r}.")
 
 
+VALID_ORDERS = ("any sequence of fine_tune, distill, slim, low_rank, prune, n_m and cluster "
+                "stages, then at most one quantize stage, last (QAT models are not rewritten "
+                "or re-trained by other stages; prune and n_m need epochs >= 1)")
+
+
+def check_plan(stages):
+    """Validate a whole plan before anything trains; returns the list of `Stage` objects.
+
+    Raises:
+        CompressionError: naming the first impossible stage (1-based index and kind)
+            and the valid orders.
+    """
+    stages = [_as_stage(s) for s in stages]
+    if not stages:
+        raise CompressionError(f"The plan has no stages. Valid orders: {VALID_ORDERS}.")
+    quantized_at = None
+    for i, stage in enumerate(stages, start=1):
+        where = f"Stage {i} ({stage.kind!r})"
+        if quantized_at is not None:
+            raise CompressionError(
+                f"{where} comes after stage {quantized_at} ('quantize'): the model is "
+                f"quantization-aware from there on, and {stage.kind} cannot follow QAT. Move "
+                f"quantize to the end. Valid orders: {VALID_ORDERS}.")
+        if stage.kind in ("prune", "n_m") and stage.epochs < 1:
+            raise CompressionError(
+                f"{where} has epochs={stage.epochs}; {stage.kind} needs epochs >= 1 to apply "
+                f"its mask during training. Valid orders: {VALID_ORDERS}.")
+        if stage.kind == "quantize":
+            quantized_at = i
+    return stages
+
+
 def measure(model, validation_data=None):
     """Params, non-zero params, kernel sparsity, float32 and gzip bytes, accuracy of a model.
 
@@ -105,9 +151,6 @@ def measure(model, validation_data=None):
     statistics), not the training-only variables of pruning/QAT/clustering
     wrappers. ``gzip_bytes`` is the gzip size of those parameters as float32.
     """
-    from tfdeploy.compress.report import is_model_weight
-    from tfdeploy.compress.sparsity import model_sparsity
-
     weights = [w.numpy() for w in model.weights if is_model_weight(w)]
     raw = b"".join(np.asarray(w, np.float32).tobytes() for w in weights)
     out = {"params": int(sum(w.size for w in weights)),
@@ -140,29 +183,20 @@ class PlanResult:
                 "seconds"]
         rows = [[str(h.get(c, "")) if not isinstance(h.get(c), float)
                  else f"{h[c]:.4f}" for c in cols] for h in self.history]
-        widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
-        fmt = lambda r: "  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip()  # noqa
-        return "\n".join([fmt(cols), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
+        return render(cols, rows, rule_sep="  ")
 
     __str__ = table
 
 
 def _apply(stage, model, train_data, spe):
-    from tfdeploy.compress import cluster, low_rank, prune, prune_n_m, quantize, slim
-    from tfdeploy.compress.distill import distill
-
     p = stage.params
     if stage.kind == "fine_tune":
-        from tfdeploy.compress.prune import copy_model
-
         return copy_model(model)
     if stage.kind == "distill":
         return distill(model, p["student"], p.get("temperature", 3.0), p.get("alpha", 0.1))
     if stage.kind == "slim":
         return slim(model, p.get("ratio", 0.5), p.get("criterion", "l1"), p.get("layers"))
     if stage.kind == "prune":
-        if stage.epochs < 1:
-            raise CompressionError("Stage('prune') needs epochs >= 1 to run its schedule.")
         return prune(model, p.get("target_sparsity", 0.8), p.get("schedule", "polynomial_decay"),
                      epochs=stage.epochs, steps_per_epoch=spe, layers=p.get("layers"),
                      policy=p.get("policy"))
@@ -178,8 +212,6 @@ def _apply(stage, model, train_data, spe):
 
 
 def _steps(data):
-    from tfdeploy.compress.schedules import steps_of
-
     return steps_of(data) if isinstance(data, tf.data.Dataset) else None
 
 
@@ -212,23 +244,12 @@ def apply_plan(model, stages, train_data, validation_data=None, loss=None, log_d
         wrappers for the TFLite converter) and ``.history`` (list of dicts).
 
     Raises:
-        CompressionError: a bad stage, or an invalid combination (e.g. cluster
-            after quantize), raised before any training.
+        CompressionError: a bad stage, or an impossible order (anything after
+            quantize, prune without epochs), raised before any training by
+            `check_plan`.
     """
-    from tfdeploy.compress.callbacks import callbacks as compression_callbacks
-    from tfdeploy.compress.optim import fine_tune_rate, optimizer as make_optimizer
-    from tfdeploy.compress.precision import to_float32, with_policy
-    from tfdeploy.compress.strip import strip
-
     model = check_model(model, graph=True)
-    stages = [_as_stage(s) for s in stages]
-    kinds = [s.kind for s in stages]
-    if "quantize" in kinds:
-        after = [k for k in kinds[kinds.index("quantize") + 1:] if k != "fine_tune"]
-        if after:
-            raise CompressionError(
-                f"Stage(s) {after} come after 'quantize'; quantization-aware training must be the "
-                "last compression stage (cluster, prune and slim work on the float model).")
+    stages = check_plan(stages)
     loss = loss or "sparse_categorical_crossentropy"
     spe = _steps(train_data)
     history = [dict(stage="baseline", **measure(model, validation_data), seconds=0.0)]

@@ -9,15 +9,14 @@ return float32.
 
 from tfdeploy.bridge import check_model
 from tfdeploy._keras import keras
+from tfdeploy.compress.graph import flatten
+from tfdeploy.compress.history import carry
 from tfdeploy.errors import CompressionError
 
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 def _clone(model, policy):
-    from tfdeploy.compress.graph import flatten
-    from tfdeploy.compress.report import carry
-
     work = flatten(model)
     outputs = {t._keras_history.layer.name for t in work.outputs}
 

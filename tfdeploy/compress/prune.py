@@ -2,20 +2,20 @@
 
 from tfdeploy.bridge import check_model
 from tfdeploy._keras import keras, tfmot
-from tfdeploy.compress._tfmot import prune_registry, prune_wrapper_class
-from tfdeploy.compress.schedules import get_schedule, steps_of
-from tfdeploy.compress.report import note
+from tfdeploy.compress._tfmot import is_prune_wrapper, prunable_weight_names
+from tfdeploy.compress.graph import copy_model, flatten
+from tfdeploy.compress.history import record
+from tfdeploy.compress.schedules import get_schedule, steps_of, whole_number
 from tfdeploy.compress.selection import resolve
 from tfdeploy.compress.distribute import check_scope
-from tfdeploy.errors import CompressionError, ModelTypeError
+from tfdeploy.compress.wrappers import is_pruning_wrapped, is_quantization_aware
+from tfdeploy.errors import CompressionError
 
 
 def _prunable(layer):
-    registry = prune_registry()
-    prunable_layer = tfmot().sparsity.keras.PrunableLayer
-    if isinstance(layer, prunable_layer):
+    if isinstance(layer, tfmot().sparsity.keras.PrunableLayer):
         return True
-    return registry.supports(layer) and bool(registry._weight_names(layer))
+    return bool(prunable_weight_names(layer))
 
 
 def why_not_prunable(layer):
@@ -25,19 +25,6 @@ def why_not_prunable(layer):
     if not layer.weights:
         return f"{type(layer).__name__} has no weights"
     return f"tfmot has no pruning support for {type(layer).__name__}"
-
-
-def copy_model(model):
-    """Return an independent copy of ``model`` (new layers, same weights)."""
-    try:
-        clone = keras.models.clone_model(model)
-    except Exception as exc:  # subclassed models cannot be cloned
-        raise ModelTypeError(
-            f"Could not clone model {model.name!r} ({type(model).__name__}): {exc}. tfdeploy "
-            "wrappers need a Sequential or functional model; rebuild subclassed models with "
-            "the functional API.") from exc
-    clone.set_weights(model.get_weights())
-    return clone
 
 
 POLICIES = (None, "xnnpack")
@@ -91,35 +78,31 @@ def prune(model, target_sparsity=0.8, schedule="polynomial_decay", epochs=None,
             f"Unrecognized policy={policy!r}. Supported policies are: {list(POLICIES)}.")
     schedule = get_schedule(schedule, target_sparsity)
     spe = steps_of(steps_per_epoch)
-    if epochs is not None and int(epochs) < 1:
-        raise CompressionError(f"epochs must be at least 1, received {epochs!r}.")
-    total = spe * int(epochs) if (spe and epochs) else None
+    if epochs is not None:
+        epochs = whole_number(epochs, "epochs", 1)
+    total = spe * epochs if (spe and epochs) else None
     tf_schedule = schedule.to_tfmot(steps_per_epoch=spe, total_steps=total)
     _refuse_wrapped(model)
-    from tfdeploy.compress.graph import flatten
-
     work = flatten(model)
     why_not = why_not_prunable
     if policy == "xnnpack":
         why_not = _xnnpack_check(work)
     chosen, skipped = resolve(work, layers, why_not, "pruning")
     pruned = wrap_for_pruning(work, chosen, pruning_schedule=tf_schedule)
-    pruned._tfdeploy_pruning = {"schedule": schedule.get_config(), "layers": chosen,
-                                "begin_step": tf_schedule.begin_step,
-                                "end_step": tf_schedule.end_step,
-                                "frequency": tf_schedule.frequency, "policy": policy}
-    note(pruned, "pruned", chosen, skipped, source=model,
-         detail=f"{schedule.final_sparsity:.0%} magnitude")
+    params = {"target_sparsity": schedule.final_sparsity, "schedule": schedule.get_config(),
+              "begin_step": tf_schedule.begin_step, "end_step": tf_schedule.end_step,
+              "frequency": tf_schedule.frequency, "policy": policy}
+    record(pruned, "pruned", chosen, skipped, source=model,
+           detail=f"{schedule.final_sparsity:.0%} magnitude", params=params)
     return pruned
 
 
 def _refuse_wrapped(model):
-    if any(isinstance(layer, prune_wrapper_class()) for layer in model.layers):
+    if is_pruning_wrapped(model):
         raise CompressionError(
             f"Model {model.name!r} is already wrapped for pruning; call "
             "tfdeploy.compress.strip(model) before pruning it again.")
-    if any(isinstance(layer, tfmot().quantization.keras.QuantizeWrapper)
-           for layer in model.layers):
+    if is_quantization_aware(model):
         raise CompressionError(
             f"Model {model.name!r} is quantization-aware; prune the float model first, then "
             "apply QAT (tfdeploy.compress.quantize keeps the zeros).")
@@ -160,7 +143,5 @@ def wrap_for_pruning(model, chosen, **params):
         raise CompressionError(f"Could not wrap model {model.name!r} for pruning: {exc}") from exc
 
 
-def is_pruning_wrapped(model):
-    """True when ``model`` holds tfmot pruning wrappers (still in training form)."""
-    wrapper = prune_wrapper_class()
-    return any(isinstance(layer, wrapper) for layer in model.layers)
+__all__ = ["prune", "why_not_prunable", "wrap_for_pruning", "is_pruning_wrapped", "copy_model",
+           "is_prune_wrapper", "POLICIES"]

@@ -1,89 +1,31 @@
-"""A per-layer report of what each compression technique did, and why layers were left out.
+"""What each compression technique did, per layer and per technique, read from the weights.
 
-Wrappers record their decisions on the model they return (``note``); `strip`
-and the other wrappers carry the record forward, so the report of a final
-model lists every technique applied along the way. The numbers (parameters,
-sparsity, unique values) are read from the weights themselves, not the record.
+Wrappers record their decisions in the model's technique history
+(`tfdeploy.compress.history`); `strip` and the other wrappers carry it forward,
+so the report of a final model lists every technique applied along the way.
+The numbers (parameters, sparsity, unique values, widths, ranks) are read from
+the weights themselves, not the record: `report` per layer, `measured_history`
+per technique (what ``model_card.json`` lists).
 """
 
 import numpy as np
 
 from tfdeploy._keras import keras
+from tfdeploy._table import render
+from tfdeploy._walk import leaf_layers
+from tfdeploy.compress import _tfmot
+from tfdeploy.compress.history import carry, history, notes, record  # noqa: F401 (re-export)
+from tfdeploy.compress.nm import n_m_fraction
+from tfdeploy.compress.slim import channel_widths
+from tfdeploy.compress.sparsity import is_model_weight, kernel, model_sparsity, unwrap
+from tfdeploy.compress.wrappers import is_quantization_aware
 
-TECHNIQUES = ("pruned", "n_m", "clustered", "quantized", "slimmed", "low_rank")
-_ATTR = "_tfdeploy_notes"
-
-
-def notes(model):
-    """The compression record carried by ``model`` (a dict; empty when none)."""
-    return getattr(model, _ATTR, {}) or {}
-
-
-def carry(source, target):
-    """Copy ``source``'s record onto ``target`` (which must not share it); returns target."""
-    record = {k: {kk: (dict(vv) if isinstance(vv, dict) else list(vv) if isinstance(vv, list)
-                       else vv) for kk, vv in v.items()} for k, v in notes(source).items()}
-    record.update(notes(target))
-    object.__setattr__(target, _ATTR, record)
-    return target
+TECHNIQUES = ("distilled", "pruned", "n_m", "clustered", "quantized", "slimmed", "low_rank")
+note = record  # the name wrappers used before the history had its own module
 
 
-def note(model, technique, chosen, skipped, source=None, detail=None):
-    """Record that ``technique`` was applied to ``chosen`` and why ``skipped`` were not."""
-    if source is not None:
-        carry(source, model)
-    record = dict(notes(model))
-    record[technique] = {"layers": list(chosen), "skipped": dict(skipped), "detail": detail}
-    object.__setattr__(model, _ATTR, record)
-    return model
-
-
-def _unwrap(layer):
-    inner = getattr(layer, "layer", None)
-    return inner if isinstance(inner, keras.layers.Layer) else layer
-
-
-def _leaves(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaves(layer)
-        elif not isinstance(layer, keras.layers.InputLayer):
-            yield layer
-
-
-def _short(weight):
-    return weight.name.split("/")[-1].split(":")[0]
-
-
-_MODEL_WEIGHTS = ("bias", "gamma", "beta", "moving_mean", "moving_variance", "embeddings")
-
-
-def is_model_weight(weight):
-    """True for a layer's own parameter (kernel, bias, BN statistics), False for the
-    training-only variables of wrappers (masks, quantizer ranges, cluster indices)."""
-    short = _short(weight)
-    return short.endswith("kernel") or short in _MODEL_WEIGHTS
-
-
-def _params(layer, inner):
+def _params(layer):
     return int(sum(np.prod(w.shape) for w in layer.weights if is_model_weight(w)))
-
-
-def _kernel(layer):
-    """The effective kernel (mask and cluster applied) of a possibly wrapped layer, or None."""
-    for weight, mask, _ in getattr(layer, "pruning_vars", []) or []:
-        return weight.numpy() * mask.numpy()
-    inner = _unwrap(layer)
-    if hasattr(layer, "quantize_config"):
-        for w in layer.weights:
-            if _short(w).endswith("kernel"):
-                return w.numpy()
-        return None
-    for attr in ("kernel", "depthwise_kernel"):
-        value = getattr(inner, attr, None)
-        if value is not None and hasattr(value, "numpy"):
-            return value.numpy()
-    return None
 
 
 class Report:
@@ -105,11 +47,8 @@ class Report:
             lines.append([r["layer"], r["type"], str(r["params"]),
                           "-" if r["sparsity"] is None else f"{r['sparsity']:.2f}",
                           "-" if r["unique"] is None else str(r["unique"]), applied, why])
-        widths = [max(len(h), *(len(row[i]) for row in lines)) if lines else len(h)
-                  for i, h in enumerate(head)]
-        fmt = lambda row: "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()  # noqa
-        return "\n".join([f"Compression report: {self.model_name}", fmt(head),
-                          fmt(["-" * w for w in widths])] + [fmt(row) for row in lines])
+        return render(head, lines, rule_sep="  ",
+                      title=f"Compression report: {self.model_name}")
 
     __str__ = table
 
@@ -131,25 +70,81 @@ def report(model):
     Example:
         >>> print(report(strip(pruned)))
     """
-    record = notes(model)
+    recorded = notes(model)
     rows = []
-    for layer in _leaves(model):
-        inner = _unwrap(layer)
-        if type(inner).__name__ == "QuantizeLayer":
+    for layer in leaf_layers(model):
+        inner = unwrap(layer)
+        if isinstance(layer, keras.layers.InputLayer) or _tfmot.is_quantize_layer(inner):
             continue
-        kernel = _kernel(layer)
-        params = _params(layer, inner)
+        values = kernel(layer)
+        params = _params(layer)
         row = {"layer": inner.name, "type": type(inner).__name__, "params": params,
-               "sparsity": None if kernel is None else float(np.mean(kernel == 0)),
-               "unique": None if kernel is None else int(np.unique(kernel).size),
+               "sparsity": None if values is None else float(np.mean(values == 0)),
+               "unique": None if values is None else int(np.unique(values).size),
                "left_out": {}}
-        live = {"pruned": hasattr(layer, "pruning_vars"),
-                "quantized": hasattr(layer, "quantize_config"),
-                "clustered": type(layer).__name__ == "ClusterWeights"}
+        live = {"pruned": _tfmot.is_prune_wrapper(layer),
+                "quantized": _tfmot.is_quantize_wrapper(layer),
+                "clustered": _tfmot.is_cluster_wrapper(layer)}
         for technique in TECHNIQUES:
-            entry = record.get(technique, {})
+            entry = recorded.get(technique, {})
             row[technique] = bool(live.get(technique)) or inner.name in entry.get("layers", [])
-            if not row[technique] and params and inner.name in entry.get("skipped", {}):
+            shown = params or inner.name in entry.get("params", {}).get("float_fallback", ())
+            if not row[technique] and shown and inner.name in entry.get("skipped", {}):
                 row["left_out"][technique] = entry["skipped"][inner.name]
         rows.append(row)
     return Report(rows, model.name)
+
+
+def _present(model):
+    return {unwrap(layer).name: layer for layer in leaf_layers(model)}
+
+
+def _measure(entry, model, layers):
+    technique, params = entry["technique"], entry.get("params", {})
+    named = [n for n in entry.get("layers", []) if n in layers]
+    if technique == "pruned":
+        return {"sparsity": model_sparsity(model, layers=named),
+                "layer_sparsity": {n: float(np.mean(kernel(layers[n]) == 0)) for n in named
+                                   if kernel(layers[n]) is not None}}
+    if technique == "n_m":
+        n, m = params.get("n", 2), params.get("m", 4)
+        return {"n_m_fraction": {name: n_m_fraction(kernel(layers[name]), n, m)
+                                 for name in named}}
+    if technique == "clustered":
+        return {"unique_weights": {name: int(np.unique(kernel(layers[name])).size)
+                                   for name in named if kernel(layers[name]) is not None}}
+    if technique == "slimmed":
+        widths = channel_widths(model)
+        return {"widths": {name: widths[name] for name in named if name in widths}}
+    if technique == "low_rank":
+        return {"rank": {name[:-len("_lr_a")]: int(kernel(layers[name]).shape[-1])
+                         for name in named if name.endswith("_lr_a")}}
+    if technique == "quantized":
+        return {"quantization_aware": is_quantization_aware(model),
+                "sparsity": model_sparsity(model)}
+    if technique == "distilled":
+        return {"params": int(model.count_params())}
+    return {}
+
+
+def measured_history(model):
+    """The technique history of ``model``, each entry with ``result`` read from its weights.
+
+    ``result`` holds what the technique left measurably in the model now: the
+    sparsity of the pruned layers, the N:M fraction, distinct values per clustered
+    kernel, channel widths of slimmed layers, ranks of factorised layers; and
+    ``missing_layers`` names recorded layers a later stage removed or renamed.
+
+    Returns:
+        A list of dicts (JSON-serialisable), oldest technique first.
+    """
+    layers = _present(model)
+    out = []
+    for entry in history(model):
+        entry = dict(entry)
+        entry["result"] = _measure(entry, model, layers)
+        missing = [n for n in entry.get("layers", []) if n not in layers]
+        if missing:
+            entry["result"]["missing_layers"] = missing
+        out.append(entry)
+    return out

@@ -7,6 +7,7 @@ onto a pruning turn, so the final sparsity is really reached.
 """
 
 import math
+import numbers
 
 from tfdeploy._keras import tfmot
 from tfdeploy.errors import CompressionError
@@ -167,10 +168,29 @@ def get_schedule(schedule, target_sparsity):
         f"{type(schedule).__name__}.")
 
 
+def whole_number(value, what, minimum=0):
+    """``value`` as an int when it is a whole number >= ``minimum``, else CompressionError.
+
+    ``2`` and ``2.0`` pass; ``2.5``, ``True`` and ``"2"`` are refused (a count of epochs
+    or steps is never silently rounded).
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or (
+            not isinstance(value, numbers.Integral) and not float(value).is_integer()):
+        hint = int(value) if isinstance(value, float) and math.isfinite(value) else minimum
+        raise CompressionError(
+            f"{what} must be a whole number (>= {minimum}), received {value!r}. Round it "
+            f"yourself, e.g. {what}={max(hint, minimum)}.")
+    if int(value) < minimum:
+        raise CompressionError(f"{what} must be at least {minimum}, received {value!r}.")
+    return int(value)
+
+
 def steps_of(steps_per_epoch):
-    """Accept an int or a finite ``tf.data.Dataset`` and return steps per epoch."""
-    if steps_per_epoch is None or isinstance(steps_per_epoch, int):
-        return steps_per_epoch
+    """Accept a whole number or a finite ``tf.data.Dataset`` and return steps per epoch."""
+    if steps_per_epoch is None:
+        return None
+    if isinstance(steps_per_epoch, numbers.Real):
+        return whole_number(steps_per_epoch, "steps_per_epoch", 1)
     cardinality = getattr(steps_per_epoch, "cardinality", None)
     if cardinality is not None:
         n = int(cardinality())
@@ -179,8 +199,6 @@ def steps_of(steps_per_epoch):
         raise CompressionError(
             "Could not infer steps_per_epoch from the dataset (unknown or infinite "
             "cardinality); pass steps_per_epoch as an int.")
-    if isinstance(steps_per_epoch, float) and math.isfinite(steps_per_epoch):
-        return int(steps_per_epoch)
     raise CompressionError(
         f"steps_per_epoch must be an int or a tf.data.Dataset, received "
         f"{type(steps_per_epoch).__name__}.")

@@ -7,17 +7,22 @@ previous magnitude pruning left, drops the weakest ``ratio`` of them and
 rebuilds a genuinely smaller dense Keras model: every downstream layer
 (BatchNorm, DepthwiseConv2D, pooling, the Dense after a Flatten, ...) is
 sliced to match. Tensors joined by ``Add``/``Multiply``/... share one channel
-mask. Layers whose channels feed a model output keep them all.
+mask (MobileNetV2/V3 inverted-residual ``Add``s, V3's squeeze-excite
+``Multiply``); scalar element-wise TensorFlow ops (V3's hard-swish) pass
+channels through. Layers whose channels feed a model output keep them all.
 """
 
 import numpy as np
 
 from tfdeploy.bridge import check_model
 from tfdeploy._keras import keras
+from tfdeploy._walk import leaf_layers
 from tfdeploy.compress.graph import flatten, rebuild
-from tfdeploy.compress.report import note
+from tfdeploy.compress.history import record
 from tfdeploy.compress.selection import resolve
 from tfdeploy.compress.distribute import check_scope
+from tfdeploy.compress.strip import strip
+from tfdeploy.compress.wrappers import is_pruning_wrapped, is_quantization_aware
 from tfdeploy.errors import CompressionError
 
 CRITERIA = ("l1", "l2", "mask")
@@ -66,6 +71,25 @@ def _why_not(layer):
     return None
 
 
+#: TensorFlow ops (``TFOpLambda`` layers, e.g. MobileNetV3's hard-sigmoid ``relu6(x + 3) / 6``)
+#: that act on each channel alike when every other argument is a scalar.
+_ELEMENTWISE_OPS = ("__operators__.add", "math.add", "math.subtract", "__operators__.sub",
+                    "math.multiply", "math.truediv", "math.divide", "nn.relu", "nn.relu6",
+                    "math.sigmoid", "nn.silu", "nn.swish", "math.tanh", "nn.elu")
+
+
+def _is_scalar_elementwise(layer, node):
+    if type(layer).__name__ != "TFOpLambda" or len(node.keras_inputs) != 1:
+        return False
+    if getattr(layer, "symbol", None) not in _ELEMENTWISE_OPS:
+        return False
+    tensors = {id(t) for t in node.keras_inputs}
+    others = [a for a in list(node.call_args) + list(node.call_kwargs.values())
+              if id(a) not in tensors and a is not None and not isinstance(a, str)]
+    return all(isinstance(a, (int, float)) or (hasattr(a, "shape") and np.ndim(a) == 0)
+               for a in others)
+
+
 def _is_rescaling_scalar(layer):
     return isinstance(layer, L.Rescaling) and np.ndim(layer.scale) == 0 and \
         np.ndim(layer.offset) == 0
@@ -97,7 +121,8 @@ def _analyse(model):
                 producers.setdefault(s, []).append(layer)
                 out = ("space", s)
             elif isinstance(layer, _PASS) or _is_rescaling_scalar(layer) or isinstance(
-                    layer, (L.BatchNormalization, L.DepthwiseConv2D)):
+                    layer, (L.BatchNormalization, L.DepthwiseConv2D)) or \
+                    _is_scalar_elementwise(layer, node):
                 out = ins[0]
                 if isinstance(layer, L.BatchNormalization) and layer.axis not in (
                         [-1], [len(node.keras_inputs[0].shape) - 1]):
@@ -188,10 +213,6 @@ def slim(model, ratio=0.5, criterion="l1", layers=None):
     if criterion not in CRITERIA:
         raise CompressionError(
             f"Unrecognized criterion={criterion!r}. Supported criteria are: {list(CRITERIA)}.")
-    from tfdeploy.compress.prune import is_pruning_wrapped
-    from tfdeploy.compress.qat import is_quantization_aware
-    from tfdeploy.compress.strip import strip
-
     if is_quantization_aware(model):
         raise CompressionError(
             f"Model {model.name!r} is quantization-aware; slim the float model, then apply QAT.")
@@ -277,15 +298,15 @@ def slim(model, ratio=0.5, criterion="l1", layers=None):
         new.set_weights(new_weights)
     slimmed = [n for n in chosen if n in sizes]
     object.__setattr__(out, "_tfdeploy_slim", dict(sizes))  # plain dict, not tracked by Keras
-    note(out, "slimmed", slimmed, skipped, source=source,
-         detail=f"{float(ratio):.0%} of channels by {criterion}")
+    record(out, "slimmed", slimmed, skipped, source=source,
+           detail=f"{float(ratio):.0%} of channels by {criterion}",
+           params={"ratio": float(ratio), "criterion": criterion,
+                   "widths": {name: list(pair) for name, pair in sizes.items()}})
     return out
 
 
 def channel_widths(model):
     """``{layer: output channels}`` for every Conv2D / Dense / DepthwiseConv2D of ``model``."""
-    from tfdeploy.compress.graph import leaf_layers
-
     out = {}
     for layer in leaf_layers(model):
         inner = getattr(layer, "layer", layer)

@@ -1,27 +1,61 @@
-"""Read sparsity back from a model's weights (wrapped or plain)."""
+"""Read kernels and sparsity back from a model's weights (wrapped or plain).
+
+The one kernel reader: `kernels` gives the effective kernels of any layer
+(pruning mask applied, clustering centroids gathered, the float kernel of a
+quantize wrapper), and everything that counts zeros or distinct values (the
+sparsity counts, `tfdeploy.compress.report`, N:M checks, `unique_weights`) reads
+through it.
+"""
 
 import numpy as np
 
 from tfdeploy._keras import keras
-from tfdeploy.compress.graph import leaf_layers
+from tfdeploy._walk import leaf_layers
+from tfdeploy.compress import _tfmot
 
 _KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings")
+_MODEL_WEIGHTS = ("bias", "gamma", "beta", "moving_mean", "moving_variance", "embeddings")
 
 
-def _kernels(layer):
-    """Yield ``(name, array)`` for the prunable weight tensors of one layer.
+def _short(weight):
+    return weight.name.split("/")[-1].split(":")[0]
 
-    For a tfmot pruning wrapper the effective weight is ``kernel * mask``.
+
+def is_model_weight(weight):
+    """True for a layer's own parameter (kernel, bias, BN statistics), False for the
+    training-only variables of wrappers (masks, quantizer ranges, cluster indices)."""
+    short = _short(weight)
+    return short.endswith("kernel") or short in _MODEL_WEIGHTS
+
+
+def unwrap(layer):
+    """The layer a tfmot wrapper wraps, or ``layer`` itself."""
+    inner = getattr(layer, "layer", None)
+    return inner if isinstance(inner, keras.layers.Layer) else layer
+
+
+def kernels(layer):
+    """``[(name, array)]``: the effective kernels of one (possibly wrapped) layer.
+
+    A pruning wrapper gives ``kernel * mask``, a clustering wrapper the clustered
+    kernel, a quantize wrapper its float kernel; a plain layer its kernels
+    (``kernel``, ``depthwise_kernel``, ``pointwise_kernel``, ``embeddings``).
     """
-    pruning_vars = getattr(layer, "pruning_vars", None)
-    if pruning_vars:
-        for weight, mask, _ in pruning_vars:
-            yield weight.name, weight.numpy() * mask.numpy()
-        return
-    for w in layer.weights:
-        short = w.name.split("/")[-1].split(":")[0]
-        if short in _KERNEL_NAMES or short.endswith("kernel"):
-            yield w.name, w.numpy()
+    masked = _tfmot.pruning_masks(layer)
+    if masked:
+        return [(weight.name, weight.numpy() * mask.numpy()) for weight, mask in masked]
+    for read in (_tfmot.clustered_kernels, _tfmot.quantize_wrapper_kernels):
+        found = read(layer)
+        if found:
+            return found
+    return [(w.name, w.numpy()) for w in layer.weights
+            if _short(w) in _KERNEL_NAMES or _short(w).endswith("kernel")]
+
+
+def kernel(layer):
+    """The first effective kernel of ``layer`` (see `kernels`), or None."""
+    found = kernels(layer)
+    return found[0][1] if found else None
 
 
 def zero_counts(model):
@@ -33,13 +67,11 @@ def zero_counts(model):
     out = {}
     for layer in leaf_layers(model):
         zeros = total = 0
-        for _, arr in _kernels(layer):
+        for _, arr in kernels(layer):
             zeros += int(np.count_nonzero(arr == 0))
             total += arr.size
         if total:
-            inner = getattr(layer, "layer", None)
-            name = inner.name if isinstance(inner, keras.layers.Layer) else layer.name
-            out[name] = (zeros, total)
+            out[unwrap(layer).name] = (zeros, total)
     return out
 
 
@@ -52,11 +84,9 @@ def kernels_by_layer(model):
     """
     out = {}
     for layer in leaf_layers(model):
-        arrays = [arr for _, arr in _kernels(layer)]
+        arrays = [arr for _, arr in kernels(layer)]
         if arrays:
-            inner = getattr(layer, "layer", None)
-            name = inner.name if isinstance(inner, keras.layers.Layer) else layer.name
-            out[name] = arrays[0] if len(arrays) == 1 else np.concatenate(
+            out[unwrap(layer).name] = arrays[0] if len(arrays) == 1 else np.concatenate(
                 [a.ravel() for a in arrays])
     return out
 

@@ -2,8 +2,11 @@
 
 from tfdeploy.bridge import check_model, to_keras3
 from tfdeploy._keras import tfmot
-from tfdeploy.compress.prune import copy_model, is_pruning_wrapped
-from tfdeploy.compress.report import carry
+from tfdeploy.compress._tfmot import pruning_masks
+from tfdeploy.compress.graph import copy_model
+from tfdeploy.compress.history import carry
+from tfdeploy.compress.wrappers import (is_clustering_wrapped, is_pruning_wrapped,
+                                        is_quantization_aware)
 
 
 def strip(model, keras3=False):
@@ -24,13 +27,10 @@ def strip(model, keras3=False):
     Returns:
         A new ``keras.Model`` (Keras 3 with ``keras3=True``).
     """
-    from tfdeploy.compress.cluster import is_clustering_wrapped
-    from tfdeploy.compress.qat import is_quantization_aware
-
     model = check_model(model)
     if is_pruning_wrapped(model):
         for layer in model.layers:
-            for weight, mask, _ in getattr(layer, "pruning_vars", []):
+            for weight, mask in pruning_masks(layer):
                 weight.assign(weight * mask)
         stripped = tfmot().sparsity.keras.strip_pruning(model)
         out = copy_model(stripped)

@@ -1,11 +1,16 @@
-"""Export: SavedModel (TF Serving layout), TFLite and ONNX, each written atomically."""
+"""Export: SavedModel (TF Serving layout), TFLite and ONNX, each written atomically.
+
+The public functions are ``saved_model``, ``tflite`` and ``onnx``; each format lives in
+a private module of its own (``_saved_model``, ``_tflite``, ``_onnx``), so the function
+names never shadow a module.
+"""
 
 from tfdeploy.errors import ExportError
 from tfdeploy.export.model_card import read as read_model_card
-from tfdeploy.export.onnx import ExportFallbackWarning, onnx
-from tfdeploy.export.saved_model import saved_model, signature_names, versions
+from tfdeploy.export._onnx import ExportFallbackWarning, onnx
+from tfdeploy.export._saved_model import saved_model, signature_names, versions
 from tfdeploy.export.text import retrieval_saved_model, text_saved_model, text_tflite
-from tfdeploy.export.tflite import QUANTIZATIONS, flex_ops, tflite
+from tfdeploy.export._tflite import QUANTIZATIONS, flex_ops, tflite
 
 FORMATS = ("saved_model", "tflite", "onnx")
 

@@ -11,9 +11,7 @@ import numpy as np
 
 from tfdeploy._keras import tf
 from tfdeploy.errors import ExportError, MissingDependencyError
-
-WARMUP_FILE = "tf_serving_warmup_requests"
-MAX_RECORDS = 1000  # TF Serving reads at most this many warmup records
+from tfdeploy.runtime.formats import MAX_WARMUP_RECORDS as MAX_RECORDS, WARMUP_FILE  # noqa: F401
 
 
 def _apis():

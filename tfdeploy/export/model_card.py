@@ -1,8 +1,9 @@
 """A small JSON model card written beside every exported artifact.
 
 It records where the artifact came from (the Keras model, its size), what was
-done to it (pruning, quantization-aware training, measured sparsity) and any
-metrics the caller passes, so a deployed file explains itself.
+done to it (every technique in the model's history, with its parameters and
+what it measurably left in the weights, then the overall kernel sparsity) and
+any metrics the caller passes, so a deployed file explains itself.
 """
 
 import datetime
@@ -11,6 +12,7 @@ import json
 import numpy as np
 
 from tfdeploy._keras import tf
+from tfdeploy.compress.report import measured_history
 from tfdeploy.compress.sparsity import model_sparsity
 from tfdeploy.export._atomic import atomic_file
 
@@ -18,22 +20,13 @@ CARD_FILE = "model_card.json"
 SCHEMA = "tfdeploy-model-card/1"
 
 
-def is_quantization_aware(model):
-    """True when the model holds tfmot quantize wrappers (checked without importing tfmot)."""
-    return any(type(layer).__name__.startswith("QuantizeWrapper") for layer in model.layers)
-
-
 def compression_history(model):
-    """What tfdeploy knows was done to ``model``: pruning, QAT, measured sparsity."""
-    history = list(getattr(model, "_tfdeploy_history", []) or [])
-    pruning = getattr(model, "_tfdeploy_pruning", None)
-    if pruning:
-        history.append({"step": "prune", **pruning})
-    qat = getattr(model, "_tfdeploy_qat", None)
-    if qat or is_quantization_aware(model):
-        history.append({"step": "quantization_aware_training", **(qat or {})})
-    history.append({"step": "measured", "kernel_sparsity": round(model_sparsity(model), 6)})
-    return history
+    """Every technique applied to ``model`` (see `tfdeploy.compress.history`), in order,
+    each with ``step`` (its name), parameters, layers and measured ``result``; then the
+    overall measured kernel sparsity."""
+    steps = [{"step": entry["technique"], **entry} for entry in measured_history(model)]
+    steps.append({"step": "measured", "kernel_sparsity": round(model_sparsity(model), 6)})
+    return steps
 
 
 def build(model, fields=None, extra=None):

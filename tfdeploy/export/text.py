@@ -28,9 +28,9 @@ from tfdeploy.bridge import check_model
 from tfdeploy.errors import ExportError
 from tfdeploy.export import _warmup, model_card as _card
 from tfdeploy.export._atomic import atomic_directory, atomic_file
-from tfdeploy.export.saved_model import LABELS_FILE
+from tfdeploy.export._saved_model import LABELS_FILE
 from tfdeploy.runtime.versions import list_versions
-from tfdeploy.export.tflite import tflite
+from tfdeploy.export._tflite import tflite
 from tfdeploy.models.text import SPLIT, STANDARDIZE
 from tfdeploy.runtime.text import vocabulary_path
 

@@ -10,35 +10,13 @@ Every runner has ``format``, ``path``, ``inputs`` and ``outputs`` (lists of
 and ``predict(x) -> array`` (the primary output, float).
 """
 
-import os
-
-from tfdeploy.errors import ArtifactError
+from tfdeploy.runtime.formats import FORMATS, detect_format
 from tfdeploy.runtime.inspect import describe, inspect
 from tfdeploy.runtime.onnx import ONNXRunner
 from tfdeploy.runtime.saved_model import SavedModelRunner
 from tfdeploy.runtime.tflite import TFLiteRunner
 
-FORMATS = ("saved_model", "tflite", "onnx")
 _RUNNERS = {"saved_model": SavedModelRunner, "tflite": TFLiteRunner, "onnx": ONNXRunner}
-
-
-def detect_format(path):
-    """Return "saved_model", "tflite" or "onnx" for ``path``, or raise ArtifactError."""
-    if os.path.isdir(path):
-        return "saved_model"
-    if not os.path.exists(path):
-        raise ArtifactError(f"Artifact {path!r} does not exist.")
-    if path.endswith(".tflite"):
-        return "tflite"
-    if path.endswith(".onnx"):
-        return "onnx"
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if head[4:8] == b"TFL3":
-        return "tflite"
-    raise ArtifactError(
-        f"Cannot tell the format of {path!r}: expected a SavedModel directory, a .tflite file "
-        "or a .onnx file.")
 
 
 def load(path, num_threads=None, **kwargs):

@@ -143,7 +143,7 @@ def _tensor_lines(title, items):
 
 def inspect(path):
     """Describe the artifact at ``path`` as a dict (see the module docstring)."""
-    from tfdeploy.runtime import detect_format
+    from tfdeploy.runtime.formats import detect_format
 
     fmt = detect_format(path)
     return {"saved_model": _saved_model, "tflite": _tflite, "onnx": _onnx}[fmt](path)

@@ -5,6 +5,7 @@ import os
 import numpy as np
 
 from tfdeploy.errors import ArtifactError, MissingDependencyError
+from tfdeploy.runtime._inputs import check_batch
 
 _NP = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
        "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8",
@@ -68,7 +69,8 @@ class ONNXRunner:
             if spec.name not in x:
                 raise ArtifactError(f"Missing input {spec.name!r}; the model takes "
                                     f"{[i.name for i in self._inputs]}.")
-            value = np.asarray(x[spec.name], dtype=_NP.get(spec.type, "float32"))
+            value = check_batch(spec.name, np.asarray(x[spec.name],
+                                                      dtype=_NP.get(spec.type, "float32")))
             expected = [d if isinstance(d, int) else None for d in spec.shape]
             if value.ndim != len(expected) or any(
                     e is not None and e != v for e, v in zip(expected[1:], value.shape[1:])):

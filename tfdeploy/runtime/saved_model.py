@@ -2,9 +2,8 @@
 
 import os
 
-import numpy as np
-
 from tfdeploy.errors import ArtifactError
+from tfdeploy.runtime._inputs import check_batch
 from tfdeploy.runtime.versions import latest_version_dir
 
 _PRIMARY = ("probabilities", "predictions", "outputs", "scores")
@@ -60,7 +59,7 @@ class SavedModelRunner:
             if name not in x:
                 raise ArtifactError(f"Missing input {name!r}; the signature takes "
                                     f"{sorted(self._input_specs)}.")
-            value = np.asarray(x[name])
+            value = check_batch(name, x[name])
             if not spec.shape.is_compatible_with(value.shape):
                 raise ArtifactError(
                     f"Input {name!r} has shape {value.shape}, the signature expects "

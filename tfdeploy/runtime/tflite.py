@@ -5,6 +5,7 @@ import os
 import numpy as np
 
 from tfdeploy.errors import ArtifactError
+from tfdeploy.runtime._inputs import check_batch
 
 
 class TFLiteRunner:
@@ -58,8 +59,8 @@ class TFLiteRunner:
 
     def run(self, x):
         """Return ``{output_name: float array}`` for a batch ``x``."""
-        x = np.asarray(x)
         detail = self._interpreter.get_input_details()[0]
+        x = check_batch(detail["name"], x)
         expected = tuple(detail["shape"][1:])
         if x.ndim != len(detail["shape"]) or tuple(x.shape[1:]) != expected:
             raise ArtifactError(

@@ -7,11 +7,9 @@ tracing and memory allocation. ``write_warmup_requests`` writes such a file.
 
 import os
 
+from tfdeploy.runtime.formats import MAX_WARMUP_RECORDS as MAX_RECORDS, WARMUP_PATH
 from tfdeploy.serving import inference
 from tfdeploy.serving.status import ServingError
-
-WARMUP_PATH = os.path.join("assets.extra", "tf_serving_warmup_requests")
-MAX_RECORDS = 1000  # TF Serving's limit on warmup records per version
 
 
 def write_warmup_requests(version_dir, requests):

@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from tfdeploy._table import render
 from tfdeploy.errors import DataError
 
 _PEAK = {}
@@ -215,15 +216,12 @@ def speedup(base, accelerated, metric="throughput"):
 
 def format_table(results):
     """Render `bench` results as a fixed-width text table."""
-    head = (f"{'artifact':<40} {'format':<11} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
-            f"{'samples/s':>10} {'peak MB':>8} {'+MB':>6} {'MFLOPs':>8} {'% peak':>7}")
-    lines = [head, "-" * len(head)]
-    for r in results:
-        peak = "-" if r["peak_rss_mb"] is None else f"{r['peak_rss_mb']:.0f}"
-        delta = "-" if r["peak_delta_mb"] is None else f"{r['peak_delta_mb']:.1f}"
-        lines.append(
-            f"{str(r['name'])[-40:]:<40} {r['format']:<11} {r['p50_ms']:>8.3f} "
-            f"{r['p90_ms']:>8.3f} {r['p99_ms']:>8.3f} {r['throughput']:>10.0f} {peak:>8} "
-            f"{delta:>6} "
-            f"{r['flops_per_inference'] / 1e6:>8.1f} {100 * r['fraction_of_peak']:>6.1f}%")
-    return "\n".join(lines)
+    head = ["artifact", "format", "p50 ms", "p90 ms", "p99 ms", "samples/s", "peak MB", "+MB",
+            "MFLOPs", "% peak"]
+    rows = [[str(r["name"])[-40:], r["format"], f"{r['p50_ms']:.3f}", f"{r['p90_ms']:.3f}",
+             f"{r['p99_ms']:.3f}", f"{r['throughput']:.0f}",
+             "-" if r["peak_rss_mb"] is None else f"{r['peak_rss_mb']:.0f}",
+             "-" if r["peak_delta_mb"] is None else f"{r['peak_delta_mb']:.1f}",
+             f"{r['flops_per_inference'] / 1e6:.1f}", f"{100 * r['fraction_of_peak']:.1f}%"]
+            for r in results]
+    return render(head, rows, align="llrrrrrrrr", sep=" ")

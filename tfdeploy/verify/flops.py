@@ -152,7 +152,7 @@ def flops(target):
     path = getattr(target, "path", target)
     if not isinstance(path, (str, os.PathLike)):
         raise ArtifactError(f"Cannot count FLOPs of {type(target).__name__}.")
-    from tfdeploy.runtime import detect_format
+    from tfdeploy.runtime.formats import detect_format
 
     fmt = detect_format(path)
     return {"saved_model": saved_model_flops, "tflite": tflite_flops,

@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from tfdeploy._table import render
 from tfdeploy.errors import DataError, VerificationError
 
 #: Default tolerances by artifact precision. ``atol`` bounds the max absolute
@@ -304,13 +305,10 @@ def _message(failures):
 
 def format_results(results):
     """One line per artifact: format, precision, accuracy, agreement, max diff, status."""
-    head = (f"{'artifact':<44} {'format':<11} {'precision':<9} {'accuracy':>8} "
-            f"{'agreement':>9} {'max|diff|':>10}  status")
-    lines = [head, "-" * len(head)]
-    for r in results:
-        acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.4f}"
-        diff = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.3g}"
-        lines.append(f"{r['artifact'][-44:]:<44} {r['format']:<11} {r['precision']:<9} "
-                     f"{acc:>8} {r['agreement']:>9.4f} {diff:>10}  "
-                     f"{'ok' if r['passed'] else 'FAIL'}")
-    return "\n".join(lines)
+    head = ["artifact", "format", "precision", "accuracy", "agreement", "max|diff|", "status"]
+    rows = [[r["artifact"][-44:], r["format"], r["precision"],
+             "-" if r["accuracy"] is None else f"{r['accuracy']:.4f}",
+             f"{r['agreement']:.4f}",
+             "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.3g}",
+             "ok" if r["passed"] else "FAIL"] for r in results]
+    return render(head, rows, align="lllrrrl", sep=" ")

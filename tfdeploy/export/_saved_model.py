@@ -20,10 +20,11 @@ import tempfile
 
 from tfdeploy.bridge import check_model
 from tfdeploy._keras import tf
-from tfdeploy.export._atomic import atomic_directory
+from tfdeploy.export._atomic import atomic_directory, clean_stale, temp_dir_name
 from tfdeploy.export._image_guard import DEFAULT_MAX_IMAGE_PIXELS, image_size_check
 from tfdeploy.export import _warmup, model_card as _card
 from tfdeploy.errors import ExportError
+from tfdeploy.runtime.versions import list_versions, version_dirs
 
 INPUT_NAME = "images"
 BYTES_INPUT_NAME = "image_bytes"
@@ -36,11 +37,8 @@ _REGRESS_METHOD = "tensorflow/serving/regress"
 
 
 def versions(base_path):
-    """Return the sorted integer version directories under ``base_path``."""
-    if not os.path.isdir(base_path):
-        return []
-    return sorted(int(d) for d in os.listdir(base_path)
-                  if d.isdigit() and os.path.isdir(os.path.join(base_path, d)))
+    """Return the sorted version numbers under ``base_path`` (names as TF Serving reads them)."""
+    return list_versions(base_path)
 
 
 def _is_classifier(model):
@@ -243,12 +241,16 @@ def saved_model(model, base_path, version=None, class_names=None, overwrite=Fals
         'saved_models/digits/1'
     """
     model = check_model(model)
+    try:
+        existing = version_dirs(base_path)
+    except OSError:
+        existing = {}
     if version is None:
-        existing = versions(base_path)
-        version = existing[-1] + 1 if existing else 1
+        version = max(max(existing) + 1, 1) if existing else 1
     if not isinstance(version, int) or isinstance(version, bool) or version < 0:
         raise ExportError(f"version must be a non-negative integer, received {version!r}.")
-    final = os.path.join(base_path, str(version))
+    # a version already on disk is replaced under its own spelling (e.g. "007")
+    final = existing.get(version, os.path.join(base_path, str(version)))
     if os.path.exists(final) and not overwrite:
         raise ExportError(
             f"Version directory {final!r} already exists; pass overwrite=True to replace it "
@@ -266,7 +268,15 @@ def saved_model(model, base_path, version=None, class_names=None, overwrite=Fals
                 f"warmup_data needs a single-input model; {model.name!r} has "
                 f"{len(model.inputs)} inputs. Pass warmup_data=None.")
         warmup = _warmup.samples(warmup_data, num_warmup)
-    scratch = tempfile.mkdtemp(prefix="tfdeploy-labels-")
+        _check_warmup_shape(model, warmup)
+    parent = os.path.abspath(base_path)
+    os.makedirs(parent, exist_ok=True)
+    clean_stale(parent)
+    clean_stale(tempfile.gettempdir())  # labels directories earlier versions left there
+    # The labels source lives beside the version being written (never in $TMPDIR) under a
+    # temporary name with our pid: removed below, or by the next export if we are killed.
+    scratch = temp_dir_name(parent, os.path.basename(final), ".labels")
+    os.makedirs(scratch)
     try:
         labels_path = os.path.join(scratch, LABELS_FILE)
         if class_names:
@@ -306,6 +316,18 @@ def saved_model(model, base_path, version=None, class_names=None, overwrite=Fals
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return final
+
+
+def _check_warmup_shape(model, warmup):
+    """Refuse warmup samples the serving signature cannot take, before anything is written."""
+    expected = model.inputs[0].shape[1:]
+    got = tuple(warmup.shape[1:])
+    if len(got) != len(expected) or any(e is not None and e != g for e, g in zip(expected, got)):
+        raise ExportError(
+            f"warmup_data samples have shape {got}, but model {model.name!r} takes inputs of "
+            f"shape {tuple(expected)} (None: any size); TF Serving would fail to load a version "
+            "whose warmup requests do not fit. Pass inputs shaped like the model's (e.g. the "
+            "training dataset) or warmup_data=None. Nothing was written.")
 
 
 def signature_names(model):

@@ -34,6 +34,14 @@ def write_labels(path, class_names):
     return labels
 
 
+def refuse_existing(path, overwrite):
+    """Raise ExportError when ``path`` exists and ``overwrite`` is False."""
+    if not overwrite and os.path.exists(path):
+        raise ExportError(
+            f"{path!r} already exists; pass overwrite=True (CLI: --overwrite) to replace it, "
+            "or choose another path.")
+
+
 def _converter(model, quantization, io_type, representative_data, num_calibration, ops,
                sparse=False):
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -99,7 +107,8 @@ def flex_ops(model):
 
 
 def tflite(model, path, quantization="float32", representative_data=None, num_calibration=200,
-           class_names=None, io_type="float32", allow_flex=False, model_card=None, sparse=False):
+           class_names=None, io_type="float32", allow_flex=False, model_card=None, sparse=False,
+           overwrite=False):
     """Convert a Keras model to a ``.tflite`` file.
 
     Args:
@@ -130,20 +139,24 @@ def tflite(model, path, quantization="float32", representative_data=None, num_ca
         model_card: a dict (``{}`` is fine) to write a JSON model card to
             ``<path minus .tflite>.card.json``, merged into it; None writes no
             card. Defaults to None.
+        overwrite: replace an existing file at ``path`` (atomically: readers see
+            the old file or the new one, never a part). Defaults to False.
 
     Returns:
         ``path``.
 
     Raises:
-        ExportError: unknown quantization or io_type, missing calibration data,
-            Flex ops needed (the message names them), or a conversion failure
-            (with the converter's message).
+        ExportError: ``path`` exists (without ``overwrite``), unknown
+            quantization or io_type, missing calibration data, Flex ops needed
+            (the message names them), or a conversion failure (with the
+            converter's message).
 
     Example:
         >>> tflite(model, "saved_models/digits_int8.tflite", quantization="int8",
         ...        representative_data=train_ds)
     """
     model = check_model(model)
+    refuse_existing(path, overwrite)
     if quantization not in QUANTIZATIONS:
         raise ExportError(
             f"Unrecognized quantization={quantization!r}. Supported quantizations are: "
@@ -177,9 +190,12 @@ def tflite(model, path, quantization="float32", representative_data=None, num_ca
         except Exception as exc2:
             raise ExportError(
                 f"TFLite conversion ({quantization}) with Flex ops failed: {exc2}") from exc2
-    with atomic_file(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(flatbuffer)
+    try:
+        with atomic_file(path, overwrite=overwrite) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(flatbuffer)
+    except FileExistsError:
+        refuse_existing(path, overwrite)  # another writer got there first
     if class_names:
         write_labels(path, class_names)
     if model_card is not None:

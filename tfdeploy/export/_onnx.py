@@ -10,18 +10,20 @@ graph with onnxruntime's own quantizer.
 import json
 import os
 import shutil
-import tempfile
 import warnings
 
 import numpy as np
 
 from tfdeploy.bridge import check_model
 from tfdeploy._keras import keras, tf
+from tfdeploy.compress import _tfmot
+from tfdeploy.compress.wrappers import is_quantization_aware
 from tfdeploy.export._atomic import atomic_file
 from tfdeploy.export import model_card as _card
-from tfdeploy.export.model_card import is_quantization_aware
-from tfdeploy.export.tflite import write_labels
+from tfdeploy.export._atomic import temp_dir_name
+from tfdeploy.export._tflite import refuse_existing, write_labels
 from tfdeploy.errors import ExportError, MissingDependencyError, VerificationError
+from tfdeploy.verify.report import TOLERANCES
 
 DEFAULT_OPSET = 13
 QUANTIZE = (None, "dynamic", "static")
@@ -60,16 +62,15 @@ def input_signature(model):
 def _float_twin(model):
     """A float copy of a QAT model: the wrapped layers with their trained weights."""
     def unwrap(layer):
-        kind = type(layer).__name__
-        if kind.startswith("QuantizeWrapper"):
+        if _tfmot.is_quantize_wrapper(layer):
             inner = layer.layer
             config = inner.get_config()
-            activation = getattr(inner, "activation", None)
-            if type(activation).__name__ == "QuantizeAwareActivation":
-                config["activation"] = keras.activations.serialize(activation.activation)
+            activation = _tfmot.quantize_activation_inner(getattr(inner, "activation", None))
+            if activation is not None:
+                config["activation"] = keras.activations.serialize(activation)
             config["name"] = layer.name
             return inner.__class__.from_config(config)
-        if kind == "QuantizeLayer":
+        if _tfmot.is_quantize_layer(layer):
             return keras.layers.Activation("linear", name=layer.name)
         return layer.__class__.from_config(layer.get_config())
 
@@ -77,10 +78,9 @@ def _float_twin(model):
     for src, dst in zip(model.layers, twin.layers):
         if not dst.weights:
             continue
-        if type(src).__name__.startswith("QuantizeWrapper"):
+        if _tfmot.is_quantize_wrapper(src):
             # The wrapper owns the inner layer's variables (kernel, bias) next to its ranges.
-            inner = {w.name.split("/")[-1]: w for w in src.weights
-                     if w.name.startswith(src.layer.name + "/")}
+            inner = _tfmot.quantize_wrapper_inner_weights(src)
             dst.set_weights([inner[w.name.split("/")[-1]].numpy() for w in dst.weights])
         else:
             dst.set_weights(src.get_weights())
@@ -112,11 +112,22 @@ def _sample_inputs(model, representative_data, n=8):
     return rng.uniform(0.0, 255.0, shape).astype(np.float32)
 
 
-def validate(path, model, x, atol=FLOAT_ATOL):
+def validate(path, model, x, atol=FLOAT_ATOL, min_agreement=None):
     """Run ``path`` in onnxruntime and compare names, shapes, then values with ``model``.
 
+    Args:
+        path: the ``.onnx`` file.
+        model: the Keras model it came from.
+        x: inputs to run both on.
+        atol: largest max absolute difference allowed per output; None only
+            reports it. Defaults to `FLOAT_ATOL`.
+        min_agreement: smallest share of samples whose top class (argmax of a
+            classifier output) must match the Keras model's; None only reports
+            it. Defaults to None.
+
     Returns:
-        ``{"max_abs_diff": float, "outputs": [names]}``.
+        ``{"max_abs_diff": float, "agreement": float or None, "samples": int,
+        "outputs": [names]}``.
 
     Raises:
         VerificationError: listing every failing check.
@@ -138,7 +149,7 @@ def validate(path, model, x, atol=FLOAT_ATOL):
     out_names = [o.name for o in session.get_outputs()]
     if len(got) != len(ref):
         failures.append(f"{len(got)} outputs {out_names}, the Keras model has {len(ref)}")
-    diffs = []
+    diffs, agreements = [], []
     for name, g, r in zip(out_names, got, ref):
         if g.shape != r.shape:
             failures.append(f"output {name!r}: shape {g.shape}, expected {r.shape}")
@@ -147,10 +158,18 @@ def validate(path, model, x, atol=FLOAT_ATOL):
         diffs.append(diff)
         if atol is not None and not diff <= atol:
             failures.append(f"output {name!r}: max abs diff {diff:.3g} > atol {atol:.3g}")
+        if g.ndim == 2 and g.shape[-1] >= 2 and len(g):
+            agreement = float(np.mean(np.argmax(g, -1) == np.argmax(r, -1)))
+            agreements.append(agreement)
+            if min_agreement is not None and agreement < min_agreement:
+                failures.append(f"output {name!r}: top-class agreement {agreement:.4f} < "
+                                f"{min_agreement:.4g} over {len(g)} samples")
     if failures:
         raise VerificationError(
             f"ONNX validation of {path!r} failed:\n  " + "\n  ".join(failures), failures)
-    return {"max_abs_diff": max(diffs) if diffs else 0.0, "outputs": out_names}
+    return {"max_abs_diff": max(diffs) if diffs else 0.0,
+            "agreement": min(agreements) if agreements else None, "samples": len(x),
+            "outputs": out_names}
 
 
 def _quantize(float_path, out_path, mode, model, representative_data, num_calibration, opset):
@@ -177,7 +196,7 @@ def _quantize(float_path, out_path, mode, model, representative_data, num_calibr
 
 
 def onnx(model, path, opset=DEFAULT_OPSET, quantize=None, representative_data=None,
-         num_calibration=200, class_names=None, model_card=None):
+         num_calibration=200, class_names=None, model_card=None, overwrite=False):
     """Convert a Keras model to ONNX with tf2onnx and validate it with onnxruntime.
 
     The input signature is explicit: one ``images`` input with a free batch
@@ -201,13 +220,15 @@ def onnx(model, path, opset=DEFAULT_OPSET, quantize=None, representative_data=No
         class_names: written to ``<path minus .onnx>.labels.txt`` and the metadata.
         model_card: a dict (``{}`` is fine) to write a JSON model card to
             ``<path minus .onnx>.card.json``, merged into it; None writes no card.
+        overwrite: replace an existing file at ``path`` (atomically). Defaults to False.
 
     Returns:
         ``path``.
 
     Raises:
-        ExportError: bad option, conversion failure, or ``quantize`` asked of a
-            graph that already holds Q/DQ nodes.
+        ExportError: ``path`` exists (without ``overwrite``), bad option,
+            conversion failure, or ``quantize`` asked of a graph that already
+            holds Q/DQ nodes.
         VerificationError: onnxruntime's output disagrees with Keras (float graphs).
         MissingDependencyError: tf2onnx/onnx/onnxruntime not installed.
 
@@ -215,6 +236,7 @@ def onnx(model, path, opset=DEFAULT_OPSET, quantize=None, representative_data=No
         >>> onnx(model, "saved_models/digits.onnx", opset=13)
     """
     model = check_model(model)
+    refuse_existing(path, overwrite)
     onnx_lib, _, tf2onnx = _deps()
     if quantize not in QUANTIZE:
         raise ExportError(
@@ -266,12 +288,23 @@ def onnx(model, path, opset=DEFAULT_OPSET, quantize=None, representative_data=No
             f"quantize={quantize!r} was asked but the exported graph already holds Q/DQ nodes "
             "from quantization-aware training; pass quantize=None.")
     kind = quantize or ("qdq" if has_qdq else "float")
-    x = _sample_inputs(model, representative_data)
-    scratch = tempfile.mkdtemp(prefix="tfdeploy-onnx-")
+    # Float graphs must match to FLOAT_ATOL; quantized ones (Q/DQ from QAT, or onnxruntime's
+    # quantizer) are compared with the trained model they came from, with the int8
+    # tolerances of tfdeploy.verify: top-class agreement on real samples, max |diff| reported.
+    real = representative_data is not None
+    x = _sample_inputs(model, representative_data, 64 if real else 8)
+    tol = TOLERANCES["float32" if kind == "float" else "int8"]
+    checks = {"atol": FLOAT_ATOL} if kind == "float" else {
+        "atol": tol["atol"], "min_agreement": tol["min_agreement"] if real else None}
+    # scratch space beside the output, named with our pid: a killed export's leftovers are
+    # removed by the next export there (never left in $TMPDIR)
+    parent = os.path.dirname(os.path.abspath(path))
+    scratch = temp_dir_name(parent, os.path.basename(path), ".scratch")
+    os.makedirs(scratch)
     try:
         float_path = os.path.join(scratch, "model.onnx")
         onnx_lib.save(proto, float_path)
-        validate(float_path, source, x, atol=FLOAT_ATOL if kind == "float" else None)
+        validate(float_path, source, x, atol=None if has_qdq else FLOAT_ATOL)  # float graph
         final_src = float_path
         if quantize:
             final_src = os.path.join(scratch, "quantized.onnx")
@@ -283,9 +316,13 @@ def onnx(model, path, opset=DEFAULT_OPSET, quantize=None, representative_data=No
             except Exception as exc:
                 raise ExportError(f"onnxruntime quantize_{quantize} failed: {exc}") from exc
         final = onnx_lib.load(final_src)
-        report = validate(final_src, source, x, atol=FLOAT_ATOL if kind == "float" else None)
+        report = validate(final_src, source if kind == "float" else model, x, **checks)
         meta = {"tfdeploy.quantization": kind, "tfdeploy.opset": str(opset),
-                "tfdeploy.source": model.name}
+                "tfdeploy.source": model.name,
+                "tfdeploy.validation": json.dumps({
+                    "max_abs_diff": report["max_abs_diff"], "agreement": report["agreement"],
+                    "samples": report["samples"], "inputs": "representative" if real
+                    else "random", "tolerance": {k: v for k, v in checks.items()}})}
         if fallback:
             meta["tfdeploy.fallback"] = fallback
         if class_names:
@@ -294,8 +331,11 @@ def onnx(model, path, opset=DEFAULT_OPSET, quantize=None, representative_data=No
         for key, value in meta.items():
             entry = final.metadata_props.add()
             entry.key, entry.value = key, value
-        with atomic_file(path) as tmp:
-            onnx_lib.save(final, tmp)
+        try:
+            with atomic_file(path, overwrite=overwrite) as tmp:
+                onnx_lib.save(final, tmp)
+        except FileExistsError:
+            refuse_existing(path, overwrite)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if class_names:
@@ -305,6 +345,7 @@ def onnx(model, path, opset=DEFAULT_OPSET, quantize=None, representative_data=No
                     {"artifact": {"format": "onnx", "opset": opset, "quantization": kind,
                                   "fallback": fallback, "validation_max_abs_diff":
                                   report["max_abs_diff"],
+                                  "validation_agreement": report["agreement"],
                                   "class_names": list(class_names) if class_names else None}},
                     model_card)
     return path

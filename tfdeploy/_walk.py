@@ -1,0 +1,34 @@
+"""Walk a Keras model's layers and graph without importing Keras.
+
+The one layer walker: compression (`tfdeploy.compress.graph`), the compression
+report and the memory estimate (`tfdeploy.verify.memory`, which must not import
+Keras) all use it. A nested model is recognised by its ``layers`` list, which
+plain layers (and single-layer wrappers, which have ``layer``) do not have.
+"""
+
+
+def is_model(layer):
+    """True for a (possibly nested) Keras model: it has a ``layers`` list."""
+    return isinstance(getattr(layer, "layers", None), list)
+
+
+def leaf_layers(model):
+    """Every non-model layer of ``model``, nested models expanded, in order."""
+    for layer in model.layers:
+        if is_model(layer):
+            yield from leaf_layers(layer)
+        else:
+            yield layer
+
+
+def nodes(model):
+    """The call nodes of a functional/Sequential ``model`` from inputs to outputs.
+
+    Input nodes are left out; a nested model appears as one node (its layer is
+    the model).
+    """
+    by_depth = model._nodes_by_depth
+    for depth in sorted(by_depth, reverse=True):
+        for node in by_depth[depth]:
+            if not node.is_input:
+                yield node
