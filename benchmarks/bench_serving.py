@@ -88,9 +88,17 @@ class SavedModel(kserve.Model):
         self.ready = True
 
     def predict(self, payload, headers=None):
-        x = tf.constant(np.asarray(payload["instances"], dtype=np.float32))
-        out = self.fn(**{self.input: x})
-        return {"predictions": out["probabilities"].numpy().tolist()}
+        if isinstance(payload, dict):              # V1 REST (TF Serving's JSON)
+            x = tf.constant(np.asarray(payload["instances"], dtype=np.float32))
+            out = self.fn(**{self.input: x})
+            return {"predictions": out["probabilities"].numpy().tolist()}
+        x = payload.inputs[0].as_numpy()           # V2 gRPC (InferRequest)
+        probs = self.fn(**{self.input: tf.constant(x)})["probabilities"].numpy()
+        out = kserve.InferOutput(name="probabilities", shape=list(probs.shape),
+                                 datatype="FP32")
+        out.set_data_from_numpy(probs, binary_data=False)
+        return kserve.InferResponse(response_id=payload.id, model_name=self.name,
+                                    infer_outputs=[out], from_grpc=payload.from_grpc)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,25 @@ def test_hparams_sessions_carry_the_shared_tags(tmp_path):
     assert info.hparams["clusters"].number_value == 16
 
 
+def test_plan_stages_become_sessions(tmp_path):
+    from tfdeploy.compress import Stage
+
+    stages = [Stage("prune", target_sparsity=0.7, epochs=2), Stage("cluster", n_clusters=8),
+              Stage("quantize")]
+    history = [{"stage": "baseline", "sparsity": 0.0, "accuracy": 0.95, "gzip_bytes": 900},
+               {"stage": "prune", "sparsity": 0.7, "accuracy": 0.94, "gzip_bytes": 400},
+               {"stage": "cluster", "sparsity": 0.7, "accuracy": 0.93, "gzip_bytes": 150},
+               {"stage": "quantize", "sparsity": 0.7, "accuracy": 0.93, "gzip_bytes": 150}]
+    runs = viz.log_plan(str(tmp_path), history, stages)
+    assert [os.path.basename(r) for r in runs] == [
+        "0_baseline", "1_prune", "2_prune_cluster", "3_prune_cluster_quantize"]
+    info, acc = _session_start(runs[3])
+    assert info.hparams["technique"].string_value == "prune+cluster+quantize"
+    assert info.hparams["clusters"].number_value == 8
+    assert info.hparams["quantization"].string_value == "int8"
+    assert float(tf.make_ndarray(acc.Tensors("accuracy")[0].tensor_proto)) == pytest.approx(0.93)
+
+
 def test_hparams_refuse_unknown_tags(tmp_path):
     with pytest.raises(DataError, match="Unknown hparams"):
         viz.log_hparams(str(tmp_path), "x", {"learning_rate": 0.1}, {})

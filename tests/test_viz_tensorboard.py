@@ -154,7 +154,7 @@ def test_screenshot_in_headless_chromium(board, tmp_path):
     subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                     f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1000",
                     "--virtual-time-budget=20000", f"--screenshot={shot}",
-                    f"{board}/?darkMode=false#images&_smoothingWeight=0"],
+                    f"{board}/?darkMode=false#images&tagFilter=tradeoff%7Csaliency_integrated"],
                    check=True, capture_output=True, timeout=180)
     png = shot.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and _png_size(png) == (1400, 1000)

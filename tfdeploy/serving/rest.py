@@ -17,7 +17,7 @@ import time
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from tfdeploy.runtime.versions import parse_version
-from tfdeploy.serving import inference, rest_json
+from tfdeploy.serving import inference, json_fast, rest_json
 from tfdeploy.serving.status import ServingError, invalid
 
 log = logging.getLogger("tfdeploy.serving")
@@ -131,8 +131,14 @@ class RestApi:
 
     @staticmethod
     def _parse_body(raw):
+        text, spans = json_fast.extract(raw)   # big numeric arrays stay raw bytes for now
+        if spans:
+            try:
+                json.loads(text.decode("utf-8"))
+            except (ValueError, RecursionError):
+                text, spans = raw, {}   # let the plain path find and word the error
         try:
-            body = json.loads(raw.decode("utf-8"))
+            body = json.loads(text.decode("utf-8"))
         except UnicodeDecodeError as exc:
             raise invalid(f"JSON Parse error: the body is not UTF-8: {exc}") from exc
         except json.JSONDecodeError as exc:
@@ -143,8 +149,10 @@ class RestApi:
             raise invalid(f"JSON Parse error: {str(exc)[:200]}") from None
         if not isinstance(body, dict):
             raise invalid("JSON Value: the request body is not a JSON object")
-        if _SURROGATE_ESCAPE.search(raw):
+        if _SURROGATE_ESCAPE.search(text):
             _reject_lone_surrogates(body)
+        if spans:
+            body = json_fast.restore(body, spans)
         sig = body.get("signature_name", "")
         if not isinstance(sig, str):
             raise invalid("'signature_name' must be a string")

@@ -11,6 +11,7 @@ import binascii
 import numpy as np
 
 from tfdeploy.serving.inference import check_dtype_supported
+from tfdeploy.serving.json_fast import FastArray, load_all
 from tfdeploy.serving.status import ServingError, invalid
 
 _B64 = "b64"
@@ -61,6 +62,10 @@ def _to_ndarray(value, dtype, name):
     import tensorflow as tf
 
     check_dtype_supported(name, dtype, supported_dtypes())
+    fast = _fast_array(value, dtype)
+    if fast is not None:
+        return fast
+    value = load_all(value)
     if dtype == tf.string:
         nested = _strings(value, name)
         try:
@@ -91,6 +96,22 @@ def _to_ndarray(value, dtype, name):
     return array.astype(target)
 
 
+def _fast_array(value, dtype):
+    """The float ndarray of a FastArray (or a list of same-shape ones), or None."""
+    if not dtype.is_floating:
+        return None
+    target = np.dtype(dtype.as_numpy_dtype)
+    if isinstance(value, FastArray):
+        array = value.array()
+        return None if array is None else array.astype(target)
+    if isinstance(value, list) and value and all(isinstance(v, FastArray) for v in value):
+        arrays = [v.array() for v in value]
+        if any(a is None for a in arrays) or len({a.shape for a in arrays}) != 1:
+            return None
+        return np.stack(arrays).astype(target)
+    return None
+
+
 def _kind_name(kind):
     return {"b": "bool", "i": "integer", "u": "integer", "f": "number", "U": "string",
             "O": "object/mixed", "S": "bytes"}.get(kind, kind)
@@ -104,6 +125,11 @@ def parse_predict(body, input_dtypes):
     names = sorted(input_dtypes)
     if "instances" in body:
         instances = body["instances"]
+        if isinstance(instances, FastArray):
+            if len(names) == 1:   # the common case: one unnamed input, rows of numbers
+                return "row", {names[0]: to_ndarray(instances, input_dtypes[names[0]],
+                                                    names[0])}
+            instances = instances.load()
         if not isinstance(instances, list):
             raise invalid("Expecting 'instances' to be an list/array")
         if not instances:
@@ -124,6 +150,8 @@ def parse_predict(body, input_dtypes):
         return "row", {names[0]: to_ndarray(instances, input_dtypes[names[0]], names[0])}
     if "inputs" in body:
         inputs = body["inputs"]
+        if isinstance(inputs, FastArray) and len(names) != 1:
+            inputs = inputs.load()
         if isinstance(inputs, dict) and not _is_b64(inputs):
             if sorted(inputs) != names:
                 extra, missing = sorted(set(inputs) - set(names)), sorted(set(names) - set(inputs))
@@ -171,6 +199,7 @@ def _example(obj, what):
 
 def parse_examples(body):
     """Serialized tf.Examples of a classify/regress body (``context`` merged into each)."""
+    body = load_all(body)
     examples = body.get("examples")
     if not isinstance(examples, list):
         raise invalid("Expecting 'examples' to be an list/array")

@@ -13,6 +13,8 @@ HParams (one TensorBoard session per compared variant; the shared tag set)
         "sparsity": 0.7}, {"accuracy": acc, "gzip_bytes": n})``.
     ``log_rows(log_dir, rows)``: every comparison row (keys as above; latency
         from ``ms_per_sample`` when ``latency_p50_ms`` is absent).
+    ``log_plan(log_dir, plan_result.history, stages)``: every stage of a
+        compression plan (technique = the stage kinds so far, e.g. "prune+cluster").
 
 Report (``report.md`` + self-contained ``report.html`` + ``run.json`` + figures)
     ``write_report(run_dir, rows, class_names=None, y_true=None, predictions=None,
@@ -35,7 +37,8 @@ Explanation: ``integrated_gradients``, ``grad_cam``, ``attribution_map``,
 """
 
 from tfdeploy.viz.board import log_images, log_text, read_sparsity
-from tfdeploy.viz.hparams import HPARAMS, METRICS, log_hparams, log_rows, row_hparams
+from tfdeploy.viz.hparams import (HPARAMS, METRICS, log_hparams, log_plan, log_rows,
+                                  row_hparams)
 from tfdeploy.viz.plots import (CAPTIONS, confusion_matrices, pareto_front, recall_change,
                                 saliency_panel, sparsity_heatmap, standard_figures, tradeoff,
                                 weight_distributions)
@@ -45,7 +48,8 @@ from tfdeploy.viz.saliency import (attribution_map, explain, grad_cam, integrate
 from tfdeploy.viz.visualize import markdown_table, predict_classes, visualize
 from tfdeploy.viz.weights import model_kernels, tflite_kernels
 
-__all__ = ["HPARAMS", "METRICS", "log_hparams", "log_rows", "row_hparams", "write_report",
+__all__ = ["HPARAMS", "METRICS", "log_hparams", "log_rows", "log_plan", "row_hparams",
+           "write_report",
            "render_report", "load_run", "visualize", "predict_classes", "markdown_table",
            "integrated_gradients", "grad_cam", "attribution_map", "saliency_agreement",
            "explain", "tradeoff", "pareto_front", "sparsity_heatmap", "weight_distributions",

@@ -137,3 +137,41 @@ def log_rows(log_dir, rows, name_key="variant"):
         hparams, metrics = row_hparams(row)
         out.append(log_hparams(log_dir, f"{i}_{row.get(name_key, i)}", hparams, metrics))
     return out
+
+
+def log_plan(log_dir, history, stages=None):
+    """Log every entry of a compression plan's history as an HParams session.
+
+    Entry ``i`` is the model after the first ``i`` stages (entry 0 the input
+    model): ``technique`` joins the stage kinds so far ("prune+cluster"),
+    ``sparsity`` is the measured kernel sparsity, ``clusters`` / ``slim_ratio``
+    come from the stages' settings, ``quantization`` is "int8" once a quantize
+    stage ran (QAT; the exporter converts), and the metrics are the entry's
+    accuracy and gzip bytes.
+
+    Args:
+        log_dir: the experiment directory.
+        history: ``PlanResult.history`` (or the `PlanResult` itself).
+        stages: the plan's stages (`tfdeploy.compress.Stage` objects), for the
+            cluster count and slim ratio. Defaults to None (those stay 0).
+
+    Returns:
+        The session run directories.
+    """
+    history = getattr(history, "history", history)
+    stages = list(stages or [])
+    kinds, clusters, ratio, out = [], 0, 0.0, []
+    for i, entry in enumerate(history):
+        if i:
+            kinds.append(entry.get("stage", "stage"))
+            stage = stages[i - 1] if i - 1 < len(stages) else None
+            params = getattr(stage, "params", {}) or {}
+            clusters = int(params.get("n_clusters", 16)) if kinds[-1] == "cluster" else clusters
+            ratio = float(params.get("ratio", 0.5)) if kinds[-1] == "slim" else ratio
+        technique = "+".join(kinds) or "baseline"
+        hparams = {"technique": technique, "sparsity": entry.get("sparsity"),
+                   "clusters": clusters, "slim_ratio": ratio,
+                   "quantization": "int8" if "quantize" in kinds else "float32"}
+        metrics = {"accuracy": entry.get("accuracy"), "gzip_bytes": entry.get("gzip_bytes")}
+        out.append(log_hparams(log_dir, f"{i}_{technique}", hparams, metrics))
+    return out

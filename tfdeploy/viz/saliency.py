@@ -10,6 +10,8 @@ straight through) and nested transfer models (a MobileNet base inside a
 functional model: Grad-CAM uses the base's output).
 """
 
+import weakref
+
 import numpy as np
 
 from tfdeploy._keras import keras, tf
@@ -81,16 +83,24 @@ def integrated_gradients(model, images, target=None, baseline=None, steps=50, ba
     return out
 
 
+_COMPILED = weakref.WeakKeyDictionary()
+
+
 def _path_gradients(model):
-    """A compiled ``(inputs, class) -> d score / d inputs`` for ``model`` (one trace per shape)."""
+    """A compiled ``(inputs, class) -> d score / d inputs`` for ``model``, traced once per
+    model and input shape (kept while the model lives)."""
+    if model in _COMPILED:
+        return _COMPILED[model]
+    ref = weakref.ref(model)  # the cache must not keep the model alive
 
     @tf.function(reduce_retracing=True)
     def gradients(path, target):
         with tf.GradientTape() as tape:
             tape.watch(path)
-            score = tf.gather(_output(model(path, training=False)), target, axis=1)
+            score = tf.gather(_output(ref()(path, training=False)), target, axis=1)
         return tape.gradient(score, path)
 
+    _COMPILED[model] = gradients
     return gradients
 
 
