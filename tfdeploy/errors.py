@@ -72,3 +72,11 @@ class UnsupportedLayerError(ModelTypeError):
 
 class RecipeNotFoundError(TfdeployError, LookupError):
     """No recipe of that name exists in ``tfdeploy.recipes``."""
+
+
+class WeightsUnavailableError(TfdeployError, FileNotFoundError):
+    """Pretrained weights could not be found locally nor downloaded (the message names the file)."""
+
+
+class QuantizationFallbackWarning(UserWarning):
+    """Some layers stay float during QAT (tfmot has no config for them); the report names them."""

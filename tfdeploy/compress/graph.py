@@ -4,8 +4,9 @@ tfmot's wrappers only look at ``model.layers``: a base model inside a wrapper
 model (the usual transfer-learning shape) is one opaque layer to them.
 `flatten` replays the graph so every inner layer becomes a layer of one flat
 model, keeping weights, ``trainable`` flags and a ``training=False`` given to
-the base model call. `rebuild` is the same replay with a hook that lets slimming
-and low-rank factorisation put new layers in place of old ones.
+the base model call (for its BatchNormalization and dropout layers). `rebuild`
+is the same replay with a hook that lets slimming and low-rank factorisation
+put new layers in place of old ones.
 """
 
 from tfdeploy.bridge import check_model
@@ -15,6 +16,14 @@ from tfdeploy.compress.history import carry
 from tfdeploy.errors import ModelTypeError
 
 _KerasTensor = type(keras.Input((1,)))
+#: Layers that keep a ``training=False`` given to the nested model's call once flattened: the
+#: transfer-learning ``base(x, training=False)`` means "BatchNorm uses its moving statistics,
+#: no dropout". Other layers get no ``training`` argument, so the pruning / QAT wrappers put
+#: on them later still update masks and ranges under ``fit`` (with ``training=False`` they
+#: would silently never prune or calibrate the base).
+_INFERENCE_ONLY = (keras.layers.BatchNormalization, keras.layers.Dropout,
+                   keras.layers.SpatialDropout2D, keras.layers.GaussianNoise,
+                   keras.layers.GaussianDropout, keras.layers.AlphaDropout)
 
 
 def _graph(model):
@@ -35,7 +44,7 @@ def _replay(model, inputs, replace, training):
         layer = node.layer
         args = tf.nest.map_structure(sub, node.call_args)
         kwargs = tf.nest.map_structure(sub, dict(node.call_kwargs))
-        if training is False and getattr(layer, "_expects_training_arg", False):
+        if training is False and isinstance(layer, _INFERENCE_ONLY):
             kwargs.setdefault("training", False)
         if isinstance(layer, keras.Model):
             _graph(layer)

@@ -1,5 +1,7 @@
 """Quantization-aware training (QAT): whole-model or selective, pruning- and cluster-preserving."""
 
+import warnings
+
 from tfdeploy.bridge import check_model
 from tfdeploy._keras import keras, tfmot
 from tfdeploy.compress._tfmot import (cluster_preserve_scheme, default_8bit_registry,
@@ -12,7 +14,7 @@ from tfdeploy.compress.sparsity import model_sparsity
 from tfdeploy.compress.strip import strip
 from tfdeploy.compress.wrappers import (is_clustering_wrapped, is_pruning_wrapped,
                                         is_quantization_aware)
-from tfdeploy.errors import CompressionError
+from tfdeploy.errors import CompressionError, QuantizationFallbackWarning
 
 PRESERVE = ("auto", "sparsity", "cluster", "cluster_sparsity", None)
 _SPARSE_ENOUGH = 0.1
@@ -54,6 +56,34 @@ def _pick_preserve(model, preserve, sparsity):
     if clustered:
         return "cluster_sparsity" if sparsity >= _SPARSE_ENOUGH else "cluster"
     return "sparsity" if sparsity >= _SPARSE_ENOUGH else None
+
+
+def _float_fallback(work, chosen, skipped):
+    """Name the TensorFlow-op layers tfmot cannot fake-quantize, warn, and say so in ``skipped``.
+
+    MobileNetV3's hard-swish ``x * relu6(x + 3) / 6`` and its squeeze-excite gate
+    are built from ``TFOpLambda`` layers (``tf.__operators__.add``,
+    ``tf.math.multiply``), for which tfmot has no quantize config: they train
+    float, and only the full-integer TFLite conversion quantizes them (from the
+    representative data; some ``MUL`` ops may stay float). This is reported, never silent.
+    """
+    ops = [layer.name for layer in work.layers
+           if type(layer).__name__ == "TFOpLambda" and layer.name not in chosen]
+    if not ops:
+        return []
+    reason = ("TensorFlow op (hard-swish / hard-sigmoid / squeeze-excite arithmetic): tfmot has "
+              "no QAT config, so it trains float; the int8 TFLite conversion quantizes what it "
+              "can from the representative data")
+    for name in ops:
+        skipped[name] = reason
+    warnings.warn(QuantizationFallbackWarning(
+        f"QAT leaves {len(ops)} TensorFlow-op layer(s) float during training (e.g. "
+        f"{ops[:3]}): tfmot cannot fake-quantize the hard-swish / squeeze-excite arithmetic of "
+        "MobileNetV3. A quantization='int8' TFLite conversion with representative data "
+        "quantizes what it can (some MUL ops may stay float: see "
+        "`tfdeploy.verify.op_dtypes(path)`); verify the file's accuracy in its runtime. "
+        "`tfdeploy.compress.report` lists the layers."), stacklevel=3)
+    return ops
 
 
 def quantize(model, preserve="auto", layers=None, quantize_configs=None, calibration_data=None):
@@ -151,16 +181,21 @@ def quantize(model, preserve="auto", layers=None, quantize_configs=None, calibra
         except (ValueError, RuntimeError, KeyError) as exc:
             raise CompressionError(f"QAT could not be applied to model {model.name!r}: {exc}") \
                 from exc
+    fallback = _float_fallback(work, names, skipped)
     calibrated = {}
     if calibration_data is not None:
         calibrated = calibrate_ranges(quantized, work, calibration_data)
     quantized._tfdeploy_qat = {"preserve": preserve, "layers": chosen,
-                               "sparsity_before": sparsity, "calibrated": len(calibrated)}
-    record(quantized, "quantized", chosen, skipped, source=source,
-           detail=f"int8 QAT (preserve={preserve})",
+                               "sparsity_before": sparsity, "calibrated": len(calibrated),
+                               "float_fallback": fallback}
+    detail = f"int8 QAT (preserve={preserve})"
+    if fallback:
+        detail += (f"; {len(fallback)} TensorFlow-op layer(s) (hard-swish/hard-sigmoid/SE "
+                   "arithmetic) stay float in QAT; the int8 converter quantizes what it can")
+    record(quantized, "quantized", chosen, skipped, source=source, detail=detail,
            params={"preserve": preserve, "sparsity_before": sparsity,
                    "calibrated_ranges": len(calibrated),
-                   "custom_configs": sorted(configs)})
+                   "custom_configs": sorted(configs), "float_fallback": fallback})
     return quantized
 
 

@@ -88,7 +88,8 @@ def report(model):
         for technique in TECHNIQUES:
             entry = recorded.get(technique, {})
             row[technique] = bool(live.get(technique)) or inner.name in entry.get("layers", [])
-            if not row[technique] and params and inner.name in entry.get("skipped", {}):
+            shown = params or inner.name in entry.get("params", {}).get("float_fallback", ())
+            if not row[technique] and shown and inner.name in entry.get("skipped", {}):
                 row["left_out"][technique] = entry["skipped"][inner.name]
         rows.append(row)
     return Report(rows, model.name)

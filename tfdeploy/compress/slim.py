@@ -7,7 +7,9 @@ previous magnitude pruning left, drops the weakest ``ratio`` of them and
 rebuilds a genuinely smaller dense Keras model: every downstream layer
 (BatchNorm, DepthwiseConv2D, pooling, the Dense after a Flatten, ...) is
 sliced to match. Tensors joined by ``Add``/``Multiply``/... share one channel
-mask. Layers whose channels feed a model output keep them all.
+mask (MobileNetV2/V3 inverted-residual ``Add``s, V3's squeeze-excite
+``Multiply``); scalar element-wise TensorFlow ops (V3's hard-swish) pass
+channels through. Layers whose channels feed a model output keep them all.
 """
 
 import numpy as np
@@ -68,6 +70,25 @@ def _why_not(layer):
     return None
 
 
+#: TensorFlow ops (``TFOpLambda`` layers, e.g. MobileNetV3's hard-sigmoid ``relu6(x + 3) / 6``)
+#: that act on each channel alike when every other argument is a scalar.
+_ELEMENTWISE_OPS = ("__operators__.add", "math.add", "math.subtract", "__operators__.sub",
+                    "math.multiply", "math.truediv", "math.divide", "nn.relu", "nn.relu6",
+                    "math.sigmoid", "nn.silu", "nn.swish", "math.tanh", "nn.elu")
+
+
+def _is_scalar_elementwise(layer, node):
+    if type(layer).__name__ != "TFOpLambda" or len(node.keras_inputs) != 1:
+        return False
+    if getattr(layer, "symbol", None) not in _ELEMENTWISE_OPS:
+        return False
+    tensors = {id(t) for t in node.keras_inputs}
+    others = [a for a in list(node.call_args) + list(node.call_kwargs.values())
+              if id(a) not in tensors and a is not None and not isinstance(a, str)]
+    return all(isinstance(a, (int, float)) or (hasattr(a, "shape") and np.ndim(a) == 0)
+               for a in others)
+
+
 def _is_rescaling_scalar(layer):
     return isinstance(layer, L.Rescaling) and np.ndim(layer.scale) == 0 and \
         np.ndim(layer.offset) == 0
@@ -99,7 +120,8 @@ def _analyse(model):
                 producers.setdefault(s, []).append(layer)
                 out = ("space", s)
             elif isinstance(layer, _PASS) or _is_rescaling_scalar(layer) or isinstance(
-                    layer, (L.BatchNormalization, L.DepthwiseConv2D)):
+                    layer, (L.BatchNormalization, L.DepthwiseConv2D)) or \
+                    _is_scalar_elementwise(layer, node):
                 out = ins[0]
                 if isinstance(layer, L.BatchNormalization) and layer.axis not in (
                         [-1], [len(node.keras_inputs[0].shape) - 1]):

@@ -1,5 +1,7 @@
-"""Data: bundled digits, image directory → tf.data, calibration data, text files + corpora."""
+"""Data: bundled digits, image directory → tf.data, augmentation, calibration data, text files +
+corpora."""
 
+from tfdeploy.data.augment import augment, augmentation_layers
 from tfdeploy.data.digits import DEFAULT_DIR, write_digits
 from tfdeploy.data.directory import image_dataset, scan_directory, to_numpy
 from tfdeploy.data.representative import representative_data
@@ -9,6 +11,7 @@ from tfdeploy.data.text_corpus import (qa_corpus, recommendation_corpus, sentime
                                        write_recommendation_corpus, write_sentiment_corpus)
 
 __all__ = ["DEFAULT_DIR", "write_digits", "image_dataset", "scan_directory", "to_numpy",
-           "representative_data", "read_records", "read_texts", "text_dataset",
-           "sentiment_corpus", "sentiment_stream", "qa_corpus", "recommendation_corpus",
-           "write_sentiment_corpus", "write_qa_corpus", "write_recommendation_corpus"]
+           "representative_data", "augment", "augmentation_layers", "read_records", "read_texts",
+           "text_dataset", "sentiment_corpus", "sentiment_stream", "qa_corpus",
+           "recommendation_corpus", "write_sentiment_corpus", "write_qa_corpus",
+           "write_recommendation_corpus"]

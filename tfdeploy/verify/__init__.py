@@ -10,10 +10,12 @@ from tfdeploy.verify.report import (TOLERANCES, classification_report,
                                     format_classification_report, format_results, verify,
                                     verify_all)
 from tfdeploy.verify.retrieval import random_recall, recall_at_k, top_k
-from tfdeploy.verify.tflite_weights import weight_summary, weight_tensors
+from tfdeploy.verify.tflite_weights import (op_dtypes, operators, weight_summary,
+                                            weight_tensors)
 
 __all__ = ["accuracy", "latency_ms", "path_bytes", "gzip_bytes", "weight_summary",
-           "weight_tensors", "verify", "verify_all", "classification_report",
+           "weight_tensors", "operators", "op_dtypes", "verify", "verify_all",
+           "classification_report",
            "format_classification_report", "format_results", "TOLERANCES", "bench",
            "format_table", "speedup", "matmul_peak_flops", "count_flops", "estimate",
            "check_memory", "MemoryEstimate", "MemoryBudgetError", "available_memory",

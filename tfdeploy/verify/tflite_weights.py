@@ -1,4 +1,8 @@
-"""Read the constant (weight) tensors of a ``.tflite`` file straight from its flatbuffer."""
+"""Read the weights of an artifact as stored: a ``.tflite`` file's constant tensors (from its
+flatbuffer) or a SavedModel's variables (from its checkpoint), without Keras."""
+
+import os
+
 
 import numpy as np
 
@@ -21,13 +25,9 @@ def weight_tensors(path, min_size=16):
         A list of dicts ``{"name", "dtype", "shape", "values"}`` (``values`` is a
         numpy array of the stored, possibly quantized, values).
     """
-    from tensorflow.lite.python import schema_py_generated as schema
-
     with open(path, "rb") as f:
         buf = f.read()
-    if len(buf) < 8 or buf[4:8] != b"TFL3":
-        raise ArtifactError(f"{path!r} is not a TFLite flatbuffer (missing 'TFL3' identifier).")
-    model = schema.Model.GetRootAs(buf, 0)
+    _, model = _parse(path, buf)
     out = []
     for s in range(model.SubgraphsLength()):
         graph = model.Subgraphs(s)
@@ -52,16 +52,47 @@ def weight_tensors(path, min_size=16):
     return out
 
 
-def weight_summary(path):
-    """Summarise a ``.tflite`` file's weights: element counts by dtype and sparsity.
+def saved_model_weight_tensors(path, min_size=16):
+    """The variables of a SavedModel (a version directory or a TF Serving base path).
 
-    Sparsity counts stored zeros over the multi-dimensional weight tensors
-    (kernels); biases are left out, as in `tfdeploy.compress.model_sparsity`.
+    Read from ``variables/`` with ``tf.train.load_checkpoint``: the values that
+    are served, not those of the Keras model the SavedModel came from.
+
+    Returns:
+        A list of dicts ``{"name", "dtype", "shape", "values"}``, as `weight_tensors`.
+    """
+    import tensorflow as tf
+
+    from tfdeploy.runtime.saved_model import _resolve
+
+    prefix = os.path.join(_resolve(path), "variables", "variables")
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+    except (tf.errors.NotFoundError, ValueError) as exc:
+        raise ArtifactError(f"SavedModel {path!r} has no readable variables ({exc}).") from exc
+    out = []
+    for name, dtype in sorted(reader.get_variable_to_dtype_map().items()):
+        if not (dtype.is_floating or dtype.is_integer) or name.startswith("_CHECKPOINTABLE"):
+            continue
+        values = reader.get_tensor(name)
+        if values.size < min_size:
+            continue
+        out.append({"name": name, "dtype": dtype.name, "shape": tuple(values.shape),
+                    "values": values})
+    return out
+
+
+def weight_summary(path):
+    """Summarise an artifact's stored weights: element counts by dtype and sparsity.
+
+    ``path`` is a ``.tflite`` file (its constant tensors) or a SavedModel (its
+    variables). Sparsity counts stored zeros over the multi-dimensional weight
+    tensors (kernels); biases are left out, as in `tfdeploy.compress.model_sparsity`.
 
     Returns:
         ``{"params": int, "dtypes": {dtype: n_elements}, "sparsity": float}``
     """
-    tensors = weight_tensors(path)
+    tensors = saved_model_weight_tensors(path) if os.path.isdir(path) else weight_tensors(path)
     dtypes, zeros, total, params = {}, 0, 0, 0
     for t in tensors:
         n = t["values"].size
@@ -71,3 +102,52 @@ def weight_summary(path):
             zeros += int(np.count_nonzero(t["values"] == 0))
             total += n
     return {"params": params, "dtypes": dtypes, "sparsity": zeros / total if total else 0.0}
+
+
+def _parse(path, buf):
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    if len(buf) < 8 or buf[4:8] != b"TFL3":
+        raise ArtifactError(f"{path!r} is not a TFLite flatbuffer (missing 'TFL3' identifier).")
+    return schema, schema.Model.GetRootAs(buf, 0)
+
+
+def operators(path):
+    """The operators of a ``.tflite`` file, read from its flatbuffer, in graph order.
+
+    Returns:
+        A list of dicts ``{"op": "CONV_2D", "inputs": [dtype, ...], "outputs": [dtype, ...]}``
+        (dtype names as in `weight_tensors`; an optional input left out is ``None``).
+    """
+    with open(path, "rb") as f:
+        schema, model = _parse(path, f.read())
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    out = []
+    for s in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(s)
+
+        def dtype(i):
+            return None if i < 0 else _NAMES.get(graph.Tensors(i).Type(), str(
+                graph.Tensors(i).Type()))
+
+        for o in range(graph.OperatorsLength()):
+            op = graph.Operators(o)
+            code = model.OperatorCodes(op.OpcodeIndex())
+            builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+            name = names.get(builtin, str(builtin))
+            if name == "CUSTOM":
+                name = code.CustomCode().decode()
+            out.append({"op": name,
+                        "inputs": [dtype(int(i)) for i in op.InputsAsNumpy()]
+                        if op.InputsLength() else [],
+                        "outputs": [dtype(int(i)) for i in op.OutputsAsNumpy()]
+                        if op.OutputsLength() else []})
+    return out
+
+
+def op_dtypes(path):
+    """``{op name: set of the dtypes its operators compute in}`` (the first input's dtype)."""
+    found = {}
+    for op in operators(path):
+        found.setdefault(op["op"], set()).add(op["inputs"][0] if op["inputs"] else None)
+    return found

@@ -1,0 +1,69 @@
+"""Compression reaches inside MobileNets: QAT wraps the nested base's layers, slimming keeps
+inverted-residual Adds, depthwise channels and V3 squeeze-excite consistent, V3's
+hard-swish / SE arithmetic that tfmot cannot quantize is reported, never silent."""
+
+import numpy as np
+import pytest
+
+import tfdeploy as td
+from tfdeploy.compress import channel_widths
+from tfdeploy.errors import QuantizationFallbackWarning
+from tfdeploy.models import build_mobilenet
+
+X = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 1)).astype("float32")
+
+
+@pytest.fixture(scope="module")
+def v2():
+    return build_mobilenet((32, 32, 1), 5, arch="v2", alpha=0.35)
+
+
+def test_qat_on_nested_v2_wraps_the_inner_layers(v2):
+    base = v2.get_layer(td.models.base_layer_name(v2))
+    inner = {layer.name for layer in base.layers}
+    qat = td.compress.quantize(v2)
+    wrapped = [layer.layer.name for layer in qat.layers if hasattr(layer, "quantize_config")]
+    inner_wrapped = [n for n in wrapped if n in inner]
+    kinds = {type(base.get_layer(n)).__name__ for n in inner_wrapped}
+    convs = [layer for layer in base.layers
+             if type(layer).__name__ in ("Conv2D", "DepthwiseConv2D")]
+    assert len(inner_wrapped) >= len(convs) > 30
+    assert {"Conv2D", "DepthwiseConv2D", "Add", "ReLU"} <= kinds
+    assert "probabilities" in wrapped
+    assert qat(X).shape == (4, 5)
+
+
+def test_slim_v2_shares_masks_across_adds_and_depthwise_channels(v2):
+    slim = td.compress.slim(v2, 0.5)
+    before, after = channel_widths(td.compress.flatten(v2)), channel_widths(slim)
+    # block_2_add joins block_1_project and block_2_project: one shared channel mask
+    assert after["block_1_project"] == after["block_2_project"] < before["block_1_project"]
+    assert after["block_3_project"] == after["block_4_project"] == after["block_5_project"]
+    # a depthwise conv keeps exactly the channels of the expand conv feeding it
+    for b in range(1, 17):
+        assert after[f"block_{b}_depthwise"] == after[f"block_{b}_expand"]
+    assert after["probabilities"] == 5
+    assert slim.count_params() < 0.5 * v2.count_params()
+    assert slim(X).shape == (4, 5)
+    for layer in slim.layers:
+        if type(layer).__name__ == "Add":
+            shapes = {tuple(t.shape[1:]) for t in layer.input}
+            assert len(shapes) == 1, layer.name
+
+
+def test_v3_slim_keeps_squeeze_excite_consistent_and_qat_fallback_is_reported():
+    v3 = build_mobilenet((32, 32, 1), 5, arch="v3_small", alpha=0.35)
+    slim = td.compress.slim(v3, 0.5)
+    widths = channel_widths(slim)
+    se = [n for n in widths if n.endswith("squeeze_excite/Conv_1")]
+    assert se
+    for name in se:  # the SE gate multiplies the depthwise output: same channels
+        block = name.split("/")[0]
+        assert widths[name] == widths[f"{block}/depthwise"]
+    assert widths[se[0]] < channel_widths(td.compress.flatten(v3))[se[0]]
+    assert slim(X).shape == (4, 5)
+    with pytest.warns(QuantizationFallbackWarning, match="hard-swish"):
+        qat = td.compress.quantize(v3)
+    rows = td.compress.report(qat).to_dict()
+    ops = [n for n, r in rows.items() if "hard-swish" in str(r.get("left_out", {}))]
+    assert len(ops) == len(qat._tfdeploy_qat["float_fallback"]) > 10
