@@ -61,6 +61,11 @@ def test_every_technique_is_recorded_and_carried_through_strip(compressed):
 def test_model_card_lists_the_history_with_parameters_and_measured_results(compressed, tmp_path):
     model, qat = compressed
     path = td.export.saved_model(model, str(tmp_path / "m"))
+    # the sparsity of what is served, read from the SavedModel's own variables
+    served = td.verify.weight_summary(path)
+    assert served["sparsity"] == pytest.approx(C.model_sparsity(model), abs=0.01)
+    assert served["sparsity"] > 0.3
+    assert served["dtypes"] == {"float32": served["params"]}
     card = td.export.read_model_card(path)
     steps = [s["step"] for s in card["compression"]]
     assert steps == ["slimmed", "pruned", "clustered", "low_rank", "measured"]
