@@ -35,9 +35,12 @@ def add_common_arguments(p, name, data_help, epochs=4):
     p.add_argument("--embed-dim", type=int, default=32,
                    help="embedding width (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch Keras output")
+
+
+def add_no_serve(p):
     p.add_argument("--no-serve", action="store_true",
                    help="export only; skip starting the server and the served checks")
-    p.add_argument("--quiet", action="store_true", help="no per-epoch Keras output")
 
 
 def callbacks(log_dir, stage, extra=()):
