@@ -62,6 +62,7 @@ def _measure(name, path, x, y, iters, params):
         res = verify.bench(path, x[:64], batch_size=8, iters=iters, threads=threads,
                            progress=False, name=name)
         row[f"p50_ms_{threads}t"] = res["p50_ms"]
+    _log(json.dumps(row))
     return row
 
 
