@@ -13,8 +13,9 @@ import pytest
 from tfdeploy.recipes import mobilenet_transfer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The fixture trains four MobileNets and writes three artifacts: about 3 minutes of CPU on
-# an idle 2-core machine, far longer on a loaded one, so it gets more than the default limit.
+# The fixture trains four MobileNets and writes three artifacts: 26 minutes of wall time on
+# the shared machine at load average 12-17 (a few minutes of CPU), so it gets more than the
+# default limit.
 pytestmark = pytest.mark.timeout(3000)
 
 
