@@ -80,8 +80,9 @@ def test_quantized_onnx_that_disagrees_with_its_model_is_refused(trained_model, 
         for init in proto.graph.initializer:
             value = numpy_helper.to_array(init)
             if value.dtype == "float32" and value.shape == (10,):
-                init.CopyFrom(numpy_helper.from_array(
-                    (value * 0 + [100] + [0] * 9).astype("float32"), init.name))
+                wrong = value * 0
+                wrong[0] = 100.0   # every sample now lands in class 0
+                init.CopyFrom(numpy_helper.from_array(wrong, init.name))
         onnx.save(proto, out_path)
 
     monkeypatch.setattr(_onnx, "_quantize", broken)

@@ -96,3 +96,14 @@ def test_keras_tuner_uses_keras_2():
     assert kt_keras.Model is td.keras.Model
     assert sys.modules["keras"] is not td.keras  # the swap was undone
     assert kt.HyperParameters is not None
+
+
+def test_keras_tuner_uses_keras_2_after_keras_3_was_imported_first():
+    """TF imported by Keras 3 maps `tensorflow.keras` to Keras 3's shim; the swap covers it."""
+    proc = _run("import os\nos.environ.pop('TF_USE_LEGACY_KERAS', None)\nimport keras\n"
+                "from tfdeploy._keras import keras as k2, keras_tuner\n"
+                "keras_tuner()\nfrom keras_tuner.src.backend import keras as kt_keras\n"
+                "assert kt_keras.Model is k2.Model\nimport sys\n"
+                "assert sys.modules['keras'].__version__.startswith('3.')\nprint('ok')")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "ok"

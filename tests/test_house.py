@@ -121,3 +121,31 @@ def test_tfmot_version_is_one_the_internals_were_checked_against():
         f"tfmot {tfmot().__version__} is outside {_tfmot.CHECKED_VERSIONS}: re-check every "
         "function of tfdeploy/compress/_tfmot.py against it, then widen the range.")
     _tfmot.check_version()  # the same check the wrappers run
+
+
+def test_dead_parameters_and_markers_are_gone():
+    import configparser
+    import importlib
+    import inspect
+
+    from tfdeploy.serving import batching, configs, protos
+
+    report = importlib.import_module("tfdeploy.compress.report")  # the module, not the function
+
+    assert list(inspect.signature(configs._server_args).parameters) == [
+        "batching", "monitoring_path", "grpc_port", "rest_port"]
+    assert list(inspect.signature(report._params).parameters) == ["layer"]
+    assert "pad_variable_length_inputs" not in inspect.signature(
+        batching.validate_options).parameters
+    # TF Serving's batching files still parse with the field; it just has nothing to do
+    params = protos.BatchingParameters()
+    params.pad_variable_length_inputs = True
+    assert "pad_variable_length_inputs" not in batching.options_from_proto(params)
+    cfg = configparser.ConfigParser()
+    cfg.read(os.path.join(os.path.dirname(ROOT), "setup.cfg"))
+    declared = [line.split(":")[0].strip() for line in
+                cfg.get("tool:pytest", "markers", fallback="").splitlines() if line.strip()]
+    tests = os.path.join(os.path.dirname(ROOT), "tests")
+    used = "".join(open(os.path.join(tests, f)).read() for f in os.listdir(tests)
+                   if f.endswith(".py"))
+    assert [m for m in declared if f"mark.{m}" not in used] == []

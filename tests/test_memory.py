@@ -30,6 +30,33 @@ def test_params_by_dtype_and_activations_by_hand():
     assert sgd.optimizer == "momentum" and sgd.optimizer_bytes == 1090
 
 
+def test_skip_connections_keep_their_source_alive():
+    L = td.keras.layers
+    inputs = td.keras.Input((6, 6, 2))
+    skip = L.Conv2D(8, 1, name="skip")(inputs)
+    wide = L.Conv2D(64, 1, name="wide")(skip)
+    back = L.Conv2D(8, 1, name="back")(wide)
+    joined = L.Add(name="join")([skip, back])  # ``skip`` lives through wide and back
+    model = td.keras.Model(inputs, L.GlobalAveragePooling2D()(joined))
+    unit = 4 * 36 * 4  # batch 4 x 6x6 positions x float32, per channel
+    est = td.verify.estimate(model, batch_size=4)
+    # at "back": skip (8) + its input wide (64) + its output (8) are live together; a
+    # layer-by-layer count (inputs + outputs of one layer) tops out at 64 + 8
+    assert est.activation_bytes == (8 + 64 + 8) * unit
+    assert est.uncounted_layers == {}
+
+
+def test_layers_of_unknown_size_are_named_not_skipped_silently():
+    inputs = td.keras.Input((None, 3), name="tokens")
+    model = td.keras.Model(inputs, td.keras.layers.Dense(4, name="proj")(inputs))
+    est = td.verify.estimate(model, batch_size=2)
+    assert set(est.uncounted_layers) == {"tokens", "proj"}
+    assert "unknown dimensions" in est.uncounted_layers["proj"]
+    with pytest.raises(MemoryBudgetError, match=r"Not counted \(unknown sizes\): \['proj', "
+                                                r"'tokens'\]"):
+        est.check(budget=1, mode="inference")
+
+
 def test_budget_check_raises_with_the_numbers(trained_model):
     est = td.verify.estimate(trained_model, batch_size=1024)
     need = est.training_bytes

@@ -362,6 +362,12 @@ def test_grpc_fuzz_never_internal_and_huge_declared_tensors_allocate_nothing(hos
                 if exc.code() != grpc.StatusCode.INVALID_ARGUMENT and \
                         exc.code() != grpc.StatusCode.NOT_FOUND:
                     bad.append(("raw", exc.code(), exc.details()))
+        # the 39-byte request declaring 67 M floats is refused from its declared shape alone
+        with pytest.raises(grpc.RpcError) as info:
+            pred.Predict(cases[0][1], timeout=60)
+        assert len(cases[0][1].SerializeToString()) < 64
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "declared shape needs 268435456 bytes" in info.value.details()
         ok = predict_pb2.PredictRequest()
         ok.model_spec.name = "half"
         ok.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([2.0], np.float32)))
@@ -418,7 +424,7 @@ def test_large_json_bodies_decode_within_a_small_multiple_of_their_size(monkeypa
     from tfdeploy.serving.status import ServingError
 
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(64, 32, 32, 1)).astype(np.float32) / 7
+    images = rng.integers(0, 256, size=(8, 32, 32, 1)).astype(np.float32) / 7
     floats = {"x": tf.float32}
     bodies = [
         json.dumps({"instances": images.tolist()}),
@@ -438,6 +444,7 @@ def test_large_json_bodies_decode_within_a_small_multiple_of_their_size(monkeypa
         except ServingError as exc:
             return exc.code, exc.message
 
+    assert all(len(b) > json_fast.MIN_BODY for b in bodies)
     for text in bodies:
         for dtypes in (floats, {"x": tf.int64}, {"x": tf.float64}):
             fast = decode(text, dtypes)
@@ -446,7 +453,7 @@ def test_large_json_bodies_decode_within_a_small_multiple_of_their_size(monkeypa
                 slow = decode(text, dtypes)
             assert fast == slow, (text[:80], dtypes)
 
-    body = json.dumps({"instances": (rng.random((256, 32, 32, 1)) * 255).round(2).tolist()})
+    body = json.dumps({"instances": (rng.random((32, 32, 32, 1)) * 255).round(2).tolist()})
     peaks = {}
     for path, minimum in (("fast", json_fast.MIN_BODY), ("json", 1 << 62)):
         with monkeypatch.context() as m:
@@ -458,3 +465,54 @@ def test_large_json_bodies_decode_within_a_small_multiple_of_their_size(monkeypa
     # peak traced memory / body size: a small multiple (the body, its numeric span, the
     # numbers' text and the float64 array), against 11-14x through json.loads
     assert peaks["fast"] < 6 and peaks["json"] > 2 * peaks["fast"], peaks
+
+
+def test_http_layer_smuggling_and_slowloris(tmp_path):
+    import socket
+    import time
+
+    from tfdeploy.serving import create_server
+
+    build_half_plus_two(str(tmp_path / "half" / "1"))
+    server = create_server(model_name="half", model_base_path=str(tmp_path / "half"), port=None,
+                           rest_api_port=0, file_system_poll_wait_seconds=0,
+                           rest_api_num_threads=2, max_connections=64).start()
+    port = server.rest_port
+
+    def exchange(raw, wait=10):
+        with socket.create_connection(("127.0.0.1", port), timeout=wait) as s:
+            s.sendall(raw)
+            s.shutdown(socket.SHUT_WR)
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+            return data
+
+    try:
+        # two different Content-Length headers: refused, never guessed
+        reply = exchange(b"POST /v1/models/half:predict HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Length: 5\r\nContent-Length: 20\r\n\r\n"
+                         b'{"instances": [1.0]}')
+        assert reply.startswith(b"HTTP/1.1 400") and reply.count(b"HTTP/1.1 ") == 1, reply[:200]
+        # a GET body is read as a body, not as a second (smuggled) request
+        hidden = b"GET /v1/models/nope HTTP/1.1\r\nHost: x\r\n\r\n"
+        reply = exchange(b"GET /v1/models/half HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+                         b"\r\n" % len(hidden) + hidden)
+        assert reply.count(b"HTTP/1.1 ") == 1 and reply.startswith(b"HTTP/1.1 200")
+        # 20 trickling clients (10x the worker threads) do not block a real request
+        slow = []
+        for _ in range(20):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(b"POST /v1/models/half:predict HTTP/1.1\r\nHost: x\r\nContent-Le")
+            slow.append(s)
+        time.sleep(0.3)
+        for s in slow:
+            s.sendall(b"n")
+        from test_serving_support import rest_call
+
+        assert rest_call(port, "POST", "/v1/models/half:predict", {"instances": [2.0]},
+                         timeout=30) == (200, {"predictions": [3.0]})
+        for s in slow:
+            s.close()
+    finally:
+        server.stop()

@@ -346,3 +346,39 @@ def test_port_in_use_and_bad_numbers_fail_in_one_line_before_loading(half_versio
                 (flags, proc.stderr[-2000:])
             assert len(ours) == 1 and "error" in ours[0], proc.stderr[-2000:]
             assert str(tmp_path) not in ours[0]
+
+
+def test_status_and_requests_do_not_wait_behind_a_slow_load(half_versions, tmp_path):
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    from tfdeploy.serving import ModelConfig
+    from tfdeploy.serving.warmup import write_warmup_requests
+
+    shutil.copytree(half_versions / "1", tmp_path / "fast" / "1")
+    shutil.copytree(half_versions / "1", tmp_path / "slow" / "1")
+    slow = predict_pb2.PredictRequest()
+    slow.model_spec.signature_name = "slow"
+    slow.inputs["n"].CopyFrom(tf.make_tensor_proto(np.int32(200_000)))
+    write_warmup_requests(str(tmp_path / "slow" / "1"), [slow])   # loading takes a while
+    server = _start(configs=[ModelConfig("fast", str(tmp_path / "fast"))],
+                    file_system_poll_wait_seconds=0)
+    configs = [ModelConfig("fast", str(tmp_path / "fast")),
+               ModelConfig("slow", str(tmp_path / "slow"))]
+    reload = threading.Thread(target=server.repository.reload, args=(configs,))
+    try:
+        reload.start()
+        seen_loading = False
+        while reload.is_alive():
+            status = rest_call(server.rest_port, "GET", "/v1/models/fast")
+            assert status[0] == 200
+            assert rest_call(server.rest_port, "POST", "/v1/models/fast:predict",
+                             {"instances": [2.0]}) == (200, {"predictions": [3.0]})
+            # answered while the new model was still loading (its map entry comes after)
+            seen_loading = seen_loading or "slow" not in server.repository._models
+            time.sleep(0.05)
+        assert seen_loading
+        assert _versions(server, "slow") == {1: "AVAILABLE"}
+    finally:
+        reload.join()
+        server.stop()

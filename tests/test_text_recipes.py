@@ -40,8 +40,11 @@ def test_sentiment_monitor_end_to_end(tmp_path):
         "text_cnn/token_embedding/embedding_lookup": "int8"}
     assert any("block0_attention" in u for u in result["qat_coverage"]["unsupported_with_weights"])
     assert result["true_alerts"] and result["true_alerts"][0]["event"] == "alert"
-    report = open(result["report"]).read()
-    assert "What tfmot QAT cannot quantize" in report and "MultiHeadAttention" in report
+    run_dir = os.path.dirname(result["report"])
+    details = open(os.path.join(run_dir, "details.md")).read()
+    assert "What tfmot QAT cannot quantize" in details and "MultiHeadAttention" in details
+    assert os.path.exists(os.path.join(run_dir, "report.html"))
+    assert os.path.exists(os.path.join(run_dir, "figures", "negative_share.png"))
     assert _tensorboard_event_files(tmp_path / "logs" / "monitor")
 
 

@@ -91,9 +91,10 @@ def test_grad_cam_on_mobilenet_v2_and_a_nested_transfer_model():
     x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
     flat = keras.applications.MobileNetV2(input_shape=(64, 64, 3), weights=None, classes=5,
                                           alpha=0.35)
-    assert viz.grad_cam(flat, x).shape == (2, 64, 64)
-    base = keras.applications.MobileNetV2(input_shape=(64, 64, 3), weights=None,
-                                          include_top=False, alpha=0.35)
+    assert viz.grad_cam(flat, x).shape == (2, 64, 64)  # out_relu, the last 4-D layer
+    # the same architecture as a frozen base inside a transfer model: Grad-CAM on its output
+    base = keras.Model(flat.input, flat.get_layer("out_relu").output, name="base")
+    base.trainable = False
     inputs = keras.Input((64, 64, 3))
     h = keras.layers.GlobalAveragePooling2D()(base(inputs))
     transfer = keras.Model(inputs, keras.layers.Dense(5, activation="softmax")(h))

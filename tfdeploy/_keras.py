@@ -53,21 +53,27 @@ _keras_tuner = None
 def keras_tuner():
     """Return ``keras_tuner`` bound to Keras 2.
 
-    keras-tuner picks its Keras with ``import keras``; with Keras 3 installed it
-    would reject tf_keras models. Importing it while ``sys.modules["keras"]`` is
-    temporarily ``tf_keras`` makes it use Keras 2. This is the only place that
-    does that.
+    keras-tuner picks its Keras with ``import keras`` and then imports
+    ``tensorflow.keras``; with Keras 3 installed it would reject tf_keras models.
+    Importing it while ``sys.modules["keras"]`` and ``sys.modules["tensorflow.keras"]``
+    are temporarily ``tf_keras`` makes it use Keras 2 — also in a process that
+    imported Keras 3 first, where TensorFlow's package path maps
+    ``tensorflow.keras`` to Keras 3's own shim. This is the only place that does that.
     """
     global _keras_tuner
     if _keras_tuner is None:
-        saved = {k: v for k, v in sys.modules.items() if k == "keras" or k.startswith("keras.")}
+        def swapped(name):
+            return name in ("keras", "tensorflow.keras") or name.startswith(
+                ("keras.", "tensorflow.keras."))
+
+        saved = {k: v for k, v in sys.modules.items() if swapped(k)}
         try:
             for k in saved:
                 del sys.modules[k]
-            sys.modules["keras"] = keras
+            sys.modules["keras"] = sys.modules["tensorflow.keras"] = keras
             import keras_tuner as module
         finally:
-            for k in [k for k in sys.modules if k == "keras" or k.startswith("keras.")]:
+            for k in [k for k in sys.modules if swapped(k)]:
                 del sys.modules[k]
             sys.modules.update(saved)
         _keras_tuner = module

@@ -35,9 +35,12 @@ def add_common_arguments(p, name, data_help, epochs=4):
     p.add_argument("--embed-dim", type=int, default=32,
                    help="embedding width (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch Keras output")
+
+
+def add_no_serve(p):
     p.add_argument("--no-serve", action="store_true",
                    help="export only; skip starting the server and the served checks")
-    p.add_argument("--quiet", action="store_true", help="no per-epoch Keras output")
 
 
 def callbacks(log_dir, stage, extra=()):
@@ -130,8 +133,16 @@ def rest_latency_ms(client, name, instances, repeats=20):
     return float(np.median(times))
 
 
+def viz_rows(rows):
+    """The rows with the keys `tfdeploy.viz` reads (``latency_p50_ms``), paths left out."""
+    return [{**{k: v for k, v in r.items() if k not in ("path", "paths")},
+             "latency_p50_ms": r.get("p50_ms")} for r in rows]
+
+
 def log_comparison(log_dir, rows, columns, title):
-    """Write the comparison as TensorBoard text and one scalar per numeric column."""
+    """TensorBoard: the table as text, one scalar per numeric column, HParams per variant."""
+    from tfdeploy import viz
+
     if not log_dir:
         return
     writer = tf.summary.create_file_writer(os.path.join(log_dir, "comparison"))
@@ -146,18 +157,38 @@ def log_comparison(log_dir, rows, columns, title):
                     tf.summary.scalar(f"{key}/{row['variant']}", float(value))
     writer.flush()
     writer.close()
+    viz.log_rows(os.path.join(log_dir, "hparams"), viz_rows(rows))
 
 
-def write_report(run_dir, title, rows, columns, sections):
-    """Write ``run_dir/report.md``: the comparison table and named text sections."""
+def write_report(run_dir, title, rows, columns, sections, class_names=None, y_true=None,
+                 predictions=None, figures=None):
+    """The run's report through `tfdeploy.viz.write_report` (report.md/.html, figures), plus
+    ``details.md``: the full table (recall columns included) and the named sections
+    (compression reports, tfmot QAT coverage, TFLite embedding dtypes, alerts).
+
+    Returns:
+        The path of ``report.md``.
+    """
+    from tfdeploy import viz
+
     os.makedirs(run_dir, exist_ok=True)
-    parts = [f"# {title}", "", "```", format_table(rows, columns), "```", ""]
+    parts = [f"# {title}: details", "", "```", format_table(rows, columns), "```", ""]
     for heading, body in sections.items():
         parts += [f"## {heading}", "", body.rstrip(), ""]
-    path = os.path.join(run_dir, "report.md")
-    with open(path, "w", encoding="utf-8") as f:
+    with open(os.path.join(run_dir, "details.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(parts))
-    return path
+    notes = []
+    for key, header, fmt in columns:
+        if key.startswith("recall"):
+            notes.append(f"{header}: " + ", ".join(
+                f"{r['variant']} {fmt.format(r[key])}" for r in rows if r.get(key) is not None))
+    notes += [f"{h}: {b}" for h, b in sections.items() if "\n" not in b.strip()]
+    notes.append("details.md beside this report holds the full table, the compression "
+                 "reports, what tfmot QAT cannot quantize and the TFLite embedding dtypes.")
+    paths = viz.write_report(run_dir, viz_rows(rows), class_names=class_names, y_true=y_true,
+                             predictions=predictions, figures=figures, title=title,
+                             notes=notes)
+    return paths["md"]
 
 
 def write_json(path, payload):

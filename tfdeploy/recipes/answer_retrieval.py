@@ -45,6 +45,7 @@ def build_parser():
                                                     "question (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=16,
                    help="pairs per in-batch-softmax step (default: %(default)s)")
+    _text.add_no_serve(p)
     return p
 
 

@@ -45,6 +45,7 @@ def build_parser():
                    help="recall@k cut-off and items served per user (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64,
                    help="interactions per in-batch-softmax step (default: %(default)s)")
+    _text.add_no_serve(p)
     return p
 
 

@@ -123,7 +123,7 @@ def replay(client, name, stream, window, threshold, batch, log_dir=None):
 
     monitor, truth = RollingAlert(window, threshold), RollingAlert(window, threshold)
     writer = tf.summary.create_file_writer(os.path.join(log_dir, "monitor")) if log_dir else None
-    predicted, shares = [], []
+    predicted, shares, true_shares = [], [], []
     for start in range(0, len(stream), int(batch)):
         chunk = stream[start:start + int(batch)]
         out = client.predict(name, instances=[r["text"] for r in chunk])["predictions"]
@@ -133,6 +133,8 @@ def replay(client, name, stream, window, threshold, batch, log_dir=None):
             shares.append(share)
             true_share = truth.update(record["time"], record["label"]) \
                 if record.get("label") is not None else None
+            if true_share is not None:
+                true_shares.append(true_share)
             if writer is not None:
                 with writer.as_default(step=start + i):
                     tf.summary.scalar("negative_share/served_model", share)
@@ -140,8 +142,36 @@ def replay(client, name, stream, window, threshold, batch, log_dir=None):
                         tf.summary.scalar("negative_share/true_labels", true_share)
     if writer is not None:
         writer.close()
-    return {"predicted": predicted, "shares": shares, "events": monitor.events,
+    return {"predicted": predicted, "shares": shares, "true_shares": true_shares,
+            "events": monitor.events,
             "true_events": truth.events if stream and stream[0].get("label") else []}
+
+
+def share_plot(monitor, stream, threshold):
+    """PNG: rolling negative share of the served model (and of the true labels) over the stream,
+    the threshold, and the alerts."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.6), layout="tight")
+    ax = fig.subplots()
+    ax.plot(monitor["shares"], label="served model")
+    if monitor.get("true_shares"):
+        ax.plot(monitor["true_shares"], label="true labels", alpha=0.7)
+    ax.axhline(threshold, color="red", linestyle="--", label="threshold")
+    times = [r["time"] for r in stream]
+    for event in monitor["events"]:
+        if event["time"] in times:
+            ax.axvline(times.index(event["time"]), color="red" if event["event"] == "alert"
+                       else "green", alpha=0.5)
+    ax.set_xlabel("headline (time order)")
+    ax.set_ylabel("rolling negative share")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    return buf.getvalue()
 
 
 def run(args):
@@ -179,13 +209,14 @@ def run(args):
                   callbacks=_text.callbacks(args.logs, stage, extra))
         return model
 
-    rows = []
+    rows, predictions = [], {}
 
     def keras_row(variant, model):
         fn = _text.keras_fn(model)
+        predictions[variant] = _text.embed(fn, x_test).argmax(-1)
         rows.append({"variant": variant, "format": "keras", "params": _text.params(model),
                      "sparsity": compress.model_sparsity(model),
-                     "accuracy": float(np.mean(_text.embed(fn, x_test).argmax(-1) == y_test)),
+                     "accuracy": float(np.mean(predictions[variant] == y_test)),
                      "p50_ms": _text.p50_ms(fn, x_test)})
 
     def tflite_row(variant, model, path, quantization):
@@ -193,6 +224,7 @@ def run(args):
                            representative_data=train_ids, class_names=classes)
         runner = TextTFLiteRunner(path)
         probs = _text.embed(runner.predict, test.texts)
+        predictions[variant] = probs.argmax(-1)
         rows.append({"variant": variant, "format": "tflite", "params": _text.params(model),
                      "sparsity": verify.weight_summary(path)["sparsity"],
                      **_text.sizes(path), "accuracy": float(np.mean(probs.argmax(-1) == y_test)),
@@ -252,6 +284,7 @@ def run(args):
             np.asarray([p["probabilities"] for p in rest.predict(
                 args.name, instances=test.texts[i:i + 64])["predictions"]])
             for i in range(0, len(test.texts), 64)])
+        predictions["served (REST)"] = probs.argmax(-1)
         served["rest_accuracy"] = float(np.mean(probs.argmax(-1) == y_test))
         served["rest_p50_ms_one_text"] = _text.rest_latency_ms(rest, args.name, [test.texts[0]])
         if server is not None:
@@ -292,7 +325,8 @@ def run(args):
             "What tfmot QAT cannot quantize": _text.qat_text(coverage),
             "Embedding tables in the TFLite files": "\n".join(
                 f"- {k}: {v}" for k, v in embedding_dtypes.items()),
-        })
+        }, class_names=classes, y_true=y_test, predictions=predictions,
+        figures={"negative_share": share_plot(monitor, stream, args.threshold)})
     print(f"report: {report}\nTensorBoard: tensorboard --logdir {args.logs}")
     elapsed = time.perf_counter() - start_time
     print(f"total {elapsed:.0f} s")

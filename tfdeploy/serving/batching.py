@@ -30,13 +30,13 @@ def options_from_proto(params):
         if params.HasField(name):
             opts[name] = int(getattr(params, name).value)
     opts["allowed_batch_sizes"] = [int(s) for s in params.allowed_batch_sizes]
-    opts["pad_variable_length_inputs"] = bool(params.pad_variable_length_inputs)
+    # pad_variable_length_inputs parses (TF Serving files carry it) but has nothing to do:
+    # requests whose per-example shapes differ are batched in separate queues.
     return validate_options(**opts)
 
 
 def validate_options(max_batch_size=1000, batch_timeout_micros=0, max_enqueued_batches=10,
-                     num_batch_threads=None, allowed_batch_sizes=(),
-                     pad_variable_length_inputs=False):
+                     num_batch_threads=None, allowed_batch_sizes=()):
     """Check batching options as TF Serving does; return them as a dict."""
     num_batch_threads = num_batch_threads or DEFAULTS["num_batch_threads"]
     for name, value in (("max_batch_size", max_batch_size),
@@ -55,12 +55,9 @@ def validate_options(max_batch_size=1000, batch_timeout_micros=0, max_enqueued_b
             raise ValueError(
                 f"The last entry in allowed_batch_sizes must match max_batch_size; last "
                 f"entry was {allowed[-1]}; expected {max_batch_size}.")
-    # Requests whose per-example shapes differ are batched in separate queues, so
-    # pad_variable_length_inputs is accepted but never needs to pad.
     return {"max_batch_size": max_batch_size, "batch_timeout_micros": batch_timeout_micros,
             "max_enqueued_batches": max_enqueued_batches, "num_batch_threads": num_batch_threads,
-            "allowed_batch_sizes": allowed,
-            "pad_variable_length_inputs": bool(pad_variable_length_inputs)}
+            "allowed_batch_sizes": allowed}
 
 
 class _Task:

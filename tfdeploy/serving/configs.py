@@ -112,7 +112,7 @@ def to_yaml(value, indent=0):
     return pad + _scalar(value)
 
 
-def _server_args(first_model, batching, monitoring_path, grpc_port, rest_port):
+def _server_args(batching, monitoring_path, grpc_port, rest_port):
     args = [f"--port={grpc_port}", f"--rest_api_port={rest_port}",
             f"--model_config_file={CONTAINER_CONFIG}/models.config",
             "--model_config_file_poll_wait_seconds=60",
@@ -222,8 +222,7 @@ def write_configs(configs, output_dir, batching=None, monitoring_path=metrics_li
     if "monitoring.config" in texts:
         protos.parse_text(texts["monitoring.config"], protos.MonitoringConfig(),
                           "monitoring.config")
-    args = _server_args(configs[0].name, batching is not None, monitoring_path, grpc_port,
-                        rest_port)
+    args = _server_args(batching is not None, monitoring_path, grpc_port, rest_port)
     compose = docker_compose(configs, output_dir, args, image, grpc_port, rest_port)
     k8s = kubernetes(configs, dict(texts), args, app, image, replicas, models_pvc, grpc_port,
                      rest_port, monitoring_path)

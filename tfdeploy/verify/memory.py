@@ -13,6 +13,7 @@ import re
 
 import numpy as np
 
+from tfdeploy._walk import is_model, leaf_layers, nodes
 from tfdeploy.errors import DataError, MemoryBudgetError  # noqa: F401  (re-exported)
 
 #: Optimizer state: float slots per trainable parameter.
@@ -67,6 +68,9 @@ class MemoryEstimate:
     gradient_bytes: int
     optimizer: str
     optimizer_bytes: int
+    #: layers whose activations could not be sized (``{name: why}``); the estimate leaves
+    #: them out, so it is a lower bound when this is not empty.
+    uncounted_layers: dict = dataclasses.field(default_factory=dict)
 
     @property
     def n_params(self):
@@ -112,7 +116,9 @@ class MemoryEstimate:
             raise MemoryBudgetError(
                 f"{mode.capitalize()} needs {_mib(need)} but the budget is {_mib(limit)} "
                 f"({need / limit:.0%} of it): " + ", ".join(parts) + ". Lower the batch size, "
-                "prune or quantize the model, or give it more memory.")
+                "prune or quantize the model, or give it more memory." + (
+                    f" Not counted (unknown sizes): {sorted(self.uncounted_layers)}."
+                    if self.uncounted_layers else ""))
         return need / limit
 
     def as_dict(self):
@@ -136,26 +142,91 @@ def _tensor_bytes(shape, batch, itemsize):
     return int(np.prod(dims)) * itemsize if dims else itemsize
 
 
-def _layers_activations(model, batch):
-    """(peak live bytes, sum of all outputs) over the model's layers, recursing into sub-models."""
-    peak, stored = 0, 0
-    for layer in model.layers:
-        if hasattr(layer, "layers") and getattr(layer, "_is_graph_network", False):
-            sub_peak, sub_sum = _layers_activations(layer, batch)
-            peak, stored = max(peak, sub_peak), stored + sub_sum
-            continue
-        itemsize = np.dtype(getattr(layer, "compute_dtype", None) or "float32").itemsize
+def _flat(value):
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _flat(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _flat(v)]
+    return [value]
+
+
+class _Sizer:
+    """Bytes of a symbolic tensor at a batch size; names layers whose sizes are unknown."""
+
+    def __init__(self, batch):
+        self.batch, self.uncounted = batch, {}
+
+    def __call__(self, tensor, layer):
+        shape = getattr(tensor, "shape", None)
+        dims = list(shape) if shape is not None and getattr(shape, "rank", 0) is not None \
+            else None
+        if dims is None or any(d is None for d in dims[1:]):
+            self.uncounted.setdefault(
+                layer.name, f"output shape {None if dims is None else tuple(dims)} has unknown "
+                "dimensions besides the batch")
+            return 0
+        dtype = getattr(getattr(tensor, "dtype", None), "name", None) or "float32"
         try:
-            out_shapes = _shapes(layer.output_shape)
-            in_shapes = _shapes(layer.input_shape)
-        except (AttributeError, RuntimeError):
-            continue
-        out = sum(_tensor_bytes(s, batch, itemsize) for s in out_shapes)
-        inp = sum(_tensor_bytes(s, batch, itemsize) for s in in_shapes)
-        peak = max(peak, inp + out)  # a layer's inputs and outputs are live together
-        if not type(layer).__name__ == "InputLayer":
-            stored += out
+            itemsize = np.dtype(dtype).itemsize
+        except TypeError:
+            itemsize = 4
+        return _tensor_bytes(dims, self.batch, itemsize)
+
+
+def _graph_activations(model, sizer):
+    """(peak live bytes, sum of all outputs) of a functional/Sequential graph.
+
+    Liveness over the graph: a tensor stays live from the node that makes it to
+    the last node that reads it (a skip connection keeps its source alive across
+    the block, until the ``Add``/``Concatenate`` that joins it) or to the end when
+    it is a model output. A nested model is a node whose own peak is added to the
+    tensors live around it.
+    """
+    order = list(nodes(model))
+    last_use = {}
+    for step, node in enumerate(order):
+        for t in _flat(node.keras_inputs):
+            last_use[id(t)] = step
+    for t in _flat(model.outputs):
+        last_use[id(t)] = len(order)
+    live = {}
+    for t in _flat(model.inputs):
+        live[id(t)] = sizer(t, getattr(getattr(t, "_keras_history", None), "layer", model))
+    peak, stored = sum(live.values()), 0
+    for step, node in enumerate(order):
+        outs = {id(t): sizer(t, node.layer) for t in _flat(node.outputs)}
+        inner = 0
+        if is_model(node.layer) and getattr(node.layer, "_is_graph_network", False):
+            inner, _ = _graph_activations(node.layer, sizer)
+        mine = {id(t) for t in _flat(node.keras_inputs)} | set(outs)
+        around = sum(v for k, v in live.items() if k not in mine)
+        here = sum(live.get(k, 0) for k in mine) + sum(outs.values())
+        peak = max(peak, around + max(here, inner))
+        stored += sum(outs.values())
+        live.update(outs)
+        for k in [k for k in live if last_use.get(k, -1) <= step]:
+            del live[k]
     return peak, stored
+
+
+def _layers_activations(model, batch):
+    """(peak live bytes, sum of all outputs, {uncounted layer: why})."""
+    sizer = _Sizer(batch)
+    if getattr(model, "_is_graph_network", False):
+        peak, stored = _graph_activations(model, sizer)
+        return peak, stored, sizer.uncounted
+    peak = stored = 0  # a subclassed model: no graph to follow, layers in order
+    for layer in leaf_layers(model):
+        try:
+            outputs = _flat(layer.output)
+            inputs = _flat(layer.input)
+        except (AttributeError, RuntimeError) as exc:
+            sizer.uncounted[layer.name] = f"no symbolic input/output ({exc})".strip()
+            continue
+        out = sum(sizer(t, layer) for t in outputs)
+        peak = max(peak, sum(sizer(t, layer) for t in inputs) + out)
+        stored += out
+    return peak, stored, sizer.uncounted
 
 
 def _optimizer_name(optimizer):
@@ -200,13 +271,13 @@ def estimate(model, batch_size=1, optimizer="adam"):
         entry["bytes"] += nbytes
     for weight in model.trainable_weights:
         trainable += int(np.prod(weight.shape)) * np.dtype(weight.dtype.name).itemsize
-    peak, stored = _layers_activations(model, int(batch_size))
+    peak, stored, uncounted = _layers_activations(model, int(batch_size))
     name, slots = _optimizer_name(optimizer)
     return MemoryEstimate(
         batch_size=int(batch_size), params_by_dtype=by_dtype,
         param_bytes=sum(v["bytes"] for v in by_dtype.values()), trainable_bytes=trainable,
         activation_bytes=peak, stored_activation_bytes=stored, gradient_bytes=trainable,
-        optimizer=name, optimizer_bytes=slots * trainable)
+        optimizer=name, optimizer_bytes=slots * trainable, uncounted_layers=uncounted)
 
 
 def check_memory(model, budget=None, batch_size=1, mode="inference", optimizer="adam"):

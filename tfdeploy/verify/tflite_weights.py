@@ -1,4 +1,8 @@
-"""Read the constant (weight) tensors of a ``.tflite`` file straight from its flatbuffer."""
+"""Read the weights of an artifact as stored: a ``.tflite`` file's constant tensors (from its
+flatbuffer) or a SavedModel's variables (from its checkpoint), without Keras."""
+
+import os
+
 
 import numpy as np
 
@@ -48,16 +52,47 @@ def weight_tensors(path, min_size=16):
     return out
 
 
-def weight_summary(path):
-    """Summarise a ``.tflite`` file's weights: element counts by dtype and sparsity.
+def saved_model_weight_tensors(path, min_size=16):
+    """The variables of a SavedModel (a version directory or a TF Serving base path).
 
-    Sparsity counts stored zeros over the multi-dimensional weight tensors
-    (kernels); biases are left out, as in `tfdeploy.compress.model_sparsity`.
+    Read from ``variables/`` with ``tf.train.load_checkpoint``: the values that
+    are served, not those of the Keras model the SavedModel came from.
+
+    Returns:
+        A list of dicts ``{"name", "dtype", "shape", "values"}``, as `weight_tensors`.
+    """
+    import tensorflow as tf
+
+    from tfdeploy.runtime.saved_model import _resolve
+
+    prefix = os.path.join(_resolve(path), "variables", "variables")
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+    except (tf.errors.NotFoundError, ValueError) as exc:
+        raise ArtifactError(f"SavedModel {path!r} has no readable variables ({exc}).") from exc
+    out = []
+    for name, dtype in sorted(reader.get_variable_to_dtype_map().items()):
+        if not (dtype.is_floating or dtype.is_integer) or name.startswith("_CHECKPOINTABLE"):
+            continue
+        values = reader.get_tensor(name)
+        if values.size < min_size:
+            continue
+        out.append({"name": name, "dtype": dtype.name, "shape": tuple(values.shape),
+                    "values": values})
+    return out
+
+
+def weight_summary(path):
+    """Summarise an artifact's stored weights: element counts by dtype and sparsity.
+
+    ``path`` is a ``.tflite`` file (its constant tensors) or a SavedModel (its
+    variables). Sparsity counts stored zeros over the multi-dimensional weight
+    tensors (kernels); biases are left out, as in `tfdeploy.compress.model_sparsity`.
 
     Returns:
         ``{"params": int, "dtypes": {dtype: n_elements}, "sparsity": float}``
     """
-    tensors = weight_tensors(path)
+    tensors = saved_model_weight_tensors(path) if os.path.isdir(path) else weight_tensors(path)
     dtypes, zeros, total, params = {}, 0, 0, 0
     for t in tensors:
         n = t["values"].size

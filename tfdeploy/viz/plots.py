@@ -189,7 +189,8 @@ def confusion_matrices(y_true, predictions, class_names):
     n = len(class_names)
     cols = min(3, len(predictions))
     nrows = -(-len(predictions) // cols)
-    fig = Figure(figsize=(4.2 * cols, 4.0 * nrows), layout="tight")
+    fig = Figure(figsize=(4.2 * cols, 4.0 * nrows))
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.08, top=0.93, wspace=0.35, hspace=0.45)
     axes = np.asarray(fig.subplots(nrows, cols, squeeze=False)).ravel()
     for ax, (name, pred) in zip(axes, predictions.items()):
         cm = confusion_matrix(y_true, pred, n)
@@ -253,7 +254,9 @@ def saliency_panel(images, maps, scores=None, method="saliency"):
     images = np.asarray(images)
     names = list(maps)
     n = len(images)
-    fig = Figure(figsize=(2.0 * (len(names) + 1), 2.0 * n + 0.8), layout="tight")
+    fig = Figure(figsize=(2.0 * (len(names) + 1), 2.0 * n + 0.9))
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.9 / (2.0 * n + 0.9),
+                        wspace=0.05, hspace=0.08)
     axes = np.asarray(fig.subplots(n, len(names) + 1, squeeze=False))
     for i in range(n):
         img = images[i].astype(np.float64)
@@ -280,13 +283,15 @@ def saliency_panel(images, maps, scores=None, method="saliency"):
 
 
 def standard_figures(rows, y_true=None, predictions=None, class_names=None, reference=None,
-                     compressed=None):
+                     compressed=None, skip=()):
     """The figures every run gets: tradeoff; with predictions also confusion matrices and the
     per-class recall change of ``compressed`` against ``reference`` (default: the first and
-    last variants with predictions). Returns ``{name: PNG bytes}``."""
-    out = {"tradeoff": tradeoff(rows)}
+    last variants with predictions). Names in ``skip`` (already rendered) are not rendered
+    again. Returns ``{name: PNG bytes}``."""
+    out = {} if "tradeoff" in skip else {"tradeoff": tradeoff(rows)}
     if predictions and y_true is not None and class_names is not None:
-        out["confusion_matrices"] = confusion_matrices(y_true, predictions, class_names)
+        if "confusion_matrices" not in skip:
+            out["confusion_matrices"] = confusion_matrices(y_true, predictions, class_names)
         names = list(predictions)
         reference = reference or names[0]
         compressed = compressed or names[-1]
@@ -294,7 +299,7 @@ def standard_figures(rows, y_true=None, predictions=None, class_names=None, refe
             if name not in predictions:
                 raise DataError(f"{name!r} has no predictions; variants with predictions: "
                                 f"{names}.")
-        if reference != compressed:
+        if reference != compressed and "recall_change" not in skip:
             out["recall_change"] = recall_change(y_true, predictions[reference],
                                                  predictions[compressed], class_names,
                                                  (reference, compressed))

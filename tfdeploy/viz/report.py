@@ -89,9 +89,8 @@ def write_report(run_dir, rows, class_names=None, y_true=None, predictions=None,
     if predictions and (y_true is None or class_names is None):
         raise DataError("predictions need y_true and class_names for the per-class reports.")
     figs = dict(figures or {})
-    for name, png in standard_figures(rows, y_true, predictions, class_names, reference,
-                                      compressed).items():
-        figs.setdefault(name, png)
+    figs.update(standard_figures(rows, y_true, predictions, class_names, reference, compressed,
+                                 skip=set(figs)))
     os.makedirs(os.path.join(run_dir, "figures"), exist_ok=True)
     names = []
     for name, png in figs.items():

@@ -113,13 +113,18 @@ def attribution_map(attributions):
 def _conv_layer(model, layer):
     if layer is not None:
         return model.get_layer(layer) if isinstance(layer, str) else layer
+    spatial = []
     for candidate in reversed(model.layers):
         shape = getattr(candidate, "output_shape", None)
         if isinstance(shape, list):
             shape = shape[0]
-        if shape is not None and len(shape) == 4 and (shape[1] or 2) > 1 \
+        if shape is not None and len(shape) == 4 \
                 and not isinstance(candidate, keras.layers.InputLayer):
-            return candidate
+            if (shape[1] or 2) > 1 or (shape[2] or 2) > 1:
+                return candidate
+            spatial.append(candidate)
+    if spatial:  # only 1x1 maps (a small input to a deep net): coarse, but defined
+        return spatial[0]
     raise ModelTypeError(
         f"Grad-CAM needs a layer with a 4-D (n, h, w, channels) output in model "
         f"{model.name!r}; none was found among its top-level layers. Pass layer=<name>.")
