@@ -60,6 +60,14 @@ class MemoryBudgetError(TfdeployError, MemoryError):
     """The planned memory does not fit the stated budget (the message gives the numbers)."""
 
 
+class TuneError(TfdeployError, ValueError):
+    """A search setting is invalid (objective, budget, space, tuner, distributed role)."""
+
+
+class DistributionError(CompressionError):
+    """A compression technique cannot run under the active ``tf.distribute`` strategy."""
+
+
 class UnsupportedLayerError(ModelTypeError):
     """A layer cannot be bridged between Keras 3 and Keras 2 (``layer``/``class_name`` say
     which)."""

@@ -16,6 +16,7 @@ technique left in the weights; `save_model`/`load_model` keep it on disk).
 from tfdeploy.compress.calibrate import calibrate_ranges
 from tfdeploy.compress.callbacks import PruningStep, SparsityMonitor, callbacks
 from tfdeploy.compress.cluster import cluster, unique_weights
+from tfdeploy.compress import distribute
 from tfdeploy.compress.distill import Distiller, distill
 from tfdeploy.compress.graph import flatten, is_nested
 from tfdeploy.compress.history import history, load_model, save_model
@@ -44,4 +45,4 @@ __all__ = ["prune", "quantize", "calibrate_ranges", "strip", "callbacks", "Pruni
            "low_rank", "optimizer", "fine_tune_rate", "WarmupCosine", "with_policy",
            "to_float32", "compute_dtypes", "apply_plan", "check_plan", "Stage", "PlanResult",
            "measure", "report", "Report", "flatten", "is_nested", "history", "measured_history",
-           "save_model", "load_model"]
+           "save_model", "load_model", "distribute"]

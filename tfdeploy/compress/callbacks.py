@@ -3,6 +3,7 @@
 import copy
 
 from tfdeploy._keras import keras, tf, tfmot
+from tfdeploy.compress.distribute import check_training
 from tfdeploy.compress.sparsity import model_sparsity, sparsity_by_layer, zero_counts
 from tfdeploy.compress.wrappers import is_pruning_wrapped
 
@@ -95,7 +96,7 @@ class SparsityMonitor(_ConfigCallback):
             self._writer = None
 
 
-def callbacks(model, log_dir=None):
+def callbacks(model, log_dir=None, backup_dir=None):
     """Return the callbacks a model wrapped by tfdeploy needs inside ``model.fit``.
 
     For a pruning-wrapped model: `PruningStep` and `SparsityMonitor`. For QAT or
@@ -103,14 +104,30 @@ def callbacks(model, log_dir=None):
     fine-tuning a pruned model with QAT). Add your own callbacks (TensorBoard,
     EarlyStopping, ...) after these.
 
+    With ``backup_dir``, a Keras ``BackupAndRestore`` comes first: a fit that
+    is killed resumes from the last finished epoch when the same script runs
+    again, with every variable of the wrappers restored (pruning step and
+    masks, QAT ranges, cluster indices) besides the weights and the optimizer,
+    so the pruning schedule continues where it stopped. The backup is deleted
+    when the fit completes.
+
     Args:
         model: the model you are about to fit.
         log_dir: TensorBoard directory for the sparsity scalars. Defaults to None.
+        backup_dir: directory for the resumable training state, or None.
+            Defaults to None.
 
     Returns:
         A list of Keras callbacks.
+
+    Raises:
+        DistributionError: see `tfdeploy.compress.distribute.check_training`
+            (a setup that would fail in its first step, detected before training).
     """
+    check_training(model)
     out = []
+    if backup_dir:
+        out.append(keras.callbacks.BackupAndRestore(backup_dir))
     if is_pruning_wrapped(model):
         out.append(PruningStep())
     out.append(SparsityMonitor(log_dir=log_dir))

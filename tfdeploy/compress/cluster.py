@@ -14,6 +14,7 @@ from tfdeploy.compress._tfmot import cluster_weights, clustering_supports
 from tfdeploy.compress.graph import flatten
 from tfdeploy.compress.history import record
 from tfdeploy.compress.selection import resolve
+from tfdeploy.compress.distribute import check_scope
 from tfdeploy.compress.sparsity import kernel, model_sparsity, unwrap
 from tfdeploy.compress.strip import strip
 from tfdeploy.compress.wrappers import (is_clustering_wrapped, is_pruning_wrapped,
@@ -84,6 +85,7 @@ def cluster(model, n_clusters=16, init="kmeans++", layers=None, preserve_sparsit
         >>> model = strip(clustered)      # unique_weights(model) <= 16 per kernel
     """
     model = check_model(model, graph=True)
+    check_scope(model, "cluster")
     if not isinstance(n_clusters, int) or n_clusters < 2:
         raise CompressionError(f"n_clusters must be an integer >= 2, received {n_clusters!r}.")
     if init not in INITS:

@@ -16,6 +16,7 @@ from tfdeploy.compress.graph import flatten
 from tfdeploy.compress.prune import _refuse_wrapped, why_not_prunable, wrap_for_pruning
 from tfdeploy.compress.history import notes, record
 from tfdeploy.compress.selection import resolve
+from tfdeploy.compress.distribute import check_scope
 from tfdeploy.compress.sparsity import kernel, unwrap
 from tfdeploy.errors import CompressionError
 
@@ -70,6 +71,7 @@ def prune_n_m(model, n=2, m=4, layers=None):
         >>> sparse = prune_n_m(model, 2, 4, layers=Select(skip_last=True))
     """
     model = check_model(model, graph=True)
+    check_scope(model, "prune_n_m")
     _check_n_m(n, m)
     _refuse_wrapped(model)
     work = flatten(model)

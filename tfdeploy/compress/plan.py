@@ -216,7 +216,7 @@ def _steps(data):
 
 
 def apply_plan(model, stages, train_data, validation_data=None, loss=None, log_dir=None,
-               callbacks=None):
+               callbacks=None, jit_compile=False):
     """Apply ``stages`` in order, fine-tuning after each, and record one history.
 
     The input model is untouched. After every stage the result is measured
@@ -235,6 +235,9 @@ def apply_plan(model, stages, train_data, validation_data=None, loss=None, log_d
             probabilities (the classifier models tfdeploy builds). Defaults to None.
         log_dir: TensorBoard directory. Defaults to None.
         callbacks: extra Keras callbacks for every stage's fit. Defaults to None.
+        jit_compile: compile every stage's training step with XLA (passed to
+            ``model.compile``; `benchmarks/bench_tune.py` measures the step time
+            with and without it). Defaults to False.
 
     Returns:
         A `PlanResult`: ``.model`` (stripped; QAT models keep their quantize
@@ -267,9 +270,9 @@ def apply_plan(model, stages, train_data, validation_data=None, loss=None, log_d
         total = (spe or 1) * max(stage.epochs, 1)
         opt = make_optimizer(stage.optimizer, rate, stage.lr_schedule, total)
         if stage.kind == "distill":
-            wrapped.compile(opt, metrics=["accuracy"])
+            wrapped.compile(opt, metrics=["accuracy"], jit_compile=jit_compile)
         else:
-            wrapped.compile(opt, loss, metrics=["accuracy"])
+            wrapped.compile(opt, loss, metrics=["accuracy"], jit_compile=jit_compile)
         if stage.epochs:
             cbs = [] if stage.kind == "distill" else compression_callbacks(wrapped)
             if log_dir:

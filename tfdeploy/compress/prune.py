@@ -7,6 +7,7 @@ from tfdeploy.compress.graph import copy_model, flatten
 from tfdeploy.compress.history import record
 from tfdeploy.compress.schedules import get_schedule, steps_of, whole_number
 from tfdeploy.compress.selection import resolve
+from tfdeploy.compress.distribute import check_scope
 from tfdeploy.compress.wrappers import is_pruning_wrapped, is_quantization_aware
 from tfdeploy.errors import CompressionError
 
@@ -71,6 +72,7 @@ def prune(model, target_sparsity=0.8, schedule="polynomial_decay", epochs=None,
         >>> pruned.compile(...); pruned.fit(train_ds, epochs=3, callbacks=callbacks(pruned))
     """
     model = check_model(model, graph=True)
+    check_scope(model, "prune")
     if policy not in POLICIES:
         raise CompressionError(
             f"Unrecognized policy={policy!r}. Supported policies are: {list(POLICIES)}.")

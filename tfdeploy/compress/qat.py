@@ -11,6 +11,7 @@ from tfdeploy.compress.graph import flatten
 from tfdeploy.compress.history import notes, record
 from tfdeploy.compress.selection import resolve
 from tfdeploy.compress.sparsity import model_sparsity
+from tfdeploy.compress.distribute import check_scope
 from tfdeploy.compress.strip import strip
 from tfdeploy.compress.wrappers import (is_clustering_wrapped, is_pruning_wrapped,
                                         is_quantization_aware)
@@ -127,6 +128,7 @@ def quantize(model, preserve="auto", layers=None, quantize_configs=None, calibra
         >>> qat = quantize(model, layers=Select(types=keras.layers.Conv2D))
     """
     model = check_model(model, graph=True)
+    check_scope(model, "quantize")
     if preserve not in PRESERVE:
         raise CompressionError(
             f"Unrecognized preserve={preserve!r}. Supported values are: {list(PRESERVE)}.")

@@ -20,6 +20,7 @@ from tfdeploy._walk import leaf_layers
 from tfdeploy.compress.graph import flatten, rebuild
 from tfdeploy.compress.history import record
 from tfdeploy.compress.selection import resolve
+from tfdeploy.compress.distribute import check_scope
 from tfdeploy.compress.strip import strip
 from tfdeploy.compress.wrappers import is_pruning_wrapped, is_quantization_aware
 from tfdeploy.errors import CompressionError
@@ -204,6 +205,7 @@ def slim(model, ratio=0.5, criterion="l1", layers=None):
         >>> small.compile(...); small.fit(train_ds, epochs=2)
     """
     model = check_model(model, graph=True)
+    check_scope(model, "slim")
     if not isinstance(ratio, (int, float)) or not 0.0 < float(ratio) < 1.0:
         raise CompressionError(
             f"ratio must be a fraction in (0, 1) of the channels to remove, received {ratio!r}. "

@@ -81,7 +81,7 @@ def scan_directory(directory):
 
 
 def image_dataset(directory, image_size=(32, 32), color_mode="grayscale", batch_size=32,
-                  shuffle=False, seed=0, cache=True):
+                  shuffle=False, seed=0, cache=True, prefetch=True, parallel=True):
     """Load ``directory/<class>/*`` images as a batched, prefetched ``tf.data.Dataset``.
 
     Images are resized to ``image_size`` and yielded as float32 raw pixel values
@@ -96,7 +96,12 @@ def image_dataset(directory, image_size=(32, 32), color_mode="grayscale", batch_
         batch_size: batch size. Defaults to 32.
         shuffle: shuffle every epoch. Defaults to False.
         seed: shuffle seed. Defaults to 0.
-        cache: keep decoded images in memory. Defaults to True.
+        cache: keep decoded images in memory after the first epoch. Defaults to True.
+        prefetch: prepare the next batches while the model trains on the current
+            one (``prefetch(AUTOTUNE)``). Defaults to True.
+        parallel: decode and resize images on several threads
+            (``map(num_parallel_calls=AUTOTUNE)``). Defaults to True.
+            `tfdeploy.data.input_pipeline_share` measures what these three buy.
 
     Returns:
         A ``tf.data.Dataset`` of ``(images, labels)`` with attribute
@@ -128,12 +133,14 @@ def image_dataset(directory, image_size=(32, 32), color_mode="grayscale", batch_
         return image, label
 
     ds = tf.data.Dataset.from_tensor_slices((paths, labels))
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE if parallel else None)
     if cache:
         ds = ds.cache()
     if shuffle:
         ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(int(batch_size))
+    if prefetch:
+        ds = ds.prefetch(tf.data.AUTOTUNE)
     ds.class_names = class_names
     ds.num_examples = len(paths)
     return ds

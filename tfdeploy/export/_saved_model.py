@@ -65,7 +65,7 @@ def _image_input(model):
 
 class _ServingModule(tf.Module):
     def __init__(self, model, class_names, labels_path=None, image_bytes=True, track_model=False,
-                 max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
+                 max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS, jit_compile=False):
         super().__init__(name="tfdeploy_serving")
         if track_model:
             self.model = model
@@ -93,8 +93,12 @@ class _ServingModule(tf.Module):
                 tf.string, tf.lookup.TextFileIndex.WHOLE_LINE)
             self.table = tf.lookup.StaticHashTable(initializer, default_value="")
 
+        # XLA compiles the network only: lookups and parsing around it are not XLA ops.
+        forward = tf.function(lambda x: model(x, training=False), jit_compile=True) \
+            if jit_compile else (lambda x: model(x, training=False))
+
         def outputs_of(*inputs):
-            outputs = model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+            outputs = forward(list(inputs) if len(inputs) > 1 else inputs[0])
             if not classifier:
                 outs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
                 names = model.output_names
@@ -186,7 +190,7 @@ def _set_method_names(export_dir, methods):
 
 def saved_model(model, base_path, version=None, class_names=None, overwrite=False,
                 warmup_data=None, num_warmup=4, model_card=None, image_bytes=True,
-                max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
+                max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS, jit_compile=False):
     """Export a Keras model as a SavedModel ready for TF Serving.
 
     Writes ``base_path/VERSION/`` (the next free integer version by default)
@@ -218,6 +222,10 @@ def saved_model(model, base_path, version=None, class_names=None, overwrite=Fals
             Defaults to True.
         max_image_pixels: ``serving_bytes`` refuses (InvalidArgument, HTTP 400) an image
             whose header declares more pixels, before decoding it. Defaults to 4096 * 4096.
+        jit_compile: compile the network inside every signature with XLA
+            (``tf.function(jit_compile=True)``; label lookup and image decoding
+            stay outside). Loaders that run XLA (TensorFlow, TF Serving built
+            with XLA) then run the fused kernels. Defaults to False.
 
     Returns:
         The path of the version directory written.
@@ -275,7 +283,7 @@ def saved_model(model, base_path, version=None, class_names=None, overwrite=Fals
             with open(labels_path, "w") as f:
                 f.write("\n".join(class_names) + "\n")
         module = _ServingModule(model, class_names, labels_path, image_bytes=image_bytes,
-                                max_image_pixels=max_image_pixels)
+                                max_image_pixels=max_image_pixels, jit_compile=jit_compile)
         try:
             with atomic_directory(final, overwrite=overwrite) as tmp:
                 try:
@@ -287,7 +295,9 @@ def saved_model(model, base_path, version=None, class_names=None, overwrite=Fals
                     # save the whole Keras object graph instead
                     shutil.rmtree(tmp, ignore_errors=True)
                     module = _ServingModule(model, class_names, labels_path,
-                                            image_bytes=image_bytes, track_model=True)
+                                            image_bytes=image_bytes, track_model=True,
+                                            max_image_pixels=max_image_pixels,
+                                            jit_compile=jit_compile)
                     tf.saved_model.save(module, tmp, signatures=module.signature_functions())
                 methods = {CLASSIFY_SIGNATURE: _CLASSIFY_METHOD,
                            REGRESS_SIGNATURE: _REGRESS_METHOD}

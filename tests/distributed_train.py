@@ -1,0 +1,112 @@
+"""Helper process for tests/test_distributed_training.py (not a test module).
+
+    python tests/distributed_train.py mirrored OUT.json
+    python tests/distributed_train.py worker INDEX PORT0,PORT1 OUT.json
+
+"mirrored": two logical CPUs, MirroredStrategy; prunes (and trains QAT) there and, for
+comparison, prunes the same model in one replica without a strategy; also checks the
+typed errors raised before training. "worker": one MultiWorkerMirroredStrategy worker of a
+two-process cluster on 127.0.0.1 that prunes the same model.
+"""
+
+import hashlib
+import json
+import os
+import sys
+
+MODE = sys.argv[1]
+if MODE == "worker":
+    from tfdeploy.compress.distribute import tf_config
+
+    os.environ["TF_CONFIG"] = tf_config(int(sys.argv[2]), sys.argv[3].split(","))
+
+import numpy as np  # noqa: E402
+
+import tfdeploy as td  # noqa: E402
+from tfdeploy._keras import keras, tf  # noqa: E402
+from tfdeploy.compress import distribute  # noqa: E402
+
+C = td.compress
+TARGET, EPOCHS = 0.75, 2
+if MODE == "mirrored":
+    distribute.logical_cpus(2)
+rng = np.random.RandomState(0)
+x = rng.rand(256, 16, 16, 1).astype("float32") * 255
+y = rng.randint(0, 10, 256)
+options = tf.data.Options()
+options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32).with_options(options)
+STEPS = int(ds.cardinality())
+
+
+def pruned(strategy=None):
+    scope = strategy.scope() if strategy is not None else _Null()
+    with scope:
+        keras.utils.set_random_seed(0)
+        model = C.prune(td.models.build_cnn((16, 16, 1), 10, width=0.125), TARGET,
+                        epochs=EPOCHS, steps_per_epoch=STEPS)
+        model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    model.fit(ds, epochs=EPOCHS, verbose=0, callbacks=C.callbacks(model))
+    steps = sorted({int(v.numpy()) for layer in model.layers
+                    for v in [getattr(layer, "pruning_step", None)] if v is not None})
+    agree = distribute.replicas_agree(model)
+    stripped = C.strip(model)
+    zeros = b"".join((w == 0).tobytes() for w in stripped.get_weights())
+    return {"sparsity_by_layer": C.sparsity_by_layer(stripped), "pruning_steps": steps,
+            "replicas_agree": agree, "zeros_md5": hashlib.md5(zeros).hexdigest(),
+            "replicas": strategy.num_replicas_in_sync if strategy is not None else 1}
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def errors(strategy):
+    out = {}
+    with strategy.scope():
+        model = C.prune(td.models.build_cnn((16, 16, 1), 10, width=0.125), TARGET,
+                        epochs=1, steps_per_epoch=STEPS)
+        model.compile("adam", "sparse_categorical_crossentropy", jit_compile=True)
+    try:
+        C.callbacks(model)
+        out["jit"] = None
+    except td.errors.DistributionError as exc:
+        out["jit"] = str(exc)
+    with strategy.scope():
+        base = td.models.build_cnn((16, 16, 1), 10, width=0.125)
+    try:
+        C.prune(base, TARGET, epochs=1, steps_per_epoch=STEPS)  # wrapped outside the scope
+        out["outside"] = None
+    except td.errors.DistributionError as exc:
+        out["outside"] = str(exc)
+    return out
+
+
+def qat(strategy):
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        model = C.quantize(td.models.build_cnn((16, 16, 1), 10, width=0.125))
+        model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    before = {k: v[0].copy() for k, v in distribute.replica_values(model).items()}
+    history = model.fit(ds, epochs=1, verbose=0, callbacks=C.callbacks(model))
+    after = distribute.replica_values(model)
+    moved = sorted(k for k, v in after.items() if "max" in k and not np.allclose(v[0], before[k]))
+    return {"loss": float(history.history["loss"][-1]), "ranges_moved": len(moved),
+            "replicas_agree": distribute.replicas_agree(model)}
+
+
+if MODE == "mirrored":
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    result = {"mirrored": pruned(strategy), "single": pruned(None), "errors": errors(strategy),
+              "qat": qat(strategy)}
+    out_path = sys.argv[2]
+else:
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    result = {"worker": pruned(strategy), "index": int(sys.argv[2])}
+    out_path = sys.argv[4]
+with open(out_path, "w") as f:
+    json.dump(result, f)

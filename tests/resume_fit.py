@@ -1,0 +1,97 @@
+"""Helper process for tests/test_resume.py (not a test module).
+
+    python tests/resume_fit.py kill WORK     # uninterrupted reference runs, then a pruning fit
+                                             # with a backup that SIGKILLs itself in epoch 3
+    python tests/resume_fit.py resume WORK   # the same pruning fit resumes from the backup;
+                                             # then a QAT fit interrupted in epoch 2 and resumed
+
+Ops are deterministic and the data is not shuffled, so a resumed run and an uninterrupted
+one see the same batches and must end with the same weights, masks and pruning step.
+"""
+
+import json
+import os
+import signal
+import sys
+
+import numpy as np
+
+import tfdeploy as td
+from tfdeploy._keras import keras, tf
+
+PHASE, WORK = sys.argv[1], sys.argv[2]
+tf.config.experimental.enable_op_determinism()
+C = td.compress
+rng = np.random.RandomState(0)
+x = rng.rand(192, 16, 16, 1).astype("float32") * 255
+y = rng.randint(0, 10, 192)
+ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+EPOCHS, QAT_EPOCHS = 4, 2
+
+
+class Interrupt(keras.callbacks.Callback):
+    """SIGKILL this process (or raise) at ``batch`` of ``epoch``."""
+
+    def __init__(self, epoch, batch, kill):
+        super().__init__()
+        self.at, self.kill, self.epoch = (epoch, batch), kill, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            if self.kill:
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise KeyboardInterrupt("interrupted for the test")
+
+
+def prune_fit(backup=None, interrupt=None):
+    keras.utils.set_random_seed(0)
+    model = C.prune(td.models.build_cnn((16, 16, 1), 10, width=0.125), 0.75, epochs=EPOCHS,
+                    steps_per_epoch=ds)
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    cbs = C.callbacks(model, backup_dir=backup) + ([interrupt] if interrupt else [])
+    model.fit(ds, epochs=EPOCHS, verbose=0, callbacks=cbs)
+    steps = sorted({int(layer.pruning_step.numpy()) for layer in model.layers
+                    if hasattr(layer, "pruning_step")})
+    masks = [m.numpy() for layer in model.layers for _, m, _ in getattr(layer, "pruning_vars", [])]
+    stripped = C.strip(model)
+    return stripped, {"pruning_steps": steps, "iterations": int(model.optimizer.iterations),
+                      "sparsity": C.sparsity_by_layer(stripped),
+                      "masks": [m.astype(int).ravel().tolist() for m in masks],
+                      "weights": [w.ravel().tolist() for w in stripped.get_weights()]}
+
+
+def qat_fit(pruned, backup=None, interrupt=None):
+    keras.utils.set_random_seed(0)
+    model = C.quantize(pruned, preserve="sparsity")
+    model.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy")
+    cbs = C.callbacks(model, backup_dir=backup) + ([interrupt] if interrupt else [])
+    model.fit(ds, epochs=QAT_EPOCHS, verbose=0, callbacks=cbs)
+    ranges = {v.name: float(v.numpy()) for v in model.variables
+              if v.name.split("/")[-1].split(":")[0].endswith(("_min", "_max"))
+              and v.shape.rank == 0}
+    return {"ranges": ranges, "sparsity": C.sparsity_by_layer(model),
+            "iterations": int(model.optimizer.iterations)}
+
+
+def dump(name, payload):
+    with open(os.path.join(WORK, name), "w") as f:
+        json.dump(payload, f)
+
+
+if PHASE == "kill":
+    pruned, reference = prune_fit()
+    dump("reference_prune.json", reference)
+    dump("reference_qat.json", qat_fit(pruned))
+    prune_fit(os.path.join(WORK, "prune_backup"), Interrupt(2, 3, kill=True))
+    raise SystemExit("not killed")
+pruned, resumed = prune_fit(os.path.join(WORK, "prune_backup"))
+dump("resumed_prune.json", resumed)
+backup = os.path.join(WORK, "qat_backup")
+try:
+    qat_fit(pruned, backup, Interrupt(1, 2, kill=False))
+except KeyboardInterrupt:
+    pass
+dump("resumed_qat.json", qat_fit(pruned, backup))

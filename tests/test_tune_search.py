@@ -1,0 +1,126 @@
+"""tfdeploy.tune: a tiny search marks an infeasible trial, resumes, logs, exports the best."""
+
+import csv
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+
+import tfdeploy as td
+from tfdeploy._keras import tf
+from tfdeploy.errors import TuneError
+
+# Two plans that differ only in the pruning target: 30 % stays within the budget after one
+# short fine-tune, 97 % cannot.
+SPACE = {"slim_ratio": 0.0, "sparsity_kind": "unstructured", "sparsity": [0.3, 0.97],
+         "schedule": "polynomial_decay", "clusters": 0, "qat": False,
+         "quantization": "dynamic", "learning_rate": 5e-4, "epochs": 1}
+
+
+@pytest.fixture(scope="module")
+def small(train_ds, test_arrays):
+    x, y = test_arrays
+    return train_ds.take(6), (x[:200], y[:200])
+
+
+def _hparams_runs(log_dir):
+    runs = {}
+    for path in glob.glob(os.path.join(log_dir, "trial_*", "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "hparams":
+                    runs.setdefault(os.path.basename(os.path.dirname(path)), []).append(value.tag)
+    return runs
+
+
+def test_search_marks_infeasible_resumes_logs_and_exports(tmp_path, trained_model, small):
+    import tfdeploy.tune as tune
+
+    train, (x, y) = small
+    kwargs = dict(budget=3.0, directory=str(tmp_path / "tune"), space=SPACE,
+                  log_dir=str(tmp_path / "logs"), latency_samples=10, verbose=0)
+    first = tune.search(trained_model, train, (x, y), max_trials=1, **kwargs)
+    assert [t["trial_id"] for t in first.trials] == ["0"]
+    with open(tmp_path / "tune" / "compression" / "trial_0" / "result.json") as f:
+        trial0 = f.read()
+
+    # A new tuner object on the same directory continues: trial 0 is not run again.
+    second = tune.search(trained_model, train, (x, y), max_trials=2, **kwargs)
+    with open(tmp_path / "tune" / "compression" / "trial_0" / "result.json") as f:
+        assert f.read() == trial0
+    assert [t["trial_id"] for t in second.trials] == ["0", "1"]
+    by_sparsity = {t["sparsity"]: t for t in second.trials}
+    mild, harsh = by_sparsity[0.3], by_sparsity[0.97]
+    assert mild["feasible"] and mild["status"] == "feasible"
+    assert mild["accuracy_drop"] <= 3.0
+    assert not harsh["feasible"] and harsh["status"] == "infeasible"
+    assert harsh["accuracy_drop"] > 3.0
+    # Marked, not just scored: the infeasible trial is smaller, yet never the best.
+    assert harsh["gzip_bytes"] < mild["gzip_bytes"]
+    assert second.best["trial_id"] == mild["trial_id"]
+    assert second.infeasible == [harsh]
+    # The oracle saw the feasibility metric too.
+    oracle_trial = json.load(open(tmp_path / "tune" / "compression"
+                                  / f"trial_{harsh['trial_id']}" / "trial.json"))
+    assert oracle_trial["metrics"]["metrics"]["feasible"]["observations"][0]["value"] == [0.0]
+
+    # Measured on the artifact in its own runtime (LiteRT), dynamic-range int8 weights.
+    assert mild["gzip_bytes"] == td.verify.gzip_bytes(
+        str(tmp_path / "tune" / "compression" / f"trial_{mild['trial_id']}" / "model.tflite"))
+    assert second.baseline["gzip_bytes"] > mild["gzip_bytes"]
+
+    with open(tmp_path / "tune" / "compression" / "trials.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["status"] for r in rows) == ["feasible", "infeasible"]
+    runs = _hparams_runs(str(tmp_path / "logs"))
+    assert set(runs) == {"trial_0", "trial_1"}
+
+    exported = second.export(str(tmp_path / "best"), x, y)
+    assert exported["verification"]["passed"]
+    card = td.export.read_model_card(exported["tflite"])
+    assert card["tune"]["trial"]["trial_id"] == mild["trial_id"]
+    assert td.verify.weight_summary(exported["tflite"])["sparsity"] > 0.2
+
+
+def test_hyperband_uses_its_epoch_budget(tmp_path, trained_model, small):
+    import tfdeploy.tune as tune
+
+    train, (x, y) = small
+    space = dict(SPACE, sparsity=[0.3], quantization=["dynamic", "float16"])
+    result = tune.search(trained_model, train, (x, y), budget=3.0, tuner="hyperband",
+                         max_epochs=2, max_trials=2, directory=str(tmp_path / "hb"),
+                         space=space, latency_samples=10, verbose=0)
+    assert len(result.trials) == 2
+    assert all(t["epochs"] in (1, 2) for t in result.trials)
+    assert {t["quantization"] for t in result.trials} <= {"dynamic", "float16"}
+    assert result.best is not None
+
+
+def test_bad_settings_are_refused_before_any_trial(tmp_path, trained_model, small):
+    import tfdeploy.tune as tune
+
+    train, xy = small
+    with pytest.raises(TuneError, match="objective"):
+        tune.search(trained_model, train, xy, objective="speed", directory=str(tmp_path))
+    with pytest.raises(TuneError, match="Unknown search-space key"):
+        tune.search(trained_model, train, xy, space={"sparsty": [0.5]}, directory=str(tmp_path))
+    with pytest.raises(TuneError, match="budget"):
+        tune.search(trained_model, train, xy, budget=-1, directory=str(tmp_path))
+    with pytest.raises(TuneError, match="allowed values"):
+        tune.resolve_space({"quantization": ["int4"]})
+    assert not os.path.exists(tmp_path / "compression")
+
+
+def test_plan_of_values():
+    from tfdeploy.tune import plan, technique
+
+    stages, quantization = plan({"slim_ratio": 0.5, "sparsity_kind": "n_m", "clusters": 16,
+                                 "qat": True, "qat_layers": "skip_first_last",
+                                 "learning_rate": 1e-3, "epochs": 2})
+    assert [s.kind for s in stages] == ["slim", "n_m", "cluster", "quantize"]
+    assert quantization == "int8" and all(s.epochs == 2 for s in stages)
+    assert technique({"slim_ratio": 0.0, "sparsity_kind": "unstructured", "clusters": 0,
+                      "qat": False, "quantization": "float16"}) == "prune+float16"
+    assert np.isclose(stages[0].params["ratio"], 0.5)

@@ -1,0 +1,78 @@
+"""Record of a search: one JSON and one CSV of every trial, and TensorBoard HParams per trial."""
+
+import csv
+import json
+import os
+
+from tfdeploy.export._atomic import atomic_file
+
+RESULT_FILE = "result.json"
+# HParams tags shared with tfdeploy.viz and the recipes (see the team brief).
+HPARAM_TAGS = ("technique", "sparsity", "clusters", "slim_ratio", "quantization", "format",
+               "runtime")
+METRIC_TAGS = ("accuracy", "gzip_bytes", "latency_p50_ms", "agreement")
+EXTRA_METRICS = ("cost", "feasible", "accuracy_drop")
+_COLUMNS = ("trial_id", "status", "feasible", "cost", "accuracy", "accuracy_drop", "gzip_bytes",
+            "latency_p50_ms", "agreement", "technique", "slim_ratio", "sparsity_kind", "sparsity",
+            "schedule", "clusters", "qat", "qat_layers", "quantization", "learning_rate",
+            "epochs", "tuner_id", "seconds")
+
+
+def write_json(path, payload):
+    """Write ``payload`` as indented JSON, atomically."""
+    with atomic_file(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(payload, f, indent=2, default=str)
+            f.write("\n")
+    return path
+
+
+def read_result(trial_dir):
+    """The result a tuner wrote into ``trial_dir``, or None (trial not finished)."""
+    path = os.path.join(trial_dir, RESULT_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_trials(rows, json_path, csv_path):
+    """Write every trial's row to ``json_path`` (a list) and ``csv_path`` (one line each)."""
+    write_json(json_path, rows)
+    with atomic_file(csv_path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(_COLUMNS), extrasaction="ignore")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: row.get(k, "") for k in _COLUMNS})
+    return json_path, csv_path
+
+
+def hparams_of(row):
+    """The HParams dict of a trial row, under the shared tag names."""
+    return {"technique": row["technique"],
+            "sparsity": float(row.get("sparsity") or (0.5 if row.get("sparsity_kind") == "n_m"
+                                                      else 0.0)),
+            "clusters": int(row.get("clusters") or 0),
+            "slim_ratio": float(row.get("slim_ratio") or 0.0),
+            "quantization": row["quantization"], "format": "tflite", "runtime": "litert"}
+
+
+def log_hparams(log_dir, row):
+    """Log one trial as a TensorBoard HParams session ``log_dir/trial_<id>``.
+
+    The shared tags go through `tfdeploy.viz.log_hparams` (so trials sit in one
+    table with the quickstart's and the recipes' variants); the tuner's own
+    numbers (``cost``, ``feasible``, ``accuracy_drop``) are scalars of the same run.
+    """
+    from tfdeploy._keras import tf
+    from tfdeploy.viz import log_hparams as viz_log_hparams
+
+    metrics = {k: float(row[k]) for k in METRIC_TAGS if row.get(k) is not None}
+    run_dir = viz_log_hparams(log_dir, f"trial_{row['trial_id']}", hparams_of(row), metrics)
+    writer = tf.summary.create_file_writer(run_dir)
+    with writer.as_default(step=0):
+        for key in EXTRA_METRICS:
+            tf.summary.scalar(key, float(row[key]))
+    writer.close()
+    return run_dir

@@ -1,0 +1,365 @@
+"""Search compression plans with keras-tuner under an accuracy budget, measured on the artifact.
+
+    result = tfdeploy.tune.search(model, train_ds, (x_test, y_test), budget=1.0,
+                                  objective="size", max_trials=20, directory="tune")
+    print(result.best)             # the smallest int8/float16/dynamic TFLite within 1 point
+    result.export("saved_models/tuned")
+
+Each trial applies a plan (`tfdeploy.compress.apply_plan`: slim, prune or 2:4,
+cluster, QAT, each fine-tuned), exports TFLite with the trial's quantization,
+loads it in LiteRT and measures accuracy, agreement with its Keras model, gzip
+bytes and p50 latency there. The oracle minimises ``cost``: the artifact's
+gzip bytes and/or p50 latency relative to the float baseline's TFLite. A trial
+whose accuracy drop exceeds the budget is *infeasible*: its ``feasible`` metric
+is 0, its row says so, it is never returned as best, and its cost is pushed
+above every feasible cost (1 + measured cost + excess points / 10) so the
+oracle learns to avoid that region.
+
+Distributed search uses keras-tuner's own chief/worker mode: set
+``KERASTUNER_TUNER_ID`` (``chief`` or ``worker0``, ``worker1``, ...),
+``KERASTUNER_ORACLE_IP`` and ``KERASTUNER_ORACLE_PORT`` in each process (the
+``tfdeploy tune --distributed ROLE`` flag does it) and run the same search.
+"""
+
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+
+from tfdeploy._keras import keras, keras_tuner, tf
+from tfdeploy.bridge import check_model
+from tfdeploy.errors import TuneError
+from tfdeploy.tune import log as trial_log
+from tfdeploy.tune import space as search_space
+
+TUNERS = ("bayesian", "hyperband", "random")
+OBJECTIVES = ("size", "latency")
+BASELINE_FILE = "baseline.json"
+
+
+def _weights(objective):
+    if isinstance(objective, str):
+        if objective == "mix":
+            return {"size": 0.5, "latency": 0.5}
+        if objective not in OBJECTIVES:
+            raise TuneError(f"Unrecognized objective={objective!r}. Supported objectives are: "
+                            f"{list(OBJECTIVES) + ['mix']} or a dict of weights such as "
+                            "{'size': 0.7, 'latency': 0.3}.")
+        return {objective: 1.0}
+    if isinstance(objective, dict) and objective and set(objective) <= set(OBJECTIVES) and all(
+            isinstance(v, (int, float)) and v >= 0 for v in objective.values()) and sum(
+            objective.values()) > 0:
+        total = float(sum(objective.values()))
+        return {k: float(v) / total for k, v in objective.items()}
+    raise TuneError(f"objective must be 'size', 'latency', 'mix' or a dict of non-negative "
+                    f"weights over {list(OBJECTIVES)}, received {objective!r}.")
+
+
+def _arrays(data):
+    if isinstance(data, tf.data.Dataset):
+        from tfdeploy.data import to_numpy
+
+        return to_numpy(data)
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return np.asarray(data[0], np.float32), np.asarray(data[1])
+    raise TuneError("validation_data must be a tf.data.Dataset of (x, y) batches or an (x, y) "
+                    f"tuple of arrays, received {type(data).__name__}.")
+
+
+def _measure(path, model, x, y, samples):
+    """Accuracy, agreement, gzip bytes and p50 latency of an artifact in its own runtime."""
+    from tfdeploy import runtime, verify
+
+    runner = runtime.load(path, num_threads=1)
+    checked = verify.verify(runner, model, x, y, raise_on_failure=False)
+    return {"accuracy": float(checked["accuracy"]), "agreement": float(checked["agreement"]),
+            "gzip_bytes": int(verify.gzip_bytes(path)),
+            "latency_p50_ms": float(verify.latency_ms(runner, x, samples=samples))}
+
+
+class _Space(keras_tuner().HyperModel):
+    """Declares the compression search space (builds no model: the tuner runs plans)."""
+
+    def __init__(self, space, hyperband):
+        super().__init__(name="compression")
+        self.space, self.hyperband = space, hyperband
+
+    def build(self, hp):
+        search_space.declare(hp, self.space, self.hyperband)
+
+
+class CompressionTuner(keras_tuner().engine.base_tuner.BaseTuner):
+    """A keras-tuner tuner whose trials are compression plans scored on exported artifacts.
+
+    Use `search` rather than building one directly.
+    """
+
+    def __init__(self, oracle, hypermodel, model, budget, weights, directory, project_name,
+                 overwrite=False, log_dir=None, latency_samples=50, seed=0):
+        super().__init__(oracle, hypermodel, directory=directory, project_name=project_name,
+                         overwrite=overwrite)
+        self.model, self.budget, self.weights = model, float(budget), weights
+        self.log_dir, self.latency_samples, self.seed = log_dir, int(latency_samples), seed
+        self.baseline = None
+
+    def measure_baseline(self, train_data, x, y):
+        """Measure (or reload from the tuner directory) the float baseline's TFLite."""
+        from tfdeploy import export
+
+        path = os.path.join(self.project_dir, BASELINE_FILE)
+        saved = _read_json(path)
+        if saved is None:
+            tfl = os.path.join(self.project_dir, "baseline_float32.tflite")
+            export.tflite(self.model, tfl, "float32")
+            saved = _measure(tfl, self.model, x, y, self.latency_samples)
+            trial_log.write_json(path, saved)
+        self.baseline = saved
+        return saved
+
+    def cost(self, metrics):
+        """The oracle's objective: weighted gzip-bytes / latency ratios to the baseline."""
+        ratios = {"size": metrics["gzip_bytes"] / self.baseline["gzip_bytes"],
+                  "latency": metrics["latency_p50_ms"] / self.baseline["latency_p50_ms"]}
+        return float(sum(w * ratios[k] for k, w in self.weights.items()))
+
+    def run_trial(self, trial, train_data, x, y, jit_compile=False, verbose=0):
+        from tfdeploy import export
+        from tfdeploy.compress import apply_plan
+
+        values = dict(trial.hyperparameters.values)
+        stages, quantization = search_space.plan(values)
+        trial_dir = self.get_trial_dir(trial.trial_id)
+        start = time.time()
+        keras.utils.set_random_seed(self.seed)
+        result = apply_plan(self.model, stages, train_data, jit_compile=jit_compile) \
+            if stages else None
+        model = result.model if result is not None else self.model
+        path = os.path.join(trial_dir, "model.tflite")
+        export.tflite(model, path, quantization, representative_data=train_data)
+        metrics = _measure(path, model, x, y, self.latency_samples)
+        model.save(os.path.join(trial_dir, "model.h5"))
+        drop = 100.0 * (self.baseline["accuracy"] - metrics["accuracy"])
+        feasible = drop <= self.budget
+        cost = self.cost(metrics)
+        if not feasible:
+            cost = 1.0 + cost + (drop - self.budget) / 10.0
+        row = {"trial_id": trial.trial_id, "status": "feasible" if feasible else "infeasible",
+               "feasible": bool(feasible), "cost": round(cost, 6),
+               "accuracy_drop": round(drop, 4), **metrics,
+               "technique": search_space.technique(values), "quantization": quantization,
+               "epochs": int(values.get("tuner/epochs") or values.get("epochs") or 1),
+               "tuner_id": self.tuner_id, "seconds": round(time.time() - start, 2),
+               "plan": [repr(s) for s in stages],
+               **{k: v for k, v in values.items() if not k.startswith("tuner/")
+                  and k not in ("quantization", "epochs")}}
+        trial_log.write_json(os.path.join(trial_dir, trial_log.RESULT_FILE), row)
+        if self.log_dir:
+            trial_log.log_hparams(self.log_dir, row)
+        if verbose:
+            print(f"trial {trial.trial_id} [{self.tuner_id}] {row['technique']}: "
+                  f"{row['status']}, cost {cost:.4f}, accuracy {metrics['accuracy']:.4f} "
+                  f"(drop {drop:.2f} points), {metrics['gzip_bytes']} gzip bytes, "
+                  f"p50 {metrics['latency_p50_ms']:.3f} ms", flush=True)
+        return {"cost": cost, "feasible": float(feasible), "accuracy": metrics["accuracy"],
+                "accuracy_drop": drop, "gzip_bytes": float(metrics["gzip_bytes"]),
+                "latency_p50_ms": metrics["latency_p50_ms"], "agreement": metrics["agreement"]}
+
+
+class TuneResult:
+    """What a search found: every trial's row, the best feasible one, and where they live.
+
+    Attributes:
+        trials: list of dicts (one per finished trial, in trial order).
+        best: the feasible row with the lowest cost, or None when none is feasible.
+        baseline: the float baseline TFLite's measurements.
+        directory: the tuner's project directory (trial_*/ hold each trial's
+            ``model.tflite``, ``model.h5`` and ``result.json``).
+        seconds: wall time of this search call.
+    """
+
+    def __init__(self, trials, baseline, directory, seconds, budget):
+        self.trials, self.baseline, self.directory = trials, baseline, directory
+        self.seconds, self.budget = seconds, budget
+        feasible = [t for t in trials if t["feasible"]]
+        self.best = min(feasible, key=lambda t: t["cost"]) if feasible else None
+
+    @property
+    def infeasible(self):
+        return [t for t in self.trials if not t["feasible"]]
+
+    def export(self, output_dir, x=None, y=None, name="tuned"):
+        """Export the best trial's model again to ``output_dir`` and verify it.
+
+        Reloads the best trial's Keras model from its ``model.h5``, writes
+        ``<name>.tflite`` (its quantization) with a model card recording the
+        search, and checks the artifact in LiteRT against the reloaded model
+        (agreement and, with ``x``/``y``, the accuracy drop stays within the budget).
+
+        Returns:
+            ``{"tflite": path, "keras": path, "verification": verify(...) result}``.
+
+        Raises:
+            TuneError: no feasible trial. VerificationError: the artifact fails.
+        """
+        from tfdeploy import export, verify
+
+        if self.best is None:
+            raise TuneError(
+                f"No trial met the accuracy budget of {self.budget} points ({len(self.trials)} "
+                "trial(s)); raise the budget, add milder choices to the space, or run more "
+                "trials.")
+        trial_dir = os.path.join(self.directory, f"trial_{self.best['trial_id']}")
+        os.makedirs(output_dir, exist_ok=True)
+        model = _load_h5(os.path.join(trial_dir, "model.h5"))
+        keras_path = os.path.join(output_dir, f"{name}.h5")
+        shutil.copyfile(os.path.join(trial_dir, "model.h5"), keras_path)
+        path = os.path.join(output_dir, f"{name}.tflite")
+        card = {"tune": {"trial": self.best, "baseline": self.baseline, "budget": self.budget}}
+        export.tflite(model, path, self.best["quantization"], representative_data=x,
+                      model_card=card)
+        checked = None
+        if x is not None:
+            tolerance = {"max_accuracy_drop": self.budget / 100.0}
+            checked = verify.verify(path, model, x, y, tolerance=tolerance, name=name)
+        return {"tflite": path, "keras": keras_path, "verification": checked}
+
+    def summary(self):
+        lines = [f"{len(self.trials)} trial(s), {len(self.infeasible)} infeasible, "
+                 f"{self.seconds:.1f} s; budget {self.budget} points; baseline "
+                 f"{self.baseline['gzip_bytes']} gzip bytes, "
+                 f"p50 {self.baseline['latency_p50_ms']:.3f} ms, "
+                 f"accuracy {self.baseline['accuracy']:.4f}"]
+        for t in self.trials:
+            mark = "*" if self.best is not None and t["trial_id"] == self.best["trial_id"] else " "
+            lines.append(f"{mark} {t['trial_id']:>4} {t['status']:<10} cost {t['cost']:.4f}  "
+                         f"acc {t['accuracy']:.4f}  {t['gzip_bytes']:>8} B  "
+                         f"{t['latency_p50_ms']:.3f} ms  {t['technique']}")
+        return "\n".join(lines)
+
+    __str__ = summary
+
+
+def _read_json(path):
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _load_h5(path):
+    from tfdeploy._keras import tfmot
+
+    with tfmot().quantization.keras.quantize_scope():
+        return keras.models.load_model(path, compile=False)
+
+
+def _oracle(tuner, max_trials, max_epochs, seed):
+    kt = keras_tuner()
+    objective = kt.Objective("cost", "min")
+    if tuner == "bayesian":
+        return kt.oracles.BayesianOptimizationOracle(objective, max_trials=max_trials, seed=seed)
+    if tuner == "random":
+        return kt.oracles.RandomSearchOracle(objective, max_trials=max_trials, seed=seed)
+    if tuner == "hyperband":
+        oracle = kt.oracles.HyperbandOracle(objective, max_epochs=max_epochs, factor=3, seed=seed)
+        oracle.max_trials = max_trials  # stop after max_trials, like the other oracles
+        return oracle
+    raise TuneError(f"Unrecognized tuner={tuner!r}. Supported tuners are: {list(TUNERS)}.")
+
+
+def role():
+    """This process's role in a keras-tuner distributed search: None, "chief" or a worker id."""
+    if "KERASTUNER_ORACLE_IP" not in os.environ:
+        return None
+    return os.environ.get("KERASTUNER_TUNER_ID")
+
+
+def collect(directory):
+    """The rows of every finished trial under a tuner project ``directory``, in trial order."""
+    rows = []
+    if not os.path.isdir(directory):
+        return rows
+    for name in sorted(os.listdir(directory)):
+        if name.startswith("trial_"):
+            row = trial_log.read_result(os.path.join(directory, name))
+            if row is not None:
+                rows.append(row)
+    return rows
+
+
+def search(model, train_data, validation_data, budget=1.0, objective="size", max_trials=10,
+           tuner="bayesian", directory="tune", space=None, log_dir=None, overwrite=False,
+           max_epochs=3, latency_samples=50, jit_compile=False, seed=0, verbose=1):
+    """Find the smallest / fastest artifact within ``budget`` accuracy points of ``model``.
+
+    Resumable: run it again with the same ``directory`` and it reloads the
+    oracle and the finished trials, re-runs a trial that was interrupted, and
+    continues up to ``max_trials`` (raise it to search further). The float
+    baseline is measured once and stored there too.
+
+    Args:
+        model: the trained float Keras 2 model (the baseline; never modified).
+        train_data: ``tf.data.Dataset`` of ``(x, y)`` batches for fine-tuning and
+            int8 calibration.
+        validation_data: ``(x, y)`` arrays or a dataset; accuracy is measured on it
+            in each artifact's own runtime.
+        budget: the largest accuracy drop allowed, in percentage points against
+            the float baseline's TFLite. Defaults to 1.0.
+        objective: "size" (gzip bytes), "latency" (p50 ms at batch 1, one thread),
+            "mix" (half each) or a dict of weights such as
+            ``{"size": 0.7, "latency": 0.3}``. Defaults to "size".
+        max_trials: trials in total (across resumptions and workers). Defaults to 10.
+        tuner: "bayesian", "hyperband" (fine-tuning epochs are the budget it
+            allocates, up to ``max_epochs``; promoted trials retrain from the
+            baseline) or "random". Defaults to "bayesian".
+        directory: the tuner directory (``directory/compression``). Defaults to "tune".
+        space: overrides of `tfdeploy.tune.DEFAULT_SPACE`, e.g.
+            ``{"qat": [True], "clusters": [0]}``. Defaults to None.
+        log_dir: TensorBoard directory; each trial becomes an HParams run
+            ``log_dir/trial_<id>``. Defaults to None.
+        overwrite: discard a previous search in ``directory``. Defaults to False.
+        max_epochs: Hyperband's largest fine-tuning epochs per stage. Defaults to 3.
+        latency_samples: inputs timed per artifact. Defaults to 50.
+        jit_compile: XLA-compile the fine-tuning steps (see `apply_plan`).
+            Defaults to False.
+        seed: oracle and training seed. Defaults to 0.
+        verbose: print one line per trial. Defaults to 1.
+
+    Returns:
+        A `TuneResult` (in a distributed worker: the trials this worker ran).
+
+    Raises:
+        TuneError: bad objective, budget, tuner or space.
+    """
+    model = check_model(model)
+    weights = _weights(objective)
+    if not isinstance(budget, (int, float)) or budget < 0:
+        raise TuneError(f"budget must be a non-negative number of accuracy points (1.0 = one "
+                        f"point), received {budget!r}.")
+    if not isinstance(max_trials, int) or max_trials < 1:
+        raise TuneError(f"max_trials must be a positive integer, received {max_trials!r}.")
+    if tuner not in TUNERS:
+        raise TuneError(f"Unrecognized tuner={tuner!r}. Supported tuners are: {list(TUNERS)}.")
+    resolved = search_space.resolve_space(space)
+    start = time.time()
+    instance = CompressionTuner(
+        _oracle(tuner, max_trials, max_epochs, seed), _Space(resolved, tuner == "hyperband"),
+        model, budget, weights, directory, "compression", overwrite=overwrite, log_dir=log_dir,
+        latency_samples=latency_samples, seed=seed)
+    instance.oracle.max_trials = max_trials  # a resumed search may extend it
+    x, y = _arrays(validation_data)
+    this_role = role()
+    if this_role is None or this_role != "chief":
+        instance.measure_baseline(train_data, x, y)
+    instance.search(train_data, x, y, jit_compile=jit_compile, verbose=verbose)
+    project = instance.project_dir
+    rows = collect(project)
+    if this_role is not None and this_role != "chief":
+        rows = [r for r in rows if r.get("tuner_id") == this_role]
+    baseline = instance.baseline or _read_json(os.path.join(project, BASELINE_FILE))
+    if this_role is None or this_role == "chief":
+        trial_log.write_trials(rows, os.path.join(project, "trials.json"),
+                               os.path.join(project, "trials.csv"))
+    return TuneResult(rows, baseline, project, time.time() - start, budget)

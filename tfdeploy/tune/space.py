@@ -1,0 +1,154 @@
+"""The search space: compression choices as keras-tuner hyperparameters, and the plan they mean.
+
+Every choice is a ``hp.Choice`` (or ``hp.Fixed`` when the user pins it), so
+Bayesian optimisation, Hyperband and random search all work on it. Settings
+that only matter for one branch live in conditional scopes (the sparsity
+target only exists for unstructured pruning; the export quantization only
+without QAT, which always exports int8), so no two trials differ only in a
+setting that has no effect.
+"""
+
+from tfdeploy.errors import TuneError
+
+DEFAULT_SPACE = {
+    "slim_ratio": [0.0, 0.25, 0.5],
+    "sparsity_kind": ["none", "unstructured", "n_m"],
+    "sparsity": [0.5, 0.7, 0.85],
+    "schedule": ["polynomial_decay", "constant"],
+    "clusters": [0, 16, 32],
+    "qat": [True, False],
+    "qat_layers": ["all", "skip_first_last"],
+    "quantization": ["int8", "float16", "dynamic"],
+    "learning_rate": [2e-4, 5e-4, 1e-3],
+    "epochs": [1, 2],
+}
+SPARSITY_KINDS = ("none", "unstructured", "n_m")
+QUANTIZATIONS = ("int8", "float16", "dynamic")
+QAT_LAYERS = ("all", "skip_first_last")
+SCHEDULES = ("polynomial_decay", "constant")
+
+
+def resolve_space(space=None):
+    """Merge the user's ``space`` into `DEFAULT_SPACE` and check every value.
+
+    Args:
+        space: ``{name: [values]}`` (a choice) or ``{name: value}`` (fixed) for
+            any key of `DEFAULT_SPACE`. Defaults to None (the default space).
+
+    Returns:
+        ``{name: [values]}``.
+
+    Raises:
+        TuneError: an unknown key, an empty list or a value out of range.
+    """
+    merged = {k: list(v) for k, v in DEFAULT_SPACE.items()}
+    for key, value in (space or {}).items():
+        if key not in DEFAULT_SPACE:
+            raise TuneError(f"Unknown search-space key {key!r}. Known keys are: "
+                            f"{sorted(DEFAULT_SPACE)}.")
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        if not values:
+            raise TuneError(f"space[{key!r}] is empty; give at least one value.")
+        merged[key] = values
+    _check(merged)
+    return merged
+
+
+def _check(space):
+    allowed = {"sparsity_kind": SPARSITY_KINDS, "quantization": QUANTIZATIONS,
+               "qat_layers": QAT_LAYERS, "schedule": SCHEDULES, "qat": (True, False)}
+    for key, options in allowed.items():
+        bad = [v for v in space[key] if v not in options]
+        if bad:
+            raise TuneError(f"space[{key!r}] has {bad}; allowed values are {list(options)}.")
+    checks = {"slim_ratio": lambda v: 0.0 <= v < 1.0, "sparsity": lambda v: 0.0 < v < 1.0,
+              "clusters": lambda v: v == 0 or (isinstance(v, int) and v >= 2),
+              "learning_rate": lambda v: v > 0, "epochs": lambda v: isinstance(v, int) and v >= 1}
+    for key, ok in checks.items():
+        bad = [v for v in space[key] if not isinstance(v, (int, float)) or not ok(v)]
+        if bad:
+            raise TuneError(f"space[{key!r}] has invalid value(s) {bad} (slim_ratio in [0, 1), "
+                            "sparsity in (0, 1), clusters 0 or >= 2, learning_rate > 0, "
+                            "epochs >= 1).")
+
+
+def _choice(hp, name, values):
+    if len(values) == 1:
+        return hp.Fixed(name, values[0])
+    return hp.Choice(name, values)
+
+
+def declare(hp, space, hyperband=False):
+    """Declare the hyperparameters of ``space`` (from `resolve_space`) on ``hp``.
+
+    Under Hyperband the fine-tuning epochs come from the oracle
+    (``tuner/epochs``), so ``epochs`` is not declared.
+    """
+    _choice(hp, "slim_ratio", space["slim_ratio"])
+    kind = _choice(hp, "sparsity_kind", space["sparsity_kind"])
+    if "unstructured" in space["sparsity_kind"]:
+        with hp.conditional_scope("sparsity_kind", ["unstructured"]):
+            _choice(hp, "sparsity", space["sparsity"])
+            _choice(hp, "schedule", space["schedule"])
+    _choice(hp, "clusters", space["clusters"])
+    qat = _choice(hp, "qat", space["qat"])
+    if True in space["qat"]:
+        with hp.conditional_scope("qat", [True]):
+            _choice(hp, "qat_layers", space["qat_layers"])
+    if False in space["qat"]:
+        with hp.conditional_scope("qat", [False]):
+            _choice(hp, "quantization", space["quantization"])
+    _choice(hp, "learning_rate", space["learning_rate"])
+    if not hyperband:
+        _choice(hp, "epochs", space["epochs"])
+    return kind, qat
+
+
+def technique(values):
+    """A short name of the plan a trial's values describe, e.g. "slim+prune+cluster+qat"."""
+    parts = []
+    if values.get("slim_ratio"):
+        parts.append("slim")
+    kind = values.get("sparsity_kind", "none")
+    if kind == "unstructured":
+        parts.append("prune")
+    elif kind == "n_m":
+        parts.append("2:4")
+    if values.get("clusters"):
+        parts.append("cluster")
+    parts.append("qat" if values.get("qat") else values.get("quantization", "int8"))
+    return "+".join(parts)
+
+
+def plan(values):
+    """Turn a trial's values into ``(stages, quantization)`` for `apply_plan` and the exporter.
+
+    Args:
+        values: the trial's hyperparameter values (``trial.hyperparameters.values``).
+
+    Returns:
+        A list of `tfdeploy.compress.Stage` and the TFLite quantization name.
+    """
+    from tfdeploy.compress import Select, Stage
+
+    epochs = int(values.get("tuner/epochs") or values.get("epochs") or 1)
+    rate = float(values["learning_rate"])
+    stages = []
+    if values.get("slim_ratio"):
+        stages.append(Stage("slim", ratio=float(values["slim_ratio"]), epochs=epochs,
+                            learning_rate=rate))
+    kind = values.get("sparsity_kind", "none")
+    if kind == "unstructured":
+        stages.append(Stage("prune", target_sparsity=float(values["sparsity"]),
+                            schedule=values["schedule"], epochs=epochs, learning_rate=rate))
+    elif kind == "n_m":
+        stages.append(Stage("n_m", n=2, m=4, epochs=epochs, learning_rate=rate))
+    if values.get("clusters"):
+        stages.append(Stage("cluster", n_clusters=int(values["clusters"]), epochs=epochs,
+                            learning_rate=rate))
+    if values.get("qat"):
+        layers = None if values.get("qat_layers", "all") == "all" else Select(
+            skip_first=True, skip_last=True)
+        stages.append(Stage("quantize", layers=layers, epochs=epochs, learning_rate=rate / 2))
+        return stages, "int8"
+    return stages, values.get("quantization", "int8")
