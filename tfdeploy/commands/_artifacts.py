@@ -5,8 +5,9 @@ import os
 
 
 def load_keras_model(path):
-    """Load a Keras model file/directory as Keras 2: Keras 3 ``.keras`` files are bridged."""
-    from tfdeploy.bridge import load_model
+    """Load a Keras model file/directory as Keras 2: Keras 3 ``.keras`` files are bridged;
+    the technique history saved with `tfdeploy.compress.save_model` comes back too."""
+    from tfdeploy.compress.history import load_model
 
     return load_model(path)
 

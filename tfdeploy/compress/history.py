@@ -22,7 +22,8 @@ import json
 import os
 import zipfile
 
-from tfdeploy._keras import keras, tfmot
+from tfdeploy.bridge import load_model as bridge_load
+
 
 _ATTR = "_tfdeploy_history"
 HISTORY_FILE = "tfdeploy_history.json"
@@ -123,21 +124,15 @@ def save_model(model, filepath, **kwargs):
     return filepath
 
 
-def load_model(filepath, compile=True, custom_objects=None):  # noqa: A002
-    """Load a Keras 2 model (plain, or with pruning/QAT/clustering wrappers) and its history.
+def load_model(filepath):
+    """Load a model as `tfdeploy.bridge.load_model` does, and restore its technique history.
 
     Args:
         filepath: a ``.keras`` / ``.h5`` file or SavedModel directory written by
-            `save_model` (or ``model.save``: then the history is empty).
-        compile: compile the model as saved. Defaults to True.
-        custom_objects: extra classes the model needs. Defaults to None.
+            `save_model` (or ``model.save``: then the history is empty; a Keras 3
+            file is bridged to Keras 2).
 
     Returns:
-        The ``keras.Model``, with `history` restored.
+        The ``keras.Model`` (uncompiled), with `history` restored.
     """
-    tm = tfmot()
-    with tm.quantization.keras.quantize_scope(), tm.sparsity.keras.prune_scope(), \
-            tm.clustering.keras.cluster_scope():
-        model = keras.models.load_model(filepath, custom_objects=custom_objects,
-                                        compile=compile)
-    return set_history(model, read_history(filepath))
+    return set_history(bridge_load(filepath), read_history(filepath))

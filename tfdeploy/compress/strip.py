@@ -4,7 +4,7 @@ from tfdeploy.bridge import check_model, to_keras3
 from tfdeploy._keras import tfmot
 from tfdeploy.compress._tfmot import pruning_masks
 from tfdeploy.compress.graph import copy_model
-from tfdeploy.compress.history import carry
+from tfdeploy.compress.history import carry, notes
 from tfdeploy.compress.wrappers import (is_clustering_wrapped, is_pruning_wrapped,
                                         is_quantization_aware)
 
@@ -37,7 +37,8 @@ def strip(model, keras3=False):
     elif is_clustering_wrapped(model):
         stripped = tfmot().clustering.keras.strip_clustering(model)
         out = copy_model(stripped)
-        for name in getattr(model, "_tfdeploy_frozen_sparse", []):
+        frozen = notes(model).get("clustered", {}).get("params", {}).get("frozen_sparse", [])
+        for name in frozen:
             out.get_layer(name).trainable = True  # frozen by `cluster` to keep its zeros
     else:
         out = model if is_quantization_aware(model) else copy_model(model)
