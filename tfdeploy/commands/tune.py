@@ -101,8 +101,7 @@ def run(args):
             exported = result.export(args.output, x, y)
             v = exported["verification"]
             print(f"best trial {result.best['trial_id']} exported to {exported['tflite']} "
-                  f"(verified in LiteRT: accuracy {v['accuracy']:.4f}, agreement "
-                  f"{v['agreement']:.4f})")
+                  f"(verified in LiteRT: accuracy {v['accuracy']:.4f})")
             payload["exported"] = {k: exported[k] for k in ("tflite", "keras")}
     if args.json:
         from tfdeploy.commands._artifacts import write_json
