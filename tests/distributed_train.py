@@ -30,6 +30,8 @@ C = td.compress
 TARGET, EPOCHS = 0.75, 2
 if MODE == "mirrored":
     distribute.logical_cpus(2)
+else:  # collective ops must be configured before the first TensorFlow op runs
+    WORKER_STRATEGY = tf.distribute.MultiWorkerMirroredStrategy()
 rng = np.random.RandomState(0)
 x = rng.rand(256, 16, 16, 1).astype("float32") * 255
 y = rng.randint(0, 10, 256)
@@ -105,7 +107,7 @@ if MODE == "mirrored":
               "qat": qat(strategy)}
     out_path = sys.argv[2]
 else:
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    strategy = WORKER_STRATEGY
     result = {"worker": pruned(strategy), "index": int(sys.argv[2])}
     out_path = sys.argv[4]
 with open(out_path, "w") as f:

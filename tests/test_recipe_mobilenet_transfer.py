@@ -13,6 +13,10 @@ import pytest
 from tfdeploy.recipes import mobilenet_transfer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The fixture trains four MobileNets and writes three artifacts: 26 minutes of wall time on
+# the shared machine at load average 12-17 (a few minutes of CPU), so it gets more than the
+# default limit.
+pytestmark = pytest.mark.timeout(3000)
 
 
 @pytest.fixture(scope="module")

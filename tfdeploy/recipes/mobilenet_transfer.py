@@ -170,8 +170,13 @@ def _row(variant, model_params, target, path, x, y):
 
 
 class _Keras:
+    """Predict with a Keras model by calling it; ``run``/``predict`` like a runtime runner."""
+
     def __init__(self, model):
         self.model = model
+
+    def run(self, x):
+        return {"probabilities": self.predict(x)}
 
     def predict(self, x):
         return self.model(tf.convert_to_tensor(x, tf.float32), training=False).numpy()
