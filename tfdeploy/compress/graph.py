@@ -18,9 +18,10 @@ from tfdeploy.errors import ModelTypeError
 _KerasTensor = type(keras.Input((1,)))
 #: Layers that keep a ``training=False`` given to the nested model's call once flattened: the
 #: transfer-learning ``base(x, training=False)`` means "BatchNorm uses its moving statistics,
-#: no dropout". Other layers get no ``training`` argument, so the pruning / QAT wrappers put
-#: on them later still update masks and ranges under ``fit`` (with ``training=False`` they
-#: would silently never prune or calibrate the base).
+#: no dropout". Other layers get no ``training`` argument, so the wrappers put on them later
+#: follow ``fit``'s training phase. (The tfmot wrappers are applied through ``clone_model``,
+#: which was not seen to keep the argument either way: the MobileNet fine-tune + pruning test
+#: prunes inside the base with both rules.)
 _INFERENCE_ONLY = (keras.layers.BatchNormalization, keras.layers.Dropout,
                    keras.layers.SpatialDropout2D, keras.layers.GaussianNoise,
                    keras.layers.GaussianDropout, keras.layers.AlphaDropout)

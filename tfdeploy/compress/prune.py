@@ -92,6 +92,10 @@ def prune(model, target_sparsity=0.8, schedule="polynomial_decay", epochs=None,
     params = {"target_sparsity": schedule.final_sparsity, "schedule": schedule.get_config(),
               "begin_step": tf_schedule.begin_step, "end_step": tf_schedule.end_step,
               "frequency": tf_schedule.frequency, "policy": policy}
+    # the wrapped model's own view (as before the history); the history keeps it for good
+    object.__setattr__(pruned, "_tfdeploy_pruning", {
+        "schedule": params["schedule"], "layers": chosen, "begin_step": params["begin_step"],
+        "end_step": params["end_step"], "frequency": params["frequency"], "policy": policy})
     record(pruned, "pruned", chosen, skipped, source=model,
            detail=f"{schedule.final_sparsity:.0%} magnitude", params=params)
     return pruned

@@ -267,11 +267,12 @@ def run(data_dir=None, arch="mobilenet_v2", alpha=0.35, weights=None, image_size
     results = [verify.verify(paths[k], small, x_test, y_test, class_names=names,
                              raise_on_failure=False, name=k)
                for k in ("saved_model", "tflite_int8", "onnx")]
+    done = {"prune": "pruned", "slim": "slimmed"}[method]
     targets = {f"keras transfer float32 ({arch})": _Keras(model),
-               f"keras {method}ed float32": _Keras(small)}
-    for key, label in (("saved_model", f"saved_model {method}ed float32"),
-                       ("tflite_int8", f"tflite {method}ed+QAT int8"),
-                       ("onnx", f"onnx {method}ed float32")):
+               f"keras {done} float32": _Keras(small)}
+    for key, label in (("saved_model", f"saved_model {done} float32"),
+                       ("tflite_int8", f"tflite {done}+QAT int8"),
+                       ("onnx", f"onnx {done} float32")):
         targets[label] = runtime.load(paths[key])
     keys = [None, None, "saved_model", "tflite_int8", "onnx"]
     rows = [_row(label, (model if i == 0 else small).count_params(), target,
@@ -289,7 +290,7 @@ def run(data_dir=None, arch="mobilenet_v2", alpha=0.35, weights=None, image_size
         rows, x_test, y_test, names, targets, log_dir=log_dir, report_dir=report_dir,
         sparsity_logs={"compress": logs("compress")} if log_dir and method == "prune" else None,
         title=f"MobileNet transfer ({arch}, alpha {alpha})",
-        compressed=f"tflite {method}ed+QAT int8",
+        compressed=f"tflite {done}+QAT int8",
         notes=[f"transfer: {summary}"])
     return {"rows": rows, "verification": results, "transfer": summary, "artifacts": paths,
             "class_names": names, "total_s": time.perf_counter() - start,
