@@ -54,6 +54,8 @@ def main(argv=None):
     p.add_argument("--samples", type=int, default=300, help="latency samples per artifact")
     p.add_argument("--threads", type=int, default=1, help="LiteRT threads for latency")
     p.add_argument("--out", default=None, help="directory for the artifacts (default: temp)")
+    p.add_argument("--logs", default=None,
+                   help="TensorBoard directory: every plan stage as an HParams session")
     args = p.parse_args(argv)
 
     import tfdeploy as td
@@ -137,16 +139,20 @@ def main(argv=None):
             C.Stage("quantize", epochs=ft2)],
     }
 
-    def run_plan(stages):
+    def run_plan(name, stages):
         def fn():
             result = C.apply_plan(base, stages, train, validation_data=(x, y))
+            if args.logs:
+                from tfdeploy import viz
+
+                viz.log_plan(os.path.join(args.logs, name), result, stages)
             history = [{k: v for k, v in h.items() if k != "epochs"} for h in result.history]
             return result.model, {"stages": history}
 
         return fn
 
     for name, stages in plans.items():
-        timed(name, run_plan(stages))
+        timed(name, run_plan(name, stages))
 
     report = {"width": args.width, "epochs": args.epochs, "fine_tune_epochs": ft,
               "threads": args.threads, "variants": {}}
