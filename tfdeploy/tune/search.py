@@ -112,7 +112,9 @@ class CompressionTuner(keras_tuner().engine.base_tuner.BaseTuner):
         saved = _read_json(path)
         if saved is None:
             tfl = os.path.join(self.project_dir, "baseline_float32.tflite")
-            export.tflite(self.model, tfl, "float32")
+            # Every worker of a distributed search measures the same baseline: the last
+            # (atomic) write wins.
+            export.tflite(self.model, tfl, "float32", overwrite=True)
             saved = _measure(tfl, self.model, x, y, self.latency_samples)
             trial_log.write_json(path, saved)
         self.baseline = saved
@@ -137,7 +139,8 @@ class CompressionTuner(keras_tuner().engine.base_tuner.BaseTuner):
             if stages else None
         model = result.model if result is not None else self.model
         path = os.path.join(trial_dir, "model.tflite")
-        export.tflite(model, path, quantization, representative_data=train_data)
+        export.tflite(model, path, quantization, representative_data=train_data,
+                      overwrite=True)  # a retried trial replaces its own file
         metrics = _measure(path, model, x, y, self.latency_samples)
         model.save(os.path.join(trial_dir, "model.h5"))
         drop = 100.0 * (self.baseline["accuracy"] - metrics["accuracy"])
