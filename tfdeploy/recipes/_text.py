@@ -4,11 +4,12 @@ the comparison table and the report. Not a recipe itself (leading underscore).""
 import contextlib
 import json
 import os
+import sys
 import time
 
 import numpy as np
 
-from tfdeploy import verify
+from tfdeploy import _table, verify
 from tfdeploy._keras import keras, tf
 
 
@@ -97,12 +98,21 @@ def format_table(rows, columns):
             return "-"
         return fmt.format(value) if fmt else str(value)
 
-    cells = [[h for _, h, _ in columns]] + [[cell(r, k, f) for k, _, f in columns] for r in rows]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
-    lines = [" | ".join(v.ljust(w) if i == 0 else v.rjust(w)
-                        for i, (v, w) in enumerate(zip(c, widths))) for c in cells]
-    lines.insert(1, "-+-".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return _table.render([h for _, h, _ in columns],
+                         [[cell(r, k, f) for k, _, f in columns] for r in rows],
+                         align="l" + "r" * (len(columns) - 1), sep=" | ", rule_sep="-+-")
+
+
+def main(name, build_parser, run, argv=None):
+    """Parse ``argv`` with ``build_parser()``, call ``run(args)``; a typed error is one line."""
+    from tfdeploy.errors import TfdeployError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except TfdeployError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 @contextlib.contextmanager

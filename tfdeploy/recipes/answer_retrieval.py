@@ -18,7 +18,6 @@ with ``question`` and ``answer`` fields; several questions may share one answer.
 
 import argparse
 import os
-import sys
 import time
 
 import numpy as np
@@ -212,11 +211,6 @@ def run(args):
 
 def main(argv=None):
     """Run the answer retrieval recipe; returns the exit status."""
-    from tfdeploy.errors import TfdeployError
+    from tfdeploy.recipes import _text
 
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except TfdeployError as exc:
-        print(f"{NAME}: error: {exc}", file=sys.stderr)
-        return 1
+    return _text.main(NAME, build_parser, run, argv)

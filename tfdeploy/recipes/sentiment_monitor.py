@@ -21,7 +21,6 @@ or ``.jsonl``/``.csv`` with ``text`` and ``label``) and optionally
 import argparse
 import collections
 import os
-import sys
 import time
 
 import numpy as np
@@ -340,11 +339,6 @@ def run(args):
 
 def main(argv=None):
     """Run the sentiment monitor recipe; returns the exit status."""
-    from tfdeploy.errors import TfdeployError
+    from tfdeploy.recipes import _text
 
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except TfdeployError as exc:
-        print(f"{NAME}: error: {exc}", file=sys.stderr)
-        return 1
+    return _text.main(NAME, build_parser, run, argv)
