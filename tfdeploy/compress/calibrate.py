@@ -11,6 +11,7 @@ short QAT fine-tune start from the right place.
 import numpy as np
 
 from tfdeploy._keras import keras, tf
+from tfdeploy._walk import nodes
 from tfdeploy.compress._tfmot import activation_range_variables
 from tfdeploy.errors import CompressionError
 
@@ -28,14 +29,21 @@ def _batches(data, num_batches):
 
 def _observed_ranges(float_model, names, data, num_batches):
     """Min/max of each named layer's output and pre-activation over the calibration batches."""
+    # the tensors of the layer's call in *this* graph: a layer of a flattened model was also
+    # called inside the nested base it came from, and ``layer.output`` is that first call's
+    # (probing it would be disconnected from ``float_model``'s input)
+    calls = {node.layer.name: node for node in nodes(float_model)}
     outputs, keys = [], []
     for name in names:
-        layer = float_model.get_layer(name)
-        outputs.append(layer.output)
+        node = calls.get(name)
+        if node is None:  # a layer of the model that its graph never calls
+            continue
+        layer = node.layer
+        outputs.append(node.outputs)
         keys.append((name, "output"))
         activation = getattr(layer, "activation", None)
         if activation is not None and activation is not keras.activations.linear:
-            outputs.append(layer.input)
+            outputs.append(node.call_args[0])
             keys.append((name, "input"))
     probe = keras.Model(float_model.inputs, outputs)
     ranges = {}
