@@ -1,18 +1,19 @@
 """MobileNetV2 on the offline digits transfer task: transfer vs scratch, then PTQ vs QAT vs slim.
 
     python benchmarks/bench_mobilenet.py [--seeds 0 1 2] [--alpha 0.35] [--image-size 32]
-        [--latency-configs 0.35:96 1.0:224] > result.json
+        [--configs 0.35:96 1.0:224] [--parts transfer variants] > result.json
 
 1. Transfer vs scratch, for every seed: a MobileNetV2 base pretrained on digits 0-4, saved
    to a file and loaded by path (frozen, new head, then fine-tuned), against the same
    architecture trained from scratch on the same 10 % of the labelled 5-9 images, same
    epochs and seed (`tfdeploy.recipes.mobilenet_transfer.transfer_vs_scratch`).
-2. On the seed-0 transfer model, side by side: float TFLite; plain ``TFLiteConverter``
-   post-training full int8 (what a user would do instead); tfdeploy QAT int8; tfdeploy 50 %
-   slimmed + QAT int8. Params, gzip bytes, accuracy in LiteRT, LiteRT p50 latency at batch 1
-   with 1 and 2 threads (`tfdeploy.verify.bench`), speedups over float TFLite.
-3. ``--latency-configs ALPHA:SIZE``: the same four conversions' sizes and latencies on
-   random-weight MobileNetV2 bases at larger inputs (accuracy is not defined there).
+2. For every ``--configs ALPHA:SIZE`` (MobileNetV2 width and input side), on the same
+   digits transfer task at that size (base pretrained on 0-4, transferred to 5-9 with
+   ``--variant-label-fraction`` of the labels, seed 0), side by side: float TFLite; plain
+   ``TFLiteConverter`` post-training full int8 (what a user would do instead); tfdeploy QAT
+   int8; tfdeploy 50 % slimmed + QAT int8. Params, gzip bytes, accuracy in LiteRT on the
+   5-9 test images, LiteRT p50 latency at batch 1 with 1 and 2 threads
+   (`tfdeploy.verify.bench`), speedups over float TFLite.
 
 Targets (issue 8): QAT int8 accuracy >= PTQ int8 accuracy; slimmed + int8 >= 4x faster
 than float TFLite at <= 1 point accuracy drop; transfer beats scratch on every seed. The
@@ -59,7 +60,7 @@ def _measure(name, path, x, y, iters, params):
     if y is not None:
         row["accuracy"] = verify.accuracy(runtime.load(path), x, y)
     for threads in (1, 2):
-        res = verify.bench(path, x[:64], batch_size=8, iters=iters, threads=threads,
+        res = verify.bench(path, x[:64], batch_size=1, iters=iters, threads=threads,
                            progress=False, name=name)
         row[f"p50_ms_{threads}t"] = res["p50_ms"]
     _log(json.dumps(row))
@@ -73,8 +74,7 @@ def _variants(model, train, x, y, tmp, iters, tag, qat_epochs, slim_epochs):
     latency runs: calibrate on ``x``, no fine-tuning).
     """
     from tfdeploy import compress, export
-    from tfdeploy._keras import keras
-    from tfdeploy.recipes.mobilenet_transfer import _dataset
+    from tfdeploy.recipes.mobilenet_transfer import _compile, _dataset
 
     calib_x = x if train is None else train[0]
     train_ds = None if train is None else _dataset(*train, seed=0)
@@ -89,8 +89,7 @@ def _variants(model, train, x, y, tmp, iters, tag, qat_epochs, slim_epochs):
     def qat_of(float_model, epochs):
         q = compress.quantize(float_model, calibration_data=calib_x[:256])
         if train_ds is not None and epochs:
-            q.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy",
-                      ["accuracy"])
+            _compile(q, 1e-4)
             q.fit(train_ds, epochs=epochs, verbose=0)
         return q
 
@@ -103,8 +102,7 @@ def _variants(model, train, x, y, tmp, iters, tag, qat_epochs, slim_epochs):
     slim = compress.slim(model, 0.5)
     if train_ds is not None and slim_epochs:
         slim.trainable = True
-        slim.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy",
-                     ["accuracy"])
+        _compile(slim, 5e-4)
         slim.fit(train_ds, epochs=slim_epochs, verbose=0)
     sq = qat_of(slim, qat_epochs)
     rows.append(_measure("tfdeploy 50% slim + QAT int8",
@@ -120,85 +118,99 @@ def _variants(model, train, x, y, tmp, iters, tag, qat_epochs, slim_epochs):
     return rows
 
 
+def _config_variants(digits, alpha, side, args, tmp):
+    """Part 2 for one MobileNetV2 width/input size: pretrain, transfer, then the 4 variants."""
+    from tfdeploy.recipes import mobilenet_transfer as mt
+
+    t0 = time.perf_counter()
+    task = mt.digits_task(digits, (side, side), args.variant_label_fraction, 0)
+    path, _ = mt.pretrain_base(*task["pretrain"], f"{tmp}/base_{alpha}_{side}.h5",
+                               "mobilenet_v2", alpha, args.variant_pretrain_epochs, 0)
+    model = mt.train_classifier(*task["train"], len(task["class_names"]), path,
+                                "mobilenet_v2", alpha, args.variant_epochs, seed=0)
+    _log(f"alpha {alpha} @ {side}: transfer model trained "
+         f"({time.perf_counter() - t0:.0f} s)")
+    rows = _variants(model, task["train"], *task["test"], tmp, args.iters,
+                     f"a{alpha}_{side}", args.qat_epochs, args.slim_epochs)
+    by = {r["variant"]: r for r in rows}
+    f32, ptq = by["float32 TFLite"], by["PTQ int8 (plain TFLiteConverter)"]
+    qat, slim = by["tfdeploy QAT int8"], by["tfdeploy 50% slim + QAT int8"]
+    targets = {
+        "qat_int8_accuracy_ge_ptq_int8": {"qat": qat["accuracy"], "ptq": ptq["accuracy"],
+                                          "met": qat["accuracy"] >= ptq["accuracy"]},
+        "slim_int8_4x_faster_within_1_point": {
+            "speedup_1t": slim["speedup_1t"], "speedup_2t": slim["speedup_2t"],
+            "accuracy_drop": f32["accuracy"] - slim["accuracy"],
+            "met": slim["speedup_1t"] >= 4.0 and f32["accuracy"] - slim["accuracy"] <= 0.01}}
+    return {"alpha": alpha, "image_size": side, "weights": "transferred (digits 0-4 base)",
+            "train_images": int(len(task["train"][0])), "test_images": int(len(task["test"][0])),
+            "pretrain_epochs": args.variant_pretrain_epochs, "epochs": args.variant_epochs,
+            "rows": rows, "targets": targets, "seconds": time.perf_counter() - t0}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--alpha", type=float, default=0.35)
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=10, help="transfer/scratch epochs")
-    p.add_argument("--pretrain-epochs", type=int, default=12)
-    p.add_argument("--label-fraction", type=float, default=0.1)
+    p.add_argument("--alpha", type=float, default=0.35, help="part 1 width")
+    p.add_argument("--image-size", type=int, default=32, help="part 1 input side")
+    p.add_argument("--epochs", type=int, default=10, help="part 1 transfer/scratch epochs")
+    p.add_argument("--pretrain-epochs", type=int, default=12, help="part 1")
+    p.add_argument("--label-fraction", type=float, default=0.1, help="part 1")
+    p.add_argument("--configs", nargs="*", default=["0.35:96", "1.0:224"],
+                   metavar="ALPHA:SIZE", help="part 2 MobileNetV2 widths and input sides")
+    p.add_argument("--variant-pretrain-epochs", type=int, default=4, help="part 2")
+    p.add_argument("--variant-epochs", type=int, default=6, help="part 2 transfer epochs")
+    p.add_argument("--variant-label-fraction", type=float, default=0.3, help="part 2")
     p.add_argument("--qat-epochs", type=int, default=2)
-    p.add_argument("--slim-epochs", type=int, default=6)
+    p.add_argument("--slim-epochs", type=int, default=4)
     p.add_argument("--iters", type=int, default=100, help="timed batch-1 calls per artifact")
-    p.add_argument("--latency-configs", nargs="*", default=["0.35:96", "1.0:224"],
-                   metavar="ALPHA:SIZE")
     p.add_argument("--data", default=None, help="where the digits tree is written")
     p.add_argument("--parts", nargs="+", default=["transfer", "variants"],
                    choices=("transfer", "variants"),
-                   help="transfer: part 1 only; variants: parts 2 and 3 (needs transfer)")
+                   help="transfer: part 1 (transfer vs scratch over seeds); variants: part 2")
     args = p.parse_args(argv)
 
     import numpy as np
 
-    from tfdeploy import data, models
+    from tfdeploy import data
     from tfdeploy.recipes import mobilenet_transfer as mt
 
     start = time.perf_counter()
     tmp = tempfile.mkdtemp(prefix="bench_mobilenet_")
     digits = data.write_digits(args.data or os.path.join(tmp, "digits"))
     size = (args.image_size, args.image_size)
-    seeds, first = [], None
-    for seed in args.seeds:
-        task = mt.digits_task(digits, size, args.label_fraction, seed)
-        path, _ = mt.pretrain_base(*task["pretrain"], f"{tmp}/base_{seed}.h5", "mobilenet_v2",
-                                   args.alpha, args.pretrain_epochs, seed)
-        res = mt.transfer_vs_scratch(task, path, "mobilenet_v2", args.alpha, args.epochs, seed)
-        _log(f"seed {seed}: transfer {res['transfer_accuracy']:.3f} scratch "
-             f"{res['scratch_accuracy']:.3f}")
-        seeds.append({"seed": seed, "transfer_accuracy": res["transfer_accuracy"],
-                      "scratch_accuracy": res["scratch_accuracy"], "margin": res["margin"],
-                      "train_images": int(len(task["train"][0]))})
-        if first is None:
-            first = (task, res["transfer"])
-    margins = [s["margin"] for s in seeds]
-    targets = {"transfer_beats_scratch_every_seed": {"margins": margins,
-                                                     "met": min(margins) > 0}}
-    rows, latency = [], []
+    seeds, targets, configs = [], {}, []
+    if "transfer" in args.parts:
+        for seed in args.seeds:
+            task = mt.digits_task(digits, size, args.label_fraction, seed)
+            path, _ = mt.pretrain_base(*task["pretrain"], f"{tmp}/base_{seed}.h5",
+                                       "mobilenet_v2", args.alpha, args.pretrain_epochs, seed)
+            res = mt.transfer_vs_scratch(task, path, "mobilenet_v2", args.alpha, args.epochs,
+                                         seed)
+            _log(f"seed {seed}: transfer {res['transfer_accuracy']:.3f} scratch "
+                 f"{res['scratch_accuracy']:.3f}")
+            seeds.append({"seed": seed, "transfer_accuracy": res["transfer_accuracy"],
+                          "scratch_accuracy": res["scratch_accuracy"], "margin": res["margin"],
+                          "train_images": int(len(task["train"][0]))})
+        margins = [s["margin"] for s in seeds]
+        targets["transfer_beats_scratch_every_seed"] = {"margins": margins,
+                                                        "met": min(margins) > 0}
     if "variants" in args.parts:
-        task, model = first
-        rows = _variants(model, task["train"], *task["test"], tmp, args.iters, "task",
-                         args.qat_epochs, args.slim_epochs)
-        by = {r["variant"]: r for r in rows}
-        f32, ptq = by["float32 TFLite"], by["PTQ int8 (plain TFLiteConverter)"]
-        qat, slim = by["tfdeploy QAT int8"], by["tfdeploy 50% slim + QAT int8"]
-        targets["qat_int8_accuracy_ge_ptq_int8"] = {
-            "qat": qat["accuracy"], "ptq": ptq["accuracy"],
-            "met": qat["accuracy"] >= ptq["accuracy"]}
-        targets["slim_int8_4x_faster_within_1_point"] = {
-            "speedup_1t": slim["speedup_1t"], "speedup_2t": slim["speedup_2t"],
-            "accuracy_drop": f32["accuracy"] - slim["accuracy"],
-            "met": slim["speedup_1t"] >= 4.0 and f32["accuracy"] - slim["accuracy"] <= 0.01}
-        for config in args.latency_configs:
+        for config in args.configs:
             alpha, side = config.split(":")
-            random = models.build_mobilenet((int(side), int(side), 3), 10, "mobilenet_v2",
-                                            float(alpha))
-            xr = np.random.default_rng(0).uniform(0, 255, (64, int(side), int(side), 3))
-            cfg_rows = _variants(random, None, xr.astype("float32"), None, tmp,
-                                 max(20, args.iters // 4), f"a{alpha}_{side}", 0, 0)
-            latency.append({"alpha": float(alpha), "image_size": int(side),
-                            "weights": "random (latency and size only)", "rows": cfg_rows})
+            configs.append(_config_variants(digits, float(alpha), int(side), args, tmp))
+    margins = [s["margin"] for s in seeds]
     out = {
         "machine": {"cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0],
                     "note": "shared machine; latencies are inflated by other jobs, ratios are "
                             "measured side by side in one run"},
-        "task": {"arch": "mobilenet_v2", "alpha": args.alpha, "image_size": args.image_size,
-                 "label_fraction": args.label_fraction, "epochs": args.epochs,
-                 "pretrain_epochs": args.pretrain_epochs},
-        "transfer_vs_scratch": {"seeds": seeds, "mean_margin": float(np.mean(margins)),
-                                "min_margin": float(np.min(margins))},
-        "variants": rows,
-        "latency_configs": latency,
+        "transfer_task": {"arch": "mobilenet_v2", "alpha": args.alpha,
+                          "image_size": args.image_size, "label_fraction": args.label_fraction,
+                          "epochs": args.epochs, "pretrain_epochs": args.pretrain_epochs},
+        "transfer_vs_scratch": {"seeds": seeds,
+                                "mean_margin": float(np.mean(margins)) if margins else None,
+                                "min_margin": float(np.min(margins)) if margins else None},
+        "variants": configs,
         "targets": targets,
         "total_s": time.perf_counter() - start,
     }
