@@ -7,6 +7,7 @@ responses, and ``examples`` + ``context`` for classify and regress.
 
 import base64
 import binascii
+import json
 
 import numpy as np
 
@@ -46,8 +47,60 @@ def _strings(value, name):
         return value.encode("utf-8")
     if _is_b64(value):
         return _decode_b64(value)
-    raise invalid(f"JSON Value: {value!r} Type: {type(value).__name__} is not of expected type: "
-                  f"string (input '{name}')")
+    raise invalid(f"JSON Value: {debug_string(value)} Type: {json_type(value)} is not of "
+                  "expected type: string")
+
+
+def debug_string(value, limit=256):
+    """A JSON value as TF Serving quotes it in an error: compact, cut at ``limit`` chars."""
+    out, size = [], 0
+    try:
+        for chunk in json.JSONEncoder(default=str).iterencode(value):
+            out.append(chunk)
+            size += len(chunk)
+            if size >= limit:
+                break
+    except (ValueError, RecursionError):
+        pass
+    return "".join(out)[:limit]
+
+
+def json_type(value):
+    """rapidjson's type name of a decoded JSON value (TF Serving's JsonTypeString)."""
+    if value is None or isinstance(value, bool):
+        return {None: "Null", True: "True", False: "False"}[value]
+    if isinstance(value, (int, float)):
+        return "Number"
+    return {dict: "Object", list: "Array", str: "String"}.get(type(value), "Number")
+
+
+def _data_type_string(dtype):
+    return {"float32": "float", "float64": "double", "float16": "half"}.get(dtype.name, dtype.name)
+
+
+def _type_error(value, dtype):
+    """TF Serving's TypeError for the first JSON value that ``dtype`` cannot hold, or None."""
+    target = np.dtype(dtype.as_numpy_dtype)
+    if target.kind in "iu":
+        info = np.iinfo(target)
+
+        def fits(v):
+            return type(v) is int and info.min <= v <= info.max
+    elif target.kind == "b":
+        def fits(v):
+            return isinstance(v, bool)
+    else:
+        def fits(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, list):
+            stack.extend(reversed(v))
+        elif not fits(v):
+            return invalid(f"JSON Value: {debug_string(v)} Type: {json_type(v)} is not of "
+                           f"expected type: {_data_type_string(dtype)}")
+    return None
 
 
 def to_ndarray(value, dtype, name):
@@ -86,13 +139,17 @@ def _to_ndarray(value, dtype, name):
         return array.astype(target)
     ok = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}[target.kind]
     if kind not in ok:
+        error = _type_error(value, dtype)
+        if error is not None:
+            raise error
         expected = {"b": "bool", "i": "integer", "u": "integer", "f": "number"}[target.kind]
         raise invalid(f"Input '{name}' expects {dtype.name} values ({expected}), received JSON "
                       f"values of type {_kind_name(kind)}.")
     if target.kind in "iu":
         info = np.iinfo(target)
         if array.min() < info.min or array.max() > info.max:
-            raise invalid(f"Input '{name}': value out of range for {dtype.name}.")
+            raise _type_error(value, dtype) or invalid(
+                f"Input '{name}': value out of range for {dtype.name}.")
     return array.astype(target)
 
 
