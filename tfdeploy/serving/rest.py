@@ -300,6 +300,19 @@ class HttpServer:
         else:
             close_listener()
 
+    def flush(self, timeout):
+        """Wait up to ``timeout`` s until no connection holds a request or unsent bytes
+        (answers already computed are written out); True when all are flushed."""
+        end = time.monotonic() + timeout
+        while True:
+            busy = [ch for ch in list(self._server._map.values())
+                    if getattr(ch, "requests", None) or getattr(ch, "total_outbufs_len", 0)]
+            if not busy:
+                return True
+            if time.monotonic() >= end:
+                return False
+            time.sleep(0.01)
+
     def close(self):
         """Close every connection and stop the worker threads."""
         server = self._server

@@ -138,9 +138,12 @@ class ModelServer:
         grpc_done = self._grpc.stop(grace) if self._grpc is not None else None
         # (gRPC rejects new RPCs now and lets running ones finish within the grace period)
         if self._rest is not None:
+            end = time.monotonic() + grace
             if not self._rest.drain(grace):
                 log.warning("REST requests still running after %.1fs; stopping anyway.", grace)
-            time.sleep(0.05)               # let the event loop write the last answers out
+            # the event loop writes the last answers out before connections are closed
+            if self._http is not None:
+                self._http.flush(max(0.5, end - time.monotonic()))
             self._rest.close()
         if self._http is not None:
             self._http.close()
