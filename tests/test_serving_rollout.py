@@ -183,34 +183,73 @@ def _build_slow(path):
 
 
 def test_deadlines_cancel_queued_batches_and_the_server_recovers(tmp_path):
+    """REST timeouts and gRPC deadlines (official tensorflow-serving-api stubs) take queued
+    work out of the batch queue: after a burst of timeouts a valid request waits at most for
+    the one batch already running, not for the whole burst."""
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
     _build_slow(str(tmp_path / "slow" / "1"))
     server = _start(model_name="slow", model_base_path=str(tmp_path / "slow"),
                     file_system_poll_wait_seconds=0, rest_api_timeout_in_ms=300,
                     batching_options={"max_batch_size": 1, "batch_timeout_micros": 0,
                                       "num_batch_threads": 1, "max_enqueued_batches": 100})
-    try:
-        results = []
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
-        def slow():
-            results.append(rest_call(server.rest_port, "POST", "/v1/models/slow:predict",
-                                     {"instances": [1e5]}))
-        burst = [threading.Thread(target=slow) for _ in range(12)]
-        for t in burst:
+    def request(x):
+        req = predict_pb2.PredictRequest()
+        req.model_spec.name = "slow"
+        req.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([x], np.float32)))
+        return req
+
+    def burst(call, n=12):
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(call())) for _ in range(n)]
+        for t in threads:
             t.start()
-        for t in burst:
+        for t in threads:
             t.join()
-        assert [r[0] for r in results] == [504] * 12, results
-        batcher = server.repository.get("slow").batcher
-        # the queued work is gone (each caller takes its task out as its deadline passes)
-        assert _wait_for(lambda: batcher._enqueued == 0 and not batcher._queues, 30)
-        # once the one batch already running ends, valid requests are answered again
-        assert _wait_for(lambda: rest_call(server.rest_port, "POST", "/v1/models/slow:predict",
-                                           {"instances": [1.0]}) == (200, {"predictions": [1.0]}))
+        return results
+
+    def grpc_slow():
+        try:
+            return stub.Predict(request(1e5), timeout=0.3)
+        except grpc.RpcError as exc:
+            return exc.code()
+
+    batcher = server.repository.get("slow").batcher
+    try:
+        start = time.monotonic()                  # one slow batch, run alone: its duration
+        stub.Predict(request(1e5), timeout=120)
+        one_batch = time.monotonic() - start
+        for name, call, expected in (
+                ("REST", lambda: rest_call(server.rest_port, "POST", "/v1/models/slow:predict",
+                                           {"instances": [1e5]})[0], 504),
+                ("gRPC", grpc_slow, grpc.StatusCode.DEADLINE_EXCEEDED)):
+            assert burst(call) == [expected] * 12, name
+            start = time.monotonic()
+            # the queued work is gone (each caller takes its task out as its deadline passes)
+            assert _wait_for(lambda: batcher._enqueued == 0 and not batcher._queues,
+                             one_batch + 1.0), name
+            # and a valid request is answered once the one running batch ends
+            if name == "REST":   # (tried until then: a try still meets the 300 ms deadline)
+                assert _wait_for(lambda: rest_call(
+                    server.rest_port, "POST", "/v1/models/slow:predict",
+                    {"instances": [1.0]}) == (200, {"predictions": [1.0]}), 60)
+            else:
+                out = stub.Predict(request(1.0), timeout=120).outputs["y"]
+                assert tf.make_ndarray(out).tolist() == [1.0]
+            waited = time.monotonic() - start
+            # 11 queued slow batches would take 11 x one_batch
+            assert waited < 2 * one_batch + 1.0, (name, waited, one_batch)
         text = server.metrics.render()
         batches = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(
             ":tensorflow:serving:batching_session:processed_batch_size_count")]
-        assert batches and batches[0] < 12       # the 504s did not all run their batch
+        assert batches and batches[0] < 12      # of 27 requests; the 24 timeouts mostly never ran
     finally:
+        channel.close()
         server.stop()
 
 
