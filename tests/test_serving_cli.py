@@ -11,33 +11,9 @@ import time
 
 import pytest
 
-from test_serving_support import free_port, rest_call
+from test_serving_support import build_hold_model, free_port, rest_call
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _build_hold_model(path):
-    """TF2 SavedModel: ``serving_default`` y = 0.5 x + 2, and ``hold``, which writes
-    ``DIR/started`` and then runs until ``DIR/release`` exists (a request held in flight
-    for exactly as long as the test wants, whatever the machine's load)."""
-    import tensorflow as tf
-
-    class Hold(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
-        def half(self, x):
-            return {"y": 0.5 * x + 2.0}
-
-        @tf.function(input_signature=[tf.TensorSpec([], tf.string, name="dir")])
-        def hold(self, directory):
-            started = tf.io.write_file(directory + "/started", "1")
-            with tf.control_dependencies([started]):
-                spins = tf.identity(0)
-            while tf.size(tf.io.matching_files(directory + "/release")) == 0:
-                spins += 1
-            return {"spins": spins}
-
-    m = Hold()
-    tf.saved_model.save(m, path, signatures={"serving_default": m.half, "hold": m.hold})
 
 
 def _wait(predicate, timeout, what):
@@ -64,7 +40,7 @@ _IMPORTS = ("import sys, tfdeploy.serving, tfdeploy.serving.client, tfdeploy.com
 
 
 def test_serve_command_answers_and_stops_cleanly_on_sigterm(tmp_path):
-    _build_hold_model(str(tmp_path / "hold" / "1"))
+    build_hold_model(str(tmp_path / "hold" / "1"))
     grpc_port, rest_port = free_port(), free_port()
     log = tmp_path / "stderr.txt"
     # -X importtime lists every module the serving process imports (on stderr)
