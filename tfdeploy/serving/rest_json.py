@@ -12,7 +12,7 @@ import json
 import numpy as np
 
 from tfdeploy.serving.inference import check_dtype_supported
-from tfdeploy.serving.json_fast import FastArray, load_all
+from tfdeploy.serving.json_fast import FastArray, holds_fast_arrays, load_all
 from tfdeploy.serving.status import ServingError, invalid
 
 _B64 = "b64"
@@ -103,22 +103,26 @@ def _type_error(value, dtype):
     return None
 
 
-def to_ndarray(value, dtype, name):
-    """Convert a JSON value to an ndarray of ``dtype`` (a tf.DType), strictly typed."""
+def to_ndarray(value, dtype, name, plain=False):
+    """Convert a JSON value to an ndarray of ``dtype`` (a tf.DType), strictly typed.
+
+    ``plain``: the value is known to hold no FastArray (skips a walk over every element).
+    """
     try:
-        return _to_ndarray(value, dtype, name)
+        return _to_ndarray(value, dtype, name, plain)
     except RecursionError:
         raise invalid(f"Input '{name}' is nested too deeply.") from None
 
 
-def _to_ndarray(value, dtype, name):
+def _to_ndarray(value, dtype, name, plain=False):
     import tensorflow as tf
 
     check_dtype_supported(name, dtype, supported_dtypes())
     fast = _fast_array(value, dtype)
     if fast is not None:
         return fast
-    value = load_all(value)
+    if not plain:
+        value = load_all(value)
     if dtype == tf.string:
         nested = _strings(value, name)
         try:
@@ -180,12 +184,13 @@ def parse_predict(body, input_dtypes):
         raise invalid("Not supported both 'inputs' and 'instances' keys in the same request: "
                       "use either the row format or the columnar format.")
     names = sorted(input_dtypes)
+    plain = not holds_fast_arrays(body)
     if "instances" in body:
         instances = body["instances"]
         if isinstance(instances, FastArray):
             if len(names) == 1:   # the common case: one unnamed input, rows of numbers
                 return "row", {names[0]: to_ndarray(instances, input_dtypes[names[0]],
-                                                    names[0])}
+                                                    names[0], plain)}
             instances = instances.load()
         if not isinstance(instances, list):
             raise invalid("Expecting 'instances' to be an list/array")
@@ -199,12 +204,13 @@ def parse_predict(body, input_dtypes):
                 if sorted(inst) != names:
                     raise invalid(f"instance {i} has inputs {sorted(inst)} but the signature "
                                   f"takes {names}; every instance needs each named input.")
-            return "row", {n: to_ndarray([inst[n] for inst in instances], input_dtypes[n], n)
-                           for n in names}
+            return "row", {n: to_ndarray([inst[n] for inst in instances], input_dtypes[n], n,
+                                         plain) for n in names}
         if len(names) != 1:
             raise invalid(f"The signature has {len(names)} inputs {names}: send each instance "
                           "as an object of named inputs (or use 'inputs').")
-        return "row", {names[0]: to_ndarray(instances, input_dtypes[names[0]], names[0])}
+        name = names[0]
+        return "row", {name: to_ndarray(instances, input_dtypes[name], name, plain)}
     if "inputs" in body:
         inputs = body["inputs"]
         if isinstance(inputs, FastArray) and len(names) != 1:
@@ -214,11 +220,13 @@ def parse_predict(body, input_dtypes):
                 extra, missing = sorted(set(inputs) - set(names)), sorted(set(names) - set(inputs))
                 raise invalid(f"input size does not match signature: {len(inputs)}!={len(names)}"
                               f". Sent extra: {extra}. Missing but required: {missing}.")
-            return "columnar", {n: to_ndarray(inputs[n], input_dtypes[n], n) for n in names}
+            return "columnar", {n: to_ndarray(inputs[n], input_dtypes[n], n, plain)
+                                for n in names}
         if len(names) != 1:
             raise invalid(f"The signature has {len(names)} inputs {names}: send 'inputs' as an "
                           "object of named inputs.")
-        return "columnar", {names[0]: to_ndarray(inputs, input_dtypes[names[0]], names[0])}
+        name = names[0]
+        return "columnar", {name: to_ndarray(inputs, input_dtypes[name], name, plain)}
     raise invalid("Missing 'inputs' or 'instances' key")
 
 
@@ -256,7 +264,8 @@ def _example(obj, what):
 
 def parse_examples(body):
     """Serialized tf.Examples of a classify/regress body (``context`` merged into each)."""
-    body = load_all(body)
+    if holds_fast_arrays(body):
+        body = load_all(body)
     examples = body.get("examples")
     if not isinstance(examples, list):
         raise invalid("Expecting 'examples' to be an list/array")

@@ -84,8 +84,7 @@ class ModelServer:
                     allowed_roots=self.model_config_allowed_roots)
             if self._rest_port is not None:
                 self._rest = RestApi(self.repository, self.metrics, self.metrics_path,
-                                     self.rest_api_timeout_in_ms, self.max_body_bytes,
-                                     workers=self.rest_threads)
+                                     self.rest_api_timeout_in_ms, self.max_body_bytes)
                 try:
                     self._http = make_http_server(self._rest, self.host, self._rest_port,
                                                   threads=self.rest_threads,
@@ -144,7 +143,6 @@ class ModelServer:
             # the event loop writes the last answers out before connections are closed
             if self._http is not None:
                 self._http.flush(max(0.5, end - time.monotonic()))
-            self._rest.close()
         if self._http is not None:
             self._http.close()
         if grpc_done is not None:
