@@ -79,7 +79,8 @@ ERRORS = [
     ("SingleUnnamedTensorErrors: scalar then list", {"default": "int32"},
      '{"instances": [1, [1]]}', "same shape"),
     ("SingleUnnamedTensorErrors: string for int", {"default": "int32"},
-     '{"instances": [["a", "b"]]}', "int32"),
+     '{"instances": [["a", "b"]]}',
+     'JSON Value: "a" Type: String is not of expected type: int32'),
     ("MultipleNamedTensorErrors: missing input", {"a": "int32", "b": "int32"},
      '{"instances": [{"a": 1}]}', "every instance needs each named input"),
     ("MultipleNamedTensorErrors: object then list", {"a": "int32", "b": "int32"},
@@ -88,7 +89,8 @@ ERRORS = [
      '{"inputs": {"a": [1], "c": [2]}}', "input size does not match signature"),
     ("Base64Errors: bad base64", {"default": "string"},
      '{"instances": [{"b64": "#"}]}', "base64"),
-    ("IntOverflow: int32", {"default": "int32"}, '{"instances": [2147483648]}', "out of range"),
+    ("IntOverflow: int32", {"default": "int32"}, '{"instances": [2147483648]}',
+     "JSON Value: 2147483648 Type: Number is not of expected type: int32"),
     ("UnsupportedDtype: complex64", {"default": "complex64"}, '{"instances": [1]}', "complex64"),
 ]
 

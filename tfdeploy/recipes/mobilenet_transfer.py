@@ -169,19 +169,6 @@ def _row(variant, model_params, target, path, x, y):
             "ms_per_sample": verify.latency_ms(target, x), "path": path}
 
 
-class _Keras:
-    """Predict with a Keras model by calling it; ``run``/``predict`` like a runtime runner."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def run(self, x):
-        return {"probabilities": self.predict(x)}
-
-    def predict(self, x):
-        return self.model(tf.convert_to_tensor(x, tf.float32), training=False).numpy()
-
-
 def run(data_dir=None, arch="mobilenet_v2", alpha=0.35, weights=None, image_size=(32, 32),
         epochs=8, pretrain_epochs=10, compress_epochs=2, qat_epochs=1, method="prune",
         amount=0.5, label_fraction=0.1, output_dir="saved_models", log_dir="logs/mobilenet",
@@ -268,8 +255,8 @@ def run(data_dir=None, arch="mobilenet_v2", alpha=0.35, weights=None, image_size
                              raise_on_failure=False, name=k)
                for k in ("saved_model", "tflite_int8", "onnx")]
     done = {"prune": "pruned", "slim": "slimmed"}[method]
-    targets = {f"keras transfer float32 ({arch})": _Keras(model),
-               f"keras {done} float32": _Keras(small)}
+    targets = {f"keras transfer float32 ({arch})": verify.KerasTarget(model),
+               f"keras {done} float32": verify.KerasTarget(small)}
     for key, label in (("saved_model", f"saved_model {done} float32"),
                        ("tflite_int8", f"tflite {done}+QAT int8"),
                        ("onnx", f"onnx {done} float32")):
@@ -280,7 +267,7 @@ def run(data_dir=None, arch="mobilenet_v2", alpha=0.35, weights=None, image_size
             for i, (label, target) in enumerate(targets.items())]
     if "scratch_accuracy" in summary:
         label = f"keras scratch float32 ({arch})"
-        targets[label] = _Keras(result["scratch"])
+        targets[label] = verify.KerasTarget(result["scratch"])
         rows.insert(1, _row(label, result["scratch"].count_params(), targets[label], None,
                             x_test, y_test))
     report_dir = os.path.join(output_dir, f"{name}_report")

@@ -7,11 +7,12 @@ responses, and ``examples`` + ``context`` for classify and regress.
 
 import base64
 import binascii
+import json
 
 import numpy as np
 
 from tfdeploy.serving.inference import check_dtype_supported
-from tfdeploy.serving.json_fast import FastArray, load_all
+from tfdeploy.serving.json_fast import FastArray, holds_fast_arrays, load_all
 from tfdeploy.serving.status import ServingError, invalid
 
 _B64 = "b64"
@@ -46,26 +47,82 @@ def _strings(value, name):
         return value.encode("utf-8")
     if _is_b64(value):
         return _decode_b64(value)
-    raise invalid(f"JSON Value: {value!r} Type: {type(value).__name__} is not of expected type: "
-                  f"string (input '{name}')")
+    raise invalid(f"JSON Value: {debug_string(value)} Type: {json_type(value)} is not of "
+                  "expected type: string")
 
 
-def to_ndarray(value, dtype, name):
-    """Convert a JSON value to an ndarray of ``dtype`` (a tf.DType), strictly typed."""
+def debug_string(value, limit=256):
+    """A JSON value as TF Serving quotes it in an error: compact, cut at ``limit`` chars."""
+    out, size = [], 0
     try:
-        return _to_ndarray(value, dtype, name)
+        for chunk in json.JSONEncoder(default=str).iterencode(value):
+            out.append(chunk)
+            size += len(chunk)
+            if size >= limit:
+                break
+    except (ValueError, RecursionError):
+        pass
+    return "".join(out)[:limit]
+
+
+def json_type(value):
+    """rapidjson's type name of a decoded JSON value (TF Serving's JsonTypeString)."""
+    if value is None or isinstance(value, bool):
+        return {None: "Null", True: "True", False: "False"}[value]
+    if isinstance(value, (int, float)):
+        return "Number"
+    return {dict: "Object", list: "Array", str: "String"}.get(type(value), "Number")
+
+
+def _data_type_string(dtype):
+    return {"float32": "float", "float64": "double", "float16": "half"}.get(dtype.name, dtype.name)
+
+
+def _type_error(value, dtype):
+    """TF Serving's TypeError for the first JSON value that ``dtype`` cannot hold, or None."""
+    target = np.dtype(dtype.as_numpy_dtype)
+    if target.kind in "iu":
+        info = np.iinfo(target)
+
+        def fits(v):
+            return type(v) is int and info.min <= v <= info.max
+    elif target.kind == "b":
+        def fits(v):
+            return isinstance(v, bool)
+    else:
+        def fits(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, list):
+            stack.extend(reversed(v))
+        elif not fits(v):
+            return invalid(f"JSON Value: {debug_string(v)} Type: {json_type(v)} is not of "
+                           f"expected type: {_data_type_string(dtype)}")
+    return None
+
+
+def to_ndarray(value, dtype, name, plain=False):
+    """Convert a JSON value to an ndarray of ``dtype`` (a tf.DType), strictly typed.
+
+    ``plain``: the value is known to hold no FastArray (skips a walk over every element).
+    """
+    try:
+        return _to_ndarray(value, dtype, name, plain)
     except RecursionError:
         raise invalid(f"Input '{name}' is nested too deeply.") from None
 
 
-def _to_ndarray(value, dtype, name):
+def _to_ndarray(value, dtype, name, plain=False):
     import tensorflow as tf
 
     check_dtype_supported(name, dtype, supported_dtypes())
     fast = _fast_array(value, dtype)
     if fast is not None:
         return fast
-    value = load_all(value)
+    if not plain:
+        value = load_all(value)
     if dtype == tf.string:
         nested = _strings(value, name)
         try:
@@ -86,13 +143,17 @@ def _to_ndarray(value, dtype, name):
         return array.astype(target)
     ok = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}[target.kind]
     if kind not in ok:
+        error = _type_error(value, dtype)
+        if error is not None:
+            raise error
         expected = {"b": "bool", "i": "integer", "u": "integer", "f": "number"}[target.kind]
         raise invalid(f"Input '{name}' expects {dtype.name} values ({expected}), received JSON "
                       f"values of type {_kind_name(kind)}.")
     if target.kind in "iu":
         info = np.iinfo(target)
         if array.min() < info.min or array.max() > info.max:
-            raise invalid(f"Input '{name}': value out of range for {dtype.name}.")
+            raise _type_error(value, dtype) or invalid(
+                f"Input '{name}': value out of range for {dtype.name}.")
     return array.astype(target)
 
 
@@ -123,12 +184,13 @@ def parse_predict(body, input_dtypes):
         raise invalid("Not supported both 'inputs' and 'instances' keys in the same request: "
                       "use either the row format or the columnar format.")
     names = sorted(input_dtypes)
+    plain = not holds_fast_arrays(body)
     if "instances" in body:
         instances = body["instances"]
         if isinstance(instances, FastArray):
             if len(names) == 1:   # the common case: one unnamed input, rows of numbers
                 return "row", {names[0]: to_ndarray(instances, input_dtypes[names[0]],
-                                                    names[0])}
+                                                    names[0], plain)}
             instances = instances.load()
         if not isinstance(instances, list):
             raise invalid("Expecting 'instances' to be an list/array")
@@ -142,12 +204,13 @@ def parse_predict(body, input_dtypes):
                 if sorted(inst) != names:
                     raise invalid(f"instance {i} has inputs {sorted(inst)} but the signature "
                                   f"takes {names}; every instance needs each named input.")
-            return "row", {n: to_ndarray([inst[n] for inst in instances], input_dtypes[n], n)
-                           for n in names}
+            return "row", {n: to_ndarray([inst[n] for inst in instances], input_dtypes[n], n,
+                                         plain) for n in names}
         if len(names) != 1:
             raise invalid(f"The signature has {len(names)} inputs {names}: send each instance "
                           "as an object of named inputs (or use 'inputs').")
-        return "row", {names[0]: to_ndarray(instances, input_dtypes[names[0]], names[0])}
+        name = names[0]
+        return "row", {name: to_ndarray(instances, input_dtypes[name], name, plain)}
     if "inputs" in body:
         inputs = body["inputs"]
         if isinstance(inputs, FastArray) and len(names) != 1:
@@ -157,11 +220,13 @@ def parse_predict(body, input_dtypes):
                 extra, missing = sorted(set(inputs) - set(names)), sorted(set(names) - set(inputs))
                 raise invalid(f"input size does not match signature: {len(inputs)}!={len(names)}"
                               f". Sent extra: {extra}. Missing but required: {missing}.")
-            return "columnar", {n: to_ndarray(inputs[n], input_dtypes[n], n) for n in names}
+            return "columnar", {n: to_ndarray(inputs[n], input_dtypes[n], n, plain)
+                                for n in names}
         if len(names) != 1:
             raise invalid(f"The signature has {len(names)} inputs {names}: send 'inputs' as an "
                           "object of named inputs.")
-        return "columnar", {names[0]: to_ndarray(inputs, input_dtypes[names[0]], names[0])}
+        name = names[0]
+        return "columnar", {name: to_ndarray(inputs, input_dtypes[name], name, plain)}
     raise invalid("Missing 'inputs' or 'instances' key")
 
 
@@ -199,7 +264,8 @@ def _example(obj, what):
 
 def parse_examples(body):
     """Serialized tf.Examples of a classify/regress body (``context`` merged into each)."""
-    body = load_all(body)
+    if holds_fast_arrays(body):
+        body = load_all(body)
     examples = body.get("examples")
     if not isinstance(examples, list):
         raise invalid("Expecting 'examples' to be an list/array")
