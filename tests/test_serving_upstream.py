@@ -64,6 +64,24 @@ CASES = [
       "bin_tensor": ("object", (), [b"hello"])}, "columnar"),
 ]
 
+FLOAT_MAX, FLOAT_MIN = 1.7976931348623157e+308, 2.2250738585072014e-308   # double's limits
+DEEP = "[" * 500000 + "]" * 500000
+CASES += [
+    ("FloatTensorWithPrecisionLoss (int)", {"default": "float32"}, '{"instances": [1435774380]}',
+     {"default": ("float32", (1,), [np.float32(1435774380)])}, "row"),
+    ("FloatTensorWithPrecisionLoss (decimal)", {"default": "float32"},
+     '{"instances": [1435774380.0]}', {"default": ("float32", (1,), [np.float32(1435774380)])},
+     "row"),
+    ("FloatTensorThatExceedsMaxReturnsInf", {"default": "float32"},
+     f'{{ "instances": [{FLOAT_MAX!r}, {-FLOAT_MAX!r}] }}',
+     {"default": ("float32", (2,), [math.inf, -math.inf])}, "row"),
+    ("FloatTensorThatExceedsMinReturnsZero", {"default": "float32"},
+     f'{{ "instances": [{FLOAT_MIN!r}, {-FLOAT_MIN!r}] }}',
+     {"default": ("float32", (2,), [0.0, -0.0])}, "row"),
+    ("DeeplyNestedWellFormed", {"default": "int32"}, '{"instances":[1], "nested":' + DEEP + "}",
+     {"default": ("int32", (1,), [1])}, "row"),
+]
+
 # (upstream test / case, {input: dtype}, body, substring of TF Serving's message or ours)
 ERRORS = [
     ("SingleUnnamedTensorErrors: empty document", {"default": "int32"}, "", "JSON Parse error"),
@@ -92,6 +110,8 @@ ERRORS = [
     ("IntOverflow: int32", {"default": "int32"}, '{"instances": [2147483648]}',
      "JSON Value: 2147483648 Type: Number is not of expected type: int32"),
     ("UnsupportedDtype: complex64", {"default": "complex64"}, '{"instances": [1]}', "complex64"),
+    ("DeeplyNestedMalformed", {"default": "int32"}, '{"signature_name":' + DEEP + "}",
+     "key must be a string value"),
 ]
 
 
@@ -119,6 +139,7 @@ def test_upstream_json_tensor_cases(name, spec, text, expected, fmt):
             assert list(array.ravel()) == values
         else:
             np.testing.assert_allclose(array.ravel().astype(np.float64), values, rtol=1e-6)
+            assert list(np.signbit(array.ravel())) == list(np.signbit(values))   # -0.0 stays
 
 
 @pytest.mark.parametrize("name,spec,text,message", ERRORS, ids=[e[0] for e in ERRORS])

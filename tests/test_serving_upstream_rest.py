@@ -209,3 +209,9 @@ def test_encoded_name_and_label_are_decoded_after_matching(port):
     encoded = "".join(f"%{b:02X}" for b in LABEL.encode())
     assert ok(port, "POST", f"/v1/models/{MODEL}/labels/{encoded}:predict",
               '{"instances": [1.0]}') == {"predictions": [2.5]}
+
+
+def test_content_after_the_json_value_is_ignored(port):
+    # TF Serving parses with rapidjson's kParseStopWhenDoneFlag: the first value is the body
+    assert ok(port, "POST", f"/v1/models/{MODEL}:predict",
+              '{"instances": [1.0, 2.0]} trailing bytes') == {"predictions": [2.5, 3.0]}

@@ -37,8 +37,7 @@ _RAPIDJSON = {"Expecting value": "Invalid value.",
               "Unterminated string starting at": "Missing a closing quotation mark in string.",
               "Invalid \\escape": "Invalid escape character in string.",
               "Invalid \\uXXXX escape": "Incorrect hex digit after \\u escape in string.",
-              "Invalid control character at": "Invalid encoding in string.",
-              "Extra data": "The document root must not be followed by other values."}
+              "Invalid control character at": "Invalid encoding in string."}
 
 
 # Lone UTF-16 surrogates can only come from \\uD800-\\uDFFF escapes (UTF-8 bytes cannot
@@ -76,6 +75,17 @@ def _fast_loads(data):
         return orjson.loads(data)
     except orjson.JSONDecodeError:
         return _REFUSED
+
+
+def _stdlib_loads(text):
+    """json.loads, except that content after the first JSON value is ignored, as TF Serving's
+    parser does (rapidjson's kParseStopWhenDoneFlag)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.msg != "Extra data":
+            raise
+        return json.JSONDecoder().raw_decode(text, len(text) - len(text.lstrip(" \t\n\r")))[0]
 
 
 class RestApi:
@@ -168,7 +178,7 @@ class RestApi:
             text, spans = raw, {}   # let the plain path find and word the error
         try:
             if body is _REFUSED:
-                body = json.loads(text.decode("utf-8"))
+                body = _stdlib_loads(text.decode("utf-8"))
         except UnicodeDecodeError as exc:
             raise invalid(f"JSON Parse error: the body is not UTF-8: {exc}") from exc
         except json.JSONDecodeError as exc:

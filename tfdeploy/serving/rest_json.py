@@ -53,9 +53,13 @@ def _strings(value, name):
 
 def debug_string(value, limit=256):
     """A JSON value as TF Serving quotes it in an error: compact, cut at ``limit`` chars."""
+    if isinstance(value, FastArray):
+        return value.raw[:limit].decode("latin-1")
     out, size = [], 0
     try:
-        for chunk in json.JSONEncoder(default=str).iterencode(value):
+        encoder = json.JSONEncoder(default=lambda v: v.raw[:limit].decode("latin-1")
+                                   if isinstance(v, FastArray) else str(v))
+        for chunk in encoder.iterencode(value):
             out.append(chunk)
             size += len(chunk)
             if size >= limit:
@@ -154,7 +158,8 @@ def _to_ndarray(value, dtype, name, plain=False):
         if array.min() < info.min or array.max() > info.max:
             raise _type_error(value, dtype) or invalid(
                 f"Input '{name}': value out of range for {dtype.name}.")
-    return array.astype(target)
+    with np.errstate(over="ignore"):   # past float32's range is +-inf, as in TF Serving
+        return array.astype(target)
 
 
 def _fast_array(value, dtype):
