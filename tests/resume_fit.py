@@ -1,14 +1,14 @@
 """Helper process for tests/test_resume.py (not a test module).
 
-    python tests/resume_fit.py kill WORK          # a pruning fit with a backup that SIGKILLs
+    python tests/resume_fit.py kill WORK          # uninterrupted pruning and QAT fits, then a
+                                                  # pruning fit with a backup that SIGKILLs
                                                   # itself in epoch 3
-    python tests/resume_fit.py kill_cluster WORK  # a clustering fit SIGKILLed in epoch 2
-    python tests/resume_fit.py resume WORK        # both fits resume from their backups; then
-                                                  # a QAT fit interrupted in epoch 2, resumed
-    python tests/resume_fit.py reference WORK     # the same fits, uninterrupted
+    python tests/resume_fit.py kill_cluster WORK  # an uninterrupted clustering fit, then one
+                                                  # SIGKILLed in epoch 2
+    python tests/resume_fit.py resume WORK        # both killed fits resume from their backups;
+                                                  # then a QAT fit interrupted in epoch 2, resumed
 
-The test runs the two "kill" processes side by side, then "resume" and "reference" side by
-side (they share nothing).
+The test runs the two "kill" processes side by side (they share nothing), then "resume".
 
 Ops are deterministic and the data is not shuffled, so a resumed run and an uninterrupted
 one see the same batches and must end with the same weights, masks and pruning step.
@@ -99,16 +99,14 @@ def dump(name, payload):
         json.dump(payload, f)
 
 
-if PHASE == "reference":
+if PHASE == "kill":
     pruned, reference = prune_fit()
     dump("reference_prune.json", reference)
     dump("reference_qat.json", qat_fit(pruned))
-    dump("reference_cluster.json", cluster_fit())
-    raise SystemExit(0)
-if PHASE == "kill":
     prune_fit(os.path.join(WORK, "prune_backup"), Interrupt(2, 3, kill=True))
     raise SystemExit("not killed")
 if PHASE == "kill_cluster":
+    dump("reference_cluster.json", cluster_fit())
     cluster_fit(os.path.join(WORK, "cluster_backup"), Interrupt(1, 3, kill=True))
     raise SystemExit("not killed")
 pruned, resumed = prune_fit(os.path.join(WORK, "prune_backup"))
