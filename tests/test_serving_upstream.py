@@ -216,3 +216,26 @@ def test_upstream_classify_regress_json_errors(text, message):
         rest_json.parse_examples(_body(text))
     assert info.value.code == "INVALID_ARGUMENT" and message in info.value.message, \
         info.value.message
+
+
+# -- FromJson* / MakeJsonFromTensors: responses ----------------------------------------------
+def test_upstream_response_float_precision_and_non_finite():
+    six = np.array([[9000000, 999999, 0.5], [.0003, .00003, 555557.5]], np.float32)
+    text = json.dumps(rest_json.predict_response("row", {"float_tensor": six}))
+    # TF Serving writes 9e+06 for the first value (printf %g); the number is the same
+    expected = [[9e+06, 999999.0, 0.5], [0.0003, 3e-05, 555557.5]]
+    assert json.loads(text) == {"predictions": expected}
+    bad = np.array([[NAN, math.inf], [3, -math.inf]], np.float32)
+    text = json.dumps(rest_json.predict_response("row", {"float_tensor": bad}))
+    assert text == '{"predictions": [[NaN, Infinity], [3.0, -Infinity]]}'
+
+
+@pytest.mark.parametrize("outputs,message", [
+    ({}, "empty tensor map"),
+    ({"tensor": np.array([1 + 2j, 2], np.complex64)}, "tensor type: complex64"),
+    ({"tensor": np.int32(1)}, "no shape information"),
+])
+def test_upstream_response_errors(outputs, message):
+    with pytest.raises(ServingError) as info:
+        rest_json.predict_response("row", outputs)
+    assert info.value.code == "INVALID_ARGUMENT" and message in info.value.message

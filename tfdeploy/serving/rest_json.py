@@ -13,7 +13,7 @@ import numpy as np
 
 from tfdeploy.serving.inference import check_dtype_supported
 from tfdeploy.serving.json_fast import FastArray, holds_fast_arrays, load_all
-from tfdeploy.serving.status import ServingError, invalid
+from tfdeploy.serving.status import invalid
 
 _B64 = "b64"
 
@@ -76,6 +76,15 @@ def json_type(value):
     if isinstance(value, (int, float)):
         return "Number"
     return {dict: "Object", list: "Array", str: "String"}.get(type(value), "Number")
+
+
+def _tf_dtype(np_dtype):
+    import tensorflow as tf
+
+    try:
+        return tf.dtypes.as_dtype(np_dtype)
+    except TypeError:
+        return tf.string
 
 
 def _data_type_string(dtype):
@@ -331,8 +340,8 @@ def _json_value(array, name):
     elif kind in "biuf":
         return array.tolist()
     else:
-        raise ServingError("UNIMPLEMENTED", f"Conversion of tensor '{name}' of type "
-                                            f"{array.dtype} to JSON is not supported")
+        raise invalid(f"Tensor name: {name} has unsupported tensor type: "
+                      f"{_data_type_string(_tf_dtype(array.dtype))} for JSON conversion")
     if array.ndim == 0:
         return flat[0]
     out = np.empty(len(flat), dtype=object)
@@ -342,6 +351,8 @@ def _json_value(array, name):
 
 def predict_response(fmt, outputs):
     """The JSON object of a predict response (``predictions`` or ``outputs``)."""
+    if not outputs:
+        raise invalid("Cannot convert empty tensor map to JSON")
     if fmt == "columnar":
         if len(outputs) == 1:
             (name, value), = outputs.items()
