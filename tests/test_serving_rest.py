@@ -157,6 +157,13 @@ def test_classify_with_and_without_context(rest):
         == (200, {"results": [[["", 3.0]], [["", 3.0]]]})
 
 
+def test_classify_example_feature_overrides_context(rest):
+    # TF Serving sends context + example as one ExampleListWithContext: the example wins
+    assert rest("POST", "/v1/models/half:classify", {
+        "signature_name": "tensorflow/serving/classify", "context": {"x": 1.0},
+        "examples": [{"x": 2.0}, {}]}) == (200, {"results": [[["y", 3.0]], [["y", 2.5]]]})
+
+
 def test_classify_tfdeploy_export(rest):
     images = digit_images(2, seed=3)
     status, body = rest("POST", "/v1/models/digits:classify", {
@@ -212,9 +219,6 @@ def test_classify_needs_classify_outputs(rest):
     ("/v1/models/tf2:predict", {"signature_name": "echo", "instances": [{"b64": "%%%"}]}, 400,
      "base64"),
     ("/v1/models/half:regress", {"examples": {"x": 1}}, 400, "'examples'"),
-    ("/v1/models/half:classify", {"signature_name": "tensorflow/serving/classify",
-                                  "context": {"x": 1.0}, "examples": [{"x": 2.0}]}, 400,
-     "also appear in 'context'"),
     # JSON 4 is an int64 feature; the graph parses a float feature (as in TF Serving).
     ("/v1/models/half:regress", {"signature_name": "tensorflow/serving/regress",
                                  "examples": [{"x": 4}]}, 400, "x"),

@@ -13,7 +13,7 @@ import numpy as np
 
 from tfdeploy.serving.inference import check_dtype_supported
 from tfdeploy.serving.json_fast import FastArray, holds_fast_arrays, load_all
-from tfdeploy.serving.status import ServingError, invalid
+from tfdeploy.serving.status import invalid
 
 _B64 = "b64"
 
@@ -76,6 +76,15 @@ def json_type(value):
     if isinstance(value, (int, float)):
         return "Number"
     return {dict: "Object", list: "Array", str: "String"}.get(type(value), "Number")
+
+
+def _tf_dtype(np_dtype):
+    import tensorflow as tf
+
+    try:
+        return tf.dtypes.as_dtype(np_dtype)
+    except TypeError:
+        return tf.string
 
 
 def _data_type_string(dtype):
@@ -236,59 +245,76 @@ def parse_predict(body, input_dtypes):
 
 
 def _feature(name, value):
+    """A tf.train.Feature from a JSON value, by TF Serving's rules (AddValueToFeature): the
+    first element sets the list kind; integers are int64, decimals float, strings and
+    ``{"b64": ...}`` bytes, booleans int64; an empty list is an empty Feature."""
     import tensorflow as tf
 
-    values = value if isinstance(value, list) else [value]
-    if not values:
-        raise invalid(f"Feature '{name}' is an empty list; its type cannot be inferred.")
-    if all(isinstance(v, str) or _is_b64(v) for v in values):
-        data = [v.encode("utf-8") if isinstance(v, str) else _decode_b64(v) for v in values]
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=data))
-    if all(isinstance(v, (int, bool)) for v in values):
-        if any(not isinstance(v, bool) and not -2**63 <= v < 2**63 for v in values):
-            raise invalid(f"Feature '{name}': integer out of int64 range.")
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        try:
-            floats = [float(v) for v in values]
-        except OverflowError:
-            raise invalid(f"Feature '{name}': a number is too large for a float.") from None
-        return tf.train.Feature(float_list=tf.train.FloatList(value=floats))
-    raise invalid(f"Feature '{name}': values must all be numbers, or all strings / "
-                  f"{{\"b64\": ...}} objects; received {value!r:.100}.")
+    kind, items = None, []
+    for v in (value if isinstance(value, list) else [value]):
+        if isinstance(v, bool):
+            this, v = "int64", int(v)
+        elif isinstance(v, int):
+            if 2**63 <= v < 2**64:
+                raise invalid(f"Feature: {name} has uint64_t element. Only int64_t is "
+                              "supported.")
+            this = "int64" if -2**63 <= v < 2**63 else "float"   # (a double to rapidjson)
+        elif isinstance(v, float):
+            this = "float"
+        elif isinstance(v, str):
+            this, v = "bytes", v.encode("utf-8")
+        elif _is_b64(v):
+            this, v = "bytes", _decode_b64(v)
+        else:
+            raise invalid(f"Feature: {name} has element with unexpected JSON type: "
+                          f"{json_type(v)}")
+        if kind is None:
+            kind = this
+        elif this != kind:
+            raise invalid(f"Unexpected element type in feature: {name} expecting type: {kind}")
+        items.append(v)
+    if kind is None:
+        return tf.train.Feature()
+    if kind == "bytes":
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=items))
+    if kind == "int64":
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=items))
+    try:
+        return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in items]))
+    except OverflowError:
+        raise invalid(f"Feature '{name}': a number is too large for a float.") from None
 
 
-def _example(obj, what):
+def _example(obj):
     import tensorflow as tf
 
     if not isinstance(obj, dict):
-        raise invalid(f"Expecting '{what}' to be a JSON object of features.")
+        raise invalid(f"Example must be JSON object but got JSON {json_type(obj)}")
     return tf.train.Example(features=tf.train.Features(
         feature={k: _feature(k, v) for k, v in obj.items()}))
 
 
 def parse_examples(body):
-    """Serialized tf.Examples of a classify/regress body (``context`` merged into each)."""
+    """Serialized tf.Examples of a classify/regress body, in TF Serving's order of checks.
+
+    ``context`` is serialized before each example, as TF Serving sends an
+    ExampleListWithContext: a feature in both takes the example's value.
+    """
     if holds_fast_arrays(body):
         body = load_all(body)
-    examples = body.get("examples")
-    if not isinstance(examples, list):
-        raise invalid("Expecting 'examples' to be an list/array")
-    if not examples:
-        raise invalid("Input is empty: 'examples' is an empty list.")
-    context = body.get("context")
     prefix = b""
-    if context is not None:
-        prefix = _example(context, "context").SerializeToString()
-    out = []
-    for i, obj in enumerate(examples):
-        if context is not None and isinstance(obj, dict):
-            both = sorted(set(obj) & set(context))
-            if both:
-                raise invalid(f"Features {both} of example {i} also appear in 'context'; a "
-                              "feature may be in one of them only.")
-        out.append(prefix + _example(obj, f"examples[{i}]").SerializeToString())
-    return out
+    if "context" in body:
+        prefix = _example(body["context"]).SerializeToString()
+    if "examples" not in body:
+        raise invalid(f"JSON Value: {debug_string(body)} When method is classify, key "
+                      "'examples' is expected and was not found")
+    examples = body["examples"]
+    if not isinstance(examples, list):
+        raise invalid(f"JSON Value: {debug_string(body)} Expecting 'examples' value to be an "
+                      "list/array")
+    if not examples:
+        raise invalid(f"JSON Value: {debug_string(body)} 'examples' value is an empty array")
+    return [prefix + _example(obj).SerializeToString() for obj in examples]
 
 
 # -- responses ----------------------------------------------------------------------------
@@ -314,8 +340,8 @@ def _json_value(array, name):
     elif kind in "biuf":
         return array.tolist()
     else:
-        raise ServingError("UNIMPLEMENTED", f"Conversion of tensor '{name}' of type "
-                                            f"{array.dtype} to JSON is not supported")
+        raise invalid(f"Tensor name: {name} has unsupported tensor type: "
+                      f"{_data_type_string(_tf_dtype(array.dtype))} for JSON conversion")
     if array.ndim == 0:
         return flat[0]
     out = np.empty(len(flat), dtype=object)
@@ -325,6 +351,8 @@ def _json_value(array, name):
 
 def predict_response(fmt, outputs):
     """The JSON object of a predict response (``predictions`` or ``outputs``)."""
+    if not outputs:
+        raise invalid("Cannot convert empty tensor map to JSON")
     if fmt == "columnar":
         if len(outputs) == 1:
             (name, value), = outputs.items()
