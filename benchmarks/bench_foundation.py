@@ -100,11 +100,9 @@ def main(argv=None):
         with qk.quantize_scope():
             annotated = keras.models.clone_model(stripped, clone_function=annotate)
         try:
-            from tensorflow_model_optimization.python.core.quantization.keras.collab_opts \
-                .prune_preserve import default_8bit_prune_preserve_quantize_scheme as pps
-
+            scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
             with qk.quantize_scope():
-                qat = qk.quantize_apply(annotated, pps.Default8BitPrunePreserveQuantizeScheme())
+                qat = qk.quantize_apply(annotated, scheme)
             info["prune_preserving_qat"] = "ok"
         except ValueError as exc:
             info["prune_preserving_qat"] = f"failed: {str(exc)[:160]}"

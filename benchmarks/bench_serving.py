@@ -12,6 +12,9 @@ protocol) and gRPC (tensorflow-serving-api stubs) clients; prints one JSON objec
   every concurrency (>= 1), gRPC batching speed-up at 32 clients (>= 3);
 - load: a fixed number of requests with zero 5xx expected, and server memory growth.
 
+Every figure is the median over ``--repeats`` rounds (each round measures every server in
+turn); ``rounds`` keeps each round's figures and load average.
+
 KServe runs from its own virtual environment (its pins clash with the project's),
 made on first use: ``python3.11 -m venv V && V/bin/pip install kserve
 "tensorflow-cpu==2.21.*"`` (about 70 s; ``--kserve_venv``, default
@@ -194,7 +197,8 @@ def _build_model(base_path):
 
 
 class _Server:
-    def __init__(self, name, base_path, batching_file=None, pythonpath=None, kserve=None):
+    def __init__(self, name, base_path, batching_file=None, pythonpath=None, kserve=None,
+                 flags=()):
         self.grpc_port, self.rest_port = _free_port(), _free_port()
         env = dict(os.environ)
         if kserve is not None:      # (python, script): KServe's model server
@@ -206,6 +210,7 @@ class _Server:
                    f"--model_base_path={base_path}", "--file_system_poll_wait_seconds=0"]
             if batching_file:
                 cmd += ["--enable_batching=true", f"--batching_parameters_file={batching_file}"]
+            cmd += list(flags)
             env["PYTHONPATH"] = pythonpath or REPO
         self.proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, env=env)
@@ -373,6 +378,9 @@ def main(argv=None):
     parser.add_argument("--kserve_venv",
                         default=os.path.expanduser("~/.cache/tfdeploy/kserve-venv"))
     parser.add_argument("--no_kserve", action="store_true", help="Skip the KServe peer.")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="Rounds over all servers, alternating; medians are reported "
+                             "(this machine is shared, so one round is noisy). Default 3.")
     parser.add_argument("--ref_pythonpath", default=None,
                         help="Also serve with tfdeploy from this directory (label 'ref').")
     args = parser.parse_args(argv)
@@ -392,10 +400,7 @@ def main(argv=None):
     result = {"model_base_path": base, "input_shape": shape, "cpu_count": os.cpu_count(),
               "load_average_start": os.getloadavg()}
     const = tf.constant(image)
-    latency = {"in_process": _percentiles(_latency(lambda: fn(**{input_name: const}),
-                                                   args.latency_requests))}
-    tp, errors = {}, {}
-    result["latency"], result["throughput_rps"] = latency, tp
+    errors, rounds = {}, []
 
     batching_file = os.path.join(tmp, "batching.txt")
     with open(batching_file, "w") as f:
@@ -410,31 +415,52 @@ def main(argv=None):
             kserve = (kserve_python(args.kserve_venv), script)
         except (OSError, subprocess.CalledProcessError) as exc:
             result["kserve_error"] = f"KServe environment unavailable: {exc}"
-    runs = [("tfdeploy", {}), ("tfdeploy_batching", {"batching_file": batching_file})]
+    runs = [("tfdeploy", {}), ("tfdeploy_batching", {"batching_file": batching_file}),
+            # the same server without gc.freeze() after loading (REST only)
+            ("tfdeploy_no_gc_freeze", {"flags": ["--gc_freeze=false"]})]
     if kserve:
         runs.append(("kserve", {"kserve": kserve}))
     if args.ref_pythonpath:
         runs.append(("ref", {"pythonpath": args.ref_pythonpath}))
     exits = result["server_exit_codes"] = {}
-    for label, kw in runs:
-        print(f"bench_serving: measuring {label} ...", file=sys.stderr, flush=True)
-        server = _Server(args.model_name, base, **kw)
-        try:
-            errors.update(_measure(server, args.model_name, body, image, args,
-                                   None if label == "tfdeploy_batching" else latency, tp, label,
-                                   grpc_=label != "kserve"))
-            if label == "kserve":
-                error = _kserve_grpc(kserve, server, args.model_name, shape, args, tmp,
-                                     latency, tp)
-                if error:
-                    result["kserve_grpc_error"] = error
-            if label == "tfdeploy_batching":
-                result["load"] = _load_run(server, args, body, image)
-        finally:
-            exits[label] = server.stop()
+    for rep in range(args.repeats):
+        latency = {"in_process": _percentiles(_latency(lambda: fn(**{input_name: const}),
+                                                       args.latency_requests))}
+        tp = {}
+        for label, kw in runs:
+            print(f"bench_serving: round {rep + 1}/{args.repeats}: measuring {label} ...",
+                  file=sys.stderr, flush=True)
+            server = _Server(args.model_name, base, **kw)
+            try:
+                errors.update(_measure(server, args.model_name, body, image, args,
+                                       None if label == "tfdeploy_batching" else latency, tp,
+                                       label, grpc_=label in ("tfdeploy",
+                                                              "tfdeploy_batching", "ref")))
+                if label == "kserve":
+                    error = _kserve_grpc(kserve, server, args.model_name, shape, args, tmp,
+                                         latency, tp)
+                    if error:
+                        result["kserve_grpc_error"] = error
+                if label == "tfdeploy_batching" and rep == 0:
+                    result["load"] = _load_run(server, args, body, image)
+            finally:
+                exits.setdefault(label, []).append(server.stop())
+        rounds.append({"latency": latency, "throughput_rps": tp,
+                       "targets": _targets(latency, tp, args.concurrency, kserve),
+                       "load_average": os.getloadavg()})
+    latency = {k: {m: round(float(np.median([r["latency"][k][m] for r in rounds])), 3)
+                   for m in ("p50_ms", "p99_ms")} for k in rounds[0]["latency"]}
+    tp = {k: round(float(np.median([r["throughput_rps"][k] for r in rounds])), 1)
+          for k in rounds[0]["throughput_rps"]}
+    result["latency"], result["throughput_rps"] = latency, tp   # medians over the rounds
+    result["rounds"] = rounds
     if errors:
         result["errors"] = errors
     result["targets"] = _targets(latency, tp, args.concurrency, kserve)
+    result["targets_met_in_rounds"] = {
+        k: sum(bool(r["targets"].get(k)) for r in rounds)
+        for k in ("rest_overhead_target_1ms_met", "rest_throughput_target_met",
+                  "grpc_batching_target_3x_met")}
     result["load_average_end"] = os.getloadavg()
     print(json.dumps(result, indent=2))
     return 0

@@ -3,18 +3,23 @@
     python benchmarks/bench_tune.py [--data DIR] [--max-trials 12] > result.json
 
 On the quickstart CNN (width 0.25) and data, in one run:
-- ``tuned``: `tfdeploy.tune.search` (Bayesian, objective size, 1-point budget) and its best
-  artifact, vs ``quickstart`` (the quickstart's fixed recipe: 80 % pruning, then
-  pruning-preserving QAT, int8) and vs ``best_hand_plan`` (the best of bench_compression.py's
-  three hand-written plans within 1 point: smallest int8 gzip). Each: gzip bytes, p50 latency
-  (LiteRT, batch 1, one thread), accuracy, wall time to produce it.
+- ``tuned``: `tfdeploy.tune.search` (Bayesian, objective ``--objective``: by default half
+  gzip bytes, half p50 latency; 1-point budget; starting from `tfdeploy.tune.INITIAL_POINTS`)
+  and its best artifact, every trial listed, vs ``quickstart`` (the quickstart's fixed
+  recipe: 80 % pruning, then pruning-preserving QAT, int8) and vs ``best_hand_plan`` (the
+  best of bench_compression.py's three hand-written plans within 1 point: smallest int8
+  gzip). Each: gzip bytes, p50 latency
+  (LiteRT, batch 1, one thread), accuracy, wall time to produce it. ``tuned_vs_best_hand``
+  compares gzip bytes and p50 re-measured side by side (alternating rounds, medians).
 - ``xla``: training step time with ``jit_compile`` off/on (plain and pruned model), and the
   SavedModel's p50 with the serving function XLA-compiled or not.
 - ``mixed_precision``: training step time float32 vs ``mixed_bfloat16`` (and float16).
 - ``input_pipeline``: `tfdeploy.data.input_pipeline_share` with cache/prefetch/parallel map
   off vs on.
 - ``workers``: trials per minute of a distributed search (keras-tuner chief + 1 worker vs
-  chief + 2 workers, ``tfdeploy tune --distributed``) on this machine.
+  chief + 2 workers, ``tfdeploy tune --distributed``) on this machine: over the wall time of
+  the processes (with their start-up) and over the span of the trials themselves.
+``--sections`` runs a subset (e.g. ``--sections hand,tune,workers``).
 Timings depend on the machine's load: compare the ratios measured side by side here.
 """
 
@@ -29,6 +34,7 @@ import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+SECTIONS = ("xla", "mixed_precision", "input_pipeline", "quickstart", "hand", "tune", "workers")
 
 
 def _artifact(td, model, path, quantization, train, x, y, samples):
@@ -37,6 +43,34 @@ def _artifact(td, model, path, quantization, train, x, y, samples):
     return {"quantization": quantization, "gzip_bytes": td.verify.gzip_bytes(path),
             "latency_p50_ms": round(td.verify.latency_ms(runner, x, samples=samples), 4),
             "accuracy": round(td.verify.accuracy(runner, x, y), 4)}
+
+
+def side_by_side(td, paths, x, samples, rounds=5):
+    """p50 latency of each artifact, measured in alternating rounds (LiteRT, batch 1, one
+    thread), so that machine load falls on all of them alike: medians over the rounds."""
+    import numpy as np
+
+    runners = {name: td.runtime.load(path, num_threads=1) for name, path in paths.items()}
+    names = list(runners)
+    rows = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            rows[name].append(round(td.verify.latency_ms(runners[name], x, samples=samples), 4))
+    return {"rounds": rounds, "samples": samples, "p50_ms_by_round": rows,
+            "median_p50_ms": {n: round(float(np.median(v)), 4) for n, v in rows.items()}}
+
+
+def compare(td, hand, tuned, paths, x, samples):
+    """The tuned artifact vs the best hand plan's: gzip bytes, and p50 measured side by side."""
+    side = side_by_side(td, paths, x, samples)
+    fast = side["median_p50_ms"]
+    return {"gzip_ratio": round(hand["gzip_bytes"] / tuned["gzip_bytes"], 3),
+            "side_by_side": side,
+            "latency_ratio": round(fast["best_hand"] / fast["tuned"], 3),
+            "at_least_as_small": tuned["gzip_bytes"] <= hand["gzip_bytes"],
+            "at_least_as_fast": fast["tuned"] <= fast["best_hand"],
+            "target_met": tuned["gzip_bytes"] <= hand["gzip_bytes"]
+            and fast["tuned"] <= fast["best_hand"]}
 
 
 def _step_ms(keras, model, data, jit, steps, loss="sparse_categorical_crossentropy",
@@ -66,8 +100,24 @@ def _workers(args, model_path, data_dir, out_dir, n_workers):
                               stderr=subprocess.DEVNULL) for r in roles]
     codes = [p.wait() for p in procs]
     seconds = time.time() - start
-    return {"workers": n_workers, "trials": args.worker_trials, "seconds": round(seconds, 1),
-            "trials_per_minute": round(60 * args.worker_trials / seconds, 3),
+    rows = []
+    project = os.path.join(directory, "compression")
+    for name in sorted(os.listdir(project)) if os.path.isdir(project) else []:
+        path = os.path.join(project, name, "result.json")
+        if name.startswith("trial_") and os.path.exists(path):
+            with open(path) as f:
+                rows.append(json.load(f))
+    span = (max(r["started"] + r["seconds"] for r in rows) - min(r["started"] for r in rows)) \
+        if rows else None
+    return {"workers": n_workers, "trials": len(rows), "seconds": round(seconds, 1),
+            "trials_per_minute": round(60 * len(rows) / seconds, 3),
+            "trial_span_seconds": round(span, 1) if span else None,
+            "trials_per_minute_in_span": round(60 * len(rows) / span, 3) if span else None,
+            "trials_by_worker": {r["tuner_id"]: sum(1 for q in rows
+                                                    if q["tuner_id"] == r["tuner_id"])
+                                 for r in rows},
+            "mean_trial_seconds": round(sum(r["seconds"] for r in rows) / len(rows), 1)
+            if rows else None,
             "exit_codes": codes}
 
 
@@ -84,9 +134,19 @@ def main(argv=None):
     p.add_argument("--skip-workers", action="store_true", help="skip the 1 vs 2 workers runs")
     p.add_argument("--tune-epochs", default="2,4",
                    help="the tuner's fine-tuning epochs choices per stage (default 2,4)")
+    p.add_argument("--objective", default="mix", choices=["size", "latency", "mix"],
+                   help="the tuner's objective (default mix: half gzip bytes, half p50)")
+    p.add_argument("--sections", default=",".join(SECTIONS),
+                   help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")
     p.add_argument("--partial", default=None, help="also write the report so far to this file")
     p.add_argument("--out", default=None, help="directory for the artifacts (default: temp)")
     args = p.parse_args(argv)
+    args.sections = [x.strip() for x in args.sections.split(",") if x.strip()]
+    unknown = sorted(set(args.sections) - set(SECTIONS))
+    if unknown:
+        p.error(f"unknown --sections {unknown}; choose from {list(SECTIONS)}")
+    if args.skip_workers and "workers" in args.sections:
+        args.sections.remove("workers")
 
     import tfdeploy as td
     import tfdeploy.tune as tune
@@ -131,133 +191,146 @@ def _run(args, td, tune, keras, copy_model):
     base_acc = report["baseline"]["accuracy"]
 
     # 4. XLA: training step time, and the exported serving function
-    steps = min(args.steps, int(train.cardinality()))
-    xla = {"steps": steps}
-    for jit in (False, True):
-        xla[f"plain_step_ms_jit_{jit}"] = _step_ms(keras, copy_model(base), train, jit, steps)
-        p_model = C.prune(base, 0.8, epochs=2, steps_per_epoch=steps)
-        xla[f"pruned_step_ms_jit_{jit}"] = _step_ms(keras, p_model, train, jit, steps,
-                                                    callbacks=C.callbacks(p_model))
-    xla["plain_speedup"] = round(xla["plain_step_ms_jit_False"] / xla["plain_step_ms_jit_True"],
-                                 3)
-    xla["pruned_speedup"] = round(xla["pruned_step_ms_jit_False"]
-                                  / xla["pruned_step_ms_jit_True"], 3)
-    for jit in (False, True):
-        path = td.export.saved_model(base, os.path.join(out_dir, f"sm_jit_{jit}"),
-                                     jit_compile=jit)
-        runner = td.runtime.load(path)
-        xla[f"saved_model_p50_ms_jit_{jit}"] = round(
-            td.verify.latency_ms(runner, x, samples=args.samples), 4)
-        xla[f"saved_model_accuracy_jit_{jit}"] = round(td.verify.accuracy(runner, x, y), 4)
-    xla["saved_model_speedup"] = round(xla["saved_model_p50_ms_jit_False"]
-                                       / xla["saved_model_p50_ms_jit_True"], 3)
-    report["xla"] = xla
+    if "xla" in args.sections:
+        steps = min(args.steps, int(train.cardinality()))
+        xla = {"steps": steps}
+        for jit in (False, True):
+            xla[f"plain_step_ms_jit_{jit}"] = _step_ms(keras, copy_model(base), train, jit,
+                                                       steps)
+            p_model = C.prune(base, 0.8, epochs=2, steps_per_epoch=steps)
+            xla[f"pruned_step_ms_jit_{jit}"] = _step_ms(keras, p_model, train, jit, steps,
+                                                        callbacks=C.callbacks(p_model))
+        xla["plain_speedup"] = round(xla["plain_step_ms_jit_False"]
+                                     / xla["plain_step_ms_jit_True"], 3)
+        xla["pruned_speedup"] = round(xla["pruned_step_ms_jit_False"]
+                                      / xla["pruned_step_ms_jit_True"], 3)
+        for jit in (False, True):
+            path = td.export.saved_model(base, os.path.join(out_dir, f"sm_jit_{jit}"),
+                                         jit_compile=jit)
+            runner = td.runtime.load(path)
+            xla[f"saved_model_p50_ms_jit_{jit}"] = round(
+                td.verify.latency_ms(runner, x, samples=args.samples), 4)
+            xla[f"saved_model_accuracy_jit_{jit}"] = round(td.verify.accuracy(runner, x, y), 4)
+        xla["saved_model_speedup"] = round(xla["saved_model_p50_ms_jit_False"]
+                                           / xla["saved_model_p50_ms_jit_True"], 3)
+        report["xla"] = xla
+        _save(args, report)
 
-    _save(args, report)
     # 5. mixed precision (a documented keyword: Stage(precision=...) / with_policy)
-    mp = {}
-    for policy in ("float32", "mixed_bfloat16", "mixed_float16"):
-        mp[f"step_ms_{policy}"] = _step_ms(keras, C.with_policy(base, policy), train, False,
-                                           steps)
-    mp["bfloat16_speedup"] = round(mp["step_ms_float32"] / mp["step_ms_mixed_bfloat16"], 3)
-    mp["float16_speedup"] = round(mp["step_ms_float32"] / mp["step_ms_mixed_float16"], 3)
-    report["mixed_precision"] = mp
+    if "mixed_precision" in args.sections:
+        mp = {}
+        for policy in ("float32", "mixed_bfloat16", "mixed_float16"):
+            mp[f"step_ms_{policy}"] = _step_ms(keras, C.with_policy(base, policy), train, False,
+                                               steps)
+        mp["bfloat16_speedup"] = round(mp["step_ms_float32"] / mp["step_ms_mixed_bfloat16"], 3)
+        mp["float16_speedup"] = round(mp["step_ms_float32"] / mp["step_ms_mixed_float16"], 3)
+        report["mixed_precision"] = mp
+        _save(args, report)
 
-    _save(args, report)
     # 6. the input pipeline's share of step time, untuned vs tuned tf.data
-    pipe = {}
-    for label, kw in (("untuned", dict(cache=False, prefetch=False, parallel=False)),
-                      ("tuned", dict(cache=True, prefetch=True, parallel=True))):
-        ds = td.data.image_dataset(os.path.join(data_dir, "train"), shuffle=True, seed=0, **kw)
-        pipe[label] = td.data.input_pipeline_share(base, ds, steps=steps)
-    pipe["epoch_speedup"] = round(pipe["untuned"]["fit_seconds"]
-                                  / pipe["tuned"]["fit_seconds"], 3)
-    report["input_pipeline"] = pipe
+    if "input_pipeline" in args.sections:
+        pipe = {}
+        for label, kw in (("untuned", dict(cache=False, prefetch=False, parallel=False)),
+                          ("tuned", dict(cache=True, prefetch=True, parallel=True))):
+            ds = td.data.image_dataset(os.path.join(data_dir, "train"), shuffle=True, seed=0, **kw)
+            pipe[label] = td.data.input_pipeline_share(base, ds, steps=steps)
+        pipe["epoch_speedup"] = round(pipe["untuned"]["fit_seconds"]
+                                      / pipe["tuned"]["fit_seconds"], 3)
+        report["input_pipeline"] = pipe
+        _save(args, report)
 
-    _save(args, report)
     # 1. the quickstart's fixed recipe
-    keras.utils.set_random_seed(0)
-    start = time.time()
-    pruned = C.prune(base, 0.8, epochs=ft, steps_per_epoch=train)
-    pruned.compile(keras.optimizers.Adam(5e-4), loss, ["accuracy"])
-    pruned.fit(train, epochs=ft, verbose=0, callbacks=C.callbacks(pruned))
-    qat = C.quantize(C.strip(pruned), preserve="sparsity", calibration_data=train)
-    qat.compile(keras.optimizers.Adam(1e-4), loss, ["accuracy"])
-    qat.fit(train, epochs=ft2, verbose=0, callbacks=C.callbacks(qat))
-    row = _artifact(td, qat, os.path.join(out_dir, "quickstart_int8.tflite"), "int8", train, x,
-                    y, args.samples)
-    report["quickstart"] = dict(row, seconds=round(time.time() - start, 1))
-
-    _save(args, report)
-    # 2. bench_compression.py's hand-written plans; the best within 1 point
-    plans = {
-        "plan_slim_prune_cluster_qat": [
-            C.Stage("slim", ratio=0.5, epochs=ft, learning_rate=5e-4),
-            C.Stage("prune", target_sparsity=0.5, epochs=ft),
-            C.Stage("cluster", n_clusters=16, epochs=ft2), C.Stage("quantize", epochs=ft2)],
-        "plan_slim_cluster_qat": [
-            C.Stage("slim", ratio=0.5, epochs=ft, learning_rate=5e-4),
-            C.Stage("cluster", n_clusters=16, epochs=ft2), C.Stage("quantize", epochs=ft2)],
-        "plan_slim_qat": [C.Stage("slim", ratio=0.5, epochs=ft, learning_rate=5e-4),
-                          C.Stage("quantize", epochs=ft2)],
-    }
-    hand, hand_seconds = {}, 0.0
-    for name, stages in plans.items():
+    if "quickstart" in args.sections:
         keras.utils.set_random_seed(0)
         start = time.time()
-        model = C.apply_plan(base, stages, train).model
-        row = _artifact(td, model, os.path.join(out_dir, f"{name}.tflite"), "int8", train, x, y,
-                        args.samples)
-        hand[name] = dict(row, seconds=round(time.time() - start, 1))
-        hand_seconds += hand[name]["seconds"]
-    within = [n for n in hand if 100 * (base_acc - hand[n]["accuracy"]) <= 1.0]
-    best_hand = min(within, key=lambda n: hand[n]["gzip_bytes"]) if within else None
-    report["hand_plans"] = hand
-    report["best_hand_plan"] = dict(hand[best_hand], name=best_hand,
-                                    all_plans_seconds=round(hand_seconds, 1)) \
-        if best_hand else None
+        pruned = C.prune(base, 0.8, epochs=ft, steps_per_epoch=train)
+        pruned.compile(keras.optimizers.Adam(5e-4), loss, ["accuracy"])
+        pruned.fit(train, epochs=ft, verbose=0, callbacks=C.callbacks(pruned))
+        qat = C.quantize(C.strip(pruned), preserve="sparsity", calibration_data=train)
+        qat.compile(keras.optimizers.Adam(1e-4), loss, ["accuracy"])
+        qat.fit(train, epochs=ft2, verbose=0, callbacks=C.callbacks(qat))
+        row = _artifact(td, qat, os.path.join(out_dir, "quickstart_int8.tflite"), "int8", train, x,
+                        y, args.samples)
+        report["quickstart"] = dict(row, seconds=round(time.time() - start, 1))
+        _save(args, report)
 
-    _save(args, report)
+    # 2. bench_compression.py's hand-written plans; the best within 1 point
+    best_hand = None
+    if "hand" in args.sections:
+        plans = {
+            "plan_slim_prune_cluster_qat": [
+                C.Stage("slim", ratio=0.5, epochs=ft, learning_rate=5e-4),
+                C.Stage("prune", target_sparsity=0.5, epochs=ft),
+                C.Stage("cluster", n_clusters=16, epochs=ft2), C.Stage("quantize", epochs=ft2)],
+            "plan_slim_cluster_qat": [
+                C.Stage("slim", ratio=0.5, epochs=ft, learning_rate=5e-4),
+                C.Stage("cluster", n_clusters=16, epochs=ft2), C.Stage("quantize", epochs=ft2)],
+            "plan_slim_qat": [C.Stage("slim", ratio=0.5, epochs=ft, learning_rate=5e-4),
+                              C.Stage("quantize", epochs=ft2)],
+        }
+        hand, hand_seconds = {}, 0.0
+        for name, stages in plans.items():
+            keras.utils.set_random_seed(0)
+            start = time.time()
+            model = C.apply_plan(base, stages, train).model
+            row = _artifact(td, model, os.path.join(out_dir, f"{name}.tflite"), "int8", train,
+                            x, y, args.samples)
+            hand[name] = dict(row, seconds=round(time.time() - start, 1))
+            hand_seconds += hand[name]["seconds"]
+        within = [n for n in hand if 100 * (base_acc - hand[n]["accuracy"]) <= 1.0]
+        best_hand = min(within, key=lambda n: hand[n]["gzip_bytes"]) if within else None
+        report["hand_plans"] = hand
+        report["best_hand_plan"] = dict(hand[best_hand], name=best_hand,
+                                        all_plans_seconds=round(hand_seconds, 1)) \
+            if best_hand else None
+        _save(args, report)
+
     # 3. the tuner
-    result = tune.search(base, train, (x, y), budget=1.0, objective="size",
-                         max_trials=args.max_trials, directory=os.path.join(out_dir, "tune"),
-                         space={"epochs": [int(e) for e in args.tune_epochs.split(",")]},
-                         latency_samples=50, verbose=1)
-    tuned = None
-    if result.best is not None:
-        exported = result.export(os.path.join(out_dir, "tuned"), x, y)
-        runner = td.runtime.load(exported["tflite"], num_threads=1)
-        tuned = {"trial": result.best["trial_id"], "technique": result.best["technique"],
-                 "quantization": result.best["quantization"],
-                 "gzip_bytes": td.verify.gzip_bytes(exported["tflite"]),
-                 "latency_p50_ms": round(td.verify.latency_ms(runner, x, samples=args.samples),
-                                         4),
-                 "accuracy": round(exported["verification"]["accuracy"], 4),
-                 "verified": exported["verification"]["passed"],
-                 "values": {k: v for k, v in result.best.items()
-                            if k in tune.DEFAULT_SPACE}}
-    report["tuned"] = dict(tuned or {}, search_seconds=round(result.seconds, 1),
-                           trials=len(result.trials), infeasible=len(result.infeasible))
-    if tuned and best_hand:
-        b = report["best_hand_plan"]
-        report["tuned_vs_best_hand"] = {
-            "gzip_ratio": round(b["gzip_bytes"] / tuned["gzip_bytes"], 3),
-            "latency_ratio": round(b["latency_p50_ms"] / tuned["latency_p50_ms"], 3),
-            "at_least_as_small": tuned["gzip_bytes"] <= b["gzip_bytes"],
-            "at_least_as_fast": tuned["latency_p50_ms"] <= b["latency_p50_ms"],
-            "target_met": tuned["gzip_bytes"] <= b["gzip_bytes"]
-            and tuned["latency_p50_ms"] <= b["latency_p50_ms"]}
+    if "tune" in args.sections:
+        result = tune.search(base, train, (x, y), budget=1.0, objective=args.objective,
+                             max_trials=args.max_trials, directory=os.path.join(out_dir, "tune"),
+                             space={"epochs": [int(e) for e in args.tune_epochs.split(",")]},
+                             latency_samples=50, verbose=1)
+        tuned = None
+        if result.best is not None:
+            exported = result.export(os.path.join(out_dir, "tuned"), x, y)
+            runner = td.runtime.load(exported["tflite"], num_threads=1)
+            tuned = {"trial": result.best["trial_id"], "technique": result.best["technique"],
+                     "quantization": result.best["quantization"],
+                     "gzip_bytes": td.verify.gzip_bytes(exported["tflite"]),
+                     "latency_p50_ms": round(
+                         td.verify.latency_ms(runner, x, samples=args.samples), 4),
+                     "accuracy": round(exported["verification"]["accuracy"], 4),
+                     "verified": exported["verification"]["passed"],
+                     "values": {k: v for k, v in result.best.items()
+                                if k in tune.DEFAULT_SPACE}}
+        report["tuned"] = dict(tuned or {}, objective=args.objective,
+                               search_seconds=round(result.seconds, 1),
+                               trials=len(result.trials), infeasible=len(result.infeasible),
+                               initial_points=len(tune.INITIAL_POINTS),
+                               all_trials=[{k: t.get(k) for k in (
+                                   "trial_id", "technique", "status", "cost", "accuracy",
+                                   "accuracy_drop", "gzip_bytes", "latency_p50_ms", "seconds",
+                                   "slim_ratio", "sparsity", "clusters", "quantization",
+                                   "epochs", "learning_rate")} for t in result.trials])
+        if tuned and best_hand:
+            report["tuned_vs_best_hand"] = compare(
+                td, report["best_hand_plan"], tuned,
+                {"tuned": exported["tflite"],
+                 "best_hand": os.path.join(out_dir, f"{best_hand}.tflite")}, x, args.samples)
+        _save(args, report)
 
-    _save(args, report)
     # 7. distributed search throughput: chief + 1 worker vs chief + 2 workers
-    if not args.skip_workers:
-        report["workers"] = {
-            "one": _workers(args, model_path, data_dir, out_dir, 1),
-            "two": _workers(args, model_path, data_dir, out_dir, 2),
-            "cpu_count": os.cpu_count()}
-        report["workers"]["speedup"] = round(report["workers"]["two"]["trials_per_minute"]
-                                             / report["workers"]["one"]["trials_per_minute"], 3)
-    _save(args, report)
+    if "workers" in args.sections:
+        w = {"one": _workers(args, model_path, data_dir, out_dir, 1),
+             "two": _workers(args, model_path, data_dir, out_dir, 2),
+             "cpu_count": os.cpu_count()}
+        for key in ("trials_per_minute", "trials_per_minute_in_span"):
+            if w["one"][key] and w["two"][key]:
+                w[f"speedup_{key}"] = round(w["two"][key] / w["one"][key], 3)
+        report["workers"] = w
+        _save(args, report)
+
     return report
 
 

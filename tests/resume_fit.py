@@ -1,9 +1,14 @@
 """Helper process for tests/test_resume.py (not a test module).
 
-    python tests/resume_fit.py kill WORK     # uninterrupted reference runs, then a pruning fit
-                                             # with a backup that SIGKILLs itself in epoch 3
-    python tests/resume_fit.py resume WORK   # the same pruning fit resumes from the backup;
-                                             # then a QAT fit interrupted in epoch 2 and resumed
+    python tests/resume_fit.py kill WORK          # uninterrupted pruning and QAT fits, then a
+                                                  # pruning fit with a backup that SIGKILLs
+                                                  # itself in epoch 3
+    python tests/resume_fit.py kill_cluster WORK  # an uninterrupted clustering fit, then one
+                                                  # SIGKILLed in epoch 2
+    python tests/resume_fit.py resume WORK        # both killed fits resume from their backups;
+                                                  # then a QAT fit interrupted in epoch 2, resumed
+
+The test runs the two "kill" processes side by side (they share nothing), then "resume".
 
 Ops are deterministic and the data is not shuffled, so a resumed run and an uninterrupted
 one see the same batches and must end with the same weights, masks and pruning step.
@@ -26,7 +31,7 @@ rng = np.random.RandomState(0)
 x = rng.rand(192, 16, 16, 1).astype("float32") * 255
 y = rng.randint(0, 10, 192)
 ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
-EPOCHS, QAT_EPOCHS = 4, 2
+EPOCHS, QAT_EPOCHS, CLUSTER_EPOCHS = 4, 2, 3
 
 
 class Interrupt(keras.callbacks.Callback):
@@ -76,6 +81,19 @@ def qat_fit(pruned, backup=None, interrupt=None):
             "iterations": int(model.optimizer.iterations)}
 
 
+def cluster_fit(backup=None, interrupt=None):
+    keras.utils.set_random_seed(0)
+    model = C.cluster(td.models.build_cnn((16, 16, 1), 10, width=0.125), 8)
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    cbs = C.callbacks(model, backup_dir=backup) + ([interrupt] if interrupt else [])
+    model.fit(ds, epochs=CLUSTER_EPOCHS, verbose=0, callbacks=cbs)
+    stripped = C.strip(model)
+    kernels = [w for w in stripped.get_weights() if w.ndim > 1]
+    return {"iterations": int(model.optimizer.iterations),
+            "unique": [int(np.unique(k).size) for k in kernels],
+            "weights": [w.ravel().tolist() for w in stripped.get_weights()]}
+
+
 def dump(name, payload):
     with open(os.path.join(WORK, name), "w") as f:
         json.dump(payload, f)
@@ -87,8 +105,13 @@ if PHASE == "kill":
     dump("reference_qat.json", qat_fit(pruned))
     prune_fit(os.path.join(WORK, "prune_backup"), Interrupt(2, 3, kill=True))
     raise SystemExit("not killed")
+if PHASE == "kill_cluster":
+    dump("reference_cluster.json", cluster_fit())
+    cluster_fit(os.path.join(WORK, "cluster_backup"), Interrupt(1, 3, kill=True))
+    raise SystemExit("not killed")
 pruned, resumed = prune_fit(os.path.join(WORK, "prune_backup"))
 dump("resumed_prune.json", resumed)
+dump("resumed_cluster.json", cluster_fit(os.path.join(WORK, "cluster_backup")))
 backup = os.path.join(WORK, "qat_backup")
 try:
     qat_fit(pruned, backup, Interrupt(1, 2, kill=False))

@@ -32,13 +32,42 @@ def free_ports(n):
 
 
 @pytest.fixture(scope="module")
-def mirrored(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("mirrored") / "result.json")
-    proc = subprocess.run([sys.executable, SCRIPT, "mirrored", out], env=_env(),
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    with open(out) as f:
-        return json.load(f)
+def runs(tmp_path_factory):
+    """The MirroredStrategy process and the two MultiWorkerMirroredStrategy workers, started
+    side by side (they share nothing): ``{"mirrored": ..., "workers": [w0, w1]}``."""
+    tmp = tmp_path_factory.mktemp("distributed")
+    ports = ",".join(str(p) for p in free_ports(2))
+    outs = {"mirrored": str(tmp / "mirrored.json"),
+            **{f"worker{i}": str(tmp / f"worker{i}.json") for i in range(2)}}
+    argv = {"mirrored": ["mirrored", outs["mirrored"]],
+            **{f"worker{i}": ["worker", str(i), ports, outs[f"worker{i}"]] for i in range(2)}}
+    # stderr to files: a worker blocked on a full pipe would stall its peer's collectives
+    logs = {name: open(tmp / f"{name}.log", "w+") for name in argv}
+    procs = {name: subprocess.Popen([sys.executable, SCRIPT] + args, env=_env(),
+                                    stdout=subprocess.DEVNULL, stderr=logs[name])
+             for name, args in argv.items()}
+    try:
+        for name, p in procs.items():
+            p.wait(timeout=600)
+            logs[name].seek(0)
+            assert p.returncode == 0, f"{name}:\n{logs[name].read()[-3000:]}"
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+        for f in logs.values():
+            f.close()
+    results = {}
+    for name, path in outs.items():
+        with open(path) as f:
+            results[name] = json.load(f)
+    return {"mirrored": results["mirrored"],
+            "workers": [results[f"worker{i}"]["worker"] for i in range(2)]}
+
+
+@pytest.fixture(scope="module")
+def mirrored(runs):
+    return runs["mirrored"]
 
 
 def test_mirrored_strategy_prunes_to_target_with_replicas_in_step(mirrored):
@@ -63,24 +92,8 @@ def test_unsupported_setups_are_refused_before_training(mirrored):
     assert errors["outside"] and "called outside its scope" in errors["outside"]
 
 
-def test_multi_worker_mirrored_strategy_two_processes_prune(tmp_path, mirrored):
-    ports = ",".join(str(p) for p in free_ports(2))
-    outs = [str(tmp_path / f"worker{i}.json") for i in range(2)]
-    procs = [subprocess.Popen([sys.executable, SCRIPT, "worker", str(i), ports, outs[i]],
-                              env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for i in range(2)]
-    try:
-        for p in procs:
-            _, err = p.communicate(timeout=600)
-            assert p.returncode == 0, err[-3000:]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    results = []
-    for path in outs:
-        with open(path) as f:
-            results.append(json.load(f)["worker"])
+def test_multi_worker_mirrored_strategy_two_processes_prune(runs):
+    mirrored, results = runs["mirrored"], runs["workers"]
     w0, w1 = results
     assert w0["replicas"] == w1["replicas"] == 2
     assert w0["zeros_md5"] == w1["zeros_md5"]  # same masks on both workers

@@ -12,7 +12,7 @@ from tfdeploy.export import ExportFallbackWarning, _onnx
 
 @pytest.fixture(scope="module")
 def qat_model(trained_model, train_ds):
-    model = td.compress.quantize(trained_model)
+    model = td.compress.quantize(trained_model, calibration_data=train_ds)  # ranges set first
     model.compile(td.keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy")
     model.fit(train_ds.take(10), epochs=1, verbose=0)  # learn the activation ranges
     return model
@@ -113,6 +113,26 @@ def test_qat_fallback_is_said_plainly_and_quantized_when_asked(
     assert {"QuantizeLinear", "DequantizeLinear"} <= _ops(path)
     result = td.verify.verify(path, twin, x, y)
     assert result["precision"] == "int8" and result["passed"], result["failures"]
+
+
+def test_uncalibrated_qat_ranges_are_named_when_validation_fails(
+        trained_model, qat_model, train_ds, tmp_path, monkeypatch):
+    from tfdeploy.compress.calibrate import uncalibrated_layers
+
+    assert uncalibrated_layers(qat_model) == []  # calibrated, then fine-tuned
+    raw = td.compress.quantize(trained_model)  # tfmot's [-6, 6] start, never calibrated
+    stuck = uncalibrated_layers(raw)
+    assert stuck and "conv1" in stuck
+    # an impossible agreement makes the real comparison fail; the error says why and what to do
+    monkeypatch.setitem(td.verify.TOLERANCES, "int8", dict(td.verify.TOLERANCES["int8"],
+                                                           min_agreement=1.01))
+    with pytest.raises(VerificationError, match=r"still tfmot's initial \[-6, 6\].*"
+                                                r"calibration_data="):
+        td.export.onnx(raw, str(tmp_path / "raw.onnx"), representative_data=train_ds)
+    with pytest.raises(VerificationError) as info:
+        td.export.onnx(qat_model, str(tmp_path / "cal.onnx"), representative_data=train_ds)
+    assert "hint" not in str(info.value)
+    assert not list(tmp_path.glob("*.onnx"))
 
 
 def test_onnx_option_errors(trained_model, tmp_path):

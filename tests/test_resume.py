@@ -1,6 +1,6 @@
-"""A SIGKILLed pruning fit resumes from compress.callbacks(backup_dir=...) and ends exactly
-where an uninterrupted run ends (pruning step, masks, weights); an interrupted QAT fit
-resumes with its learned ranges."""
+"""A SIGKILLed pruning fit, and a SIGKILLed clustering fit, resume from
+compress.callbacks(backup_dir=...) and end exactly where an uninterrupted run ends (pruning
+step, masks, cluster weights); an interrupted QAT fit resumes with its learned ranges."""
 
 import json
 import os
@@ -20,20 +20,44 @@ def runs(tmp_path_factory):
     work = str(tmp_path_factory.mktemp("resume"))
     env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE) + os.pathsep
                + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="3")
-    killed = subprocess.run([sys.executable, SCRIPT, "kill", work], env=env,
-                            capture_output=True, text=True, timeout=600)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    assert os.listdir(os.path.join(work, "prune_backup"))  # the backup survived the kill
-    resumed = subprocess.run([sys.executable, SCRIPT, "resume", work], env=env,
-                             capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    def start(phase):
+        log = open(os.path.join(work, f"{phase}.log"), "w")
+        try:
+            return subprocess.Popen([sys.executable, SCRIPT, phase, work], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=log)
+        finally:
+            log.close()
+
+    def finish(phase):
+        procs[phase].wait(timeout=600)
+        with open(os.path.join(work, f"{phase}.log")) as f:
+            return f.read()[-3000:]
+
+    procs = {}
+    try:
+        # The two killed processes share nothing: they run side by side.
+        for phase in ("kill", "kill_cluster"):
+            procs[phase] = start(phase)
+        for phase in ("kill", "kill_cluster"):
+            err = finish(phase)
+            assert procs[phase].returncode == -signal.SIGKILL, f"{phase}:\n{err}"
+        for backup in ("prune_backup", "cluster_backup"):
+            assert os.listdir(os.path.join(work, backup))  # the backup survived the kill
+        procs["resume"] = start("resume")
+        err = finish("resume")
+        assert procs["resume"].returncode == 0, f"resume:\n{err}"
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
 
     def load(name):
         with open(os.path.join(work, name)) as f:
             return json.load(f)
 
-    return {n: load(f"{n}.json") for n in ("reference_prune", "resumed_prune", "reference_qat",
-                                           "resumed_qat")}
+    return {f"{kind}_{n}": load(f"{kind}_{n}.json") for kind in ("reference", "resumed")
+            for n in ("prune", "qat", "cluster")}
 
 
 def test_sigkilled_pruning_fit_resumes_to_the_uninterrupted_result(runs):
@@ -43,6 +67,14 @@ def test_sigkilled_pruning_fit_resumes_to_the_uninterrupted_result(runs):
     assert res["masks"] == ref["masks"]
     assert res["sparsity"] == ref["sparsity"]
     assert all(v == pytest.approx(0.75, abs=0.01) for v in res["sparsity"].values())
+    for a, b in zip(res["weights"], ref["weights"]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_sigkilled_clustering_fit_resumes_to_the_uninterrupted_result(runs):
+    ref, res = runs["reference_cluster"], runs["resumed_cluster"]
+    assert res["iterations"] == ref["iterations"] == 3 * 6
+    assert res["unique"] == ref["unique"] and max(ref["unique"]) <= 8  # still 8 clusters
     for a, b in zip(res["weights"], ref["weights"]):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 

@@ -1,7 +1,9 @@
 """``tfdeploy serve`` (a real process, stopped with SIGTERM) and ``tfdeploy serving-config``."""
 
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -9,55 +11,92 @@ import time
 
 import pytest
 
-from test_serving_support import build_half_plus_two, free_port, rest_call
+from test_serving_support import build_hold_model, free_port, rest_call
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_serve_command_answers_and_stops_cleanly_on_sigterm(tmp_path):
-    build_half_plus_two(str(tmp_path / "half" / "1"))
-    grpc_port, rest_port = free_port(), free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tfdeploy.cli", "serve", f"--port={grpc_port}",
-         f"--rest_api_port={rest_port}", "--model_name=half",
-         f"--model_base_path={tmp_path / 'half'}", "--file_system_poll_wait_seconds=0"],
-        cwd=REPO, stderr=subprocess.PIPE, text=True)
+def _wait(predicate, timeout, what):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def _refused(port):
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stderr.read()
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        return False
+    except OSError:
+        return True
+
+
+# Imported by the served process before it serves: none of it may pull in training code.
+_IMPORTS = ("import sys, tfdeploy.serving, tfdeploy.serving.client, tfdeploy.commands.serve; "
+            "from tfdeploy.serving import rest, grpc_service, configs, batching; "
+            "from tfdeploy.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+def test_serve_command_answers_and_stops_cleanly_on_sigterm(tmp_path):
+    build_hold_model(str(tmp_path / "hold" / "1"))
+    grpc_port, rest_port = free_port(), free_port()
+    log = tmp_path / "stderr.txt"
+    # -X importtime lists every module the serving process imports (on stderr)
+    with open(log, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-X", "importtime", "-c", _IMPORTS, "serve", f"--port={grpc_port}",
+             f"--rest_api_port={rest_port}", "--model_name=hold",
+             f"--model_base_path={tmp_path / 'hold'}", "--file_system_poll_wait_seconds=0"],
+            cwd=REPO, stderr=err, text=True)
+    try:
+        def ready():
+            assert proc.poll() is None, log.read_text()[-3000:]
             try:
-                if rest_call(rest_port, "GET", "/v1/models/half", timeout=2)[0] == 200:
-                    break
+                return rest_call(rest_port, "GET", "/v1/models/hold", timeout=2)[0] == 200
             except OSError:
-                time.sleep(0.2)
-        assert rest_call(rest_port, "POST", "/v1/models/half:predict",
+                return False
+        _wait(ready, 300, "the server to load its model")
+        assert rest_call(rest_port, "POST", "/v1/models/hold:predict",
                          {"instances": [2.0]}) == (200, {"predictions": [3.0]})
         from tfdeploy.serving.client import GrpcClient
 
         with GrpcClient(f"127.0.0.1:{grpc_port}") as client:
-            assert client.status("half") == [(1, "AVAILABLE", "OK", "")]
+            assert client.status("hold") == [(1, "AVAILABLE", "OK", "")]
         # a request in flight when SIGTERM arrives still gets its answer
-        in_flight = []
+        held, in_flight = tmp_path / "held", []
+        held.mkdir()
 
-        def slow_request():
+        def held_request():
             try:
-                in_flight.append(rest_call(rest_port, "POST", "/v1/models/half:predict",
-                                           {"signature_name": "slow", "inputs": {"n": 150000}}))
+                in_flight.append(rest_call(rest_port, "POST", "/v1/models/hold:predict",
+                                           {"signature_name": "hold",
+                                            "inputs": {"dir": str(held)}}))
             except OSError as exc:
                 in_flight.append(exc)
 
-        worker = threading.Thread(target=slow_request)
+        worker = threading.Thread(target=held_request)
         worker.start()
-        time.sleep(0.5)
+        _wait((held / "started").exists, 120, "the held request to start running")
         proc.send_signal(signal.SIGTERM)
-        worker.join(60)
-        assert in_flight == [(200, {"outputs": 150000.0})]
-        assert proc.wait(timeout=30) == 0
-        err = proc.stderr.read()
+        _wait(lambda: _refused(rest_port), 60, "the server to stop accepting connections")
+        # stopped accepting; the held request keeps its connection and the process waits for
+        # it (--shutdown_grace_seconds, 20 s by default) however long it is held
+        time.sleep(2)
+        assert worker.is_alive() and not in_flight and proc.poll() is None
+        (held / "release").write_text("")
+        worker.join(120)
+        assert len(in_flight) == 1 and in_flight[0][0] == 200, in_flight
+        assert in_flight[0][1]["outputs"] >= 0           # {"outputs": spins}
+        assert proc.wait(timeout=60) == 0
+        err = log.read_text()
         assert "ready (gRPC 127.0.0.1:" in err and "shutting down" in err
-        with pytest.raises(OSError):
-            rest_call(rest_port, "GET", "/v1/models/half", timeout=2)
+        imported = set(re.findall(r"^import time:.*\|\s*([\w.]+)$", err, re.M))
+        assert "tfdeploy.serving.batching" in imported and "tensorflow" in imported
+        training = sorted(m for m in imported
+                          if m.split(".")[0] in ("tensorflow_model_optimization", "keras_tuner"))
+        assert training == [], training
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -73,15 +112,6 @@ def test_serve_usage_errors(capsys):
     assert "--port must be a positive gRPC port" in capsys.readouterr().err
     assert main(["serve", "--model_config_file=/does/not/exist.config", "--port=1"]) == 1
     assert "/does/not/exist.config" in capsys.readouterr().err
-
-
-def test_serving_package_imports_no_training_code():
-    code = ("import sys, tfdeploy.serving, tfdeploy.serving.client, tfdeploy.commands.serve; "
-            "from tfdeploy.serving import rest, grpc_service, configs, batching; "
-            "bad = [m for m in ('tensorflow_model_optimization', 'keras_tuner') "
-            "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_serving_config_writes_valid_configs(tmp_path, capsys):

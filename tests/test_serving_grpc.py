@@ -146,8 +146,10 @@ def test_status_codes(stub, model_stub):
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "Missing but required: {x}" in details
     code, details = _code(stub.Predict, _predict_request("half", "nope", x=x))
     assert code == grpc.StatusCode.FAILED_PRECONDITION and '"nope" not found' in details
-    code, _ = _code(stub.Predict, _predict_request("half", x=np.array([[1.0]], np.float32)))
-    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    code, details = _code(stub.Predict, _predict_request(   # the graph checks shapes
+        "tf2", "multi", a=np.array([1.0, 2.0, 3.0], np.float32),
+        b=np.array([[1, 2], [3, 4]], np.int64)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "Incompatible shapes" in details
     assert _code(stub.Predict, _predict_request("half", x=np.array([1.0], np.float64))) == (
         grpc.StatusCode.INVALID_ARGUMENT, "Expects arg 'x' to be float32 but float64 is provided")
     bad = _predict_request("half", x=x)

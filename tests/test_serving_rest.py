@@ -157,6 +157,13 @@ def test_classify_with_and_without_context(rest):
         == (200, {"results": [[["", 3.0]], [["", 3.0]]]})
 
 
+def test_classify_example_feature_overrides_context(rest):
+    # TF Serving sends context + example as one ExampleListWithContext: the example wins
+    assert rest("POST", "/v1/models/half:classify", {
+        "signature_name": "tensorflow/serving/classify", "context": {"x": 1.0},
+        "examples": [{"x": 2.0}, {}]}) == (200, {"results": [[["y", 3.0]], [["y", 2.5]]]})
+
+
 def test_classify_tfdeploy_export(rest):
     images = digit_images(2, seed=3)
     status, body = rest("POST", "/v1/models/digits:classify", {
@@ -190,12 +197,19 @@ def test_classify_needs_classify_outputs(rest):
     ("/v1/models/half:predict", {"signature_name": "predict"}, 400,
      "Missing 'inputs' or 'instances' key"),
     ("/v1/models/half:predict", {"instances": 3}, 400, "Expecting 'instances' to be an list"),
-    ("/v1/models/half:predict", {"instances": ["a"]}, 400, "expects float32"),
-    ("/v1/models/half:predict", {"instances": [[1.0]]}, 400, "shape [1, 1]"),
+    ("/v1/models/half:predict", {"instances": ["a"]}, 400,
+     'JSON Value: "a" Type: String is not of expected type: float'),
+    ("/v1/models/half:predict", {"instances": [True]}, 400,
+     "JSON Value: true Type: True is not of expected type: float"),
+    # shapes are the graph's to check (as in TF Serving): its op error is a 400
+    ("/v1/models/tf2:predict", {"signature_name": "multi", "inputs": {"a": [1.0, 2.0, 3.0],
+                                                                      "b": [[1, 2], [3, 4]]}},
+     400, "Incompatible shapes: [2] vs. [3]"),
     ("/v1/models/tf2:predict", {"signature_name": "multi", "instances": [
         {"a": 1.0, "b": [1, 2]}, {"a": 1.0, "b": [1]}]}, 400, "same shape"),
     ("/v1/models/tf2:predict", {"signature_name": "multi", "instances": [
-        {"a": 1.0, "b": [1.5, 2]}]}, 400, "expects int64"),
+        {"a": 1.0, "b": [1.5, 2]}]}, 400,
+     "JSON Value: 1.5 Type: Number is not of expected type: int64"),
     ("/v1/models/tf2:predict", {"signature_name": "multi", "inputs": {"a": [1.0]}}, 400,
      "Missing but required: ['b']"),
     ("/v1/models/half:predict", {"signature_name": "nope", "instances": [1.0]}, 400,
@@ -205,9 +219,6 @@ def test_classify_needs_classify_outputs(rest):
     ("/v1/models/tf2:predict", {"signature_name": "echo", "instances": [{"b64": "%%%"}]}, 400,
      "base64"),
     ("/v1/models/half:regress", {"examples": {"x": 1}}, 400, "'examples'"),
-    ("/v1/models/half:classify", {"signature_name": "tensorflow/serving/classify",
-                                  "context": {"x": 1.0}, "examples": [{"x": 2.0}]}, 400,
-     "also appear in 'context'"),
     # JSON 4 is an int64 feature; the graph parses a float feature (as in TF Serving).
     ("/v1/models/half:regress", {"signature_name": "tensorflow/serving/regress",
                                  "examples": [{"x": 4}]}, 400, "x"),
@@ -219,13 +230,20 @@ def test_documented_errors(rest, path, body, code, message):
 
 
 @pytest.mark.parametrize("raw,message", [
-    (b"{not json", "JSON Parse error"), (b"[1, 2]", "not a JSON object"),
+    (b"{not json", "JSON Parse error"), (b"[1, 2]", "JSON Value: [1, 2] Is not object"),
     (b"\xff\xfe", "not UTF-8"), (b'{"signature_name": 3, "instances": [1]}', "signature_name"),
     (b'{"instances": ' + b"[" * 100000 + b"]" * 100000 + b"}", "nested too deeply"),
 ])
 def test_malformed_bodies_are_400(rest, raw, message):
     status, reply = rest("POST", "/v1/models/half:predict", raw=raw)
     assert status == 400 and message in reply["error"]
+
+
+def test_signature_shapes_are_the_graphs_to_check(rest):
+    # TF Serving feeds any shape to a TF1 graph (Session::Run does not check the
+    # TensorInfo's shape); this graph is elementwise, so [[1.0]] runs.
+    assert rest("POST", "/v1/models/half:predict", {"instances": [[1.0]]}) == (
+        200, {"predictions": [[2.5]]})
 
 
 def test_nan_and_infinity_tokens_accepted(rest):
@@ -236,8 +254,9 @@ def test_nan_and_infinity_tokens_accepted(rest):
 
 def test_paths_methods_and_limits(rest, served):
     assert rest("GET", "/v1/models/half/versions/x")[0] == 400          # malformed
-    status, reply = rest("GET", "/v1/models/..%2F..%2Fetc%2Fpasswd")
-    assert status == 400 and reply["error"].startswith("Malformed request")
+    # routes match the encoded path; the decoded name is only ever a name (as TF Serving)
+    assert rest("GET", "/v1/models/..%2F..%2Fetc%2Fpasswd") == (
+        404, {"error": "Could not find any versions of model ../../etc/passwd"})
     assert rest("GET", "/v1/models/%2E%2E")[0] == 404                    # a name, never a path
     assert rest("GET", "/v1/models/half/labels/..%2F1")[0] == 400
     assert rest("GET", "/index.html")[0] == 404

@@ -4,17 +4,14 @@ load retries, listings that fail, deadlines, reload safety, MultiInference, flag
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
 
 import numpy as np
 import pytest
 
-from test_serving_support import build_half_plus_two, free_port, rest_call
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from test_serving_support import (build_half_plus_two, build_hold_model, free_port,
+                                  rest_call)
 
 
 def _wait_for(predicate, timeout=120.0, every=0.05):
@@ -183,34 +180,73 @@ def _build_slow(path):
 
 
 def test_deadlines_cancel_queued_batches_and_the_server_recovers(tmp_path):
+    """REST timeouts and gRPC deadlines (official tensorflow-serving-api stubs) take queued
+    work out of the batch queue: after a burst of timeouts a valid request waits at most for
+    the one batch already running, not for the whole burst."""
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
     _build_slow(str(tmp_path / "slow" / "1"))
     server = _start(model_name="slow", model_base_path=str(tmp_path / "slow"),
                     file_system_poll_wait_seconds=0, rest_api_timeout_in_ms=300,
                     batching_options={"max_batch_size": 1, "batch_timeout_micros": 0,
                                       "num_batch_threads": 1, "max_enqueued_batches": 100})
-    try:
-        results = []
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
-        def slow():
-            results.append(rest_call(server.rest_port, "POST", "/v1/models/slow:predict",
-                                     {"instances": [1e5]}))
-        burst = [threading.Thread(target=slow) for _ in range(12)]
-        for t in burst:
+    def request(x):
+        req = predict_pb2.PredictRequest()
+        req.model_spec.name = "slow"
+        req.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([x], np.float32)))
+        return req
+
+    def burst(call, n=12):
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(call())) for _ in range(n)]
+        for t in threads:
             t.start()
-        for t in burst:
+        for t in threads:
             t.join()
-        assert [r[0] for r in results] == [504] * 12, results
-        batcher = server.repository.get("slow").batcher
-        # the queued work is gone (each caller takes its task out as its deadline passes)
-        assert _wait_for(lambda: batcher._enqueued == 0 and not batcher._queues, 30)
-        # once the one batch already running ends, valid requests are answered again
-        assert _wait_for(lambda: rest_call(server.rest_port, "POST", "/v1/models/slow:predict",
-                                           {"instances": [1.0]}) == (200, {"predictions": [1.0]}))
+        return results
+
+    def grpc_slow():
+        try:
+            return stub.Predict(request(1e5), timeout=0.3)
+        except grpc.RpcError as exc:
+            return exc.code()
+
+    batcher = server.repository.get("slow").batcher
+    try:
+        start = time.monotonic()                  # one slow batch, run alone: its duration
+        stub.Predict(request(1e5), timeout=120)
+        one_batch = time.monotonic() - start
+        for name, call, expected in (
+                ("REST", lambda: rest_call(server.rest_port, "POST", "/v1/models/slow:predict",
+                                           {"instances": [1e5]})[0], 504),
+                ("gRPC", grpc_slow, grpc.StatusCode.DEADLINE_EXCEEDED)):
+            assert burst(call) == [expected] * 12, name
+            start = time.monotonic()
+            # the queued work is gone (each caller takes its task out as its deadline passes)
+            assert _wait_for(lambda: batcher._enqueued == 0 and not batcher._queues,
+                             one_batch + 1.0), name
+            # and a valid request is answered once the one running batch ends
+            if name == "REST":   # (tried until then: a try still meets the 300 ms deadline)
+                assert _wait_for(lambda: rest_call(
+                    server.rest_port, "POST", "/v1/models/slow:predict",
+                    {"instances": [1.0]}) == (200, {"predictions": [1.0]}), 60)
+            else:
+                out = stub.Predict(request(1.0), timeout=120).outputs["y"]
+                assert tf.make_ndarray(out).tolist() == [1.0]
+            waited = time.monotonic() - start
+            # 11 queued slow batches would take 11 x one_batch
+            assert waited < 2 * one_batch + 1.0, (name, waited, one_batch)
         text = server.metrics.render()
         batches = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(
             ":tensorflow:serving:batching_session:processed_batch_size_count")]
-        assert batches and batches[0] < 12       # the 504s did not all run their batch
+        assert batches and batches[0] < 12      # of 27 requests; the 24 timeouts mostly never ran
     finally:
+        channel.close()
         server.stop()
 
 
@@ -315,7 +351,8 @@ def test_multi_inference_and_signature_method_name_check(half_versions, tmp_path
         server.stop()
 
 
-def test_port_in_use_and_bad_numbers_fail_in_one_line_before_loading(half_versions, tmp_path):
+def test_port_in_use_and_bad_numbers_fail_in_one_line_before_loading(half_versions, tmp_path,
+                                                                     capsys, caplog):
     from tfdeploy.serving import create_server
 
     shutil.copytree(half_versions / "1", tmp_path / "half" / "1")
@@ -334,18 +371,21 @@ def test_port_in_use_and_bad_numbers_fail_in_one_line_before_loading(half_versio
         with pytest.raises(OSError, match=f"Could not bind the gRPC port 127.0.0.1:{port}"):
             server.start()
         assert not server.repository._models["half"].status       # nothing was loaded
-        for flags in ([f"--rest_api_port={port}", f"--port={free_port()}",
-                       "--max_body_bytes=1000"],):
-            proc = subprocess.run(
-                [sys.executable, "-m", "tfdeploy.cli", "serve", "--model_name=half",
-                 f"--model_base_path={base}"] + flags,
-                cwd=REPO, capture_output=True, text=True, timeout=300)
-            ours = [line for line in proc.stderr.splitlines() if line.startswith("tfdeploy")]
-            assert proc.returncode != 0, flags
-            assert "Traceback" not in proc.stderr and "Loading servable" not in proc.stderr, \
-                (flags, proc.stderr[-2000:])
-            assert len(ours) == 1 and "error" in ours[0], proc.stderr[-2000:]
-            assert str(tmp_path) not in ours[0]
+        # the CLI (in-process): one line naming the port, before any model loads
+        import logging
+
+        from tfdeploy.cli import main
+
+        with caplog.at_level(logging.INFO):
+            code = main(["serve", "--model_name=half", f"--model_base_path={base}",
+                         f"--rest_api_port={port}", f"--port={free_port()}",
+                         "--max_body_bytes=1000"])
+        err = capsys.readouterr().err
+        ours = [line for line in err.splitlines() if line.startswith("tfdeploy")]
+        assert code != 0
+        assert len(ours) == 1 and "error" in ours[0] and f"REST port 127.0.0.1:{port}" in ours[0]
+        assert str(tmp_path) not in ours[0] and "Traceback" not in err
+        assert "Loading servable" not in caplog.text, caplog.text
 
 
 def test_status_and_requests_do_not_wait_behind_a_slow_load(half_versions, tmp_path):
@@ -356,11 +396,14 @@ def test_status_and_requests_do_not_wait_behind_a_slow_load(half_versions, tmp_p
     from tfdeploy.serving.warmup import write_warmup_requests
 
     shutil.copytree(half_versions / "1", tmp_path / "fast" / "1")
-    shutil.copytree(half_versions / "1", tmp_path / "slow" / "1")
-    slow = predict_pb2.PredictRequest()
-    slow.model_spec.signature_name = "slow"
-    slow.inputs["n"].CopyFrom(tf.make_tensor_proto(np.int32(200_000)))
-    write_warmup_requests(str(tmp_path / "slow" / "1"), [slow])   # loading takes a while
+    build_hold_model(str(tmp_path / "slow" / "1"))
+    held = tmp_path / "held"
+    held.mkdir()
+    warm = predict_pb2.PredictRequest()
+    warm.model_spec.signature_name = "hold"
+    warm.inputs["dir"].CopyFrom(tf.make_tensor_proto(str(held)))
+    # loading "slow" runs this warmup, which holds until the test creates held/release
+    write_warmup_requests(str(tmp_path / "slow" / "1"), [warm])
     server = _start(configs=[ModelConfig("fast", str(tmp_path / "fast"))],
                     file_system_poll_wait_seconds=0)
     configs = [ModelConfig("fast", str(tmp_path / "fast")),
@@ -368,17 +411,20 @@ def test_status_and_requests_do_not_wait_behind_a_slow_load(half_versions, tmp_p
     reload = threading.Thread(target=server.repository.reload, args=(configs,))
     try:
         reload.start()
-        seen_loading = False
-        while reload.is_alive():
-            status = rest_call(server.rest_port, "GET", "/v1/models/fast")
-            assert status[0] == 200
+        assert _wait_for((held / "started").exists, 120)     # the load is in its warmup
+        for _ in range(3):
+            start = time.monotonic()
+            assert rest_call(server.rest_port, "GET", "/v1/models/fast", timeout=10)[0] == 200
             assert rest_call(server.rest_port, "POST", "/v1/models/fast:predict",
-                             {"instances": [2.0]}) == (200, {"predictions": [3.0]})
-            # answered while the new model was still loading (its map entry comes after)
-            seen_loading = seen_loading or "slow" not in server.repository._models
-            time.sleep(0.05)
-        assert seen_loading
+                             {"instances": [2.0]}, timeout=10) == (200, {"predictions": [3.0]})
+            assert time.monotonic() - start < 10
+            assert reload.is_alive()                           # still loading meanwhile
+        status = rest_call(server.rest_port, "GET", "/v1/models/slow", timeout=10)
+        assert status[0] == 404 or status[1]["model_version_status"][0]["state"] != "AVAILABLE"
+        (held / "release").write_text("")
+        reload.join(120)
         assert _versions(server, "slow") == {1: "AVAILABLE"}
     finally:
+        (held / "release").write_text("")
         reload.join()
         server.stop()

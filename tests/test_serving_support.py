@@ -86,6 +86,30 @@ def build_tf2_model(path, scale=0.5):
     return path
 
 
+def build_hold_model(path):
+    """TF2 SavedModel: ``serving_default`` y = 0.5 x + 2, and ``hold``, which writes
+    ``DIR/started`` and then runs until ``DIR/release`` exists (a request held in flight
+    for exactly as long as the test wants, whatever the machine's load)."""
+    import tensorflow as tf
+
+    class Hold(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+        def half(self, x):
+            return {"y": 0.5 * x + 2.0}
+
+        @tf.function(input_signature=[tf.TensorSpec([], tf.string, name="dir")])
+        def hold(self, directory):
+            started = tf.io.write_file(directory + "/started", "1")
+            with tf.control_dependencies([started]):
+                spins = tf.identity(0)
+            while tf.size(tf.io.matching_files(directory + "/release")) == 0:
+                spins += 1
+            return {"spins": spins}
+
+    m = Hold()
+    tf.saved_model.save(m, path, signatures={"serving_default": m.half, "hold": m.hold})
+
+
 def free_port():
     import socket
 

@@ -64,6 +64,24 @@ CASES = [
       "bin_tensor": ("object", (), [b"hello"])}, "columnar"),
 ]
 
+FLOAT_MAX, FLOAT_MIN = 1.7976931348623157e+308, 2.2250738585072014e-308   # double's limits
+DEEP = "[" * 500000 + "]" * 500000
+CASES += [
+    ("FloatTensorWithPrecisionLoss (int)", {"default": "float32"}, '{"instances": [1435774380]}',
+     {"default": ("float32", (1,), [np.float32(1435774380)])}, "row"),
+    ("FloatTensorWithPrecisionLoss (decimal)", {"default": "float32"},
+     '{"instances": [1435774380.0]}', {"default": ("float32", (1,), [np.float32(1435774380)])},
+     "row"),
+    ("FloatTensorThatExceedsMaxReturnsInf", {"default": "float32"},
+     f'{{ "instances": [{FLOAT_MAX!r}, {-FLOAT_MAX!r}] }}',
+     {"default": ("float32", (2,), [math.inf, -math.inf])}, "row"),
+    ("FloatTensorThatExceedsMinReturnsZero", {"default": "float32"},
+     f'{{ "instances": [{FLOAT_MIN!r}, {-FLOAT_MIN!r}] }}',
+     {"default": ("float32", (2,), [0.0, -0.0])}, "row"),
+    ("DeeplyNestedWellFormed", {"default": "int32"}, '{"instances":[1], "nested":' + DEEP + "}",
+     {"default": ("int32", (1,), [1])}, "row"),
+]
+
 # (upstream test / case, {input: dtype}, body, substring of TF Serving's message or ours)
 ERRORS = [
     ("SingleUnnamedTensorErrors: empty document", {"default": "int32"}, "", "JSON Parse error"),
@@ -79,7 +97,8 @@ ERRORS = [
     ("SingleUnnamedTensorErrors: scalar then list", {"default": "int32"},
      '{"instances": [1, [1]]}', "same shape"),
     ("SingleUnnamedTensorErrors: string for int", {"default": "int32"},
-     '{"instances": [["a", "b"]]}', "int32"),
+     '{"instances": [["a", "b"]]}',
+     'JSON Value: "a" Type: String is not of expected type: int32'),
     ("MultipleNamedTensorErrors: missing input", {"a": "int32", "b": "int32"},
      '{"instances": [{"a": 1}]}', "every instance needs each named input"),
     ("MultipleNamedTensorErrors: object then list", {"a": "int32", "b": "int32"},
@@ -88,8 +107,11 @@ ERRORS = [
      '{"inputs": {"a": [1], "c": [2]}}', "input size does not match signature"),
     ("Base64Errors: bad base64", {"default": "string"},
      '{"instances": [{"b64": "#"}]}', "base64"),
-    ("IntOverflow: int32", {"default": "int32"}, '{"instances": [2147483648]}', "out of range"),
+    ("IntOverflow: int32", {"default": "int32"}, '{"instances": [2147483648]}',
+     "JSON Value: 2147483648 Type: Number is not of expected type: int32"),
     ("UnsupportedDtype: complex64", {"default": "complex64"}, '{"instances": [1]}', "complex64"),
+    ("DeeplyNestedMalformed", {"default": "int32"}, '{"signature_name":' + DEEP + "}",
+     "key must be a string value"),
 ]
 
 
@@ -117,6 +139,7 @@ def test_upstream_json_tensor_cases(name, spec, text, expected, fmt):
             assert list(array.ravel()) == values
         else:
             np.testing.assert_allclose(array.ravel().astype(np.float64), values, rtol=1e-6)
+            assert list(np.signbit(array.ravel())) == list(np.signbit(values))   # -0.0 stays
 
 
 @pytest.mark.parametrize("name,spec,text,message", ERRORS, ids=[e[0] for e in ERRORS])
@@ -140,3 +163,79 @@ def test_upstream_predict_response_formats():
     binary = rest_json.predict_response("columnar", {"img_bytes": np.array([b"\xff"], object)})
     assert binary == {"outputs": [{"b64": "/w=="}]}
     json.dumps(binary)
+
+
+# -- ClassifyRegressRequestTest: examples (and context) to tf.Example, and its JsonErrors ------
+def _examples(text):
+    import tensorflow as tf
+    from google.protobuf import json_format
+
+    return [json_format.MessageToDict(tf.train.Example.FromString(s))["features"]["feature"]
+            for s in rest_json.parse_examples(_body(text))]
+
+
+def test_upstream_classify_regress_request_no_context():
+    assert _examples('{"examples": [{"names": [ "foo", "bar" ], "ratings": [ 8.0, 9.0 ], '
+                     '"age": 20}, {"names": [ "baz" ], "ratings": 6.0}]}') == [
+        {"names": {"bytesList": {"value": ["Zm9v", "YmFy"]}},          # foo, bar
+         "ratings": {"floatList": {"value": [8.0, 9.0]}},
+         "age": {"int64List": {"value": ["20"]}}},
+        {"names": {"bytesList": {"value": ["YmF6"]}}, "ratings": {"floatList": {"value": [6.0]}}}]
+
+
+def test_upstream_classify_regress_request_with_context():
+    # the context is serialized before each example (ExampleListWithContext): the example's
+    # own value of a feature in both wins, as when TF Serving merges them
+    got = _examples('{"context": {"zip": 94043, "x": 1.0}, "examples": [{"x": 2.0}, {}, '
+                    '{"flag": true, "empty": []}]}')
+    zip_, x1 = {"int64List": {"value": ["94043"]}}, {"floatList": {"value": [1.0]}}
+    assert got == [{"zip": zip_, "x": {"floatList": {"value": [2.0]}}},
+                   {"zip": zip_, "x": x1},
+                   {"zip": zip_, "x": x1, "flag": {"int64List": {"value": ["1"]}}, "empty": {}}]
+
+
+@pytest.mark.parametrize("text,message", [
+    ('{"signature_name": [ "hello" ], "examples": [ { "names": [ "foo", "bar" ] } ]}',
+     "'signature_name' key must be a string"),
+    ('{"context": [ { "names": [ "foo", "bar" ] } ]}', "Example must be JSON object"),
+    ('{"examples": { "names": [ "foo", "bar" ] }}', "list/array"),
+    ('{"examples": [ [ { "names": [ "foo", "bar" ] } ] ]}', "Example must be JSON object"),
+    ('{"examples": [ { "names": [ 10, null ] } ]}',
+     "names has element with unexpected JSON type: Null"),
+    ('{"examples": [ { "names": [ 10, 10.0 ] } ]}', "feature: names expecting type: int64"),
+    ('{"examples": [ { "names": [ 10, { "test": 10 } ] } ]}',
+     "names has element with unexpected JSON type: Object"),
+    ('{"examples": [ { "names": [ [10], 20 ] } ]}',
+     "names has element with unexpected JSON type: Array"),
+    ('{"examples": [ { "names": [ 20, 18446744073709551603 ] } ]}', "Only int64_t is supported"),
+    ('{"context": {"x": 1}}', "key 'examples' is expected and was not found"),
+    ('{"examples": []}', "'examples' value is an empty array"),
+])
+def test_upstream_classify_regress_json_errors(text, message):
+    with pytest.raises(ServingError) as info:
+        rest_json.parse_examples(_body(text))
+    assert info.value.code == "INVALID_ARGUMENT" and message in info.value.message, \
+        info.value.message
+
+
+# -- FromJson* / MakeJsonFromTensors: responses ----------------------------------------------
+def test_upstream_response_float_precision_and_non_finite():
+    six = np.array([[9000000, 999999, 0.5], [.0003, .00003, 555557.5]], np.float32)
+    text = json.dumps(rest_json.predict_response("row", {"float_tensor": six}))
+    # TF Serving writes 9e+06 for the first value (printf %g); the number is the same
+    expected = [[9e+06, 999999.0, 0.5], [0.0003, 3e-05, 555557.5]]
+    assert json.loads(text) == {"predictions": expected}
+    bad = np.array([[NAN, math.inf], [3, -math.inf]], np.float32)
+    text = json.dumps(rest_json.predict_response("row", {"float_tensor": bad}))
+    assert text == '{"predictions": [[NaN, Infinity], [3.0, -Infinity]]}'
+
+
+@pytest.mark.parametrize("outputs,message", [
+    ({}, "empty tensor map"),
+    ({"tensor": np.array([1 + 2j, 2], np.complex64)}, "tensor type: complex64"),
+    ({"tensor": np.int32(1)}, "no shape information"),
+])
+def test_upstream_response_errors(outputs, message):
+    with pytest.raises(ServingError) as info:
+        rest_json.predict_response("row", outputs)
+    assert info.value.code == "INVALID_ARGUMENT" and message in info.value.message

@@ -39,16 +39,23 @@ def test_chief_and_two_workers_share_one_oracle(tmp_path, trained_model, digits_
               "--space", json.dumps(SPACE), "--latency-samples", "5",
               "--oracle-port", str(port), "--output", str(tmp_path / "best")]
     roles = ["chief", "worker0", "worker1"]
+    logs = {role: open(tmp_path / f"{role}.log", "w+") for role in roles}
     procs = {role: subprocess.Popen(common + ["--distributed", role,
                                               "--json", str(tmp_path / f"{role}.json")],
-                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True) for role in roles}
+                                    env=env, stdout=logs[role], stderr=subprocess.STDOUT)
+             for role in roles}
     try:
-        outputs = {role: p.communicate(timeout=900)[0] for role, p in procs.items()}
+        for p in procs.values():
+            p.wait(timeout=900)
     finally:
         for p in procs.values():
             if p.poll() is None:
                 p.kill()
+        for f in logs.values():
+            f.seek(0)
+    outputs = {role: f.read() for role, f in logs.items()}
+    for f in logs.values():
+        f.close()
     for role, p in procs.items():
         assert p.returncode == 0, f"{role}:\n{outputs[role][-3000:]}"
 

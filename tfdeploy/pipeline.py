@@ -25,19 +25,6 @@ def _fit(model, train_ds, epochs, lr, log_dir, extra_callbacks=(), verbose=2):
     return model.fit(train_ds, epochs=epochs, callbacks=cbs, verbose=verbose)
 
 
-class _KerasTarget:
-    """Predict with a Keras model by calling it (``model.predict`` adds ~50 ms per call)."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def run(self, x):
-        return {"probabilities": self.predict(x)}
-
-    def predict(self, x):
-        return self.model(tf.convert_to_tensor(x, tf.float32), training=False).numpy()
-
-
 def _row(variant, target, path, x, y, params, sparsity, technique, quantization, fmt, rt):
     return {
         "variant": variant, "technique": technique, "quantization": quantization,
@@ -135,7 +122,7 @@ def quickstart(data_dir=None, output_dir="saved_models", log_dir="logs/quickstar
     # 5. verify every artifact in its own runtime
     start = time.perf_counter()
     base_params = base.count_params()
-    targets = {"keras baseline float32": _KerasTarget(base),
+    targets = {"keras baseline float32": verify.KerasTarget(base),
                "tflite baseline float32": runtime.load(base_tfl),
                "saved_model pruned float32": runtime.load(sm_path),
                "tflite pruned float32": runtime.load(float_tfl),

@@ -9,24 +9,20 @@ import json
 import sys
 import time
 
+from tfdeploy.recipes._args import add_run_arguments
+
 NAME = "quickstart"
 HELP = ("Train, prune, QAT-fine-tune, export (SavedModel, TFLite float32/int8) and verify on "
         "the bundled digits or your image directory; print one comparison table.")
 
 
 def add_arguments(p):
-    p.add_argument("--data", default=None,
-                   help="image directory with train/ and test/ class folders "
-                        "(default: the bundled digits, written to data/digits)")
-    p.add_argument("--output", default="saved_models",
-                   help="where artifacts are written (default: %(default)s)")
-    p.add_argument("--logs", default="logs/quickstart",
-                   help="TensorBoard log directory (default: %(default)s)")
+    add_run_arguments(p, "quickstart", "image directory with train/ and test/ class folders "
+                      "(default: the bundled digits, written to data/digits)", epochs=8,
+                      epochs_help="baseline training epochs")
     p.add_argument("--name", default="digits",
                    help="model name; the SavedModel goes to OUTPUT/NAME/VERSION "
                         "(default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=8,
-                   help="baseline training epochs (default: %(default)s)")
     p.add_argument("--prune-epochs", type=int, default=4,
                    help="pruning fine-tune epochs (default: %(default)s)")
     p.add_argument("--qat-epochs", type=int, default=2,
@@ -37,14 +33,11 @@ def add_arguments(p):
                    help="CNN width multiplier (default: %(default)s)")
     p.add_argument("--image-size", type=int, nargs=2, default=(32, 32), metavar=("H", "W"),
                    help="input image size (default: 32 32)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--report", default="reports/quickstart",
                    help="where report.md and the self-contained report.html go "
                         "(default: %(default)s)")
     p.add_argument("--no-visuals", action="store_true",
                    help="skip plots, saliency maps, HParams and the report (text table only)")
-    p.add_argument("--json", default=None, help="also write the results as JSON to this file")
-    p.add_argument("--quiet", action="store_true", help="no per-epoch Keras output")
 
 
 def run(args):

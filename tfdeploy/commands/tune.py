@@ -30,6 +30,10 @@ def add_arguments(parser):
     parser.add_argument("--space", default=None,
                         help='JSON overrides of the search space, e.g. \'{"qat": [true], '
                              '"clusters": [0, 16]}\'.')
+    parser.add_argument("--initial-points", default=None,
+                        help="JSON list of plans the oracle tries first, e.g. '[{\"slim_ratio\": "
+                             "0.5, \"qat\": true}]'; '[]' for none. Default: the known recipes "
+                             "(tfdeploy.tune.INITIAL_POINTS) the space can express.")
     parser.add_argument("--max-epochs", type=int, default=3,
                         help="Hyperband's largest fine-tuning epochs. Default: 3.")
     parser.add_argument("--latency-samples", type=int, default=50,
@@ -63,20 +67,26 @@ def _set_role(args):
     return args.distributed
 
 
-def run(args):
+def _json_arg(text, flag, error):
     import json
+
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{flag} is not valid JSON ({exc}): {text!r}") from exc
+
+
+def run(args):
     import os
 
     from tfdeploy.commands._artifacts import image_split, input_shape_of, load_keras_model
     from tfdeploy.errors import TuneError
 
     role = _set_role(args)
-    space = None
-    if args.space:
-        try:
-            space = json.loads(args.space)
-        except json.JSONDecodeError as exc:
-            raise TuneError(f"--space is not valid JSON ({exc}): {args.space!r}") from exc
+    space = _json_arg(args.space, "--space", TuneError)
+    points = _json_arg(args.initial_points, "--initial-points", TuneError)
     import tfdeploy.tune as tune
     from tfdeploy.data import image_dataset, to_numpy
 
@@ -90,7 +100,7 @@ def run(args):
                          max_trials=args.max_trials, tuner=args.tuner, directory=args.directory,
                          space=space, log_dir=args.logs, overwrite=args.overwrite,
                          max_epochs=args.max_epochs, latency_samples=args.latency_samples,
-                         jit_compile=args.jit_compile, seed=args.seed)
+                         jit_compile=args.jit_compile, seed=args.seed, initial_points=points)
     print(result.summary())
     payload = {"role": role, "directory": result.directory, "seconds": round(result.seconds, 2),
                "baseline": result.baseline, "best": result.best, "trials": result.trials}

@@ -98,3 +98,28 @@ def calibrate_ranges(qat_model, float_model, data, num_batches=8):
             var.assign(value)
             assigned[var.name] = value
     return assigned
+
+
+def uncalibrated_layers(qat_model, start=6.0, slack=0.25):
+    """Names of the layers whose activation ranges are still near tfmot's start of [-6, 6].
+
+    Such a model was neither calibrated (``quantize(..., calibration_data=...)``)
+    nor trained long enough for the moving average to move its ranges: every
+    activation is quantized in steps of 12/255, so tiny float differences between
+    runtimes flip whole steps and near-tied top classes can differ.
+
+    Args:
+        qat_model: a quantization-aware model (others return []).
+        start: tfmot's initial range bound. Defaults to 6.0.
+        slack: how close to ``-start``/``start`` both bounds must be. Defaults to 0.25.
+
+    Returns:
+        Layer names, in model order.
+    """
+    stuck = []
+    for name, variables in activation_range_variables(qat_model).items():
+        values = [(float(np.max(var.numpy())) if is_max else float(np.min(var.numpy())), is_max)
+                  for var, _, is_max in variables]
+        if values and all(abs(abs(v) - start) <= slack for v, _ in values):
+            stuck.append(name)
+    return stuck

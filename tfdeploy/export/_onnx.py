@@ -17,6 +17,7 @@ import numpy as np
 from tfdeploy.bridge import check_model
 from tfdeploy._keras import keras, tf
 from tfdeploy.compress import _tfmot
+from tfdeploy.compress.calibrate import uncalibrated_layers
 from tfdeploy.compress.wrappers import is_quantization_aware
 from tfdeploy.export._atomic import atomic_file
 from tfdeploy.export import model_card as _card
@@ -316,7 +317,18 @@ def onnx(model, path, opset=DEFAULT_OPSET, quantize=None, representative_data=No
             except Exception as exc:
                 raise ExportError(f"onnxruntime quantize_{quantize} failed: {exc}") from exc
         final = onnx_lib.load(final_src)
-        report = validate(final_src, source if kind == "float" else model, x, **checks)
+        try:
+            report = validate(final_src, source if kind == "float" else model, x, **checks)
+        except VerificationError as exc:
+            stuck = uncalibrated_layers(model) if kind != "float" else []
+            if stuck:
+                hint = (f"the QAT activation ranges of {len(stuck)} layer(s) (e.g. "
+                        f"{stuck[0]!r}) are still tfmot's initial [-6, 6], so every "
+                        "activation is quantized in steps of 12/255 and near-tied classes flip "
+                        "between runtimes; calibrate them with tfdeploy.compress.quantize(..., "
+                        "calibration_data=train_ds) before the QAT fine-tune")
+                raise VerificationError(f"{exc}\n  hint: {hint}", exc.failures + [hint]) from exc
+            raise
         meta = {"tfdeploy.quantization": kind, "tfdeploy.opset": str(opset),
                 "tfdeploy.source": model.name,
                 "tfdeploy.validation": json.dumps({

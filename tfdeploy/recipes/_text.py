@@ -11,17 +11,11 @@ import numpy as np
 
 from tfdeploy import _table, verify
 from tfdeploy._keras import keras, tf
+from tfdeploy.recipes._args import add_run_arguments
 
 
 def add_common_arguments(p, name, data_help, epochs=4):
-    p.add_argument("--data", default=None, help=data_help)
-    p.add_argument("--output", default="saved_models",
-                   help="where artifacts are written (default: %(default)s)")
-    p.add_argument("--logs", default=f"logs/{name}",
-                   help="TensorBoard log directory (default: %(default)s)")
-    p.add_argument("--json", default=None, help="also write the results as JSON to this file")
-    p.add_argument("--epochs", type=int, default=epochs,
-                   help="training epochs (default: %(default)s)")
+    add_run_arguments(p, name, data_help, epochs)
     p.add_argument("--lr", type=float, default=3e-3,
                    help="Adam learning rate for training; fine-tuning uses a third of it "
                         "(default: %(default)s)")
@@ -35,8 +29,6 @@ def add_common_arguments(p, name, data_help, epochs=4):
                    help="vocabulary size incl. padding and OOV (default: %(default)s)")
     p.add_argument("--embed-dim", type=int, default=32,
                    help="embedding width (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--quiet", action="store_true", help="no per-epoch Keras output")
 
 
 def add_no_serve(p):

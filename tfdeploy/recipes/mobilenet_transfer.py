@@ -28,7 +28,6 @@ from tfdeploy import compress, data, export, models, verify
 from tfdeploy._keras import keras, tf
 from tfdeploy.errors import DataError, TfdeployError
 from tfdeploy.pipeline import format_table, json_rows
-from tfdeploy.verify.benchmark import KerasTarget
 
 PRETRAIN_CLASSES = ("0", "1", "2", "3", "4")
 TARGET_CLASSES = ("5", "6", "7", "8", "9")
@@ -258,13 +257,13 @@ def run(data_dir=None, arch="mobilenet_v2", alpha=0.35, weights=None, image_size
 
     # each artifact against the Keras model it was exported from: the int8 file against the
     # QAT model (its fake-quantized float twin, trained further than `small`)
-    keras_small, keras_qat = KerasTarget(small), KerasTarget(qat)
+    keras_small, keras_qat = verify.KerasTarget(small), verify.KerasTarget(qat)
     results = [verify.verify(paths[k], ref, x_test, y_test, class_names=names,
                              raise_on_failure=False, name=k)
                for k, ref in (("saved_model", keras_small), ("tflite_int8", keras_qat),
                               ("onnx", keras_small))]
     done = {"prune": "pruned", "slim": "slimmed"}[method]
-    targets = {f"keras transfer float32 ({arch})": KerasTarget(model),
+    targets = {f"keras transfer float32 ({arch})": verify.KerasTarget(model),
                f"keras {done} float32": keras_small}
     for key, label in (("saved_model", f"saved_model {done} float32"),
                        ("tflite_int8", f"tflite {done}+QAT int8"),
@@ -276,7 +275,7 @@ def run(data_dir=None, arch="mobilenet_v2", alpha=0.35, weights=None, image_size
             for i, (label, target) in enumerate(targets.items())]
     if "scratch_accuracy" in summary:
         label = f"keras scratch float32 ({arch})"
-        targets[label] = KerasTarget(result["scratch"])
+        targets[label] = verify.KerasTarget(result["scratch"])
         rows.insert(1, _row(label, result["scratch"].count_params(), targets[label], None,
                             x_test, y_test))
     report_dir = os.path.join(output_dir, f"{name}_report")

@@ -111,14 +111,27 @@ def extract(raw):
     return b"".join(pieces), spans
 
 
+class Body(dict):
+    """A parsed request body that holds FastArray values (``restore`` makes it); any other
+    dict holds plain JSON values only, so nothing needs ``load_all``."""
+
+
+def holds_fast_arrays(body):
+    return isinstance(body, Body)
+
+
 def restore(value, spans):
     """Swap placeholders in the parsed body for their FastArray (small structure walk)."""
+    return Body(_restore(value, spans))
+
+
+def _restore(value, spans):
     if isinstance(value, str):
         return spans.get(value, value) if value.startswith("\x00tfdeploy:") else value
     if isinstance(value, list):
-        return [restore(v, spans) for v in value]
+        return [_restore(v, spans) for v in value]
     if isinstance(value, dict):
-        return {k: restore(v, spans) for k, v in value.items()}
+        return {k: _restore(v, spans) for k, v in value.items()}
     return value
 
 

@@ -7,13 +7,14 @@
 Errors answer ``{"error": "..."}`` with TF Serving's HTTP codes.
 """
 
-import concurrent.futures
 import json
 import logging
 import re
 import threading
 import time
+from urllib.parse import quote, unquote
 
+import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from tfdeploy.runtime.versions import parse_version
@@ -22,9 +23,21 @@ from tfdeploy.serving.status import ServingError, invalid
 
 log = logging.getLogger("tfdeploy.serving")
 
-_SPEC = r"/v1/models/([^/:]+)(?:/versions/([0-9]+)|/labels/([^/:]+))?"
-_GET = re.compile(r"(?i)^" + _SPEC + r"(/metadata)?$")
-_POST = re.compile(r"(?i)^" + _SPEC + r":(predict|classify|regress)$")
+# TF Serving's own route patterns (http_rest_api_util.cc), matched on the raw (still
+# URL-encoded) path; the model name and label are decoded afterwards, as TF Serving does.
+_VERSION = r"(?:/versions/([0-9]+)|/labels/([^/:]+))?"
+_GET = re.compile(r"(?i)^/v1/models(?:/([^/:]+))?" + _VERSION + r"(?:/(metadata))?$")
+_POST = re.compile(r"(?i)^/v1/models/([^/:]+)" + _VERSION + r":(classify|regress|predict)$")
+
+# rapidjson's wording (GetParseError_En) for the parse errors Python's decoder reports.
+_RAPIDJSON = {"Expecting value": "Invalid value.",
+              "Expecting property name enclosed in double quotes":
+                  "Missing a name for object member.",
+              "Expecting ':' delimiter": "Missing a colon after a name of object member.",
+              "Unterminated string starting at": "Missing a closing quotation mark in string.",
+              "Invalid \\escape": "Invalid escape character in string.",
+              "Invalid \\uXXXX escape": "Incorrect hex digit after \\u escape in string.",
+              "Invalid control character at": "Invalid encoding in string."}
 
 
 # Lone UTF-16 surrogates can only come from \\uD800-\\uDFFF escapes (UTF-8 bytes cannot
@@ -48,6 +61,33 @@ def _reject_lone_surrogates(value):
             stack.extend(v)
 
 
+_REFUSED = object()
+
+
+def _fast_loads(data):
+    """orjson's parse (about 4x json's), or _REFUSED for anything it does not take as is.
+
+    orjson refuses NaN/Infinity tokens, numbers past a double, lone surrogates, nesting past
+    1024 and invalid UTF-8; those bodies take ``json``'s path, which accepts NaN/Infinity as
+    TF Serving does and words every error, so answers and messages do not depend on it.
+    """
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return _REFUSED
+
+
+def _stdlib_loads(text):
+    """json.loads, except that content after the first JSON value is ignored, as TF Serving's
+    parser does (rapidjson's kParseStopWhenDoneFlag)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.msg != "Extra data":
+            raise
+        return json.JSONDecoder().raw_decode(text, len(text) - len(text.lstrip(" \t\n\r")))[0]
+
+
 class RestApi:
     """The REST front end: routes, JSON conversion, timeouts, body limit, metrics.
 
@@ -60,11 +100,10 @@ class RestApi:
     """
 
     def __init__(self, repository, metrics, metrics_path=None, timeout_ms=30000,
-                 max_body_bytes=64 << 20, workers=32):
+                 max_body_bytes=64 << 20):
         self.repository, self.metrics, self.metrics_path = repository, metrics, metrics_path
         self.timeout = timeout_ms / 1000.0 if timeout_ms and timeout_ms > 0 else None
         self.max_body_bytes = max_body_bytes
-        self._pool = concurrent.futures.ThreadPoolExecutor(workers, "tfdeploy-rest")
         self._active = 0
         self._idle = threading.Condition()
 
@@ -72,9 +111,6 @@ class RestApi:
         """Wait up to ``timeout`` seconds for in-flight requests; True when none is left."""
         with self._idle:
             return self._idle.wait_for(lambda: self._active == 0, timeout)
-
-    def close(self):
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- dispatch -----------------------------------------------------------------------------
     def handle(self, method, raw_path, read_body):
@@ -89,8 +125,8 @@ class RestApi:
                 self._idle.notify_all()
 
     def _handle(self, method, raw_path, read_body):
-        path = raw_path  # already URL-decoded by the HTTP server
-        if method == "GET" and self.metrics_path and path == self.metrics_path:
+        path = raw_path  # as sent: URL-encoded (TF Serving decodes the name and label itself)
+        if method == "GET" and self.metrics_path and unquote(path) == self.metrics_path:
             return 200, CONTENT_TYPE_LATEST, self.metrics.render().encode()
         if not path.lower().startswith("/v1/"):
             return self._json(404, {"error": f"Not found: {method} {path}. The REST API "
@@ -102,6 +138,9 @@ class RestApi:
             if m is None:
                 raise invalid(f"Malformed request: {method} {path}")
             name, version, label = m.group(1), m.group(2), m.group(3)
+            name = unquote(name, errors="replace") if name else ""
+            if label is not None:
+                label = unquote(label, errors="replace")
             if version is not None:
                 number = parse_version(version)
                 if number is None:
@@ -110,6 +149,8 @@ class RestApi:
             model = name if name in self.repository.model_names else ""
             if method == "GET":
                 api = "GetModelMetadata" if m.group(4) else "GetModelStatus"
+                if not name:
+                    raise invalid("Missing model name in request.")
                 result = (self._metadata if m.group(4) else self._status)(name, version, label)
             else:
                 api = m.group(4).lower()
@@ -132,46 +173,48 @@ class RestApi:
     @staticmethod
     def _parse_body(raw):
         text, spans = json_fast.extract(raw)   # big numeric arrays stay raw bytes for now
-        if spans:
-            try:
-                json.loads(text.decode("utf-8"))
-            except (ValueError, RecursionError):
-                text, spans = raw, {}   # let the plain path find and word the error
+        body = _fast_loads(text)
+        if body is _REFUSED and spans:
+            text, spans = raw, {}   # let the plain path find and word the error
         try:
-            body = json.loads(text.decode("utf-8"))
+            if body is _REFUSED:
+                body = _stdlib_loads(text.decode("utf-8"))
         except UnicodeDecodeError as exc:
             raise invalid(f"JSON Parse error: the body is not UTF-8: {exc}") from exc
         except json.JSONDecodeError as exc:
-            raise invalid(f"JSON Parse error: {exc.msg} at offset: {exc.pos}") from exc
+            if not text.strip():
+                raise invalid("JSON Parse error: The document is empty") from None
+            said = next((v for k, v in _RAPIDJSON.items() if exc.msg.startswith(k)), exc.msg)
+            raise invalid(f"JSON Parse error: {said} at offset: {exc.pos}") from None
         except RecursionError:
             raise invalid("JSON Parse error: the document is nested too deeply") from None
         except ValueError as exc:   # e.g. an integer past Python's digit limit
             raise invalid(f"JSON Parse error: {str(exc)[:200]}") from None
         if not isinstance(body, dict):
-            raise invalid("JSON Value: the request body is not a JSON object")
+            raise invalid(f"JSON Value: {rest_json.debug_string(body)} Is not object")
         if _SURROGATE_ESCAPE.search(text):
             _reject_lone_surrogates(body)
         if spans:
             body = json_fast.restore(body, spans)
         sig = body.get("signature_name", "")
         if not isinstance(sig, str):
-            raise invalid("'signature_name' must be a string")
+            raise invalid(f"JSON Value: {rest_json.debug_string(body)} not formatted correctly. "
+                          "'signature_name' key must be a string value.")
         return body
 
     def _run_timed(self, fn, *args):
+        """Run in this HTTP worker (a hand-off to another thread per request cost more than
+        the rest of the REST path). The deadline is passed down: work not started by then is
+        dropped and a batched request leaves its queue at the deadline (504 on time); a model
+        run already started cannot be interrupted (TF's eager cancellation is process-wide,
+        not per call), so an unbatched run that ends past the deadline answers 504 then."""
         deadline = args[-1]
-        if deadline is None:
-            return fn(*args)
-        # The model runs in a bounded pool so the HTTP worker answers 504 at the deadline;
-        # work still queued then is cancelled (batched requests leave their batch).
-        future = self._pool.submit(fn, *args)
-        try:
-            return future.result(timeout=max(0.0, deadline - time.monotonic()))
-        except concurrent.futures.TimeoutError:
-            future.cancel()
+        result = fn(*args)
+        if deadline is not None and time.monotonic() > deadline:
             raise ServingError("DEADLINE_EXCEEDED",
                                f"Deadline Exceeded: the request did not finish within "
-                               f"{self.timeout * 1000:g} ms (--rest_api_timeout_in_ms)") from None
+                               f"{self.timeout * 1000:g} ms (--rest_api_timeout_in_ms)")
+        return result
 
     # -- APIs ---------------------------------------------------------------------------------
     def _status(self, name, version, label):
@@ -211,9 +254,12 @@ def wsgi_app(api):
             status, ctype, body = 405, "application/json", json.dumps(
                 {"error": f"Method {method} is not allowed; use GET or POST."}).encode()
         else:
-            path = environ.get("PATH_INFO", "")
-            # PATH_INFO is the URL-decoded path as latin-1; TF Serving decodes UTF-8.
-            path = path.encode("latin-1").decode("utf-8", "replace")
+            # the path as sent (REQUEST_URI, less any query), still URL-encoded: routes are
+            # matched before decoding, as in TF Serving, so %2F in a name never splits it.
+            path = environ.get("REQUEST_URI") or ""
+            if not path.startswith("/"):   # absolute-form or missing: waitress's parsed path
+                path = quote(environ.get("PATH_INFO", ""))
+            path = path.split("?", 1)[0].encode("latin-1", "replace").decode("utf-8", "replace")
             stream = environ["wsgi.input"]
             try:
                 length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -273,6 +319,19 @@ class HttpServer:
             done.wait(5)
         else:
             close_listener()
+
+    def flush(self, timeout):
+        """Wait up to ``timeout`` s until no connection holds a request or unsent bytes
+        (answers already computed are written out); True when all are flushed."""
+        end = time.monotonic() + timeout
+        while True:
+            busy = [ch for ch in list(self._server._map.values())
+                    if getattr(ch, "requests", None) or getattr(ch, "total_outbufs_len", 0)]
+            if not busy:
+                return True
+            if time.monotonic() >= end:
+                return False
+            time.sleep(0.01)
 
     def close(self):
         """Close every connection and stop the worker threads."""

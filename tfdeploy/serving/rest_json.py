@@ -7,12 +7,13 @@ responses, and ``examples`` + ``context`` for classify and regress.
 
 import base64
 import binascii
+import json
 
 import numpy as np
 
 from tfdeploy.serving.inference import check_dtype_supported
-from tfdeploy.serving.json_fast import FastArray, load_all
-from tfdeploy.serving.status import ServingError, invalid
+from tfdeploy.serving.json_fast import FastArray, holds_fast_arrays, load_all
+from tfdeploy.serving.status import invalid
 
 _B64 = "b64"
 
@@ -46,26 +47,95 @@ def _strings(value, name):
         return value.encode("utf-8")
     if _is_b64(value):
         return _decode_b64(value)
-    raise invalid(f"JSON Value: {value!r} Type: {type(value).__name__} is not of expected type: "
-                  f"string (input '{name}')")
+    raise invalid(f"JSON Value: {debug_string(value)} Type: {json_type(value)} is not of "
+                  "expected type: string")
 
 
-def to_ndarray(value, dtype, name):
-    """Convert a JSON value to an ndarray of ``dtype`` (a tf.DType), strictly typed."""
+def debug_string(value, limit=256):
+    """A JSON value as TF Serving quotes it in an error: compact, cut at ``limit`` chars."""
+    if isinstance(value, FastArray):
+        return value.raw[:limit].decode("latin-1")
+    out, size = [], 0
     try:
-        return _to_ndarray(value, dtype, name)
+        encoder = json.JSONEncoder(default=lambda v: v.raw[:limit].decode("latin-1")
+                                   if isinstance(v, FastArray) else str(v))
+        for chunk in encoder.iterencode(value):
+            out.append(chunk)
+            size += len(chunk)
+            if size >= limit:
+                break
+    except (ValueError, RecursionError):
+        pass
+    return "".join(out)[:limit]
+
+
+def json_type(value):
+    """rapidjson's type name of a decoded JSON value (TF Serving's JsonTypeString)."""
+    if value is None or isinstance(value, bool):
+        return {None: "Null", True: "True", False: "False"}[value]
+    if isinstance(value, (int, float)):
+        return "Number"
+    return {dict: "Object", list: "Array", str: "String"}.get(type(value), "Number")
+
+
+def _tf_dtype(np_dtype):
+    import tensorflow as tf
+
+    try:
+        return tf.dtypes.as_dtype(np_dtype)
+    except TypeError:
+        return tf.string
+
+
+def _data_type_string(dtype):
+    return {"float32": "float", "float64": "double", "float16": "half"}.get(dtype.name, dtype.name)
+
+
+def _type_error(value, dtype):
+    """TF Serving's TypeError for the first JSON value that ``dtype`` cannot hold, or None."""
+    target = np.dtype(dtype.as_numpy_dtype)
+    if target.kind in "iu":
+        info = np.iinfo(target)
+
+        def fits(v):
+            return type(v) is int and info.min <= v <= info.max
+    elif target.kind == "b":
+        def fits(v):
+            return isinstance(v, bool)
+    else:
+        def fits(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, list):
+            stack.extend(reversed(v))
+        elif not fits(v):
+            return invalid(f"JSON Value: {debug_string(v)} Type: {json_type(v)} is not of "
+                           f"expected type: {_data_type_string(dtype)}")
+    return None
+
+
+def to_ndarray(value, dtype, name, plain=False):
+    """Convert a JSON value to an ndarray of ``dtype`` (a tf.DType), strictly typed.
+
+    ``plain``: the value is known to hold no FastArray (skips a walk over every element).
+    """
+    try:
+        return _to_ndarray(value, dtype, name, plain)
     except RecursionError:
         raise invalid(f"Input '{name}' is nested too deeply.") from None
 
 
-def _to_ndarray(value, dtype, name):
+def _to_ndarray(value, dtype, name, plain=False):
     import tensorflow as tf
 
     check_dtype_supported(name, dtype, supported_dtypes())
     fast = _fast_array(value, dtype)
     if fast is not None:
         return fast
-    value = load_all(value)
+    if not plain:
+        value = load_all(value)
     if dtype == tf.string:
         nested = _strings(value, name)
         try:
@@ -86,14 +156,19 @@ def _to_ndarray(value, dtype, name):
         return array.astype(target)
     ok = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}[target.kind]
     if kind not in ok:
+        error = _type_error(value, dtype)
+        if error is not None:
+            raise error
         expected = {"b": "bool", "i": "integer", "u": "integer", "f": "number"}[target.kind]
         raise invalid(f"Input '{name}' expects {dtype.name} values ({expected}), received JSON "
                       f"values of type {_kind_name(kind)}.")
     if target.kind in "iu":
         info = np.iinfo(target)
         if array.min() < info.min or array.max() > info.max:
-            raise invalid(f"Input '{name}': value out of range for {dtype.name}.")
-    return array.astype(target)
+            raise _type_error(value, dtype) or invalid(
+                f"Input '{name}': value out of range for {dtype.name}.")
+    with np.errstate(over="ignore"):   # past float32's range is +-inf, as in TF Serving
+        return array.astype(target)
 
 
 def _fast_array(value, dtype):
@@ -123,12 +198,13 @@ def parse_predict(body, input_dtypes):
         raise invalid("Not supported both 'inputs' and 'instances' keys in the same request: "
                       "use either the row format or the columnar format.")
     names = sorted(input_dtypes)
+    plain = not holds_fast_arrays(body)
     if "instances" in body:
         instances = body["instances"]
         if isinstance(instances, FastArray):
             if len(names) == 1:   # the common case: one unnamed input, rows of numbers
                 return "row", {names[0]: to_ndarray(instances, input_dtypes[names[0]],
-                                                    names[0])}
+                                                    names[0], plain)}
             instances = instances.load()
         if not isinstance(instances, list):
             raise invalid("Expecting 'instances' to be an list/array")
@@ -142,12 +218,13 @@ def parse_predict(body, input_dtypes):
                 if sorted(inst) != names:
                     raise invalid(f"instance {i} has inputs {sorted(inst)} but the signature "
                                   f"takes {names}; every instance needs each named input.")
-            return "row", {n: to_ndarray([inst[n] for inst in instances], input_dtypes[n], n)
-                           for n in names}
+            return "row", {n: to_ndarray([inst[n] for inst in instances], input_dtypes[n], n,
+                                         plain) for n in names}
         if len(names) != 1:
             raise invalid(f"The signature has {len(names)} inputs {names}: send each instance "
                           "as an object of named inputs (or use 'inputs').")
-        return "row", {names[0]: to_ndarray(instances, input_dtypes[names[0]], names[0])}
+        name = names[0]
+        return "row", {name: to_ndarray(instances, input_dtypes[name], name, plain)}
     if "inputs" in body:
         inputs = body["inputs"]
         if isinstance(inputs, FastArray) and len(names) != 1:
@@ -157,67 +234,87 @@ def parse_predict(body, input_dtypes):
                 extra, missing = sorted(set(inputs) - set(names)), sorted(set(names) - set(inputs))
                 raise invalid(f"input size does not match signature: {len(inputs)}!={len(names)}"
                               f". Sent extra: {extra}. Missing but required: {missing}.")
-            return "columnar", {n: to_ndarray(inputs[n], input_dtypes[n], n) for n in names}
+            return "columnar", {n: to_ndarray(inputs[n], input_dtypes[n], n, plain)
+                                for n in names}
         if len(names) != 1:
             raise invalid(f"The signature has {len(names)} inputs {names}: send 'inputs' as an "
                           "object of named inputs.")
-        return "columnar", {names[0]: to_ndarray(inputs, input_dtypes[names[0]], names[0])}
+        name = names[0]
+        return "columnar", {name: to_ndarray(inputs, input_dtypes[name], name, plain)}
     raise invalid("Missing 'inputs' or 'instances' key")
 
 
 def _feature(name, value):
+    """A tf.train.Feature from a JSON value, by TF Serving's rules (AddValueToFeature): the
+    first element sets the list kind; integers are int64, decimals float, strings and
+    ``{"b64": ...}`` bytes, booleans int64; an empty list is an empty Feature."""
     import tensorflow as tf
 
-    values = value if isinstance(value, list) else [value]
-    if not values:
-        raise invalid(f"Feature '{name}' is an empty list; its type cannot be inferred.")
-    if all(isinstance(v, str) or _is_b64(v) for v in values):
-        data = [v.encode("utf-8") if isinstance(v, str) else _decode_b64(v) for v in values]
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=data))
-    if all(isinstance(v, (int, bool)) for v in values):
-        if any(not isinstance(v, bool) and not -2**63 <= v < 2**63 for v in values):
-            raise invalid(f"Feature '{name}': integer out of int64 range.")
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        try:
-            floats = [float(v) for v in values]
-        except OverflowError:
-            raise invalid(f"Feature '{name}': a number is too large for a float.") from None
-        return tf.train.Feature(float_list=tf.train.FloatList(value=floats))
-    raise invalid(f"Feature '{name}': values must all be numbers, or all strings / "
-                  f"{{\"b64\": ...}} objects; received {value!r:.100}.")
+    kind, items = None, []
+    for v in (value if isinstance(value, list) else [value]):
+        if isinstance(v, bool):
+            this, v = "int64", int(v)
+        elif isinstance(v, int):
+            if 2**63 <= v < 2**64:
+                raise invalid(f"Feature: {name} has uint64_t element. Only int64_t is "
+                              "supported.")
+            this = "int64" if -2**63 <= v < 2**63 else "float"   # (a double to rapidjson)
+        elif isinstance(v, float):
+            this = "float"
+        elif isinstance(v, str):
+            this, v = "bytes", v.encode("utf-8")
+        elif _is_b64(v):
+            this, v = "bytes", _decode_b64(v)
+        else:
+            raise invalid(f"Feature: {name} has element with unexpected JSON type: "
+                          f"{json_type(v)}")
+        if kind is None:
+            kind = this
+        elif this != kind:
+            raise invalid(f"Unexpected element type in feature: {name} expecting type: {kind}")
+        items.append(v)
+    if kind is None:
+        return tf.train.Feature()
+    if kind == "bytes":
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=items))
+    if kind == "int64":
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=items))
+    try:
+        return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in items]))
+    except OverflowError:
+        raise invalid(f"Feature '{name}': a number is too large for a float.") from None
 
 
-def _example(obj, what):
+def _example(obj):
     import tensorflow as tf
 
     if not isinstance(obj, dict):
-        raise invalid(f"Expecting '{what}' to be a JSON object of features.")
+        raise invalid(f"Example must be JSON object but got JSON {json_type(obj)}")
     return tf.train.Example(features=tf.train.Features(
         feature={k: _feature(k, v) for k, v in obj.items()}))
 
 
 def parse_examples(body):
-    """Serialized tf.Examples of a classify/regress body (``context`` merged into each)."""
-    body = load_all(body)
-    examples = body.get("examples")
-    if not isinstance(examples, list):
-        raise invalid("Expecting 'examples' to be an list/array")
-    if not examples:
-        raise invalid("Input is empty: 'examples' is an empty list.")
-    context = body.get("context")
+    """Serialized tf.Examples of a classify/regress body, in TF Serving's order of checks.
+
+    ``context`` is serialized before each example, as TF Serving sends an
+    ExampleListWithContext: a feature in both takes the example's value.
+    """
+    if holds_fast_arrays(body):
+        body = load_all(body)
     prefix = b""
-    if context is not None:
-        prefix = _example(context, "context").SerializeToString()
-    out = []
-    for i, obj in enumerate(examples):
-        if context is not None and isinstance(obj, dict):
-            both = sorted(set(obj) & set(context))
-            if both:
-                raise invalid(f"Features {both} of example {i} also appear in 'context'; a "
-                              "feature may be in one of them only.")
-        out.append(prefix + _example(obj, f"examples[{i}]").SerializeToString())
-    return out
+    if "context" in body:
+        prefix = _example(body["context"]).SerializeToString()
+    if "examples" not in body:
+        raise invalid(f"JSON Value: {debug_string(body)} When method is classify, key "
+                      "'examples' is expected and was not found")
+    examples = body["examples"]
+    if not isinstance(examples, list):
+        raise invalid(f"JSON Value: {debug_string(body)} Expecting 'examples' value to be an "
+                      "list/array")
+    if not examples:
+        raise invalid(f"JSON Value: {debug_string(body)} 'examples' value is an empty array")
+    return [prefix + _example(obj).SerializeToString() for obj in examples]
 
 
 # -- responses ----------------------------------------------------------------------------
@@ -243,8 +340,8 @@ def _json_value(array, name):
     elif kind in "biuf":
         return array.tolist()
     else:
-        raise ServingError("UNIMPLEMENTED", f"Conversion of tensor '{name}' of type "
-                                            f"{array.dtype} to JSON is not supported")
+        raise invalid(f"Tensor name: {name} has unsupported tensor type: "
+                      f"{_data_type_string(_tf_dtype(array.dtype))} for JSON conversion")
     if array.ndim == 0:
         return flat[0]
     out = np.empty(len(flat), dtype=object)
@@ -254,6 +351,8 @@ def _json_value(array, name):
 
 def predict_response(fmt, outputs):
     """The JSON object of a predict response (``predictions`` or ``outputs``)."""
+    if not outputs:
+        raise invalid("Cannot convert empty tensor map to JSON")
     if fmt == "columnar":
         if len(outputs) == 1:
             (name, value), = outputs.items()

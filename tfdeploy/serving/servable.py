@@ -51,13 +51,6 @@ def tf_error_code(exc):
     return _CODE_NAMES[code] if isinstance(code, int) and 0 < code < len(_CODE_NAMES) else "UNKNOWN"
 
 
-def _shape_of(tensor_info):
-    shape = tensor_info.tensor_shape
-    if shape.unknown_rank:
-        return None
-    return [d.size for d in shape.dim]
-
-
 class Servable:
     """A SavedModel version loaded with ``tf.saved_model.load`` (``serve`` tag).
 
@@ -131,8 +124,8 @@ class Servable:
     def run(self, signature_name, inputs, output_filter=None, deadline=None):
         """Run a signature on ``{input_key: ndarray}``; return ``(key, {output_key: ndarray})``.
 
-        Inputs are checked against the SignatureDef (names, dtype, rank and known
-        dimensions) first, so a bad request is an INVALID_ARGUMENT, never a crash.
+        Inputs are checked against the SignatureDef (names and dtypes) first; shapes are
+        checked by the model's own function, so a bad request is an INVALID_ARGUMENT.
         ``deadline`` (``time.monotonic()``): work not started by then is dropped with
         DEADLINE_EXCEEDED (a model run already started finishes).
         """
@@ -190,11 +183,7 @@ class Servable:
             # TF Serving does not convert: a client must send the signature's dtype.
             got = "string" if array.dtype.kind in "OSU" else tf.dtypes.as_dtype(array.dtype).name
             raise invalid(f"Expects arg '{name}' to be {dtype.name} but {got} is provided")
-        shape = _shape_of(info)
-        if shape is not None:
-            mismatch = any(s >= 0 and s != a for s, a in zip(shape, array.shape))
-            if array.ndim != len(shape) or mismatch:
-                raise invalid(
-                    f"Input '{name}' has shape {list(array.shape)} but the signature expects "
-                    f"{shape} (-1 is any size).")
+        # Shapes are the graph's to check, as in TF Serving (its Session::Run feeds any shape:
+        # a signature whose TensorInfo says [-1, 1] runs on [2, 2] when its ops allow it, and
+        # an op that cannot take the shape fails with INVALID_ARGUMENT, a 400).
         return array

@@ -84,8 +84,7 @@ class ModelServer:
                     allowed_roots=self.model_config_allowed_roots)
             if self._rest_port is not None:
                 self._rest = RestApi(self.repository, self.metrics, self.metrics_path,
-                                     self.rest_api_timeout_in_ms, self.max_body_bytes,
-                                     workers=self.rest_threads)
+                                     self.rest_api_timeout_in_ms, self.max_body_bytes)
                 try:
                     self._http = make_http_server(self._rest, self.host, self._rest_port,
                                                   threads=self.rest_threads,
@@ -138,10 +137,12 @@ class ModelServer:
         grpc_done = self._grpc.stop(grace) if self._grpc is not None else None
         # (gRPC rejects new RPCs now and lets running ones finish within the grace period)
         if self._rest is not None:
+            end = time.monotonic() + grace
             if not self._rest.drain(grace):
                 log.warning("REST requests still running after %.1fs; stopping anyway.", grace)
-            time.sleep(0.05)               # let the event loop write the last answers out
-            self._rest.close()
+            # the event loop writes the last answers out before connections are closed
+            if self._http is not None:
+                self._http.flush(max(0.5, end - time.monotonic()))
         if self._http is not None:
             self._http.close()
         if grpc_done is not None:

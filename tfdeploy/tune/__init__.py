@@ -9,7 +9,9 @@ See `search` (single process, resumable, Bayesian / Hyperband / random) and
 
 from tfdeploy.tune.search import (OBJECTIVES, TUNERS, CompressionTuner, TuneResult, collect,
                                   role, search)
-from tfdeploy.tune.space import DEFAULT_SPACE, plan, resolve_space, technique
+from tfdeploy.tune.space import (DEFAULT_SPACE, INITIAL_POINTS, plan, resolve_points,
+                                 resolve_space, technique)
 
-__all__ = ["search", "TuneResult", "CompressionTuner", "DEFAULT_SPACE", "resolve_space", "plan",
+__all__ = ["search", "TuneResult", "CompressionTuner", "DEFAULT_SPACE", "INITIAL_POINTS",
+           "resolve_space", "resolve_points", "plan",
            "technique", "collect", "role", "TUNERS", "OBJECTIVES"]

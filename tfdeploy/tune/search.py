@@ -126,6 +126,15 @@ class CompressionTuner(keras_tuner().engine.base_tuner.BaseTuner):
                   "latency": metrics["latency_p50_ms"] / self.baseline["latency_p50_ms"]}
         return float(sum(w * ratios[k] for k, w in self.weights.items()))
 
+    def search(self, *fit_args, **fit_kwargs):
+        """Run trials (single process or worker), or serve the oracle (distributed chief)."""
+        if role() == "chief":
+            self.oracle.verbose = fit_kwargs.get("verbose", 0)
+            self.save()
+            _serve_oracle(self.oracle)
+            return
+        super().search(*fit_args, **fit_kwargs)
+
     def run_trial(self, trial, train_data, x, y, jit_compile=False, verbose=0):
         from tfdeploy import export
         from tfdeploy.compress import apply_plan
@@ -153,7 +162,8 @@ class CompressionTuner(keras_tuner().engine.base_tuner.BaseTuner):
                "accuracy_drop": round(drop, 4), **metrics,
                "technique": search_space.technique(values), "quantization": quantization,
                "epochs": int(values.get("tuner/epochs") or values.get("epochs") or 1),
-               "tuner_id": self.tuner_id, "seconds": round(time.time() - start, 2),
+               "tuner_id": self.tuner_id, "started": round(start, 3),
+               "seconds": round(time.time() - start, 2),
                "plan": [repr(s) for s in stages],
                **{k: v for k, v in values.items() if not k.startswith("tuner/")
                   and k not in ("quantization", "epochs")}}
@@ -225,7 +235,7 @@ class TuneResult:
             # tfmot cannot rebuild a cluster-preserving QAT model from .h5 (its quantizers
             # carry extra weights): ship the artifact the trial measured, checked on labels.
             shutil.copyfile(os.path.join(trial_dir, "model.tflite"), path)
-            trial_log.write_json(os.path.splitext(path)[0] + ".card.json", card)
+            trial_log.write_json(export.model_card.card_path(path), card)
             return {"tflite": path, "keras": keras_path,
                     "verification": _check_accuracy(path, x, y, self.baseline, self.budget)}
         export.tflite(model, path, self.best["quantization"], representative_data=x,
@@ -281,18 +291,87 @@ def _load_h5(path):
         return keras.models.load_model(path, compile=False)
 
 
-def _oracle(tuner, max_trials, max_epochs, seed):
+def _seeded(base):
+    """``base`` (a keras-tuner oracle class) that proposes ``initial_points`` before its own.
+
+    The points are tried in order, each once (a point already tried, e.g. in a
+    resumed search, is skipped); then the oracle searches as usual, with the
+    points' results among its observations.
+    """
+    kt = keras_tuner()
+
+    class Seeded(base):
+        def __init__(self, *args, initial_points=(), **kwargs):
+            super().__init__(*args, **kwargs)
+            self.initial_points = list(initial_points)
+
+        def _point_values(self, point):
+            hps = kt.HyperParameters()
+            for hp in self.hyperparameters.space:
+                hps.merge([hp])
+                if hps.is_active(hp):
+                    hps.values[hp.name] = point.get(hp.name, hp.default)
+            return hps.values
+
+        def populate_space(self, trial_id):
+            for point in self.initial_points:
+                values = self._point_values(point)
+                if not self._duplicate(values):
+                    return {"status": kt.engine.trial.TrialStatus.RUNNING, "values": values}
+            return super().populate_space(trial_id)
+
+    Seeded.__name__ = f"Seeded{base.__name__}"
+    return Seeded
+
+
+def _oracle(tuner, max_trials, max_epochs, seed, points=()):
     kt = keras_tuner()
     objective = kt.Objective("cost", "min")
     if tuner == "bayesian":
-        return kt.oracles.BayesianOptimizationOracle(objective, max_trials=max_trials, seed=seed)
+        # keras-tuner's default is 3 random trials per hyperparameter (~30 here), which
+        # would make any affordable search a random one: after the initial points, a few
+        # random trials, then the Gaussian process proposes.
+        return _seeded(kt.oracles.BayesianOptimizationOracle)(
+            objective, max_trials=max_trials, seed=seed, initial_points=points,
+            num_initial_points=len(points) + max(2, max_trials // 5))
     if tuner == "random":
-        return kt.oracles.RandomSearchOracle(objective, max_trials=max_trials, seed=seed)
+        return _seeded(kt.oracles.RandomSearchOracle)(
+            objective, max_trials=max_trials, seed=seed, initial_points=points)
     if tuner == "hyperband":
         oracle = kt.oracles.HyperbandOracle(objective, max_epochs=max_epochs, factor=3, seed=seed)
         oracle.max_trials = max_trials  # stop after max_trials, like the other oracles
         return oracle
     raise TuneError(f"Unrecognized tuner={tuner!r}. Supported tuners are: {list(TUNERS)}.")
+
+
+def _serve_oracle(oracle, poll_seconds=0.2):
+    """Serve ``oracle`` to the workers over gRPC until every worker has stopped.
+
+    keras-tuner's own chief loop (``oracle_chief.start_server``) checks every
+    20 s whether the last worker has finished once the first one stopped, so a
+    search whose workers finish apart idles up to 20 s; this is the same
+    servicer and stop condition, polled every ``poll_seconds``, and it shuts
+    the server down (the chief process goes on to write the trials and export).
+    """
+    import importlib
+    from concurrent import futures
+
+    import grpc
+
+    keras_tuner()  # bound to Keras 2 before its submodules load
+    chief = importlib.import_module("keras_tuner.src.distribute.oracle_chief")
+    protos = importlib.import_module("keras_tuner.src.protos")
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    servicer = chief.OracleServicer(oracle)
+    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    server.add_insecure_port(f"{os.environ['KERASTUNER_ORACLE_IP']}:"
+                             f"{os.environ['KERASTUNER_ORACLE_PORT']}")
+    server.start()
+    try:
+        while not (servicer.stop_triggered and chief.exit_chief(oracle)):
+            time.sleep(poll_seconds)
+    finally:
+        server.stop(grace=2).wait()
 
 
 def role():
@@ -317,7 +396,8 @@ def collect(directory):
 
 def search(model, train_data, validation_data, budget=1.0, objective="size", max_trials=10,
            tuner="bayesian", directory="tune", space=None, log_dir=None, overwrite=False,
-           max_epochs=3, latency_samples=50, jit_compile=False, seed=0, verbose=1):
+           max_epochs=3, latency_samples=50, jit_compile=False, seed=0, verbose=1,
+           initial_points=None):
     """Find the smallest / fastest artifact within ``budget`` accuracy points of ``model``.
 
     Resumable: run it again with the same ``directory`` and it reloads the
@@ -352,12 +432,17 @@ def search(model, train_data, validation_data, budget=1.0, objective="size", max
             Defaults to False.
         seed: oracle and training seed. Defaults to 0.
         verbose: print one line per trial. Defaults to 1.
+        initial_points: plans the Bayesian / random oracle tries first, each a
+            ``{name: value}`` dict over the space's keys (a key left out takes the
+            space's first value). None tries the known recipes of
+            `tfdeploy.tune.space.INITIAL_POINTS` that ``space`` can express; ``[]``
+            none. Hyperband ignores them. Defaults to None.
 
     Returns:
         A `TuneResult` (in a distributed worker: the trials this worker ran).
 
     Raises:
-        TuneError: bad objective, budget, tuner or space.
+        TuneError: bad objective, budget, tuner, space or initial points.
     """
     model = check_model(model)
     weights = _weights(objective)
@@ -369,10 +454,12 @@ def search(model, train_data, validation_data, budget=1.0, objective="size", max
     if tuner not in TUNERS:
         raise TuneError(f"Unrecognized tuner={tuner!r}. Supported tuners are: {list(TUNERS)}.")
     resolved = search_space.resolve_space(space)
+    points = search_space.resolve_points(initial_points, resolved)
     start = time.time()
     instance = CompressionTuner(
-        _oracle(tuner, max_trials, max_epochs, seed), _Space(resolved, tuner == "hyperband"),
-        model, budget, weights, directory, "compression", overwrite=overwrite, log_dir=log_dir,
+        _oracle(tuner, max_trials, max_epochs, seed, points),
+        _Space(resolved, tuner == "hyperband"), model, budget, weights, directory,
+        "compression", overwrite=overwrite, log_dir=log_dir,
         latency_samples=latency_samples, seed=seed)
     instance.oracle.max_trials = max_trials  # a resumed search may extend it
     x, y = _arrays(validation_data)

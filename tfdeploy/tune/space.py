@@ -11,17 +11,30 @@ setting that has no effect.
 from tfdeploy.errors import TuneError
 
 DEFAULT_SPACE = {
-    "slim_ratio": [0.0, 0.25, 0.5],
+    "slim_ratio": [0.0, 0.25, 0.5, 0.625, 0.75],
     "sparsity_kind": ["none", "unstructured", "n_m"],
-    "sparsity": [0.5, 0.7, 0.85],
+    "sparsity": [0.5, 0.7, 0.8, 0.9],
     "schedule": ["polynomial_decay", "constant"],
-    "clusters": [0, 16, 32],
+    "clusters": [0, 8, 16, 32],
     "qat": [True, False],
     "qat_layers": ["all", "skip_first_last"],
     "quantization": ["int8", "float16", "dynamic"],
     "learning_rate": [2e-4, 5e-4, 1e-3],
     "epochs": [1, 2],
 }
+# Known-good recipes a search tries first (``search(initial_points=...)``): the family of
+# bench_compression.py's best hand-written plan (slim half the channels, prune half the
+# weights, 16 clusters, QAT) and the quickstart's fixed recipe (80 % pruning, then QAT).
+# A key left out takes the space's first value; a recipe the user's space cannot express is
+# skipped.
+INITIAL_POINTS = (
+    {"slim_ratio": 0.5, "sparsity_kind": "unstructured", "sparsity": 0.5,
+     "schedule": "polynomial_decay", "clusters": 16, "qat": True, "qat_layers": "all",
+     "learning_rate": 5e-4, "epochs": 2},
+    {"slim_ratio": 0.0, "sparsity_kind": "unstructured", "sparsity": 0.8,
+     "schedule": "polynomial_decay", "clusters": 0, "qat": True, "qat_layers": "all",
+     "learning_rate": 5e-4, "epochs": 2},
+)
 SPARSITY_KINDS = ("none", "unstructured", "n_m")
 QUANTIZATIONS = ("int8", "float16", "dynamic")
 QAT_LAYERS = ("all", "skip_first_last")
@@ -70,6 +83,39 @@ def _check(space):
             raise TuneError(f"space[{key!r}] has invalid value(s) {bad} (slim_ratio in [0, 1), "
                             "sparsity in (0, 1), clusters 0 or >= 2, learning_rate > 0, "
                             "epochs >= 1).")
+
+
+def resolve_points(points, space):
+    """Check the ``initial_points`` a search starts from against ``space``.
+
+    Args:
+        points: None (the known recipes of `INITIAL_POINTS` the space can
+            express) or a list of ``{name: value}`` dicts (keys of `DEFAULT_SPACE`;
+            a key left out takes the space's first value).
+        space: the resolved space (`resolve_space`).
+
+    Returns:
+        The list of points to try first, in order.
+
+    Raises:
+        TuneError: a user's point has an unknown key or a value outside ``space``.
+    """
+    if points is None:
+        return [dict(p) for p in INITIAL_POINTS
+                if all(v in space[k] for k, v in p.items())]
+    if isinstance(points, dict) or not all(isinstance(p, dict) for p in points):
+        raise TuneError("initial_points must be a list of {name: value} dicts, received "
+                        f"{points!r}.")
+    for point in points:
+        unknown = sorted(set(point) - set(DEFAULT_SPACE))
+        if unknown:
+            raise TuneError(f"initial point {point} has unknown key(s) {unknown}. Known keys "
+                            f"are: {sorted(DEFAULT_SPACE)}.")
+        outside = {k: v for k, v in point.items() if v not in space[k]}
+        if outside:
+            raise TuneError(f"initial point {point} has value(s) {outside} outside the search "
+                            "space; add them to `space` or change the point.")
+    return [dict(p) for p in points]
 
 
 def _choice(hp, name, values):

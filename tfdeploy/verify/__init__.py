@@ -1,7 +1,7 @@
 """Verify: parity, accuracy and per-class report of every artifact in its own runtime;
 latency/throughput/memory benchmark; FLOPs; memory planning; weight inspection."""
 
-from tfdeploy.verify.benchmark import bench, format_table, matmul_peak_flops, speedup
+from tfdeploy.verify.benchmark import KerasTarget, bench, format_table, matmul_peak_flops, speedup
 from tfdeploy.verify.evaluate import accuracy, gzip_bytes, latency_ms, path_bytes
 from tfdeploy.verify.flops import flops as count_flops
 from tfdeploy.verify.memory import (MemoryBudgetError, MemoryEstimate, available_memory,
@@ -13,7 +13,7 @@ from tfdeploy.verify.retrieval import random_recall, recall_at_k, top_k
 from tfdeploy.verify.tflite_weights import (op_dtypes, operators, weight_summary,
                                             weight_tensors)
 
-__all__ = ["accuracy", "latency_ms", "path_bytes", "gzip_bytes", "weight_summary",
+__all__ = ["KerasTarget", "accuracy", "latency_ms", "path_bytes", "gzip_bytes", "weight_summary",
            "weight_tensors", "operators", "op_dtypes", "verify", "verify_all",
            "classification_report",
            "format_classification_report", "format_results", "TOLERANCES", "bench",
