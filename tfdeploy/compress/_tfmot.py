@@ -241,3 +241,37 @@ def cluster_wrapper_class():
     from tensorflow_model_optimization.python.core.clustering.keras import cluster_wrapper
 
     return cluster_wrapper.ClusterWeights
+
+
+def honour_trainable():
+    """Make tfmot's quantize wrappers keep a frozen layer frozen (idempotent, process-wide).
+
+    ``QuantizeWrapper.build`` appends the weights it quantizes (kernels) to the
+    wrapper's own trainable list "so they get trained", and its
+    ``trainable_weights`` never looks at ``trainable``: under QAT a frozen
+    transfer-learning base trains its kernels anyway, and unfreezing changes
+    nothing. With this fix a wrapper whose layer is frozen reports no trainable
+    weights and lists them all as non-trainable; a trainable wrapper answers
+    exactly as tfmot does.
+    """
+    check_version()
+    from tensorflow_model_optimization.python.core.quantization.keras import quantize_wrapper
+
+    for cls in (quantize_wrapper.QuantizeWrapper, quantize_wrapper.QuantizeWrapperV2):
+        if cls.__dict__.get("_tfdeploy_honours_trainable"):
+            continue
+        trainable = cls.trainable_weights.fget
+        non_trainable = cls.non_trainable_weights.fget
+
+        def trainable_weights(self, _original=trainable):
+            return _original(self) if self.trainable else []
+
+        def non_trainable_weights(self, _original=non_trainable):
+            if self.trainable:
+                return _original(self)
+            return self._dedup_weights(self.layer.non_trainable_weights
+                                       + self._trainable_weights + self._non_trainable_weights)
+
+        cls.trainable_weights = property(trainable_weights)
+        cls.non_trainable_weights = property(non_trainable_weights)
+        cls._tfdeploy_honours_trainable = True

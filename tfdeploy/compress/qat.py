@@ -5,7 +5,7 @@ import warnings
 from tfdeploy.bridge import check_model
 from tfdeploy._keras import keras, tfmot
 from tfdeploy.compress._tfmot import (cluster_preserve_scheme, default_8bit_registry,
-                                      prune_preserve_scheme)
+                                      honour_trainable, prune_preserve_scheme)
 from tfdeploy.compress.calibrate import calibrate_ranges
 from tfdeploy.compress.graph import flatten
 from tfdeploy.compress.history import notes, record
@@ -129,6 +129,7 @@ def quantize(model, preserve="auto", layers=None, quantize_configs=None, calibra
     """
     model = check_model(model, graph=True)
     check_scope(model, "quantize")
+    honour_trainable()  # a frozen base stays frozen under QAT (tfmot trains its kernels anyway)
     if preserve not in PRESERVE:
         raise CompressionError(
             f"Unrecognized preserve={preserve!r}. Supported values are: {list(PRESERVE)}.")
