@@ -118,8 +118,8 @@ def uncalibrated_layers(qat_model, start=6.0, slack=0.25):
     """
     stuck = []
     for name, variables in activation_range_variables(qat_model).items():
-        values = [(float(np.max(var.numpy())) if is_max else float(np.min(var.numpy())), is_max)
+        bounds = [float(np.max(var.numpy()) if is_max else np.min(var.numpy()))
                   for var, _, is_max in variables]
-        if values and all(abs(abs(v) - start) <= slack for v, _ in values):
+        if bounds and all(abs(abs(b) - start) <= slack for b in bounds):
             stuck.append(name)
     return stuck
