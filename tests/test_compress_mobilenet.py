@@ -9,7 +9,7 @@ import pytest
 
 import tfdeploy as td
 from tfdeploy.compress import channel_widths
-from tfdeploy.errors import QuantizationFallbackWarning
+from tfdeploy.errors import QuantizationFallbackWarning, SlimWarning
 from tfdeploy.models import build_mobilenet
 
 X = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 1)).astype("float32")
@@ -53,6 +53,45 @@ def test_slim_v2_shares_masks_across_adds_and_depthwise_channels(v2):
         if type(layer).__name__ == "Add":
             shapes = {tuple(t.shape[1:]) for t in layer.input}
             assert len(shapes) == 1, layer.name
+
+
+def _batchnorm_misfit(model, x):
+    """Largest |mean offset| and |variance ratio - 1| between each BatchNormalization's moving
+    statistics and the statistics of what it receives on ``x`` (inference mode)."""
+    from tfdeploy._walk import nodes
+
+    calls = [n for n in nodes(model) if isinstance(n.layer, td.keras.layers.BatchNormalization)]
+    probe = td.keras.Model(model.inputs, [n.call_args[0] for n in calls])
+    offset = spread = 0.0
+    for node, value in zip(calls, probe.predict(x, verbose=0, batch_size=len(x))):
+        value = value.reshape(-1, value.shape[-1]).astype("float64")
+        mean, var = value.mean(0), value.var(0)
+        layer = node.layer
+        mm, mv = layer.moving_mean.numpy(), layer.moving_variance.numpy()
+        live = var > 1e-8
+        offset = max(offset, float(np.max(np.abs(mean - mm) / np.sqrt(mv + layer.epsilon))))
+        if live.any():
+            spread = max(spread, float(np.max(np.abs(var[live] / mv[live] - 1))))
+    return offset, spread
+
+
+def test_slim_re_estimates_batchnorm_statistics_of_a_frozen_base(v2):
+    # The transfer base is frozen and called with training=False: its BatchNorm layers never
+    # update their statistics in a fine-tune. After slimming, those statistics (recorded on the
+    # full model) no longer fit what the layers see; a 50 % slimmed MobileNetV2 predicted one
+    # class for every image and stayed at chance through its fine-tune and QAT.
+    x = np.random.default_rng(1).uniform(0, 255, (32, 32, 32, 1)).astype("float32")
+    with pytest.warns(SlimWarning, match="calibration_data"):
+        stale = td.compress.slim(v2, 0.5)
+    assert max(_batchnorm_misfit(stale, x)) > 0.1
+    assert "NOT re-estimated" in str(td.compress.history(stale))
+    fresh = td.compress.slim(v2, 0.5, calibration_data=x)
+    offset, spread = _batchnorm_misfit(fresh, x)
+    assert offset < 1e-3 and spread < 1e-3, (offset, spread)
+    norms = [layer for layer in fresh.layers
+             if isinstance(layer, td.keras.layers.BatchNormalization)]
+    assert len(norms) > 30 and not any(layer.trainable for layer in norms)  # still frozen
+    np.testing.assert_allclose(fresh.predict(X, verbose=0), fresh.predict(X, verbose=0))
 
 
 def test_v3_slim_keeps_squeeze_excite_consistent_and_qat_fallback_is_reported():
