@@ -35,6 +35,22 @@ def test_qat_on_nested_v2_wraps_the_inner_layers(v2):
     assert {"Conv2D", "DepthwiseConv2D", "Add", "ReLU"} <= kinds
     assert "probabilities" in wrapped
     assert qat(X).shape == (4, 5)
+    layers = {layer.layer.name: layer for layer in qat.layers if hasattr(layer, "layer")}
+    # weight ranges are the kernels' own from the start (tfmot's [-6, 6] until a training step
+    # rounded a 0.1-sized kernel to a few levels and the head's to zero before `fit`)
+    for name in ("Conv1", "block_3_project", "probabilities"):
+        kernel = layers[name].layer.kernel.numpy()
+        top = np.abs(kernel).max(axis=tuple(range(kernel.ndim - 1)))
+        high = [v for v in layers[name].weights if v.name.endswith("kernel_max:0")][0].numpy()
+        np.testing.assert_allclose(high, top if high.size > 1 else top.max(), rtol=1e-5)
+    # output-only quantizers (an Add, a BN folded into its conv) are calibrated too
+    flat = td.compress.flatten(v2)
+    for name in ("block_2_add", "block_3_project_BN"):
+        seen = td.keras.Model(flat.inputs, flat.get_layer(name).get_output_at(-1)).predict(
+            X, verbose=0)
+        bounds = sorted(float(v.numpy()) for v in layers[name].weights
+                        if v.name.split("/")[-1] in ("output_min:0", "output_max:0"))
+        np.testing.assert_allclose(bounds, [min(seen.min(), 0), max(seen.max(), 0)], rtol=1e-4)
 
 
 def test_slim_v2_shares_masks_across_adds_and_depthwise_channels(v2):
@@ -124,8 +140,14 @@ def test_v1_qat_full_int8_holds_int8_convs_and_depthwise(tmp_path):
     wrapped = [layer.layer.name for layer in qat.layers if hasattr(layer, "quantize_config")]
     # the 13 depthwise and 13 pointwise convs of the nested base, each wrapped
     assert sum(bool(re.fullmatch(r"conv_(dw|pw)_\d+", name)) for name in wrapped) == 26
+    # every conv's BatchNormalization is annotated with it (tfmot's Conv+BN transforms match
+    # annotated layers only), so the converter folds it: no per-BN int8 MUL left in the file
+    norms = [n for n in wrapped if n.endswith("_bn")]
+    assert len(norms) == 27
     ops = _int8_ops(qat, tmp_path, "v1")
     assert ops["CONV_2D"] == {"int8"} and ops["DEPTHWISE_CONV_2D"] == {"int8"}
+    kinds = [op["op"] for op in td.verify.operators(str(tmp_path / "v1.tflite"))]
+    assert kinds.count("MUL") == 1, kinds  # the in-model preprocessing x / 127.5 alone
 
 
 def test_v3_large_full_int8_keeps_convs_int8_and_reports_the_float_fallback(tmp_path):

@@ -36,7 +36,8 @@ from tfdeploy.compress.strip import strip
 from tfdeploy.compress.wrappers import (is_clustering_wrapped, is_pruning_wrapped,
                                         is_quantization_aware)
 
-__all__ = ["prune", "quantize", "calibrate_ranges", "recalibrate_batchnorm", "strip", "callbacks", "PruningStep",
+__all__ = ["prune", "quantize", "calibrate_ranges", "recalibrate_batchnorm", "strip", "callbacks",
+           "PruningStep",
            "SparsityMonitor",
            "ConstantSparsity", "PolynomialDecay", "model_sparsity", "sparsity_by_layer",
            "is_pruning_wrapped", "is_quantization_aware", "quantizable_layers",
