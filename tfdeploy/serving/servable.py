@@ -74,6 +74,7 @@ class Servable:
         self._functions = dict(self._loaded.signatures)
         self.batcher = None  # set by the repository when batching is enabled
         self.on_run = None   # optional f(seconds) called after every model run (metrics)
+        self.recent_call_seconds = 0.0   # moving average of model-call times
 
     # -- reference counting (see ModelRepository.serve) ---------------------------------------
     def acquire(self):
@@ -167,8 +168,11 @@ class Servable:
             raise ServingError(tf_error_code(exc), exc.message) from exc
         except (TypeError, ValueError) as exc:
             raise invalid(str(exc)) from exc
+        seconds = time.perf_counter() - start
+        recent = self.recent_call_seconds
+        self.recent_call_seconds = seconds if recent == 0 else 0.8 * recent + 0.2 * seconds
         if self.on_run is not None:
-            self.on_run(time.perf_counter() - start)
+            self.on_run(seconds)
         return result
 
     def _check_input(self, name, info, value):
