@@ -29,17 +29,6 @@ _VERSION = r"(?:/versions/([0-9]+)|/labels/([^/:]+))?"
 _GET = re.compile(r"(?i)^/v1/models(?:/([^/:]+))?" + _VERSION + r"(?:/(metadata))?$")
 _POST = re.compile(r"(?i)^/v1/models/([^/:]+)" + _VERSION + r":(classify|regress|predict)$")
 
-# rapidjson's wording (GetParseError_En) for the parse errors Python's decoder reports.
-_RAPIDJSON = {"Expecting value": "Invalid value.",
-              "Expecting property name enclosed in double quotes":
-                  "Missing a name for object member.",
-              "Expecting ':' delimiter": "Missing a colon after a name of object member.",
-              "Unterminated string starting at": "Missing a closing quotation mark in string.",
-              "Invalid \\escape": "Invalid escape character in string.",
-              "Invalid \\uXXXX escape": "Incorrect hex digit after \\u escape in string.",
-              "Invalid control character at": "Invalid encoding in string."}
-
-
 # Lone UTF-16 surrogates can only come from \\uD800-\\uDFFF escapes (UTF-8 bytes cannot
 # encode them); only a body holding such an escape is walked.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
@@ -202,8 +191,8 @@ class RestApi:
         except json.JSONDecodeError as exc:
             if not text.strip():
                 raise invalid("JSON Parse error: The document is empty") from None
-            said = next((v for k, v in _RAPIDJSON.items() if exc.msg.startswith(k)), exc.msg)
-            raise invalid(f"JSON Parse error: {said} at offset: {exc.pos}") from None
+            raise invalid(f"JSON Parse error: {json_fast.rapidjson_wording(exc.msg)} at offset: "
+                          f"{exc.pos}") from None
         except RecursionError:
             raise invalid("JSON Parse error: the document is nested too deeply") from None
         except ValueError as exc:   # e.g. an integer past Python's digit limit

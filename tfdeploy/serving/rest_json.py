@@ -7,6 +7,7 @@ responses, and ``examples`` + ``context`` for classify and regress.
 
 import base64
 import binascii
+import functools
 import itertools
 import json
 
@@ -33,6 +34,7 @@ def _decode_b64(value):
         raise invalid(f"Unable to base64 decode {data[:40]!r}: {exc}") from exc
 
 
+@functools.lru_cache(maxsize=None)
 def supported_dtypes():
     import tensorflow as tf
 
