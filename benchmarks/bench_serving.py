@@ -182,12 +182,30 @@ def kserve_python(venv):
     return python
 
 
-def _build_model(base_path):
+def _build_model(base_path, kind="cnn"):
+    """Export one of the benchmark models (random weights) as version 1 of ``base_path``.
+
+    cnn: the tiny digits CNN (32x32x1; its per-call cost is mostly TF's fixed overhead);
+    mobilenet_v2: tfdeploy.models.build_mobilenet at 96x96x3, alpha 1.0 (per-call cost is
+    convolution work); mlp: a ranking-style MLP, 256 -> 3 x 2048 (ReLU) -> 10, 8.9 M
+    parameters (36 MB of float32 weights read per call: the case batching is made for).
+    """
     sys.path.insert(0, REPO)
     import tfdeploy as td
 
     keras = td.keras
     td.tf.random.set_seed(0)
+    if kind == "mobilenet_v2":
+        from tfdeploy.models import build_mobilenet
+
+        td.export.saved_model(build_mobilenet((96, 96, 3), alpha=1.0), base_path, version=1)
+        return
+    if kind == "mlp":
+        model = keras.Sequential([keras.Input((256,))] + [
+            keras.layers.Dense(2048, activation="relu") for _ in range(3)] + [
+            keras.layers.Dense(10, activation="softmax")])
+        td.export.saved_model(model, base_path, version=1)
+        return
     model = keras.Sequential([
         keras.Input((32, 32, 1)), keras.layers.Rescaling(1.0 / 255),
         keras.layers.Conv2D(8, 3, activation="relu"), keras.layers.MaxPooling2D(),
@@ -196,10 +214,14 @@ def _build_model(base_path):
     td.export.saved_model(model, base_path, version=1)
 
 
+METRICS_PATH = "/monitoring/prometheus/metrics"
+
+
 class _Server:
     def __init__(self, name, base_path, batching_file=None, pythonpath=None, kserve=None,
-                 flags=()):
+                 flags=(), monitoring_file=None):
         self.grpc_port, self.rest_port = _free_port(), _free_port()
+        self.metrics = monitoring_file is not None and kserve is None
         env = dict(os.environ)
         if kserve is not None:      # (python, script): KServe's model server
             cmd = [kserve[0], kserve[1], name, latest_dir(base_path), str(self.rest_port),
@@ -210,6 +232,8 @@ class _Server:
                    f"--model_base_path={base_path}", "--file_system_poll_wait_seconds=0"]
             if batching_file:
                 cmd += ["--enable_batching=true", f"--batching_parameters_file={batching_file}"]
+            if self.metrics:
+                cmd += [f"--monitoring_config_file={monitoring_file}"]
             cmd += list(flags)
             env["PYTHONPATH"] = pythonpath or REPO
         self.proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.DEVNULL,
@@ -311,7 +335,25 @@ def _run_clients(workers, total):
     return total / (time.perf_counter() - start), counts
 
 
-def _measure(server, name, body, image, args, latency, tp, label, grpc_=True):
+def _batch_stats(server):
+    """(sum, count) of the batch sizes the server ran (its Prometheus metrics), or None."""
+    if not server.metrics:
+        return None
+    conn = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=60)
+    conn.request("GET", METRICS_PATH)
+    text = conn.getresponse().read().decode()
+    conn.close()
+    total = count = 0.0
+    for line in text.splitlines():
+        if line.startswith(":tensorflow:serving:batching_session:processed_batch_size_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+        elif line.startswith(":tensorflow:serving:batching_session:processed_batch_size_count"):
+            count += float(line.rsplit(" ", 1)[1])
+    return total, count
+
+
+def _measure(server, name, body, image, args, latency, tp, label, grpc_=True, batches=None,
+             apis=("rest", "grpc"), requests=None):
     if latency is not None:
         latency[f"{label}_rest"] = _percentiles(_latency(_RestWorker(server.rest_port, name, body),
                                                          args.latency_requests))
@@ -319,12 +361,17 @@ def _measure(server, name, body, image, args, latency, tp, label, grpc_=True):
             latency[f"{label}_grpc"] = _percentiles(_latency(
                 _GrpcWorker(server.grpc_port, name, image), args.latency_requests))
     errors = {}
-    for api in ("rest", "grpc") if grpc_ else ("rest",):
+    for api in apis if grpc_ else ("rest",):
         for c in args.concurrency:
             workers = [_RestWorker(server.rest_port, name, body) if api == "rest"
                        else _GrpcWorker(server.grpc_port, name, image) for _ in range(c)]
-            rps, counts = _run_clients(workers, max(args.throughput_requests, c))
+            before = _batch_stats(server)
+            rps, counts = _run_clients(workers, max(requests or args.throughput_requests, c))
             tp[f"{label}_{api}_c{c}"] = round(rps, 1)
+            after = _batch_stats(server)
+            if batches is not None and before is not None and after[1] > before[1]:
+                batches[f"{label}_{api}_c{c}"] = round(
+                    (after[0] - before[0]) / (after[1] - before[1]), 1)
             if set(counts) != {200}:
                 errors[f"{label}_{api}_c{c}"] = counts
     return errors
@@ -366,6 +413,146 @@ def _targets(latency, tp, concurrency, kserve):
     return t
 
 
+def _p50_ms(call, n, warmup=20, idle=0.0):
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(n):
+        if idle:
+            time.sleep(idle)
+        t = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t)
+    return round(float(np.median(times)) * 1000, 3)
+
+
+def _call_costs(base, n=60):
+    """In-process model cost per item at batch 1 and 32 (back to back): the most any batching
+    can gain for this model is their ratio."""
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(latest_dir(base)).signatures["serving_default"]
+    (input_name, spec), = fn.structured_input_signature[1].items()
+    shape = [d or 1 for d in spec.shape.as_list()[1:]]
+    out = {}
+    for b in (1, 32):
+        x = tf.constant(np.random.default_rng(0).random([b] + shape).astype(np.float32))
+        out[f"b{b}_ms_per_item"] = round(_p50_ms(lambda: fn(**{input_name: x}), n, 5) / b, 3)
+    out["ceiling_speedup"] = round(out["b1_ms_per_item"] / out["b32_ms_per_item"], 2)
+    return out
+
+
+def _breakdown(base, name, body, image, input_name, n):
+    """Where a REST / gRPC request's time goes, piece by piece, in this process (p50 ms).
+
+    The model call back to back (the bench's in-process baseline) and after 1 ms idle (the
+    cadence a server sees: TF's thread pool and caches cool down between requests); the
+    server's own pieces without HTTP; the HTTP layer with a stub answer (server + the bench's
+    http.client client); the gRPC handler without grpcio.
+    """
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    sys.path.insert(0, REPO)
+    from tfdeploy.serving import create_server, grpc_service, rest_json
+    from tfdeploy.serving.httpserver import HttpServer
+    from tfdeploy.serving.rest import RestApi
+
+    server = create_server(model_name=name, model_base_path=base, port=None, rest_api_port=None,
+                           file_system_poll_wait_seconds=0).start()
+    try:
+        servable = server.repository.get(name)
+        fn = servable._functions["serving_default"]
+        const = tf.constant(image)
+        api = RestApi(server.repository, server.metrics)
+        parsed = api._parse_body(body)
+        dtypes = servable.input_dtypes("")
+        fmt, inputs = rest_json.parse_predict(parsed, dtypes)
+        _, outputs = servable.run("", inputs)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = name
+        request.inputs[input_name].CopyFrom(tf.make_tensor_proto(image))
+        grpc_api = grpc_service.PredictionServicer(server.repository, server.metrics)
+        out = {
+            "model_call_back_to_back": _p50_ms(lambda: fn(**{input_name: const}), n),
+            "model_call_after_1ms_idle": _p50_ms(lambda: fn(**{input_name: const}), n,
+                                                 idle=0.001),
+            "rest_json_to_numpy": _p50_ms(
+                lambda: rest_json.parse_predict(api._parse_body(body), dtypes), n),
+            "servable_run": _p50_ms(lambda: servable.run("", inputs), n),
+            "rest_response_to_json": _p50_ms(
+                lambda: json.dumps(rest_json.predict_response(fmt, outputs)).encode(), n),
+            "rest_handler_no_http": _p50_ms(
+                lambda: api.handle("POST", f"/v1/models/{name}:predict", lambda: body), n),
+            "grpc_handler_no_grpcio": _p50_ms(
+                lambda: grpc_api._predict(request, None).SerializeToString(), n),
+        }
+    finally:
+        server.stop(grace=1)
+
+    class _Stub:      # the HTTP layer alone: a fixed answer of the real answer's size
+        max_body_bytes = 64 << 20
+        answer = (200, "application/json", json.dumps(
+            rest_json.predict_response(fmt, outputs)).encode())
+
+        def handle(self, method, path, read_body):
+            read_body()
+            return self.answer
+
+        def inline(self, method, path):
+            return True
+    http = HttpServer(_Stub(), "127.0.0.1", 0)
+    http.start()
+    try:
+        out["http_layer_and_client"] = _p50_ms(_RestWorker(http.port, name, body), n)
+    finally:
+        http.close()
+    return out
+
+
+def _batching_models(args, tmp, batching_file, monitoring_file, rounds_out):
+    """gRPC throughput with batching off and on for the models of ``--batching_models``
+    besides the CNN (measured with the main runs); fills ``rounds_out`` per model."""
+    for kind in args.batching_models:
+        if kind == "cnn":
+            continue
+        base = os.path.join(tmp, kind)
+        if not os.path.exists(base):
+            _build_model(base, kind)
+            import tensorflow as tf
+
+            fn = tf.saved_model.load(latest_dir(base)).signatures["serving_default"]
+            (input_name, spec), = fn.structured_input_signature[1].items()
+            _INPUTS[kind] = input_name
+            rounds_out.setdefault(kind, {"model_call": _call_costs(base), "rounds": []})
+        shape = [1] + [d or 1 for d in _input_shape(base)]
+        image = np.random.default_rng(0).random(shape).astype(np.float32)
+        tp, batches, errors = {}, {}, {}
+        for label, kw in (("unbatched", {}), ("batching", {"batching_file": batching_file})):
+            print(f"bench_serving: {kind}: measuring {label} ...", file=sys.stderr, flush=True)
+            server = _Server(kind, base, monitoring_file=monitoring_file, **kw)
+            try:
+                errors.update(_measure(server, kind, None, image, args, None, tp, label,
+                                       batches=batches, apis=("grpc",),
+                                       requests=args.model_requests))
+            finally:
+                server.stop()
+        c = max(args.concurrency)
+        rounds_out[kind]["rounds"].append({
+            "throughput_rps": tp, "mean_batch_size": batches, "errors": errors,
+            f"grpc_batching_speedup_c{c}": round(tp[f"batching_grpc_c{c}"]
+                                                 / tp[f"unbatched_grpc_c{c}"], 2),
+            "load_average": os.getloadavg()})
+
+
+def _input_shape(base):
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(latest_dir(base)).signatures["serving_default"]
+    (_, spec), = fn.structured_input_signature[1].items()
+    return spec.shape.as_list()[1:]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model_base_path", default=None,
@@ -383,6 +570,12 @@ def main(argv=None):
                              "(this machine is shared, so one round is noisy). Default 3.")
     parser.add_argument("--ref_pythonpath", default=None,
                         help="Also serve with tfdeploy from this directory (label 'ref').")
+    parser.add_argument("--batching_models", nargs="*", default=["cnn", "mobilenet_v2", "mlp"],
+                        choices=["cnn", "mobilenet_v2", "mlp"],
+                        help="Models whose gRPC throughput is measured with batching off and "
+                             "on, side by side (the CNN always is). Default: all three.")
+    parser.add_argument("--model_requests", type=int, default=200,
+                        help="Requests per throughput figure for the batching models.")
     args = parser.parse_args(argv)
 
     tmp = tempfile.mkdtemp(prefix="bench_serving_")
@@ -402,6 +595,9 @@ def main(argv=None):
     const = tf.constant(image)
     errors, rounds = {}, []
 
+    monitoring_file = os.path.join(tmp, "monitoring.config")
+    with open(monitoring_file, "w") as f:
+        f.write(f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}\n')
     batching_file = os.path.join(tmp, "batching.txt")
     with open(batching_file, "w") as f:
         f.write("max_batch_size { value: 32 }\nbatch_timeout_micros { value: 2000 }\n"
@@ -415,7 +611,8 @@ def main(argv=None):
             kserve = (kserve_python(args.kserve_venv), script)
         except (OSError, subprocess.CalledProcessError) as exc:
             result["kserve_error"] = f"KServe environment unavailable: {exc}"
-    runs = [("tfdeploy", {}), ("tfdeploy_batching", {"batching_file": batching_file}),
+    batched = {"batching_file": batching_file, "monitoring_file": monitoring_file}
+    runs = [("tfdeploy", {}), ("tfdeploy_batching", batched),
             # the same server without gc.freeze() after loading (REST only)
             ("tfdeploy_no_gc_freeze", {"flags": ["--gc_freeze=false"]})]
     if kserve:
@@ -423,10 +620,16 @@ def main(argv=None):
     if args.ref_pythonpath:
         runs.append(("ref", {"pythonpath": args.ref_pythonpath}))
     exits = result["server_exit_codes"] = {}
+    result["model_call"] = {"cnn": _call_costs(base)}
+    models = {}
     for rep in range(args.repeats):
+        print(f"bench_serving: round {rep + 1}/{args.repeats}: breakdown ...", file=sys.stderr,
+              flush=True)
+        breakdown = _breakdown(base, args.model_name, body, image, input_name,
+                               args.latency_requests)
         latency = {"in_process": _percentiles(_latency(lambda: fn(**{input_name: const}),
                                                        args.latency_requests))}
-        tp = {}
+        tp, batches = {}, {}
         for label, kw in runs:
             print(f"bench_serving: round {rep + 1}/{args.repeats}: measuring {label} ...",
                   file=sys.stderr, flush=True)
@@ -435,7 +638,8 @@ def main(argv=None):
                 errors.update(_measure(server, args.model_name, body, image, args,
                                        None if label == "tfdeploy_batching" else latency, tp,
                                        label, grpc_=label in ("tfdeploy",
-                                                              "tfdeploy_batching", "ref")))
+                                                              "tfdeploy_batching", "ref"),
+                                       batches=batches))
                 if label == "kserve":
                     error = _kserve_grpc(kserve, server, args.model_name, shape, args, tmp,
                                          latency, tp)
@@ -445,7 +649,9 @@ def main(argv=None):
                     result["load"] = _load_run(server, args, body, image)
             finally:
                 exits.setdefault(label, []).append(server.stop())
-        rounds.append({"latency": latency, "throughput_rps": tp,
+        _batching_models(args, tmp, batching_file, monitoring_file, models)
+        rounds.append({"latency": latency, "throughput_rps": tp, "mean_batch_size": batches,
+                       "breakdown_ms": breakdown,
                        "targets": _targets(latency, tp, args.concurrency, kserve),
                        "load_average": os.getloadavg()})
     latency = {k: {m: round(float(np.median([r["latency"][k][m] for r in rounds])), 3)
@@ -453,6 +659,23 @@ def main(argv=None):
     tp = {k: round(float(np.median([r["throughput_rps"][k] for r in rounds])), 1)
           for k in rounds[0]["throughput_rps"]}
     result["latency"], result["throughput_rps"] = latency, tp   # medians over the rounds
+    result["breakdown_ms"] = {k: round(float(np.median([r["breakdown_ms"][k] for r in rounds])),
+                                       3) for k in rounds[0]["breakdown_ms"]}
+    c = max(args.concurrency)
+    key = f"grpc_batching_speedup_c{c}"
+    speedups = {"cnn": {"median": _targets(latency, tp, args.concurrency, kserve)[key],
+                        "rounds": [r["targets"][key] for r in rounds],
+                        "model_call": result["model_call"]["cnn"],
+                        "mean_batch_size_c32": [r["mean_batch_size"].get(
+                            f"tfdeploy_batching_grpc_c{c}") for r in rounds]}}
+    for kind, m in models.items():
+        speedups[kind] = {"median": round(float(np.median([r[key] for r in m["rounds"]])), 2),
+                          "rounds": [r[key] for r in m["rounds"]],
+                          "model_call": m["model_call"],
+                          "mean_batch_size_c32": [r["mean_batch_size"].get(f"batching_grpc_c{c}")
+                                                  for r in m["rounds"]]}
+    result[f"grpc_batching_speedup_c{c}_by_model"] = speedups
+    result["batching_models"] = models
     result["rounds"] = rounds
     if errors:
         result["errors"] = errors

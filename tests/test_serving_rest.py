@@ -269,7 +269,7 @@ def test_paths_methods_and_limits(rest, served):
         while chunk := s.recv(65536):       # the server closes the connection after a 413
             reply += chunk
         head, _, body = reply.partition(b"\r\n\r\n")
-    assert b" 413 " in head.split(b"\r\n")[0]   # answered by waitress, before reading
+    assert b" 413 " in head.split(b"\r\n")[0]   # answered before any body byte is read
     assert b"exceeds" in body
     assert rest("GET", "/v1/models/half")[0] == 200
 

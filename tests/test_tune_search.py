@@ -78,6 +78,12 @@ def test_search_marks_infeasible_resumes_logs_and_exports(tmp_path, trained_mode
     runs = _hparams_runs(str(tmp_path / "logs"))
     assert set(runs) == {"trial_0", "trial_1"}
 
+    # Each trial's file has its card, with the compression history read from its weights.
+    trial_card = td.export.read_model_card(str(
+        tmp_path / "tune" / "compression" / f"trial_{mild['trial_id']}" / "model.tflite"))
+    assert trial_card["tune"]["trial_id"] == mild["trial_id"]
+    assert trial_card["compression"][0]["step"] == "pruned"
+
     exported = second.export(str(tmp_path / "best"), x, y)
     assert exported["verification"]["passed"]
     card = td.export.read_model_card(exported["tflite"])
@@ -116,6 +122,9 @@ def test_bad_settings_are_refused_before_any_trial(tmp_path, trained_model, smal
                     directory=str(tmp_path))
     with pytest.raises(TuneError, match="unknown key"):
         tune.resolve_points([{"sparsty": 0.3}], tune.resolve_space(SPACE))
+    with pytest.raises(TuneError, match="hyperband.*does not take initial_points"):
+        tune.search(trained_model, train, xy, space=SPACE, tuner="hyperband",
+                    initial_points=[{"sparsity": 0.3}], directory=str(tmp_path))
     assert not os.path.exists(tmp_path / "compression")
 
 
@@ -175,8 +184,10 @@ def test_export_ships_the_measured_artifact_when_the_h5_cannot_be_rebuilt(tmp_pa
     trial_dir = tmp_path / "compression" / "trial_0"
     trial_dir.mkdir(parents=True)
     C.quantize(clustered, preserve="cluster").save(str(trial_dir / "model.h5"))
-    # The trial's measured artifact (any TFLite will do here; a float one converts fastest).
-    measured = td.export.tflite(clustered, str(trial_dir / "model.tflite"), "float32")
+    # The trial's measured artifact and its card, as run_trial writes them (any TFLite will
+    # do here; a float one converts fastest).
+    measured = td.export.tflite(clustered, str(trial_dir / "model.tflite"), "float32",
+                                model_card={"tune": {"trial_id": "0"}})
     accuracy = td.verify.accuracy(td.runtime.load(measured), x, y)
     row = {"trial_id": "0", "feasible": True, "cost": 0.5, "quantization": "int8",
            "technique": "cluster+qat"}
@@ -187,9 +198,18 @@ def test_export_ships_the_measured_artifact_when_the_h5_cannot_be_rebuilt(tmp_pa
         assert a.read() == b.read()
     assert exported["verification"]["passed"]
     assert exported["verification"]["accuracy"] == pytest.approx(accuracy)
-    assert td.export.read_model_card(exported["tflite"])["tune"]["trial"]["trial_id"] == "0"
+    card = td.export.read_model_card(exported["tflite"])
+    assert card["tune"]["trial"] == row and card["tune"]["budget"] == 1.0
+    # The standard card of the trial's model, not only the search's fields.
+    assert card["schema"] == td.export.model_card.SCHEMA and card["artifact"]["format"] == "tflite"
+    assert card["compression"][0]["step"] == "clustered"
     # Shipped only within the budget: a baseline 5 points more accurate refuses it.
     strict = tune.TuneResult([row], {"accuracy": accuracy + 0.05},
                              str(tmp_path / "compression"), 1.0, budget=1.0)
     with pytest.raises(VerificationError, match="beyond the 1.0-point budget"):
         strict.export(str(tmp_path / "refused"), x, y)
+    # A trial written by a tfdeploy that wrote no card: a clear error, no file shipped.
+    os.remove(td.export.model_card.card_path(measured))
+    with pytest.raises(TuneError, match="no card"):
+        result.export(str(tmp_path / "old"), x, y)
+    assert not os.path.exists(tmp_path / "old" / "tuned.tflite")

@@ -432,6 +432,14 @@ class ModelRepository:
         return observe
 
     # -- lookups used by the front ends -------------------------------------------------------
+    def recent_call_seconds(self, name):
+        """The largest recent model-call time (moving average, s) among a model's available
+        versions; 0 when none ran yet or the model is unknown."""
+        model = self._models.get(name)
+        if model is None:
+            return 0.0
+        return max((s.recent_call_seconds for s in model.available.values()), default=0.0)
+
     def _model(self, name, missing_message):
         model = self._models.get(name)
         if model is None:

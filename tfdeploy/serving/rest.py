@@ -1,4 +1,4 @@
-"""TF Serving's REST API, with HTTP parsed by waitress (a maintained WSGI server).
+"""TF Serving's REST API (HTTP is parsed by ``tfdeploy.serving.httpserver``: httptools).
 
     GET  /v1/models/NAME[/versions/V | /labels/L]              model status
     GET  /v1/models/NAME[/versions/V | /labels/L]/metadata     signature metadata
@@ -12,7 +12,7 @@ import logging
 import re
 import threading
 import time
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -28,17 +28,6 @@ log = logging.getLogger("tfdeploy.serving")
 _VERSION = r"(?:/versions/([0-9]+)|/labels/([^/:]+))?"
 _GET = re.compile(r"(?i)^/v1/models(?:/([^/:]+))?" + _VERSION + r"(?:/(metadata))?$")
 _POST = re.compile(r"(?i)^/v1/models/([^/:]+)" + _VERSION + r":(classify|regress|predict)$")
-
-# rapidjson's wording (GetParseError_En) for the parse errors Python's decoder reports.
-_RAPIDJSON = {"Expecting value": "Invalid value.",
-              "Expecting property name enclosed in double quotes":
-                  "Missing a name for object member.",
-              "Expecting ':' delimiter": "Missing a colon after a name of object member.",
-              "Unterminated string starting at": "Missing a closing quotation mark in string.",
-              "Invalid \\escape": "Invalid escape character in string.",
-              "Invalid \\uXXXX escape": "Incorrect hex digit after \\u escape in string.",
-              "Invalid control character at": "Invalid encoding in string."}
-
 
 # Lone UTF-16 surrogates can only come from \\uD800-\\uDFFF escapes (UTF-8 bytes cannot
 # encode them); only a body holding such an escape is walked.
@@ -106,6 +95,24 @@ class RestApi:
         self.max_body_bytes = max_body_bytes
         self._active = 0
         self._idle = threading.Condition()
+
+    # A model call that recently took less than this is run in the HTTP event loop, saving
+    # the two thread hand-offs (~0.25 ms) per request; slower ones go to worker threads so
+    # the loop keeps reading other connections while they run.
+    INLINE_SECONDS = 0.005
+
+    def inline(self, method, raw_path):
+        """True when a request is cheap enough to answer in the HTTP event loop: anything
+        but a call of a model that is batched (it waits for its batch) or recently slow."""
+        if method != "POST" or not raw_path.lower().startswith("/v1/"):
+            return True
+        if self.repository.batching:
+            return False
+        m = _POST.match(raw_path)
+        if m is None:
+            return True
+        name = unquote(m.group(1), errors="replace")
+        return self.repository.recent_call_seconds(name) < self.INLINE_SECONDS
 
     def drain(self, timeout):
         """Wait up to ``timeout`` seconds for in-flight requests; True when none is left."""
@@ -184,8 +191,8 @@ class RestApi:
         except json.JSONDecodeError as exc:
             if not text.strip():
                 raise invalid("JSON Parse error: The document is empty") from None
-            said = next((v for k, v in _RAPIDJSON.items() if exc.msg.startswith(k)), exc.msg)
-            raise invalid(f"JSON Parse error: {said} at offset: {exc.pos}") from None
+            raise invalid(f"JSON Parse error: {json_fast.rapidjson_wording(exc.msg)} at offset: "
+                          f"{exc.pos}") from None
         except RecursionError:
             raise invalid("JSON Parse error: the document is nested too deeply") from None
         except ValueError as exc:   # e.g. an integer past Python's digit limit
@@ -246,111 +253,9 @@ class RestApi:
         return {"results": results}
 
 
-def wsgi_app(api):
-    """The WSGI application in front of ``api`` (waitress parses HTTP and owns sockets)."""
-    def app(environ, start_response):
-        method = environ["REQUEST_METHOD"]
-        if method not in ("GET", "POST"):
-            status, ctype, body = 405, "application/json", json.dumps(
-                {"error": f"Method {method} is not allowed; use GET or POST."}).encode()
-        else:
-            # the path as sent (REQUEST_URI, less any query), still URL-encoded: routes are
-            # matched before decoding, as in TF Serving, so %2F in a name never splits it.
-            path = environ.get("REQUEST_URI") or ""
-            if not path.startswith("/"):   # absolute-form or missing: waitress's parsed path
-                path = quote(environ.get("PATH_INFO", ""))
-            path = path.split("?", 1)[0].encode("latin-1", "replace").decode("utf-8", "replace")
-            stream = environ["wsgi.input"]
-            try:
-                length = int(environ.get("CONTENT_LENGTH") or 0)
-            except ValueError:
-                length = 0
-            status, ctype, body = api.handle(method, path, lambda: stream.read(length))
-        start_response(f"{status} {_REASONS.get(status, 'Error')}",
-                       [("Content-Type", ctype), ("Content-Length", str(len(body)))])
-        return [body]
-    return app
-
-
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-            404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
-            413: "Payload Too Large", 429: "Too Many Requests", 499: "Client Closed Request",
-            500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
-            504: "Gateway Timeout"}
-
-
-class HttpServer:
-    """waitress serving ``api`` on ``host:port``: bound at construction, served by ``start``.
-
-    waitress reads whole requests in its event loop before a worker thread sees them,
-    so a slow or trickling client holds a connection (at most ``connection_limit``,
-    idle ones closed after ``channel_timeout`` s) but never a worker thread.
-    """
-
-    def __init__(self, api, host, port, threads=16, connection_limit=256, channel_timeout=30):
-        import waitress.server
-
-        self.api = api
-        self._server = waitress.server.create_server(
-            wsgi_app(api), host=host, port=port, threads=threads,
-            connection_limit=connection_limit, channel_timeout=channel_timeout,
-            cleanup_interval=min(30, channel_timeout), max_request_body_size=api.max_body_bytes,
-            max_request_header_size=64 << 10, expose_tracebacks=False, ident="tfdeploy-serving",
-            clear_untrusted_proxy_headers=True, asyncore_use_poll=True)
-        self.port = self._server.getsockname()[1]
-        self._thread = None
-
-    def start(self):
-        self._thread = threading.Thread(target=self._server.run, daemon=True,
-                                        name="tfdeploy-rest")
-        self._thread.start()
-
-    def stop_accepting(self):
-        """Close the listening socket (in the event loop); open connections carry on."""
-        import waitress.wasyncore
-
-        done = threading.Event()
-
-        def close_listener():
-            waitress.wasyncore.dispatcher.close(self._server)
-            done.set()
-        if self._thread is not None and self._thread.is_alive():
-            self._server.trigger.pull_trigger(close_listener)
-            done.wait(5)
-        else:
-            close_listener()
-
-    def flush(self, timeout):
-        """Wait up to ``timeout`` s until no connection holds a request or unsent bytes
-        (answers already computed are written out); True when all are flushed."""
-        end = time.monotonic() + timeout
-        while True:
-            busy = [ch for ch in list(self._server._map.values())
-                    if getattr(ch, "requests", None) or getattr(ch, "total_outbufs_len", 0)]
-            if not busy:
-                return True
-            if time.monotonic() >= end:
-                return False
-            time.sleep(0.01)
-
-    def close(self):
-        """Close every connection and stop the worker threads."""
-        server = self._server
-
-        def close_all():
-            for channel in list(server._map.values()):
-                channel.handle_close()
-        if self._thread is not None and self._thread.is_alive():
-            try:
-                server.trigger.pull_trigger(close_all)
-            except OSError:
-                pass
-            self._thread.join(5)
-        else:
-            server._map.clear()
-        server.task_dispatcher.shutdown(timeout=2)
-
-
 def make_http_server(api, host, port, threads=16, connection_limit=256, channel_timeout=30):
-    """An HttpServer bound to ``host:port`` serving ``api`` (call ``start``)."""
+    """The HTTP server (``tfdeploy.serving.httpserver``) bound to ``host:port`` serving ``api``
+    (call ``start``)."""
+    from tfdeploy.serving.httpserver import HttpServer
+
     return HttpServer(api, host, port, threads, connection_limit, channel_timeout)

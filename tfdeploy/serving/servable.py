@@ -72,8 +72,10 @@ class Servable:
         self._tf = tf
         self._loaded = tf.saved_model.load(path, tags=[SERVE_TAG])
         self._functions = dict(self._loaded.signatures)
+        self._input_dtypes = {}   # signature key -> {input: tf.DType}
         self.batcher = None  # set by the repository when batching is enabled
         self.on_run = None   # optional f(seconds) called after every model run (metrics)
+        self.recent_call_seconds = 0.0   # moving average of model-call times
 
     # -- reference counting (see ModelRepository.serve) ---------------------------------------
     def acquire(self):
@@ -116,9 +118,13 @@ class Servable:
         return key, self.signature_defs[key]
 
     def input_dtypes(self, signature_name):
-        """``{input_key: tf.DType}`` of a signature."""
-        _, sig = self.signature(signature_name)
-        return {k: self._tf.dtypes.as_dtype(v.dtype) for k, v in sig.inputs.items()}
+        """``{input_key: tf.DType}`` of a signature (computed once per signature)."""
+        key, sig = self.signature(signature_name)
+        dtypes = self._input_dtypes.get(key)
+        if dtypes is None:
+            dtypes = self._input_dtypes[key] = {
+                k: self._tf.dtypes.as_dtype(v.dtype) for k, v in sig.inputs.items()}
+        return dtypes
 
     # -- running ----------------------------------------------------------------------------
     def run(self, signature_name, inputs, output_filter=None, deadline=None):
@@ -144,9 +150,10 @@ class Servable:
                               f"expected to be in the set {{{','.join(sorted(sig.outputs))}}}.")
         if len(set(wanted)) != len(wanted):
             raise invalid("duplicate output tensor alias in output_filter")
+        dtypes = self.input_dtypes(key)
         feeds = {}
-        for name, info in sig.inputs.items():
-            feeds[name] = self._check_input(name, info, inputs[name])
+        for name in sig.inputs:
+            feeds[name] = self._check_input(name, dtypes[name], inputs[name])
         if deadline is not None and time.monotonic() >= deadline:
             raise deadline_exceeded()
         if self.batcher is not None:
@@ -167,13 +174,15 @@ class Servable:
             raise ServingError(tf_error_code(exc), exc.message) from exc
         except (TypeError, ValueError) as exc:
             raise invalid(str(exc)) from exc
+        seconds = time.perf_counter() - start
+        recent = self.recent_call_seconds
+        self.recent_call_seconds = seconds if recent == 0 else 0.8 * recent + 0.2 * seconds
         if self.on_run is not None:
-            self.on_run(time.perf_counter() - start)
+            self.on_run(seconds)
         return result
 
-    def _check_input(self, name, info, value):
+    def _check_input(self, name, dtype, value):
         tf = self._tf
-        dtype = tf.dtypes.as_dtype(info.dtype)
         array = np.asarray(value)
         if dtype == tf.string:
             if array.dtype.kind not in "OSU":

@@ -148,8 +148,11 @@ class CompressionTuner(keras_tuner().engine.base_tuner.BaseTuner):
             if stages else None
         model = result.model if result is not None else self.model
         path = os.path.join(trial_dir, "model.tflite")
+        # A retried trial replaces its own file. The card (compression history read from
+        # the weights) is written now, while the model is in memory: `TuneResult.export`
+        # ships it when the trial's .h5 cannot be reloaded.
         export.tflite(model, path, quantization, representative_data=train_data,
-                      overwrite=True)  # a retried trial replaces its own file
+                      overwrite=True, model_card={"tune": {"trial_id": trial.trial_id}})
         metrics = _measure(path, model, x, y, self.latency_samples)
         model.save(os.path.join(trial_dir, "model.h5"))
         drop = 100.0 * (self.baseline["accuracy"] - metrics["accuracy"])
@@ -233,10 +236,9 @@ class TuneResult:
             model = _load_h5(os.path.join(trial_dir, "model.h5"))
         except ValueError:
             # tfmot cannot rebuild a cluster-preserving QAT model from .h5 (its quantizers
-            # carry extra weights): ship the artifact the trial measured, checked on labels.
-            shutil.copyfile(os.path.join(trial_dir, "model.tflite"), path)
-            trial_log.write_json(export.model_card.card_path(path), card)
-            return {"tflite": path, "keras": keras_path,
+            # carry extra weights): ship the artifact the trial measured with the card it
+            # wrote then, checked on labels.
+            return {"tflite": _ship_trial_artifact(trial_dir, path, card), "keras": keras_path,
                     "verification": _check_accuracy(path, x, y, self.baseline, self.budget)}
         export.tflite(model, path, self.best["quantization"], representative_data=x,
                       model_card=card)
@@ -260,6 +262,25 @@ class TuneResult:
         return "\n".join(lines)
 
     __str__ = summary
+
+
+def _ship_trial_artifact(trial_dir, path, card):
+    """Copy a trial's ``model.tflite`` and its card to ``path``, adding ``card``'s fields."""
+    from tfdeploy import export
+    from tfdeploy.export._atomic import atomic_file
+
+    source = os.path.join(trial_dir, "model.tflite")
+    card_file = export.model_card.card_path(source)
+    if not os.path.exists(card_file):
+        raise TuneError(f"{card_file} is missing: the trial was run by an older tfdeploy that "
+                        "wrote no card. Re-run the search in a new directory to export it.")
+    with open(card_file) as f:
+        full = json.load(f)
+    full["tune"] = card["tune"]
+    with atomic_file(path) as tmp:
+        shutil.copyfile(source, tmp)
+    trial_log.write_json(export.model_card.card_path(path), full)
+    return path
 
 
 def _check_accuracy(path, x, y, baseline, budget):
@@ -436,7 +457,7 @@ def search(model, train_data, validation_data, budget=1.0, objective="size", max
             ``{name: value}`` dict over the space's keys (a key left out takes the
             space's first value). None tries the known recipes of
             `tfdeploy.tune.space.INITIAL_POINTS` that ``space`` can express; ``[]``
-            none. Hyperband ignores them. Defaults to None.
+            none. Hyperband takes none (a TuneError when given). Defaults to None.
 
     Returns:
         A `TuneResult` (in a distributed worker: the trials this worker ran).
@@ -454,6 +475,10 @@ def search(model, train_data, validation_data, budget=1.0, objective="size", max
     if tuner not in TUNERS:
         raise TuneError(f"Unrecognized tuner={tuner!r}. Supported tuners are: {list(TUNERS)}.")
     resolved = search_space.resolve_space(space)
+    if tuner == "hyperband" and initial_points:
+        raise TuneError("tuner='hyperband' does not take initial_points (its brackets draw "
+                        "every trial); use tuner='bayesian' or 'random' to try them first, or "
+                        "leave initial_points out.")
     points = search_space.resolve_points(initial_points, resolved)
     start = time.time()
     instance = CompressionTuner(

@@ -1,0 +1,347 @@
+"""The HTTP/1.1 front end: httptools (llhttp, Node.js's C parser) on an asyncio event loop
+(uvloop when installed).
+
+One event-loop thread owns every socket and parses every request; nothing a client sends
+reaches a thread before the request is complete, so a slow or trickling client holds one
+connection (at most ``connection_limit``; idle ones are closed after ``channel_timeout``
+s), never a worker thread. A complete request is answered in the loop when that is cheap
+(``api.inline``: status, metadata, errors and model calls that recently took under
+``RestApi.INLINE_SECONDS``), which saves the two thread hand-offs per request that
+dominated the REST overhead; anything else (batched requests, which wait for their batch,
+and slower models) runs on ``threads`` worker threads. A connection reads nothing more
+while its request runs, so pipelined requests are answered in order and work per
+connection is bounded.
+
+Limits are enforced before anything is buffered: the request line and headers
+(``max_header_bytes``, 431), the body (``max_body_bytes``, 413, checked on
+Content-Length before any body byte is read). llhttp refuses duplicate or conflicting
+Content-Length / Transfer-Encoding headers (no request smuggling) and reads a GET body as
+a body.
+"""
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import socket
+import threading
+import time
+from collections import deque
+
+import httptools
+
+log = logging.getLogger("tfdeploy.serving")
+
+REASONS = {100: "Continue", 200: "OK", 400: "Bad Request", 401: "Unauthorized",
+           403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
+           413: "Payload Too Large", 429: "Too Many Requests",
+           431: "Request Header Fields Too Large", 499: "Client Closed Request",
+           500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
+           504: "Gateway Timeout"}
+
+
+def _new_loop():
+    try:
+        import uvloop
+    except ImportError:   # (uvloop has no Windows build; asyncio's loop is ~2x slower here)
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def _error_body(message):
+    return json.dumps({"error": message}).encode()
+
+
+class _Request:
+    __slots__ = ("method", "url", "body", "keep_alive")
+
+    def __init__(self, method, url, body, keep_alive):
+        self.method, self.url, self.body, self.keep_alive = method, url, body, keep_alive
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: llhttp's callbacks build requests; answers go out in order."""
+
+    def __init__(self, server):
+        self.server = server
+        self.transport = self.parser = None
+        self.queue = deque()          # complete requests not answered yet
+        self.busy = False             # a request of this connection is running
+        self.closing = False
+        self.close_after_queue = False   # set by an Upgrade request
+        self.last_activity = time.monotonic()
+        self._reset()
+
+    def _reset(self):
+        self._url, self._body, self._body_size, self._head_size = [], [], 0, 0
+        self._continue, self._length = False, None
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+    def connection_made(self, transport):
+        self.transport = transport
+        server = self.server
+        if len(server.connections) >= server.connection_limit:
+            self._fail(503, f"The server holds its limit of {server.connection_limit} open "
+                            "connections (--max_connections); retry later.")
+            return
+        server.connections.add(self)
+        self.parser = httptools.HttpRequestParser(self)
+
+    def connection_lost(self, exc):
+        self.closing = True
+        self.server.connections.discard(self)
+
+    def data_received(self, data):
+        if self.closing:
+            return
+        self.last_activity = time.monotonic()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # (an Upgrade/CONNECT request: answered as a plain request, then the connection
+            # closes, since the bytes after it belong to another protocol)
+            self.close_after_queue = True
+        except Exception as exc:  # noqa: BLE001  (llhttp's errors, or a limit hit above)
+            if not self.closing:
+                self._fail(400, f"Malformed HTTP request: {exc}")
+            return
+        self._next()
+
+    # -- llhttp callbacks ---------------------------------------------------------------------
+    def on_message_begin(self):
+        self._reset()
+
+    def on_url(self, url):
+        self._url.append(url)
+        self._count_head(len(url))
+
+    def on_header(self, name, value):
+        self._count_head(len(name) + len(value) + 4)
+        name = name.lower()
+        if name == b"content-length":   # (llhttp refuses a second one, and bad digits)
+            try:
+                self._length = int(value)
+            except ValueError:
+                pass
+        elif name == b"expect" and value.lower() == b"100-continue":
+            self._continue = True
+
+    def _count_head(self, n):
+        self._head_size += n
+        if self._head_size > self.server.max_header_bytes and not self.closing:
+            self._fail(431, f"The request line and headers exceed "
+                            f"{self.server.max_header_bytes} bytes.")
+            raise httptools.HttpParserError("header limit")   # stops this feed
+
+    def on_headers_complete(self):
+        length = self._length
+        if length is not None and length > self.server.max_body_bytes:
+            self._fail(413, f"The request body of {length} bytes exceeds the "
+                            f"{self.server.max_body_bytes}-byte limit (--max_body_bytes).")
+            raise httptools.HttpParserError("body limit")
+        if self._continue:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body):
+        self._body_size += len(body)
+        if self._body_size > self.server.max_body_bytes:   # chunked bodies: checked as read
+            self._fail(413, f"The request body exceeds the {self.server.max_body_bytes}-byte "
+                            "limit (--max_body_bytes).")
+            raise httptools.HttpParserError("body limit")
+        self._body.append(body)
+
+    def on_message_complete(self):
+        method = self.parser.get_method().decode("latin-1")
+        url = b"".join(self._url)
+        self.queue.append(_Request(method, url, b"".join(self._body),
+                                   self.parser.should_keep_alive()))
+        self._reset()
+
+    # -- answering ----------------------------------------------------------------------------
+    def _next(self):
+        """Answer the complete requests in order: in the loop, or on a worker thread (then
+        the connection reads nothing more until that answer is written)."""
+        server = self.server
+        while not self.busy and self.queue and not self.closing:
+            request = self.queue.popleft()
+            path = _path(request.url)
+            self.busy = True
+            if server.api.inline(request.method, path):
+                self._answer(request, server.respond(request.method, path, request.body))
+                continue
+            self.transport.pause_reading()
+            future = server.pool.submit(server.respond, request.method, path, request.body)
+            loop = server.loop
+            future.add_done_callback(
+                lambda f: loop.call_soon_threadsafe(self._answer_future, request, f))
+
+    def _answer_future(self, request, future):
+        try:
+            answer = future.result()
+        except Exception as exc:  # noqa: BLE001  (respond never raises; belt and braces)
+            log.exception("REST request failed")
+            answer = (500, "application/json", _error_body(f"Internal error: {exc}"))
+        if not self.closing:
+            self.transport.resume_reading()
+        self._answer(request, answer)
+        self._next()
+
+    def _answer(self, request, answer):
+        self.busy = False
+        self.last_activity = time.monotonic()
+        if self.closing:
+            return
+        status, ctype, body = answer
+        keep = request.keep_alive and not self.close_after_queue
+        self.transport.write(b"".join((
+            b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n" % (
+                status, REASONS.get(status, "Error").encode(), ctype.encode("latin-1"),
+                len(body), b"" if keep else b"Connection: close\r\n"), body)))
+        if not keep:
+            self.closing = True
+            self.transport.close()
+
+    def _fail(self, status, message):
+        """Answer an HTTP-level error and close the connection (what follows is unparsable)."""
+        self.closing = True
+        body = _error_body(message)
+        self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (
+                                 status, REASONS[status].encode(), len(body), body))
+        self.transport.close()
+
+    def idle_for(self, now):
+        return 0.0 if self.busy or self.queue else now - self.last_activity
+
+
+def _path(url):
+    """The request target's path as sent (still URL-encoded; TF Serving matches routes before
+    decoding, so %2F in a name never splits it), without the query."""
+    if not url.startswith(b"/"):      # absolute-form ("http://host/path") or garbage
+        try:
+            url = httptools.parse_url(url).path or b""
+        except httptools.HttpParserInvalidURLError:
+            url = b""
+    return url.split(b"?", 1)[0].split(b"#", 1)[0].decode("utf-8", "replace")
+
+
+class HttpServer:
+    """``api`` (a RestApi) served on ``host:port``: bound at construction, served by ``start``.
+
+    Args:
+        api: has ``handle(method, path, read_body)``, ``inline(method, path)`` and
+            ``max_body_bytes``.
+        threads: worker threads for requests not answered in the event loop.
+        connection_limit: open connections at once (more are answered 503 and closed).
+        channel_timeout: seconds after which a connection with nothing running is closed.
+        max_header_bytes: request line plus headers. Defaults to 64 KiB.
+    """
+
+    def __init__(self, api, host, port, threads=16, connection_limit=256, channel_timeout=30,
+                 max_header_bytes=64 << 10):
+        self.api, self.connection_limit, self.channel_timeout = api, connection_limit, \
+            channel_timeout
+        self.max_body_bytes, self.max_header_bytes = api.max_body_bytes, max_header_bytes
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(1024)
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
+        self.port = sock.getsockname()[1]
+        self.connections = set()
+        self.pool = concurrent.futures.ThreadPoolExecutor(threads, "tfdeploy-rest")
+        self.loop = self._server = self._thread = None
+
+    def respond(self, method, path, body):
+        """``(status, content_type, body)`` of one request; never raises."""
+        if method not in ("GET", "POST"):
+            return 405, "application/json", _error_body(
+                f"Method {method} is not allowed; use GET or POST.")
+        try:
+            return self.api.handle(method, path, lambda: body)
+        except Exception as exc:  # noqa: BLE001  (api.handle answers errors itself)
+            log.exception("REST request %s %s failed", method, path)
+            return 500, "application/json", _error_body(f"Internal error: {exc}")
+
+    def start(self):
+        ready = threading.Event()
+
+        def run():
+            loop = self.loop = _new_loop()
+            asyncio.set_event_loop(loop)
+            self._server = loop.run_until_complete(loop.create_server(
+                lambda: _Connection(self), sock=self._sock, backlog=1024))
+            loop.call_later(1.0, self._sweep)
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, daemon=True, name="tfdeploy-rest")
+        self._thread.start()
+        ready.wait(30)
+
+    def _sweep(self):
+        """Close connections idle past ``channel_timeout`` (runs every second in the loop)."""
+        now = time.monotonic()
+        for conn in list(self.connections):
+            if conn.idle_for(now) > self.channel_timeout:
+                conn.closing = True
+                conn.transport.close()
+        self.loop.call_later(1.0, self._sweep)
+
+    def _in_loop(self, fn, timeout=5):
+        """Run ``fn`` in the event loop and wait for it (directly when not running)."""
+        if self._thread is None or not self._thread.is_alive() or self.loop.is_closed():
+            return fn()
+        done = threading.Event()
+
+        def call():
+            try:
+                fn()
+            finally:
+                done.set()
+        try:
+            self.loop.call_soon_threadsafe(call)
+        except RuntimeError:   # the loop closed meanwhile
+            return None
+        done.wait(timeout)
+
+    def stop_accepting(self):
+        """Close the listening socket; open connections carry on."""
+        self._in_loop(lambda: self._server.close() if self._server else self._sock.close())
+
+    def flush(self, timeout):
+        """Wait up to ``timeout`` s until no connection holds a request or unsent bytes
+        (answers already computed are written out); True when all are flushed."""
+        end = time.monotonic() + timeout
+        while True:
+            busy = [c for c in list(self.connections) if c.busy or c.queue or (
+                c.transport is not None and not c.transport.is_closing()
+                and c.transport.get_write_buffer_size())]
+            if not busy:
+                return True
+            if time.monotonic() >= end:
+                return False
+            time.sleep(0.01)
+
+    def close(self):
+        """Close every connection, stop the loop and the worker threads."""
+        def close_all():
+            for conn in list(self.connections):
+                conn.closing = True
+                conn.transport.close()
+            if self._server is not None:
+                self._server.close()
+            self.loop.call_later(0.05, self.loop.stop)   # let the closes reach the sockets
+        if self._thread is not None and self._thread.is_alive():
+            self._in_loop(close_all)
+            self._thread.join(5)
+        else:
+            self._sock.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
