@@ -52,7 +52,29 @@ def _ptq_int8(model, x, path):
     return path
 
 
+def _without_xnnpack_ms(path, x, iters):
+    """Batch-1 p50 (1 thread) with LiteRT's builtin kernels only (no default XNNPACK delegate):
+    says whether XNNPACK runs the file, and how int8 compares without it."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_path=path, num_threads=1,
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it.allocate_tensors()
+    index = it.get_input_details()[0]["index"]
+    times = []
+    for i in range(iters + 5):
+        row = np.asarray(x[i % len(x)][None], np.float32)
+        start = time.perf_counter()
+        it.set_tensor(index, row)
+        it.invoke()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times[5:]) * 1e3)
+
+
 def _measure(name, path, x, y, iters, params):
+    import collections
+
     from tfdeploy import runtime, verify
 
     row = {"variant": name, "params": int(params), "gzip_bytes": verify.gzip_bytes(path),
@@ -63,6 +85,9 @@ def _measure(name, path, x, y, iters, params):
         res = verify.bench(path, x[:64], batch_size=1, iters=iters, threads=threads,
                            progress=False, name=name)
         row[f"p50_ms_{threads}t"] = res["p50_ms"]
+    row["p50_ms_1t_no_xnnpack"] = _without_xnnpack_ms(path, x[:64], max(20, iters // 2))
+    row["ops"] = dict(collections.Counter(op["op"] for op in verify.operators(path)))
+    row["load_avg_1m"] = os.getloadavg()[0]
     _log(json.dumps(row))
     return row
 
