@@ -487,6 +487,23 @@ def _breakdown(base, name, body, image, input_name, n):
             "grpc_handler_no_grpcio": _p50_ms(
                 lambda: grpc_api._predict(request, None).SerializeToString(), n),
         }
+        # the server's own Python per request: the same handlers with the model call
+        # replaced by its precomputed answer
+        answer = servable.call("serving_default", inputs)
+        servable.call = lambda key, feeds: answer
+        out["rest_handler_model_stubbed"] = _p50_ms(
+            lambda: api.handle("POST", f"/v1/models/{name}:predict", lambda: body), n)
+        out["grpc_handler_model_stubbed"] = _p50_ms(
+            lambda: grpc_api._predict(request, None).SerializeToString(), n)
+        # grpcio + the handler with the stubbed model + the bench's client
+        grpc_server, port = grpc_service.make_grpc_server(server.repository, server.metrics,
+                                                          "127.0.0.1", 0)
+        grpc_server.start()
+        try:
+            out["grpc_layer_and_client_model_stubbed"] = _p50_ms(
+                _GrpcWorker(port, name, image), n)
+        finally:
+            grpc_server.stop(0)
     finally:
         server.stop(grace=1)
 
@@ -666,14 +683,15 @@ def main(argv=None):
     speedups = {"cnn": {"median": _targets(latency, tp, args.concurrency, kserve)[key],
                         "rounds": [r["targets"][key] for r in rounds],
                         "model_call": result["model_call"]["cnn"],
-                        "mean_batch_size_c32": [r["mean_batch_size"].get(
+                        f"mean_batch_size_c{c}": [r["mean_batch_size"].get(
                             f"tfdeploy_batching_grpc_c{c}") for r in rounds]}}
     for kind, m in models.items():
         speedups[kind] = {"median": round(float(np.median([r[key] for r in m["rounds"]])), 2),
                           "rounds": [r[key] for r in m["rounds"]],
                           "model_call": m["model_call"],
-                          "mean_batch_size_c32": [r["mean_batch_size"].get(f"batching_grpc_c{c}")
-                                                  for r in m["rounds"]]}
+                          f"mean_batch_size_c{c}": [
+                              r["mean_batch_size"].get(f"batching_grpc_c{c}")
+                              for r in m["rounds"]]}
     result[f"grpc_batching_speedup_c{c}_by_model"] = speedups
     result["batching_models"] = models
     result["rounds"] = rounds
