@@ -99,7 +99,7 @@ def _variants(model, train, x, y, tmp, iters, tag, qat_epochs, slim_epochs):
                                        representative_data=calib_x), x, y, iters,
                          model.count_params()))
     _log(f"{tag}: QAT done")
-    slim = compress.slim(model, 0.5)
+    slim = compress.slim(model, 0.5, calibration_data=calib_x)
     if train_ds is not None and slim_epochs:
         slim.trainable = True
         _compile(slim, 5e-4)

@@ -88,3 +88,7 @@ class WeightsUnavailableError(TfdeployError, FileNotFoundError):
 
 class QuantizationFallbackWarning(UserWarning):
     """Some layers stay float during QAT (tfmot has no config for them); the report names them."""
+
+
+class SlimWarning(UserWarning):
+    """`slim` left BatchNormalization statistics stale (no ``calibration_data`` to re-estimate)."""

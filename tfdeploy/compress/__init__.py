@@ -13,7 +13,7 @@ technique `history` every wrapper records (`measured_history` adds what each
 technique left in the weights; `save_model`/`load_model` keep it on disk).
 """
 
-from tfdeploy.compress.calibrate import calibrate_ranges
+from tfdeploy.compress.calibrate import calibrate_ranges, recalibrate_batchnorm
 from tfdeploy.compress.callbacks import PruningStep, SparsityMonitor, callbacks
 from tfdeploy.compress.cluster import cluster, unique_weights
 from tfdeploy.compress import distribute
@@ -36,7 +36,8 @@ from tfdeploy.compress.strip import strip
 from tfdeploy.compress.wrappers import (is_clustering_wrapped, is_pruning_wrapped,
                                         is_quantization_aware)
 
-__all__ = ["prune", "quantize", "calibrate_ranges", "strip", "callbacks", "PruningStep",
+__all__ = ["prune", "quantize", "calibrate_ranges", "recalibrate_batchnorm", "strip", "callbacks",
+           "PruningStep",
            "SparsityMonitor",
            "ConstantSparsity", "PolynomialDecay", "model_sparsity", "sparsity_by_layer",
            "is_pruning_wrapped", "is_quantization_aware", "quantizable_layers",

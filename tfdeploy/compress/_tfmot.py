@@ -105,7 +105,10 @@ def quantize_activation_inner(activation):
     return None
 
 
-_RANGES = {"post_activation": "output", "pre_activation": "pre_activation"}
+#: range-variable prefixes: an activation's output ("post_activation"), its input
+#: ("pre_activation"), and the output quantizer of layers quantized at their output only
+#: ("output": Add, ReLU, Concatenate, pooling, a BatchNormalization folded into its conv)
+_RANGES = {"post_activation": "output", "pre_activation": "pre_activation", "output": "output"}
 
 
 def activation_range_variables(qat_model):
@@ -125,6 +128,27 @@ def activation_range_variables(qat_model):
                     wrapped.setdefault(layer.layer.name, []).append(
                         (w, kind, short.endswith("_max")))
     return wrapped
+
+
+def set_weight_ranges(qat_model):
+    """Set every quantized weight's range from the weight itself; returns how many were set.
+
+    tfmot's weight quantizers start their min/max at [-6, 6] and set them from the
+    weights only in a training step: until then (a calibrated QAT model before
+    `fit`, or converted straight away) a kernel whose values are about 0.1 is
+    rounded to a handful of levels and a classifier head's to zero. This runs
+    each weight quantizer once as a training step would (ranges from the current
+    weights; a cluster-preserving quantizer also re-pulls its centroids, as it
+    does at every step); no weight is trained.
+    """
+    count = 0
+    for layer in qat_model.layers:
+        if not is_quantize_wrapper(layer):
+            continue
+        for weight, quantizer, variables in getattr(layer, "_weight_vars", ()):
+            quantizer(weight, training=True, weights=variables)
+            count += 1
+    return count
 
 
 def prunable_weight_names(layer):

@@ -1,4 +1,4 @@
-"""Initialise a QAT model's activation ranges from calibration data.
+"""Calibration from data: a QAT model's activation ranges, BatchNorm moving statistics.
 
 tfmot starts every activation range at [-6, 6] and moves it with an exponential
 moving average (decay 0.999): after a short fine-tune of a few hundred steps the
@@ -6,12 +6,19 @@ ranges have barely moved, activations above 6 are clipped and QAT loses accuracy
 that post-training quantization would keep. Setting the ranges from the float
 model's observed activations first (as post-training calibration does) lets a
 short QAT fine-tune start from the right place.
+
+`recalibrate_batchnorm` re-estimates BatchNormalization moving statistics after
+a rewrite that changed what the layers see (`slim` removes input channels of
+every convolution, so the statistics recorded on the full model no longer
+centre and scale their inputs; on a 50 % slimmed MobileNetV2 the prediction
+became the same for every image).
 """
 
 import numpy as np
 
 from tfdeploy._keras import keras, tf
 from tfdeploy._walk import nodes
+from tfdeploy.compress.graph import rebuild
 from tfdeploy.compress._tfmot import activation_range_variables
 from tfdeploy.errors import CompressionError
 
@@ -123,3 +130,75 @@ def uncalibrated_layers(qat_model, start=6.0, slack=0.25):
         if bounds and all(abs(abs(b) - start) <= slack for b in bounds):
             stuck.append(name)
     return stuck
+
+
+def recalibrate_batchnorm(model, data, num_batches=8):
+    """Re-estimate every BatchNormalization layer's moving mean and variance from ``data``.
+
+    The model runs with each BatchNormalization normalising by its batch's own
+    statistics (as in training; a frozen or ``training=False`` layer too), so
+    every layer sees inputs already normalised upstream; each layer's moving
+    mean/variance becomes the pooled mean/variance of its input over the
+    batches. Nothing else changes: no weight is trained. Use it after a rewrite
+    that changes what the layers see (`slim` calls it when given
+    ``calibration_data``), before fine-tuning or exporting.
+
+    Args:
+        model: a built Keras 2 functional or Sequential model (nested allowed).
+        data: inputs: a ``tf.data.Dataset`` of ``(images, labels)`` or of
+            images, or a numpy array (batches of 32).
+        num_batches: batches to observe. Defaults to 8.
+
+    Returns:
+        The names of the BatchNormalization layers updated, in graph order.
+
+    Raises:
+        CompressionError: ``data`` yielded no batches.
+    """
+    captured = []
+
+    def batch_statistics(layer):
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            return None
+
+        def call(x, *args, **kwargs):
+            captured.append((layer, x))
+            kwargs["training"] = True
+            return layer(x, *args, **kwargs)
+
+        return call
+
+    replica = rebuild(model, batch_statistics)  # new inputs; the same layer objects
+    if not captured:
+        return []
+    probe = keras.Model(replica.inputs, [x for _, x in captured])
+    layers = [layer for layer, _ in captured]
+    sums = [None] * len(layers)
+    trainable = [layer.trainable for layer in layers]
+    try:
+        for layer in layers:  # a frozen BatchNormalization ignores training=True
+            layer.trainable = True
+        for batch in _batches(data, num_batches):
+            values = probe(tf.convert_to_tensor(batch, tf.float32), training=False)
+            values = values if isinstance(values, (list, tuple)) else [values]
+            for i, (layer, value) in enumerate(zip(layers, values)):
+                axes = [a % len(value.shape) for a in layer.axis]
+                reduce = tuple(a for a in range(len(value.shape)) if a not in axes)
+                v = tf.cast(value, tf.float64)
+                moments = (float(np.prod([value.shape[a] for a in reduce])),
+                           tf.reduce_sum(v, reduce).numpy(),
+                           tf.reduce_sum(tf.square(v), reduce).numpy())
+                sums[i] = moments if sums[i] is None else tuple(
+                    a + b for a, b in zip(sums[i], moments))
+    finally:
+        for layer, was in zip(layers, trainable):
+            layer.trainable = was
+    if sums[0] is None:
+        raise CompressionError("The calibration data yielded no batches.")
+    for layer, (count, total, squares) in zip(layers, sums):
+        mean = total / count
+        variance = np.maximum(squares / count - mean ** 2, 0.0)
+        layer.moving_mean.assign(mean.astype(layer.moving_mean.dtype.as_numpy_dtype))
+        layer.moving_variance.assign(
+            variance.astype(layer.moving_variance.dtype.as_numpy_dtype))
+    return [layer.name for layer in layers]

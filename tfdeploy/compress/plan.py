@@ -195,7 +195,8 @@ def _apply(stage, model, train_data, spe):
     if stage.kind == "distill":
         return distill(model, p["student"], p.get("temperature", 3.0), p.get("alpha", 0.1))
     if stage.kind == "slim":
-        return slim(model, p.get("ratio", 0.5), p.get("criterion", "l1"), p.get("layers"))
+        return slim(model, p.get("ratio", 0.5), p.get("criterion", "l1"), p.get("layers"),
+                    calibration_data=train_data)
     if stage.kind == "prune":
         return prune(model, p.get("target_sparsity", 0.8), p.get("schedule", "polynomial_decay"),
                      epochs=stage.epochs, steps_per_epoch=spe, layers=p.get("layers"),

@@ -12,18 +12,21 @@ mask (MobileNetV2/V3 inverted-residual ``Add``s, V3's squeeze-excite
 channels through. Layers whose channels feed a model output keep them all.
 """
 
+import warnings
+
 import numpy as np
 
 from tfdeploy.bridge import check_model
 from tfdeploy._keras import keras
 from tfdeploy._walk import leaf_layers
+from tfdeploy.compress.calibrate import recalibrate_batchnorm
 from tfdeploy.compress.graph import flatten, rebuild
 from tfdeploy.compress.history import record
 from tfdeploy.compress.selection import resolve
 from tfdeploy.compress.distribute import check_scope
 from tfdeploy.compress.strip import strip
 from tfdeploy.compress.wrappers import is_pruning_wrapped, is_quantization_aware
-from tfdeploy.errors import CompressionError
+from tfdeploy.errors import CompressionError, SlimWarning
 
 CRITERIA = ("l1", "l2", "mask")
 L = keras.layers
@@ -174,7 +177,7 @@ def _flat_index(keep, channels, positions):
     return (np.arange(positions)[:, None] * channels + keep[None, :]).reshape(-1)
 
 
-def slim(model, ratio=0.5, criterion="l1", layers=None):
+def slim(model, ratio=0.5, criterion="l1", layers=None, calibration_data=None):
     """Remove the weakest ``ratio`` of the channels of each Conv2D/Dense; returns a smaller model.
 
     The input model is untouched. Fine-tune the result (compile + fit) to
@@ -191,6 +194,14 @@ def slim(model, ratio=0.5, criterion="l1", layers=None):
             None takes all. A layer whose output reaches a model output, or that
             is joined by ``Add`` to a layer not chosen, keeps all channels.
             Defaults to None.
+        calibration_data: inputs (``tf.data.Dataset`` or array, e.g. the training
+            set) to re-estimate the moving statistics of every BatchNormalization
+            layer of the slimmed model (`recalibrate_batchnorm`). Removing input
+            channels changes what each layer sees, and the statistics recorded on
+            the full model no longer fit: a 50 % slimmed MobileNetV2 predicted
+            the same class for every image, and a fine-tune with BatchNorm in
+            inference mode (a transfer base) cannot repair it. Without it, a
+            model with BatchNormalization gets a `SlimWarning`. Defaults to None.
 
     Returns:
         A new, smaller ``keras.Model``. ``model._tfdeploy_slim`` maps each
@@ -201,7 +212,7 @@ def slim(model, ratio=0.5, criterion="l1", layers=None):
             or a layer between slimmed layers that slim cannot rewrite (named).
 
     Example:
-        >>> small = slim(model, 0.5)
+        >>> small = slim(model, 0.5, calibration_data=x_train)
         >>> small.compile(...); small.fit(train_ds, epochs=2)
     """
     model = check_model(model, graph=True)
@@ -297,10 +308,26 @@ def slim(model, ratio=0.5, criterion="l1", layers=None):
     for new, new_weights in pending.values():
         new.set_weights(new_weights)
     slimmed = [n for n in chosen if n in sizes]
+    norms = [layer.name for layer in out.layers
+             if isinstance(layer, L.BatchNormalization)] if slimmed else []
+    recalibrated = []
+    if norms and calibration_data is not None:
+        recalibrated = recalibrate_batchnorm(out, calibration_data)
+    elif norms:
+        warnings.warn(SlimWarning(
+            f"slim removed channels in front of {len(norms)} BatchNormalization layer(s) (e.g. "
+            f"{norms[:3]}) whose moving statistics were recorded on the full model and no "
+            "longer fit their inputs (a 50 % slimmed MobileNetV2 predicted one class for every "
+            "image). Pass calibration_data=train_images (or a tf.data.Dataset) to re-estimate "
+            "them, or call tfdeploy.compress.recalibrate_batchnorm(model, data)."), stacklevel=2)
     object.__setattr__(out, "_tfdeploy_slim", dict(sizes))  # plain dict, not tracked by Keras
-    record(out, "slimmed", slimmed, skipped, source=source,
-           detail=f"{float(ratio):.0%} of channels by {criterion}",
+    detail = f"{float(ratio):.0%} of channels by {criterion}"
+    if norms:
+        detail += (f"; BatchNorm statistics re-estimated ({len(recalibrated)} layers)"
+                   if recalibrated else "; BatchNorm statistics NOT re-estimated (stale)")
+    record(out, "slimmed", slimmed, skipped, source=source, detail=detail,
            params={"ratio": float(ratio), "criterion": criterion,
+                   "batchnorm_recalibrated": len(recalibrated),
                    "widths": {name: list(pair) for name, pair in sizes.items()}})
     return out
 

@@ -229,7 +229,9 @@ def run(data_dir=None, arch="mobilenet_v2", alpha=0.35, weights=None, image_size
                   callbacks=compress.callbacks(small, log_dir=logs("compress")))
         small = compress.strip(small)
     else:
-        small = compress.slim(model, amount)
+        # BatchNorm statistics re-estimated on the training images: the frozen base's BN
+        # layers run in inference mode in the fine-tune, so stale ones are never repaired
+        small = compress.slim(model, amount, calibration_data=train_ds)
         small.trainable = True
         _compile(small, 2e-4)
         small.fit(train_ds, epochs=compress_epochs, verbose=verbose)
