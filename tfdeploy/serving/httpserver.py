@@ -21,6 +21,7 @@ a body.
 
 import asyncio
 import concurrent.futures
+import functools
 import json
 import logging
 import socket
@@ -171,9 +172,14 @@ class _Connection(asyncio.Protocol):
                 continue
             self.transport.pause_reading()
             future = server.pool.submit(server.respond, request.method, path, request.body)
-            loop = server.loop
-            future.add_done_callback(
-                lambda f: loop.call_soon_threadsafe(self._answer_future, request, f))
+            future.add_done_callback(functools.partial(self._hand_back, request))
+
+    def _hand_back(self, request, future):
+        """(worker thread) Pass a finished answer to the event loop, if it still runs."""
+        try:
+            self.server.loop.call_soon_threadsafe(self._answer_future, request, future)
+        except RuntimeError:   # the server closed meanwhile (past its drain grace)
+            pass
 
     def _answer_future(self, request, future):
         try:
