@@ -487,6 +487,23 @@ def _breakdown(base, name, body, image, input_name, n):
             "grpc_handler_no_grpcio": _p50_ms(
                 lambda: grpc_api._predict(request, None).SerializeToString(), n),
         }
+        # the server's own Python per request: the same handlers with the model call
+        # replaced by its precomputed answer
+        answer = servable.call("serving_default", inputs)
+        servable.call = lambda key, feeds: answer
+        out["rest_handler_model_stubbed"] = _p50_ms(
+            lambda: api.handle("POST", f"/v1/models/{name}:predict", lambda: body), n)
+        out["grpc_handler_model_stubbed"] = _p50_ms(
+            lambda: grpc_api._predict(request, None).SerializeToString(), n)
+        # grpcio + the handler with the stubbed model + the bench's client
+        grpc_server, port = grpc_service.make_grpc_server(server.repository, server.metrics,
+                                                          "127.0.0.1", 0)
+        grpc_server.start()
+        try:
+            out["grpc_layer_and_client_model_stubbed"] = _p50_ms(
+                _GrpcWorker(port, name, image), n)
+        finally:
+            grpc_server.stop(0)
     finally:
         server.stop(grace=1)
 
@@ -510,12 +527,11 @@ def _breakdown(base, name, body, image, input_name, n):
     return out
 
 
-def _batching_models(args, tmp, batching_file, monitoring_file, rounds_out):
-    """gRPC throughput with batching off and on for the models of ``--batching_models``
-    besides the CNN (measured with the main runs); fills ``rounds_out`` per model."""
+def _batching_models(args, tmp, batching_files, monitoring_file, rounds_out):
+    """gRPC throughput, unbatched and with each batching configuration, for the models of
+    ``--batching_models``, side by side; fills ``rounds_out`` per model."""
+    c = max(args.concurrency)
     for kind in args.batching_models:
-        if kind == "cnn":
-            continue
         base = os.path.join(tmp, kind)
         if not os.path.exists(base):
             _build_model(base, kind)
@@ -528,7 +544,9 @@ def _batching_models(args, tmp, batching_file, monitoring_file, rounds_out):
         shape = [1] + [d or 1 for d in _input_shape(base)]
         image = np.random.default_rng(0).random(shape).astype(np.float32)
         tp, batches, errors = {}, {}, {}
-        for label, kw in (("unbatched", {}), ("batching", {"batching_file": batching_file})):
+        configs = [("unbatched", {})] + [(label, {"batching_file": f})
+                                         for label, f in batching_files.items()]
+        for label, kw in configs:
             print(f"bench_serving: {kind}: measuring {label} ...", file=sys.stderr, flush=True)
             server = _Server(kind, base, monitoring_file=monitoring_file, **kw)
             try:
@@ -537,11 +555,10 @@ def _batching_models(args, tmp, batching_file, monitoring_file, rounds_out):
                                        requests=args.model_requests))
             finally:
                 server.stop()
-        c = max(args.concurrency)
         rounds_out[kind]["rounds"].append({
             "throughput_rps": tp, "mean_batch_size": batches, "errors": errors,
-            f"grpc_batching_speedup_c{c}": round(tp[f"batching_grpc_c{c}"]
-                                                 / tp[f"unbatched_grpc_c{c}"], 2),
+            "speedup": {label: round(tp[f"{label}_grpc_c{c}"] / tp[f"unbatched_grpc_c{c}"], 2)
+                        for label in batching_files},
             "load_average": os.getloadavg()})
 
 
@@ -598,10 +615,14 @@ def main(argv=None):
     monitoring_file = os.path.join(tmp, "monitoring.config")
     with open(monitoring_file, "w") as f:
         f.write(f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}\n')
-    batching_file = os.path.join(tmp, "batching.txt")
-    with open(batching_file, "w") as f:
-        f.write("max_batch_size { value: 32 }\nbatch_timeout_micros { value: 2000 }\n"
-                "num_batch_threads { value: 2 }\nmax_enqueued_batches { value: 64 }\n")
+    batching_files = {}
+    for label, threads in (("batching", 2), ("batching_1thread", 1)):
+        batching_files[label] = os.path.join(tmp, f"{label}.txt")
+        with open(batching_files[label], "w") as f:
+            f.write(f"max_batch_size {{ value: 32 }}\nbatch_timeout_micros {{ value: 2000 }}\n"
+                    f"num_batch_threads {{ value: {threads} }}\n"
+                    f"max_enqueued_batches {{ value: 64 }}\n")
+    batching_file = batching_files["batching"]   # (2 threads: one per core)
     kserve = None
     if not args.no_kserve:
         try:
@@ -649,7 +670,7 @@ def main(argv=None):
                     result["load"] = _load_run(server, args, body, image)
             finally:
                 exits.setdefault(label, []).append(server.stop())
-        _batching_models(args, tmp, batching_file, monitoring_file, models)
+        _batching_models(args, tmp, batching_files, monitoring_file, models)
         rounds.append({"latency": latency, "throughput_rps": tp, "mean_batch_size": batches,
                        "breakdown_ms": breakdown,
                        "targets": _targets(latency, tp, args.concurrency, kserve),
@@ -662,18 +683,15 @@ def main(argv=None):
     result["breakdown_ms"] = {k: round(float(np.median([r["breakdown_ms"][k] for r in rounds])),
                                        3) for k in rounds[0]["breakdown_ms"]}
     c = max(args.concurrency)
-    key = f"grpc_batching_speedup_c{c}"
-    speedups = {"cnn": {"median": _targets(latency, tp, args.concurrency, kserve)[key],
-                        "rounds": [r["targets"][key] for r in rounds],
-                        "model_call": result["model_call"]["cnn"],
-                        "mean_batch_size_c32": [r["mean_batch_size"].get(
-                            f"tfdeploy_batching_grpc_c{c}") for r in rounds]}}
+    speedups = {}
     for kind, m in models.items():
-        speedups[kind] = {"median": round(float(np.median([r[key] for r in m["rounds"]])), 2),
-                          "rounds": [r[key] for r in m["rounds"]],
-                          "model_call": m["model_call"],
-                          "mean_batch_size_c32": [r["mean_batch_size"].get(f"batching_grpc_c{c}")
-                                                  for r in m["rounds"]]}
+        speedups[kind] = {"model_call": m["model_call"]}
+        for label in batching_files:
+            per = [r["speedup"][label] for r in m["rounds"]]
+            speedups[kind][label] = {
+                "median": round(float(np.median(per)), 2), "rounds": per,
+                f"mean_batch_size_c{c}": [r["mean_batch_size"].get(f"{label}_grpc_c{c}")
+                                          for r in m["rounds"]]}
     result[f"grpc_batching_speedup_c{c}_by_model"] = speedups
     result["batching_models"] = models
     result["rounds"] = rounds

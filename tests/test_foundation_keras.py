@@ -21,10 +21,16 @@ def test_tf_keras_is_keras_2():
 
 
 def test_import_after_tensorflow_still_selects_keras_2():
-    for module in ("compress", "models", "data", "export", "pipeline"):
-        proc = _run(f"import tensorflow as tf\nimport tfdeploy.{module}\nprint(tf.keras.__name__)")
-        assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.strip().splitlines()[-1].startswith("tf_keras"), module
+    # One fresh interpreter per module (the first import decides), started together.
+    procs = {module: subprocess.Popen(
+        [sys.executable, "-c",
+         f"import tensorflow as tf\nimport tfdeploy.{module}\nprint(tf.keras.__name__)"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for module in ("compress", "models", "data", "export", "pipeline")}
+    for module, proc in procs.items():
+        out, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err
+        assert out.strip().splitlines()[-1].startswith("tf_keras"), module
 
 
 def test_inference_only_imports_leave_keras_3_alone():

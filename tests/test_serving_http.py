@@ -110,3 +110,53 @@ def test_slow_model_calls_run_off_the_event_loop(small):
     done["status"] = time.monotonic()
     thread.join()
     assert done["status"] < done["slow"], (done, took)
+
+
+def test_first_calls_and_large_bodies_run_off_the_event_loop(tmp_path):
+    """A fast model's request with a large body (decoding it takes time whatever the model)
+    and a model's first call run on worker threads: a status request sent meanwhile is
+    answered first (answered in the loop, it would wait for them)."""
+    import http.client
+
+    from tfdeploy.serving import create_server
+
+    build_half_plus_two(str(tmp_path / "half" / "1"))
+    server = create_server(model_name="half", model_base_path=str(tmp_path / "half"), port=None,
+                           rest_api_port=0, file_system_poll_wait_seconds=0).start()
+    port, path = server.rest_port, "/v1/models/half:predict"
+    api = server._rest
+    try:
+        assert not api.inline("POST", path, 10)   # before any call: not in the loop
+        for _ in range(60):   # until its recent calls average under INLINE_SECONDS
+            assert rest_call(port, "POST", path, {"instances": [1.0]})[0] == 200
+            if api.inline("POST", path, 10):
+                break
+        assert api.inline("POST", path, 10) and not api.inline("POST", path, 1 << 20)
+        big = b'{"instances": [' + b",".join([b"1.5"] * 1_500_000) + b"]}"   # 6 MB
+
+        def answered():
+            """When the big request's answer starts to arrive (the server is done with it)."""
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            conn.request("POST", path, body=big)
+            resp = conn.getresponse()
+            done["big"] = time.monotonic()
+            assert resp.status == 200, resp.read()[:200]
+            resp.read()
+            conn.close()
+
+        done = {}
+        thread = threading.Thread(target=answered)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while api._active == 0 and time.monotonic() < deadline:   # the server is on it
+            time.sleep(0.001)
+        sent = time.monotonic()
+        assert rest_call(port, "GET", "/v1/models/half")[0] == 200
+        waited = time.monotonic() - sent
+        thread.join()
+        remaining = done["big"] - sent
+        # Answered while the big request is still being handled, not after it.
+        assert remaining > 0.05, remaining   # (it must be slow for this test to mean much)
+        assert waited < 0.5 * remaining, (waited, remaining)
+    finally:
+        server.stop()

@@ -91,7 +91,7 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
         response = predict_pb2.PredictResponse()
         _fill_spec(response.model_spec, name, servable.version, key)
         for k, v in outputs.items():
-            response.outputs[k].CopyFrom(inference.ndarray_to_tensor(v))
+            inference.ndarray_to_tensor(v, response.outputs[k])
         return response
 
     def _classify(self, request, deadline):

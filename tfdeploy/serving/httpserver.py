@@ -5,8 +5,8 @@ One event-loop thread owns every socket and parses every request; nothing a clie
 reaches a thread before the request is complete, so a slow or trickling client holds one
 connection (at most ``connection_limit``; idle ones are closed after ``channel_timeout``
 s), never a worker thread. A complete request is answered in the loop when that is cheap
-(``api.inline``: status, metadata, errors and model calls that recently took under
-``RestApi.INLINE_SECONDS``), which saves the two thread hand-offs per request that
+(``api.inline``: status, metadata, errors and model calls with small bodies that recently
+took under ``RestApi.INLINE_SECONDS``), which saves the two thread hand-offs per request that
 dominated the REST overhead; anything else (batched requests, which wait for their batch,
 and slower models) runs on ``threads`` worker threads. A connection reads nothing more
 while its request runs, so pipelined requests are answered in order and work per
@@ -21,6 +21,7 @@ a body.
 
 import asyncio
 import concurrent.futures
+import functools
 import json
 import logging
 import socket
@@ -166,14 +167,19 @@ class _Connection(asyncio.Protocol):
             request = self.queue.popleft()
             path = _path(request.url)
             self.busy = True
-            if server.api.inline(request.method, path):
+            if server.api.inline(request.method, path, len(request.body)):
                 self._answer(request, server.respond(request.method, path, request.body))
                 continue
             self.transport.pause_reading()
             future = server.pool.submit(server.respond, request.method, path, request.body)
-            loop = server.loop
-            future.add_done_callback(
-                lambda f: loop.call_soon_threadsafe(self._answer_future, request, f))
+            future.add_done_callback(functools.partial(self._hand_back, request))
+
+    def _hand_back(self, request, future):
+        """(worker thread) Pass a finished answer to the event loop, if it still runs."""
+        try:
+            self.server.loop.call_soon_threadsafe(self._answer_future, request, future)
+        except RuntimeError:   # the server closed meanwhile (past its drain grace)
+            pass
 
     def _answer_future(self, request, future):
         try:
@@ -229,7 +235,7 @@ class HttpServer:
     """``api`` (a RestApi) served on ``host:port``: bound at construction, served by ``start``.
 
     Args:
-        api: has ``handle(method, path, read_body)``, ``inline(method, path)`` and
+        api: has ``handle(method, path, read_body)``, ``inline(method, path, body_bytes)`` and
             ``max_body_bytes``.
         threads: worker threads for requests not answered in the event loop.
         connection_limit: open connections at once (more are answered 503 and closed).

@@ -21,6 +21,7 @@ CLASSES, SCORES, REGRESS_OUTPUT = "classes", "scores", "outputs"
 _NUMPY_OF = {1: np.float32, 2: np.float64, 3: np.int32, 4: np.uint8, 5: np.int16, 6: np.int8,
              9: np.int64, 10: np.bool_, 17: np.uint16, 19: np.float16, 22: np.uint32,
              23: np.uint64}
+_ENUM_OF = {np.dtype(v): k for k, v in _NUMPY_OF.items()}
 
 
 def _example_input(servable, signature_name, method, serialized):
@@ -129,6 +130,9 @@ def declared_bytes(name, proto):
         if d.size < 0:
             raise invalid(f"tensor parsing error: {name}: negative dimension {d.size}")
         n *= d.size
+    numeric = _NUMPY_OF.get(proto.dtype)
+    if numeric is not None:
+        return n * np.dtype(numeric).itemsize
     try:
         dtype = tf.dtypes.as_dtype(proto.dtype)
         itemsize = 8 if dtype == tf.string else np.dtype(dtype.as_numpy_dtype).itemsize
@@ -163,21 +167,25 @@ def tensor_to_ndarray(name, proto, max_bytes=64 << 20):
         raise invalid(f"tensor parsing error: {name}: {exc}") from exc
 
 
-def ndarray_to_tensor(value):
-    """A TensorProto of ``value``; numbers are packed into ``tensor_content`` directly (what TF
-    Serving sends; ~4x faster than ``tf.make_tensor_proto``), strings through TF."""
+def ndarray_to_tensor(value, out=None):
+    """A TensorProto of ``value`` (written into ``out`` when given); numbers are packed into
+    ``tensor_content`` directly (what TF Serving sends; ~4x faster than
+    ``tf.make_tensor_proto``), strings through TF."""
     import tensorflow as tf
 
+    if out is None:
+        from tensorflow.core.framework import tensor_pb2
+
+        out = tensor_pb2.TensorProto()
     array = np.asarray(value)
     if array.dtype.kind in "biuf" and array.dtype.isnative:
-        from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
-
-        dim = tensor_shape_pb2.TensorShapeProto.Dim
-        return tensor_pb2.TensorProto(
-            dtype=tf.as_dtype(array.dtype).as_datatype_enum,
-            tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[dim(size=d) for d in array.shape]),
-            tensor_content=array.tobytes())
-    return tf.make_tensor_proto(value)
+        out.dtype = _ENUM_OF.get(array.dtype) or tf.as_dtype(array.dtype).as_datatype_enum
+        for d in array.shape:
+            out.tensor_shape.dim.add(size=d)
+        out.tensor_content = array.tobytes()
+        return out
+    out.CopyFrom(tf.make_tensor_proto(value))
+    return out
 
 
 def check_dtype_supported(name, dtype, supported):

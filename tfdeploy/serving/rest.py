@@ -96,23 +96,27 @@ class RestApi:
         self._active = 0
         self._idle = threading.Condition()
 
-    # A model call that recently took less than this is run in the HTTP event loop, saving
-    # the two thread hand-offs (~0.25 ms) per request; slower ones go to worker threads so
-    # the loop keeps reading other connections while they run.
+    # A model call that recently took less than this, with a body of at most INLINE_BODY_BYTES,
+    # is run in the HTTP event loop, saving the two thread hand-offs (~0.25 ms) per request;
+    # anything else goes to worker threads so the loop keeps serving other connections while
+    # it runs: a model not called yet or recently slow, and a large body (decoding and
+    # answering it costs time whatever the model).
     INLINE_SECONDS = 0.005
+    INLINE_BODY_BYTES = 64 << 10
 
-    def inline(self, method, raw_path):
+    def inline(self, method, raw_path, body_bytes=0):
         """True when a request is cheap enough to answer in the HTTP event loop: anything
-        but a call of a model that is batched (it waits for its batch) or recently slow."""
+        but a call of a model that is batched (it waits for its batch), not called yet,
+        recently slow, or sent a body over ``INLINE_BODY_BYTES``."""
         if method != "POST" or not raw_path.lower().startswith("/v1/"):
             return True
-        if self.repository.batching:
+        if self.repository.batching or body_bytes > self.INLINE_BODY_BYTES:
             return False
         m = _POST.match(raw_path)
         if m is None:
             return True
         name = unquote(m.group(1), errors="replace")
-        return self.repository.recent_call_seconds(name) < self.INLINE_SECONDS
+        return 0.0 < self.repository.recent_call_seconds(name) < self.INLINE_SECONDS
 
     def drain(self, timeout):
         """Wait up to ``timeout`` seconds for in-flight requests; True when none is left."""
