@@ -188,7 +188,8 @@ def _build_model(base_path, kind="cnn"):
     cnn: the tiny digits CNN (32x32x1; its per-call cost is mostly TF's fixed overhead);
     mobilenet_v2: tfdeploy.models.build_mobilenet at 96x96x3, alpha 1.0 (per-call cost is
     convolution work); mlp: a ranking-style MLP, 256 -> 3 x 2048 (ReLU) -> 10, 8.9 M
-    parameters (36 MB of float32 weights read per call: the case batching is made for).
+    parameters (36 MB of float32 weights read per call: the case batching is made for);
+    mlp_wide: the same at 4096 wide, 34 M parameters (134 MB per call).
     """
     sys.path.insert(0, REPO)
     import tfdeploy as td
@@ -200,9 +201,10 @@ def _build_model(base_path, kind="cnn"):
 
         td.export.saved_model(build_mobilenet((96, 96, 3), alpha=1.0), base_path, version=1)
         return
-    if kind == "mlp":
+    if kind in ("mlp", "mlp_wide"):
+        width = 4096 if kind == "mlp_wide" else 2048
         model = keras.Sequential([keras.Input((256,))] + [
-            keras.layers.Dense(2048, activation="relu") for _ in range(3)] + [
+            keras.layers.Dense(width, activation="relu") for _ in range(3)] + [
             keras.layers.Dense(10, activation="softmax")])
         td.export.saved_model(model, base_path, version=1)
         return
@@ -588,9 +590,13 @@ def main(argv=None):
     parser.add_argument("--ref_pythonpath", default=None,
                         help="Also serve with tfdeploy from this directory (label 'ref').")
     parser.add_argument("--batching_models", nargs="*", default=["cnn", "mobilenet_v2", "mlp"],
-                        choices=["cnn", "mobilenet_v2", "mlp"],
+                        choices=["cnn", "mobilenet_v2", "mlp", "mlp_wide"],
                         help="Models whose gRPC throughput is measured with batching off and "
-                             "on, side by side (the CNN always is). Default: all three.")
+                             "on, side by side. Default: cnn, "
+                             "mobilenet_v2, mlp.")
+    parser.add_argument("--batching_only", action="store_true",
+                        help="Measure only the --batching_models (no latency, KServe or load "
+                             "sections).")
     parser.add_argument("--model_requests", type=int, default=200,
                         help="Requests per throughput figure for the batching models.")
     args = parser.parse_args(argv)
@@ -623,6 +629,18 @@ def main(argv=None):
                     f"num_batch_threads {{ value: {threads} }}\n"
                     f"max_enqueued_batches {{ value: 64 }}\n")
     batching_file = batching_files["batching"]   # (2 threads: one per core)
+    if args.batching_only:
+        models = {}
+        for rep in range(args.repeats):
+            print(f"bench_serving: round {rep + 1}/{args.repeats}: batching models ...",
+                  file=sys.stderr, flush=True)
+            _batching_models(args, tmp, batching_files, monitoring_file, models)
+        result[f"grpc_batching_speedup_c{max(args.concurrency)}_by_model"] = \
+            _speedups(models, batching_files, max(args.concurrency))
+        result["batching_models"] = models
+        result["load_average_end"] = os.getloadavg()
+        print(json.dumps(result, indent=2))
+        return 0
     kserve = None
     if not args.no_kserve:
         try:
@@ -683,16 +701,7 @@ def main(argv=None):
     result["breakdown_ms"] = {k: round(float(np.median([r["breakdown_ms"][k] for r in rounds])),
                                        3) for k in rounds[0]["breakdown_ms"]}
     c = max(args.concurrency)
-    speedups = {}
-    for kind, m in models.items():
-        speedups[kind] = {"model_call": m["model_call"]}
-        for label in batching_files:
-            per = [r["speedup"][label] for r in m["rounds"]]
-            speedups[kind][label] = {
-                "median": round(float(np.median(per)), 2), "rounds": per,
-                f"mean_batch_size_c{c}": [r["mean_batch_size"].get(f"{label}_grpc_c{c}")
-                                          for r in m["rounds"]]}
-    result[f"grpc_batching_speedup_c{c}_by_model"] = speedups
+    result[f"grpc_batching_speedup_c{c}_by_model"] = _speedups(models, batching_files, c)
     result["batching_models"] = models
     result["rounds"] = rounds
     if errors:
@@ -705,6 +714,21 @@ def main(argv=None):
     result["load_average_end"] = os.getloadavg()
     print(json.dumps(result, indent=2))
     return 0
+
+
+def _speedups(models, batching_files, c):
+    """Per model: its in-process ceiling and, per batching configuration, the median speed-up
+    over unbatched at ``c`` clients with every round's figure and mean batch size."""
+    speedups = {}
+    for kind, m in models.items():
+        speedups[kind] = {"model_call": m["model_call"]}
+        for label in batching_files:
+            per = [r["speedup"][label] for r in m["rounds"]]
+            speedups[kind][label] = {
+                "median": round(float(np.median(per)), 2), "rounds": per,
+                f"mean_batch_size_c{c}": [r["mean_batch_size"].get(f"{label}_grpc_c{c}")
+                                          for r in m["rounds"]]}
+    return speedups
 
 
 def _load_run(server, args, body, image):
