@@ -96,7 +96,9 @@ def test_hyperband_uses_its_epoch_budget(tmp_path, trained_model, small):
 
     train, (x, y) = small
     space = dict(SPACE, sparsity=[0.3], quantization=["dynamic", "float16"])
-    result = tune.search(trained_model, train, (x, y), budget=3.0, tuner="hyperband",
+    # (The budget is not this test's subject: 3 points failed once in CI, both trials 3-5
+    # points down after 6 batches of the shared, reshuffling train_ds.)
+    result = tune.search(trained_model, train, (x, y), budget=10.0, tuner="hyperband",
                          max_epochs=2, max_trials=2, directory=str(tmp_path / "hb"),
                          space=space, latency_samples=10, verbose=0)
     assert len(result.trials) == 2
