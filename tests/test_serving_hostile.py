@@ -14,7 +14,7 @@ import threading
 import numpy as np
 import pytest
 
-from test_serving_support import build_half_plus_two, build_tf2_model
+from test_serving_support import build_half_plus_two, build_tf2_model, raw_exchange
 
 pytest_plugins = ("test_serving_support",)
 
@@ -479,14 +479,8 @@ def test_http_layer_smuggling_and_slowloris(tmp_path):
                            rest_api_num_threads=2, max_connections=64).start()
     port = server.rest_port
 
-    def exchange(raw, wait=10):
-        with socket.create_connection(("127.0.0.1", port), timeout=wait) as s:
-            s.sendall(raw)
-            s.shutdown(socket.SHUT_WR)
-            data = b""
-            while chunk := s.recv(65536):
-                data += chunk
-            return data
+    def exchange(raw):
+        return raw_exchange(port, raw, timeout=10)
 
     try:
         # two different Content-Length headers: refused, never guessed

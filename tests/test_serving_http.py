@@ -8,19 +8,9 @@ import time
 import pytest
 
 from test_serving_support import build_half_plus_two, rest_call
+from test_serving_support import raw_exchange as _exchange
 
 PREDICT = b"POST /v1/models/half:predict HTTP/1.1\r\nHost: x\r\n"
-
-
-def _exchange(port, raw, timeout=20):
-    """Send ``raw`` in one write, half-close, and read until the server closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(raw)
-        s.shutdown(socket.SHUT_WR)
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-        return data
 
 
 @pytest.fixture(scope="module")

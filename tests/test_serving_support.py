@@ -143,6 +143,19 @@ def digit_images(n, seed=0):
     return rng.integers(0, 256, size=(n, 32, 32, 1)).astype(np.float32)
 
 
+def raw_exchange(port, raw, timeout=20):
+    """Send ``raw`` bytes in one write, half-close, and read until the server closes."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(raw)
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        return data
+
+
 def rest_call(port, method, path, body=None, raw=None, headers=None, timeout=60):
     """One HTTP request on a fresh connection; returns ``(status, parsed JSON or text)``."""
     import http.client

@@ -42,6 +42,29 @@ def rapidjson_wording(msg):
     return next((v for k, v in _RAPIDJSON.items() if msg.startswith(k)), msg)
 
 
+def stdlib_loads(text, offset=0, stop_when_done=False):
+    """``json.loads(text)``; its errors as INVALID_ARGUMENT in TF Serving's (rapidjson's)
+    words, positions counted from ``offset`` (where ``text`` starts in the body).
+    ``stop_when_done``: content after the first JSON value is ignored, as TF Serving's
+    parser does with a whole body (rapidjson's kParseStopWhenDoneFlag)."""
+    try:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            if not stop_when_done or exc.msg != "Extra data":
+                raise
+            return json.JSONDecoder().raw_decode(text, len(text) - len(text.lstrip(" \t\n\r")))[0]
+    except json.JSONDecodeError as exc:
+        if not text.strip():
+            raise invalid("JSON Parse error: The document is empty") from None
+        raise invalid(f"JSON Parse error: {rapidjson_wording(exc.msg)} at offset: "
+                      f"{offset + exc.pos}") from None
+    except RecursionError:
+        raise invalid("JSON Parse error: the document is nested too deeply") from None
+    except ValueError as exc:   # e.g. an integer past Python's digit limit
+        raise invalid(f"JSON Parse error: {str(exc)[:200]}") from None
+
+
 _SPAN = re.compile(rb"\[[0-9eE.\-,\[\] \t\r\n]*\]")
 _NUMBERS_ONLY = bytes.maketrans(b"", b"")
 
@@ -57,15 +80,7 @@ class FastArray:
     def load(self):
         """The value as ``json.loads`` would give it (the exact slow path); a span ``json``
         refuses is INVALID_ARGUMENT, worded as the plain path words it for the whole body."""
-        try:
-            return json.loads(self.raw)
-        except json.JSONDecodeError as exc:
-            raise invalid(f"JSON Parse error: {rapidjson_wording(exc.msg)} at offset: "
-                          f"{self.offset + exc.pos}") from None
-        except RecursionError:
-            raise invalid("JSON Parse error: the document is nested too deeply") from None
-        except ValueError as exc:   # e.g. an integer past Python's digit limit
-            raise invalid(f"JSON Parse error: {str(exc)[:200]}") from None
+        return stdlib_loads(self.raw, self.offset)
 
     def array(self):
         """float64 ndarray of a rectangular all-number array, or None (then use ``load``)."""

@@ -66,17 +66,6 @@ def _fast_loads(data):
         return _REFUSED
 
 
-def _stdlib_loads(text):
-    """json.loads, except that content after the first JSON value is ignored, as TF Serving's
-    parser does (rapidjson's kParseStopWhenDoneFlag)."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        if exc.msg != "Extra data":
-            raise
-        return json.JSONDecoder().raw_decode(text, len(text) - len(text.lstrip(" \t\n\r")))[0]
-
-
 class RestApi:
     """The REST front end: routes, JSON conversion, timeouts, body limit, metrics.
 
@@ -187,20 +176,12 @@ class RestApi:
         body = _fast_loads(text)
         if body is _REFUSED and spans:
             text, spans = raw, {}   # let the plain path find and word the error
-        try:
-            if body is _REFUSED:
-                body = _stdlib_loads(text.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            raise invalid(f"JSON Parse error: the body is not UTF-8: {exc}") from exc
-        except json.JSONDecodeError as exc:
-            if not text.strip():
-                raise invalid("JSON Parse error: The document is empty") from None
-            raise invalid(f"JSON Parse error: {json_fast.rapidjson_wording(exc.msg)} at offset: "
-                          f"{exc.pos}") from None
-        except RecursionError:
-            raise invalid("JSON Parse error: the document is nested too deeply") from None
-        except ValueError as exc:   # e.g. an integer past Python's digit limit
-            raise invalid(f"JSON Parse error: {str(exc)[:200]}") from None
+        if body is _REFUSED:
+            try:
+                decoded = text.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise invalid(f"JSON Parse error: the body is not UTF-8: {exc}") from exc
+            body = json_fast.stdlib_loads(decoded, stop_when_done=True)
         if not isinstance(body, dict):
             raise invalid(f"JSON Value: {rest_json.debug_string(body)} Is not object")
         if _SURROGATE_ESCAPE.search(text):
