@@ -428,14 +428,21 @@ def _p50_ms(call, n, warmup=20, idle=0.0):
     return round(float(np.median(times)) * 1000, 3)
 
 
-def _call_costs(base, n=60):
-    """In-process model cost per item at batch 1 and 32 (back to back): the most any batching
-    can gain for this model is their ratio."""
+def _serving_default(base):
+    """The latest version's ``serving_default`` function, its input's name, and one item's
+    shape (unknown dimensions as 1)."""
     import tensorflow as tf
 
     fn = tf.saved_model.load(latest_dir(base)).signatures["serving_default"]
     (input_name, spec), = fn.structured_input_signature[1].items()
-    shape = [d or 1 for d in spec.shape.as_list()[1:]]
+    return fn, input_name, [d or 1 for d in spec.shape.as_list()[1:]]
+
+
+def _call_costs(fn, input_name, shape, n=60):
+    """In-process model cost per item at batch 1 and 32 (back to back): the most any batching
+    can gain for this model is their ratio."""
+    import tensorflow as tf
+
     out = {}
     for b in (1, 32):
         x = tf.constant(np.random.default_rng(0).random([b] + shape).astype(np.float32))
@@ -518,7 +525,7 @@ def _breakdown(base, name, body, image, input_name, n):
             read_body()
             return self.answer
 
-        def inline(self, method, path):
+        def inline(self, method, path, body_bytes=0):
             return True
     http = HttpServer(_Stub(), "127.0.0.1", 0)
     http.start()
@@ -535,16 +542,15 @@ def _batching_models(args, tmp, batching_files, monitoring_file, rounds_out):
     c = max(args.concurrency)
     for kind in args.batching_models:
         base = os.path.join(tmp, kind)
-        if not os.path.exists(base):
-            _build_model(base, kind)
-            import tensorflow as tf
-
-            fn = tf.saved_model.load(latest_dir(base)).signatures["serving_default"]
-            (input_name, spec), = fn.structured_input_signature[1].items()
+        if kind not in rounds_out:   # first round: build and load it once
+            if not os.path.exists(base):
+                _build_model(base, kind)
+            fn, input_name, item_shape = _serving_default(base)
             _INPUTS[kind] = input_name
-            rounds_out.setdefault(kind, {"model_call": _call_costs(base), "rounds": []})
-        shape = [1] + [d or 1 for d in _input_shape(base)]
-        image = np.random.default_rng(0).random(shape).astype(np.float32)
+            rounds_out[kind] = {"model_call": _call_costs(fn, input_name, item_shape),
+                                "input_shape": [1] + item_shape, "rounds": []}
+        image = np.random.default_rng(0).random(rounds_out[kind]["input_shape"]).astype(
+            np.float32)
         tp, batches, errors = {}, {}, {}
         configs = [("unbatched", {})] + [(label, {"batching_file": f})
                                          for label, f in batching_files.items()]
@@ -562,14 +568,6 @@ def _batching_models(args, tmp, batching_files, monitoring_file, rounds_out):
             "speedup": {label: round(tp[f"{label}_grpc_c{c}"] / tp[f"unbatched_grpc_c{c}"], 2)
                         for label in batching_files},
             "load_average": os.getloadavg()})
-
-
-def _input_shape(base):
-    import tensorflow as tf
-
-    fn = tf.saved_model.load(latest_dir(base)).signatures["serving_default"]
-    (_, spec), = fn.structured_input_signature[1].items()
-    return spec.shape.as_list()[1:]
 
 
 def main(argv=None):
@@ -607,9 +605,8 @@ def main(argv=None):
         _build_model(base)
     import tensorflow as tf
 
-    fn = tf.saved_model.load(latest_dir(base)).signatures["serving_default"]
-    (input_name, spec), = fn.structured_input_signature[1].items()
-    shape = [1] + [d or 1 for d in spec.shape.as_list()[1:]]
+    fn, input_name, item_shape = _serving_default(base)
+    shape = [1] + item_shape
     image = np.random.default_rng(0).integers(0, 256, size=shape).astype(np.float32)
     body = json.dumps({"instances": image.tolist()}).encode()
     _INPUTS[args.model_name] = input_name
@@ -659,7 +656,7 @@ def main(argv=None):
     if args.ref_pythonpath:
         runs.append(("ref", {"pythonpath": args.ref_pythonpath}))
     exits = result["server_exit_codes"] = {}
-    result["model_call"] = {"cnn": _call_costs(base)}
+    result["model_call"] = {"cnn": _call_costs(fn, input_name, item_shape)}
     models = {}
     for rep in range(args.repeats):
         print(f"bench_serving: round {rep + 1}/{args.repeats}: breakdown ...", file=sys.stderr,
