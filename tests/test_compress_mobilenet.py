@@ -147,7 +147,10 @@ def test_v1_qat_full_int8_holds_int8_convs_and_depthwise(tmp_path):
     ops = _int8_ops(qat, tmp_path, "v1")
     assert ops["CONV_2D"] == {"int8"} and ops["DEPTHWISE_CONV_2D"] == {"int8"}
     kinds = [op["op"] for op in td.verify.operators(str(tmp_path / "v1.tflite"))]
-    assert kinds.count("MUL") == 1, kinds  # the in-model preprocessing x / 127.5 alone
+    # and the input preprocessing (x / 127.5 - 1, grayscale copied to 3 channels) is folded
+    # into the first conv: one ADD on the one input channel, no MUL or CONCATENATION
+    assert "MUL" not in kinds and "CONCATENATION" not in kinds, kinds
+    assert kinds[:3] == ["QUANTIZE", "ADD", "CONV_2D"], kinds
 
 
 def test_v3_large_full_int8_keeps_convs_int8_and_reports_the_float_fallback(tmp_path):

@@ -130,6 +130,23 @@ def activation_range_variables(qat_model):
     return wrapped
 
 
+def input_range_variables(qat_model):
+    """``[(layer, min variable, max variable)]`` of every tfmot ``QuantizeLayer``: the
+    fake-quant tfmot puts where a float tensor (the model input, or an unquantized
+    layer's output) enters a quantized layer; its range also starts at [-6, 6]."""
+    out = []
+    for layer in qat_model.layers:
+        if not is_quantize_layer(layer):
+            continue
+        # named after the layer: quantize_layer_min, quantize_layer_1_min, ...
+        short = {w.name.split("/")[-1].split(":")[0]: w for w in layer.non_trainable_weights}
+        lo = [w for n, w in short.items() if n.endswith("_min")]
+        hi = [w for n, w in short.items() if n.endswith("_max")]
+        if len(lo) == 1 and len(hi) == 1:
+            out.append((layer, lo[0], hi[0]))
+    return out
+
+
 def set_weight_ranges(qat_model):
     """Set every quantized weight's range from the weight itself; returns how many were set.
 

@@ -19,7 +19,7 @@ import numpy as np
 from tfdeploy._keras import keras, tf
 from tfdeploy._walk import nodes
 from tfdeploy.compress.graph import rebuild
-from tfdeploy.compress._tfmot import activation_range_variables
+from tfdeploy.compress._tfmot import activation_range_variables, input_range_variables
 from tfdeploy.errors import CompressionError
 
 
@@ -76,8 +76,37 @@ def _observed_ranges(float_model, names, data, num_batches):
     return ranges
 
 
+def _calibrate_input_quantizers(qat_model, data, num_batches):
+    """Set each tfmot ``QuantizeLayer``'s range from what reaches it: the float layers in
+    front of it (or none: raw model input, e.g. 0-255 pixels, which [-6, 6] clipped to a
+    constant image) run unquantized, so the QAT model itself is the probe."""
+    found = input_range_variables(qat_model)
+    if not found:
+        return {}
+    calls = {id(node.layer): node for node in nodes(qat_model)}
+    found = [(calls[id(layer)], lo, hi) for layer, lo, hi in found if id(layer) in calls]
+    probe = keras.Model(qat_model.inputs, [node.keras_inputs[0] for node, _, _ in found])
+    ranges = [None] * len(found)
+    for batch in _batches(data, num_batches):
+        values = probe(tf.convert_to_tensor(batch, tf.float32), training=False)
+        values = values if isinstance(values, (list, tuple)) else [values]
+        for i, value in enumerate(values):
+            v = value.numpy()
+            old = ranges[i] or (0.0, 0.0)  # the range always holds 0
+            ranges[i] = (min(old[0], float(v.min())), max(old[1], float(v.max())))
+    assigned = {}
+    for (node, lo, hi), seen in zip(found, ranges):
+        if seen is None:
+            continue
+        lo.assign(seen[0])
+        hi.assign(seen[1])
+        assigned[lo.name], assigned[hi.name] = seen
+    return assigned
+
+
 def calibrate_ranges(qat_model, float_model, data, num_batches=8):
-    """Set a QAT model's activation min/max variables from the float model's activations.
+    """Set a QAT model's activation min/max variables from the float model's activations,
+    and its input fake-quants' (tfmot ``QuantizeLayer``) from what reaches them.
 
     Args:
         qat_model: the model returned by `tfdeploy.compress.quantize`.
@@ -89,12 +118,12 @@ def calibrate_ranges(qat_model, float_model, data, num_batches=8):
     Returns:
         ``{variable name: value}`` for every range variable set.
     """
+    assigned = _calibrate_input_quantizers(qat_model, data, num_batches)
     wrapped = activation_range_variables(qat_model)
     names = [n for n in wrapped if n in {layer.name for layer in float_model.layers}]
     if not names:
-        return {}
+        return assigned
     observed = _observed_ranges(float_model, names, data, num_batches)
-    assigned = {}
     for name in names:
         for var, kind, is_max in wrapped[name]:
             key = (name, "output" if kind == "output" else "pre_activation")

@@ -8,6 +8,7 @@ from tfdeploy._walk import nodes
 from tfdeploy.compress._tfmot import (cluster_preserve_scheme, default_8bit_registry,
                                       honour_trainable, prune_preserve_scheme, set_weight_ranges)
 from tfdeploy.compress.calibrate import calibrate_ranges
+from tfdeploy.compress.fold import fold_input_preprocessing
 from tfdeploy.compress.graph import flatten
 from tfdeploy.compress.history import notes, record
 from tfdeploy.compress.selection import resolve
@@ -178,7 +179,13 @@ def quantize(model, preserve="auto", layers=None, quantize_configs=None, calibra
             f"quantize_configs values must be tfmot QuantizeConfig instances, received {bad!r}.")
     sparsity = model_sparsity(model)
     preserve = _pick_preserve(source, preserve, sparsity)
-    work = flatten(model)
+    # the input rescaling goes into the first conv (one less full-size MUL/ADD/CONCAT in
+    # the int8 file); not under the preserving schemes, whose kernels it would change
+    work = fold_input_preprocessing(model) if preserve is None else model
+    if work is model:
+        work = flatten(model)
+    else:
+        source = work  # its history holds the fold
     foldable = _foldable_norms(work)
     why_not = _why_not(configs, foldable)
     if layers is None:
