@@ -122,7 +122,7 @@ def test_v3_slim_keeps_squeeze_excite_consistent_and_qat_fallback_is_reported():
     assert widths[se[0]] < channel_widths(td.compress.flatten(v3))[se[0]]
     assert slim(X).shape == (4, 5)
     with pytest.warns(QuantizationFallbackWarning, match="hard-swish"):
-        qat = td.compress.quantize(v3)
+        qat = td.compress.quantize(v3, calibration_data=X)
     rows = td.compress.report(qat).to_dict()
     ops = [n for n, r in rows.items() if "hard-swish" in str(r.get("left_out", {}))]
     assert len(ops) == len(qat._tfdeploy_qat["float_fallback"]) > 10
@@ -136,7 +136,7 @@ def _int8_ops(model, tmp_path, name):
 
 def test_v1_qat_full_int8_holds_int8_convs_and_depthwise(tmp_path):
     v1 = build_mobilenet((32, 32, 1), 5, arch="v1", alpha=0.25)
-    qat = td.compress.quantize(v1)
+    qat = td.compress.quantize(v1, calibration_data=X)
     wrapped = [layer.layer.name for layer in qat.layers if hasattr(layer, "quantize_config")]
     # the 13 depthwise and 13 pointwise convs of the nested base, each wrapped
     assert sum(bool(re.fullmatch(r"conv_(dw|pw)_\d+", name)) for name in wrapped) == 26
@@ -156,7 +156,7 @@ def test_v1_qat_full_int8_holds_int8_convs_and_depthwise(tmp_path):
 def test_v3_large_full_int8_keeps_convs_int8_and_reports_the_float_fallback(tmp_path):
     v3 = build_mobilenet((32, 32, 1), 5, arch="v3_large", alpha=0.35)
     with pytest.warns(QuantizationFallbackWarning, match="hard-swish"):
-        qat = td.compress.quantize(v3)
+        qat = td.compress.quantize(v3, calibration_data=X)
     assert len(qat._tfdeploy_qat["float_fallback"]) > 10
     ops = _int8_ops(qat, tmp_path, "v3_large")
     assert ops["CONV_2D"] == {"int8"} and ops["DEPTHWISE_CONV_2D"] == {"int8"}

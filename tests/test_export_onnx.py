@@ -120,7 +120,20 @@ def test_uncalibrated_qat_ranges_are_named_when_validation_fails(
     from tfdeploy.compress.calibrate import uncalibrated_layers
 
     assert uncalibrated_layers(qat_model) == []  # calibrated, then fine-tuned
+    from tfdeploy.compress.calibrate import _calibrate_input_quantizers, unset_input_ranges
+
     raw = td.compress.quantize(trained_model)  # tfmot's [-6, 6] start, never calibrated
+    # its input fake-quant starts at [0, 0] (set by the first training batch): refused,
+    # nothing written, for ONNX and TFLite alike
+    assert unset_input_ranges(raw)
+    for export in (lambda: td.export.onnx(raw, str(tmp_path / "unset.onnx")),
+                   lambda: td.export.tflite(raw, str(tmp_path / "unset.tflite"), "int8",
+                                            representative_data=train_ds)):
+        with pytest.raises(ExportError, match=r"never set.*calibration_data=train_images"):
+            export()
+    assert not list(tmp_path.iterdir())
+    _calibrate_input_quantizers(raw, train_ds, 2)  # the input only: activations stay [-6, 6]
+    assert not unset_input_ranges(raw)
     stuck = uncalibrated_layers(raw)
     assert stuck and "conv1" in stuck
     # an impossible agreement makes the real comparison fail; the error says why and what to do

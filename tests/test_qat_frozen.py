@@ -77,3 +77,23 @@ def test_fine_tune_unfreezes_quantized_layers_in_the_same_fit(qat, tmp_path):
         assert len(got) == len(layer.get_weights()), layer.name
         for a, b in zip(got, layer.get_weights()):
             np.testing.assert_array_equal(a, b, err_msg=layer.name)
+
+
+def test_unfrozen_base_batchnorm_stays_in_inference_mode_under_qat():
+    """A base called with training=False keeps its BatchNormalization in inference mode
+    under QAT once the base is trainable (a slimmed or unfrozen base): tfmot's clones drop
+    the call argument, and QAT's fit then normalised by batch statistics."""
+    model = _transfer_model()
+    model.trainable = True  # e.g. a slimmed base fine-tuned whole
+    x, y = _data()
+    qat = td.compress.quantize(model, calibration_data=x)
+    stats = lambda: {w.name: w.numpy().copy() for w in qat.weights  # noqa: E731
+                     if "moving_" in w.name}
+    before = stats()
+    assert len(before) == 4
+    qat.compile(td.keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    qat.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    for name, value in stats().items():
+        np.testing.assert_array_equal(value, before[name], err_msg=name)
+    assert {w.name for w in qat.trainable_weights} >= {"c1/kernel:0", "c2/kernel:0",
+                                                       "head/kernel:0"}

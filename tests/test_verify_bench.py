@@ -7,6 +7,7 @@ import pytest
 
 import tfdeploy as td
 from tfdeploy.cli import main
+from tfdeploy.errors import DataError
 
 
 def _hand_count(width=0.25, size=32, classes=10):
@@ -57,6 +58,21 @@ def test_bench_fields_and_consistency(trained_model, artifacts, test_arrays):
     assert td.verify.speedup(k, r, "p50_ms") == pytest.approx(k["p50_ms"] / r["p50_ms"])
     table = td.verify.format_table([k, r])
     assert "p99 ms" in table and "int8.tflite" in table
+
+
+def test_interleaved_latency_times_every_target_in_each_round(trained_model, artifacts,
+                                                             test_arrays):
+    x, _ = test_arrays
+    res = td.verify.interleaved_latency({"keras": trained_model, "tflite": artifacts["tflite"]},
+                                        x[:8], rounds=3, calls=5)
+    assert set(res) == {"keras", "tflite"}
+    for r in res.values():
+        assert len(r["rounds_ms"]) == 3 and all(v > 0 for v in r["rounds_ms"])
+        assert r["p50_ms"] == pytest.approx(float(np.median(r["rounds_ms"])))
+    # a traced Keras call costs milliseconds, the small CNN in LiteRT a fraction of one
+    assert res["keras"]["p50_ms"] > res["tflite"]["p50_ms"]
+    with pytest.raises(DataError, match="rounds and calls"):
+        td.verify.interleaved_latency({"t": artifacts["tflite"]}, x[:2], rounds=0)
 
 
 def test_matmul_peak_is_measured_and_cached():

@@ -136,6 +136,18 @@ def calibrate_ranges(qat_model, float_model, data, num_batches=8):
     return assigned
 
 
+def unset_input_ranges(qat_model):
+    """Names of the tfmot ``QuantizeLayer``s whose range was never set ([0, 0]).
+
+    tfmot starts an input fake-quant at [0, 0] and sets it from the first
+    training batch, so a QAT model that was neither calibrated nor trained maps
+    every input to 0 there (its int8 files predict one class; tf2onnx divides by
+    the zero range).
+    """
+    return [layer.name for layer, lo, hi in input_range_variables(qat_model)
+            if float(np.min(lo.numpy())) == 0.0 and float(np.max(hi.numpy())) == 0.0]
+
+
 def uncalibrated_layers(qat_model, start=6.0, slack=0.25):
     """Names of the layers whose activation ranges are still near tfmot's start of [-6, 6].
 

@@ -18,6 +18,7 @@ from tfdeploy.bridge import check_model
 from tfdeploy._keras import keras, tf
 from tfdeploy.compress import _tfmot
 from tfdeploy.compress.calibrate import uncalibrated_layers
+from tfdeploy.export._tflite import check_input_ranges
 from tfdeploy.compress.wrappers import is_quantization_aware
 from tfdeploy.export._atomic import atomic_file
 from tfdeploy.export import model_card as _card
@@ -254,6 +255,8 @@ def onnx(model, path, opset=DEFAULT_OPSET, quantize=None, representative_data=No
         raise ExportError(
             f"ONNX export supports single-input models; {model.name!r} has {len(model.inputs)}.")
     qat = is_quantization_aware(model)
+    if qat:
+        check_input_ranges(model, "export it to ONNX")
     fallback = None
     source = model
     spec = input_signature(model)

@@ -12,6 +12,7 @@ from tfdeploy.bridge import check_model
 from tfdeploy._keras import tf
 from tfdeploy.compress.fold import fold_input_preprocessing
 from tfdeploy.compress.wrappers import is_quantization_aware
+from tfdeploy.compress.calibrate import unset_input_ranges
 from tfdeploy.data.representative import representative_data as _representative
 from tfdeploy.export._atomic import atomic_file
 from tfdeploy.export import model_card as _card
@@ -35,6 +36,18 @@ def write_labels(path, class_names):
         with open(tmp, "w") as f:
             f.write("\n".join(str(c) for c in class_names) + "\n")
     return labels
+
+
+def check_input_ranges(qat_model, what):
+    """Refuse a QAT model whose input fake-quant range was never set (`unset_input_ranges`)."""
+    unset = unset_input_ranges(qat_model)
+    if unset:
+        raise ExportError(
+            f"Cannot {what}: the input range of QAT model {qat_model.name!r} at {unset} was "
+            "never set (tfmot starts it at [0, 0] and sets it in the first training step), so "
+            "every input would be quantized to 0. Calibrate it with "
+            "tfdeploy.compress.quantize(model, calibration_data=train_images), or fit the QAT "
+            "model before exporting it. Nothing was written.")
 
 
 def refuse_existing(path, overwrite):
@@ -220,7 +233,9 @@ def tflite(model, path, quantization="float32", representative_data=None, num_ca
         raise ExportError(
             f"quantization={quantization!r} needs representative_data (e.g. the training "
             "dataset) to calibrate activation ranges.")
-    if not sparse and not is_quantization_aware(model):
+    if is_quantization_aware(model):
+        check_input_ranges(model, "convert it to TFLite")
+    elif not sparse:
         # raw-pixel input rescaling and channel copies go into the first conv (exact up to
         # float rounding; 1 ms of a 224x224 MobileNetV2); pruned/clustered kernels are kept
         model = fold_input_preprocessing(model)

@@ -1,7 +1,8 @@
 """Verify: parity, accuracy and per-class report of every artifact in its own runtime;
 latency/throughput/memory benchmark; FLOPs; memory planning; weight inspection."""
 
-from tfdeploy.verify.benchmark import KerasTarget, bench, format_table, matmul_peak_flops, speedup
+from tfdeploy.verify.benchmark import (KerasTarget, bench, format_table, interleaved_latency,
+                                       matmul_peak_flops, speedup)
 from tfdeploy.verify.evaluate import accuracy, gzip_bytes, latency_ms, path_bytes
 from tfdeploy.verify.flops import flops as count_flops
 from tfdeploy.verify.memory import (MemoryBudgetError, MemoryEstimate, available_memory,
@@ -17,6 +18,6 @@ __all__ = ["KerasTarget", "accuracy", "latency_ms", "path_bytes", "gzip_bytes", 
            "weight_tensors", "operators", "op_dtypes", "verify", "verify_all",
            "classification_report",
            "format_classification_report", "format_results", "TOLERANCES", "bench",
-           "format_table", "speedup", "matmul_peak_flops", "count_flops", "estimate",
+           "format_table", "interleaved_latency", "speedup", "matmul_peak_flops", "count_flops", "estimate",
            "check_memory", "MemoryEstimate", "MemoryBudgetError", "available_memory",
            "recall_at_k", "random_recall", "top_k"]

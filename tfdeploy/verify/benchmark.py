@@ -213,6 +213,47 @@ def bench(target, x, batch_size=32, iters=100, warmup=5, threads=None, flops=Non
     }
 
 
+def interleaved_latency(targets, x, rounds=7, calls=30, warmup=3, threads=1):
+    """Batch-1 latency of several artifacts measured in turns, for fair ratios.
+
+    `bench` runs one artifact after another, so a neighbour job that starts
+    half way (a shared machine) slows only the later ones. Here every round
+    times ``calls`` calls of each target in turn; a target's latency is the
+    median of its round medians, so the ratio between two targets is taken
+    under the same conditions.
+
+    Args:
+        targets: ``{name: artifact path, runner or Keras model}``.
+        x: input samples (numpy); call i uses ``x[i % len(x)]``.
+        rounds: rounds of turns. Defaults to 7.
+        calls: timed calls per target per round. Defaults to 30.
+        warmup: untimed calls per target per round. Defaults to 3.
+        threads: TFLite/onnxruntime threads. Defaults to 1.
+
+    Returns:
+        ``{name: {"p50_ms": median of round medians, "rounds_ms": [each round's median]}}``.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if not len(x):
+        raise DataError("interleaved_latency needs at least one input sample.")
+    if int(rounds) < 1 or int(calls) < 1:
+        raise DataError(f"rounds and calls must be positive, received {rounds}, {calls}.")
+    runners = {name: _as_target(t, threads) for name, t in dict(targets).items()}
+    medians = {name: [] for name in runners}
+    for _ in range(int(rounds)):
+        for name, runner in runners.items():
+            for i in range(int(warmup)):
+                runner.predict(x[i % len(x):i % len(x) + 1])
+            times = []
+            for i in range(int(calls)):
+                row = x[i % len(x):i % len(x) + 1]
+                start = time.perf_counter()
+                runner.predict(row)
+                times.append(time.perf_counter() - start)
+            medians[name].append(float(np.median(times) * 1e3))
+    return {name: {"p50_ms": float(np.median(m)), "rounds_ms": m} for name, m in medians.items()}
+
+
 def speedup(base, accelerated, metric="throughput"):
     """``speed_accelerated / speed_base`` from two `bench` results.
 
