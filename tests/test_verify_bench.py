@@ -60,8 +60,8 @@ def test_bench_fields_and_consistency(trained_model, artifacts, test_arrays):
     assert "p99 ms" in table and "int8.tflite" in table
 
 
-def test_interleaved_latency_times_every_target_in_each_round(trained_model, artifacts,
-                                                             test_arrays):
+def test_interleaved_latency_times_every_target_in_each_round(
+        trained_model, artifacts, test_arrays):
     x, _ = test_arrays
     res = td.verify.interleaved_latency({"keras": trained_model, "tflite": artifacts["tflite"]},
                                         x[:8], rounds=3, calls=5)

@@ -6,7 +6,8 @@
     model = quantize(model)          # pruning-preserving QAT when the model is sparse
 
 Also: `prune_n_m` (2:4), `slim` (remove channels for real speed), `cluster`,
-`distill`, `fold_input_preprocessing` (input rescaling into the first conv), `low_rank`, `optimizer` (fine-tuning rates and schedules),
+`distill`, `fold_input_preprocessing` (input rescaling into the first conv),
+`low_rank`, `optimizer` (fine-tuning rates and schedules),
 `with_policy` (mixed precision), `apply_plan` (ordered stages, one history)
 `report` (what happened to each layer, and why layers were left out), and the
 technique `history` every wrapper records (`measured_history` adds what each
@@ -43,7 +44,8 @@ __all__ = ["prune", "quantize", "calibrate_ranges", "recalibrate_batchnorm", "st
            "ConstantSparsity", "PolynomialDecay", "model_sparsity", "sparsity_by_layer",
            "is_pruning_wrapped", "is_quantization_aware", "quantizable_layers",
            "Select", "prune_n_m", "n_m_pattern", "n_m_fraction", "slim", "channel_widths",
-           "cluster", "unique_weights", "is_clustering_wrapped", "distill", "Distiller", "fold_input_preprocessing",
+           "cluster", "unique_weights", "is_clustering_wrapped", "distill", "Distiller",
+           "fold_input_preprocessing",
            "low_rank", "optimizer", "fine_tune_rate", "WarmupCosine", "with_policy",
            "to_float32", "compute_dtypes", "apply_plan", "check_plan", "Stage", "PlanResult",
            "measure", "report", "Report", "flatten", "is_nested", "history", "measured_history",

@@ -18,6 +18,7 @@ __all__ = ["KerasTarget", "accuracy", "latency_ms", "path_bytes", "gzip_bytes", 
            "weight_tensors", "operators", "op_dtypes", "verify", "verify_all",
            "classification_report",
            "format_classification_report", "format_results", "TOLERANCES", "bench",
-           "format_table", "interleaved_latency", "speedup", "matmul_peak_flops", "count_flops", "estimate",
+           "format_table", "interleaved_latency",
+           "speedup", "matmul_peak_flops", "count_flops", "estimate",
            "check_memory", "MemoryEstimate", "MemoryBudgetError", "available_memory",
            "recall_at_k", "random_recall", "top_k"]

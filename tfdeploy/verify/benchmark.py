@@ -124,6 +124,22 @@ def _as_target(target, threads):
                     "Keras model.")
 
 
+def _timed_calls(runner, x, warmup, calls, tick=None):
+    """Seconds of each of ``calls`` batch-1 ``predict`` calls (cycling through ``x``),
+    after ``warmup`` untimed ones."""
+    for i in range(int(warmup)):
+        runner.predict(x[i % len(x):i % len(x) + 1])
+    times = []
+    for i in range(int(calls)):
+        row = x[i % len(x):i % len(x) + 1]
+        start = time.perf_counter()
+        runner.predict(row)
+        times.append(time.perf_counter() - start)
+        if tick is not None:
+            tick()
+    return times
+
+
 def bench(target, x, batch_size=32, iters=100, warmup=5, threads=None, flops=None,
           progress=True, name=None):
     """Benchmark one model or artifact.
@@ -165,15 +181,7 @@ def bench(target, x, batch_size=32, iters=100, warmup=5, threads=None, flops=Non
     bar = tqdm(total=int(iters) + batch_iters, desc=os.path.basename(label.rstrip("/")),
                disable=not progress, leave=False, unit="call")
     try:
-        for i in range(warmup):
-            runner.predict(x[i % len(x):i % len(x) + 1])
-        times = []
-        for i in range(int(iters)):
-            row = x[i % len(x):i % len(x) + 1]
-            start = time.perf_counter()
-            runner.predict(row)
-            times.append(time.perf_counter() - start)
-            bar.update()
+        times = _timed_calls(runner, x, warmup, iters, bar.update)
         reps = -(-int(batch_size) // len(x))
         batch = np.concatenate([x] * reps)[:int(batch_size)]
         for _ in range(max(1, warmup // 2)):
@@ -242,14 +250,7 @@ def interleaved_latency(targets, x, rounds=7, calls=30, warmup=3, threads=1):
     medians = {name: [] for name in runners}
     for _ in range(int(rounds)):
         for name, runner in runners.items():
-            for i in range(int(warmup)):
-                runner.predict(x[i % len(x):i % len(x) + 1])
-            times = []
-            for i in range(int(calls)):
-                row = x[i % len(x):i % len(x) + 1]
-                start = time.perf_counter()
-                runner.predict(row)
-                times.append(time.perf_counter() - start)
+            times = _timed_calls(runner, x, warmup, calls)
             medians[name].append(float(np.median(times) * 1e3))
     return {name: {"p50_ms": float(np.median(m)), "rounds_ms": m} for name, m in medians.items()}
 
