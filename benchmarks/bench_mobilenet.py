@@ -13,7 +13,8 @@
    ``TFLiteConverter`` post-training full int8 (what a user would do instead); tfdeploy QAT
    int8; then for every ``--slim-ratios`` (50 % and 70 % of the channels removed) the
    slimmed float model, recovered by ``--slim-epochs`` of distillation from the float model
-   (``--slim-recovery labels``: a plain fine-tune), and its QAT int8 file. Params, gzip
+   (``--recovery labels``: a plain fine-tune), and its QAT int8 file; every QAT fine-tune
+   is distilled from the float model too. Params, gzip
    bytes, accuracy in LiteRT on the
    5-9 test images, LiteRT p50 latency at batch 1 with 1 and 2 threads
    (`tfdeploy.verify.bench`), speedups over float TFLite.
@@ -118,12 +119,14 @@ def _recover(slim, teacher, train_ds, epochs, recovery):
 def _variants(model, train, x, y, tmp, iters, tag, qat_epochs, slim_epochs,
               slim_ratios=(0.5,), recovery="distill"):
     """Float, PTQ int8, QAT int8, then per slim ratio the slimmed float model and its QAT
-    int8 file, recovered by ``recovery`` ("distill" or "labels"); one row each.
+    int8 file; one row each. ``recovery`` ("distill" or "labels") is how the QAT and
+    slimmed models are fine-tuned: distilled from ``model`` or on the labels alone.
 
     ``train``: ``(images, labels)`` to fine-tune and calibrate on, or None (random-weight
     latency runs: calibrate on ``x``, no fine-tuning).
     """
     from tfdeploy import compress, export, verify
+    from tfdeploy._keras import keras
     from tfdeploy.recipes.mobilenet_transfer import _compile, _dataset
 
     calib_x = x if train is None else train[0]
@@ -138,9 +141,17 @@ def _variants(model, train, x, y, tmp, iters, tag, qat_epochs, slim_epochs,
 
     def qat_of(float_model, epochs):
         q = compress.quantize(float_model, calibration_data=calib_x[:256])
-        if train_ds is not None and epochs:
+        if train_ds is None or not epochs:
+            return q
+        if recovery == "labels":
             _compile(q, 1e-4)
             q.fit(train_ds, epochs=epochs, verbose=0)
+            return q
+        # the QAT model learns the float model's soft targets (T=4) plus 30 % of the label
+        # loss: on 216 images, hard labels alone pulled it below plain PTQ
+        distiller = compress.Distiller(q, model, temperature=4.0, alpha=0.3)
+        distiller.compile(keras.optimizers.legacy.Adam(1e-4), metrics=["accuracy"])
+        distiller.fit(train_ds, epochs=epochs, verbose=0)
         return q
 
     qat = qat_of(model, qat_epochs)
@@ -181,17 +192,29 @@ def _config_variants(digits, alpha, side, args, tmp):
     """Part 2 for one MobileNetV2 width/input size: pretrain, transfer, then the 4 variants."""
     from tfdeploy.recipes import mobilenet_transfer as mt
 
+    from tfdeploy import compress
+
     t0 = time.perf_counter()
     task = mt.digits_task(digits, (side, side), args.variant_label_fraction, 0)
-    path, _ = mt.pretrain_base(*task["pretrain"], f"{tmp}/base_{alpha}_{side}.h5",
-                               "mobilenet_v2", alpha, args.variant_pretrain_epochs, 0)
-    model = mt.train_classifier(*task["train"], len(task["class_names"]), path,
-                                "mobilenet_v2", alpha, args.variant_epochs, seed=0)
-    _log(f"alpha {alpha} @ {side}: transfer model trained "
-         f"({time.perf_counter() - t0:.0f} s)")
+    cache = args.cache or tmp
+    os.makedirs(cache, exist_ok=True)
+    tag = f"{alpha}_{side}_p{args.variant_pretrain_epochs}_e{args.variant_epochs}"
+    path, saved = f"{cache}/base_{tag}.h5", f"{cache}/transfer_{tag}.h5"
+    if os.path.isfile(saved):  # --cache: the same seed-0 model a previous run trained
+        model = compress.load_model(saved)
+        _log(f"alpha {alpha} @ {side}: transfer model read from {saved}")
+    else:
+        if not os.path.isfile(path):
+            mt.pretrain_base(*task["pretrain"], path, "mobilenet_v2", alpha,
+                             args.variant_pretrain_epochs, 0)
+        model = mt.train_classifier(*task["train"], len(task["class_names"]), path,
+                                    "mobilenet_v2", alpha, args.variant_epochs, seed=0)
+        compress.save_model(model, saved)
+        _log(f"alpha {alpha} @ {side}: transfer model trained "
+             f"({time.perf_counter() - t0:.0f} s)")
     rows = _variants(model, task["train"], *task["test"], tmp, args.iters,
                      f"a{alpha}_{side}", args.qat_epochs, args.slim_epochs, args.slim_ratios,
-                     args.slim_recovery)
+                     args.recovery)
     by = {r["variant"]: r for r in rows}
     f32, ptq = by["float32 TFLite"], by["PTQ int8 (plain TFLiteConverter)"]
     qat = by["tfdeploy QAT int8"]
@@ -229,9 +252,13 @@ def main(argv=None):
                    help="recovery epochs after slimming (before QAT)")
     p.add_argument("--slim-ratios", type=float, nargs="+", default=[0.5, 0.7],
                    help="fractions of channels slimmed away, one pair of rows each")
-    p.add_argument("--slim-recovery", choices=("distill", "labels"), default="distill",
-                   help="distill: the slimmed model learns the float model's soft targets "
-                        "(plus 30 %% of the label loss); labels: plain fine-tune")
+    p.add_argument("--recovery", choices=("distill", "labels"), default="distill",
+                   help="how the QAT and slimmed models are fine-tuned. distill: they learn "
+                        "the float model's soft targets (plus 30 %% of the label loss); "
+                        "labels: plain fine-tune on the labels")
+    p.add_argument("--cache", default=None,
+                   help="directory keeping the pretrained base and the trained transfer model "
+                        "of each config, reused by the next run with the same settings")
     p.add_argument("--iters", type=int, default=100, help="timed batch-1 calls per artifact")
     p.add_argument("--data", default=None, help="where the digits tree is written")
     p.add_argument("--parts", nargs="+", default=["transfer", "variants"],

@@ -15,7 +15,8 @@ technique left in the weights; `save_model`/`load_model` keep it on disk).
 """
 
 from tfdeploy.compress.calibrate import calibrate_ranges, recalibrate_batchnorm
-from tfdeploy.compress.callbacks import PruningStep, SparsityMonitor, callbacks
+from tfdeploy.compress.callbacks import (PruningStep, ReplicaRangeSync, SparsityMonitor,
+                                         callbacks)
 from tfdeploy.compress.cluster import cluster, unique_weights
 from tfdeploy.compress import distribute
 from tfdeploy.compress.distill import Distiller, distill
@@ -39,7 +40,7 @@ from tfdeploy.compress.wrappers import (is_clustering_wrapped, is_pruning_wrappe
                                         is_quantization_aware)
 
 __all__ = ["prune", "quantize", "calibrate_ranges", "recalibrate_batchnorm", "strip", "callbacks",
-           "PruningStep",
+           "PruningStep", "ReplicaRangeSync",
            "SparsityMonitor",
            "ConstantSparsity", "PolynomialDecay", "model_sparsity", "sparsity_by_layer",
            "is_pruning_wrapped", "is_quantization_aware", "quantizable_layers",

@@ -3,9 +3,9 @@
 import copy
 
 from tfdeploy._keras import keras, tf, tfmot
-from tfdeploy.compress.distribute import check_training
+from tfdeploy.compress.distribute import _strategies, check_training, sync_input_ranges
 from tfdeploy.compress.sparsity import model_sparsity, sparsity_by_layer, zero_counts
-from tfdeploy.compress.wrappers import is_pruning_wrapped
+from tfdeploy.compress.wrappers import is_pruning_wrapped, is_quantization_aware
 
 
 class _ConfigCallback(keras.callbacks.Callback):
@@ -96,11 +96,20 @@ class SparsityMonitor(_ConfigCallback):
             self._writer = None
 
 
+class ReplicaRangeSync(_ConfigCallback):
+    """After every training step, give all replicas the same input fake-quant range
+    (`tfdeploy.compress.distribute.sync_input_ranges`): QAT under a strategy."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        sync_input_ranges(self.model)
+
+
 def callbacks(model, log_dir=None, backup_dir=None):
     """Return the callbacks a model wrapped by tfdeploy needs inside ``model.fit``.
 
     For a pruning-wrapped model: `PruningStep` and `SparsityMonitor`. For QAT or
-    plain models: `SparsityMonitor` only (sparsity is still worth watching when
+    plain models: `SparsityMonitor` (and, for QAT under a ``tf.distribute`` strategy,
+    `ReplicaRangeSync` first) (sparsity is still worth watching when
     fine-tuning a pruned model with QAT). Add your own callbacks (TensorBoard,
     EarlyStopping, ...) after these.
 
@@ -130,5 +139,7 @@ def callbacks(model, log_dir=None, backup_dir=None):
         out.append(keras.callbacks.BackupAndRestore(backup_dir))
     if is_pruning_wrapped(model):
         out.append(PruningStep())
+    if is_quantization_aware(model) and any(s is not None for s in _strategies(model)):
+        out.append(ReplicaRangeSync())
     out.append(SparsityMonitor(log_dir=log_dir))
     return out

@@ -103,6 +103,38 @@ def replica_values(model):
     return out
 
 
+def sync_input_ranges(model):
+    """Give every replica the same range in each tfmot input fake-quant (``QuantizeLayer``).
+
+    Its min/max are mirrored variables that tfmot updates in each replica from that
+    replica's own batch (the smallest and largest value seen), with no cross-replica
+    reduction, so two replicas end a step with different ranges (a raw-pixel input: 254.991
+    on one, 254.994 on the other). This sets each to the min/max over the replicas, what one
+    device seeing the whole batch would hold. `callbacks` runs it after every training
+    step of a QAT model under a strategy.
+
+    Returns:
+        How many variables were changed.
+    """
+    from tfdeploy.compress._tfmot import input_range_variables
+
+    changed = 0
+    for _, lo, hi in input_range_variables(model):
+        for var, pick in ((lo, np.min), (hi, np.max)):
+            strategy = getattr(var, "_distribute_strategy", None)
+            if strategy is None:
+                continue
+            parts = strategy.experimental_local_results(var)
+            values = [np.asarray(p.numpy()) for p in parts]
+            if all(np.array_equal(values[0], v) for v in values[1:]):
+                continue
+            target = pick(np.stack(values), axis=0)
+            for part in parts:
+                part.assign(target)
+            changed += 1
+    return changed
+
+
 def replicas_agree(model):
     """True when every replica holds the same value of every wrapper variable."""
     for values in replica_values(model).values():
