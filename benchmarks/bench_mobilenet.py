@@ -117,7 +117,7 @@ def _recover(slim, teacher, train_ds, epochs, recovery):
 
 
 def _variants(model, train, x, y, tmp, iters, tag, qat_epochs, slim_epochs,
-              slim_ratios=(0.5,), recovery="distill"):
+              slim_ratios=(0.5,), recovery="distill", divisor=8):
     """Float, PTQ int8, QAT int8, then per slim ratio the slimmed float model and its QAT
     int8 file; one row each. ``recovery`` ("distill" or "labels") is how the QAT and
     slimmed models are fine-tuned: distilled from ``model`` or on the labels alone.
@@ -162,7 +162,7 @@ def _variants(model, train, x, y, tmp, iters, tag, qat_epochs, slim_epochs,
     _log(f"{tag}: QAT done")
     for ratio in slim_ratios:
         pct = f"{ratio:.0%}"
-        slim = compress.slim(model, ratio, calibration_data=calib_x)
+        slim = compress.slim(model, ratio, calibration_data=calib_x, divisor=divisor or None)
         if train_ds is not None and slim_epochs:
             slim = _recover(slim, model, train_ds, slim_epochs, recovery)
         rows.append(_measure(f"tfdeploy {pct} slim float32", export.tflite(
@@ -214,7 +214,7 @@ def _config_variants(digits, alpha, side, args, tmp):
              f"({time.perf_counter() - t0:.0f} s)")
     rows = _variants(model, task["train"], *task["test"], tmp, args.iters,
                      f"a{alpha}_{side}", args.qat_epochs, args.slim_epochs, args.slim_ratios,
-                     args.recovery)
+                     args.recovery, args.slim_divisor)
     by = {r["variant"]: r for r in rows}
     f32, ptq = by["float32 TFLite"], by["PTQ int8 (plain TFLiteConverter)"]
     qat = by["tfdeploy QAT int8"]
@@ -252,6 +252,9 @@ def main(argv=None):
                    help="recovery epochs after slimming (before QAT)")
     p.add_argument("--slim-ratios", type=float, nargs="+", default=[0.5, 0.7],
                    help="fractions of channels slimmed away, one pair of rows each")
+    p.add_argument("--slim-divisor", type=int, default=8,
+                   help="slimmed layers keep a multiple of this many channels (0: exactly the "
+                        "ratio); XNNPACK's int8 convolutions pad channels to 8 on x86")
     p.add_argument("--recovery", choices=("distill", "labels"), default="distill",
                    help="how the QAT and slimmed models are fine-tuned. distill: they learn "
                         "the float model's soft targets (plus 30 %% of the label loss); "

@@ -83,6 +83,27 @@ def test_add_shares_one_mask_and_bn_depthwise_follow():
     assert "shares channels" in C.report(partial).to_dict()["c1"]["left_out"]["slimmed"]
 
 
+def test_divisor_keeps_a_multiple_of_it_in_every_layer():
+    """70 % of a MobileNetV2 1.0 leaves 5, 10, 29, ... channels; with divisor=8 every slimmed
+    layer keeps a multiple of 8 (XNNPACK's int8 convolutions pad channels to 8 on x86)."""
+    model = td.models.build_mobilenet((32, 32, 1), 5, alpha=1.0)
+    x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 1)).astype("float32")
+    plain = C.slim(model, 0.7, calibration_data=x)
+    assert any(after % 8 for _, after in plain._tfdeploy_slim.values())
+    small = C.slim(model, 0.7, calibration_data=x, divisor=8)
+    sizes = small._tfdeploy_slim
+    assert len(sizes) == len(plain._tfdeploy_slim) > 50
+    for name, (before, after) in sizes.items():
+        assert after % 8 == 0 and 8 <= after < before, (name, before, after)
+        # the nearest multiple of 8 to what the ratio alone keeps
+        assert abs(after - plain._tfdeploy_slim[name][1]) <= 4, name
+    assert C.history(small)[-1]["params"]["divisor"] == 8
+    assert small.predict(x, verbose=0).shape == (8, 5)
+    for bad in (0, -8, 2.5, True, "8"):
+        with pytest.raises(CompressionError, match="divisor must be a positive integer"):
+            C.slim(model, 0.7, divisor=bad)
+
+
 def test_slim_then_fine_tune_recovers(trained_model, train_ds, test_arrays):
     x, y = test_arrays
     base = td.verify.accuracy(trained_model, x, y)

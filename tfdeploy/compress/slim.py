@@ -177,7 +177,16 @@ def _flat_index(keep, channels, positions):
     return (np.arange(positions)[:, None] * channels + keep[None, :]).reshape(-1)
 
 
-def slim(model, ratio=0.5, criterion="l1", layers=None, calibration_data=None):
+def _kept(n, ratio, divisor):
+    """Channels kept of ``n``: ``n - round(n * ratio)``, then (``divisor``) the nearest
+    multiple of it, at least one multiple, never more than ``n``."""
+    keep = max(1, n - int(round(n * float(ratio))))
+    if divisor and n > divisor:
+        keep = min(n, max(divisor, int(round(keep / divisor)) * divisor))
+    return keep
+
+
+def slim(model, ratio=0.5, criterion="l1", layers=None, calibration_data=None, divisor=None):
     """Remove the weakest ``ratio`` of the channels of each Conv2D/Dense; returns a smaller model.
 
     The input model is untouched. Fine-tune the result (compile + fit) to
@@ -202,6 +211,12 @@ def slim(model, ratio=0.5, criterion="l1", layers=None, calibration_data=None):
             the same class for every image, and a fine-tune with BatchNorm in
             inference mode (a transfer base) cannot repair it. Without it, a
             model with BatchNormalization gets a `SlimWarning`. Defaults to None.
+        divisor: keep a multiple of this many channels per layer (the nearest
+            one, at least one multiple; layers of at most ``divisor`` channels
+            keep what ``ratio`` gives). Integer kernels work on blocks of channels:
+            XNNPACK's int8 convolutions on x86 pad them to 8, so a layer left
+            with 5 or 10 channels computes 8 or 16. None keeps exactly
+            ``ratio``. Defaults to None.
 
     Returns:
         A new, smaller ``keras.Model``. ``model._tfdeploy_slim`` maps each
@@ -217,6 +232,10 @@ def slim(model, ratio=0.5, criterion="l1", layers=None, calibration_data=None):
     """
     model = check_model(model, graph=True)
     check_scope(model, "slim")
+    if divisor is not None and (isinstance(divisor, bool) or not isinstance(divisor, int)
+                                or divisor < 1):
+        raise CompressionError(
+            f"divisor must be a positive integer (e.g. 8) or None, received {divisor!r}.")
     if not isinstance(ratio, (int, float)) or not 0.0 < float(ratio) < 1.0:
         raise CompressionError(
             f"ratio must be a fraction in (0, 1) of the channels to remove, received {ratio!r}. "
@@ -253,7 +272,7 @@ def slim(model, ratio=0.5, criterion="l1", layers=None, calibration_data=None):
             continue
         score = sum(_channel_scores(p, criterion) for p in prods)
         n = score.size
-        n_keep = max(1, n - int(round(n * float(ratio))))
+        n_keep = _kept(n, ratio, divisor)
         keep[root] = np.sort(np.argsort(-score, kind="stable")[:n_keep])
     for tensor_info, layer, why in bad:
         if spaces.find(tensor_info[1]) in keep:
@@ -326,7 +345,7 @@ def slim(model, ratio=0.5, criterion="l1", layers=None, calibration_data=None):
         detail += (f"; BatchNorm statistics re-estimated ({len(recalibrated)} layers)"
                    if recalibrated else "; BatchNorm statistics NOT re-estimated (stale)")
     record(out, "slimmed", slimmed, skipped, source=source, detail=detail,
-           params={"ratio": float(ratio), "criterion": criterion,
+           params={"ratio": float(ratio), "criterion": criterion, "divisor": divisor,
                    "batchnorm_recalibrated": len(recalibrated),
                    "widths": {name: list(pair) for name, pair in sizes.items()}})
     return out
