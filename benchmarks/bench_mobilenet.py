@@ -98,9 +98,10 @@ def _measure(name, path, x, y, iters, params):
 
 
 def _recover(slim, teacher, train_ds, epochs, recovery):
-    """Fine-tune a slimmed model back: trained whole (BN in inference mode), either on the
-    labels alone or distilled from the float ``teacher`` (its soft targets, T=4, plus 30 %
-    of the label loss) on the same labelled images."""
+    """Fine-tune a slimmed model back, trained whole (BN in inference mode): on the labels
+    alone (``recovery="labels"``), or distilled from the float ``teacher`` (its soft
+    targets at T=4) on ``train_ds``: with ``"distill"`` the labelled images plus 30 % of
+    the label loss, with ``"distill_all"`` every training image of the task, labels unused."""
     from tfdeploy import compress
     from tfdeploy._keras import keras
     from tfdeploy.recipes.mobilenet_transfer import _compile
@@ -110,14 +111,18 @@ def _recover(slim, teacher, train_ds, epochs, recovery):
         _compile(slim, 5e-4)
         slim.fit(train_ds, epochs=epochs, verbose=0)
         return slim
-    distiller = compress.distill(teacher, slim, temperature=4.0, alpha=0.3)
+    distiller = compress.distill(teacher, slim, temperature=4.0, alpha=_alpha(recovery))
     distiller.compile(keras.optimizers.legacy.Adam(5e-4), metrics=["accuracy"])
     distiller.fit(train_ds, epochs=epochs, verbose=0)
     return distiller.student
 
 
+def _alpha(recovery):
+    return 0.0 if recovery == "distill_all" else 0.3
+
+
 def _variants(model, train, x, y, tmp, iters, tag, qat_epochs, slim_epochs,
-              slim_ratios=(0.5,), recovery="distill", divisor=8):
+              slim_ratios=(0.5,), recovery="distill", divisor=8, unlabelled=None):
     """Float, PTQ int8, QAT int8, then per slim ratio the slimmed float model and its QAT
     int8 file; one row each. ``recovery`` ("distill" or "labels") is how the QAT and
     slimmed models are fine-tuned: distilled from ``model`` or on the labels alone.
@@ -125,12 +130,17 @@ def _variants(model, train, x, y, tmp, iters, tag, qat_epochs, slim_epochs,
     ``train``: ``(images, labels)`` to fine-tune and calibrate on, or None (random-weight
     latency runs: calibrate on ``x``, no fine-tuning).
     """
+    import numpy as np
+
     from tfdeploy import compress, export, verify
     from tfdeploy._keras import keras
     from tfdeploy.recipes.mobilenet_transfer import _compile, _dataset
 
     calib_x = x if train is None else train[0]
     train_ds = None if train is None else _dataset(*train, seed=0)
+    if train is not None and recovery == "distill_all":
+        # the teacher labels every training image of the task; the labels are not read
+        train_ds = _dataset(unlabelled, np.zeros(len(unlabelled), np.int64), seed=0)
     rows = [_measure("float32 TFLite", export.tflite(model, f"{tmp}/{tag}_f32.tflite"),
                      x, y, iters, model.count_params())]
     _log(f"{tag}: float done")
@@ -149,8 +159,8 @@ def _variants(model, train, x, y, tmp, iters, tag, qat_epochs, slim_epochs,
             return q
         # the QAT model learns the float model's soft targets (T=4) plus 30 % of the label
         # loss: on 216 images, hard labels alone pulled it below plain PTQ
-        distiller = compress.Distiller(q, model, temperature=4.0, alpha=0.3)
-        distiller.compile(keras.optimizers.legacy.Adam(1e-4), metrics=["accuracy"])
+        distiller = compress.Distiller(q, model, temperature=4.0, alpha=_alpha(recovery))
+        distiller.compile(keras.optimizers.legacy.Adam(1e-5), metrics=["accuracy"])
         distiller.fit(train_ds, epochs=epochs, verbose=0)
         return q
 
@@ -188,6 +198,16 @@ def _variants(model, train, x, y, tmp, iters, tag, qat_epochs, slim_epochs,
     return rows
 
 
+def _all_target_images(digits, side):
+    """Every training image of classes 5-9 (the labelled 30 % and the rest), no labels."""
+    from tfdeploy import data
+    from tfdeploy.recipes import mobilenet_transfer as mt
+
+    train = data.image_dataset(os.path.join(digits, "train"), image_size=(side, side))
+    x, y = data.to_numpy(train)
+    return mt._subset(x, y, list(train.class_names), mt.TARGET_CLASSES)[0]
+
+
 def _config_variants(digits, alpha, side, args, tmp):
     """Part 2 for one MobileNetV2 width/input size: pretrain, transfer, then the 4 variants."""
     from tfdeploy.recipes import mobilenet_transfer as mt
@@ -214,7 +234,7 @@ def _config_variants(digits, alpha, side, args, tmp):
              f"({time.perf_counter() - t0:.0f} s)")
     rows = _variants(model, task["train"], *task["test"], tmp, args.iters,
                      f"a{alpha}_{side}", args.qat_epochs, args.slim_epochs, args.slim_ratios,
-                     args.recovery, args.slim_divisor)
+                     args.recovery, args.slim_divisor, _all_target_images(digits, side))
     by = {r["variant"]: r for r in rows}
     f32, ptq = by["float32 TFLite"], by["PTQ int8 (plain TFLiteConverter)"]
     qat = by["tfdeploy QAT int8"]
@@ -231,6 +251,9 @@ def _config_variants(digits, alpha, side, args, tmp):
     return {"alpha": alpha, "image_size": side, "weights": "transferred (digits 0-4 base)",
             "train_images": int(len(task["train"][0])), "test_images": int(len(task["test"][0])),
             "pretrain_epochs": args.variant_pretrain_epochs, "epochs": args.variant_epochs,
+            "qat_epochs": args.qat_epochs, "slim_epochs": args.slim_epochs,
+            "slim_ratios": args.slim_ratios, "slim_divisor": args.slim_divisor,
+            "recovery": args.recovery,
             "rows": rows, "targets": targets, "seconds": time.perf_counter() - t0}
 
 
@@ -255,10 +278,12 @@ def main(argv=None):
     p.add_argument("--slim-divisor", type=int, default=8,
                    help="slimmed layers keep a multiple of this many channels (0: exactly the "
                         "ratio); XNNPACK's int8 convolutions pad channels to 8 on x86")
-    p.add_argument("--recovery", choices=("distill", "labels"), default="distill",
-                   help="how the QAT and slimmed models are fine-tuned. distill: they learn "
-                        "the float model's soft targets (plus 30 %% of the label loss); "
-                        "labels: plain fine-tune on the labels")
+    p.add_argument("--recovery", choices=("distill_all", "distill", "labels"),
+                   default="distill_all",
+                   help="how the QAT and slimmed models are fine-tuned. distill_all: they "
+                        "learn the float model's soft targets on every training image of "
+                        "5-9 (labels unused); distill: on the labelled ones, plus 30 %% of "
+                        "the label loss; labels: plain fine-tune on the labels")
     p.add_argument("--cache", default=None,
                    help="directory keeping the pretrained base and the trained transfer model "
                         "of each config, reused by the next run with the same settings")
