@@ -97,24 +97,23 @@ def _measure(name, path, x, y, iters, params):
     return row
 
 
-def _recover(slim, teacher, train_ds, epochs, recovery):
-    """Fine-tune a slimmed model back, trained whole (BN in inference mode): on the labels
-    alone (``recovery="labels"``), or distilled from the float ``teacher`` (its soft
-    targets at T=4) on ``train_ds``: with ``"distill"`` the labelled images plus 30 % of
-    the label loss, with ``"distill_all"`` every training image of the task, labels unused."""
+def _fine_tune(student, teacher, train_ds, epochs, recovery, lr):
+    """Train ``student`` in place: on the labels alone (``recovery="labels"``), or
+    distilled from the float ``teacher`` (its soft targets at T=4) on ``train_ds``: with
+    ``"distill"`` the labelled images plus 30 % of the label loss, with ``"distill_all"``
+    every training image of the task, labels unused."""
     from tfdeploy import compress
     from tfdeploy._keras import keras
     from tfdeploy.recipes.mobilenet_transfer import _compile
 
-    slim.trainable = True
     if recovery == "labels":
-        _compile(slim, 5e-4)
-        slim.fit(train_ds, epochs=epochs, verbose=0)
-        return slim
-    distiller = compress.distill(teacher, slim, temperature=4.0, alpha=_alpha(recovery))
-    distiller.compile(keras.optimizers.legacy.Adam(5e-4), metrics=["accuracy"])
+        _compile(student, lr)
+        student.fit(train_ds, epochs=epochs, verbose=0)
+        return student
+    distiller = compress.Distiller(student, teacher, temperature=4.0, alpha=_alpha(recovery))
+    distiller.compile(keras.optimizers.legacy.Adam(lr), metrics=["accuracy"])
     distiller.fit(train_ds, epochs=epochs, verbose=0)
-    return distiller.student
+    return student
 
 
 def _alpha(recovery):
@@ -133,8 +132,7 @@ def _variants(model, train, x, y, tmp, iters, tag, qat_epochs, slim_epochs,
     import numpy as np
 
     from tfdeploy import compress, export, verify
-    from tfdeploy._keras import keras
-    from tfdeploy.recipes.mobilenet_transfer import _compile, _dataset
+    from tfdeploy.recipes.mobilenet_transfer import _dataset
 
     calib_x = x if train is None else train[0]
     train_ds = None if train is None else _dataset(*train, seed=0)
@@ -153,16 +151,9 @@ def _variants(model, train, x, y, tmp, iters, tag, qat_epochs, slim_epochs,
         q = compress.quantize(float_model, calibration_data=calib_x[:256])
         if train_ds is None or not epochs:
             return q
-        if recovery == "labels":
-            _compile(q, 1e-4)
-            q.fit(train_ds, epochs=epochs, verbose=0)
-            return q
-        # the QAT model learns the float model's soft targets (T=4) plus 30 % of the label
-        # loss: on 216 images, hard labels alone pulled it below plain PTQ
-        distiller = compress.Distiller(q, model, temperature=4.0, alpha=_alpha(recovery))
-        distiller.compile(keras.optimizers.legacy.Adam(1e-5), metrics=["accuracy"])
-        distiller.fit(train_ds, epochs=epochs, verbose=0)
-        return q
+        # distilled at 1e-5: on 216 images, hard labels at 1e-4 pulled it below plain PTQ
+        return _fine_tune(q, model, train_ds, epochs, recovery,
+                          1e-4 if recovery == "labels" else 1e-5)
 
     qat = qat_of(model, qat_epochs)
     rows.append(_measure("tfdeploy QAT int8",
@@ -174,7 +165,8 @@ def _variants(model, train, x, y, tmp, iters, tag, qat_epochs, slim_epochs,
         pct = f"{ratio:.0%}"
         slim = compress.slim(model, ratio, calibration_data=calib_x, divisor=divisor or None)
         if train_ds is not None and slim_epochs:
-            slim = _recover(slim, model, train_ds, slim_epochs, recovery)
+            slim.trainable = True  # trained whole; its BatchNorm stays in inference mode
+            slim = _fine_tune(slim, model, train_ds, slim_epochs, recovery, 5e-4)
         rows.append(_measure(f"tfdeploy {pct} slim float32", export.tflite(
             slim, f"{tmp}/{tag}_slim{pct}.tflite"), x, y, iters, slim.count_params()))
         sq = qat_of(slim, qat_epochs)
