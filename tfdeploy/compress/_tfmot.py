@@ -133,7 +133,8 @@ def activation_range_variables(qat_model):
 def input_range_variables(qat_model):
     """``[(layer, min variable, max variable)]`` of every tfmot ``QuantizeLayer``: the
     fake-quant tfmot puts where a float tensor (the model input, or an unquantized
-    layer's output) enters a quantized layer; its range also starts at [-6, 6]."""
+    layer's output) enters a quantized layer; its range starts at [0, 0] and is set by the
+    first training batch."""
     out = []
     for layer in qat_model.layers:
         if not is_quantize_layer(layer):

@@ -108,9 +108,9 @@ def callbacks(model, log_dir=None, backup_dir=None):
     """Return the callbacks a model wrapped by tfdeploy needs inside ``model.fit``.
 
     For a pruning-wrapped model: `PruningStep` and `SparsityMonitor`. For QAT or
-    plain models: `SparsityMonitor` (and, for QAT under a ``tf.distribute`` strategy,
-    `ReplicaRangeSync` first) (sparsity is still worth watching when
-    fine-tuning a pruned model with QAT). Add your own callbacks (TensorBoard,
+    plain models: `SparsityMonitor` (sparsity is still worth watching when
+    fine-tuning a pruned model with QAT), after `ReplicaRangeSync` for QAT under a
+    ``tf.distribute`` strategy. Add your own callbacks (TensorBoard,
     EarlyStopping, ...) after these.
 
     With ``backup_dir``, a Keras ``BackupAndRestore`` comes first: a fit that
