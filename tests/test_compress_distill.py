@@ -104,3 +104,61 @@ def test_distill_errors(trained_model):
         C.distill(trained_model, _student(), temperature=0)
     with pytest.raises(CompressionError, match=r"alpha must be in \[0, 1\]"):
         C.distill(trained_model, _student(), alpha=1.5)
+
+
+def _logits_student():
+    inputs = td.keras.Input((32, 32, 1))
+    x = L.Flatten()(L.Rescaling(1.0 / 255.0)(inputs))
+    return td.keras.Model(inputs, L.Dense(10, name="s_logits")(x))
+
+
+def _variant(kind, calib):
+    """The student as QAT, pruning, clustering, nesting or a Softmax layer leave it."""
+    if kind == "qat":
+        return C.quantize(_student(), calibration_data=calib)
+    if kind == "pruned":
+        schedule = C.ConstantSparsity(0.5, unit="step", frequency=1)
+        return C.prune(_student(), 0.5, schedule=schedule)
+    if kind == "clustered":
+        return C.cluster(_student(), n_clusters=4)
+    if kind == "nested":
+        inputs = td.keras.Input((32, 32, 1))
+        return td.keras.Model(inputs, _student()(inputs))
+    if kind == "softmax_layer":
+        inputs = td.keras.Input((32, 32, 1))
+        return td.keras.Model(inputs, L.Softmax()(_logits_student()(inputs)))
+    return _logits_student()
+
+
+@pytest.mark.parametrize("kind", ["qat", "pruned", "clustered", "nested", "softmax_layer",
+                                  "logits"])
+def test_distillation_loss_reads_probabilities_through_wrappers(kind, teacher, train_arrays):
+    """A student wrapped by QAT/pruning/clustering (or nested) still ends in softmax: its
+    outputs are probabilities, not logits. Before, a QAT student's probabilities were taken
+    as logits, so its distillation loss was nearly flat and QAT distillation barely trained."""
+    x, y = train_arrays[0][:32], train_arrays[1][:32]
+    td.keras.utils.set_random_seed(0)
+    student = _variant(kind, x)
+    t = 4.0
+    distiller = C.Distiller(student, teacher, temperature=t, alpha=0.5)
+    distiller.compile(td.keras.optimizers.Adam(1e-3))
+    got = distiller.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
+
+    def log_probs(out, probabilities):
+        out = np.asarray(out, np.float64)
+        if probabilities:
+            return np.log(np.clip(out, 1e-7, 1.0))
+        return out - np.log(np.sum(np.exp(out - out.max(-1, keepdims=True)), -1,
+                                   keepdims=True)) - out.max(-1, keepdims=True)
+
+    def soft(logp):
+        z = np.exp(logp / t - (logp / t).max(-1, keepdims=True))
+        return z / z.sum(-1, keepdims=True)
+
+    student_out = student.predict(x, verbose=0)
+    lp_s = log_probs(student_out, kind != "logits")
+    p_t, p_s = soft(log_probs(teacher.predict(x, verbose=0), True)), soft(lp_s)
+    kl = np.mean(np.sum(p_t * (np.log(np.clip(p_t, 1e-7, 1)) - np.log(p_s)), -1)) * t * t
+    hard = np.mean(-lp_s[np.arange(len(y)), y])
+    assert got["distillation_loss"] == pytest.approx(kl, rel=1e-3, abs=1e-4)
+    assert got["student_loss"] == pytest.approx(hard, rel=1e-3, abs=1e-4)

@@ -1,17 +1,40 @@
 """Knowledge distillation: train a small student to match a large teacher's softened outputs."""
 
 from tfdeploy.bridge import check_model
+from tfdeploy.compress import _tfmot
 from tfdeploy._keras import keras, tf
 from tfdeploy.compress.graph import copy_model
 from tfdeploy.compress.history import history, record
 from tfdeploy.errors import CompressionError
 
 
+def _output_layer(model):
+    """The layer that computes ``model``'s (first) output, looking through wrappers.
+
+    tfmot's QAT, pruning and clustering wrap the head (``.layer``), a nested model ends in
+    its own last layer; the activation then sits on the innermost layer.
+    """
+    names = getattr(model, "output_names", None) or []
+    try:
+        layer = model.get_layer(names[0]) if names else model.layers[-1]
+    except ValueError:  # an output not named after its layer
+        layer = model.layers[-1]
+    while True:
+        if isinstance(layer, keras.Model) and layer.layers:
+            layer = _output_layer(layer)
+        elif isinstance(getattr(layer, "layer", None), keras.layers.Layer):
+            layer = layer.layer
+        else:
+            return layer
+
+
 def _ends_in_softmax(model):
-    last = model.layers[-1]
-    activation = getattr(last, "activation", None)
-    return getattr(activation, "__name__", "") == "softmax" or isinstance(
-        last, keras.layers.Softmax)
+    layer = _output_layer(model)
+    if isinstance(layer, keras.layers.Softmax):
+        return True
+    activation = getattr(layer, "activation", None)
+    activation = _tfmot.quantize_activation_inner(activation) or activation
+    return getattr(activation, "__name__", "") == "softmax"
 
 
 def _log_probs(y, from_logits):
