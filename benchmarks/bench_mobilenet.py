@@ -13,7 +13,8 @@
    ``TFLiteConverter`` post-training full int8 (what a user would do instead); tfdeploy QAT
    int8; then for every ``--slim-ratios`` (50 % and 70 % of the channels removed) the
    slimmed float model, recovered by ``--slim-epochs`` of distillation from the float model
-   (``--recovery labels``: a plain fine-tune), and its QAT int8 file; every QAT fine-tune
+   (rate warmed up to 5e-4 over the first epoch, cosine decay after; ``--recovery labels``:
+   a plain fine-tune), and its QAT int8 file; every QAT fine-tune
    is distilled from the float model too (each fine-tune keeps its epoch with the best
    accuracy on the labelled training images; the test images only score). Params, gzip
    bytes, accuracy in LiteRT on the 5-9 test images, LiteRT p50 latency at batch 1 with 1
