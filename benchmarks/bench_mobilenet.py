@@ -81,9 +81,16 @@ def _without_xnnpack_ms(path, x, iters):
     return float(np.median(times[5:]) * 1e3)
 
 
-def _measure(name, path, x, y, iters, params):
+def _op_counts(path):
+    """``{op name: count}`` of a .tflite file's operators."""
     import collections
 
+    from tfdeploy import verify
+
+    return dict(collections.Counter(op["op"] for op in verify.operators(path)))
+
+
+def _measure(name, path, x, y, iters, params):
     from tfdeploy import runtime, verify
 
     row = {"variant": name, "file": os.path.basename(path), "path": path,
@@ -96,7 +103,7 @@ def _measure(name, path, x, y, iters, params):
                            progress=False, name=name)
         row[f"p50_ms_{threads}t"] = res["p50_ms"]
     row["p50_ms_1t_no_xnnpack"] = _without_xnnpack_ms(path, x[:64], max(20, iters // 2))
-    row["ops"] = dict(collections.Counter(op["op"] for op in verify.operators(path)))
+    row["ops"] = _op_counts(path)
     row["load_avg_1m"] = os.getloadavg()[0]
     _log(json.dumps(row))
     return row
@@ -111,8 +118,7 @@ def _keep_best(student, val, tag):
     90.5 %: model selection on held-in labelled images keeps a collapsed last epoch from
     being the result. The test images are never read here.
     """
-    import numpy as np
-
+    from tfdeploy import verify
     from tfdeploy._keras import keras
 
     x, y = val
@@ -123,8 +129,7 @@ def _keep_best(student, val, tag):
             self.curve, self.best, self.weights = [], -1.0, None
 
         def _check(self, label):
-            pred = np.argmax(student.predict(x, verbose=0, batch_size=64), -1)
-            acc = float(np.mean(pred == y))
+            acc = verify.accuracy(student, x, y)
             self.curve.append(acc)
             _log(f"{tag}: {label} accuracy on the labelled images {acc:.3f}")
             if acc > self.best:
@@ -273,8 +278,6 @@ def _speed(alpha, side, ratio, tmp):
     folded float file; then the slimmed model without and with ``divisor=8``, float and
     calibrated QAT int8. Accuracy is not measured here (no training): only speed.
     """
-    import collections
-
     import numpy as np
 
     from tfdeploy import compress, export, models, verify
@@ -300,11 +303,10 @@ def _speed(alpha, side, ratio, tmp):
     base = turns["float32, plain converter"]["p50_ms"]
     rows = []
     for name, path in paths.items():
-        ops = collections.Counter(op["op"] for op in verify.operators(path))
         rows.append({"variant": name, "p50_ms_1t_interleaved": turns[name]["p50_ms"],
                      "rounds_ms_1t_interleaved": turns[name]["rounds_ms"],
                      "speedup_1t_interleaved": base / turns[name]["p50_ms"],
-                     "ops": dict(ops), "gzip_bytes": verify.gzip_bytes(path)})
+                     "ops": _op_counts(path), "gzip_bytes": verify.gzip_bytes(path)})
         _log(json.dumps(rows[-1]))
     by = {r["variant"]: r["p50_ms_1t_interleaved"] for r in rows}
     slim_tag = f"{pct} slim, divisor 1"

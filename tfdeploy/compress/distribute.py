@@ -27,6 +27,7 @@ import json
 import numpy as np
 
 from tfdeploy._keras import tf
+from tfdeploy.compress._tfmot import input_range_variables
 from tfdeploy.compress.sparsity import is_model_weight
 from tfdeploy.errors import DistributionError
 
@@ -86,6 +87,13 @@ def check_training(model):
     return model
 
 
+def _replica_parts(variable):
+    """Each replica's copy of ``variable`` (the variable itself without a strategy)."""
+    strategy = getattr(variable, "_distribute_strategy", None)
+    return list(strategy.experimental_local_results(variable)) if strategy is not None \
+        else [variable]
+
+
 def replica_values(model):
     """``{variable name: [value on each replica]}`` for the wrappers' variables.
 
@@ -97,9 +105,8 @@ def replica_values(model):
     for v in model.variables:
         if is_model_weight(v) or v.trainable:
             continue
-        strategy = getattr(v, "_distribute_strategy", None)
-        values = strategy.experimental_local_results(v) if strategy is not None else [v]
-        out[v.name] = [np.asarray(x.numpy() if hasattr(x, "numpy") else x) for x in values]
+        out[v.name] = [np.asarray(x.numpy() if hasattr(x, "numpy") else x)
+                       for x in _replica_parts(v)]
     return out
 
 
@@ -116,15 +123,10 @@ def sync_input_ranges(model):
     Returns:
         How many variables were changed.
     """
-    from tfdeploy.compress._tfmot import input_range_variables
-
     changed = 0
     for _, lo, hi in input_range_variables(model):
         for var, pick in ((lo, np.min), (hi, np.max)):
-            strategy = getattr(var, "_distribute_strategy", None)
-            if strategy is None:
-                continue
-            parts = strategy.experimental_local_results(var)
+            parts = _replica_parts(var)
             values = [np.asarray(p.numpy()) for p in parts]
             if all(np.array_equal(values[0], v) for v in values[1:]):
                 continue
