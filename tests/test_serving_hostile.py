@@ -1,9 +1,11 @@
 """Hostile input: a bounded fuzz of the REST and gRPC APIs over real sockets.
 
-Every answer must be a 4xx with TF Serving's error JSON (or 2xx), never a 5xx; the
-server stays alive, valid requests keep their exact answers, and the process's
-memory stays bounded (a tiny gRPC request declaring a huge tensor is refused before
-anything is allocated).
+The server is ``tfdeploy serve`` in its own process with TensorFlow's oneDNN kernels
+forced on (``TF_ENABLE_ONEDNN_OPTS=1``), where a convolution given a tensor of the wrong
+rank aborts the process unless the request is validated first. Every answer must be a
+4xx with TF Serving's error JSON (or 2xx), never a 5xx; the process is alive after every
+request, valid requests keep their exact answers, and the server's memory stays bounded
+(a tiny gRPC request declaring a huge tensor is refused before anything is allocated).
 """
 
 import http.client
@@ -14,7 +16,8 @@ import threading
 import numpy as np
 import pytest
 
-from test_serving_support import build_half_plus_two, build_tf2_model, raw_exchange
+from test_serving_support import (ServerProcess, build_digits_classifier, build_half_plus_two,
+                                  build_tf2_model, raw_exchange)
 
 pytest_plugins = ("test_serving_support",)
 
@@ -32,19 +35,21 @@ def _rss_mb():
 
 @pytest.fixture(scope="module")
 def hostile_server(tmp_path_factory):
-    from tfdeploy.serving import ModelConfig, create_server
-
     root = tmp_path_factory.mktemp("hostile")
     build_half_plus_two(str(root / "half" / "1"))
     build_tf2_model(str(root / "tf2" / "1"))
-    server = create_server(configs=[ModelConfig("half", str(root / "half"),
-                                                labels={"stable": 1}),
-                                    ModelConfig("tf2", str(root / "tf2"))],
-                           port=0, rest_api_port=0, file_system_poll_wait_seconds=0,
-                           max_body_bytes=1 << 20, max_num_load_retries=0)
-    server.start()
-    yield server
-    server.stop()
+    build_digits_classifier(str(root / "digits"))
+    config = root / "models.config"
+    config.write_text("model_config_list {\n" + "".join(
+        f'  config {{ name: "{name}" base_path: "{root / name}" model_platform: "tensorflow"'
+        f'{extra} }}\n' for name, extra in (
+            ("half", ' version_labels { key: "stable" value: 1 }'), ("tf2", ""),
+            ("digits", ""))) + "}\n")
+    with ServerProcess(["--model_config_file", str(config), "--file_system_poll_wait_seconds",
+                        "0", "--max_body_bytes", str(1 << 20), "--max_num_load_retries",
+                        "0"]) as server:
+        assert server.onednn_on(), "oneDNN must be on in the served process for this test"
+        yield server
 
 
 VALID = [  # (path, body, expected answer)
@@ -73,7 +78,7 @@ def _huge_int_body():
 def _mutations(rng):
     """Yield ``(method, path, raw_body_or_None)`` hostile requests across the categories."""
     paths = ["/v1/models/half", "/v1/models/tf2", "/v1/models/half/versions/1",
-             "/v1/models/half/labels/stable"]
+             "/v1/models/half/labels/stable", "/v1/models/digits"]
     verbs = [":predict", ":classify", ":regress"]
     while True:
         kind = rng.randrange(10)
@@ -130,7 +135,17 @@ def _mutations(rng):
                 valid[:cut], bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64))),
                 valid.replace(b'"', b"'"), b"\xef\xbb\xbf" + valid, valid + b"garbage",
                 b"[" * 5000, b'{"instances": ' + b"[" * 3000 + b"]" * 3000 + b"}"])
-        elif kind == 6:  # deep nesting, ragged and empty shapes
+        elif kind == 6:  # deep nesting, ragged and empty shapes, wrong ranks and dims
+            if rng.random() < 0.4:   # a convolution fed these aborts under oneDNN unchecked
+                yield "POST", "/v1/models/digits:predict", json.dumps(rng.choice([
+                    {"instances": [0]}, {"instances": [[[0]]]}, {"instances": [[0, 0, 0]]},
+                    {"inputs": [[[0]]]}, {"inputs": 0}, {"instances": [[[[[0]]]]]},
+                    {"inputs": {"images": [[[0.0] * 3] * 32] * 32}},
+                    {"instances": [[[[0.0]] * 31] * 32]}, {"instances": [[[[0.0, 1.0]] * 32] * 32]},
+                    {"instances": []}, {"inputs": [[]]},
+                    {"signature_name": "serving_bytes", "instances": [[{"b64": "AA=="}]]},
+                    {"signature_name": "serving_bytes", "inputs": {"b64": "AA=="}}])).encode()
+                continue
             yield "POST", path, json.dumps(rng.choice([
                 {"instances": [[1.0], [2.0, 3.0]]}, {"instances": [[]]},
                 {"inputs": {"x": [[[[1.0]]]]}}, {"instances": [{"x": 1.0}, 2.0]},
@@ -171,7 +186,7 @@ def test_rest_fuzz_never_answers_5xx_and_valid_answers_do_not_change(hostile_ser
     rng = random.Random(1234)
     gen = _mutations(rng)
     requests = [next(gen) for _ in range(N_REST)]
-    rss_before = _rss_mb()
+    rss_before = hostile_server.rss_mb()
     failures, counts = [], {}
     lock = threading.Lock()
 
@@ -186,6 +201,12 @@ def test_rest_fuzz_never_answers_5xx_and_valid_answers_do_not_change(hostile_ser
                 status, ctype, body = _send(conn, method, path, raw)
             with lock:
                 counts[status] = counts.get(status, 0) + 1
+            if not hostile_server.alive():
+                with lock:
+                    failures.append(("the server process ended after", method, path,
+                                     raw[:200] if raw else raw,
+                                     hostile_server.output()[-1500:]))
+                return
             bad = status >= 500
             if 400 <= status < 500 and ctype.startswith("application/json"):
                 reply = json.loads(body)
@@ -209,7 +230,7 @@ def test_rest_fuzz_never_answers_5xx_and_valid_answers_do_not_change(hostile_ser
         status, _, reply = _send(conn, "POST", path, json.dumps(body).encode())
         assert (status, json.loads(reply)) == (200, expected), path
     conn.close()
-    assert _rss_mb() - rss_before < 400, (rss_before, _rss_mb())
+    assert hostile_server.rss_mb() - rss_before < 400, (rss_before, hostile_server.rss_mb())
 
 
 def _grpc_cases():
@@ -276,6 +297,14 @@ def _grpc_cases():
                             data_bytes=declared([1], dtype=types_pb2.DT_STRING,
                                                 string_val=[b"\xff\xfe"]))),
     ]
+    for dims in ([1], [], [1, 32, 32], [1, 1, 32, 32, 1], [1, 32, 32, 3], [1, 31, 32, 1],
+                 [0, 32, 32, 1], [2, 1, 1, 1]):   # wrong ranks and dims for a convolution
+        n = int(np.prod(dims)) if dims else 1
+        cases.append(("Predict", predict(name="digits", images=declared(
+            dims, tensor_content=np.zeros(n, np.float32).tobytes()))))
+    cases.append(("Predict", predict(name="digits", images=declared(
+        [1, 32, 32, 1], dtype=types_pb2.DT_DOUBLE,
+        tensor_content=np.zeros(1024, np.float64).tobytes()))))
     r = predict(x=declared([1], float_val=[1.0]))
     r.output_filter.extend(["nope"])
     cases.append(("Predict", r))
@@ -338,7 +367,7 @@ def test_grpc_fuzz_never_internal_and_huge_declared_tensors_allocate_nothing(hos
     cases = _grpc_cases()
     raw = [b"\x0a\x05\x0a\x03\xff\xfe\xfd", b"\xff" * 40, b"\x0a", b"\x12\x80\x80\x80\x80\x10"]
     assert len(cases) + len(raw) >= 50
-    rss_before = _rss_mb()
+    rss_before = hostile_server.rss_mb()
     bad = []
     with grpc.insecure_channel(f"127.0.0.1:{hostile_server.grpc_port}") as channel:
         pred = prediction_service_pb2_grpc.PredictionServiceStub(channel)
@@ -351,6 +380,8 @@ def test_grpc_fuzz_never_internal_and_huge_declared_tensors_allocate_nothing(hos
                 if exc.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN,
                                   grpc.StatusCode.DATA_LOSS, grpc.StatusCode.UNAVAILABLE):
                     bad.append((method, exc.code(), exc.details()))
+            assert hostile_server.alive(), (method, str(request)[:300],
+                                            hostile_server.output()[-2000:])
         # bytes that are not a valid request at all (invalid UTF-8 in a string field, etc.)
         call = channel.unary_unary("/tensorflow.serving.PredictionService/Predict",
                                    request_serializer=lambda b: b,
@@ -374,7 +405,8 @@ def test_grpc_fuzz_never_internal_and_huge_declared_tensors_allocate_nothing(hos
         answer = pred.Predict(ok, timeout=60)
         assert tf.make_ndarray(answer.outputs["y"]).tolist() == [3.0]
     assert not bad, bad
-    assert _rss_mb() - rss_before < 150, (rss_before, _rss_mb())
+    assert hostile_server.alive()
+    assert hostile_server.rss_mb() - rss_before < 150, (rss_before, hostile_server.rss_mb())
 
 
 def _png(width, height, rows=None):

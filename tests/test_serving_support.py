@@ -245,3 +245,81 @@ def test_half_plus_two_builds(tmp_path):
     np.testing.assert_allclose(out["y"], [2.5, 3.0])
     regress = s.signature_defs["tensorflow/serving/regress"]
     assert regress.method_name == "tensorflow/serving/regress"
+
+
+class ServerProcess:
+    """``tfdeploy serve`` in its own process with TensorFlow's oneDNN kernels forced on
+    (``TF_ENABLE_ONEDNN_OPTS=1``: where a wrong-rank tensor aborts a convolution), so a
+    request that could end the process is seen doing it: ``alive()`` after each request.
+
+    ``args``: the serve flags (ports are added). Use as a context manager.
+    """
+
+    def __init__(self, args, onednn=True, timeout=180):
+        import subprocess
+        import sys
+        import tempfile
+        import time
+
+        self.grpc_port, self.rest_port = free_port(), free_port()
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0",
+                   TF_ENABLE_ONEDNN_OPTS="1" if onednn else "0")
+        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tfdeploy.cli", "serve", "--port", str(self.grpc_port),
+             "--rest_api_port", str(self.rest_port), *args],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.pid = self.proc.pid
+        end = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tfdeploy serve exited with {self.proc.returncode}:\n"
+                                   f"{self.output()[-3000:]}")
+            try:
+                if rest_call(self.rest_port, "GET", "/v1/models/_", timeout=5)[0] in (404, 200):
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > end:
+                self.close()
+                raise RuntimeError(f"tfdeploy serve did not answer in {timeout} s:\n"
+                                   f"{self.output()[-3000:]}")
+            time.sleep(0.3)
+
+    def output(self):
+        with open(self.log.name, errors="replace") as f:
+            return f.read()
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def onednn_on(self):
+        """True when TF said its oneDNN custom operations are on in the served process."""
+        return "oneDNN custom operations are on" in self.output()
+
+    def rss_mb(self):
+        try:
+            with open(f"/proc/{self.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return 0.0
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except Exception:  # noqa: BLE001
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+        os.unlink(self.log.name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

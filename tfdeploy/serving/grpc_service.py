@@ -83,9 +83,11 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
 
     def _predict(self, request, deadline):
         name, version, label = _spec(request.model_spec)
-        inputs = {k: inference.tensor_to_ndarray(k, v, self.max_tensor_bytes)
-                  for k, v in request.inputs.items()}
         with self.repository.serve(name, version, label) as servable:
+            sig = request.model_spec.signature_name
+            check = servable.validator(sig).check_shape if servable.validate else None
+            inputs = {k: inference.tensor_to_ndarray(k, v, self.max_tensor_bytes, check)
+                      for k, v in request.inputs.items()}
             key, outputs = servable.run(request.model_spec.signature_name, inputs,
                                         list(request.output_filter) or None, deadline)
         response = predict_pb2.PredictResponse()

@@ -62,7 +62,7 @@ def classify(servable, signature_name, serialized, deadline=None):
             label = classes[i, j] if classes is not None else b""
             if isinstance(label, bytes):
                 label = label.decode("utf-8", "replace")
-            row.append((str(label), float(scores[i, j]) if scores is not None else 0.0))
+            row.append((str(label), score_value(scores[i, j]) if scores is not None else 0.0))
         results.append(row)
     return key, results
 
@@ -81,7 +81,16 @@ def regress(servable, signature_name, serialized, deadline=None):
                       f"[batch_size, 1] but got {list(values.shape)}")
     if values.dtype.kind != "f":
         raise invalid(f"Expected output Tensor of DT_FLOAT. Got: {values.dtype}")
-    return key, [float(v) for v in values.reshape(-1)]
+    return key, [score_value(v) for v in values.reshape(-1)]
+
+
+def score_value(value):
+    """A Python float that prints as TF Serving prints the tensor's value: a float32 as the
+    shortest text that reads back as the same float32 (0.7, not 0.699999988079071)."""
+    if isinstance(value, np.float32) or getattr(value, "dtype", None) in (np.float32,
+                                                                          np.float16):
+        return float(str(value)) if np.isfinite(value) else float(value)
+    return float(value)
 
 
 def check_multi_inference(tasks):
@@ -141,16 +150,19 @@ def declared_bytes(name, proto):
     return n * itemsize
 
 
-def tensor_to_ndarray(name, proto, max_bytes=64 << 20):
+def tensor_to_ndarray(name, proto, max_bytes=64 << 20, check_shape=None):
     """Convert a TensorProto to numpy, raising INVALID_ARGUMENT on a malformed one.
 
     A tensor whose declared shape decodes to more than ``max_bytes`` is refused before
     anything is allocated (TF fills a short value list up to the declared size, so a
-    tiny request could otherwise ask for gigabytes).
+    tiny request could otherwise ask for gigabytes); ``check_shape(name, shape)`` sees the
+    declared shape before anything is decoded.
     """
     import tensorflow as tf
 
     size = declared_bytes(name, proto)
+    if check_shape is not None:
+        check_shape(name, [d.size for d in proto.tensor_shape.dim])
     if size > max_bytes:
         raise invalid(f"tensor parsing error: {name}: the tensor's declared shape needs "
                       f"{size} bytes, more than the {max_bytes}-byte request limit")

@@ -82,14 +82,20 @@ class FastArray:
         refuses is INVALID_ARGUMENT, worded as the plain path words it for the whole body."""
         return stdlib_loads(self.raw, self.offset)
 
-    def array(self):
-        """float64 ndarray of a rectangular all-number array, or None (then use ``load``)."""
+    def array(self, check_shape=None):
+        """float64 ndarray of a rectangular all-number array, or None (then use ``load``).
+
+        ``check_shape(shape)`` is called with the array's shape, read from its brackets,
+        before any number is decoded: a wrong shape is refused without materialising it.
+        """
         raw = self.raw
         skeleton = raw.translate(_NUMBERS_ONLY, b"0123456789eE.- \t\r\n")
         shape = _shape(skeleton)
         if shape is None or _expected(shape) != skeleton:
             return None
         del skeleton
+        if check_shape is not None:
+            check_shape(shape)
         # The numbers, white space kept ("1 2" stays invalid): orjson reads them a chunk at
         # a time (strict JSON numbers: "01", "1.", ".5", "-" and empty items are refused,
         # as json refuses them), so the transient Python floats stay a bounded size.

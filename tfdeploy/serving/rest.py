@@ -219,7 +219,8 @@ class RestApi:
     def _predict(self, name, version, label, body, deadline):
         with self.repository.serve(name, version, label) as servable:
             sig = body.get("signature_name", "")
-            fmt, inputs = rest_json.parse_predict(body, servable.input_dtypes(sig))
+            check = servable.validator(sig).check_shape if servable.validate else None
+            fmt, inputs = rest_json.parse_predict(body, servable.input_dtypes(sig), check)
             _, outputs = servable.run(sig, inputs, deadline=deadline)
         return rest_json.predict_response(fmt, outputs)
 

@@ -120,22 +120,25 @@ def _type_error(value, dtype):
     return None
 
 
-def to_ndarray(value, dtype, name, plain=False):
+def to_ndarray(value, dtype, name, plain=False, check_shape=None):
     """Convert a JSON value to an ndarray of ``dtype`` (a tf.DType), strictly typed.
 
     ``plain``: the value is known to hold no FastArray (skips a walk over every element).
+    ``check_shape(name, shape)``: called before a large numeric array is decoded, so a
+    tensor of the wrong shape is refused before it is materialised.
     """
     try:
-        return _to_ndarray(value, dtype, name, plain)
+        return _to_ndarray(value, dtype, name, plain, check_shape)
     except RecursionError:
         raise invalid(f"Input '{name}' is nested too deeply.") from None
 
 
-def _to_ndarray(value, dtype, name, plain=False):
+def _to_ndarray(value, dtype, name, plain=False, check_shape=None):
     import tensorflow as tf
 
     check_dtype_supported(name, dtype, supported_dtypes())
-    fast = _fast_array(value, dtype)
+    fast = _fast_array(value, dtype, None if check_shape is None
+                       else functools.partial(check_shape, name))
     if fast is not None:
         return fast
     if not plain:
@@ -206,16 +209,19 @@ def _rectangular(value):
     return flat.reshape(shape)
 
 
-def _fast_array(value, dtype):
-    """The float ndarray of a FastArray (or a list of same-shape ones), or None."""
+def _fast_array(value, dtype, check_shape=None):
+    """The float ndarray of a FastArray (or a list of same-shape ones), or None.
+    ``check_shape(shape)`` sees the whole tensor's shape before numbers are decoded."""
     if not dtype.is_floating:
         return None
     target = np.dtype(dtype.as_numpy_dtype)
     if isinstance(value, FastArray):
-        array = value.array()
+        array = value.array(check_shape)
         return None if array is None else array.astype(target)
     if isinstance(value, list) and value and all(isinstance(v, FastArray) for v in value):
-        arrays = [v.array() for v in value]
+        row = None if check_shape is None else (
+            lambda shape: check_shape((len(value),) + tuple(shape)))
+        arrays = [v.array(row) for v in value]
         if any(a is None for a in arrays) or len({a.shape for a in arrays}) != 1:
             return None
         return np.stack(arrays).astype(target)
@@ -227,8 +233,12 @@ def _kind_name(kind):
             "O": "object/mixed", "S": "bytes"}.get(kind, kind)
 
 
-def parse_predict(body, input_dtypes):
-    """Return ``(format, {input: ndarray})``; format is "row" or "columnar"."""
+def parse_predict(body, input_dtypes, check_shape=None):
+    """Return ``(format, {input: ndarray})``; format is "row" or "columnar".
+
+    ``check_shape(name, shape)`` (e.g. ``SignatureValidator.check_shape``) refuses a large
+    numeric tensor of the wrong shape before it is decoded.
+    """
     if "instances" in body and "inputs" in body:
         raise invalid("Not supported both 'inputs' and 'instances' keys in the same request: "
                       "use either the row format or the columnar format.")
@@ -239,7 +249,7 @@ def parse_predict(body, input_dtypes):
         if isinstance(instances, FastArray):
             if len(names) == 1:   # the common case: one unnamed input, rows of numbers
                 return "row", {names[0]: to_ndarray(instances, input_dtypes[names[0]],
-                                                    names[0], plain)}
+                                                    names[0], plain, check_shape)}
             instances = instances.load()
         if not isinstance(instances, list):
             raise invalid("Expecting 'instances' to be an list/array")
@@ -259,7 +269,8 @@ def parse_predict(body, input_dtypes):
             raise invalid(f"The signature has {len(names)} inputs {names}: send each instance "
                           "as an object of named inputs (or use 'inputs').")
         name = names[0]
-        return "row", {name: to_ndarray(instances, input_dtypes[name], name, plain)}
+        return "row", {name: to_ndarray(instances, input_dtypes[name], name, plain,
+                                        check_shape)}
     if "inputs" in body:
         inputs = body["inputs"]
         if isinstance(inputs, FastArray) and len(names) != 1:
@@ -269,13 +280,14 @@ def parse_predict(body, input_dtypes):
                 extra, missing = sorted(set(inputs) - set(names)), sorted(set(names) - set(inputs))
                 raise invalid(f"input size does not match signature: {len(inputs)}!={len(names)}"
                               f". Sent extra: {extra}. Missing but required: {missing}.")
-            return "columnar", {n: to_ndarray(inputs[n], input_dtypes[n], n, plain)
-                                for n in names}
+            return "columnar", {n: to_ndarray(inputs[n], input_dtypes[n], n, plain,
+                                              check_shape) for n in names}
         if len(names) != 1:
             raise invalid(f"The signature has {len(names)} inputs {names}: send 'inputs' as an "
                           "object of named inputs.")
         name = names[0]
-        return "columnar", {name: to_ndarray(inputs, input_dtypes[name], name, plain)}
+        return "columnar", {name: to_ndarray(inputs, input_dtypes[name], name, plain,
+                                             check_shape)}
     raise invalid("Missing 'inputs' or 'instances' key")
 
 

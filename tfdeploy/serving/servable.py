@@ -1,12 +1,18 @@
 """One loaded model version: its SignatureDefs and the functions that run them."""
 
+import itertools
+import logging
 import os
+import re
 import threading
 import time
 
 import numpy as np
 
 from tfdeploy.serving.status import ServingError, deadline_exceeded, invalid
+from tfdeploy.serving.validation import SignatureValidator, shape_text
+
+log = logging.getLogger("tfdeploy.serving")
 
 DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
@@ -21,11 +27,11 @@ _CODE_NAMES = ["OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEE
                "UNAUTHENTICATED"]
 
 
-def read_signature_defs(path):
-    """Return the SignatureDef map of the MetaGraph tagged ``serve`` in ``path/saved_model.pb``.
+def read_meta_graph(path):
+    """Return the MetaGraphDef tagged ``serve`` in ``path/saved_model.pb``.
 
     Raises:
-        ServingError: FAILED_PRECONDITION when there is no saved_model.pb or no ``serve`` graph.
+        ServingError: NOT_FOUND when there is no saved_model.pb or no ``serve`` graph.
     """
     from tensorflow.core.protobuf import saved_model_pb2
 
@@ -40,15 +46,93 @@ def read_signature_defs(path):
     for meta in saved.meta_graphs:
         tagsets.append(sorted(meta.meta_info_def.tags))
         if SERVE_TAG in meta.meta_info_def.tags:
-            return meta.signature_def
+            return meta
     raise ServingError("NOT_FOUND", f"Could not find meta graph def matching supplied tags: "
                                     f"{{ {SERVE_TAG} }}. Available tags: {tagsets}")
+
+
+def read_signature_defs(path):
+    """Return the SignatureDef map of the MetaGraph tagged ``serve`` in ``path/saved_model.pb``.
+
+    Raises:
+        ServingError: NOT_FOUND when there is no saved_model.pb or no ``serve`` graph.
+    """
+    return read_meta_graph(path).signature_def
+
+
+def is_tf2(meta):
+    """True for a SavedModel written by ``tf.saved_model.save`` (its signatures are functions
+    traced for their declared shapes); False for a TF1 ``SavedModelBuilder`` graph."""
+    return len(meta.object_graph_def.nodes) > 0
 
 
 def tf_error_code(exc):
     """The canonical code name of a ``tf.errors.OpError`` (UNKNOWN otherwise)."""
     code = getattr(exc, "error_code", 2)
     return _CODE_NAMES[code] if isinstance(code, int) and 0 < code < len(_CODE_NAMES) else "UNKNOWN"
+
+
+# Codes a model's own ops raise when they refuse a request's values or sizes (the input
+# passed validation, so only its values or free dimensions can be at fault); oneDNN's
+# kernels answer ABORTED ("could not create a descriptor") for sizes they cannot take.
+_CLIENT_CODES = {"INVALID_ARGUMENT": "INVALID_ARGUMENT", "OUT_OF_RANGE": "OUT_OF_RANGE",
+                 "FAILED_PRECONDITION": "INVALID_ARGUMENT", "ABORTED": "INVALID_ARGUMENT",
+                 "RESOURCE_EXHAUSTED": "RESOURCE_EXHAUSTED"}
+_PASSED_THROUGH = {"DEADLINE_EXCEEDED", "CANCELLED", "UNAVAILABLE"}
+_NODE_REFS = re.compile(r"\s*\[\[\{\{node [^}]*\}\}[^\]]*\]\]|\s*\[Op:[^\]]*\]|,? in file \S+:\d+"
+                        r"|\s*\{\{node [^}]*\}\}|\s*\(defined at [^)]*\)")
+_ONEDNN_PREFIX = re.compile(r"Compute received an exception:\s*(Status: -?\d+, message: )?")
+_incidents = itertools.count(1)
+
+
+def core_message(message):
+    """The part of a TF error message that speaks about the request: no "Graph execution
+    error", no "Detected at node ..." with its stack, no node names, op names or source
+    files."""
+    out, in_stack = [], False
+    for line in str(message).splitlines():
+        text = line.strip()
+        if not text or text.startswith("Graph execution error"):
+            continue
+        if text.startswith("Detected at node") or text.startswith("Detected unsupported"):
+            in_stack = True
+            continue
+        if in_stack and (line.startswith(" ") or text == "<stack traces unavailable>"):
+            continue
+        in_stack = False
+        out.append(text)
+    text = _ONEDNN_PREFIX.sub("", _NODE_REFS.sub("", " ".join(out))).strip()
+    return (text[:800] + " ...") if len(text) > 800 else text
+
+
+def model_error(code, message, feeds, what="The model"):
+    """The ServingError to answer when a model run failed with ``code``/``message``.
+
+    Codes the model's ops raise for a request's values or sizes stay 4xx, with the core of
+    TF's message and the shapes received; anything else is the server's fault: INTERNAL
+    with no detail for the client, the full message in the log under an incident number.
+    """
+    if code in _CLIENT_CODES:
+        shapes = ", ".join(f"{k}: shape {shape_text(np.shape(v))} {_dtype_name(v)}"
+                           for k, v in sorted(feeds.items()))
+        core = core_message(message) or "no detail given"
+        if code == "RESOURCE_EXHAUSTED":
+            return ServingError(code, f"{what} ran out of resources on this request ({shapes}): "
+                                      f"{core}. Send fewer examples per request.")
+        return ServingError(_CLIENT_CODES[code],
+                            f"{what} could not run on this input ({shapes}): {core}. Check the "
+                            "input's values and free (-1) dimensions against the signature.")
+    if code in _PASSED_THROUGH:
+        return ServingError(code, f"{what} did not finish: {core_message(message)}")
+    incident = next(_incidents)
+    log.error("%s failed with %s (incident %d): %s", what, code, incident, message)
+    return ServingError("INTERNAL", f"{what} failed while running this request ({code}); this "
+                                    f"is a server-side error, logged as incident {incident}.")
+
+
+def _dtype_name(value):
+    kind = np.asarray(value).dtype.kind
+    return "string" if kind in "OSU" else np.asarray(value).dtype.name
 
 
 class Servable:
@@ -68,7 +152,12 @@ class Servable:
         self._refs, self._retired = 0, False
         self._ref_lock = threading.Lock()
         self._drained = threading.Event()
-        self.signature_defs = read_signature_defs(path)
+        meta = read_meta_graph(path)
+        self.signature_defs = meta.signature_def
+        self.tf2 = is_tf2(meta)
+        self.validators = {k: SignatureValidator(v, strict_shapes=self.tf2)
+                           for k, v in self.signature_defs.items()}
+        self.validate = True   # False only to measure what validation costs (benchmarks)
         self._tf = tf
         self._loaded = tf.saved_model.load(path, tags=[SERVE_TAG])
         self._functions = dict(self._loaded.signatures)
@@ -127,33 +216,32 @@ class Servable:
         return dtypes
 
     # -- running ----------------------------------------------------------------------------
+    def validator(self, signature_name):
+        """The SignatureValidator of a signature ("" means serving_default)."""
+        key, _ = self.signature(signature_name)
+        return self.validators[key]
+
     def run(self, signature_name, inputs, output_filter=None, deadline=None):
         """Run a signature on ``{input_key: ndarray}``; return ``(key, {output_key: ndarray})``.
 
-        Inputs are checked against the SignatureDef (names and dtypes) first; shapes are
-        checked by the model's own function, so a bad request is an INVALID_ARGUMENT.
-        ``deadline`` (``time.monotonic()``): work not started by then is dropped with
-        DEADLINE_EXCEEDED (a model run already started finishes).
+        Inputs are checked against the SignatureDef first (``validation``: names, dtypes,
+        and for TF2 SavedModels ranks and static dimensions), so a bad request is an
+        INVALID_ARGUMENT before the model sees it. ``deadline`` (``time.monotonic()``): work
+        not started by then is dropped with DEADLINE_EXCEEDED (a model run already started
+        finishes).
         """
         key, sig = self.signature(signature_name)
-        expected, sent = set(sig.inputs), set(inputs)
-        if expected != sent:
-            raise invalid(
-                f"input size does not match signature: {len(sent)}!={len(expected)} "
-                f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
-                f"Sent extra: {{{','.join(sorted(sent - expected))}}}. "
-                f"Missing but required: {{{','.join(sorted(expected - sent))}}}.")
         wanted = list(output_filter or sig.outputs)
+        if self.validate:
+            feeds = self.validators[key].check(inputs)
+        else:
+            feeds = {k: np.asarray(v) for k, v in inputs.items()}
         for alias in wanted:
             if alias not in sig.outputs:
                 raise invalid(f"output tensor alias not found in signature: {alias} Outputs "
                               f"expected to be in the set {{{','.join(sorted(sig.outputs))}}}.")
         if len(set(wanted)) != len(wanted):
             raise invalid("duplicate output tensor alias in output_filter")
-        dtypes = self.input_dtypes(key)
-        feeds = {}
-        for name in sig.inputs:
-            feeds[name] = self._check_input(name, dtypes[name], inputs[name])
         if deadline is not None and time.monotonic() >= deadline:
             raise deadline_exceeded()
         if self.batcher is not None:
@@ -171,28 +259,12 @@ class Servable:
             result = fn(**{k: tf.constant(v) for k, v in feeds.items()})
             result = {k: v.numpy() for k, v in result.items()}
         except tf.errors.OpError as exc:
-            raise ServingError(tf_error_code(exc), exc.message) from exc
+            raise model_error(tf_error_code(exc), exc.message, feeds) from exc
         except (TypeError, ValueError) as exc:
-            raise invalid(str(exc)) from exc
+            raise model_error("INVALID_ARGUMENT", str(exc), feeds) from exc
         seconds = time.perf_counter() - start
         recent = self.recent_call_seconds
         self.recent_call_seconds = seconds if recent == 0 else 0.8 * recent + 0.2 * seconds
         if self.on_run is not None:
             self.on_run(seconds)
         return result
-
-    def _check_input(self, name, dtype, value):
-        tf = self._tf
-        array = np.asarray(value)
-        if dtype == tf.string:
-            if array.dtype.kind not in "OSU":
-                raise invalid(f"Expects arg '{name}' to be string but {array.dtype} is provided")
-            array = array.astype(object)
-        elif array.dtype != np.dtype(dtype.as_numpy_dtype):
-            # TF Serving does not convert: a client must send the signature's dtype.
-            got = "string" if array.dtype.kind in "OSU" else tf.dtypes.as_dtype(array.dtype).name
-            raise invalid(f"Expects arg '{name}' to be {dtype.name} but {got} is provided")
-        # Shapes are the graph's to check, as in TF Serving (its Session::Run feeds any shape:
-        # a signature whose TensorInfo says [-1, 1] runs on [2, 2] when its ops allow it, and
-        # an op that cannot take the shape fails with INVALID_ARGUMENT, a 400).
-        return array
