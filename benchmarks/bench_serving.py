@@ -10,7 +10,10 @@ protocol) and gRPC (tensorflow-serving-api stubs) clients; prints one JSON objec
   off and on, KServe;
 - targets: REST p50 overhead over in-process (<= 1 ms), REST throughput / KServe's at
   every concurrency (>= 1), gRPC batching speed-up at 32 clients (>= 3);
-- load: a fixed number of requests with zero 5xx expected, and server memory growth.
+- load: a fixed number of requests with zero 5xx expected, and server memory growth;
+- validation: what checking every input against the signature costs, served REST and gRPC
+  p50 at batch 1 with validation on and off in alternating rounds on one server, and the
+  check alone in-process (``--validation_only`` measures just this).
 
 Every figure is the median over ``--repeats`` rounds (each round measures every server in
 turn); ``rounds`` keeps each round's figures and load average.
@@ -536,6 +539,49 @@ def _breakdown(base, name, body, image, input_name, n):
     return out
 
 
+def _validation_cost(base, name, body, image, input_name, n, rounds=7):
+    """Served p50 (ms) at batch 1 with input validation on and off, side by side.
+
+    One in-process server (REST and gRPC on loopback; the client shares the process, the
+    same for both variants); the variants alternate round by round on the same loaded
+    version (``Servable.validate``); the figure is the median of the round medians. Also
+    the check alone (``SignatureValidator.check``) and the early shape check in µs.
+    """
+    sys.path.insert(0, REPO)
+    from tfdeploy.serving import create_server
+
+    server = create_server(model_name=name, model_base_path=base, port=0, rest_api_port=0,
+                           file_system_poll_wait_seconds=0).start()
+    try:
+        servable = server.repository.get(name)
+        rest, grpc_ = _RestWorker(server.rest_port, name, body), \
+            _GrpcWorker(server.grpc_port, name, image)
+        per = {f"{p}_{v}": [] for p in ("rest", "grpc") for v in ("validated", "unvalidated")}
+        for _ in range(rounds):
+            for validate in (True, False):
+                servable.validate = validate
+                label = "validated" if validate else "unvalidated"
+                per[f"rest_{label}"].append(_p50_ms(rest, n // 2, warmup=10))
+                per[f"grpc_{label}"].append(_p50_ms(grpc_, n // 2, warmup=10))
+        servable.validate = True
+        validator = servable.validator("")
+        feeds = {input_name: image}
+        check_us = _p50_ms(lambda: validator.check(feeds), 2000, 50) * 1000
+        shape_us = _p50_ms(lambda: validator.check_shape(input_name, image.shape), 2000,
+                           50) * 1000
+    finally:
+        server.stop(grace=1)
+    out = {k: round(float(np.median(v)), 4) for k, v in per.items()}
+    out["rounds"] = per
+    for proto in ("rest", "grpc"):
+        out[f"{proto}_cost_ms"] = round(out[f"{proto}_validated"] - out[f"{proto}_unvalidated"],
+                                        4)
+    out["check_in_process_us"] = round(check_us, 2)
+    out["shape_check_in_process_us"] = round(shape_us, 2)
+    out["target_0.05ms_met"] = bool(max(out["rest_cost_ms"], out["grpc_cost_ms"]) <= 0.05)
+    return out
+
+
 def _batching_models(args, tmp, batching_files, monitoring_file, rounds_out):
     """gRPC throughput, unbatched and with each batching configuration, for the models of
     ``--batching_models``, side by side; fills ``rounds_out`` per model."""
@@ -597,6 +643,9 @@ def main(argv=None):
                              "sections).")
     parser.add_argument("--model_requests", type=int, default=200,
                         help="Requests per throughput figure for the batching models.")
+    parser.add_argument("--validation_only", action="store_true",
+                        help="Measure only what input validation costs (served p50 with it "
+                             "on and off, alternating rounds).")
     args = parser.parse_args(argv)
 
     tmp = tempfile.mkdtemp(prefix="bench_serving_")
@@ -626,6 +675,12 @@ def main(argv=None):
                     f"num_batch_threads {{ value: {threads} }}\n"
                     f"max_enqueued_batches {{ value: 64 }}\n")
     batching_file = batching_files["batching"]   # (2 threads: one per core)
+    if args.validation_only:
+        result["validation"] = _validation_cost(base, args.model_name, body, image, input_name,
+                                                args.latency_requests)
+        result["load_average_end"] = os.getloadavg()
+        print(json.dumps(result, indent=2))
+        return 0
     if args.batching_only:
         models = {}
         for rep in range(args.repeats):
@@ -700,6 +755,8 @@ def main(argv=None):
     c = max(args.concurrency)
     result[f"grpc_batching_speedup_c{c}_by_model"] = _speedups(models, batching_files, c)
     result["batching_models"] = models
+    result["validation"] = _validation_cost(base, args.model_name, body, image, input_name,
+                                            args.latency_requests)
     result["rounds"] = rounds
     if errors:
         result["errors"] = errors
