@@ -44,6 +44,10 @@ def build_checks_model(path):
             n = tf.shape(inputs)[0]
             return {"outputs": tf.gather([0.2, 0.9, 1.0], tf.range(n) % 3)}
 
+        @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.string, name="inputs")])
+        def regress_2d(self, inputs):
+            return self.regress(tf.reshape(inputs, [-1]))
+
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32,
                                                     name="pixels")])
         def conv(self, pixels):
@@ -60,7 +64,7 @@ def build_checks_model(path):
     m = M()
     tf.saved_model.save(m, path, signatures={
         "serving_default": m.conv, "classify": m.classify, "regress": m.regress,
-        "classify_2d": m.classify_2d,
+        "classify_2d": m.classify_2d, "regress_2d": m.regress_2d,
         "lookup": m.lookup, "broken": m.broken})
     return path
 
@@ -193,6 +197,9 @@ def test_classify_regress_and_multi_inference_are_checked_too(server):
     assert status == 400, reply
     assert "'inputs' expects shape [-1,1] and dtype string" in reply["error"]
     assert "received shape [2]" in reply["error"]
+    status, reply = rest_call(server.rest_port, "POST", "/v1/models/checks:regress", {
+        "signature_name": "regress_2d", "examples": [{"x": 1.0}]})
+    assert status == 400 and "received shape [1]" in reply["error"], reply
     request = classification_pb2.ClassificationRequest()
     request.model_spec.name, request.model_spec.signature_name = "checks", "classify_2d"
     request.input.example_list.examples.add()
