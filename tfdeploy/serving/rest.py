@@ -1,5 +1,6 @@
 """TF Serving's REST API (HTTP is parsed by ``tfdeploy.serving.httpserver``: httptools).
 
+    GET  /v1/openapi.json                                      this API's OpenAPI 3 document
     GET  /v1/models/NAME[/versions/V | /labels/L]              model status
     GET  /v1/models/NAME[/versions/V | /labels/L]/metadata     signature metadata
     POST /v1/models/NAME[/versions/V | /labels/L]:predict|classify|regress
@@ -18,7 +19,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from tfdeploy.runtime.versions import parse_version
-from tfdeploy.serving import inference, json_fast, rest_json
+from tfdeploy.serving import inference, json_fast, openapi, rest_json
 from tfdeploy.serving.status import ServingError, invalid
 
 log = logging.getLogger("tfdeploy.serving")
@@ -128,6 +129,9 @@ class RestApi:
         path = raw_path  # as sent: URL-encoded (TF Serving decodes the name and label itself)
         if method == "GET" and self.metrics_path and unquote(path) == self.metrics_path:
             return 200, CONTENT_TYPE_LATEST, self.metrics.render().encode()
+        if method == "GET" and path == openapi.OPENAPI_PATH:   # before _GET (/v1/models...)
+            return self._json(200, openapi.document(self.repository.model_names,
+                                                    self.metrics_path))
         if not path.lower().startswith("/v1/"):
             return self._json(404, {"error": f"Not found: {method} {path}. The REST API "
                                              "lives under /v1/models/."})
