@@ -25,8 +25,14 @@ _SCALAR = {"anyOf": [{"type": "number"}, {"type": "string"}, {"type": "boolean"}
                      _ref("B64")]}
 
 
-def _nested(depth):
-    schema = _ref("Scalar")
+# In answers, a non-finite float is written as the bare token NaN, Infinity or -Infinity, as
+# TF Serving writes it (not strict JSON: lenient parsers read null), hence "nullable".
+_OUT_SCALAR = {"anyOf": [{"type": "number", "nullable": True}, {"type": "string"},
+                         {"type": "boolean"}, _ref("B64")]}
+
+
+def _nested(depth, scalar="Scalar"):
+    schema = _ref(scalar)
     for _ in range(depth):
         schema = {"type": "array", "items": schema}
     return schema
@@ -49,6 +55,16 @@ _SCHEMAS = {
                        "dimension (ragged lists are refused).",
         "anyOf": [_nested(d) for d in range(5)] + [{"type": "array"}],
     },
+    "OutputScalar": _OUT_SCALAR,
+    "OutputTensor": {
+        "description": "An output tensor, as 'Tensor'; a non-finite float is written NaN, "
+                       "Infinity or -Infinity (as TF Serving writes it).",
+        "anyOf": [_nested(d, "OutputScalar") for d in range(5)] + [{"type": "array"}],
+    },
+    "NamedOutputs": {
+        "type": "object", "description": "A tensor per signature output name.",
+        "additionalProperties": _ref("OutputTensor"),
+    },
     "NamedTensors": {
         "type": "object", "description": "A tensor per signature input or output name.",
         "additionalProperties": _ref("Tensor"),
@@ -66,7 +82,6 @@ _SCHEMAS = {
             "inputs": {"anyOf": [_ref("Tensor"), _ref("NamedTensors")]},
         },
         "oneOf": [{"required": ["instances"]}, {"required": ["inputs"]}],
-        "example": {"instances": [1.0, 2.0, 5.0]},
     },
     "PredictResponse": {
         "type": "object",
@@ -75,8 +90,8 @@ _SCHEMAS = {
                        "the columnar format.",
         "properties": {
             "predictions": {"type": "array",
-                            "items": {"anyOf": [_ref("Tensor"), _ref("NamedTensors")]}},
-            "outputs": {"anyOf": [_ref("Tensor"), _ref("NamedTensors")]},
+                            "items": {"anyOf": [_ref("OutputTensor"), _ref("NamedOutputs")]}},
+            "outputs": {"anyOf": [_ref("OutputTensor"), _ref("NamedOutputs")]},
         },
         "oneOf": [{"required": ["predictions"]}, {"required": ["outputs"]}],
     },
@@ -99,7 +114,6 @@ _SCHEMAS = {
             "context": _ref("Example"),
             "examples": {"type": "array", "minItems": 1, "items": _ref("Example")},
         },
-        "example": {"examples": [{"x": 1.0}, {"x": 2.0}]},
     },
     "ClassifyResponse": {
         "type": "object", "required": ["results"], "additionalProperties": False,
@@ -107,11 +121,12 @@ _SCHEMAS = {
             "type": "array", "description": "Per example, its [label, score] pairs.",
             "items": {"type": "array", "items": {
                 "type": "array", "minItems": 2, "maxItems": 2,
-                "items": {"anyOf": [{"type": "string"}, {"type": "number"}]}}}}},
+                "items": {"anyOf": [{"type": "string"},
+                                    {"type": "number", "nullable": True}]}}}}},
     },
     "RegressResponse": {
         "type": "object", "required": ["results"], "additionalProperties": False,
-        "properties": {"results": {"type": "array", "items": {"type": "number"},
+        "properties": {"results": {"type": "array", "items": {"type": "number", "nullable": True},
                                    "description": "One value per example."}},
     },
     "StatusResponse": {
@@ -203,12 +218,19 @@ def _params(model_names, selector):
 
 
 _SELECTORS = {"": None, "/versions/{version}": "version", "/labels/{label}": "label"}
+# Request examples fit TF Serving's half_plus_two test model (y = 0.5 * x + 2).
 _METHODS = {
-    "predict": ("PredictRequest", "PredictResponse", "Run a signature on tensors."),
+    "predict": ("PredictRequest", "PredictResponse", "Run a signature on tensors.",
+                {"instances": [1.0, 2.0, 5.0]}),
     "classify": ("ExamplesRequest", "ClassifyResponse",
-                 "Classify tf.Examples with a classify signature."),
+                 "Classify tf.Examples with a classify signature.",
+                 {"signature_name": "tensorflow/serving/classify",
+                  "examples": [{"x": 1.0}, {"x": 2.0}]}),
     "regress": ("ExamplesRequest", "RegressResponse",
-                "Regress tf.Examples with a regress signature."),
+                "Regress tf.Examples with a regress signature.",
+                {"signature_name": "tensorflow/serving/regress",
+                 "context": {"unused": "shared by every example"},
+                 "examples": [{"x": 1.0}, {"x": 2.0}]}),
 }
 
 
@@ -235,13 +257,14 @@ def document(model_names=(), metrics_path=None):
             "operationId": f"getModelMetadata{(selector or '').title()}",
             "summary": "Signature metadata" + tail, "tags": ["model"], "parameters": params,
             "responses": _responses("MetadataResponse", "The model's SignatureDefs.")}}
-        for method, (request, response, summary) in _METHODS.items():
+        for method, (request, response, summary, example) in _METHODS.items():
             paths[f"/v1/models/{{name}}{suffix}:{method}"] = {"post": {
                 "operationId": f"{method}{(selector or '').title()}",
                 "summary": summary[:-1] + tail + ".", "tags": ["inference"],
                 "parameters": params,
                 "requestBody": {"required": True,
-                                "content": {_JSON: {"schema": _ref(request)}}},
+                                "content": {_JSON: {"schema": _ref(request),
+                                                    "example": example}}},
                 "responses": _responses(response, "The results.")}}
     paths[OPENAPI_PATH] = {"get": {
         "operationId": "getOpenApi", "summary": "This document.", "tags": ["server"],
