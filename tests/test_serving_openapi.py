@@ -77,6 +77,8 @@ def test_document_is_valid_openapi_and_true_to_the_server(server):
     assert doc["info"]["version"] == tfdeploy.__version__
     name = doc["paths"]["/v1/models/{name}:predict"]["post"]["parameters"][0]
     assert name["schema"]["enum"] == ["digits", "half", "tf2"]
+    label = doc["paths"]["/v1/models/{name}/labels/{label}"]["get"]["parameters"][1]
+    assert label["examples"] == {"stable": {"value": "stable"}}
     for suffix in ("", "/versions/{version}", "/labels/{label}"):
         for tail in ("", "/metadata", ":predict", ":classify", ":regress"):
             operation = next(iter(doc["paths"][f"/v1/models/{{name}}{suffix}{tail}"].values()))
@@ -122,7 +124,7 @@ def _responses(report_dir):
             if not event:
                 continue
             label = event["recorder"]["label"]
-            for interaction in event["recorder"]["interactions"].values():
+            for interaction in event["recorder"].get("interactions", {}).values():
                 response = interaction.get("response")
                 found[label][response["status_code"] if response else None] += 1
     return found
@@ -141,7 +143,8 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(server, t
     assert all(status is not None and status < 500
                for counts in responses.values() for status in counts), dict(responses)
     # The fuzzing reached the models, not only 404s: valid requests got answers.
-    for label in ("GET /v1/models/{name}", "GET /v1/models/{name}/metadata",
+    for label in ("GET /v1/models/{name}", "GET /v1/models/{name}/labels/{label}",
+                  "GET /v1/models/{name}/metadata",
                   "POST /v1/models/{name}:predict", "POST /v1/models/{name}:classify",
                   "POST /v1/models/{name}:regress"):
         assert responses[label][200] > 0, (label, dict(responses[label]))

@@ -198,7 +198,7 @@ def _responses(ok_schema, ok_description):
     return responses
 
 
-def _params(model_names, selector):
+def _params(model_names, selector, labels):
     name = {"type": "string", "minLength": 1}
     if model_names:
         name["enum"] = list(model_names)
@@ -214,6 +214,8 @@ def _params(model_names, selector):
                        "schema": {"type": "string", "minLength": 1},
                        "description": "A version label from the model config (e.g. "
                                       "'stable')."})
+        if labels:
+            params[-1]["examples"] = {label: {"value": label} for label in labels}
     return params
 
 
@@ -234,20 +236,22 @@ _METHODS = {
 }
 
 
-def document(model_names=(), metrics_path=None):
+def document(model_names=(), metrics_path=None, labels=()):
     """The OpenAPI 3.0 document (a dict) of the REST API.
 
     Args:
         model_names: the models served now; they become the ``name`` parameter's enum.
             Defaults to none (any name).
         metrics_path: the Prometheus endpoint's path when it is exposed. Defaults to None.
+        labels: the version labels of the models' configs: examples of the ``label``
+            parameter. Defaults to none.
 
     Returns:
         A JSON-serializable dict (``openapi_spec_validator.validate`` accepts it).
     """
     paths = {}
     for suffix, selector in _SELECTORS.items():
-        params = _params(model_names, selector)
+        params = _params(model_names, selector, labels)
         tail = f" ({selector} given)" if selector else " (latest version)"
         paths[f"/v1/models/{{name}}{suffix}"] = {"get": {
             "operationId": f"getModelStatus{(selector or '').title()}",

@@ -212,6 +212,11 @@ class ModelRepository:
     def model_names(self):
         return sorted(self._models)
 
+    @property
+    def version_labels(self):
+        """Every version label of every model's config, sorted."""
+        return sorted({label for m in list(self._models.values()) for label in m.config.labels})
+
     def start(self):
         """Load the initial versions (blocking), then poll in a background thread."""
         self.poll_once()

@@ -130,8 +130,8 @@ class RestApi:
         if method == "GET" and self.metrics_path and unquote(path) == self.metrics_path:
             return 200, CONTENT_TYPE_LATEST, self.metrics.render().encode()
         if method == "GET" and path == openapi.OPENAPI_PATH:   # before _GET (/v1/models...)
-            return self._json(200, openapi.document(self.repository.model_names,
-                                                    self.metrics_path))
+            return self._json(200, openapi.document(
+                self.repository.model_names, self.metrics_path, self.repository.version_labels))
         if not path.lower().startswith("/v1/"):
             return self._json(404, {"error": f"Not found: {method} {path}. The REST API "
                                              "lives under /v1/models/."})
