@@ -1,6 +1,7 @@
 """The REST API's OpenAPI document (``GET /v1/openapi.json``): valid OpenAPI 3, and true of
 the live server, which schemathesis fuzzes from it (no 5xx, every answer as documented)."""
 
+import base64
 import collections
 import json
 import os
@@ -109,25 +110,46 @@ def _schemathesis(port, report_dir):
         "--phases", "examples,coverage,fuzzing", "--mode", "all",
         "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--generation-deterministic",
         "--workers", "1", "--request-timeout", "30", "--no-color", "--warnings", "off",
+        "--continue-on-failure", "--no-shrink",
         "--report", "ndjson", "--report-dir", str(report_dir)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600,
                           cwd=report_dir)
     return done.returncode, done.stdout + done.stderr
 
 
-def _responses(report_dir):
-    """``{operation label: Counter(status codes)}`` from schemathesis's NDJSON report."""
-    found = collections.defaultdict(collections.Counter)
+def _holds_non_finite_token(response):
+    """True when an answer's JSON holds a bare NaN/Infinity/-Infinity token (TF Serving's way
+    of writing a non-finite float; schemathesis reads it as null, so no schema fits it)."""
+    found = []
+    try:
+        json.loads(base64.b64decode(response["content"]["$base64"]),
+                   parse_constant=lambda token: found.append(token))
+    except (KeyError, TypeError, ValueError):
+        return False
+    return bool(found)
+
+
+def _report(report_dir):
+    """From schemathesis's NDJSON report: ``{operation: Counter(status codes)}``, the failed
+    checks ``[(operation, check, response)]`` and the run's non-fatal errors."""
+    statuses, failed, errors = collections.defaultdict(collections.Counter), [], []
     for path in pathlib.Path(report_dir).glob("*.ndjson"):
         for line in path.read_text().splitlines():
-            event = json.loads(line).get("ScenarioFinished")
+            event = json.loads(line)
+            errors.extend([event["NonFatalError"]] if "NonFatalError" in event else [])
+            event = event.get("ScenarioFinished")
             if not event:
                 continue
-            label = event["recorder"]["label"]
-            for interaction in event["recorder"].get("interactions", {}).values():
+            label, recorder = event["recorder"]["label"], event["recorder"]
+            interactions = recorder.get("interactions", {})
+            for interaction in interactions.values():
                 response = interaction.get("response")
-                found[label][response["status_code"] if response else None] += 1
-    return found
+                statuses[label][response["status_code"] if response else None] += 1
+            for case_id, checks in recorder.get("checks", {}).items():
+                response = (interactions.get(case_id) or {}).get("response")
+                failed.extend((label, c["name"], response) for c in checks
+                              if c["status"] != "success")
+    return statuses, failed, errors
 
 
 def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(server, tmp_path):
@@ -136,12 +158,20 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(server, t
     code, output = _schemathesis(port, tmp_path)
     seconds = time.monotonic() - start
     assert proc.poll() is None, f"the server process ended ({proc.poll()}):\n{output[-6000:]}"
-    assert code == 0, output[-6000:]
-    responses = _responses(tmp_path)
+    responses, failed, errors = _report(tmp_path)
     total = sum(sum(c.values()) for c in responses.values())
-    print(f"schemathesis: {total} requests in {seconds:.1f} s")
+    print(f"schemathesis: {total} requests in {seconds:.1f} s, exit code {code}")
+    assert not errors, (errors, output[-6000:])
     assert all(status is not None and status < 500
                for counts in responses.values() for status in counts), dict(responses)
+    # The one documented exception: a 200 whose non-finite output is written NaN/Infinity.
+    unexplained = [(label, check, response and response["status_code"])
+                   for label, check, response in failed
+                   if not (check == "response_schema_conformance" and response
+                           and response["status_code"] == 200
+                           and _holds_non_finite_token(response))]
+    assert not unexplained, (unexplained, output[-6000:])
+    assert code == 0 or failed, output[-6000:]
     # The fuzzing reached the models, not only 404s: valid requests got answers.
     for label in ("GET /v1/models/{name}", "GET /v1/models/{name}/labels/{label}",
                   "GET /v1/models/{name}/metadata",

@@ -26,7 +26,8 @@ _SCALAR = {"anyOf": [{"type": "number"}, {"type": "string"}, {"type": "boolean"}
 
 
 # In answers, a non-finite float is written as the bare token NaN, Infinity or -Infinity, as
-# TF Serving writes it (not strict JSON: lenient parsers read null), hence "nullable".
+# TF Serving writes it. That is not strict JSON and no JSON Schema number holds it; parsers that
+# read such a token as null see a "nullable" number.
 _OUT_SCALAR = {"anyOf": [{"type": "number", "nullable": True}, {"type": "string"},
                          {"type": "boolean"}, _ref("B64")]}
 
