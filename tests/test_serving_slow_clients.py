@@ -163,6 +163,50 @@ def test_a_running_request_has_no_deadline_and_a_full_table_of_them_refuses(tmp_
     assert result["reply"][0] == 200, result
 
 
+def test_at_the_limit_the_oldest_idle_then_the_oldest_head_makes_room(half_base):
+    """Limit 3, default deadlines: a newcomer takes the slot of the idle connection, then of
+    the oldest connection still sending its head (answered 503 naming --max_connections);
+    a body in progress is kept and completes (before: each newcomer was answered 503)."""
+    from tfdeploy.serving import create_server
+
+    server = create_server(model_name="half", model_base_path=half_base, port=None,
+                           rest_api_port=0, file_system_poll_wait_seconds=0,
+                           max_connections=3).start()
+    port, body = server.rest_port, b'{"instances": [1.0]}'
+    request = PREDICT + b"Connection: close\r\nContent-Length: 20\r\n\r\n" + body
+
+    def connect(first=b""):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(first)
+        time.sleep(0.1)      # (in this order on the server)
+        return s
+
+    def read_all(s):
+        reply = b""
+        while chunk := s.recv(4096):
+            reply += chunk
+        return reply
+
+    try:
+        uploading = connect(PREDICT + b"Content-Length: 20\r\n\r\n" + body[:5])
+        heading = connect(PREDICT + b"Content-Le")
+        idle = connect()
+        with connect(request) as newcomer:
+            assert read_all(newcomer).endswith(b'{"predictions": [2.5]}')
+        assert read_all(idle) == b""                          # closed silently
+        later = connect(PREDICT + b"Content-Le")
+        with connect(request) as newcomer:
+            assert read_all(newcomer).endswith(b'{"predictions": [2.5]}')
+        reply = read_all(heading)
+        assert reply.startswith(b"HTTP/1.1 503 ") and b"--max_connections" in reply, reply
+        uploading.sendall(body[5:])
+        assert uploading.recv(4096).endswith(b'{"predictions": [2.5]}')
+        for s in (uploading, idle, heading, later):
+            s.close()
+    finally:
+        server.stop()
+
+
 def test_trickling_clients_at_the_connection_limit_do_not_lock_valid_ones_out(half_base):
     """Limit 16, default deadlines: 12 trickling and 6 idle connections, reopened whenever
     the server closes them, while a client makes 30 valid requests on fresh connections.
