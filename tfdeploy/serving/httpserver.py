@@ -293,6 +293,14 @@ class _Connection(asyncio.Protocol):
         self.transport.close()
 
 
+def _expire(conn, state, since):
+    try:
+        conn.expire(state, since)
+    except Exception:  # noqa: BLE001  (a socket error must not stop the sweep)
+        log.exception("Closing an expired HTTP connection failed")
+        conn._drop()
+
+
 def _path(url):
     """The request target's path as sent (still URL-encoded; TF Serving matches routes before
     decoding, so %2F in a name never splits it), without the query."""
@@ -382,18 +390,21 @@ class HttpServer:
         the loop): idle and head connections expire in the order they were listed, so only
         the expired ones and one live one are looked at; body ones are scanned."""
         now = time.monotonic()
-        for state, timeout in (("idle", self.channel_timeout), ("head", self.header_timeout)):
-            table = self.states[state]
-            while table:
-                conn, since = next(iter(table.items()))
-                if now - since < timeout:
-                    break
-                conn.expire(state, since)     # (unlists it)
-        rate = self.body_min_rate
-        for conn, since in list(self.states["body"].items()):
-            if now - since >= self.body_timeout + (conn._body_size / rate if rate else 0):
-                conn.expire("body", since)
-        self.loop.call_later(SWEEP_SECONDS, self._sweep)
+        try:
+            for state, timeout in (("idle", self.channel_timeout),
+                                   ("head", self.header_timeout)):
+                table = self.states[state]
+                while table:
+                    conn, since = next(iter(table.items()))
+                    if now - since < timeout:
+                        break
+                    _expire(conn, state, since)     # (unlists it)
+            rate = self.body_min_rate
+            for conn, since in list(self.states["body"].items()):
+                if now - since >= self.body_timeout + (conn._body_size / rate if rate else 0):
+                    _expire(conn, "body", since)
+        finally:
+            self.loop.call_later(SWEEP_SECONDS, self._sweep)
 
     def evict(self):
         """Make room for a newcomer at the connection limit: close the oldest idle
