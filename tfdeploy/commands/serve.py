@@ -76,8 +76,20 @@ def add_arguments(parser):
     parser.add_argument("--max_connections", type=int, default=256,
                         help="Open HTTP connections at once. Defaults to 256.")
     parser.add_argument("--http_idle_timeout_seconds", type=int, default=30,
-                        help="Close an HTTP connection idle (or trickling) this long. "
-                             "Defaults to 30.")
+                        help="Close an HTTP connection idle (connected, or between requests) "
+                             "this long. Defaults to 30.")
+    parser.add_argument("--http_header_timeout_seconds", type=float, default=20,
+                        help="A request's line and headers must arrive within this long of "
+                             "its first byte, however they trickle (408 past it). Defaults "
+                             "to 20.")
+    parser.add_argument("--http_body_timeout_seconds", type=float, default=20,
+                        help="A request body must arrive within this long, plus 1 s per "
+                             "--http_body_min_bytes_per_second bytes received (408 past it). "
+                             "Defaults to 20.")
+    parser.add_argument("--http_body_min_bytes_per_second", type=float, default=500,
+                        help="The slowest body upload not cut (see "
+                             "--http_body_timeout_seconds); 0 makes that deadline fixed. "
+                             "Defaults to 500 (Apache mod_reqtimeout's MinRate).")
     parser.add_argument("--gc_freeze", type=_bool, nargs="?", const=True, default=True,
                         help="gc.freeze() after each model load so full garbage collections "
                              "skip the model's objects (an unload collects once). Defaults "
@@ -123,6 +135,9 @@ def run(args):
             maximum_concurrent_rpcs=args.maximum_concurrent_rpcs,
             max_connections=args.max_connections,
             http_idle_timeout_seconds=args.http_idle_timeout_seconds,
+            http_header_timeout_seconds=args.http_header_timeout_seconds,
+            http_body_timeout_seconds=args.http_body_timeout_seconds,
+            http_body_min_bytes_per_second=args.http_body_min_bytes_per_second,
             model_config_allowed_roots=(args.model_config_allowed_roots.split(",")
                                         if args.model_config_allowed_roots else None))
         server.start()

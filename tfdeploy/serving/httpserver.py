@@ -3,8 +3,7 @@
 
 One event-loop thread owns every socket and parses every request; nothing a client sends
 reaches a thread before the request is complete, so a slow or trickling client holds one
-connection (at most ``connection_limit``; idle ones are closed after ``channel_timeout``
-s), never a worker thread. A complete request is answered in the loop when that is cheap
+connection, never a worker thread. A complete request is answered in the loop when that is cheap
 (``api.inline``: status, metadata, errors and model calls with small bodies that recently
 took under ``RestApi.INLINE_SECONDS``), which saves the two thread hand-offs per request that
 dominated the REST overhead; anything else (batched requests, which wait for their batch,
@@ -17,6 +16,30 @@ Limits are enforced before anything is buffered: the request line and headers
 Content-Length before any body byte is read). llhttp refuses duplicate or conflicting
 Content-Length / Transfer-Encoding headers (no request smuggling) and reads a GET body as
 a body.
+
+Deadlines for slow clients (as Apache's mod_reqtimeout and nginx's client timeouts). A
+connection that is not running a request is in one of three states, each with its own clock
+that no byte restarts:
+
+- ``idle`` (connected or between requests): closed silently ``channel_timeout`` s after it
+  became idle (bytes that begin no request, like stray CRLFs, do not count);
+- ``head`` (from the request's first byte): the request line and headers must arrive within
+  ``header_timeout`` s;
+- ``body`` (from the end of the headers): the body must arrive within ``body_timeout`` s plus
+  1 s per ``body_min_rate`` bytes received (Apache's ``body=20,MinRate=500``), so a large
+  upload at a decent rate is never cut and a trickle is.
+
+A request past its deadline is answered 408 and the connection closes. While a request runs
+(or waits for its turn behind a pipelined one) no clock runs; the clock of the state the
+connection returns to starts afresh. Each state keeps its connections in an OrderedDict in
+the order they entered it, so the sweep (every ``SWEEP_SECONDS`` in the loop) pops expired
+idle and head connections from the front and stops at the first live one, and only the body
+state (whose deadlines depend on the bytes received) is scanned whole.
+
+When the table holds ``connection_limit`` connections, a newcomer takes the slot of the
+oldest idle connection, else of the oldest one still sending its head, else of the oldest
+one sending its body (answered 503); only when every connection is running a request is the
+newcomer answered 503. Trickling clients can therefore delay valid ones, never lock them out.
 """
 
 import asyncio
@@ -27,14 +50,18 @@ import logging
 import socket
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 
 import httptools
 
 log = logging.getLogger("tfdeploy.serving")
 
+SWEEP_SECONDS = 0.25     # how often deadlines are checked (the sweep's granularity)
+STATES = ("idle", "head", "body")
+
 REASONS = {100: "Continue", 200: "OK", 400: "Bad Request", 401: "Unauthorized",
-           403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
+           403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+           408: "Request Timeout", 409: "Conflict",
            413: "Payload Too Large", 429: "Too Many Requests",
            431: "Request Header Fields Too Large", 499: "Client Closed Request",
            500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
@@ -70,7 +97,8 @@ class _Connection(asyncio.Protocol):
         self.busy = False             # a request of this connection is running
         self.closing = False
         self.close_after_queue = False   # set by an Upgrade request
-        self.last_activity = time.monotonic()
+        self.state = "idle"           # what the parser waits for: idle, head or body
+        self.listed = None            # the state table this connection is listed in, if any
         self._reset()
 
     def _reset(self):
@@ -81,21 +109,65 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport = transport
         server = self.server
-        if len(server.connections) >= server.connection_limit:
+        if len(server.connections) >= server.connection_limit and not server.evict():
             self._fail(503, f"The server holds its limit of {server.connection_limit} open "
-                            "connections (--max_connections); retry later.")
+                            "connections, all running requests (--max_connections); retry "
+                            "later.")
             return
         server.connections.add(self)
         self.parser = httptools.HttpRequestParser(self)
+        self._relist()
 
     def connection_lost(self, exc):
+        self._drop()
+
+    def _drop(self):
+        """Leave the connection table (the socket closes, or has closed)."""
         self.closing = True
+        self._unlist()
         self.server.connections.discard(self)
+
+    # -- deadline bookkeeping -----------------------------------------------------------------
+    def _unlist(self):
+        if self.listed is not None:
+            del self.server.states[self.listed][self]
+            self.listed = None
+
+    def _relist(self):
+        """List the connection under its state, its clock starting now, unless a request
+        of it runs or waits (then no clock runs)."""
+        if self.busy or self.queue or self.closing:
+            self._unlist()
+        elif self.listed != self.state:
+            self._unlist()
+            self.server.states[self.state][self] = time.monotonic()
+            self.listed = self.state
+
+    def _enter(self, state):
+        self.state = state
+        self._relist()
+
+    def expire(self, state, since):
+        """(the sweep) Close a connection past its state's deadline: 408 mid-request."""
+        server = self.server
+        if state == "idle":
+            self._drop()
+            self.transport.close()
+        elif state == "head":
+            self._fail(408, f"The request line and headers did not arrive within "
+                            f"{server.header_timeout:g} s of the request's first byte "
+                            "(--http_header_timeout_seconds); send the request head at once.")
+        else:
+            took = time.monotonic() - since
+            self._fail(408, f"The request body did not arrive in time: {self._body_size} bytes "
+                            f"in {took:.1f} s, while the server waits "
+                            f"{server.body_timeout:g} s (--http_body_timeout_seconds) plus "
+                            f"1 s per {server.body_min_rate:g} bytes received "
+                            "(--http_body_min_bytes_per_second); send the body faster.")
 
     def data_received(self, data):
         if self.closing:
             return
-        self.last_activity = time.monotonic()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -111,6 +183,7 @@ class _Connection(asyncio.Protocol):
     # -- llhttp callbacks ---------------------------------------------------------------------
     def on_message_begin(self):
         self._reset()
+        self._enter("head")
 
     def on_url(self, url):
         self._url.append(url)
@@ -142,6 +215,7 @@ class _Connection(asyncio.Protocol):
             raise httptools.HttpParserError("body limit")
         if self._continue:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self._enter("body")
 
     def on_body(self, body):
         self._body_size += len(body)
@@ -157,6 +231,8 @@ class _Connection(asyncio.Protocol):
         self.queue.append(_Request(method, url, b"".join(self._body),
                                    self.parser.should_keep_alive()))
         self._reset()
+        self.state = "idle"
+        self._unlist()    # (a request waits: no clock runs until it is answered)
 
     # -- answering ----------------------------------------------------------------------------
     def _next(self):
@@ -173,6 +249,7 @@ class _Connection(asyncio.Protocol):
             self.transport.pause_reading()
             future = server.pool.submit(server.respond, request.method, path, request.body)
             future.add_done_callback(functools.partial(self._hand_back, request))
+        self._relist()
 
     def _hand_back(self, request, future):
         """(worker thread) Pass a finished answer to the event loop, if it still runs."""
@@ -194,7 +271,6 @@ class _Connection(asyncio.Protocol):
 
     def _answer(self, request, answer):
         self.busy = False
-        self.last_activity = time.monotonic()
         if self.closing:
             return
         status, ctype, body = answer
@@ -204,20 +280,25 @@ class _Connection(asyncio.Protocol):
                 status, REASONS.get(status, "Error").encode(), ctype.encode("latin-1"),
                 len(body), b"" if keep else b"Connection: close\r\n"), body)))
         if not keep:
-            self.closing = True
+            self._drop()
             self.transport.close()
 
     def _fail(self, status, message):
         """Answer an HTTP-level error and close the connection (what follows is unparsable)."""
-        self.closing = True
+        self._drop()
         body = _error_body(message)
         self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
                              b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (
                                  status, REASONS[status].encode(), len(body), body))
         self.transport.close()
 
-    def idle_for(self, now):
-        return 0.0 if self.busy or self.queue else now - self.last_activity
+
+def _expire(conn, state, since):
+    try:
+        conn.expire(state, since)
+    except Exception:  # noqa: BLE001  (a socket error must not stop the sweep)
+        log.exception("Closing an expired HTTP connection failed")
+        conn._drop()
 
 
 def _path(url):
@@ -238,15 +319,25 @@ class HttpServer:
         api: has ``handle(method, path, read_body)``, ``inline(method, path, body_bytes)`` and
             ``max_body_bytes``.
         threads: worker threads for requests not answered in the event loop.
-        connection_limit: open connections at once (more are answered 503 and closed).
-        channel_timeout: seconds after which a connection with nothing running is closed.
+        connection_limit: open connections at once; a newcomer past it takes the slot of
+            the oldest idle or incomplete one, or is answered 503 when all run requests.
+        channel_timeout: seconds an idle connection (connected, or between requests) is
+            kept open.
         max_header_bytes: request line plus headers. Defaults to 64 KiB.
+        header_timeout: seconds from a request's first byte to the end of its headers
+            (408 past it). Defaults to 20 (Apache's mod_reqtimeout).
+        body_timeout / body_min_rate: the body must arrive within ``body_timeout`` s plus
+            1 s per ``body_min_rate`` bytes received (408 past it); a rate of 0 gives a fixed
+            deadline. Defaults to 20 and 500 (Apache's ``body=20,MinRate=500``).
     """
 
     def __init__(self, api, host, port, threads=16, connection_limit=256, channel_timeout=30,
-                 max_header_bytes=64 << 10):
+                 max_header_bytes=64 << 10, header_timeout=20, body_timeout=20,
+                 body_min_rate=500):
         self.api, self.connection_limit, self.channel_timeout = api, connection_limit, \
             channel_timeout
+        self.header_timeout, self.body_timeout = header_timeout, body_timeout
+        self.body_min_rate = body_min_rate
         self.max_body_bytes, self.max_header_bytes = api.max_body_bytes, max_header_bytes
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -260,6 +351,8 @@ class HttpServer:
         self._sock = sock
         self.port = sock.getsockname()[1]
         self.connections = set()
+        # state -> {connection: when it entered that state}, oldest first
+        self.states = {state: OrderedDict() for state in STATES}
         self.pool = concurrent.futures.ThreadPoolExecutor(threads, "tfdeploy-rest")
         self.loop = self._server = self._thread = None
 
@@ -282,7 +375,7 @@ class HttpServer:
             asyncio.set_event_loop(loop)
             self._server = loop.run_until_complete(loop.create_server(
                 lambda: _Connection(self), sock=self._sock, backlog=1024))
-            loop.call_later(1.0, self._sweep)
+            loop.call_later(SWEEP_SECONDS, self._sweep)
             ready.set()
             loop.run_forever()
             loop.run_until_complete(loop.shutdown_asyncgens())
@@ -293,13 +386,44 @@ class HttpServer:
         ready.wait(30)
 
     def _sweep(self):
-        """Close connections idle past ``channel_timeout`` (runs every second in the loop)."""
+        """Close connections past their state's deadline (runs every ``SWEEP_SECONDS`` in
+        the loop): idle and head connections expire in the order they were listed, so only
+        the expired ones and one live one are looked at; body ones are scanned."""
         now = time.monotonic()
-        for conn in list(self.connections):
-            if conn.idle_for(now) > self.channel_timeout:
-                conn.closing = True
-                conn.transport.close()
-        self.loop.call_later(1.0, self._sweep)
+        try:
+            for state, timeout in (("idle", self.channel_timeout),
+                                   ("head", self.header_timeout)):
+                table = self.states[state]
+                while table:
+                    conn, since = next(iter(table.items()))
+                    if now - since < timeout:
+                        break
+                    _expire(conn, state, since)     # (unlists it)
+            rate = self.body_min_rate
+            for conn, since in list(self.states["body"].items()):
+                if now - since >= self.body_timeout + (conn._body_size / rate if rate else 0):
+                    _expire(conn, "body", since)
+        finally:
+            self.loop.call_later(SWEEP_SECONDS, self._sweep)
+
+    def evict(self):
+        """Make room for a newcomer at the connection limit: close the oldest idle
+        connection, else the oldest one sending its head, else its body (those answered
+        503). False when every connection runs a request."""
+        for state in STATES:
+            table = self.states[state]
+            if table:
+                conn = next(iter(table))
+                if state == "idle":
+                    conn._drop()
+                    conn.transport.close()
+                else:
+                    conn._fail(503, f"The server holds its limit of {self.connection_limit} "
+                                    "open connections (--max_connections) and closed this "
+                                    "one, the oldest with an incomplete request, for a new "
+                                    "client; send requests promptly, or raise the limit.")
+                return True
+        return False
 
     def _in_loop(self, fn, timeout=5):
         """Run ``fn`` in the event loop and wait for it (directly when not running)."""

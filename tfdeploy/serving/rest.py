@@ -243,9 +243,11 @@ class RestApi:
         return {"results": results}
 
 
-def make_http_server(api, host, port, threads=16, connection_limit=256, channel_timeout=30):
+def make_http_server(api, host, port, threads=16, connection_limit=256, channel_timeout=30,
+                     **deadlines):
     """The HTTP server (``tfdeploy.serving.httpserver``) bound to ``host:port`` serving ``api``
-    (call ``start``)."""
+    (call ``start``); ``deadlines``: HttpServer's header_timeout, body_timeout and
+    body_min_rate."""
     from tfdeploy.serving.httpserver import HttpServer
 
-    return HttpServer(api, host, port, threads, connection_limit, channel_timeout)
+    return HttpServer(api, host, port, threads, connection_limit, channel_timeout, **deadlines)

@@ -48,7 +48,8 @@ class ModelServer:
                  model_config_file=None, model_config_file_poll_wait_seconds=0,
                  rest_api_num_threads=None, grpc_max_threads=None, maximum_concurrent_rpcs=None,
                  max_connections=256, http_idle_timeout_seconds=30,
-                 model_config_allowed_roots=None):
+                 model_config_allowed_roots=None, http_header_timeout_seconds=20,
+                 http_body_timeout_seconds=20, http_body_min_bytes_per_second=500):
         self.repository, self.host = repository, host
         self.model_config_file = model_config_file
         self.model_config_file_poll_wait_seconds = model_config_file_poll_wait_seconds
@@ -64,6 +65,9 @@ class ModelServer:
         self.grpc_threads = grpc_max_threads or max(16, min(need, 256))
         self.maximum_concurrent_rpcs = maximum_concurrent_rpcs
         self.max_connections, self.http_idle_timeout = max_connections, http_idle_timeout_seconds
+        self.http_deadlines = dict(header_timeout=http_header_timeout_seconds,
+                                   body_timeout=http_body_timeout_seconds,
+                                   body_min_rate=http_body_min_bytes_per_second)
         self.model_config_allowed_roots = model_config_allowed_roots
         self.grpc_port = self.rest_port = None
         self._grpc = self._http = self._rest = None
@@ -89,7 +93,8 @@ class ModelServer:
                     self._http = make_http_server(self._rest, self.host, self._rest_port,
                                                   threads=self.rest_threads,
                                                   connection_limit=self.max_connections,
-                                                  channel_timeout=self.http_idle_timeout)
+                                                  channel_timeout=self.http_idle_timeout,
+                                                  **self.http_deadlines)
                 except OSError as exc:
                     raise OSError(f"Could not bind the REST port {self.host}:{self._rest_port} "
                                   f"({exc.strerror or exc}); is it in use?") from None
@@ -173,7 +178,9 @@ def create_server(model_name=None, model_base_path=None, model_config_file=None,
                   freeze_gc=False, enable_signature_method_name_check=False,
                   rest_api_num_threads=None, grpc_max_threads=None,
                   maximum_concurrent_rpcs=None, max_connections=256,
-                  http_idle_timeout_seconds=30, model_config_allowed_roots=None):
+                  http_idle_timeout_seconds=30, model_config_allowed_roots=None,
+                  http_header_timeout_seconds=20, http_body_timeout_seconds=20,
+                  http_body_min_bytes_per_second=500):
     """Build a TF-Serving-compatible ModelServer (call ``start()`` or use ``with``).
 
     Models come from exactly one of ``model_name`` + ``model_base_path``, a
@@ -204,8 +211,17 @@ def create_server(model_name=None, model_base_path=None, model_config_file=None,
         rest_api_num_threads / grpc_max_threads: request threads (default: 16, or enough for
             a batch to reach max_batch_size).
         maximum_concurrent_rpcs: gRPC RPCs accepted at once (default 4 x grpc threads).
-        max_connections: open HTTP connections at once. Defaults to 256.
-        http_idle_timeout_seconds: an HTTP connection idle this long is closed. Defaults to 30.
+        max_connections: open HTTP connections at once. At the limit a newcomer takes the
+            slot of the oldest idle connection, else of the oldest incomplete request (503);
+            only when all run requests is it refused (503). Defaults to 256.
+        http_idle_timeout_seconds: an HTTP connection idle this long (connected, or between
+            requests) is closed. Defaults to 30.
+        http_header_timeout_seconds: a request's line and headers must arrive within this
+            long of its first byte (408 past it). Defaults to 20.
+        http_body_timeout_seconds / http_body_min_bytes_per_second: a body must arrive
+            within the timeout plus 1 s per this many bytes received (408 past it), so
+            uploads at a decent rate are never cut; a rate of 0 makes the deadline fixed.
+            Defaults to 20 and 500 (Apache mod_reqtimeout's ``body=20,MinRate=500``).
         model_config_allowed_roots: directories HandleReloadConfigRequest may load from
             (None: anywhere, as TF Serving). Anyone who reaches the gRPC port can call it.
 
@@ -225,7 +241,10 @@ def create_server(model_name=None, model_base_path=None, model_config_file=None,
                    grpc_max_threads=(grpc_max_threads, 1),
                    maximum_concurrent_rpcs=(maximum_concurrent_rpcs, 1),
                    max_connections=(max_connections, 1),
-                   http_idle_timeout_seconds=(http_idle_timeout_seconds, 1))
+                   http_idle_timeout_seconds=(http_idle_timeout_seconds, 1),
+                   http_header_timeout_seconds=(http_header_timeout_seconds, 0.1),
+                   http_body_timeout_seconds=(http_body_timeout_seconds, 0.1),
+                   http_body_min_bytes_per_second=(http_body_min_bytes_per_second, 0))
     for name, value in (("port", port), ("rest_api_port", rest_api_port)):
         if value is not None and not (isinstance(value, int) and 0 <= value <= 65535):
             raise ValueError(f"--{name} must be a port number 0-65535 (or None), received "
@@ -279,7 +298,10 @@ def create_server(model_name=None, model_base_path=None, model_config_file=None,
                        maximum_concurrent_rpcs=maximum_concurrent_rpcs,
                        max_connections=max_connections,
                        http_idle_timeout_seconds=http_idle_timeout_seconds,
-                       model_config_allowed_roots=model_config_allowed_roots)
+                       model_config_allowed_roots=model_config_allowed_roots,
+                       http_header_timeout_seconds=http_header_timeout_seconds,
+                       http_body_timeout_seconds=http_body_timeout_seconds,
+                       http_body_min_bytes_per_second=http_body_min_bytes_per_second)
 
 
 def _check_numbers(**checks):
