@@ -278,7 +278,8 @@ class _Connection(asyncio.Protocol):
         self.transport.write(b"".join((
             b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n" % (
                 status, REASONS.get(status, "Error").encode(), ctype.encode("latin-1"),
-                len(body), b"" if keep else b"Connection: close\r\n"), body)))
+                len(body), (b"" if keep else b"Connection: close\r\n") + (
+                    b"Allow: GET, POST\r\n" if status == 405 else b"")), body)))
         if not keep:
             self._drop()
             self.transport.close()
