@@ -57,7 +57,7 @@ def main(argv=None):
     from tfdeploy.recipes import _text
     from tfdeploy.recipes.answer_retrieval import split
     from tfdeploy.runtime.text import TextTFLiteRunner
-    from tfdeploy.serving.client import RestClient
+    from tfdeploy.client import RestClient
 
     tf.keras.utils.set_random_seed(0)
     out_dir = args.output_dir or tempfile.mkdtemp(prefix="bench_text-")

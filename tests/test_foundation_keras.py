@@ -37,7 +37,7 @@ def test_inference_only_imports_leave_keras_3_alone():
     """runtime, serving and the client need no Keras: a Keras 3 process stays Keras 3."""
     proc = _run("import os\nos.environ.pop('TF_USE_LEGACY_KERAS', None)\n"
                 "import keras\nimport tensorflow as tf\n"
-                "import tfdeploy, tfdeploy.runtime, tfdeploy.serving, tfdeploy.serving.client\n"
+                "import tfdeploy, tfdeploy.runtime, tfdeploy.serving, tfdeploy.client\n"
                 "import tfdeploy.verify, tfdeploy.cli\n"
                 "import sys\n"
                 "assert 'tf_keras' not in sys.modules, 'tf_keras imported'\n"

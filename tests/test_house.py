@@ -128,7 +128,8 @@ def test_dead_parameters_and_markers_are_gone():
     import importlib
     import inspect
 
-    from tfdeploy.serving import batching, configs, protos
+    from tfdeploy import deploy as configs
+    from tfdeploy.serving import batching, protos
 
     report = importlib.import_module("tfdeploy.compress.report")  # the module, not the function
 

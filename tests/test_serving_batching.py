@@ -57,7 +57,7 @@ def test_concurrent_requests_are_batched_and_padded(batched):
 
 
 def test_grpc_requests_go_through_the_batcher(batched):
-    from tfdeploy.serving.client import GrpcClient
+    from tfdeploy.client import GrpcClient
 
     with GrpcClient(f"127.0.0.1:{batched.grpc_port}") as client:
         out = client.predict("half", {"x": np.array([1.0, 2.0, 3.0], np.float32)})

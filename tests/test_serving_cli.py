@@ -34,7 +34,7 @@ def _refused(port):
 
 
 # Imported by the served process before it serves: none of it may pull in training code.
-_IMPORTS = ("import sys, tfdeploy.serving, tfdeploy.serving.client, tfdeploy.commands.serve; "
+_IMPORTS = ("import sys, tfdeploy.serving, tfdeploy.client, tfdeploy.commands.serve; "
             "from tfdeploy.serving import rest, grpc_service, configs, batching; "
             "from tfdeploy.cli import main; sys.exit(main(sys.argv[1:]))")
 
@@ -60,7 +60,7 @@ def test_serve_command_answers_and_stops_cleanly_on_sigterm(tmp_path):
         _wait(ready, 300, "the server to load its model")
         assert rest_call(rest_port, "POST", "/v1/models/hold:predict",
                          {"instances": [2.0]}) == (200, {"predictions": [3.0]})
-        from tfdeploy.serving.client import GrpcClient
+        from tfdeploy.client import GrpcClient
 
         with GrpcClient(f"127.0.0.1:{grpc_port}") as client:
             assert client.status("hold") == [(1, "AVAILABLE", "OK", "")]

@@ -172,7 +172,7 @@ def test_status_codes(stub, model_stub):
 
 
 def test_python_clients_rest_and_grpc_agree(served):
-    from tfdeploy.serving.client import GrpcClient, RestClient
+    from tfdeploy.client import GrpcClient, RestClient
     from tfdeploy.serving.status import ServingError
 
     rest = RestClient(f"127.0.0.1:{served.rest_port}")

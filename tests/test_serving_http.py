@@ -61,11 +61,14 @@ def test_header_body_and_connection_limits(small):
     reply = _exchange(port, PREDICT + b"Transfer-Encoding: chunked\r\n\r\n"
                       + b"%x\r\n%s\r\n0\r\n\r\n" % (len(small_body), small_body))
     assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(b'{"predictions": [4.0]}')
-    # --max_connections: at the limit a newcomer takes the slot of the oldest idle connection
-    # (503 only when every connection runs a request: tests/test_serving_slow_clients.py)
+    # --max_connections: at the limit a newcomer takes the slot of the oldest keep-alive
+    # connection idle between requests (the eviction order: tests/test_serving_slow_clients.py)
     held = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in range(3)]
     try:
-        time.sleep(0.2)
+        for h in held:
+            h.sendall(PREDICT + b"Content-Length: 20\r\n\r\n" + b'{"instances": [1.0]}')
+            assert h.recv(4096).endswith(b'{"predictions": [2.5]}')
+        time.sleep(0.4)
         with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
             held[0].settimeout(0.6)
             assert held[0].recv(10) == b""     # closed at once (its idle timeout is 1 s)

@@ -163,10 +163,12 @@ def test_a_running_request_has_no_deadline_and_a_full_table_of_them_refuses(tmp_
     assert result["reply"][0] == 200, result
 
 
-def test_at_the_limit_the_oldest_idle_then_the_oldest_head_makes_room(half_base):
-    """Limit 3, default deadlines: a newcomer takes the slot of the idle connection, then of
-    the oldest connection still sending its head (answered 503 naming --max_connections);
-    a body in progress is kept and completes (before: each newcomer was answered 503)."""
+def test_at_the_limit_the_oldest_head_then_the_oldest_silent_connection_makes_room(half_base):
+    """Limit 3, default deadlines: a newcomer takes the slot of the connection still
+    sending its head (answered 503 naming --max_connections), then, once it has been silent
+    for EVICT_FRESH_AGE, of the connection that never sent anything; a body in progress is
+    kept and completes (before: each newcomer was answered 503)."""
+    from tfdeploy.serving.httpserver import EVICT_FRESH_AGE
     from tfdeploy.serving import create_server
 
     server = create_server(model_name="half", model_base_path=half_base, port=None,
@@ -193,12 +195,15 @@ def test_at_the_limit_the_oldest_idle_then_the_oldest_head_makes_room(half_base)
         idle = connect()
         with connect(request) as newcomer:
             assert read_all(newcomer).endswith(b'{"predictions": [2.5]}')
-        assert read_all(idle) == b""                          # closed silently
-        later = connect(PREDICT + b"Content-Le")
-        with connect(request) as newcomer:
-            assert read_all(newcomer).endswith(b'{"predictions": [2.5]}')
         reply = read_all(heading)
         assert reply.startswith(b"HTTP/1.1 503 ") and b"--max_connections" in reply, reply
+        later = connect()
+        with connect() as newcomer:     # idle and later are too young to go: refused
+            assert read_all(newcomer).startswith(b"HTTP/1.1 503 ")
+        time.sleep(EVICT_FRESH_AGE)
+        with connect(request) as newcomer:
+            assert read_all(newcomer).endswith(b'{"predictions": [2.5]}')
+        assert read_all(idle) == b""                          # closed silently
         uploading.sendall(body[5:])
         assert uploading.recv(4096).endswith(b'{"predictions": [2.5]}')
         for s in (uploading, idle, heading, later):

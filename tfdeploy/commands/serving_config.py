@@ -74,7 +74,7 @@ def _configs(args):
 
 
 def run(args):
-    from tfdeploy.serving.configs import write_configs
+    from tfdeploy.deploy import write_configs
     from tfdeploy.serving.status import ServingConfigError
 
     configs = _configs(args)

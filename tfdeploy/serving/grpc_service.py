@@ -15,6 +15,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 # (the servicer base classes keep the generated method names; registration is _add_service)
 
 from tfdeploy.serving import inference
+from tfdeploy.serving.dataplane import DataPlane
 from tfdeploy.serving.status import ServingError, invalid
 
 log = logging.getLogger("tfdeploy.serving")
@@ -37,8 +38,10 @@ def _fill_spec(out, name, version, signature_name=None):
 
 
 class _Base:
-    def __init__(self, repository, metrics, max_tensor_bytes=64 << 20, allowed_roots=None):
-        self.repository, self.metrics = repository, metrics
+    def __init__(self, plane, metrics=None, max_tensor_bytes=64 << 20, allowed_roots=None):
+        self.plane = plane if isinstance(plane, DataPlane) else DataPlane(plane)
+        self.repository = self.plane.repository
+        self.metrics = metrics if metrics is not None else self.plane.metrics
         self.max_tensor_bytes, self.allowed_roots = max_tensor_bytes, allowed_roots
 
     def _call(self, api, request, context, fn):
@@ -59,8 +62,7 @@ class _Base:
             log.exception("gRPC %s failed", api)
             context.abort(grpc.StatusCode.INTERNAL, f"Internal error: {exc}")
         finally:
-            model = name if name in self.repository.model_names else ""
-            self.metrics.request_done(model, api, "GRPC", code, time.perf_counter() - start)
+            self.plane.record(name, api, "GRPC", code, time.perf_counter() - start)
 
 
 class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -83,13 +85,13 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
 
     def _predict(self, request, deadline):
         name, version, label = _spec(request.model_spec)
-        with self.repository.serve(name, version, label) as servable:
-            sig = request.model_spec.signature_name
-            check = servable.validator(sig).check_shape if servable.validate else None
+        plane, sig = self.plane, request.model_spec.signature_name
+        with plane.model(name, version, label) as servable:
+            check = plane.shape_check(servable, sig)
             inputs = {k: inference.tensor_to_ndarray(k, v, self.max_tensor_bytes, check)
                       for k, v in request.inputs.items()}
-            key, outputs = servable.run(request.model_spec.signature_name, inputs,
-                                        list(request.output_filter) or None, deadline)
+            key, outputs = plane.infer(servable, sig, inputs, list(request.output_filter) or None,
+                                       deadline)
         response = predict_pb2.PredictResponse()
         _fill_spec(response.model_spec, name, servable.version, key)
         for k, v in outputs.items():
@@ -99,9 +101,9 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
     def _classify(self, request, deadline):
         name, version, label = _spec(request.model_spec)
         examples = inference.serialized_examples(request.input)
-        with self.repository.serve(name, version, label) as servable:
-            key, results = inference.classify(servable, request.model_spec.signature_name,
-                                              examples, deadline)
+        with self.plane.model(name, version, label) as servable:
+            key, results = self.plane.classify(servable, request.model_spec.signature_name,
+                                               examples, deadline)
         response = classification_pb2.ClassificationResponse()
         _fill_spec(response.model_spec, name, servable.version, key)
         _fill_classifications(response.result, results)
@@ -110,9 +112,9 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
     def _regress(self, request, deadline):
         name, version, label = _spec(request.model_spec)
         examples = inference.serialized_examples(request.input)
-        with self.repository.serve(name, version, label) as servable:
-            key, results = inference.regress(servable, request.model_spec.signature_name,
-                                             examples, deadline)
+        with self.plane.model(name, version, label) as servable:
+            key, results = self.plane.regress(servable, request.model_spec.signature_name,
+                                              examples, deadline)
         response = regression_pb2.RegressionResponse()
         _fill_spec(response.model_spec, name, servable.version, key)
         for value in results:
@@ -122,24 +124,19 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
     def _multi_inference(self, request, deadline):
         tasks = [(t.model_spec.name, t.model_spec.signature_name, t.method_name)
                  for t in request.tasks]
-        name = inference.check_multi_inference(tasks)
-        first = request.tasks[0].model_spec
-        _, version, label = _spec(first)
+        inference.check_multi_inference(tasks)
+        _, version, label = _spec(request.tasks[0].model_spec)
         examples = inference.serialized_examples(request.input)
+        served, results = self.plane.multi_inference(tasks, examples, version, label, deadline)
         response = inference_pb2.MultiInferenceResponse()
-        with self.repository.serve(name, version, label) as servable:
-            for task in request.tasks:
-                out = response.results.add()
-                if task.method_name == inference.CLASSIFY_METHOD:
-                    key, results = inference.classify(servable, task.model_spec.signature_name,
-                                                      examples, deadline)
-                    _fill_classifications(out.classification_result, results)
-                else:
-                    key, results = inference.regress(servable, task.model_spec.signature_name,
-                                                     examples, deadline)
-                    for value in results:
-                        out.regression_result.regressions.add(value=value)
-                _fill_spec(out.model_spec, name, servable.version, key)
+        for (method, key, rows), task in zip(results, request.tasks):
+            out = response.results.add()
+            if method == inference.CLASSIFY_METHOD:
+                _fill_classifications(out.classification_result, rows)
+            else:
+                for value in rows:
+                    out.regression_result.regressions.add(value=value)
+            _fill_spec(out.model_spec, task.model_spec.name, served, key)
         return response
 
     def _metadata(self, request, deadline):
@@ -149,7 +146,7 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
             if field != SIGNATURE_DEF_FIELD:
                 raise invalid(f"Metadata field {field} is not supported")
         name, version, label = _spec(request.model_spec)
-        servable = self.repository.get(name, version, label)
+        servable = self.plane.metadata(name, version, label)
         sig_map = get_model_metadata_pb2.SignatureDefMap()
         for k, v in servable.signature_defs.items():
             sig_map.signature_def[k].CopyFrom(v)
@@ -191,7 +188,7 @@ class ModelServicer(_Base, model_service_pb2_grpc.ModelServiceServicer):
         name, version, label = _spec(request.model_spec)
         response = get_model_status_pb2.GetModelStatusResponse()
         state_enum = get_model_status_pb2.ModelVersionStatus.State
-        for s in self.repository.status(name, version, label):
+        for s in self.plane.status(name, version, label):
             out = response.model_version_status.add(version=s.version,
                                                     state=state_enum.Value(s.state))
             out.status.error_code = _error_code_value(s.error_code)

@@ -57,6 +57,8 @@ import httptools
 log = logging.getLogger("tfdeploy.serving")
 
 SWEEP_SECONDS = 0.25     # how often deadlines are checked (the sweep's granularity)
+EVICT_FRESH_AGE = 1.0    # s before a connection that has sent nothing may go for a newcomer
+EVICT_SERVED_AGE = 0.25  # s before a keep-alive connection, once answered, may go
 STATES = ("idle", "head", "body")
 
 REASONS = {100: "Continue", 200: "OK", 400: "Bad Request", 401: "Unauthorized",
@@ -98,6 +100,7 @@ class _Connection(asyncio.Protocol):
         self.closing = False
         self.close_after_queue = False   # set by an Upgrade request
         self.state = "idle"           # what the parser waits for: idle, head or body
+        self.served = 0               # requests answered on this connection
         self.listed = None            # the state table this connection is listed in, if any
         self._reset()
 
@@ -271,6 +274,7 @@ class _Connection(asyncio.Protocol):
 
     def _answer(self, request, answer):
         self.busy = False
+        self.served += 1
         if self.closing:
             return
         status, ctype, body = answer
@@ -408,23 +412,40 @@ class HttpServer:
             self.loop.call_later(SWEEP_SECONDS, self._sweep)
 
     def evict(self):
-        """Make room for a newcomer at the connection limit: close the oldest idle
-        connection, else the oldest one sending its head, else its body (those answered
-        503). False when every connection runs a request."""
-        for state in STATES:
-            table = self.states[state]
-            if table:
-                conn = next(iter(table))
-                if state == "idle":
-                    conn._drop()
-                    conn.transport.close()
-                else:
-                    conn._fail(503, f"The server holds its limit of {self.connection_limit} "
-                                    "open connections (--max_connections) and closed this "
-                                    "one, the oldest with an incomplete request, for a new "
-                                    "client; send requests promptly, or raise the limit.")
-                return True
-        return False
+        """Make room for a newcomer at the connection limit; False when nothing may go.
+
+        Victims, oldest first within each kind: (1) a keep-alive connection between
+        requests, answered at least ``EVICT_SERVED_AGE`` s ago (it was served; its client
+        reconnects); (2) a connection still sending its request line and headers (a real
+        client sends them in one packet, so one seen mid-head is trickling); (3) a connection
+        that has sent nothing since it connected ``EVICT_FRESH_AGE`` s ago or more (a client
+        that just connected has not had time to send its request, and must not lose its
+        slot to a flood of reconnecting attackers); (4) a body upload older than that.
+        Mid-request victims are answered 503; a connection running a request never goes.
+        """
+        now = time.monotonic()
+        old, answered = now - EVICT_FRESH_AGE, now - EVICT_SERVED_AGE
+        idle = self.states["idle"]
+        victim = next((c for c, since in idle.items() if c.served and since <= answered), None)
+        if victim is None and self.states["head"]:
+            victim = next(iter(self.states["head"]))
+        if victim is None:
+            victim = next((c for c, since in idle.items() if not c.served and since <= old),
+                          None)
+        if victim is None:
+            victim = next((c for c, since in self.states["body"].items() if since <= old),
+                          None)
+        if victim is None:
+            return False
+        if victim.state == "idle":
+            victim._drop()
+            victim.transport.close()
+        else:
+            victim._fail(503, f"The server holds its limit of {self.connection_limit} open "
+                              "connections (--max_connections) and closed this one, the oldest "
+                              "with an incomplete request, for a new client; send requests "
+                              "promptly, or raise the limit.")
+        return True
 
     def _in_loop(self, fn, timeout=5):
         """Run ``fn`` in the event loop and wait for it (directly when not running)."""

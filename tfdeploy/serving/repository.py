@@ -187,7 +187,7 @@ class ModelRepository:
 
     def __init__(self, configs, poll_wait_seconds=1.0, batching=None, metrics=None,
                  max_num_load_retries=5, load_retry_interval_micros=60_000_000,
-                 freeze_gc=False, enable_signature_method_name_check=False):
+                 freeze_gc=False, enable_signature_method_name_check=False, isolation="none"):
         self._models = {}
         for c in configs:
             if c.name in self._models:
@@ -202,6 +202,7 @@ class ModelRepository:
         self.load_retry_interval = load_retry_interval_micros / 1e6
         self.freeze_gc = freeze_gc
         self.enable_signature_method_name_check = enable_signature_method_name_check
+        self.isolation = isolation
         self._reload_lock = threading.Lock()  # one reload at a time (never held by polling)
         self._stop = threading.Event()
         self._thread = None

@@ -19,7 +19,8 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from tfdeploy.runtime.versions import parse_version
-from tfdeploy.serving import inference, json_fast, openapi, rest_json
+from tfdeploy.serving import json_fast, openapi, rest_json
+from tfdeploy.serving.dataplane import DataPlane
 from tfdeploy.serving.status import ServingError, invalid
 
 log = logging.getLogger("tfdeploy.serving")
@@ -71,16 +72,18 @@ class RestApi:
     """The REST front end: routes, JSON conversion, timeouts, body limit, metrics.
 
     Args:
-        repository: the ModelRepository.
+        plane: the DataPlane (a ModelRepository is wrapped in one).
         metrics: a Metrics registry (always kept; exposed when ``metrics_path`` is set).
         metrics_path: URL path of the Prometheus endpoint, or None to not expose it.
         timeout_ms: ``--rest_api_timeout_in_ms``; <= 0 means no timeout.
         max_body_bytes: the largest request body accepted (413 above it).
     """
 
-    def __init__(self, repository, metrics, metrics_path=None, timeout_ms=30000,
+    def __init__(self, plane, metrics=None, metrics_path=None, timeout_ms=30000,
                  max_body_bytes=64 << 20):
-        self.repository, self.metrics, self.metrics_path = repository, metrics, metrics_path
+        self.plane = plane if isinstance(plane, DataPlane) else DataPlane(plane)
+        self.metrics = metrics if metrics is not None else self.plane.metrics
+        self.metrics_path = metrics_path
         self.timeout = timeout_ms / 1000.0 if timeout_ms and timeout_ms > 0 else None
         self.max_body_bytes = max_body_bytes
         self._active = 0
@@ -100,13 +103,13 @@ class RestApi:
         recently slow, or sent a body over ``INLINE_BODY_BYTES``."""
         if method != "POST" or not raw_path.lower().startswith("/v1/"):
             return True
-        if self.repository.batching or body_bytes > self.INLINE_BODY_BYTES:
+        if self.plane.batching or body_bytes > self.INLINE_BODY_BYTES:
             return False
         m = _POST.match(raw_path)
         if m is None:
             return True
         name = unquote(m.group(1), errors="replace")
-        return 0.0 < self.repository.recent_call_seconds(name) < self.INLINE_SECONDS
+        return 0.0 < self.plane.recent_call_seconds(name) < self.INLINE_SECONDS
 
     def drain(self, timeout):
         """Wait up to ``timeout`` seconds for in-flight requests; True when none is left."""
@@ -131,7 +134,7 @@ class RestApi:
             return 200, CONTENT_TYPE_LATEST, self.metrics.render().encode()
         if method == "GET" and path == openapi.OPENAPI_PATH:   # before _GET (/v1/models...)
             return self._json(200, openapi.document(
-                self.repository.model_names, self.metrics_path, self.repository.version_labels))
+                self.plane.model_names, self.metrics_path, self.plane.repository.version_labels))
         if not path.lower().startswith("/v1/"):
             return self._json(404, {"error": f"Not found: {method} {path}. The REST API "
                                              "lives under /v1/models/."})
@@ -150,7 +153,7 @@ class RestApi:
                 if number is None:
                     raise invalid(f"Failed to convert version: {version[:40]} to numeric.")
                 version = number
-            model = name if name in self.repository.model_names else ""
+            model = name
             if method == "GET":
                 api = "GetModelMetadata" if m.group(4) else "GetModelStatus"
                 if not name:
@@ -167,7 +170,7 @@ class RestApi:
         except Exception as exc:  # noqa: BLE001  (never crash the connection)
             log.exception("REST request %s %s failed", method, path)
             code, payload = "INTERNAL", (500, {"error": f"Internal error: {exc}"})
-        self.metrics.request_done(model, api, "REST", code, time.monotonic() - start)
+        self.plane.record(model, api, "REST", code, time.monotonic() - start)
         return self._json(*payload)
 
     @staticmethod
@@ -214,32 +217,33 @@ class RestApi:
 
     # -- APIs ---------------------------------------------------------------------------------
     def _status(self, name, version, label):
-        return rest_json.status_response(self.repository.status(name, version, label))
+        return rest_json.status_response(self.plane.status(name, version, label))
 
     def _metadata(self, name, version, label):
-        servable = self.repository.get(name, version, label)
+        servable = self.plane.metadata(name, version, label)
         return rest_json.metadata_response(name, servable.version, servable.signature_defs)
 
     def _predict(self, name, version, label, body, deadline):
-        with self.repository.serve(name, version, label) as servable:
+        plane = self.plane
+        with plane.model(name, version, label) as servable:
             sig = body.get("signature_name", "")
-            check = servable.validator(sig).check_shape if servable.validate else None
-            fmt, inputs = rest_json.parse_predict(body, servable.input_dtypes(sig), check)
-            _, outputs = servable.run(sig, inputs, deadline=deadline)
+            fmt, inputs = rest_json.parse_predict(body, plane.input_dtypes(servable, sig),
+                                                  plane.shape_check(servable, sig))
+            _, outputs = plane.infer(servable, sig, inputs, deadline=deadline)
         return rest_json.predict_response(fmt, outputs)
 
     def _classify(self, name, version, label, body, deadline):
         examples = rest_json.parse_examples(body)
-        with self.repository.serve(name, version, label) as servable:
-            _, results = inference.classify(servable, body.get("signature_name", ""), examples,
-                                            deadline)
+        with self.plane.model(name, version, label) as servable:
+            _, results = self.plane.classify(servable, body.get("signature_name", ""),
+                                             examples, deadline)
         return {"results": [[[lbl, score] for lbl, score in row] for row in results]}
 
     def _regress(self, name, version, label, body, deadline):
         examples = rest_json.parse_examples(body)
-        with self.repository.serve(name, version, label) as servable:
-            _, results = inference.regress(servable, body.get("signature_name", ""), examples,
-                                           deadline)
+        with self.plane.model(name, version, label) as servable:
+            _, results = self.plane.regress(servable, body.get("signature_name", ""),
+                                            examples, deadline)
         return {"results": results}
 
 

@@ -6,6 +6,7 @@ import threading
 import time
 
 from tfdeploy.serving import metrics as metrics_lib
+from tfdeploy.serving.options import ServerOptions
 from tfdeploy.serving.repository import ModelConfig, ModelRepository, read_model_config_file
 
 log = logging.getLogger("tfdeploy.serving")
@@ -43,32 +44,32 @@ class ModelServer:
     front ends and the repository down.
     """
 
-    def __init__(self, repository, host="127.0.0.1", port=8500, rest_api_port=8501,
-                 metrics_path=None, rest_api_timeout_in_ms=30000, max_body_bytes=64 << 20,
-                 model_config_file=None, model_config_file_poll_wait_seconds=0,
-                 rest_api_num_threads=None, grpc_max_threads=None, maximum_concurrent_rpcs=None,
-                 max_connections=256, http_idle_timeout_seconds=30,
-                 model_config_allowed_roots=None, http_header_timeout_seconds=20,
-                 http_body_timeout_seconds=20, http_body_min_bytes_per_second=500):
-        self.repository, self.host = repository, host
-        self.model_config_file = model_config_file
-        self.model_config_file_poll_wait_seconds = model_config_file_poll_wait_seconds
+    def __init__(self, repository, options, metrics_path=None):
+        from tfdeploy.serving.dataplane import DataPlane
+
+        self.repository, self.options = repository, options
+        self.plane = DataPlane(repository)   # what every front end calls
+        self.host = options.host
+        self.model_config_file = options.model_config_file
+        self.model_config_file_poll_wait_seconds = options.model_config_file_poll_wait_seconds
         self._config_thread = None
         self.metrics = repository.metrics
-        self._port, self._rest_port = port, rest_api_port
+        self._port, self._rest_port = options.port, options.rest_api_port
         self.metrics_path = metrics_path
-        self.rest_api_timeout_in_ms, self.max_body_bytes = rest_api_timeout_in_ms, max_body_bytes
+        self.rest_api_timeout_in_ms = options.rest_api_timeout_in_ms
+        self.max_body_bytes = options.max_body_bytes
         # Enough request threads that a batch can fill up to max_batch_size.
         batch = repository.batching or {}
         need = batch.get("max_batch_size", 0) + batch.get("num_batch_threads", 0)
-        self.rest_threads = rest_api_num_threads or max(16, min(need, 256))
-        self.grpc_threads = grpc_max_threads or max(16, min(need, 256))
-        self.maximum_concurrent_rpcs = maximum_concurrent_rpcs
-        self.max_connections, self.http_idle_timeout = max_connections, http_idle_timeout_seconds
-        self.http_deadlines = dict(header_timeout=http_header_timeout_seconds,
-                                   body_timeout=http_body_timeout_seconds,
-                                   body_min_rate=http_body_min_bytes_per_second)
-        self.model_config_allowed_roots = model_config_allowed_roots
+        self.rest_threads = options.rest_api_num_threads or max(16, min(need, 256))
+        self.grpc_threads = options.grpc_max_threads or max(16, min(need, 256))
+        self.maximum_concurrent_rpcs = options.maximum_concurrent_rpcs
+        self.max_connections = options.max_connections
+        self.http_idle_timeout = options.http_idle_timeout_seconds
+        self.http_deadlines = dict(header_timeout=options.http_header_timeout_seconds,
+                                   body_timeout=options.http_body_timeout_seconds,
+                                   body_min_rate=options.http_body_min_bytes_per_second)
+        self.model_config_allowed_roots = options.model_config_allowed_roots
         self.grpc_port = self.rest_port = None
         self._grpc = self._http = self._rest = None
         self._stopped = threading.Event()
@@ -82,12 +83,12 @@ class ModelServer:
         try:
             if self._port is not None:
                 self._grpc, self.grpc_port = make_grpc_server(
-                    self.repository, self.metrics, self.host, self._port,
+                    self.plane, self.metrics, self.host, self._port,
                     max_message_bytes=self.max_body_bytes, workers=self.grpc_threads,
                     maximum_concurrent_rpcs=self.maximum_concurrent_rpcs,
                     allowed_roots=self.model_config_allowed_roots)
             if self._rest_port is not None:
-                self._rest = RestApi(self.repository, self.metrics, self.metrics_path,
+                self._rest = RestApi(self.plane, self.metrics, self.metrics_path,
                                      self.rest_api_timeout_in_ms, self.max_body_bytes)
                 try:
                     self._http = make_http_server(self._rest, self.host, self._rest_port,
@@ -168,148 +169,69 @@ class ModelServer:
         self.stop()
 
 
-def create_server(model_name=None, model_base_path=None, model_config_file=None, configs=None,
-                  host="127.0.0.1", port=8500, rest_api_port=8501,
-                  file_system_poll_wait_seconds=1.0, enable_batching=False,
-                  batching_parameters_file=None, batching_options=None,
-                  monitoring_config_file=None, rest_api_timeout_in_ms=30000,
-                  max_body_bytes=64 << 20, model_config_file_poll_wait_seconds=0,
-                  max_num_load_retries=5, load_retry_interval_micros=60_000_000,
-                  freeze_gc=False, enable_signature_method_name_check=False,
-                  rest_api_num_threads=None, grpc_max_threads=None,
-                  maximum_concurrent_rpcs=None, max_connections=256,
-                  http_idle_timeout_seconds=30, model_config_allowed_roots=None,
-                  http_header_timeout_seconds=20, http_body_timeout_seconds=20,
-                  http_body_min_bytes_per_second=500):
+def create_server(**options):
     """Build a TF-Serving-compatible ModelServer (call ``start()`` or use ``with``).
 
-    Models come from exactly one of ``model_name`` + ``model_base_path``, a
-    ``model_config_file`` (text-format ModelServerConfig) or ``configs``
-    (ModelConfig objects). Ports: None disables that API; 0 picks a free port.
+    Takes the fields of :class:`tfdeploy.serving.options.ServerOptions` as keyword
+    arguments (the same options ``tfdeploy serve`` takes as flags; each field documents
+    its default). Models come from exactly one of ``model_name`` + ``model_base_path``, a
+    ``model_config_file`` (text-format ModelServerConfig) or ``configs`` (ModelConfig
+    objects). Ports: None disables that API; 0 picks a free port.
 
-    Args:
-        model_name / model_base_path: one model served with the latest-version policy.
-        model_config_file: a models.config path for several models, policies and labels.
-        configs: ModelConfig objects (Python alternative to the file).
-        host: interface to bind. Defaults to "127.0.0.1" (exposing it is a choice).
-        port: gRPC port. Defaults to 8500.
-        rest_api_port: REST port. Defaults to 8501.
-        file_system_poll_wait_seconds: seconds between polls for new versions; 0 disables.
-        enable_batching: batch concurrent requests server-side.
-        batching_parameters_file: text-format BatchingParameters (implies batching).
-        batching_options: batching options as a dict instead of the file.
-        monitoring_config_file: text-format MonitoringConfig exposing Prometheus metrics.
-        rest_api_timeout_in_ms: REST deadline; slower requests answer 504. Defaults to 30000.
-        max_body_bytes: largest request accepted (REST 413, gRPC RESOURCE_EXHAUSTED).
-        model_config_file_poll_wait_seconds: seconds between re-reads of
-            ``model_config_file``; 0 (the default) reads it once.
-        max_num_load_retries / load_retry_interval_micros: retries of a failed load and the
-            wait between them (TF Serving's defaults: 5 and 60 s).
-        freeze_gc: ``gc.freeze()`` after loads (see ModelRepository). Defaults to False.
-        enable_signature_method_name_check: Classify/Regress require the signature's
-            method_name (TF Serving's flag; default False).
-        rest_api_num_threads / grpc_max_threads: request threads (default: 16, or enough for
-            a batch to reach max_batch_size).
-        maximum_concurrent_rpcs: gRPC RPCs accepted at once (default 4 x grpc threads).
-        max_connections: open HTTP connections at once. At the limit a newcomer takes the
-            slot of the oldest idle connection, else of the oldest incomplete request (503);
-            only when all run requests is it refused (503). Defaults to 256.
-        http_idle_timeout_seconds: an HTTP connection idle this long (connected, or between
-            requests) is closed. Defaults to 30.
-        http_header_timeout_seconds: a request's line and headers must arrive within this
-            long of its first byte (408 past it). Defaults to 20.
-        http_body_timeout_seconds / http_body_min_bytes_per_second: a body must arrive
-            within the timeout plus 1 s per this many bytes received (408 past it), so
-            uploads at a decent rate are never cut; a rate of 0 makes the deadline fixed.
-            Defaults to 20 and 500 (Apache mod_reqtimeout's ``body=20,MinRate=500``).
-        model_config_allowed_roots: directories HandleReloadConfigRequest may load from
-            (None: anywhere, as TF Serving). Anyone who reaches the gRPC port can call it.
+    Example:
+        server = create_server(model_name="digits", model_base_path="saved_models/digits",
+                               port=0, rest_api_port=0).start()
 
     Returns:
         A ModelServer, not yet started.
 
     Raises:
+        TypeError: an unknown option.
         ValueError: inconsistent or invalid configuration, with what to fix.
     """
-    _check_numbers(rest_api_timeout_in_ms=(rest_api_timeout_in_ms, 0),
-                   max_body_bytes=(max_body_bytes, 1),
-                   file_system_poll_wait_seconds=(file_system_poll_wait_seconds, 0),
-                   model_config_file_poll_wait_seconds=(model_config_file_poll_wait_seconds, 0),
-                   max_num_load_retries=(max_num_load_retries, 0),
-                   load_retry_interval_micros=(load_retry_interval_micros, 0),
-                   rest_api_num_threads=(rest_api_num_threads, 1),
-                   grpc_max_threads=(grpc_max_threads, 1),
-                   maximum_concurrent_rpcs=(maximum_concurrent_rpcs, 1),
-                   max_connections=(max_connections, 1),
-                   http_idle_timeout_seconds=(http_idle_timeout_seconds, 1),
-                   http_header_timeout_seconds=(http_header_timeout_seconds, 0.1),
-                   http_body_timeout_seconds=(http_body_timeout_seconds, 0.1),
-                   http_body_min_bytes_per_second=(http_body_min_bytes_per_second, 0))
-    for name, value in (("port", port), ("rest_api_port", rest_api_port)):
-        if value is not None and not (isinstance(value, int) and 0 <= value <= 65535):
-            raise ValueError(f"--{name} must be a port number 0-65535 (or None), received "
-                             f"{value!r}.")
-    sources = [model_base_path is not None, model_config_file is not None, configs is not None]
+    o = ServerOptions(**options)
+    sources = [o.model_base_path is not None, o.model_config_file is not None,
+               o.configs is not None]
     if sum(sources) != 1:
         raise ValueError("Give exactly one model source: --model_base_path (with --model_name), "
                          "--model_config_file, or configs=[...].")
-    if model_base_path is not None:
-        configs = [ModelConfig(name=model_name or "default", base_path=model_base_path)]
-    elif model_config_file is not None:
-        configs = read_model_config_file(model_config_file)
+    if o.model_base_path is not None:
+        configs = [ModelConfig(name=o.model_name or "default", base_path=o.model_base_path)]
+    elif o.model_config_file is not None:
+        configs = read_model_config_file(o.model_config_file)
+    else:
+        configs = o.configs
     batching = None
-    if batching_parameters_file and not enable_batching:
+    if o.batching_parameters_file and not o.enable_batching:
         log.warning("--batching_parameters_file is ignored without --enable_batching "
                     "(as in tensorflow_model_server).")
-    if batching_parameters_file and enable_batching:
-        batching = read_batching_parameters(batching_parameters_file)
-    elif batching_options is not None:
+    if o.batching_parameters_file and o.enable_batching:
+        batching = read_batching_parameters(o.batching_parameters_file)
+    elif o.batching_options is not None:
         from tfdeploy.serving.batching import validate_options
 
-        batching = validate_options(**batching_options)
-    elif enable_batching:
+        batching = validate_options(**o.batching_options)
+    elif o.enable_batching:
         from tfdeploy.serving.batching import validate_options
 
         batching = validate_options()
-    metrics_path = read_monitoring_config(monitoring_config_file) if monitoring_config_file \
-        else None
-    if host not in ("127.0.0.1", "localhost", "::1") and port is not None:
+    metrics_path = read_monitoring_config(o.monitoring_config_file) \
+        if o.monitoring_config_file else None
+    if o.host not in ("127.0.0.1", "localhost", "::1") and o.port is not None:
         log.warning("Serving on %s: anyone who reaches the gRPC port can call "
                     "HandleReloadConfigRequest and make this server load any SavedModel it "
-                    "can read%s.", host,
-                    "" if model_config_allowed_roots else
+                    "can read%s.", o.host,
+                    "" if o.model_config_allowed_roots else
                     " (restrict it with --model_config_allowed_roots)")
-    if model_config_allowed_roots is not None:
-        model_config_allowed_roots = [r for r in model_config_allowed_roots if r]
-        for root in model_config_allowed_roots:
+    if o.model_config_allowed_roots is not None:
+        o.model_config_allowed_roots = [r for r in o.model_config_allowed_roots if r]
+        for root in o.model_config_allowed_roots:
             if not os.path.isdir(root):
                 raise ValueError(f"--model_config_allowed_roots: {root!r} is not a directory.")
     repository = ModelRepository(
-        configs, poll_wait_seconds=file_system_poll_wait_seconds, batching=batching,
-        metrics=metrics_lib.Metrics(), max_num_load_retries=max_num_load_retries,
-        load_retry_interval_micros=load_retry_interval_micros, freeze_gc=freeze_gc,
-        enable_signature_method_name_check=enable_signature_method_name_check)
-    return ModelServer(repository, host=host, port=port, rest_api_port=rest_api_port,
-                       metrics_path=metrics_path, rest_api_timeout_in_ms=rest_api_timeout_in_ms,
-                       max_body_bytes=max_body_bytes, model_config_file=model_config_file,
-                       model_config_file_poll_wait_seconds=model_config_file_poll_wait_seconds,
-                       rest_api_num_threads=rest_api_num_threads,
-                       grpc_max_threads=grpc_max_threads,
-                       maximum_concurrent_rpcs=maximum_concurrent_rpcs,
-                       max_connections=max_connections,
-                       http_idle_timeout_seconds=http_idle_timeout_seconds,
-                       model_config_allowed_roots=model_config_allowed_roots,
-                       http_header_timeout_seconds=http_header_timeout_seconds,
-                       http_body_timeout_seconds=http_body_timeout_seconds,
-                       http_body_min_bytes_per_second=http_body_min_bytes_per_second)
-
-
-def _check_numbers(**checks):
-    """Raise ValueError for a numeric option that is not a number >= its minimum."""
-    for name, (value, minimum) in checks.items():
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
-                or value < minimum or value == float("inf"):
-            raise ValueError(f"--{name} must be a finite number >= {minimum}, received "
-                             f"{value!r}.")
+        configs, poll_wait_seconds=o.file_system_poll_wait_seconds, batching=batching,
+        metrics=metrics_lib.Metrics(), max_num_load_retries=o.max_num_load_retries,
+        load_retry_interval_micros=o.load_retry_interval_micros, freeze_gc=o.freeze_gc,
+        enable_signature_method_name_check=o.enable_signature_method_name_check,
+        isolation=o.model_isolation)
+    return ModelServer(repository, o, metrics_path=metrics_path)
