@@ -1,4 +1,5 @@
-"""TF Serving's gRPC services (PredictionService, ModelService) on grpcio.
+"""TF Serving's gRPC services (PredictionService, ModelService) on grpcio, and the Open
+Inference Protocol's ``inference.GRPCInferenceService`` (``grpc_v2``) on the same port.
 
 Uses the request/response messages and service descriptors of
 tensorflow-serving-api, so any TF Serving gRPC client works unchanged.
@@ -14,7 +15,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 
 # (the servicer base classes keep the generated method names; registration is _add_service)
 
-from tfdeploy.serving import inference
+from tfdeploy.serving import grpc_v2, inference
 from tfdeploy.serving.dataplane import DataPlane
 from tfdeploy.serving.status import ServingError, invalid
 
@@ -45,13 +46,18 @@ class _Base:
         self.max_tensor_bytes, self.allowed_roots = max_tensor_bytes, allowed_roots
 
     def _call(self, api, request, context, fn):
-        start, code = time.perf_counter(), "OK"
         name = request.model_spec.name if hasattr(request, "model_spec") else ""
+        return self.call(api, name, "GRPC", context, lambda deadline: fn(request, deadline))
+
+    def call(self, api, name, protocol, context, fn):
+        """``fn(deadline)`` as one RPC: a ServingError aborts with its code, anything else
+        with INTERNAL, and the request is recorded under ``protocol``."""
+        start, code = time.perf_counter(), "OK"
         try:
             remaining = context.time_remaining()
             if remaining is not None and remaining <= 0:
                 raise ServingError("DEADLINE_EXCEEDED", "Deadline Exceeded")
-            return fn(request, None if remaining is None else time.monotonic() + remaining)
+            return fn(None if remaining is None else time.monotonic() + remaining)
         except ServingError as exc:
             code = exc.code
             context.abort(getattr(grpc.StatusCode, exc.code), exc.message)
@@ -62,7 +68,7 @@ class _Base:
             log.exception("gRPC %s failed", api)
             context.abort(grpc.StatusCode.INTERNAL, f"Internal error: {exc}")
         finally:
-            self.plane.record(name, api, "GRPC", code, time.perf_counter() - start)
+            self.plane.record(name, api, protocol, code, time.perf_counter() - start)
 
 
 class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -282,6 +288,8 @@ def make_grpc_server(repository, metrics, host, port, max_message_bytes=64 << 20
                                         get_model_status_pb2.GetModelStatusResponse),
                      "HandleReloadConfigRequest": (model_management_pb2.ReloadConfigRequest,
                                                    model_management_pb2.ReloadConfigResponse)})
+    grpc_v2.add_inference_service(
+        server, _Base(repository, metrics, max_message_bytes), _add_service)
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError:   # grpcio >= 1.6x raises instead of returning 0

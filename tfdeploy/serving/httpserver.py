@@ -60,6 +60,8 @@ SWEEP_SECONDS = 0.25     # how often deadlines are checked (the sweep's granular
 EVICT_FRESH_AGE = 1.0    # s before a connection that has sent nothing may go for a newcomer
 EVICT_SERVED_AGE = 0.25  # s before a keep-alive connection, once answered, may go
 STATES = ("idle", "head", "body")
+# Headers passed on to the API (Triton's binary tensor data extension of the V2 protocol).
+READ_HEADERS = frozenset({b"inference-header-content-length"})
 
 REASONS = {100: "Continue", 200: "OK", 400: "Bad Request", 401: "Unauthorized",
            403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
@@ -83,10 +85,11 @@ def _error_body(message):
 
 
 class _Request:
-    __slots__ = ("method", "url", "body", "keep_alive")
+    __slots__ = ("method", "url", "body", "keep_alive", "headers")
 
-    def __init__(self, method, url, body, keep_alive):
+    def __init__(self, method, url, body, keep_alive, headers=None):
         self.method, self.url, self.body, self.keep_alive = method, url, body, keep_alive
+        self.headers = headers   # {lowercase name: value} of READ_HEADERS sent, or None
 
 
 class _Connection(asyncio.Protocol):
@@ -106,7 +109,7 @@ class _Connection(asyncio.Protocol):
 
     def _reset(self):
         self._url, self._body, self._body_size, self._head_size = [], [], 0, 0
-        self._continue, self._length = False, None
+        self._continue, self._length, self._headers = False, None, None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport):
@@ -202,6 +205,10 @@ class _Connection(asyncio.Protocol):
                 pass
         elif name == b"expect" and value.lower() == b"100-continue":
             self._continue = True
+        elif name in READ_HEADERS:
+            if self._headers is None:
+                self._headers = {}
+            self._headers[name.decode("latin-1")] = value.decode("latin-1")
 
     def _count_head(self, n):
         self._head_size += n
@@ -232,7 +239,7 @@ class _Connection(asyncio.Protocol):
         method = self.parser.get_method().decode("latin-1")
         url = b"".join(self._url)
         self.queue.append(_Request(method, url, b"".join(self._body),
-                                   self.parser.should_keep_alive()))
+                                   self.parser.should_keep_alive(), self._headers))
         self._reset()
         self.state = "idle"
         self._unlist()    # (a request waits: no clock runs until it is answered)
@@ -247,10 +254,12 @@ class _Connection(asyncio.Protocol):
             path = _path(request.url)
             self.busy = True
             if server.api.inline(request.method, path, len(request.body)):
-                self._answer(request, server.respond(request.method, path, request.body))
+                self._answer(request, server.respond(request.method, path, request.body,
+                                                     request.headers))
                 continue
             self.transport.pause_reading()
-            future = server.pool.submit(server.respond, request.method, path, request.body)
+            future = server.pool.submit(server.respond, request.method, path, request.body,
+                                        request.headers)
             future.add_done_callback(functools.partial(self._hand_back, request))
         self._relist()
 
@@ -277,13 +286,14 @@ class _Connection(asyncio.Protocol):
         self.served += 1
         if self.closing:
             return
-        status, ctype, body = answer
+        status, ctype, body = answer[:3]
+        extra = answer[3] if len(answer) > 3 else b""   # further header lines, CRLF-ended
         keep = request.keep_alive and not self.close_after_queue
         self.transport.write(b"".join((
             b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n" % (
                 status, REASONS.get(status, "Error").encode(), ctype.encode("latin-1"),
                 len(body), (b"" if keep else b"Connection: close\r\n") + (
-                    b"Allow: GET, POST\r\n" if status == 405 else b"")), body)))
+                    b"Allow: GET, POST\r\n" if status == 405 else b"") + extra), body)))
         if not keep:
             self._drop()
             self.transport.close()
@@ -361,13 +371,14 @@ class HttpServer:
         self.pool = concurrent.futures.ThreadPoolExecutor(threads, "tfdeploy-rest")
         self.loop = self._server = self._thread = None
 
-    def respond(self, method, path, body):
-        """``(status, content_type, body)`` of one request; never raises."""
+    def respond(self, method, path, body, headers=None):
+        """``(status, content_type, body[, extra_header_bytes])`` of one request; never
+        raises."""
         if method not in ("GET", "POST"):
             return 405, "application/json", _error_body(
                 f"Method {method} is not allowed; use GET or POST.")
         try:
-            return self.api.handle(method, path, lambda: body)
+            return self.api.handle(method, path, lambda: body, headers)
         except Exception as exc:  # noqa: BLE001  (api.handle answers errors itself)
             log.exception("REST request %s %s failed", method, path)
             return 500, "application/json", _error_body(f"Internal error: {exc}")

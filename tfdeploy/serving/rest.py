@@ -4,6 +4,8 @@
     GET  /v1/models/NAME[/versions/V | /labels/L]              model status
     GET  /v1/models/NAME[/versions/V | /labels/L]/metadata     signature metadata
     POST /v1/models/NAME[/versions/V | /labels/L]:predict|classify|regress
+    /v2/...                                                    the Open Inference Protocol
+                                                               (``rest_v2``)
 
 Errors answer ``{"error": "..."}`` with TF Serving's HTTP codes.
 """
@@ -19,7 +21,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from tfdeploy.runtime.versions import parse_version
-from tfdeploy.serving import json_fast, openapi, rest_json
+from tfdeploy.serving import json_fast, openapi, rest_json, rest_v2
 from tfdeploy.serving.dataplane import DataPlane
 from tfdeploy.serving.status import ServingError, invalid
 
@@ -86,6 +88,7 @@ class RestApi:
         self.metrics_path = metrics_path
         self.timeout = timeout_ms / 1000.0 if timeout_ms and timeout_ms > 0 else None
         self.max_body_bytes = max_body_bytes
+        self.v2 = rest_v2.RestV2(self.plane, self.timeout, self._parse_body)
         self._active = 0
         self._idle = threading.Condition()
 
@@ -101,14 +104,19 @@ class RestApi:
         """True when a request is cheap enough to answer in the HTTP event loop: anything
         but a call of a model that is batched (it waits for its batch), not called yet,
         recently slow, or sent a body over ``INLINE_BODY_BYTES``."""
-        if method != "POST" or not raw_path.lower().startswith("/v1/"):
+        if method != "POST":
+            return True
+        if raw_path.startswith("/v2/"):
+            name = rest_v2.infer_model_name(raw_path)
+        elif raw_path.lower().startswith("/v1/"):
+            m = _POST.match(raw_path)
+            name = None if m is None else unquote(m.group(1), errors="replace")
+        else:
+            return True
+        if name is None:
             return True
         if self.plane.batching or body_bytes > self.INLINE_BODY_BYTES:
             return False
-        m = _POST.match(raw_path)
-        if m is None:
-            return True
-        name = unquote(m.group(1), errors="replace")
         return 0.0 < self.plane.recent_call_seconds(name) < self.INLINE_SECONDS
 
     def drain(self, timeout):
@@ -117,11 +125,14 @@ class RestApi:
             return self._idle.wait_for(lambda: self._active == 0, timeout)
 
     # -- dispatch -----------------------------------------------------------------------------
-    def handle(self, method, raw_path, read_body):
-        """Return ``(http_status, content_type, body_bytes)`` for one request."""
+    def handle(self, method, raw_path, read_body, headers=None):
+        """Return ``(http_status, content_type, body_bytes[, extra_header_bytes])`` for one
+        request; ``headers``: ``{lowercase name: value}`` of the headers a route reads."""
         with self._idle:
             self._active += 1
         try:
+            if raw_path == "/v2" or raw_path.startswith("/v2/"):
+                return self.v2.handle(method, raw_path, read_body, headers)
             return self._handle(method, raw_path, read_body)
         finally:
             with self._idle:
@@ -137,7 +148,8 @@ class RestApi:
                 self.plane.model_names, self.metrics_path, self.plane.repository.version_labels))
         if not path.lower().startswith("/v1/"):
             return self._json(404, {"error": f"Not found: {method} {path}. The REST API "
-                                             "lives under /v1/models/."})
+                                             "lives under /v1/models/ (TF Serving's) and "
+                                             "/v2/ (the Open Inference Protocol's)."})
         start, model, api = time.monotonic(), "", method
         try:
             m = (_GET if method == "GET" else _POST).match(path) if method in ("GET", "POST") \
