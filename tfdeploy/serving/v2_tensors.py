@@ -81,6 +81,10 @@ def from_json(name, datatype, shape, numel, data):
             array = np.array([v.encode("utf-8") for v in flat] or [], dtype=object)
         else:
             raw = np.asarray(data)
+            if raw.size == 0:
+                raw = raw.astype(NUMPY[datatype])
+            elif datatype[0] in "IU" and raw.dtype.kind in "fO":
+                raw = _big_ints(datatype, raw, data)   # numpy took ints past int64 as float
             if raw.dtype.kind not in _ACCEPTS[datatype]:
                 raise ValueError(f"{datatype} elements must be {_WORDS[datatype]}")
             if raw.dtype.kind in "iu" and datatype[0] in "IU":
@@ -93,6 +97,18 @@ def from_json(name, datatype, shape, numel, data):
         raise invalid(f"Input '{name}': its data cannot be read as {datatype}: "
                       f"{str(exc)[:200]}.") from None
     return _shaped(name, array, shape, numel)
+
+
+def _big_ints(datatype, raw, data):
+    """Integers past int64 (UINT64's upper half): numpy reads them as float64 or objects;
+    each element must be an int in range, converted exactly."""
+    flat = np.asarray(data, dtype=object).reshape(-1)
+    if not all(type(v) is int for v in flat):
+        raise ValueError(f"{datatype} elements must be integers")
+    info = np.iinfo(NUMPY[datatype])
+    if min(flat) < info.min or max(flat) > info.max:
+        raise ValueError(f"a value is outside {datatype}'s range [{info.min}, {info.max}]")
+    return np.array(list(flat), dtype=NUMPY[datatype]).reshape(raw.shape)
 
 
 _ACCEPTS = {"BOOL": "b", "FP16": "iuf", "FP32": "iuf", "FP64": "iuf"}
