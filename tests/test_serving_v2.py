@@ -8,6 +8,7 @@ generated ones; errors, metrics and batching.
 
 import json
 import os
+import random
 import subprocess
 import sys
 import warnings
@@ -658,3 +659,246 @@ def test_kserve_clients_get_v1s_answers(server):
     want = [p["probabilities"] for p in v1]
     for key in ("rest_probabilities_False", "rest_probabilities_True", "grpc_probabilities"):
         np.testing.assert_allclose(out[key], want, rtol=1e-6, err_msg=key)
+
+
+# -- fuzz: a `tfdeploy serve` process with oneDNN forced on ----------------------------------
+N_REST_FUZZ = 500
+N_GRPC_FUZZ = 200
+_ODD = [None, True, False, 0, -1, 1.5, "", "x", "\ud800", [], {}, [[]], 10 ** 30, -(10 ** 30),
+        2 ** 64, 1e308, [1, "a"], [[1], 2], [None], [10 ** 400], float("nan"), "FP32", [-1],
+        [10 ** 12, 10 ** 12], [2 ** 63], [0.5], [True], {"binary_data_size": 4}]
+_DATATYPES = list(DTYPES) + ["BF16", "fp32", "FLOAT", "", "INT128"]
+_SHAPES = [[], [0], [1], [1024], [1, 1024], [1, 32, 32], [1, 32, 32, 1], [1, 32, 32, 3],
+           [2, 32, 32, 1], [1, 1, 1, 1, 1], [32, 32, 1], [0, 32, 32, 1], [10 ** 9, 10 ** 9],
+           [2 ** 62, 4], [-1, 32, 32, 1], [1.5], ["1"], [True], [1, 2], [2], [3]]
+V2_VALID = [  # (path, body, the answer's outputs' data by name)
+    ("/v2/models/tf2/infer", {"inputs": [{"name": "x", "shape": [2], "datatype": "FP32",
+                                          "data": [1.0, 2.0]}]}, {"y": [2.5, 3.0]}),
+    ("/v2/models/tf2/versions/1/infer",
+     {"parameters": {"signature_name": "multi"}, "inputs": [
+         {"name": "a", "shape": [1], "datatype": "FP32", "data": [1.0]},
+         {"name": "b", "shape": [1, 2], "datatype": "INT64", "data": [[1, 2]]}]},
+     {"sum": [4.0], "b_twice": [2, 4]}),
+    ("/v2/models/tf2/infer", {"parameters": {"signature_name": "echo"}, "inputs": [
+        {"name": "data_bytes", "shape": [1], "datatype": "BYTES", "data": ["hé"]}],
+        "outputs": [{"name": "length"}]}, {"length": [3]}),
+]
+
+
+def _v2_mutations(rng):
+    """Yield ``(path, raw_body, headers)`` hostile V2 requests."""
+    paths = ["/v2/models/digits/infer", "/v2/models/tf2/infer", "/v2/models/digits/versions/1/infer",
+             "/v2/models/tf2/versions/1/infer"]
+    names = ["images", "x", "a", "b", "data_bytes", "", "\ud800", "images " * 3]
+    while True:
+        kind = rng.randrange(8)
+        path = rng.choice(paths)
+        if kind == 0:   # wrong ranks and dims to the convolution: a oneDNN abort unchecked
+            shape = rng.choice(_SHAPES)
+            numel = int(np.prod([d for d in shape if isinstance(d, int)] or [1])) \
+                if all(isinstance(d, int) and 0 <= d < 5000 for d in shape) else 1
+            body = {"inputs": [{"name": "images", "shape": shape, "datatype": "FP32",
+                                "data": [0.0] * min(numel, 5000)}]}
+            yield "/v2/models/digits/infer", json.dumps(body).encode(), {}
+        elif kind == 1:   # odd values in every field of a tensor
+            tensor = {"name": rng.choice(names), "shape": rng.choice(_SHAPES + _ODD),
+                      "datatype": rng.choice(_DATATYPES + _ODD), "data": rng.choice(_ODD)}
+            if rng.random() < 0.3:
+                tensor["parameters"] = rng.choice(_ODD + [{"binary_data_size": rng.choice(
+                    _ODD)}])
+            body = {"inputs": [tensor]}
+            if rng.random() < 0.3:
+                body[rng.choice(["outputs", "parameters", "id"])] = rng.choice(_ODD + [
+                    [{"name": "y"}], [{"name": "y", "parameters": {"binary_data": "yes"}}],
+                    {"signature_name": rng.choice(_ODD)}, {"binary_data_output": 1}])
+            yield path, json.dumps(body).encode(), {}
+        elif kind == 2:   # binary extension: lying lengths and sizes
+            header = {"inputs": [{"name": rng.choice(names), "shape": rng.choice(_SHAPES),
+                                  "datatype": rng.choice(_DATATYPES),
+                                  "parameters": {"binary_data_size": rng.choice(
+                                      [0, 1, 4, 7, 8, 4096, 2 ** 40, -4])}}]}
+            head = json.dumps(header).encode()
+            blob = bytes(rng.randrange(256) for _ in range(rng.choice([0, 3, 4, 8, 64])))
+            length = rng.choice([len(head), len(head) + 1, len(head) - 1, 0, -5, 10 ** 20,
+                                 "x", " 12", "1e3"])
+            yield path, head + blob, {"Inference-Header-Content-Length": str(length)}
+        elif kind == 3:   # BYTES with broken length prefixes
+            blob = rng.choice([b"\xff\xff\xff\xff", b"\x01\x00", b"\x02\x00\x00\x00a",
+                               b"\x00\x00\x00\x00" * 3, b"\x01\x00\x00\x00\xff"])
+            header = {"parameters": {"signature_name": "echo"}, "inputs": [
+                {"name": "data_bytes", "shape": [rng.choice([1, 2, 3])], "datatype": "BYTES",
+                 "parameters": {"binary_data_size": len(blob)}}]}
+            head = json.dumps(header).encode()
+            yield "/v2/models/tf2/infer", head + blob, \
+                {"Inference-Header-Content-Length": str(len(head))}
+        elif kind == 4:   # broken JSON
+            valid = json.dumps(rng.choice(V2_VALID)[1]).encode()
+            cut = rng.randrange(len(valid))
+            yield path, rng.choice([valid[:cut], valid + b"x", b"[" * 5000, b"\xff\xfe",
+                                    b'{"inputs": ' + b"[" * 3000 + b"]" * 3000 + b"}"]), {}
+        elif kind == 5:   # odd paths
+            yield rng.choice(["/v2/models/%ED%A0%80/infer", "/v2/models/digits/versions/" +
+                              "9" * 30 + "/infer", "/v2/models/digits/versions/-1/infer",
+                              "/v2/models/" + "m" * 5000 + "/infer", "/v2/models//infer",
+                              "/v2/models/digits/versions//infer", "/v2//models/digits/infer",
+                              "/v2/models/digits/infer/x"]), b"{}", {}
+        elif kind == 6:   # numbers at the edge of each integer datatype
+            body = {"parameters": {"signature_name": "multi"}, "inputs": [
+                {"name": "a", "shape": [1], "datatype": "FP32", "data": [rng.choice(
+                    [1e39, -1e39, 1e-46, 2 ** 63, 0])]},
+                {"name": "b", "shape": [1, 2], "datatype": "INT64", "data": [rng.choice(
+                    [2 ** 63, -2 ** 63 - 1, 2 ** 64, 1.5, True]), 1]}]}
+            yield "/v2/models/tf2/infer", json.dumps(body).encode(), {}
+        else:             # valid requests whose answers must not change
+            p, body, _ = rng.choice(V2_VALID)
+            yield p, json.dumps(body).encode(), {}
+
+
+@pytest.fixture(scope="module")
+def hostile_v2(tmp_path_factory):
+    from test_serving_support import ServerProcess
+
+    root = tmp_path_factory.mktemp("hostile_v2")
+    build_tf2_model(str(root / "tf2" / "1"))
+    build_digits_classifier(str(root / "digits"))
+    config = root / "models.config"
+    config.write_text("model_config_list {\n" + "".join(
+        f'  config {{ name: "{n}" base_path: "{root / n}" model_platform: "tensorflow" }}\n'
+        for n in ("tf2", "digits")) + "}\n")
+    with ServerProcess(["--model_config_file", str(config), "--file_system_poll_wait_seconds",
+                        "0", "--max_body_bytes", str(1 << 20)]) as server:
+        assert server.onednn_on(), "oneDNN must be on in the served process for this test"
+        yield server
+
+
+def test_v2_rest_fuzz_never_5xx_and_the_process_lives(hostile_v2):
+    import http.client
+
+    rng = random.Random(2207)
+    gen = _v2_mutations(rng)
+    valid = {json.dumps(b): want for _, b, want in V2_VALID}
+    conn = http.client.HTTPConnection("127.0.0.1", hostile_v2.rest_port, timeout=60)
+    failures, statuses = [], {}
+    for i in range(N_REST_FUZZ):
+        path, raw, headers = next(gen)
+        try:
+            conn.request("POST", path, body=raw, headers=headers)
+            resp = conn.getresponse()
+            status, body = resp.status, resp.read()
+        except (http.client.HTTPException, OSError) as exc:
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", hostile_v2.rest_port, timeout=60)
+            status, body = None, repr(exc).encode()
+        statuses[status] = statuses.get(status, 0) + 1
+        assert hostile_v2.alive(), f"request {i} ended the process: {path} {raw[:300]!r}\n" \
+                                   f"{hostile_v2.output()[-2000:]}"
+        if status is None or status >= 500:
+            failures.append((status, path, raw[:200], body[:300]))
+            continue
+        want = valid.get(raw.decode("utf-8", "replace"))
+        if want is not None:
+            answer = json.loads(body)
+            assert status == 200, answer
+            got = {o["name"]: o["data"] for o in answer["outputs"]}
+            assert {k: got[k] for k in want} == want
+        elif status >= 400:
+            assert "error" in json.loads(body)
+    conn.close()
+    print(f"V2 REST fuzz: {N_REST_FUZZ} requests, statuses {statuses}")
+    assert not failures, failures[:5]
+    assert statuses.get(200, 0) > 0 and statuses.get(400, 0) > N_REST_FUZZ // 3
+
+
+def _v2_grpc_cases(rng, m):
+    """Yield ModelInferRequests (or raw bytes) built to break the V2 gRPC front end."""
+    while True:
+        kind = rng.randrange(6)
+        req = m.ModelInferRequest(model_name=rng.choice(["digits", "tf2", "", "nope"]))
+        if rng.random() < 0.2:
+            req.model_version = rng.choice(["1", "x", "9" * 30, "-1", "2"])
+        if kind == 0:   # wrong ranks to the convolution, as typed contents or raw
+            shape = rng.choice([s for s in _SHAPES if all(
+                type(d) is int and 0 <= d < 2 ** 62 for d in s)])
+            req.model_name = "digits"
+            t = req.inputs.add(name="images", datatype="FP32", shape=shape)
+            n = int(np.prod(shape)) if all(d < 5000 for d in shape) else 3
+            if rng.random() < 0.5:
+                t.contents.fp32_contents.extend([0.0] * min(n, 5000))
+            else:
+                req.raw_input_contents.append(b"\0" * 4 * min(n, 5000))
+        elif kind == 1:  # declared sizes that do not match the buffers
+            t = req.inputs.add(name=rng.choice(["images", "x", "a", "b", "data_bytes"]),
+                               datatype=rng.choice(_DATATYPES),
+                               shape=rng.choice([[1], [10 ** 12], [2 ** 40, 2 ** 40], [0], [3]]))
+            req.raw_input_contents.append(bytes(rng.randrange(256) for _ in range(
+                rng.choice([0, 1, 4, 12]))))
+            if rng.random() < 0.3:
+                req.raw_input_contents.append(b"extra")
+        elif kind == 2:  # typed contents in the wrong field, or both kinds
+            t = req.inputs.add(name="x", datatype=rng.choice(_DATATYPES), shape=[2])
+            field = rng.choice(["fp32_contents", "int64_contents", "bytes_contents",
+                                "bool_contents", "uint64_contents", "int_contents"])
+            getattr(t.contents, field).extend({"fp32_contents": [1.0, 2.0],
+                                               "int64_contents": [1, 2 ** 62],
+                                               "bytes_contents": [b"a", b"\xff"],
+                                               "bool_contents": [True, False],
+                                               "uint64_contents": [2 ** 64 - 1, 0],
+                                               "int_contents": [-2 ** 31, 2 ** 31 - 1]}[field])
+            if rng.random() < 0.3:
+                req.raw_input_contents.append(b"\0" * 8)
+        elif kind == 3:  # odd parameters and outputs
+            req.model_name = "tf2"
+            req.inputs.add(name="x", datatype="FP32", shape=[1]).contents.fp32_contents.append(1)
+            key = rng.choice(["signature_name", "raw_output", "binary_data_output", "timeout"])
+            p = req.parameters[key]
+            choice = rng.randrange(4)
+            if choice == 0:
+                p.string_param = rng.choice(["multi", "nope", "", "echo"])
+            elif choice == 1:
+                p.bool_param = rng.random() < 0.5
+            elif choice == 2:
+                p.int64_param = -1
+            if rng.random() < 0.5:
+                req.outputs.add(name=rng.choice(["y", "nope", ""]))
+        elif kind == 4:  # BYTES with broken length prefixes
+            req.model_name = "tf2"
+            req.parameters["signature_name"].string_param = "echo"
+            req.inputs.add(name="data_bytes", datatype="BYTES", shape=[rng.choice([1, 2])])
+            req.raw_input_contents.append(rng.choice([b"\xff\xff\xff\xff", b"\x01\x00",
+                                                      b"\x01\x00\x00\x00a"]))
+        else:            # bytes that are no message
+            yield bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40)))
+            continue
+        yield req
+
+
+def test_v2_grpc_fuzz_never_internal_and_the_process_lives(hostile_v2):
+    import grpc
+
+    from tfdeploy.serving.protos_v2 import SERVICE, messages
+
+    m = messages()
+    rng = random.Random(2208)
+    gen = _v2_grpc_cases(rng, m)
+    codes = {}
+    with grpc.insecure_channel(f"127.0.0.1:{hostile_v2.grpc_port}") as channel:
+        infer = channel.unary_unary(f"/{SERVICE}/ModelInfer",
+                                    request_serializer=lambda r: r if isinstance(r, bytes)
+                                    else r.SerializeToString(),
+                                    response_deserializer=m.ModelInferResponse.FromString)
+        for i in range(N_GRPC_FUZZ):
+            req = next(gen)
+            try:
+                infer(req, timeout=60)
+                code = grpc.StatusCode.OK
+            except grpc.RpcError as exc:
+                code = exc.code()
+                assert code not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN,
+                                    grpc.StatusCode.DATA_LOSS, grpc.StatusCode.UNAVAILABLE), \
+                    (req, exc.details())
+                assert exc.details(), req
+            codes[code.name] = codes.get(code.name, 0) + 1
+            assert hostile_v2.alive(), f"request {i} ended the process: {req}\n" \
+                                       f"{hostile_v2.output()[-2000:]}"
+    print(f"V2 gRPC fuzz: {N_GRPC_FUZZ} requests, codes {codes}")
+    assert codes.get("INVALID_ARGUMENT", 0) > N_GRPC_FUZZ // 3
