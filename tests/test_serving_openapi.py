@@ -87,6 +87,16 @@ def test_document_is_valid_openapi_and_true_to_the_server(server):
                 schema = operation["responses"][code]["content"]["application/json"]["schema"]
                 assert schema == {"$ref": "#/components/schemas/Error"}
     assert METRICS in doc["paths"]
+    # The Open Inference Protocol's routes, with the same name parameter and error answers.
+    for path in ("/v2", "/v2/health/live", "/v2/health/ready"):
+        assert "get" in doc["paths"][path]
+    for suffix in ("", "/versions/{version}"):
+        for tail, verb in (("", "get"), ("/ready", "get"), ("/infer", "post")):
+            operation = doc["paths"][f"/v2/models/{{name}}{suffix}{tail}"][verb]
+            assert operation["parameters"][0]["schema"]["enum"] == ["digits", "half", "tf2"]
+            for code in ("400", "404", "4XX", "5XX"):
+                schema = operation["responses"][code]["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/Error"}
 
 
 def test_document_lists_no_metrics_path_when_metrics_are_off():
@@ -178,4 +188,11 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(server, t
                   "POST /v1/models/{name}:predict", "POST /v1/models/{name}:classify",
                   "POST /v1/models/{name}:regress"):
         assert responses[label][200] > 0, (label, dict(responses[label]))
-    assert len(responses) >= 16, sorted(responses)
+    for label in ("GET /v2", "GET /v2/health/live", "GET /v2/health/ready",
+                  "GET /v2/models/{name}", "GET /v2/models/{name}/ready",
+                  "GET /v2/models/{name}/versions/{version}"):
+        assert responses[label][200] > 0, (label, dict(responses[label]))
+    for label in ("POST /v2/models/{name}/infer",
+                  "POST /v2/models/{name}/versions/{version}/infer"):
+        assert responses[label][400] > 0, (label, dict(responses[label]))
+    assert len(responses) >= 25, sorted(responses)

@@ -452,7 +452,7 @@ ERRORS = [  # (method, path, body or raw bytes, status, substring of the error)
     ("GET", "/v2/models/nope", None, 404, "nope"),
     ("GET", "/v2/models/nope/ready", None, 404, "nope"),
     ("GET", "/v2/models/digits/versions/abc", None, 400, "not a version number"),
-    ("GET", "/v2/models/digits/versions/9/ready", None, 503, "not ready"),
+    ("GET", "/v2/models/digits/versions/9/ready", None, 404, "no version 9"),
     ("POST", "/v2/models/digits/ready", {}, 404, "V2 routes"),
     ("GET", "/v2/models/digits/infer", None, 404, "V2 routes"),
     ("GET", "/v2/nowhere", None, 404, "V2 routes"),

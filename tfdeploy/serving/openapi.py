@@ -1,5 +1,7 @@
 """The OpenAPI 3 document of the REST API, served at ``GET /v1/openapi.json``.
 
+The Open Inference Protocol's (V2) routes join it from ``openapi_v2``.
+
 It describes TF Serving's V1 routes as ``tfdeploy serve`` answers them: model status,
 metadata, predict (row ``instances`` and columnar ``inputs``, named or unnamed inputs,
 ``{"b64": ...}`` for binary strings), classify and regress (``examples`` + ``context``), and
@@ -10,6 +12,7 @@ when the document is fetched, so generated clients and fuzzers (schemathesis) re
 import copy
 
 import tfdeploy
+from tfdeploy.serving import openapi_v2
 
 OPENAPI_PATH = "/v1/openapi.json"
 _JSON = "application/json"
@@ -271,6 +274,7 @@ def document(model_names=(), metrics_path=None, labels=()):
                                 "content": {_JSON: {"schema": _ref(request),
                                                     "example": example}}},
                 "responses": _responses(response, "The results.")}}
+    paths.update(openapi_v2.paths(model_names, _responses, _params))
     paths[OPENAPI_PATH] = {"get": {
         "operationId": "getOpenApi", "summary": "This document.", "tags": ["server"],
         "responses": {"200": {"description": "The OpenAPI 3 document.",
@@ -285,10 +289,12 @@ def document(model_names=(), metrics_path=None, labels=()):
         "info": {
             "title": "tfdeploy serve REST API",
             "version": tfdeploy.__version__,
-            "description": "TensorFlow Serving's REST API (V1) as tfdeploy serves it. Errors "
+            "description": "TensorFlow Serving's REST API (V1), and the Open Inference "
+                           "Protocol (V2: KServe, Triton) under /v2, as tfdeploy serves them. "
+                           "Errors "
                            "answer {\"error\": \"...\"} with TF Serving's HTTP status codes.",
         },
-        "tags": [{"name": "model"}, {"name": "inference"}, {"name": "server"}],
+        "tags": [{"name": "model"}, {"name": "inference"}, {"name": "server"}, {"name": "v2"}],
         "paths": paths,
-        "components": {"schemas": copy.deepcopy(_SCHEMAS)},
+        "components": {"schemas": copy.deepcopy({**_SCHEMAS, **openapi_v2.SCHEMAS})},
     }

@@ -199,9 +199,13 @@ class RestV2:
                                       if m.group(2) else None)
         if m.group(3) == "ready":
             if not model_ready(plane, name, version):
+                known = [s.version for s in plane.status(name)]
+                if version is not None and version not in known:
+                    raise not_found(f"Model '{name}' has no version {version}; its versions "
+                                    f"are {sorted(known)}.")
                 what = f"version {version}" if version is not None else "no version"
-                raise ServingError("UNAVAILABLE", f"Model '{name}' {what} is not ready "
-                                                  "(see GET /v1/models/NAME for its state).")
+                raise ServingError("UNAVAILABLE", f"Model '{name}' {what} is not ready yet "
+                                                  "(loading; see GET /v1/models/NAME).")
             return name, "ModelReady", (200, {"name": name, "ready": True})
         if m.group(3) is None:
             name, versions, platform, inputs, outputs = model_metadata(plane, name, version)
