@@ -902,3 +902,37 @@ def test_v2_grpc_fuzz_never_internal_and_the_process_lives(hostile_v2):
                                        f"{hostile_v2.output()[-2000:]}"
     print(f"V2 gRPC fuzz: {N_GRPC_FUZZ} requests, codes {codes}")
     assert codes.get("INVALID_ARGUMENT", 0) > N_GRPC_FUZZ // 3
+
+
+# -- deployment: KServe's InferenceService on tfdeploy serve, probes on the V2 routes --------
+def test_kserve_manifest_runs_tfdeploy_serve_with_v2_probes(server, tmp_path):
+    import argparse
+
+    import yaml
+
+    from tfdeploy.commands import serve
+    from tfdeploy.deploy import write_configs
+    from tfdeploy.serving.options import from_flags
+    from tfdeploy.serving.repository import ModelConfig
+
+    (tmp_path / "digits" / "1").mkdir(parents=True)
+    paths = write_configs([ModelConfig("digits", str(tmp_path / "digits"))], tmp_path / "out")
+    runtime, service = yaml.safe_load_all(open(paths["kserve.yaml"]))
+    assert runtime["kind"] == "ServingRuntime" and "v2" in runtime["spec"]["protocolVersions"]
+    assert service["kind"] == "InferenceService"
+    model = service["spec"]["predictor"]["model"]
+    assert model["protocolVersion"] == "v2" and model["runtime"] == runtime["metadata"]["name"]
+    container = runtime["spec"]["containers"][0]
+    # The container's command line is one `tfdeploy serve` takes (KServe fills {{.Name}}).
+    parser = argparse.ArgumentParser()
+    serve.add_arguments(parser)
+    args = [a.replace("{{.Name}}", "digits") for a in container["args"]]
+    assert args[0] == "serve"
+    options = from_flags(parser.parse_args(args[1:]))
+    assert options["model_name"] == "digits" and options["model_base_path"] == "/mnt/models"
+    assert options["rest_api_port"] == container["ports"][0]["containerPort"]
+    # The probes' routes answer 200 on a server that has loaded its models.
+    for probe in ("readinessProbe", "livenessProbe"):
+        path = container[probe]["httpGet"]["path"]
+        assert path.startswith("/v2/health/")
+        assert rest_call(server.rest_port, "GET", path)[0] == 200, path

@@ -7,6 +7,9 @@
 - ``monitoring.config``: text-format MonitoringConfig (Prometheus),
 - ``docker-compose.yml``: the ``tensorflow/serving`` image with the models mounted read-only,
 - ``kubernetes.yaml``: a ConfigMap, a Deployment and a Service.
+- ``kserve.yaml``: a KServe ``ServingRuntime`` running ``tfdeploy serve`` (it speaks V1 and
+  the Open Inference Protocol, V2) with readiness and liveness probes on the V2 health
+  routes, and an ``InferenceService`` per model on it with ``protocolVersion: v2``.
 
 Every protobuf file is parsed back with its proto before it is written.
 """
@@ -22,6 +25,10 @@ from tfdeploy.serving.repository import ModelConfig
 CONTAINER_MODELS = "/models"
 CONTAINER_CONFIG = "/etc/tfserving"
 DEFAULT_IMAGE = "tensorflow/serving:latest"
+# An image with tfdeploy installed (``pip install tfdeploy``; its entry point ``tfdeploy``).
+DEFAULT_TFDEPLOY_IMAGE = "tfdeploy:latest"
+KSERVE_MODEL_DIR = "/mnt/models"   # where KServe's storage initializer puts storageUri
+KSERVE_HTTP_PORT = 8080            # KServe's default container port
 
 
 def model_server_config(configs, container_root=CONTAINER_MODELS):
@@ -186,6 +193,50 @@ def kubernetes(configs, files, args, app="tfserving", image=DEFAULT_IMAGE, repli
     return [config_map, deployment, service]
 
 
+def kserve(configs, image=DEFAULT_TFDEPLOY_IMAGE, runtime="tfdeploy", models_pvc=None,
+            app="tfserving", storage_uris=None):
+    """A KServe ``ServingRuntime`` running ``tfdeploy serve`` and an ``InferenceService`` per
+    model (``protocolVersion: v2``), as a list of documents.
+
+    The runtime's container serves REST (V1 and V2) on KServe's port 8080, is ready when
+    ``GET /v2/health/ready`` answers 200 (every model has a version loaded) and alive while
+    ``GET /v2/health/live`` does. A model's ``storageUri`` is ``storage_uris[name]``, or
+    ``pvc://MODELS_PVC/NAME`` (the claim of the Deployment in ``kubernetes.yaml``).
+    """
+    probe = {"initialDelaySeconds": 5, "periodSeconds": 5, "timeoutSeconds": 2}
+    container = {
+        "name": "kserve-container", "image": image,
+        "command": ["tfdeploy"],
+        "args": ["serve", "--model_name={{.Name}}", f"--model_base_path={KSERVE_MODEL_DIR}",
+                 f"--rest_api_port={KSERVE_HTTP_PORT}", "--port=8081", "--host=0.0.0.0"],
+        "ports": [{"containerPort": KSERVE_HTTP_PORT, "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": KSERVE_HTTP_PORT},
+                           **probe},
+        "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": KSERVE_HTTP_PORT},
+                          **dict(probe, initialDelaySeconds=15, periodSeconds=10)},
+        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"},
+                      "limits": {"memory": "2Gi"}},
+    }
+    runtime_doc = {
+        "apiVersion": "serving.kserve.io/v1alpha1", "kind": "ServingRuntime",
+        "metadata": {"name": runtime},
+        "spec": {"supportedModelFormats": [{"name": "tensorflow", "version": "2",
+                                            "autoSelect": False}],
+                 "protocolVersions": ["v1", "v2"],
+                 "containers": [container]}}
+    claim = models_pvc or f"{app}-models"
+    docs = [runtime_doc]
+    for c in configs:
+        uri = (storage_uris or {}).get(c.name) or f"pvc://{claim}/{c.name}"
+        docs.append({
+            "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+            "metadata": {"name": c.name},
+            "spec": {"predictor": {"model": {
+                "modelFormat": {"name": "tensorflow"}, "protocolVersion": "v2",
+                "runtime": runtime, "storageUri": uri}}}})
+    return docs
+
+
 def write_configs(configs, output_dir, batching=None, monitoring_path=metrics_lib.DEFAULT_PATH,
                   image=DEFAULT_IMAGE, replicas=1, models_pvc=None, grpc_port=8500,
                   rest_port=8501, app="tfserving"):
@@ -228,6 +279,8 @@ def write_configs(configs, output_dir, batching=None, monitoring_path=metrics_li
                      rest_port, monitoring_path)
     texts["docker-compose.yml"] = to_yaml(compose) + "\n"
     texts["kubernetes.yaml"] = "\n---\n".join(to_yaml(doc) for doc in k8s) + "\n"
+    texts["kserve.yaml"] = "\n---\n".join(
+        to_yaml(doc) for doc in kserve(configs, models_pvc=models_pvc, app=app)) + "\n"
     paths = {}
     for name, text in texts.items():
         path = os.path.join(output_dir, name)
@@ -238,4 +291,5 @@ def write_configs(configs, output_dir, batching=None, monitoring_path=metrics_li
 
 
 __all__ = ["model_server_config", "batching_parameters", "monitoring_config", "to_yaml",
-           "docker_compose", "kubernetes", "write_configs", "DEFAULT_IMAGE", "CONTAINER_MODELS"]
+           "docker_compose", "kubernetes", "kserve", "write_configs", "DEFAULT_IMAGE",
+           "CONTAINER_MODELS"]
