@@ -331,8 +331,10 @@ class HttpServer:
     """``api`` (a RestApi) served on ``host:port``: bound at construction, served by ``start``.
 
     Args:
-        api: has ``handle(method, path, read_body)``, ``inline(method, path, body_bytes)`` and
-            ``max_body_bytes``.
+        api: has ``handle(method, path, read_body, headers)`` (``headers``: the
+            ``READ_HEADERS`` sent, or None; it answers ``(status, content_type, body)`` or
+            with a fourth item, more CRLF-ended header lines), ``inline(method, path,
+            body_bytes)`` and ``max_body_bytes``.
         threads: worker threads for requests not answered in the event loop.
         connection_limit: open connections at once; a newcomer past it takes the slot of
             the oldest idle or incomplete one, or is answered 503 when all run requests.
