@@ -326,10 +326,22 @@ def test_grpc_typed_contents_and_raw_output_parameter(server):
                                    request_serializer=m.ModelInferRequest.SerializeToString,
                                    response_deserializer=m.ModelInferResponse.FromString)
         resp = call(req, timeout=30)
-    out = {o.name: o for o in resp.outputs}
-    assert list(out["sum"].contents.fp32_contents) == [6.5]
-    assert list(out["b_twice"].contents.int64_contents) == [4, 6]
-    assert not resp.raw_output_contents
+        out = {o.name: o for o in resp.outputs}
+        assert list(out["sum"].contents.fp32_contents) == [6.5]
+        assert list(out["b_twice"].contents.int64_contents) == [4, 6]
+        assert not resp.raw_output_contents
+        # FP16 has no contents field: then every output is raw (all or none, the protocol's
+        # rule), whatever raw_output says.
+        req = m.ModelInferRequest(model_name="dtypes")
+        req.parameters["signature_name"].string_param = "fp16"
+        req.parameters["raw_output"].bool_param = False
+        req.inputs.add(name="fp32_input", datatype="FP32",
+                       shape=[1, 4]).contents.fp32_contents.extend([1, 2, 3, 4.5])
+        resp = call(req, timeout=30)
+        assert [o.datatype for o in resp.outputs] == ["FP16", "FP32"]
+        assert not any(o.HasField("contents") for o in resp.outputs)
+        assert np.frombuffer(resp.raw_output_contents[0], "<f2").tolist() == [1, 2, 3, 4.5]
+        assert np.frombuffer(resp.raw_output_contents[1], "<f4").tolist() == [1, 2, 3, 4.5]
 
 
 # -- KServe's V2 test cases, translated (python/kserve/test/test_server.py TestV2Endpoints) --

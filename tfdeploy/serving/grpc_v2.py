@@ -5,7 +5,8 @@ ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata and ModelInfe
 come from ``contents`` (typed repeated fields) or ``raw_input_contents`` (one raw buffer per
 input, in input order: all inputs or none); outputs answer in ``raw_output_contents`` as
 Triton answers (tritonclient and KServe's client read them), or in ``contents`` when the
-request parameter ``raw_output`` is false. Lookup, validation, batching, the model call and
+request parameter ``raw_output`` is false (and every output has a ``contents`` field; FP16
+has none). Lookup, validation, batching, the model call and
 metrics are the DataPlane's; this module only translates.
 """
 
@@ -134,11 +135,15 @@ class InferenceServicer:
             _, outputs = plane.infer(servable, signature, inputs, wanted, deadline)
         response = self.m.ModelInferResponse(model_name=name, model_version=str(servable.version),
                                              id=request.id)
+        arrays = {k: np.asarray(outputs[k]) for k in wanted}
+        datatypes = {k: v2_tensors.datatype_of_array(a) for k, a in arrays.items()}
+        # Raw buffers are all outputs' or none (the protocol's rule): typed contents only
+        # when asked for and every output's datatype has a contents field (FP16 has none).
+        typed = raw_output is False and all(d in _CONTENTS for d in datatypes.values())
         for out_name in wanted:
-            array = np.asarray(outputs[out_name])
-            datatype = v2_tensors.datatype_of_array(array)
+            array, datatype = arrays[out_name], datatypes[out_name]
             tensor = response.outputs.add(name=out_name, datatype=datatype, shape=array.shape)
-            if raw_output is False and datatype in _CONTENTS:
+            if typed:
                 flat = array.reshape(-1)
                 getattr(tensor.contents, _CONTENTS[datatype]).extend(
                     list(flat) if datatype == "BYTES" else flat.tolist())

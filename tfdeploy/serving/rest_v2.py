@@ -244,6 +244,8 @@ class RestV2:
                 isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested):
             raise invalid("'outputs' must be a list of objects, each with a string 'name'.")
         all_binary = _flag(request_params, "binary_data_output", "The request")
+        as_binary = {o["name"]: _flag(_params(o, f"Output '{o['name']}'"), "binary_data",
+                                      f"Output '{o['name']}'") for o in requested}
         offset = [0]
 
         def read(tensor_name, datatype, shape, numel, tensor):
@@ -285,8 +287,6 @@ class RestV2:
                 raise invalid(f"{len(binary) - offset[0]} binary bytes follow the JSON header "
                               "that no input's binary_data_size claims.")
             _, outputs = plane.infer(servable, signature, inputs, wanted, deadline)
-        as_binary = {o["name"]: _flag(_params(o, f"Output '{o['name']}'"), "binary_data",
-                                      f"Output '{o['name']}'") for o in requested}
         return self._answer(name, servable.version, body.get("id"), wanted, outputs,
                             as_binary, all_binary)
 
