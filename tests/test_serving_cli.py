@@ -130,7 +130,8 @@ def test_serving_config_writes_valid_configs(tmp_path, capsys):
                "--output_dir", str(out), "--replicas", "2"])
     assert rc == 0
     assert sorted(os.listdir(out)) == ["batching_parameters.txt", "docker-compose.yml",
-                                       "kserve.yaml", "kubernetes.yaml", "models.config", "monitoring.config"]
+                                       "kserve.yaml", "kubernetes.yaml", "models.config",
+                                       "monitoring.config"]
     config = protos.parse_text((out / "models.config").read_text(), protos.ModelServerConfig())
     models = {c.name: c for c in configs_from_proto(config)}
     assert models["digits"].base_path == "/models/digits"

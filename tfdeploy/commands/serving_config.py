@@ -2,7 +2,8 @@
 
 NAME = "serving-config"
 HELP = ("Write models.config, batching and monitoring configs, docker-compose.yml and "
-        "Kubernetes manifests for the tensorflow/serving image.")
+        "Kubernetes manifests for the tensorflow/serving image, and a KServe InferenceService "
+        "(V2 protocol) on tfdeploy serve.")
 
 
 def add_arguments(parser):
