@@ -699,8 +699,8 @@ V2_VALID = [  # (path, body, the answer's outputs' data by name)
 
 def _v2_mutations(rng):
     """Yield ``(path, raw_body, headers)`` hostile V2 requests."""
-    paths = ["/v2/models/digits/infer", "/v2/models/tf2/infer", "/v2/models/digits/versions/1/infer",
-             "/v2/models/tf2/versions/1/infer"]
+    paths = ["/v2/models/digits/infer", "/v2/models/tf2/infer",
+             "/v2/models/digits/versions/1/infer", "/v2/models/tf2/versions/1/infer"]
     names = ["images", "x", "a", "b", "data_bytes", "", "\ud800", "images " * 3]
     while True:
         kind = rng.randrange(8)

@@ -31,6 +31,7 @@ _T = {"bool": _F.TYPE_BOOL, "string": _F.TYPE_STRING, "int64": _F.TYPE_INT64,
 _PARAMS = "map:.inference.InferParameter"
 _TENSOR = [(1, "name", "string", False), (2, "datatype", "string", False),
            (3, "shape", "int64", True)]
+_CONTENTS = (5, "contents", ".inference.InferTensorContents", False)
 _MESSAGES = {
     "ServerLiveRequest": [], "ServerLiveResponse": [(1, "live", "bool", False)],
     "ServerReadyRequest": [], "ServerReadyResponse": [(1, "ready", "bool", False)],
@@ -64,8 +65,8 @@ _MESSAGES = {
         (5, "inputs", ".inference.ModelInferRequest.InferInputTensor", True),
         (6, "outputs", ".inference.ModelInferRequest.InferRequestedOutputTensor", True),
         (7, "raw_input_contents", "bytes", True)],
-    "ModelInferRequest.InferInputTensor": _TENSOR + [
-        (4, "parameters", _PARAMS, False), (5, "contents", ".inference.InferTensorContents", False)],
+    "ModelInferRequest.InferInputTensor": _TENSOR + [(4, "parameters", _PARAMS, False),
+                                                     _CONTENTS],
     "ModelInferRequest.InferRequestedOutputTensor": [(1, "name", "string", False),
                                                      (2, "parameters", _PARAMS, False)],
     "ModelInferResponse": [
@@ -73,8 +74,8 @@ _MESSAGES = {
         (3, "id", "string", False), (4, "parameters", _PARAMS, False),
         (5, "outputs", ".inference.ModelInferResponse.InferOutputTensor", True),
         (6, "raw_output_contents", "bytes", True)],
-    "ModelInferResponse.InferOutputTensor": _TENSOR + [
-        (4, "parameters", _PARAMS, False), (5, "contents", ".inference.InferTensorContents", False)],
+    "ModelInferResponse.InferOutputTensor": _TENSOR + [(4, "parameters", _PARAMS, False),
+                                                       _CONTENTS],
 }
 
 # RPC -> (request, response) message names.
