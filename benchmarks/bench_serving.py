@@ -26,6 +26,8 @@ speaks the V2 (Open Inference) protocol, not TF Serving's, so its gRPC numbers c
 from a client process inside that venv (``kserve_grpc_v2``). ``--ref_pythonpath DIR``
 adds tfdeploy served from another checkout (label ``ref``), e.g. to compare HTTP stacks.
 
+The Open Inference Protocol (V2) against MLServer: ``benchmarks/bench_serving_v2.py``.
+
     python benchmarks/bench_serving.py                        # a tiny exported CNN
     python benchmarks/bench_serving.py --model_base_path saved_models/digits --model_name digits
 """

@@ -191,7 +191,7 @@ class RestV2:
         m = _MODEL.match(path)
         if m is None or method not in ("GET", "POST") or (method == "POST") != (m.group(3) ==
                                                                                  "infer"):
-            raise not_found(f"Not found: {method} {path}. The V2 routes are GET /v2, "
+            raise not_found(f"Not found: {method} {path[:200]}. The V2 routes are GET /v2, "
                             "/v2/health/live, /v2/health/ready, /v2/models/NAME[/versions/V]"
                             "[/ready] and POST /v2/models/NAME[/versions/V]/infer.")
         name = unquote(m.group(1), errors="replace")
