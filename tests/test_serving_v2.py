@@ -1,8 +1,8 @@
 """The Open Inference Protocol (KServe V2) beside TF Serving's API, over real sockets, with
 clients we did not write: ``tritonclient.http`` and ``tritonclient.grpc`` (health, metadata,
 infer with binary data on and off, output selection), answers equal to V1 predict's; KServe's
-own V2 clients (its own virtual environment, as a subprocess); V2 test cases of KServe's own
-suite translated into a table; the protocol's messages checked against the clients'
+own V2 clients (its own virtual environment, as a subprocess); V2 test cases of KServe's and
+MLServer's own suites translated into tables; the protocol's messages checked against the clients'
 generated ones; errors, metrics and batching.
 """
 
@@ -380,6 +380,50 @@ KSERVE_CASES = [
 ]
 
 
+# MLServer's (tests/rest/test_endpoints.py), on tf2 (y = 0.5 x + 2) in place of its sum-model.
+_X = {"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1, 2, 3]}]}
+MLSERVER_CASES = [  # (MLServer test, method, path, body, status, check of the answer)
+    ("test_live", "GET", "/v2/health/live", None, 200, lambda r: r == {"live": True}),
+    ("test_ready", "GET", "/v2/health/ready", None, 200, lambda r: r == {"ready": True}),
+    ("test_model_ready", "GET", "/v2/models/tf2/versions/1/ready", None, 200,
+     lambda r: r["ready"] is True),
+    ("test_metadata", "GET", "/v2", None, 200,
+     lambda r: r["name"] == "tfdeploy" and r["version"] == tfdeploy_version()
+     and isinstance(r["extensions"], list)),
+    ("test_model_metadata", "GET", "/v2/models/tf2", None, 200,
+     lambda r: r["name"] == "tf2" and r["platform"] == "tensorflow_savedmodel"
+     and r["versions"] == ["1"]
+     and r["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1]}]),
+    ("test_infer (no version)", "POST", "/v2/models/tf2/infer", _X, 200,
+     lambda r: len(r["outputs"]) == 1 and r["outputs"][0]["data"] == [2.5, 3.0, 3.5]),
+    ("test_infer (version)", "POST", "/v2/models/tf2/versions/1/infer", _X, 200,
+     lambda r: r["outputs"][0]["data"] == [2.5, 3.0, 3.5] and r["model_version"] == "1"),
+    ("test_infer_error: unknown model", "POST", "/v2/models/my-model/versions/v0/infer", _X,
+     404, lambda r: "my-model" in r["error"]),
+    ("test_infer_error: unknown version", "POST", "/v2/models/tf2/versions/v0/infer", _X,
+     404, lambda r: "v0" in r["error"]),
+    ("test_infer_invalid_datatype_error (MLServer: 422; the protocol: 400)", "POST",
+     "/v2/models/tf2/infer",
+     {"inputs": [{"name": "x", "shape": [3], "datatype": "FP31", "data": [1, 2, 3]}]}, 400,
+     lambda r: "FP31" in r["error"] and "FP32" in r["error"]),
+]
+
+
+def tfdeploy_version():
+    import tfdeploy
+
+    return tfdeploy.__version__
+
+
+@pytest.mark.parametrize("case", MLSERVER_CASES, ids=[c[0].split(" ")[0] + str(i)
+                                                      for i, c in enumerate(MLSERVER_CASES)])
+def test_mlserver_v2_cases(server, case):
+    _, method, path, body, status, check = case
+    got, answer = rest_call(server.rest_port, method, path, body)
+    assert got == status, answer
+    assert check(answer), answer
+
+
 def _binary_body(header, blobs):
     head = json.dumps(header).encode()
     return head + b"".join(blobs), {"Inference-Header-Content-Length": str(len(head)),
@@ -463,7 +507,8 @@ def test_kserve_binary_output_cases(server, all_binary, per_output, binary_names
 ERRORS = [  # (method, path, body or raw bytes, status, substring of the error)
     ("GET", "/v2/models/nope", None, 404, "nope"),
     ("GET", "/v2/models/nope/ready", None, 404, "nope"),
-    ("GET", "/v2/models/digits/versions/abc", None, 400, "not a version number"),
+    ("GET", "/v2/models/digits/versions/abc", None, 404, "no version 'abc'"),
+    ("GET", "/v2/models/nope/versions/abc", None, 404, "nope"),
     ("GET", "/v2/models/digits/versions/9/ready", None, 404, "no version 9"),
     ("POST", "/v2/models/digits/ready", {}, 404, "V2 routes"),
     ("GET", "/v2/models/digits/infer", None, 404, "V2 routes"),

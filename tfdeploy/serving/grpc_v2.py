@@ -58,9 +58,9 @@ class InferenceServicer:
 
     def ModelReady(self, request, context):  # noqa: N802
         def ready(r):
-            version = rest_v2.parse_model_version(r.version)
-            return self.m.ModelReadyResponse(
-                ready=rest_v2.model_ready(self.plane, _name(r.name), version))
+            name = _name(r.name)
+            version = rest_v2.parse_model_version(self.plane, name, r.version)
+            return self.m.ModelReadyResponse(ready=rest_v2.model_ready(self.plane, name, version))
         return self._run("ModelReady", request, context, ready)
 
     def ServerMetadata(self, request, context):  # noqa: N802
@@ -70,8 +70,9 @@ class InferenceServicer:
 
     def ModelMetadata(self, request, context):  # noqa: N802
         def metadata(r):
+            name = _name(r.name)
             name, versions, platform, inputs, outputs = rest_v2.model_metadata(
-                self.plane, _name(r.name), rest_v2.parse_model_version(r.version))
+                self.plane, name, rest_v2.parse_model_version(self.plane, name, r.version))
             out = self.m.ModelMetadataResponse(name=name, versions=versions, platform=platform)
             for target, tensors in ((out.inputs, inputs), (out.outputs, outputs)):
                 for n, d, s in tensors:
@@ -86,7 +87,7 @@ class InferenceServicer:
     def _infer(self, request, deadline):
         plane = self.plane
         name = _name(request.model_name)
-        version = rest_v2.parse_model_version(request.model_version)
+        version = rest_v2.parse_model_version(plane, name, request.model_version)
         signature = _param(request.parameters, "signature_name", "string", "The request") or ""
         raw_output = _param(request.parameters, "raw_output", "bool", "The request")
         raw = list(request.raw_input_contents)

@@ -55,14 +55,17 @@ def server_metadata():
     return {"name": "tfdeploy", "version": tfdeploy.__version__, "extensions": EXTENSIONS}
 
 
-def parse_model_version(version):
-    """A V2 version string ("" for the latest) as an int or None."""
+def parse_model_version(plane, name, version):
+    """A V2 version string ("" for the latest) as an int or None; NOT_FOUND for one that
+    names no version (as MLServer answers), after an unknown model's own NOT_FOUND."""
     if version in (None, ""):
         return None
     number = parse_version(version)
     if number is None:
-        raise invalid(f"Model version {version[:40]!r} is not a version number; versions are "
-                      "the integers of the model's version directories.")
+        plane.status(name)   # an unknown model is the error to name first
+        raise not_found(f"Model '{name}' has no version {version[:40]!r}: versions are the "
+                        "integers of the model's version directories (see GET "
+                        f"/v2/models/{name[:100]}).")
     return number
 
 
@@ -195,7 +198,7 @@ class RestV2:
                             "/v2/health/live, /v2/health/ready, /v2/models/NAME[/versions/V]"
                             "[/ready] and POST /v2/models/NAME[/versions/V]/infer.")
         name = unquote(m.group(1), errors="replace")
-        version = parse_model_version(unquote(m.group(2), errors="replace")
+        version = parse_model_version(plane, name, unquote(m.group(2), errors="replace")
                                       if m.group(2) else None)
         if m.group(3) == "ready":
             if not model_ready(plane, name, version):
