@@ -458,6 +458,15 @@ class IsolatedModel:
                 and not pool.closed
 
     @property
+    def wait_timeout(self):
+        """Seconds a call waits for a ready worker before UNAVAILABLE (settable)."""
+        return self._pool.wait_timeout
+
+    @wait_timeout.setter
+    def wait_timeout(self, seconds):
+        self._pool.wait_timeout = float(seconds)
+
+    @property
     def ready(self):
         """Number of workers ready to take calls."""
         return sum(s.worker is not None for s in self._pool.slots)
