@@ -113,6 +113,25 @@ def isolated(model):
     return model
 
 
+def _call(model, key, feeds, timeout=60):
+    """``model.call`` in a daemon thread: fails the test instead of hanging it."""
+    box = []
+
+    def run():
+        try:
+            box.append(model.call(key, feeds))
+        except BaseException as exc:  # noqa: BLE001
+            box.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    assert box, f"call({key!r}) did not return within {timeout} s"
+    if isinstance(box[0], BaseException):
+        raise box[0]
+    return box[0]
+
+
 def _assert_outputs(got, expected):
     assert set(got) == set(expected)
     for k in expected:
@@ -154,7 +173,7 @@ def test_abort_is_unavailable_and_the_worker_is_replaced(isolated, expected):
     _assert_outputs(isolated.call("serving_default", {"x": GOOD}), expected)
     old_pid, restarts = isolated.pids[0], isolated.restarts
     with pytest.raises(ServingError) as err:
-        isolated.call("serving_default", {"x": BAD})
+        _call(isolated, "serving_default", {"x": BAD})
     assert err.value.code == "UNAVAILABLE" and err.value.http_status == 503
     assert "worker process ended" in err.value.message and "SIGABRT" in err.value.message
     assert isolated.wait_ready(READY_S)
@@ -191,7 +210,7 @@ def test_calls_in_flight_during_a_crash_fail_fast_then_calls_wait_bounded(isolat
             results[name] = exc
 
     def start(name, key, feeds, in_flight):
-        t = threading.Thread(target=run, args=(name, key, feeds))
+        t = threading.Thread(target=run, args=(name, key, feeds), daemon=True)
         t.start()
         deadline = time.monotonic() + 30
         while sum(isolated.in_flight) < in_flight and t.is_alive():
@@ -203,8 +222,9 @@ def test_calls_in_flight_during_a_crash_fail_fast_then_calls_wait_bounded(isolat
                start("bad", "serving_default", {"x": BAD}, 2)]
     threads += [start(f"valid{i}", "serving_default", {"x": GOOD}, 3 + i) for i in range(3)]
     assert "slow" not in results, "the slow call finished too soon to keep the others queued"
+    deadline = time.monotonic() + 60
     for t in threads:
-        t.join(60)
+        t.join(max(0.0, deadline - time.monotonic()))
         assert not t.is_alive(), "a call in flight during the crash hung"
     np.testing.assert_allclose(results["slow"]["s"], SLOW_N)
     for name in ("bad", "valid0", "valid1", "valid2"):
@@ -215,7 +235,7 @@ def test_calls_in_flight_during_a_crash_fail_fast_then_calls_wait_bounded(isolat
     try:
         start_t = time.monotonic()
         with pytest.raises(ServingError) as err:
-            isolated.call("serving_default", {"x": GOOD})
+            _call(isolated, "serving_default", {"x": GOOD}, timeout=10)
         assert err.value.code == "UNAVAILABLE" and "restarted" in err.value.message
         assert time.monotonic() - start_t < 10
     finally:
@@ -231,8 +251,8 @@ def test_two_workers_share_calls_and_a_killed_one_is_replaced(model_path, expect
         assert None not in pids and len(set(pids)) == 2
         assert set(pids) <= set(_children(me))
         # Two slow calls run at once, one on each worker.
-        threads = [threading.Thread(target=m.call, args=("slow", {"n": np.int32(SLOW_N)}))
-                   for _ in range(2)]
+        threads = [threading.Thread(target=m.call, args=("slow", {"n": np.int32(SLOW_N)}),
+                                    daemon=True) for _ in range(2)]
         for t in threads:
             t.start()
         deadline = time.monotonic() + 30
@@ -247,8 +267,8 @@ def test_two_workers_share_calls_and_a_killed_one_is_replaced(model_path, expect
         while m.ready != 1 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert m.ready == 1 and m.pids[1] == pids[1]
-        _assert_outputs(m.call("serving_default", {"x": GOOD}), expected)
-        assert m.wait_ready(READY_S, count=2)
+        _assert_outputs(_call(m, "serving_default", {"x": GOOD}, timeout=5), expected)
+        assert m.wait_ready(READY_S, count=2), "the killed worker was not replaced"
         assert m.pids[0] not in pids and not _exists(pids[0]) and m.restarts == 1
         _assert_outputs(m.call("serving_default", {"x": GOOD}), expected)
         last = m.pids
