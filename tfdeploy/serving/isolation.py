@@ -314,10 +314,11 @@ class _Pool:
                 break
             except subprocess.TimeoutExpired:
                 continue
-        try:
-            worker.conn.close()
-        except OSError:
-            pass
+        with worker.send_lock:   # no caller is writing to it (its fd could be reused)
+            try:
+                worker.conn.close()
+            except OSError:
+                pass
 
     # -- calls ------------------------------------------------------------------------------
     def call(self, key, feeds, deadline=None):
@@ -330,34 +331,43 @@ class _Pool:
         except Exception as exc:  # noqa: BLE001
             raise ServingError("INVALID_ARGUMENT", f"cannot send the inputs: {exc}") from exc
         call = _Call()
-        with self.cond:
-            while True:
-                if self.closed:
-                    raise ServingError("UNAVAILABLE", "the model is being unloaded")
-                ready = [s.worker for s in self.slots if s.worker is not None]
-                if ready:
-                    break
-                left = wait_until - time.monotonic()
-                if left <= 0:
-                    if deadline is not None and time.monotonic() >= deadline:
-                        raise ServingError("DEADLINE_EXCEEDED", "Deadline Exceeded: no model "
-                                           "worker became ready in time")
-                    raise ServingError("UNAVAILABLE", "the model's worker process is being "
-                                       "restarted after a crash; retry the request")
-                self.cond.wait(left)
-            worker = min(ready, key=lambda w: len(w.pending))
-            worker.pending[call_id] = call
-        try:
-            with worker.send_lock:
-                worker.conn.send_bytes(data)
-        except (OSError, EOFError, ValueError):
-            # The worker ended under us: its supervisor fails the call unless it already ran.
+        while True:
             with self.cond:
-                mine = worker.pending.pop(call_id, None) is not None
-            if mine:
-                call.finish(error=ServingError(
-                    "UNAVAILABLE", "the model's worker process ended before it received this "
-                    "request; it is being restarted, retry the request"))
+                while True:
+                    if self.closed:
+                        raise ServingError("UNAVAILABLE", "the model is being unloaded")
+                    ready = [s.worker for s in self.slots if s.worker is not None]
+                    if ready:
+                        break
+                    left = wait_until - time.monotonic()
+                    if left <= 0:
+                        if deadline is not None and time.monotonic() >= deadline:
+                            raise ServingError("DEADLINE_EXCEEDED", "Deadline Exceeded: no "
+                                               "model worker became ready in time")
+                        raise ServingError("UNAVAILABLE", "the model's worker process is being "
+                                           "restarted after a crash; retry the request")
+                    self.cond.wait(left)
+                worker = min(ready, key=lambda w: len(w.pending))
+            # Registered and sent under the worker's send lock: its pipe holds the calls in the
+            # order of ``pending``, and a call is registered only while the worker is alive (so
+            # its supervisor answers it if the worker ends).
+            with worker.send_lock:
+                with self.cond:
+                    if not worker.alive:
+                        continue
+                    worker.pending[call_id] = call
+                try:
+                    worker.conn.send_bytes(data)
+                except (OSError, EOFError, ValueError):
+                    # The worker ended under us: its supervisor answers the call unless it
+                    # already collected the calls in flight.
+                    with self.cond:
+                        mine = worker.pending.pop(call_id, None) is not None
+                    if mine:
+                        call.finish(error=ServingError(
+                            "UNAVAILABLE", "the model's worker process ended before it received "
+                            "this request; it is being restarted, retry the request"))
+            break
         call.event.wait()
         if call.error is not None:
             raise call.error
