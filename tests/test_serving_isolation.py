@@ -244,11 +244,15 @@ def test_calls_in_flight_during_a_crash_fail_fast_then_calls_wait_bounded(isolat
     _assert_outputs(isolated.call("serving_default", {"x": GOOD}), expected)
 
 
-def test_two_workers_share_calls_and_a_killed_one_is_replaced(model_path, expected):
+def test_two_workers_share_calls_and_a_killed_one_is_replaced(model_path, expected,
+                                                              monkeypatch):
     me = os.getpid()
+    # The parent's environment says oneDNN off: ``env`` must win in every worker (restarts too).
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
     with IsolatedModel(model_path, workers=2, env=ONEDNN) as m:
         pids = m.pids
         assert None not in pids and len(set(pids)) == 2
+        assert [i["onednn"] for i in m.worker_info] == [True, True], m.worker_info
         assert set(pids) <= set(_children(me))
         # Two slow calls run at once, one on each worker.
         threads = [threading.Thread(target=m.call, args=("slow", {"n": np.int32(SLOW_N)}),
@@ -270,6 +274,7 @@ def test_two_workers_share_calls_and_a_killed_one_is_replaced(model_path, expect
         _assert_outputs(_call(m, "serving_default", {"x": GOOD}, timeout=5), expected)
         assert m.wait_ready(READY_S, count=2), "the killed worker was not replaced"
         assert m.pids[0] not in pids and not _exists(pids[0]) and m.restarts == 1
+        assert m.worker_info[0]["onednn"] is True, m.worker_info
         _assert_outputs(m.call("serving_default", {"x": GOOD}), expected)
         last = m.pids
     assert m.pids == [None, None]
