@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -149,7 +150,12 @@ def main():
                         lambda f, m=isolated["cnn_w2"]: m.call("serving_default", f))
                 same = in_process(feeds)
                 got = modes["isolated"](feeds)
-                assert all(np.allclose(same[k], got[k], rtol=1e-5) for k in same)
+                assert set(same) == set(got)
+                for k in same:
+                    if same[k].dtype.kind in "OSU":
+                        assert np.array_equal(same[k], got[k]), k
+                    else:
+                        np.testing.assert_allclose(same[k], got[k], rtol=1e-5)
                 for threads in (1, 4):
                     acc = {m: ([], 0.0, 0) for m in modes}
                     for mode, call in modes.items():     # warm up
@@ -180,6 +186,7 @@ def main():
     finally:
         for m in isolated.values():
             m.close()
+        shutil.rmtree(tmp, ignore_errors=True)
     with open("/proc/loadavg") as f:
         load_after = f.read().split()[:3]
     model_name = ""
