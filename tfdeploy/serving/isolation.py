@@ -161,8 +161,9 @@ class _Pool:
     the model can be collected and its finalizer can close the pool)."""
 
     def __init__(self, path, tags, workers, start_timeout, restart_backoff, wait_timeout, env,
-                 close_timeout):
+                 close_timeout, name):
         self.path, self.tags, self.env = path, tuple(tags), dict(env or {})
+        self.name = name or path
         self.start_timeout, self.wait_timeout = start_timeout, wait_timeout
         self.backoff_first, self.backoff_max = restart_backoff
         self.close_timeout = close_timeout
@@ -193,22 +194,24 @@ class _Pool:
                         return        # the constructor raises it
                     self.crashes += 1
                 log.error("Model %s: worker %d could not be started (%s); retrying",
-                          self.path, slot.index, error)
+                          self.name, slot.index, error)
                 continue
             ready_at = time.monotonic()
             with self.cond:
-                if self.closed:
-                    self._stop_process(worker)
-                    return
-                slot.worker = worker
-                if slot.first_result is None:
-                    slot.first_result = True
-                    self.info = self.info or dict(worker.info)
-                elif restart:
-                    self.restarts += 1
-                    log.warning("Model %s: worker %d restarted (pid %d)", self.path, slot.index,
-                                worker.pid)
+                closed = self.closed
+                if not closed:
+                    slot.worker = worker
+                    if slot.first_result is None:
+                        slot.first_result = True
+                        self.info = self.info or dict(worker.info)
+                    elif restart:
+                        self.restarts += 1
+                        log.warning("Model %s: worker %d restarted (pid %d)", self.name,
+                                    slot.index, worker.pid)
                 self.cond.notify_all()
+            if closed:
+                self._stop_process(worker, timeout=0)
+                return
             self._read(slot, worker)
             if self.closed:
                 return
@@ -222,7 +225,8 @@ class _Pool:
         try:
             process = subprocess.Popen(
                 [sys.executable, "-c", _BOOTSTRAP, str(child_sock.fileno())],
-                pass_fds=(child_sock.fileno(),), env={**os.environ, **self.env})
+                pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL,
+                env={**os.environ, **self.env})
         except Exception as exc:  # noqa: BLE001
             parent_sock.close()
             child_sock.close()
@@ -268,7 +272,8 @@ class _Pool:
             except (EOFError, OSError):
                 break
             except Exception:  # noqa: BLE001  (an answer that cannot be read: start afresh)
-                log.exception("Model %s: unreadable answer from worker %d", self.path, worker.pid)
+                log.exception("Model %s: unreadable answer from worker %d", self.name,
+                              worker.pid)
                 break
             with self.cond:
                 call = worker.pending.pop(call_id, None)
@@ -294,7 +299,7 @@ class _Pool:
             error = ServingError("UNAVAILABLE", "the model is being unloaded")
         else:
             log.error("Model %s: worker process %d ended (%s) with %d request(s) in flight; "
-                      "restarting it", self.path, worker.pid, how, len(lost))
+                      "restarting it", self.name, worker.pid, how, len(lost))
             error = ServingError(
                 "UNAVAILABLE",
                 f"the model's worker process ended while running this request ({how}); it is "
@@ -419,6 +424,7 @@ class IsolatedModel:
         env: environment variables set in the worker before it imports TensorFlow (for
             example ``{"TF_ENABLE_ONEDNN_OPTS": "1"}``).
         close_timeout: seconds ``close`` lets a worker finish its call before killing it.
+        name: how log lines name the model (default: ``path``), e.g. "digits version 1".
 
     Raises:
         ServingError: FAILED_PRECONDITION when the first start of a worker fails (the model
@@ -426,12 +432,14 @@ class IsolatedModel:
     """
 
     def __init__(self, path, tags=("serve",), workers=1, start_timeout=120,
-                 restart_backoff=(0.5, 30.0), wait_timeout=30.0, env=None, close_timeout=5.0):
+                 restart_backoff=(0.5, 30.0), wait_timeout=30.0, env=None, close_timeout=5.0,
+                 name=None):
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.path = path
         pool = self._pool = _Pool(path, tags, int(workers), start_timeout,
-                                  tuple(restart_backoff), wait_timeout, env, close_timeout)
+                                  tuple(restart_backoff), wait_timeout, env, close_timeout,
+                                  name)
         self._finalizer = weakref.finalize(self, pool.close)
         for slot in pool.slots:
             slot.thread = threading.Thread(target=pool.supervise, args=(slot,), daemon=True,
