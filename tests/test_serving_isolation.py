@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from tfdeploy.serving.isolation import IsolatedModel
+from tfdeploy.serving.isolation import IsolatedModel, backoff_delay
 from tfdeploy.serving.status import ServingError
 
 ONEDNN = {"TF_ENABLE_ONEDNN_OPTS": "1"}
@@ -169,13 +169,16 @@ def test_workers_run_with_onednn_on(isolated):
     assert sorted(info["signatures"]) == ["reshape", "serving_default", "slow"]
 
 
-def test_abort_is_unavailable_and_the_worker_is_replaced(isolated, expected):
+def test_abort_is_unavailable_and_the_worker_is_replaced(isolated, expected, caplog):
+    caplog.set_level("ERROR", logger="tfdeploy.serving")
     _assert_outputs(isolated.call("serving_default", {"x": GOOD}), expected)
     old_pid, restarts = isolated.pids[0], isolated.restarts
     with pytest.raises(ServingError) as err:
         _call(isolated, "serving_default", {"x": BAD})
     assert err.value.code == "UNAVAILABLE" and err.value.http_status == 503
     assert "worker process ended" in err.value.message and "SIGABRT" in err.value.message
+    assert any("SIGABRT" in r.getMessage() and str(old_pid) in r.getMessage()
+               for r in caplog.records if r.name == "tfdeploy.serving"), caplog.text
     assert isolated.wait_ready(READY_S)
     assert isolated.pids[0] != old_pid and not _exists(old_pid)
     assert isolated.restarts == restarts + 1
@@ -286,7 +289,7 @@ def test_workers_end_with_the_interpreter(model_path):
     """A parent that exits without close() takes its workers with it."""
     script = textwrap.dedent("""
         import sys
-        from tfdeploy.serving.isolation import IsolatedModel
+        from tfdeploy.serving.isolation import IsolatedModel, backoff_delay
         m = IsolatedModel(sys.argv[1])
         print(m.pids[0], flush=True)
     """)
@@ -301,3 +304,18 @@ def test_workers_end_with_the_interpreter(model_path):
     while _exists(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _exists(pid), "the worker outlived its parent"
+
+
+def test_a_model_that_does_not_load_raises_and_leaves_no_process(tmp_path):
+    before = set(_children(os.getpid()))
+    with pytest.raises(ServingError) as err:
+        IsolatedModel(str(tmp_path / "missing"), env=ONEDNN)
+    assert err.value.code == "FAILED_PRECONDITION"
+    assert "loading the model failed" in err.value.message
+    assert set(_children(os.getpid())) <= before
+
+
+def test_restart_backoff_doubles_up_to_its_bound():
+    assert [backoff_delay(n, 0.5, 30.0) for n in range(1, 9)] == [
+        0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert backoff_delay(10_000, 0.5, 30.0) == 30.0

@@ -61,6 +61,11 @@ def _describe_exit(exitcode):
     return f"exit code {exitcode}"
 
 
+def backoff_delay(crashes, first, most):
+    """Seconds to wait before restart number ``crashes`` in a row: first, 2*first, ... most."""
+    return min(most, first * 2 ** min(crashes - 1, 32))
+
+
 # -- the worker process ------------------------------------------------------------------------
 def _worker_main(conn, path, tags, env):
     """Entry point of a worker: load the model, then answer ``(id, key, feeds)`` until EOF/None."""
@@ -180,7 +185,7 @@ class _Pool:
     def supervise(self, slot):
         while not self.closed:
             if slot.crashes:
-                delay = min(self.backoff_max, self.backoff_first * 2 ** (slot.crashes - 1))
+                delay = backoff_delay(slot.crashes, self.backoff_first, self.backoff_max)
                 if self.closed_event.wait(delay):
                     return
             restart = slot.first_result is not None
