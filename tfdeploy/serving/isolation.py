@@ -34,7 +34,7 @@ import weakref
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
 
-from tfdeploy.serving.status import ServingError
+from tfdeploy.serving.status import HTTP_STATUS, ServingError
 
 log = logging.getLogger("tfdeploy.serving")
 
@@ -75,7 +75,10 @@ def _worker_main(conn, path, tags, env):
     try:
         import tensorflow as tf
 
-        from tfdeploy.serving.servable import tf_error_code
+        # tf.errors' codes -> canonical names (what servable.tf_error_code maps; not imported
+        # from there, so that servable can import this module without an import loop).
+        code_names = {getattr(tf.errors, name): name for name in HTTP_STATUS
+                      if name != "OK" and isinstance(getattr(tf.errors, name, None), int)}
 
         loaded = tf.saved_model.load(path, tags=list(tags))
         functions = dict(loaded.signatures)
@@ -108,7 +111,7 @@ def _worker_main(conn, path, tags, env):
                 result = fn(**{k: tf.constant(v) for k, v in feeds.items()})
                 reply = (call_id, "ok", {k: v.numpy() for k, v in result.items()})
         except tf.errors.OpError as exc:
-            reply = (call_id, "error", tf_error_code(exc), exc.message)
+            reply = (call_id, "error", code_names.get(exc.error_code, "UNKNOWN"), exc.message)
         except (TypeError, ValueError) as exc:
             reply = (call_id, "error", "INVALID_ARGUMENT", str(exc))
         except Exception as exc:  # noqa: BLE001  (the worker must survive a failing call)
@@ -225,7 +228,8 @@ class _Pool:
             slot.crashes += 1
 
     def _start(self, slot):
-        """Start a worker and wait for it to load the model: ``(_Worker, None)`` or ``(None, why)``."""
+        """Start a worker and wait until it loaded the model: ``(_Worker, None)`` or
+        ``(None, why)``."""
         parent_sock, child_sock = socket.socketpair()
         try:
             process = subprocess.Popen(
