@@ -247,12 +247,12 @@ def test_calls_in_flight_during_a_crash_fail_fast_then_calls_wait_bounded(isolat
     _assert_outputs(isolated.call("serving_default", {"x": GOOD}), expected)
 
 
-def test_two_workers_share_calls_and_a_killed_one_is_replaced(model_path, expected,
-                                                              monkeypatch):
+def test_two_workers_share_calls_run_concurrently_and_a_killed_one_is_replaced(
+        model_path, expected, monkeypatch):
     me = os.getpid()
     # The parent's environment says oneDNN off: ``env`` must win in every worker (restarts too).
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
-    with IsolatedModel(model_path, workers=2, env=ONEDNN) as m:
+    with IsolatedModel(model_path, workers=2, concurrency=2, env=ONEDNN) as m:
         pids = m.pids
         assert None not in pids and len(set(pids)) == 2
         assert [i["onednn"] for i in m.worker_info] == [True, True], m.worker_info
@@ -266,6 +266,11 @@ def test_two_workers_share_calls_and_a_killed_one_is_replaced(model_path, expect
         while sum(m.in_flight) < 2 and time.monotonic() < deadline:
             time.sleep(0.005)
         assert m.in_flight == [1, 1]
+        # concurrency=2: a quick call runs beside the slow one instead of queueing behind it.
+        start = time.monotonic()
+        _assert_outputs(_call(m, "serving_default", {"x": GOOD}), expected)
+        assert all(t.is_alive() for t in threads), (
+            f"the quick call waited for a slow one ({time.monotonic() - start:.2f} s)")
         for t in threads:
             t.join(60)
         # SIGKILL one worker: the other keeps answering at once; the dead one is replaced.

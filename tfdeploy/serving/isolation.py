@@ -3,8 +3,8 @@
 Some inputs that pass validation against the signature can still abort the process inside a
 TensorFlow kernel: with oneDNN on, a conv fed an input of the wrong rank through a placeholder
 of unknown rank fails a CHECK (``tensor_format.h``) and calls ``abort()``. ``IsolatedModel``
-contains that: each worker process loads the model once and runs one call at a time; when a
-worker dies, the calls in flight on it fail with UNAVAILABLE (HTTP 503), a new worker is started
+contains that: each worker process loads the model once and runs one call at a time (or
+``concurrency`` at once); when a worker dies, the calls in flight on it fail with UNAVAILABLE (HTTP 503), a new worker is started
 in the background, and later calls succeed.
 
     model = IsolatedModel("/models/digits/1", workers=2)
@@ -67,8 +67,10 @@ def backoff_delay(crashes, first, most):
 
 
 # -- the worker process ------------------------------------------------------------------------
-def _worker_main(conn, path, tags, env):
-    """Entry point of a worker: load the model, then answer ``(id, key, feeds)`` until EOF/None."""
+def _worker_main(conn, path, tags, env, concurrency=1):
+    """Entry point of a worker: load the model, then answer ``(id, key, feeds)`` until EOF/None.
+
+    ``concurrency`` calls run at once (in threads; answers may leave out of order)."""
     os.environ.update(env or {})   # (already in the environment the worker was started with)
     # The parent's Ctrl-C reaches the whole process group; the parent ends its workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -94,14 +96,9 @@ def _worker_main(conn, path, tags, env):
             conn.send(("failed", f"{type(exc).__name__}: {exc}"))
         finally:
             return
-    while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            return          # the parent is gone
-        if message is None:
-            return          # close()
-        call_id, key, feeds = message
+    send_lock = threading.Lock()
+
+    def answer(call_id, key, feeds):
         try:
             fn = functions.get(key)
             if fn is None:
@@ -122,9 +119,31 @@ def _worker_main(conn, path, tags, env):
             data = ForkingPickler.dumps((call_id, "error", "INTERNAL",
                                          f"cannot send the outputs: {exc}"))
         try:
-            conn.send_bytes(data)
+            with send_lock:
+                conn.send_bytes(data)
         except (EOFError, OSError):
-            return
+            pass            # the parent is gone; the read loop sees it too
+
+    pool = None
+    if concurrency > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(concurrency, thread_name_prefix="tfdeploy-model-call")
+    try:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                return          # the parent is gone
+            if message is None:
+                return          # close()
+            if pool is None:
+                answer(*message)
+            else:
+                pool.submit(answer, *message)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
 
 
 # -- the parent side ---------------------------------------------------------------------------
@@ -169,8 +188,9 @@ class _Pool:
     the model can be collected and its finalizer can close the pool)."""
 
     def __init__(self, path, tags, workers, start_timeout, restart_backoff, wait_timeout, env,
-                 close_timeout, name):
+                 close_timeout, name, concurrency):
         self.path, self.tags, self.env = path, tuple(tags), dict(env or {})
+        self.concurrency = concurrency
         self.name = name or path
         self.start_timeout, self.wait_timeout = start_timeout, wait_timeout
         self.backoff_first, self.backoff_max = restart_backoff
@@ -246,7 +266,8 @@ class _Pool:
         deadline = time.monotonic() + self.start_timeout
         error = None
         try:
-            parent_conn.send((list(sys.path), (self.path, self.tags, self.env)))
+            parent_conn.send((list(sys.path),
+                              (self.path, self.tags, self.env, self.concurrency)))
             while True:
                 if parent_conn.poll(0.2):
                     kind, payload = parent_conn.recv()
@@ -421,8 +442,11 @@ class IsolatedModel:
     Args:
         path: the SavedModel directory (one version).
         tags: the MetaGraph tags to load.
-        workers: number of worker processes; each runs one call at a time, and a call goes to the
-            worker with the fewest calls in flight (an idle one when there is one).
+        workers: number of worker processes; a call goes to the worker with the fewest calls in
+            flight (an idle one when there is one). Calls sent to a busy worker queue in its
+            pipe, and all of them fail with UNAVAILABLE if it dies.
+        concurrency: calls one worker runs at once (in threads, as in-process serving runs
+            concurrent requests); 1 runs them one at a time.
         start_timeout: seconds a worker may take to import TensorFlow and load the model.
         restart_backoff: ``(first, max)`` seconds to wait before restarting a worker that ended:
             ``first`` after one crash, doubling for each further crash in a row up to ``max``
@@ -442,13 +466,14 @@ class IsolatedModel:
 
     def __init__(self, path, tags=("serve",), workers=1, start_timeout=120,
                  restart_backoff=(0.5, 30.0), wait_timeout=30.0, env=None, close_timeout=5.0,
-                 name=None):
-        if workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
+                 name=None, concurrency=1):
+        if workers < 1 or concurrency < 1:
+            raise ValueError(f"workers and concurrency must be at least 1, got {workers} and "
+                             f"{concurrency}")
         self.path = path
         pool = self._pool = _Pool(path, tags, int(workers), start_timeout,
                                   tuple(restart_backoff), wait_timeout, env, close_timeout,
-                                  name)
+                                  name, int(concurrency))
         self._finalizer = weakref.finalize(self, pool.close)
         for slot in pool.slots:
             slot.thread = threading.Thread(target=pool.supervise, args=(slot,), daemon=True,
