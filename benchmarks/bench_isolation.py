@@ -3,7 +3,8 @@
 Compares, per call, ``Servable.call``'s in-process invocation (``fn(**tf.constant(feeds))`` then
 ``.numpy()``) with ``IsolatedModel.call`` (the same in a worker, feeds and outputs pickled over a
 socket pair), for a small MLP (64-128-10) and the 32x32x1 CNN of the serving tests, at batch 1
-and 32, from 1 and 4 client threads. The modes are timed in turns (in-process, isolated,
+and 32, from 1 and 4 client threads; isolated with one worker running one call at a time, one
+worker running up to 4 at once (``concurrency=4``), and (CNN) two workers. The modes are timed in turns (in-process, isolated,
 in-process, ...), so that load from other work on the machine falls on all of them alike.
 Also: RSS of the parent and of a worker, and how long a worker takes to start and to restart.
 
@@ -127,6 +128,8 @@ def main():
         isolated[name] = IsolatedModel(path)
         startup[name] = round(time.perf_counter() - t0, 2)
     isolated["cnn_w2"] = IsolatedModel(models["cnn"], workers=2)
+    for name, path in models.items():
+        isolated[f"{name}_c4"] = IsolatedModel(path, concurrency=4)
 
     results = {}
     try:
@@ -145,6 +148,8 @@ def main():
 
                 modes = {"in_process": in_process,
                          "isolated": lambda f, m=isolated[name]: m.call("serving_default", f)}
+                modes["isolated_concurrency_4"] = (
+                    lambda f, m=isolated[f"{name}_c4"]: m.call("serving_default", f))
                 if name == "cnn":
                     modes["isolated_2_workers"] = (
                         lambda f, m=isolated["cnn_w2"]: m.call("serving_default", f))
