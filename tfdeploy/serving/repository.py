@@ -183,6 +183,11 @@ class ModelRepository:
             it).
         enable_signature_method_name_check: Classify/Regress require the signature's
             method_name (TF Serving's flag, default False).
+        isolation: "none" (models run in this process), "process" (each version in a
+            restartable worker process: ``tfdeploy.serving.isolation``) or "auto" (a worker
+            process only where validation cannot keep a wrong rank away from a kernel that
+            aborts on it: ``servable.needs_isolation``). Defaults to "none"; the server's
+            default is "auto".
     """
 
     def __init__(self, configs, poll_wait_seconds=1.0, batching=None, metrics=None,
@@ -382,7 +387,8 @@ class ModelRepository:
 
     def _load_once(self, cfg, version, path):
         servable = Servable(cfg.name, version, path,
-                            method_name_check=self.enable_signature_method_name_check)
+                            method_name_check=self.enable_signature_method_name_check,
+                            isolation=self.isolation)
         if self.metrics is not None:
             servable.on_run = self._runtime_observer(cfg.name)
         if self.batching:
@@ -395,6 +401,7 @@ class ModelRepository:
         except Exception:
             if servable.batcher is not None:
                 servable.batcher.stop()
+            servable.close()
             raise
         return servable, replayed
 
@@ -410,6 +417,7 @@ class ModelRepository:
             servable.wait_drained()
             if servable.batcher is not None:
                 servable.batcher.stop()
+            servable.close()
             model.set_status(version, "END")
             log.info("Unloaded servable version {name: %s version: %d}", name, version)
             if self.freeze_gc:

@@ -60,6 +60,33 @@ def read_signature_defs(path):
     return read_meta_graph(path).signature_def
 
 
+# Kernels whose oneDNN versions read dimensions by layout (``tensor_format.h``) and abort the
+# process when given a tensor of another rank, instead of failing the op.
+ABORT_PRONE_OPS = frozenset({
+    "Conv2D", "Conv3D", "DepthwiseConv2dNative", "Conv2DBackpropInput",
+    "Conv3DBackpropInputV2", "DepthwiseConv2dNativeBackpropInput", "_FusedConv2D",
+    "_FusedConv3D", "_FusedDepthwiseConv2dNative", "MaxPool", "MaxPoolV2", "MaxPool3D",
+    "AvgPool", "AvgPool3D", "FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3",
+    "_FusedBatchNormEx", "LRN"})
+
+
+def graph_ops(meta):
+    """Every op type in a MetaGraph, function library included."""
+    ops = {n.op for n in meta.graph_def.node}
+    for fn in meta.graph_def.library.function:
+        ops.update(n.op for n in fn.node_def)
+    return ops
+
+
+def needs_isolation(meta, validators):
+    """True when validation cannot keep every request away from an abort: some signature
+    input is not fully checked (a TF1 graph, an unknown rank) and the graph holds a kernel
+    that aborts on a wrong rank under oneDNN."""
+    if all(v.fully_checked for v in validators.values()):
+        return False
+    return bool(graph_ops(meta) & ABORT_PRONE_OPS)
+
+
 def is_tf2(meta):
     """True for a SavedModel written by ``tf.saved_model.save`` (its signatures are functions
     traced for their declared shapes); False for a TF1 ``SavedModelBuilder`` graph."""
@@ -144,7 +171,8 @@ class Servable:
         path: the version directory.
     """
 
-    def __init__(self, name, version, path, method_name_check=False):
+    def __init__(self, name, version, path, method_name_check=False, isolation="none",
+                 isolation_env=None):
         import tensorflow as tf
 
         self.name, self.version, self.path = name, int(version), path
@@ -159,8 +187,20 @@ class Servable:
                            for k, v in self.signature_defs.items()}
         self.validate = True   # False only to measure what validation costs (benchmarks)
         self._tf = tf
-        self._loaded = tf.saved_model.load(path, tags=[SERVE_TAG])
-        self._functions = dict(self._loaded.signatures)
+        self.isolated = isolation == "process" or (
+            isolation == "auto" and needs_isolation(meta, self.validators))
+        self._isolated = self._loaded = None
+        if self.isolated:   # the model runs in worker processes; a kernel abort ends only one
+            from tfdeploy.serving.isolation import IsolatedModel
+
+            self._isolated = IsolatedModel(path, tags=(SERVE_TAG,), env=isolation_env,
+                                           name=f"{name} version {self.version}")
+            self._functions = dict.fromkeys(self._isolated.signature_keys)
+            log.info("Model %s version %d runs in a worker process (--model_isolation=%s)",
+                     name, self.version, isolation)
+        else:
+            self._loaded = tf.saved_model.load(path, tags=[SERVE_TAG])
+            self._functions = dict(self._loaded.signatures)
         self._input_dtypes = {}   # signature key -> {input: tf.DType}
         self.batcher = None  # set by the repository when batching is enabled
         self.on_run = None   # optional f(seconds) called after every model run (metrics)
@@ -195,6 +235,11 @@ class Servable:
         """Drop the loaded TF objects (after unloading) so they can be collected."""
         self._loaded = None
         self._functions = {}
+
+    def close(self):
+        """End the worker processes of an isolated model (after unloading)."""
+        if self._isolated is not None:
+            self._isolated.close()
 
     # -- signatures -------------------------------------------------------------------------
     def signature(self, signature_name):
@@ -253,11 +298,15 @@ class Servable:
     def call(self, key, feeds):
         """Call signature ``key`` on already checked numpy feeds; ``{output: ndarray}``."""
         tf = self._tf
-        fn = self._functions[key]
         start = time.perf_counter()
         try:
-            result = fn(**{k: tf.constant(v) for k, v in feeds.items()})
-            result = {k: v.numpy() for k, v in result.items()}
+            if self._isolated is not None:
+                result = self._isolated.call(key, feeds)
+            else:
+                result = self._functions[key](**{k: tf.constant(v) for k, v in feeds.items()})
+                result = {k: v.numpy() for k, v in result.items()}
+        except ServingError as exc:   # (from a worker process: its TF error, or its end)
+            raise model_error(exc.code, exc.message, feeds) from exc
         except tf.errors.OpError as exc:
             raise model_error(tf_error_code(exc), exc.message, feeds) from exc
         except (TypeError, ValueError) as exc:
