@@ -19,8 +19,8 @@ tickets.
   synonyms, per intent; half share no content word with their answer) and
   one answer per intent.
 - `recommendation_corpus`: items with topic texts, users with one or two
-  favourite topics and a favourite style word, and the items each user
-  interacted with.
+  favourite topics and a taste group (whose favourite items they share), and
+  the items each user interacted with.
 """
 
 import json
@@ -217,25 +217,29 @@ _ITEM_WORDS = ["deluxe", "classic", "pro", "mini", "starter", "premium", "compac
                "set", "kit", "edition", "guide"]
 
 
-def recommendation_corpus(num_users=200, num_items=160, interactions=8, seed=0,
-                          style_bias=0.6):
+def recommendation_corpus(num_users=200, num_items=160, interactions=8, seed=0, groups=8,
+                          group_share=0.5, group_items=12):
     """Synthetic users, item texts and interactions for two-tower retrieval.
 
     Each item belongs to one topic and its text mixes three of that topic's
-    words with two generic product ("style") words. Each user likes one or two
-    topics and one style word; 85 % of the user's interactions are items of
-    those topics (of which ``style_bias`` carry the user's style word when the
-    topic has such items), the rest random; a user picks each item at most
-    once. Topic counts alone therefore find the user's topics but not the
-    style inside them.
+    words with two generic product words. Each user likes one or two topics
+    and belongs to one of ``groups`` taste groups; each group favours
+    ``group_items`` items drawn from the whole catalogue. A share
+    ``group_share`` of a user's interactions are items their group favours,
+    the rest are items of the user's topics (85 %) or random; a user picks an
+    item at most once. Topic counts find a user's topics; the group's
+    favourites (a collaborative signal: "users like you bought") can only be
+    learned from who interacted with what.
 
     Args:
         num_users: users. Defaults to 200.
         num_items: items. Defaults to 160.
         interactions: interactions per user. Defaults to 8.
         seed: generator seed. Defaults to 0.
-        style_bias: share of in-topic picks with the user's style word.
-            Defaults to 0.6.
+        groups: taste groups. Defaults to 8.
+        group_share: share of interactions from the group's favourites.
+            Defaults to 0.5.
+        group_items: items each group favours. Defaults to 12.
 
     Returns:
         A dict with ``items`` (list of str texts), ``item_topics`` (int array),
@@ -245,27 +249,29 @@ def recommendation_corpus(num_users=200, num_items=160, interactions=8, seed=0,
     rng = np.random.default_rng(seed)
     topics = list(_TOPICS)
     item_topics = rng.integers(len(topics), size=int(num_items))
-    items, styles = [], []
+    items = []
     for i, t in enumerate(item_topics):
         words = list(rng.choice(_TOPICS[topics[t]], size=3, replace=False))
-        style = list(rng.choice(_ITEM_WORDS, size=2, replace=False))
-        styles.append(set(style))
-        words += style
+        words += list(rng.choice(_ITEM_WORDS, size=2, replace=False))
         rng.shuffle(words)
         items.append(" ".join(words) + f" no {i}")
+    favourites = [rng.choice(int(num_items), size=min(int(group_items), int(num_items)),
+                             replace=False) for _ in range(int(groups))]
+    everything = np.arange(int(num_items))
     pairs = []
     for u in range(int(num_users)):
         liked = rng.choice(len(topics), size=1 + int(rng.random() < 0.5), replace=False)
-        style = _ITEM_WORDS[rng.integers(len(_ITEM_WORDS))]
+        group = favourites[rng.integers(int(groups))]
         pool = np.flatnonzero(np.isin(item_topics, liked))
-        styled = np.asarray([i for i in pool if style in styles[i]], np.int64)
         seen = set()
         for _ in range(int(interactions)):
-            if rng.random() < 0.85 and pool.size:
-                choice = styled if styled.size and rng.random() < style_bias else pool
+            if rng.random() < group_share:
+                choice = group
+            elif rng.random() < 0.85 and pool.size:
+                choice = pool
             else:
-                choice = np.arange(int(num_items))
-            for options in (choice, pool, np.arange(int(num_items))):  # no item bought twice
+                choice = everything
+            for options in (choice, pool, everything):  # no item bought twice
                 fresh = [int(i) for i in options if int(i) not in seen]
                 if fresh:
                     break

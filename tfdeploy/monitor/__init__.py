@@ -9,5 +9,7 @@ predictions on a headline stream (replayed, or followed live with ``--follow FIL
 from tfdeploy.monitor.alerts import RollingAlert, score_alerts
 from tfdeploy.monitor.follow import Follower
 from tfdeploy.monitor.sinks import JsonlSink, LogSink, WebhookSink
+from tfdeploy.monitor.stream import StreamMonitor, follow
 
-__all__ = ["RollingAlert", "score_alerts", "Follower", "LogSink", "JsonlSink", "WebhookSink"]
+__all__ = ["RollingAlert", "score_alerts", "Follower", "LogSink", "JsonlSink", "WebhookSink",
+           "StreamMonitor", "follow"]

@@ -35,9 +35,15 @@ class RollingAlert:
         self.active = False
         self.events = []
 
-    def update(self, time_, label):
-        """Add one prediction; returns the rolling share (an event is appended on a crossing)."""
+    def update(self, time_, label, index=None):
+        """Add one prediction; returns the rolling share (an event is appended on a crossing).
+
+        ``index`` is the headline's position in the stream, recorded in events
+        (defaults to the number of updates so far); pass it when some headlines
+        are skipped (the truth monitor skips unlabelled ones).
+        """
         self.recent.append(label == self.negative)
+        index = self.count if index is None else int(index)
         self.count += 1
         share = sum(self.recent) / len(self.recent)
         full = len(self.recent) == self.window
@@ -47,7 +53,7 @@ class RollingAlert:
         elif self.active and share < self.clear_below:
             self.active, event = False, "clear"
         if event:
-            self.events.append({"time": time_, "index": self.count - 1, "event": event,
+            self.events.append({"time": time_, "index": index, "event": event,
                                 "negative_share": share})
         return share
 
