@@ -172,7 +172,9 @@ def _alerts(n):
 def test_webhook_retries_and_loses_no_alert(receiver):
     receiver.fail, receiver.drop = 3, True
     sink = WebhookSink(f"http://127.0.0.1:{receiver.server_port}/hook", retries=5, backoff=0.01)
-    for event in _alerts(4):
+    sink.emit(_alerts(4)[0])            # 3 x 503 and one dropped connection, then 200
+    assert [e["id"] for e in receiver.received] == ["0-alert"] and not sink.pending
+    for event in _alerts(4)[1:]:
         sink.emit(event)
     sink.close()
     assert [e["id"] for e in receiver.received] == [e["id"] for e in _alerts(4)]
