@@ -27,25 +27,95 @@ def _tensorboard_event_files(logs):
 
 
 def test_sentiment_monitor_end_to_end(tmp_path):
+    """Train, serve, follow a stream file through the served model; alerts reach the webhook,
+    the JSONL sink and the JSON, and are scored against the true labels' alerts."""
+    import http.server
+    import threading
+
     data = td.data.write_sentiment_corpus(str(tmp_path / "data"), n=300)
-    result = _run(sentiment_monitor, tmp_path, "--data", data, "--distill-epochs", "2",
-                  "--window", "30")
+    received = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        calls = 0
+
+        def do_POST(self):
+            Receiver.calls += 1
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if Receiver.calls == 1:          # the first delivery fails: it must be retried
+                self.send_response(503)
+            else:
+                received.append(body)
+                self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    stream = os.path.join(data, "stream.jsonl")
+    live = tmp_path / "live.jsonl"
+    live.write_text("")
+
+    def grow():                              # the file keeps growing while it is followed
+        lines = open(stream).read().splitlines()
+        for i in range(0, len(lines), 50):
+            with open(live, "a") as f:
+                f.write("\n".join(lines[i:i + 50]) + "\n")
+            threading.Event().wait(0.2)
+
+    writer = threading.Thread(target=grow)
+    writer.start()
+    try:
+        result = _run(sentiment_monitor, tmp_path, "--data", data, "--distill-epochs", "2",
+                      "--window", "30", "--follow", str(live), "--idle-exit", "3",
+                      "--poll-interval", "0.05", "--webhook",
+                      f"http://127.0.0.1:{server.server_port}/hook",
+                      "--alert-jsonl", str(tmp_path / "alerts.jsonl"))
+    finally:
+        writer.join()
+        server.shutdown()
     rows = {r["variant"]: r for r in result["rows"]}
     served = rows["served (REST)"]
     assert served["accuracy"] == pytest.approx(rows["cnn distilled+pruned"]["accuracy"], abs=0.01)
     assert served["accuracy"] > 1 / 3 + 0.15          # three classes: chance is 1/3
+    assert rows["TF-IDF + logreg"]["format"] == "baseline"
     assert result["served"]["grpc_agrees_with_rest"] is True
     assert rows["transformer pruned"]["sparsity"] > 0.5
     assert result["embedding_dtypes"]["cnn pruned+int8"] == {
         "text_cnn/token_embedding/embedding_lookup": "int8"}
     assert any("block0_attention" in u for u in result["qat_coverage"]["unsupported_with_weights"])
-    assert result["true_alerts"] and result["true_alerts"][0]["event"] == "alert"
+    # the served model's alerts, measured against the alerts of the true labels
+    n = len(open(stream).read().splitlines())
+    score = result["alert_score"]
+    assert result["headlines"] == score["headlines"] == n
+    assert score["surges"] >= 1 and score["missed_surges"] == 0
+    assert abs(score["mean_delay"]) <= 30       # within one window of the true alert
+    assert score["false_alarms_per_1000"] <= 1000 / n + 1e-9   # at most one false alarm
+    events = [e["id"] for e in result["alerts"]]
+    assert events and result["alerts"][0]["event"] == "alert"
+    assert [e["id"] for e in received] == events          # none lost, in order
+    assert [json.loads(line)["id"] for line in
+            (tmp_path / "alerts.jsonl").read_text().splitlines()] == events
     run_dir = os.path.dirname(result["report"])
     details = open(os.path.join(run_dir, "details.md")).read()
     assert "What tfmot QAT cannot quantize" in details and "MultiHeadAttention" in details
+    assert "Alerts scored against the true labels" in details
     assert os.path.exists(os.path.join(run_dir, "report.html"))
     assert os.path.exists(os.path.join(run_dir, "figures", "negative_share.png"))
     assert _tensorboard_event_files(tmp_path / "logs" / "monitor")
+
+    # monitor only: follow the same stream through a running server, nothing trained
+    from tfdeploy.recipes import _text
+
+    with _text.serving("sentiment", os.path.dirname(result["saved_model"])) as srv:
+        out = tmp_path / "follow.json"
+        code = sentiment_monitor.main([
+            "--server", f"127.0.0.1:{srv.rest_port}", "--follow", str(live), "--idle-exit",
+            "0.5", "--window", "30", "--json", str(out), "--logs", str(tmp_path / "logs2")])
+    assert code == 0
+    follow = json.loads(out.read_text())
+    assert "rows" not in follow and follow["alert_score"] == score
 
 
 def test_rolling_alert_raises_once_and_clears_with_hysteresis():

@@ -217,8 +217,8 @@ _ITEM_WORDS = ["deluxe", "classic", "pro", "mini", "starter", "premium", "compac
                "set", "kit", "edition", "guide"]
 
 
-def recommendation_corpus(num_users=200, num_items=160, interactions=8, seed=0, groups=8,
-                          group_share=0.5, group_items=12):
+def recommendation_corpus(num_users=200, num_items=160, interactions=12, seed=0, groups=8,
+                          group_share=0.7, group_items=12):
     """Synthetic users, item texts and interactions for two-tower retrieval.
 
     Each item belongs to one topic and its text mixes three of that topic's
@@ -234,11 +234,11 @@ def recommendation_corpus(num_users=200, num_items=160, interactions=8, seed=0, 
     Args:
         num_users: users. Defaults to 200.
         num_items: items. Defaults to 160.
-        interactions: interactions per user. Defaults to 8.
+        interactions: interactions per user. Defaults to 12.
         seed: generator seed. Defaults to 0.
         groups: taste groups. Defaults to 8.
         group_share: share of interactions from the group's favourites.
-            Defaults to 0.5.
+            Defaults to 0.7.
         group_items: items each group favours. Defaults to 12.
 
     Returns:

@@ -55,8 +55,10 @@ class StreamMonitor:
             self.shares.append(share)
             self.true_shares.append(true_share)
             self.times.append(str(record["time"]))
-            for event in self.model.events[before:]:
-                event = {"id": f"{index}-{event['event']}", **event, **self.settings}
+            for j in range(before, len(self.model.events)):
+                event = {"id": f"{index}-{self.model.events[j]['event']}",
+                         **self.model.events[j], **self.settings}
+                self.model.events[j] = event
                 raised.append(event)
                 for sink in self.sinks:
                     sink.emit(event)

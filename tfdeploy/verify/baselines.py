@@ -1,8 +1,9 @@
 """Untrained baselines a skeptic tries first, as score matrices for `rank_metrics`.
 
 Text retrieval: TF-IDF cosine (scikit-learn) and Okapi BM25 between queries and
-documents. Recommendation: item popularity and a topic-count heuristic (items of
-the topics a user interacted with most, then the most popular of those).
+documents. Recommendation: item popularity, a topic-count heuristic (items of
+the topics a user interacted with most, then the most popular of those) and
+item-item co-occurrence ("users who took this also took").
 """
 
 import numpy as np
@@ -91,3 +92,24 @@ def topic_count_scores(train_pairs, item_topics, query_users):
     popularity = np.bincount(train_pairs[:, 1], minlength=len(topic_of)).astype(np.float64)
     tie_break = popularity / (popularity.max() + 1.0)
     return per_user[users][:, topic_of] + tie_break[None, :]
+
+
+def cooccurrence_scores(train_pairs, query_users, num_items):
+    """Score items by how often they co-occur (same user) with the user's training items.
+
+    Args:
+        train_pairs: ``(n, 2)`` int array of ``(user, item)`` training interactions.
+        query_users: the users to score, one row each.
+        num_items: items in the catalogue.
+
+    Returns:
+        ``(len(query_users), num_items)`` scores.
+    """
+    train_pairs = np.asarray(train_pairs, np.int64).reshape(-1, 2)
+    users = np.asarray(query_users, np.int64)
+    n_users = int(max(users.max(initial=0), train_pairs[:, 0].max(initial=0))) + 1
+    taken = np.zeros((n_users, int(num_items)))
+    taken[train_pairs[:, 0], train_pairs[:, 1]] = 1.0
+    co = taken.T @ taken
+    np.fill_diagonal(co, 0.0)
+    return taken[users] @ co
