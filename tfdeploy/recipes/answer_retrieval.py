@@ -95,7 +95,7 @@ def drop_duplicates(questions, train_rows, test_rows):
 
 def no_overlap(questions, targets, answers):
     """Bool per question: it shares no content word with its answer (`content_words`)."""
-    from tfdeploy.data.text_corpus import content_words
+    from tfdeploy.data import content_words
 
     content = content_words(answers)
     return np.asarray([not set(_normal(q).split()) & content[t]
