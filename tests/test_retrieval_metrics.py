@@ -79,3 +79,26 @@ def test_retrieval_trainer_masks_duplicate_candidates():
     assert loss + 0.05 < unmasked      # counting the copy as a negative raises the loss
     mask = models.duplicate_mask(tf.constant([[1, 2], [3, 4], [1, 2]])).numpy()
     assert mask.tolist() == [[False, False, True], [False, False, False], [True, False, False]]
+
+
+def test_answer_retrieval_drops_training_duplicates_and_flags_no_overlap_questions():
+    from tfdeploy.recipes.answer_retrieval import drop_duplicates, no_overlap
+
+    questions = ["How do I reset my password?", "how do i reset my password",
+                 "recover my passcode", "close my account"]
+    rows, dropped = drop_duplicates(questions, [0], [1, 2, 3])
+    assert rows.tolist() == [2, 3] and dropped == 1      # case and punctuation aside
+    answers = ["To reset your password, open Security in the app.",
+               "To close your account, open Profile in the app."]
+    flags = no_overlap(questions, [0, 0, 0, 1], answers)
+    assert flags.tolist() == [False, False, True, False]
+
+
+def test_recommender_holds_out_new_items_and_masks_the_seen_ones():
+    from tfdeploy.recipes.recommender import leave_last_out, seen_mask
+
+    pairs = np.array([[0, 1], [0, 2], [0, 3], [1, 4], [1, 4], [2, 5]])
+    train, test = leave_last_out(pairs)
+    assert test.tolist() == [[0, 3]]     # user 1 re-took item 4; user 2 has one interaction
+    mask = seen_mask(train, test[:, 0], 6)
+    assert np.flatnonzero(mask[0]).tolist() == [1, 2]
