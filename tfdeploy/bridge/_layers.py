@@ -212,6 +212,9 @@ def translate(direction, class_name, config, name):
             raise where(f"option {key}={value!r} exists only on one side ({direction.name})")
         out[renames.get(key, key)] = value
     out = _plain(out, where)
+    for key in _WRAPPED:  # Keras 3 resolves a wrapped built-in class by its module
+        if direction is TO_KERAS3 and isinstance(out.get(key), dict):
+            out[key]["module"] = "keras.layers"
     for key, value in out.items():  # initializer options left at None mean "the default"
         if key.endswith("_initializer") and isinstance(value, dict):
             value["config"] = {k: v for k, v in value["config"].items() if v is not None}
