@@ -102,3 +102,23 @@ def test_recommender_holds_out_new_items_and_masks_the_seen_ones():
     assert test.tolist() == [[0, 3]]     # user 1 re-took item 4; user 2 has one interaction
     mask = seen_mask(train, test[:, 0], 6)
     assert np.flatnonzero(mask[0]).tolist() == [1, 2]
+
+
+def test_recipe_rows_log_their_ranking_metrics_as_hparams_columns(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tfdeploy import viz
+
+    rows = [{"variant": "BM25", "format": "baseline", "recall@1": 0.1, "recall@k": 0.3,
+             "mrr": 0.2},
+            {"variant": "two towers", "format": "keras", "hr@k": 0.6, "ndcg@k": 0.4,
+             "mrr": 0.3, "gzip_bytes": 1000}]
+    dirs = viz.log_rows(str(tmp_path), rows)
+    tags = []
+    for d in dirs:
+        acc = EventAccumulator(d, size_guidance={"tensors": 0})
+        acc.Reload()
+        tags.append(set(acc.Tags()["tensors"]))
+    assert {"recall_at_1", "recall_at_k", "mrr"} <= tags[0]
+    assert {"hr_at_k", "ndcg_at_k", "mrr", "gzip_bytes"} <= tags[1]
+    assert {"recall_at_1", "hr_at_k", "mrr"} <= set(viz.METRICS)
