@@ -4,8 +4,9 @@ Trains a shared Transformer (or CNN) text encoder on question/answer pairs
 (the bundled synthetic customer-service corpus, or ``--data``) with an
 in-batch softmax, measures recall@1, recall@k and MRR of the right answer on
 held-out questions (none verbatim in training) against TF-IDF and BM25 over
-the answers and a TF-IDF nearest-training-question baseline, prunes the encoder (attention, feed-forward, embedding table) and
-converts it to dynamic-range and int8 TFLite (vocabulary beside), then exports
+the answers and a TF-IDF nearest-training-question baseline, prunes the
+encoder (attention, feed-forward, embedding table) and converts it to
+dynamic-range and int8 TFLite (vocabulary beside), then exports
 a SavedModel whose ``serving_default`` takes a raw question and returns the
 top-k answers from an answer-embedding index built once and shipped as an
 asset, and serves it.

@@ -5,11 +5,10 @@ text encoder over item descriptions) with an in-batch softmax on user-item
 interactions (the bundled synthetic corpus, or ``--data``), ranks every item
 the user has not interacted with for each user's held-out last interaction
 (HR@k, NDCG@k, MRR) against popularity, a topic-count heuristic and item-item
-co-occurrence,
-compresses the embedding tables (magnitude pruning, then int8 TFLite),
-measures again in the TFLite runtime, and exports a SavedModel whose ``serving_default`` takes a user id
-and returns the top-k items from an item-embedding index shipped as an asset,
-then serves it.
+co-occurrence, compresses the embedding tables (magnitude pruning, then int8
+TFLite), measures again in the TFLite runtime, and exports a SavedModel whose
+``serving_default`` takes a user id and returns the top-k items from an
+item-embedding index shipped as an asset, then serves it.
 
     tfdeploy run recommender
     python recipes/recommender.py --data my_shop --k 20 --json out.json
