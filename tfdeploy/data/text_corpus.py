@@ -14,7 +14,7 @@ tickets.
   quarter and filler words shared by every class; ``label_noise`` of the
   labels are flipped on purpose so accuracy stays below 100 %.
 - `sentiment_stream`: timestamped headlines whose negative share jumps inside
-  a window (the monitoring recipe replays it).
+  three windows of different lengths (the monitoring recipe replays it).
 - `qa_corpus`: customer-service questions (several paraphrases, with
   synonyms, per intent; half share no content word with their answer) and
   one answer per intent.
@@ -90,28 +90,35 @@ def sentiment_corpus(n=1200, seed=0, label_noise=0.05):
     return texts, labels
 
 
-def sentiment_stream(n=600, seed=1, start="2026-03-02T09:00:00", step_seconds=30,
-                     base_negative=0.2, surge_negative=0.75, surge=(0.55, 0.75)):
-    """A timestamped headline stream whose negative share surges inside a window.
+def sentiment_stream(n=1000, seed=1, start="2026-03-02T09:00:00", step_seconds=30,
+                     base_negative=0.2, surge_negative=0.75,
+                     surge=((0.15, 0.22), (0.45, 0.6), (0.8, 0.84))):
+    """A timestamped headline stream whose negative share surges inside windows.
 
     Args:
-        n: number of headlines. Defaults to 600.
+        n: number of headlines. Defaults to 1000.
         seed: generator seed. Defaults to 1.
         start: ISO timestamp of the first headline.
         step_seconds: seconds between headlines. Defaults to 30.
-        base_negative: share of negative headlines outside the surge.
-        surge_negative: share of negative headlines inside the surge.
-        surge: ``(begin, end)`` of the surge as fractions of the stream.
+        base_negative: share of negative headlines outside the surges.
+        surge_negative: share of negative headlines inside a surge.
+        surge: one ``(begin, end)`` window as fractions of the stream, or a
+            sequence of them; a window may carry its own negative share as a
+            third value. Defaults to three windows of 70, 150 and 40 headlines
+            (the last one shorter than a 40-headline alert window's worth of
+            evidence at 50 %, so a monitor can miss it).
 
     Returns:
         A list of dicts ``{"time", "text", "label"}`` in time order.
     """
+    windows = [surge] if isinstance(surge[0], (int, float)) else list(surge)
+    windows = [(w[0], w[1], w[2] if len(w) > 2 else surge_negative) for w in windows]
     rng = np.random.default_rng(seed)
     t0 = np.datetime64(start, "s")
     out = []
     for i in range(int(n)):
-        inside = surge[0] * n <= i < surge[1] * n
-        p_neg = surge_negative if inside else base_negative
+        p_neg = next((share for begin, end, share in windows if begin * n <= i < end * n),
+                     base_negative)
         if rng.random() < p_neg:
             label = "negative"
         else:
