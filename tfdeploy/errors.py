@@ -92,3 +92,8 @@ class QuantizationFallbackWarning(UserWarning):
 
 class SlimWarning(UserWarning):
     """`slim` left BatchNormalization statistics stale (no ``calibration_data`` to re-estimate)."""
+
+
+class DeliveryError(TfdeployError, ConnectionError):
+    """Alerts could not be delivered to a sink (a webhook) within its retries; the message
+    names the sink and how many events are still pending."""

@@ -23,7 +23,16 @@ HPARAMS = {"technique": str, "sparsity": float, "clusters": int, "slim_ratio": f
 METRICS = {"accuracy": "top-1 accuracy on the test data",
            "gzip_bytes": "artifact size after gzip",
            "latency_p50_ms": "median ms per sample at batch size 1",
-           "agreement": "share of test samples whose top class matches the float model"}
+           "agreement": "share of test samples whose top class matches the float model",
+           "recall_at_1": "retrieval: share of test queries whose answer ranks first",
+           "recall_at_k": "retrieval: share of test queries whose answer is in the top k",
+           "mrr": "retrieval/recommendation: mean reciprocal rank of the held-out answer/item",
+           "hr_at_k": "recommendation: hit rate of the held-out item in the top k (seen "
+                      "items filtered)",
+           "ndcg_at_k": "recommendation: NDCG of the held-out item at k"}
+#: Comparison-row keys (recipes) -> metric tags.
+_ROW_METRICS = {"recall@1": "recall_at_1", "recall@k": "recall_at_k", "mrr": "mrr",
+                "hr@k": "hr_at_k", "ndcg@k": "ndcg_at_k"}
 _DEFAULTS = {"technique": "none", "sparsity": 0.0, "clusters": 0, "slim_ratio": 0.0,
              "quantization": "float32", "format": "keras", "runtime": "keras"}
 _CONFIG_MARK = ".tfdeploy_hparams_config"
@@ -120,13 +129,16 @@ def row_hparams(row):
     """Split a comparison row (quickstart/recipe dict) into ``(hparams, metrics)``.
 
     Reads the `HPARAMS` keys present in the row, and the metrics from
-    ``accuracy``, ``gzip_bytes``, ``latency_p50_ms`` (or ``ms_per_sample``) and
-    ``agreement``.
+    ``accuracy``, ``gzip_bytes``, ``latency_p50_ms`` (or ``ms_per_sample``),
+    ``agreement``, and the recipes' ranking metrics ``recall@1``, ``recall@k``,
+    ``mrr``, ``hr@k``, ``ndcg@k`` (as ``recall_at_1`` ... ``ndcg_at_k``).
     """
     hparams = {k: row[k] for k in HPARAMS if row.get(k) is not None}
     metrics = {"accuracy": row.get("accuracy"), "gzip_bytes": row.get("gzip_bytes"),
                "latency_p50_ms": row.get("latency_p50_ms", row.get("ms_per_sample")),
                "agreement": row.get("agreement")}
+    metrics.update({tag: row[key] for key, tag in _ROW_METRICS.items()
+                    if row.get(key) is not None})
     return hparams, metrics
 
 
