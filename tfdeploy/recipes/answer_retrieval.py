@@ -132,7 +132,7 @@ def run(args):
     from tfdeploy._keras import keras, tf
     from tfdeploy.recipes import _text
     from tfdeploy.runtime.text import TextTFLiteRunner
-    from tfdeploy.serving.client import RestClient
+    from tfdeploy.client import RestClient
 
     start_time = time.perf_counter()
     verbose = 0 if args.quiet else 2

@@ -217,7 +217,7 @@ def share_plot(monitor, threshold):
 def monitor_only(args):
     """``--server`` with ``--follow``: monitor a running server, train nothing."""
     from tfdeploy.recipes import _text
-    from tfdeploy.serving.client import RestClient
+    from tfdeploy.client import RestClient
 
     start_time = time.perf_counter()
     rest = RestClient(args.server, timeout=60)
@@ -240,7 +240,7 @@ def run(args):
     from tfdeploy._keras import keras, tf
     from tfdeploy.recipes import _text
     from tfdeploy.runtime.text import TextTFLiteRunner
-    from tfdeploy.serving.client import GrpcClient, RestClient
+    from tfdeploy.client import GrpcClient, RestClient
 
     start_time = time.perf_counter()
     verbose = 0 if args.quiet else 2
