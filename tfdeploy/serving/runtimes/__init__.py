@@ -37,7 +37,7 @@ def candidates(version_dir):
             if name in RUNTIMES]
 
 
-def load_runtime(name, version_dir, artifact=None, num_threads=None):
+def load_runtime(name, version_dir, artifact=None, num_threads=None, **options):
     """Load ``version_dir`` in runtime ``name``.
 
     Args:
@@ -47,6 +47,8 @@ def load_runtime(name, version_dir, artifact=None, num_threads=None):
             (e.g. "tflite_int8"); None takes the first entry the runtime can run.
             Defaults to None.
         num_threads: threads per call; None lets the runtime choose. Defaults to None.
+        **options: passed to the runtime (``instances=`` for LiteRT: interpreters kept
+            for concurrent calls).
 
     Returns:
         A `Runtime`.
@@ -70,7 +72,7 @@ def load_runtime(name, version_dir, artifact=None, num_threads=None):
                 f"it has {offered}. Export it with tfdeploy.export.saved_model(..., "
                 "artifacts=[...]).")
         artifact = entries[0]
-    return cls(version_dir, artifact, num_threads=num_threads)
+    return cls(version_dir, artifact, num_threads=num_threads, **options)
 
 
 __all__ = ["Runtime", "FileRuntime", "TensorFlowRuntime", "LiteRTRuntime", "ONNXRuntime",
