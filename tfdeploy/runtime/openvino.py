@@ -95,10 +95,10 @@ class OpenVINORunner:
             request = self._compiled.create_infer_request()
             self.requests_created += 1
         try:
-            result = request.infer(feeds)
-            # the request owns its output buffers and reuses them: copy before handing it back
-            out = {port.get_any_name(): np.array(result[port], copy=True)
-                   for port in self._compiled.outputs}
+            # infer() copies the outputs out of the request's buffers (share_outputs=False),
+            # so the arrays stay valid once the request serves another caller
+            result = request.infer(feeds, share_outputs=False)
+            out = {port.get_any_name(): result[port] for port in self._compiled.outputs}
         finally:
             self._requests.put(request)
         return out
