@@ -22,7 +22,7 @@ from tfdeploy.runtime.artifacts import MANIFEST_PATH, read_artifacts, sha256_of
 from tfdeploy.serving.runtimes import RUNTIMES, candidates, load_runtime
 from tfdeploy.verify.report import TOLERANCES
 
-from test_serving_support import build_digits_classifier, digit_images
+from test_serving_support import build_digits_classifier
 
 ARTIFACTS = ("tflite_float32", "tflite_int8", "onnx", "onnx_int8")
 LABELS = [f"digit_{i}" for i in range(10)]

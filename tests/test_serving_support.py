@@ -118,13 +118,14 @@ def free_port():
         return s.getsockname()[1]
 
 
-def build_digits_classifier(base_path, version=1, artifacts=None, representative_data=None,
-                            train_data=None, epochs=3):
+def build_digits_classifier(base_path, version=1, artifacts=None,
+                            representative_data=None, train_data=None, epochs=3):
     """A tiny image classifier exported by tfdeploy (with warmup and bytes signature).
 
     Untrained unless ``train_data`` (a dataset of ``(images, labels)``) is given; then a
-    slightly larger one is fit for ``epochs``, so its answers differ between images. ``artifacts`` and
-    ``representative_data`` go to `tfdeploy.export.saved_model` (files beside the SavedModel).
+    slightly larger one is fit for ``epochs``, so its answers differ between images.
+    ``artifacts`` and ``representative_data`` go to `tfdeploy.export.saved_model` (files
+    beside the SavedModel).
     """
     import tfdeploy as td
 

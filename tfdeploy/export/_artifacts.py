@@ -77,7 +77,7 @@ def signature_of(module):
     return {"key": "serving_default", "inputs": inputs, "outputs": outputs}
 
 
-def _tensor_names(fmt, path):
+def _tensor_names(path):
     """``(input names, output names)`` of an exported file, read by its own runtime."""
     from tfdeploy import runtime
 
@@ -114,7 +114,7 @@ def write(version_tmp, model, chosen, signature, class_names, representative_dat
                 kwargs = {}   # the QAT graph keeps its own Q/DQ nodes
             export_onnx(source, path, **kwargs, **calibration)
             precision = "int8" if (kwargs or is_quantization_aware(source)) else "float32"
-        file_inputs, file_outputs = _tensor_names(fmt, path)
+        file_inputs, file_outputs = _tensor_names(path)
         if len(file_inputs) != 1 or len(file_outputs) != 1:
             raise ExportError(
                 f"{file_name} has inputs {file_inputs} and outputs {file_outputs}; one of each "

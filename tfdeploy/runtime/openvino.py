@@ -62,20 +62,19 @@ class OpenVINORunner:
 
     @property
     def inputs(self):
-        return [(p.get_any_name(), _dims(p.get_partial_shape()), p.get_element_type().to_dtype().name)
-                for p in self._compiled.inputs]
+        return [_port(p) for p in self._compiled.inputs]
 
     @property
     def outputs(self):
-        return [(p.get_any_name(), _dims(p.get_partial_shape()), p.get_element_type().to_dtype().name)
-                for p in self._compiled.outputs]
+        return [_port(p) for p in self._compiled.outputs]
 
     def run(self, x):
         """Return ``{output_name: array}``; ``x`` is an array (single input) or a dict."""
         specs = self.inputs
         if not isinstance(x, dict):
             if len(specs) != 1:
-                raise ArtifactError(f"This model takes inputs {[s[0] for s in specs]}; pass a dict.")
+                raise ArtifactError(
+                    f"This model takes inputs {[s[0] for s in specs]}; pass a dict.")
             x = {specs[0][0]: x}
         feeds = {}
         for name, shape, dtype in specs:
@@ -106,6 +105,12 @@ class OpenVINORunner:
     def predict(self, x):
         """Return the first output for a batch ``x`` as a float array."""
         return next(iter(self.run(x).values())).astype(np.float32)
+
+
+def _port(port):
+    """``(name, shape, dtype name)`` of a compiled model's input or output."""
+    return (port.get_any_name(), _dims(port.get_partial_shape()),
+            port.get_element_type().to_dtype().name)
 
 
 def _dims(partial_shape):
