@@ -13,6 +13,7 @@ from tfdeploy.compress.wrappers import is_quantization_aware
 from tfdeploy.errors import ExportError
 from tfdeploy.export._onnx import onnx as export_onnx
 from tfdeploy.export._tflite import tflite as export_tflite
+from tfdeploy.runtime import load as load_artifact
 from tfdeploy.runtime.artifacts import (FORMAT_RUNTIMES, MANIFEST_PATH, MANIFEST_VERSION,
                                         sha256_of)
 
@@ -79,9 +80,7 @@ def signature_of(module):
 
 def _tensor_names(path):
     """``(input names, output names)`` of an exported file, read by its own runtime."""
-    from tfdeploy import runtime
-
-    runner = runtime.load(path)
+    runner = load_artifact(path)
     return [i[0] for i in runner.inputs], [o[0] for o in runner.outputs]
 
 
