@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import tfdeploy as td
-from tfdeploy.errors import ArtifactError, ExportError
+from tfdeploy.errors import ArtifactError, EmptyBatchError, ExportError, InvalidInputError
 from tfdeploy.runtime.artifacts import MANIFEST_PATH, read_artifacts, sha256_of
 from tfdeploy.serving.runtimes import RUNTIMES, candidates, load_runtime
 from tfdeploy.verify.report import TOLERANCES
@@ -304,3 +304,23 @@ def test_runtimes_load_without_keras_or_training_code(version_dir, images):
 
 def test_every_runtime_is_tested():
     assert {r for r, _ in PAIRS} == set(RUNTIMES)
+
+
+@pytest.mark.parametrize("runtime,artifact", PAIRS[1:])
+def test_bad_input_is_refused_naming_the_signature_input(runtime, artifact, version_dir):
+    rt = load_runtime(runtime, version_dir, artifact)
+    for x in (np.zeros((2, 28, 28, 1), np.float32), np.zeros((2, 32, 32), np.float32),
+              np.zeros((2, 32, 32, 3), np.float32)):
+        with pytest.raises(InvalidInputError, match=r"Input 'images' has shape \(2, .*\); "
+                                                    r"signature 'serving_default' takes "
+                                                    r"\(-1, 32, 32, 1\)"):
+            rt.call("serving_default", {"images": x})
+    with pytest.raises(EmptyBatchError, match="Input 'images' holds no samples"):
+        rt.call("serving_default", {"images": np.zeros((0, 32, 32, 1), np.float32)})
+    with pytest.raises(InvalidInputError, match="Missing input 'images'"):
+        rt.call("serving_default", {"pixels": np.zeros((1, 32, 32, 1), np.float32)})
+    with pytest.raises(InvalidInputError, match="'images' cannot be read as float32"):
+        rt.call("serving_default", {"images": np.array([["a"]], dtype=object)})
+    # the runtime still answers after refusing
+    out = rt.call("serving_default", {"images": np.zeros((1, 32, 32, 1), np.float32)})
+    assert out["class_label"].shape == (1,)

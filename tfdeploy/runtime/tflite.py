@@ -66,7 +66,7 @@ class TFLiteRunner:
         """Return ``{output_name: float array}`` for a batch ``x``."""
         detail = self._interpreter.get_input_details()[0]
         x = check_batch(detail["name"], x)
-        expected = tuple(detail["shape"][1:])
+        expected = tuple(int(d) for d in detail["shape"][1:])
         if x.ndim != len(detail["shape"]) or tuple(x.shape[1:]) != expected:
             raise ArtifactError(
                 f"Input shape {x.shape} does not match the model's input "

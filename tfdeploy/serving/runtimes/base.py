@@ -13,7 +13,7 @@ import threading
 
 import numpy as np
 
-from tfdeploy.errors import ArtifactError
+from tfdeploy.errors import ArtifactError, EmptyBatchError, InvalidInputError
 from tfdeploy.runtime.artifacts import check_file
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -146,9 +146,9 @@ class FileRuntime(Runtime):
         tensors = self.artifact["inputs"]
         missing = sorted(set(tensors) - set(feeds))
         if missing:
-            raise ArtifactError(f"Missing input {missing[0]!r}; the signature takes "
-                                f"{sorted(tensors)}.")
-        values = {tensors[k]: np.asarray(feeds[k], dtype=self._input_dtypes[k]) for k in tensors}
+            raise InvalidInputError(f"Missing input {missing[0]!r}; signature {key!r} takes "
+                                    f"{sorted(tensors)}.")
+        values = {tensors[k]: self._checked(key, k, feeds[k]) for k in tensors}
         result = self._run(next(iter(values.values())) if len(values) == 1 else values)
         mapped = {name: result[tensor] for name, tensor in self.artifact["outputs"].items()}
         out = {}
@@ -158,6 +158,25 @@ class FileRuntime(Runtime):
             else:
                 out[name] = self._derive(name, out, mapped)
         return out
+
+    def _checked(self, key, name, value):
+        """``value`` as the signature's dtype, refused (naming the signature's input, not the
+        file's tensor) when its shape does not fit or it holds no samples."""
+        spec = self.artifact["signature"]["inputs"][name]
+        try:
+            value = np.asarray(value, dtype=self._input_dtypes[name])
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(
+                f"Input {name!r} cannot be read as {spec['dtype']} ({exc}).") from exc
+        shape = tuple(spec["shape"])
+        if value.ndim != len(shape) or any(s != -1 and s != v for s, v in zip(shape, value.shape)):
+            raise InvalidInputError(
+                f"Input {name!r} has shape {value.shape}; signature {key!r} takes {shape} "
+                "(-1: any size).")
+        if value.ndim and value.shape[0] == 0:
+            raise EmptyBatchError(
+                f"Input {name!r} holds no samples (shape {value.shape}); send at least one.")
+        return value
 
     def _derive(self, name, out, mapped):
         op, source = self.artifact["derived"][name].split(":", 1)
