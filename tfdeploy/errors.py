@@ -29,6 +29,10 @@ class TextDataError(DataError):
     """Text data that cannot be read: missing columns, empty files, bad encodings, bad labels."""
 
 
+class InvalidInputError(TfdeployError, ValueError):
+    """An input does not fit the signature it was sent to (name, dtype or shape)."""
+
+
 class CompressionError(TfdeployError, ValueError):
     """A compression setting is invalid or cannot be applied to this model."""
 
