@@ -64,20 +64,24 @@ def pruned(strategy=None):
 
 
 def _weights(model):
-    """``{variable name: flat values}`` of every variable (this process's replica)."""
-    return {w.name: np.asarray(w.numpy()).ravel().tolist() for w in model.weights}
+    """``[[variable name, flat values], ...]`` of every variable (this process's replica), in
+    the model's order (names may differ by a ``_1`` suffix between processes)."""
+    return [[w.name, np.asarray(w.numpy()).ravel().tolist()] for w in model.weights]
 
 
 def qat_fit(strategy=None):
-    """QAT (from the same seed) for one epoch; its weights and ranges."""
+    """QAT (from the same seed) for one epoch; its weights and ranges. Plain SGD: Adam's
+    first steps move every weight by the sign of its gradient, so a gradient that is noise
+    around 0 would move by a full step in either direction."""
     scope = strategy.scope() if strategy is not None else _Null()
     with scope:
         keras.utils.set_random_seed(0)
         model = C.quantize(td.models.build_cnn((16, 16, 1), 10, width=0.125))
-        model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+        model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+    start = _weights(model)
     history = model.fit(ds, epochs=1, verbose=0, callbacks=C.callbacks(model))
     return {"loss": float(history.history["loss"][-1]), "weights": _weights(model),
-            "iterations": int(model.optimizer.iterations.numpy())}
+            "start": start, "iterations": int(model.optimizer.iterations.numpy())}
 
 
 class _Null:

@@ -57,15 +57,19 @@ class Interrupt(keras.callbacks.Callback):
 
 def state(model):
     """The training state a backup must bring back, read from the model's variables."""
-    def named(*ends):
-        return {v.name: np.asarray(v.numpy()).ravel().tolist() for v in model.variables
-                if v.name.split("/")[-1].split(":")[0].endswith(ends)}
+    def named(*ends, starts=None):
+        out = {}
+        for v in model.variables:
+            short = v.name.split("/")[-1].split(":")[0]
+            if short.endswith(ends) or (starts and short.startswith(starts)):
+                out[v.name] = np.asarray(v.numpy()).ravel().tolist()
+        return out
 
     return {"iterations": int(model.optimizer.iterations.numpy()),
             "pruning_steps": sorted({int(layer.pruning_step.numpy()) for layer in model.layers
                                      if hasattr(layer, "pruning_step")}),
             "masks": {k: [int(x) for x in v] for k, v in named("mask").items()},
-            "ranges": named("_min", "_max"), "centroids": named("cluster_centroids")}
+            "ranges": named("_min", "_max"), "centroids": named(starts="cluster_centroids")}
 
 
 class Recorder(keras.callbacks.Callback):
