@@ -23,7 +23,8 @@ def add_arguments(parser):
                              "by --seed) to choose on, when DATA has no val/ folder. "
                              f"Default: {DEFAULT_VALIDATION_SPLIT}.")
     parser.add_argument("--budget", type=float, default=1.0,
-                        help="Largest accuracy drop allowed, in points. Default: 1.0.")
+                        help="Largest drop of validation accuracy allowed, in points. "
+                             "Default: 1.0.")
     parser.add_argument("--objective", default="size", choices=["size", "latency", "mix"],
                         help="Minimise gzip bytes, p50 latency, or half of each. Default: size.")
     parser.add_argument("--max-trials", type=int, default=10, help="Trials in total. Default: 10.")
