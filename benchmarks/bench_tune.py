@@ -215,10 +215,10 @@ def _run(args, td, tune, keras, copy_model):
               "baseline": _test(td, _artifact(td, base, base_path, "float32", train, val,
                                               args.samples), base_path, test)}
     base_acc = report["baseline"]["validation_accuracy"]
+    steps = min(args.steps, int(train.cardinality()))  # timed steps (xla, mixed, input)
 
     # 4. XLA: training step time, and the exported serving function
     if "xla" in args.sections:
-        steps = min(args.steps, int(train.cardinality()))
         xla = {"steps": steps}
         for jit in (False, True):
             xla[f"plain_step_ms_jit_{jit}"] = _step_ms(keras, copy_model(base), train, jit,
