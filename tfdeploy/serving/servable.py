@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from tfdeploy.errors import ArtifactError
 from tfdeploy.serving.status import ServingError, deadline_exceeded, invalid
 from tfdeploy.serving.validation import SignatureValidator, shape_text
 
@@ -173,6 +174,9 @@ class Servable:
 
     def __init__(self, name, version, path, method_name_check=False, isolation="none",
                  isolation_env=None):
+        self.runtime = None            # a faster runtime for serving_default (select_runtime)
+        self.runtime_report = {"policy": "tensorflow", "serving": {
+            "runtime": "tensorflow", "artifact": "saved_model"}, "candidates": []}
         import tensorflow as tf
 
         self.name, self.version, self.path = name, int(version), path
@@ -237,9 +241,31 @@ class Servable:
         self._functions = {}
 
     def close(self):
-        """End the worker processes of an isolated model (after unloading)."""
+        """End the worker processes of an isolated model and the chosen runtime (after
+        unloading)."""
         if self._isolated is not None:
             self._isolated.close()
+        if self.runtime is not None:
+            self.runtime.close()
+
+    # -- runtimes -----------------------------------------------------------------------------
+    def select_runtime(self, policy, records, threads=None):
+        """Serve ``serving_default`` on the runtime ``policy`` names ("tensorflow", "auto",
+        "litert", "onnxruntime", "openvino"; see ``selection``), verified and timed on
+        ``records`` for "auto"; the choice and its figures go to ``runtime_report``."""
+        from tfdeploy.serving import selection
+
+        if policy == "tensorflow" or self._isolated is not None:
+            return self.runtime_report
+        self.runtime, self.runtime_report = selection.choose(self, policy, records, threads)
+        return self.runtime_report
+
+    def tensorflow_call(self, key, feeds):
+        """The SavedModel's own answer (no metrics): the reference artifacts are checked
+        against."""
+        tf = self._tf
+        result = self._functions[key](**{k: tf.constant(v) for k, v in feeds.items()})
+        return {k: v.numpy() for k, v in result.items()}
 
     # -- signatures -------------------------------------------------------------------------
     def signature(self, signature_name):
@@ -299,8 +325,11 @@ class Servable:
         """Call signature ``key`` on already checked numpy feeds; ``{output: ndarray}``."""
         tf = self._tf
         start = time.perf_counter()
+        runtime = self.runtime
         try:
-            if self._isolated is not None:
+            if runtime is not None and key in runtime.signature_keys:
+                result = runtime.call(key, feeds)
+            elif self._isolated is not None:
                 result = self._isolated.call(key, feeds)
             else:
                 result = self._functions[key](**{k: tf.constant(v) for k, v in feeds.items()})
@@ -309,8 +338,12 @@ class Servable:
             raise model_error(exc.code, exc.message, feeds) from exc
         except tf.errors.OpError as exc:
             raise model_error(tf_error_code(exc), exc.message, feeds) from exc
+        except ArtifactError as exc:   # (a runtime's file went bad after it loaded)
+            raise model_error("INTERNAL", str(exc), feeds) from exc
         except (TypeError, ValueError) as exc:
             raise model_error("INVALID_ARGUMENT", str(exc), feeds) from exc
+        except RuntimeError as exc:    # (LiteRT / ONNX Runtime / OpenVINO failures)
+            raise model_error("INTERNAL", str(exc), feeds) from exc
         seconds = time.perf_counter() - start
         recent = self.recent_call_seconds
         self.recent_call_seconds = seconds if recent == 0 else 0.8 * recent + 0.2 * seconds
