@@ -10,6 +10,7 @@ from tfdeploy.verify.memory import (MemoryBudgetError, MemoryEstimate, available
 from tfdeploy.verify.report import (TOLERANCES, classification_report,
                                     format_classification_report, format_results, verify,
                                     verify_all)
+from tfdeploy.verify.precision import op_precisions, precision_counts, precision_map
 from tfdeploy.verify.retrieval import random_recall, recall_at_k, top_k
 from tfdeploy.verify.tflite_weights import (op_dtypes, operators, weight_summary,
                                             weight_tensors)
@@ -21,4 +22,5 @@ __all__ = ["KerasTarget", "accuracy", "latency_ms", "path_bytes", "gzip_bytes", 
            "format_table", "interleaved_latency",
            "speedup", "matmul_peak_flops", "count_flops", "estimate",
            "check_memory", "MemoryEstimate", "MemoryBudgetError", "available_memory",
-           "recall_at_k", "random_recall", "top_k"]
+           "recall_at_k", "random_recall", "top_k", "precision_map", "precision_counts",
+           "op_precisions"]

@@ -1,0 +1,142 @@
+"""Per-layer sensitivity and automatic mixed precision, measured on exported files in LiteRT."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import tfdeploy as td
+from tfdeploy.errors import DataError, ExportError
+from tfdeploy.export import mixed_precision
+from tfdeploy.runtime import load
+from tfdeploy.verify import accuracy, precision_counts, precision_map
+
+
+@pytest.fixture(scope="module")
+def digits_split(train_ds):
+    """Training digits split 80/20: fit/calibrate on the first part, select on the second."""
+    x, y = td.data.to_numpy(train_ds)
+    cut = int(0.8 * len(x))
+    return (x[:cut], y[:cut]), (x[cut:], y[cut:])
+
+
+def _small_cnn():
+    k = td.keras
+    inp = k.Input((32, 32, 1))
+    x = k.layers.Rescaling(1 / 255.0, name="scale")(inp)
+    x = k.layers.Conv2D(8, 3, activation="relu", name="conv1")(x)
+    x = k.layers.MaxPooling2D(name="pool1")(x)
+    x = k.layers.Conv2D(16, 3, activation="relu", name="conv2")(x)
+    x = k.layers.MaxPooling2D(name="pool2")(x)
+    x = k.layers.Flatten(name="flat")(x)
+    x = k.layers.Dense(32, activation="relu", name="hidden")(x)
+    out = k.layers.Dense(10, activation="softmax", name="head")(x)
+    return k.Model(inp, out, name="small")
+
+
+@pytest.fixture(scope="module")
+def poisoned(digits_split):
+    """A trained CNN whose ``hidden`` Dense is made very int8-sensitive without changing its
+    float function: ``conv2``'s last channel is dead (always 0 after ReLU), and ``hidden``
+    reads it with weights 1000x larger than the rest. Float ignores them (0 x w = 0); int8
+    per-channel weights get a scale 1000x too coarse, so every other weight of ``hidden``
+    rounds to 0."""
+    (x, y), _ = digits_split
+    td.tf.random.set_seed(0)
+    model = _small_cnn()
+    model.compile(td.keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy",
+                  ["accuracy"])
+    model.fit(x, y, epochs=6, batch_size=32, verbose=0)
+    kernel, bias = model.get_layer("conv2").get_weights()
+    kernel[..., -1], bias[-1] = 0.0, -1.0
+    model.get_layer("conv2").set_weights([kernel, bias])
+    kernel, bias = model.get_layer("hidden").get_weights()
+    kernel[15::16, :] = 1000.0 * np.abs(kernel).max()  # the flattened dead channel
+    model.get_layer("hidden").set_weights([kernel, bias])
+    return model
+
+
+def test_a_layer_forced_to_be_sensitive_ranks_first(poisoned, digits_split, tmp_path):
+    (x, _), val = digits_split
+    result = td.compress.sensitivity(poisoned, x, val, num_calibration=100)
+    assert result.ranking[0] == "hidden"
+    top = result.rows[0]
+    # quantizing it alone costs most of the accuracy; keeping it alone float regains it
+    assert top["accuracy_drop"] > 30 and top["float_gain"] > 30
+    assert result.float_accuracy - result.int8_accuracy > 30
+    assert all(r["error"] < top["error"] / 10 for r in result.rows[1:])
+    assert {"conv1", "conv2", "hidden", "head"} <= set(result.ranking)
+    saved = json.load(open(result.to_json(str(tmp_path / "s.json"))))
+    assert saved["layers"][0]["layer"] == "hidden"
+    assert "hidden" in result.table().splitlines()[3]
+
+
+def test_auto_ships_a_file_within_the_budget_with_its_map_in_file_and_card(
+        poisoned, digits_split, tmp_path):
+    (x, _), (vx, vy) = digits_split
+    path = str(tmp_path / "auto.tflite")
+    td.export.tflite(poisoned, path, quantization="auto", representative_data=x,
+                     num_calibration=100, budget=1.0, validation_data=(vx, vy))
+    card = td.export.read_model_card(path)["artifact"]["mixed_precision"]
+    runner = load(path)
+    float_acc = 100 * accuracy(td.runtime.load(_float_file(poisoned, tmp_path)), vx, vy)
+    shipped = 100 * accuracy(runner, vx, vy)
+    assert card["float_accuracy"] == pytest.approx(float_acc, abs=1e-3)
+    assert shipped == pytest.approx(card["accuracy"], abs=1e-3)
+    assert shipped >= float_acc - 1.0
+    # every trial outside the budget is bigger-or-equal in nothing that matters: never shipped
+    outside = [t for t in card["trials"] if not t["within_budget"]]
+    assert outside and all(t["accuracy"] < float_acc - 1.0 for t in outside)
+    # the map read back from the file: the poisoned layer float, the convolutions quantized
+    read = precision_map(path)
+    assert read == card["precision_map"]
+    assert read["hidden"] == "float"
+    assert read["conv1"] in ("int8", "int4w") and read["conv2"] in ("int8", "int4w")
+    counts = precision_counts(path)
+    assert counts.get("float", 0) >= 1 and counts.get("int8", 0) >= 1
+    assert os.path.getsize(path) < os.path.getsize(_float_file(poisoned, tmp_path))
+
+
+def _float_file(model, tmp_path):
+    path = str(tmp_path / "float.tflite")
+    if not os.path.exists(path):
+        td.export.tflite(model, path)
+    return path
+
+
+def test_every_precision_is_built_and_read_back_from_the_file(poisoned, digits_split, tmp_path):
+    (x, _), val = digits_split
+    float_bytes = td.export._tflite.float_flatbuffer(poisoned)
+    cands = mixed_precision._prepare(float_bytes, x, val, 50, str(tmp_path))
+    wanted = {"conv1": "int16x8", "conv2": "int8", "hidden": "int4w", "head": "float"}
+    pmap = {k: wanted.get(k, "float") for k in cands.units}
+    path = str(tmp_path / "mixed.tflite")
+    open(path, "wb").write(cands.build(pmap))
+    read = precision_map(path)
+    assert {k: read[k] for k in wanted} == wanted
+    ops = {op["layer"]: op for op in td.verify.op_precisions(path)}
+    assert ops["hidden"]["op"] == "FULLY_CONNECTED" and ops["conv1"]["op"] == "CONV_2D"
+    # and a file from TFLite's own converter reads the same way
+    int8 = str(tmp_path / "int8.tflite")
+    td.export.tflite(poisoned, int8, quantization="int8", representative_data=x,
+                     num_calibration=50)
+    assert set(precision_map(int8).values()) == {"int8"}
+    assert set(precision_map(_float_file(poisoned, tmp_path)).values()) == {"float"}
+
+
+def test_bad_input_gets_typed_errors(poisoned, digits_split, tmp_path):
+    (x, _), (vx, vy) = digits_split
+    path = str(tmp_path / "bad.tflite")
+    with pytest.raises(ExportError, match="needs budget=POINTS"):
+        td.export.tflite(poisoned, path, quantization="auto", representative_data=x,
+                         validation_data=(vx, vy))
+    with pytest.raises(ExportError, match="needs validation_data"):
+        td.export.tflite(poisoned, path, quantization="auto", representative_data=x, budget=1)
+    with pytest.raises(ExportError, match="Unrecognized objective='speed'"):
+        td.export.tflite(poisoned, path, quantization="auto", representative_data=x, budget=1,
+                         validation_data=(vx, vy), objective="speed")
+    with pytest.raises(DataError, match="as many labels as inputs"):
+        td.export.tflite(poisoned, path, quantization="auto", representative_data=x, budget=1,
+                         validation_data=(vx, vy[:3]))
+    assert not os.path.exists(path)
