@@ -140,3 +140,29 @@ def test_bad_input_gets_typed_errors(poisoned, digits_split, tmp_path):
         td.export.tflite(poisoned, path, quantization="auto", representative_data=x, budget=1,
                          validation_data=(vx, vy[:3]))
     assert not os.path.exists(path)
+
+
+def test_cli_report_and_budget(poisoned, digits_dir, tmp_path, capsys):
+    from tfdeploy.cli import main
+
+    saved = str(tmp_path / "poisoned.h5")
+    poisoned.save(saved)
+    out, report = str(tmp_path / "auto.tflite"), str(tmp_path / "q.json")
+    assert main(["quantize", saved, "--data", digits_dir, "--report", "--budget", "1",
+                 "-o", out, "--json", report, "--logs", str(tmp_path / "logs"),
+                 "--num-calibration", "100"]) == 0
+    printed = capsys.readouterr().out
+    table = printed.split("rank", 1)[1].splitlines()
+    assert table[2].split()[1] == "hidden"  # first row under the rule
+    result = json.load(open(report))
+    assert result["sensitivity"]["layers"][0]["layer"] == "hidden"
+    assert result["auto"]["precision_map"] == precision_map(out)
+    assert result["auto"]["precision_map"]["hidden"] == "float"
+    assert result["auto"]["accuracy"] >= result["auto"]["float_accuracy"] - 1
+    events = [f for f in os.listdir(tmp_path / "logs") if f.startswith("events")]
+    tags = {v.tag for f in events
+            for e in td.tf.compat.v1.train.summary_iterator(str(tmp_path / "logs" / f))
+            for v in e.summary.value}
+    assert "quantization/sensitivity" in tags
+    assert main(["quantize", saved, "--data", digits_dir, "--budget", "1"]) == 1
+    assert "--budget needs --output FILE.tflite" in capsys.readouterr().err
