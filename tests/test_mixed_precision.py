@@ -166,3 +166,31 @@ def test_cli_report_and_budget(poisoned, digits_dir, tmp_path, capsys):
     assert "quantization/sensitivity" in tags
     assert main(["quantize", saved, "--data", digits_dir, "--budget", "1"]) == 1
     assert "--budget needs --output FILE.tflite" in capsys.readouterr().err
+
+
+def test_qat_follows_the_choice(poisoned, digits_split, tmp_path):
+    (x, y), (vx, vy) = digits_split
+    auto = str(tmp_path / "auto.tflite")
+    td.export.tflite(poisoned, auto, quantization="auto", representative_data=x,
+                     num_calibration=100, budget=1.0, validation_data=(vx, vy))
+    chosen = precision_map(auto)
+    assert chosen["hidden"] == "float"
+    float_acc = 100 * accuracy(poisoned, vx, vy)
+    # every layer annotated: the poisoned kernel is fake-quantized in training too
+    everything = td.compress.quantize(poisoned, calibration_data=x[:200])
+    assert 100 * accuracy(everything, vx, vy) < float_acc - 30
+    qat = td.compress.quantize(poisoned, calibration_data=x[:200], precision_map=chosen)
+    entry = td.compress.history(qat)[-1]
+    assert entry["params"]["float_layers"] == ["hidden"]
+    assert "hidden" not in entry["layers"] and "conv1" in entry["layers"]
+    assert 100 * accuracy(qat, vx, vy) > float_acc - 3  # trains only what will be quantized
+    qat.compile(td.keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy")
+    qat.fit(x, y, epochs=1, batch_size=64, verbose=0)
+    path = str(tmp_path / "qat_auto.tflite")
+    td.export.tflite(qat, path, quantization="auto", representative_data=x, num_calibration=100)
+    read = precision_map(path)
+    assert read == chosen  # the searched map, built from the QAT-trained weights
+    assert 100 * accuracy(load(path), vx, vy) > float_acc - 3
+    assert td.export.read_model_card(path)["artifact"]["mixed_precision"]["precision_map"] == read
+    with pytest.raises(td.errors.CompressionError, match="names a layer"):
+        td.compress.quantize(poisoned, precision_map={"nope": "float"})

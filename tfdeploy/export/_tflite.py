@@ -14,10 +14,12 @@ from tfdeploy._keras import tf
 from tfdeploy.compress.fold import fold_input_preprocessing
 from tfdeploy.compress.wrappers import is_quantization_aware
 from tfdeploy.compress.calibrate import unset_input_ranges
+from tfdeploy.compress.history import history
 from tfdeploy.data.representative import representative_data as _representative
 from tfdeploy.export._atomic import atomic_file
 from tfdeploy.export import mixed_precision as _mixed
 from tfdeploy.export import model_card as _card
+from tfdeploy.export._twin import float_twin
 from tfdeploy.errors import ExportError
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8", "int16x8", "auto")
@@ -198,14 +200,25 @@ def _convert_builtin_or_flex(model, quantization, io_type, representative_data,
             f"TFLite conversion ({quantization}) with Flex ops failed: {exc2}") from exc2
 
 
+def recorded_precision_map(model):
+    """The precision map a QAT model was annotated from (``compress.quantize(...,
+    precision_map=...)``), else None."""
+    if not is_quantization_aware(model):
+        return None
+    for entry in reversed(history(model)):
+        if entry.get("technique") == "quantized":
+            return (entry.get("params") or {}).get("precision_map")
+    return None
+
+
 def float_flatbuffer(model):
     """The float32 ``.tflite`` flatbuffer of ``model`` (input preprocessing folded), in memory:
     what `sensitivity` and ``quantization="auto"`` build every candidate from."""
     model = check_model(model)
     if is_quantization_aware(model):
         raise ExportError(
-            f"Model {model.name!r} is quantization-aware; sensitivity and quantization='auto' "
-            "start from the float model (strip QAT, or pass the model before quantize()).")
+            f"Model {model.name!r} is quantization-aware; sensitivity and the mixed-precision "
+            "search start from the float model (pass the model before quantize()).")
     try:
         return _convert(fold_input_preprocessing(model), "float32", "float32", None, 0,
                         [tf.lite.OpsSet.TFLITE_BUILTINS])
@@ -264,7 +277,11 @@ def tflite(model, path, quantization="float32", representative_data=None, num_ca
             float, or int4 weight-only, chosen by measuring candidate files in
             LiteRT on ``validation_data``; the smallest, or fastest, within
             ``budget`` is written, its precision map in the model card; see
-            `tfdeploy.export.mixed_precision`). Defaults to "float32".
+            `tfdeploy.export.mixed_precision`). A QAT model annotated from a
+            precision map (``compress.quantize(..., precision_map=...)``) takes
+            "auto" without a search: that map is built from its trained weights,
+            activation ranges calibrated on ``representative_data``. Defaults
+            to "float32".
         representative_data: calibration inputs for "int8"/"int16x8": a
             ``tf.data.Dataset`` of ``(images, labels)`` or a numpy array (the
             training set is right). Required for those two.
@@ -327,8 +344,14 @@ def tflite(model, path, quantization="float32", representative_data=None, num_ca
             "dataset) to calibrate activation ranges.")
     mixed = None
     if quantization == "auto":
-        flatbuffer, mixed = _mixed.search(float_flatbuffer(model), representative_data,
-                                          validation_data, budget, objective, num_calibration)
+        chosen = recorded_precision_map(model)
+        if chosen is not None:  # QAT that followed a search: build its map, trained weights
+            flatbuffer, mixed = _mixed.build(float_flatbuffer(float_twin(model)),
+                                             representative_data, chosen, num_calibration)
+        else:
+            flatbuffer, mixed = _mixed.search(float_flatbuffer(model), representative_data,
+                                              validation_data, budget, objective,
+                                              num_calibration)
         if model_card is None:
             model_card = {}  # the precision map always goes beside an "auto" file
     else:

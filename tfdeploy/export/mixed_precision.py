@@ -30,7 +30,8 @@ from tfdeploy.data.representative import representative_data as _representative
 from tfdeploy.errors import DataError, ExportError, MissingDependencyError
 from tfdeploy.runtime.tflite import TFLiteRunner
 from tfdeploy.verify.evaluate import latency_ms
-from tfdeploy.verify.precision import op_precisions, precision_counts, precision_map
+from tfdeploy.verify.precision import op_precisions, precision_counts
+from tfdeploy.verify.precision import precision_map as precision_map_of
 
 PRECISIONS = ("int8", "int16x8", "float", "int4w")
 OBJECTIVES = ("size", "latency")
@@ -355,11 +356,38 @@ def search(float_bytes, representative_data, validation_data, budget, objective=
                 "float_accuracy": round(cands.float_accuracy, 4),
                 "accuracy": round(chosen["accuracy"], 4),
                 "chosen_map": chosen["map"],
-                "precision_map": precision_map(chosen["path"]),
+                "precision_map": precision_map_of(chosen["path"]),
                 "precision_counts": precision_counts(chosen["path"]),
                 "sensitivity": ranking.as_dict(),
                 "trials": trials}
         return chosen["flatbuffer"], card
+
+
+def build(float_bytes, representative_data, precision_map, num_calibration=200):
+    """The flatbuffer of ``precision_map`` (``{layer: precision}``) built from a float
+    flatbuffer, calibrated on ``representative_data``; no search. Layers the map does not
+    name stay float.
+
+    Returns:
+        ``(flatbuffer, card)``, the card holding the map asked for and the precision map and
+        counts read from the file.
+    """
+    bad = sorted({p for p in precision_map.values() if p not in PRECISIONS})
+    if bad:
+        raise ExportError(f"Unrecognized precision(s) {bad} in precision_map. Supported "
+                          f"precisions are: {list(PRECISIONS)}.")
+    if representative_data is None:
+        raise ExportError("Building a precision map needs representative_data (e.g. the "
+                          "training set) to calibrate activation ranges.")
+    x = np.asarray(next(iter(_representative(representative_data, 1)()))[0])
+    with tempfile.TemporaryDirectory(prefix="tfdeploy_mixed_") as tmp:
+        cands = _Candidates(float_bytes, representative_data, x, np.zeros(len(x), int),
+                            num_calibration, tmp)
+        pmap = {k: precision_map.get(k, "float") for k in cands.units}
+        flatbuffer = cands.build(pmap)
+        path = cands._write(flatbuffer, "built")
+        return flatbuffer, {"chosen_map": pmap, "precision_map": precision_map_of(path),
+                            "precision_counts": precision_counts(path)}
 
 
 def _counts(pmap):
@@ -369,5 +397,5 @@ def _counts(pmap):
     return out
 
 
-__all__ = ["measure_sensitivity", "search", "Sensitivity", "PRECISIONS", "OBJECTIVES",
+__all__ = ["measure_sensitivity", "search", "build", "Sensitivity", "PRECISIONS", "OBJECTIVES",
            "validation_arrays"]

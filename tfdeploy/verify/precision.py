@@ -13,22 +13,26 @@ Operators are keyed by the Keras layer they came from: the converter names an
 operator's output after the layers fused into it (``model/bn/FusedBatchNormV3;
 model/conv1/BiasAdd;model/conv1/BiasAdd/ReadVariableOp``): without the model name
 and the TensorFlow op name, the shortest of those paths, the last one on a tie,
-is the key (``conv1``; ``base/block_1_expand`` in a nested model). An output with
-no such path keeps its tensor name.
+is the key (``conv1``; ``base/block_1_expand`` in a nested model; tfmot's
+``quant_`` wrapper prefix dropped, so a QAT model's layers key as its float
+model's). An output with no such path keeps its tensor name.
 """
 
+import re
 from collections import Counter
 
 from tfdeploy.verify.tflite_weights import operators
 
 BOUNDARIES = ("QUANTIZE", "DEQUANTIZE")
+_QAT_PREFIX = re.compile(r"^quant_")  # tfmot's QuantizeWrapper names: quant_<layer>
 # more precise first: the precision a layer with several operators is reported in
 _ORDER = ("float", "float16", "int16x8", "int8w", "dynamic", "int8", "int4w", "other")
 
 
 def layer_key(tensor_name):
     """The layer key of an operator whose first output is ``tensor_name`` (see module doc)."""
-    paths = [part.split("/")[1:-1] for part in tensor_name.split(";")]
+    paths = [[_QAT_PREFIX.sub("", c) for c in part.split("/")[1:-1]]
+             for part in tensor_name.split(";")]
     paths = [p for p in paths if p]
     if not paths:
         return tensor_name
