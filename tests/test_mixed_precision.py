@@ -194,3 +194,34 @@ def test_qat_follows_the_choice(poisoned, digits_split, tmp_path):
     assert td.export.read_model_card(path)["artifact"]["mixed_precision"]["precision_map"] == read
     with pytest.raises(td.errors.CompressionError, match="names a layer"):
         td.compress.quantize(poisoned, precision_map={"nope": "float"})
+
+
+def test_tune_space_carries_a_per_layer_precision_map(poisoned, digits_split, tmp_path):
+    from tfdeploy._keras import keras_tuner
+    from tfdeploy.tune import space as tune_space
+
+    space = tune_space.resolve_space({"qat": [True], "slim_ratio": [0.0],
+                                      "sparsity_kind": ["none"], "clusters": [0],
+                                      "layer_precision": {"hidden": ["int8", "float"],
+                                                          "conv1": ["int8", "int16x8"]}})
+    hp = keras_tuner().HyperParameters()
+    tune_space.declare(hp, space)
+    assert hp.values["precision/hidden"] == "int8"  # declared, under qat=True
+    values = {**hp.values, "precision/hidden": "float", "learning_rate": 1e-4, "epochs": 1}
+    stages, quantization = tune_space.plan(values)
+    assert quantization == "auto" and tune_space.technique(values) == "qat+mixed"
+    assert stages[-1].params["precision_map"] == {"hidden": "float", "conv1": "int8"}
+    (x, y), (vx, vy) = digits_split
+    train = td.tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
+    model = td.compress.apply_plan(poisoned, stages, train).model
+    path = str(tmp_path / "trial.tflite")
+    td.export.tflite(model, path, quantization, representative_data=x, num_calibration=100)
+    read = precision_map(path)
+    assert read["hidden"] == "float" and read["conv1"] == "int8" and read["head"] == "int8"
+    assert 100 * accuracy(load(path), vx, vy) > 100 * accuracy(poisoned, vx, vy) - 3
+    with pytest.raises(td.errors.TuneError, match="allowed values are"):
+        tune_space.resolve_space({"layer_precision": {"hidden": ["int2"]}})
+    # the default space declares no precision choice
+    hp = keras_tuner().HyperParameters()
+    tune_space.declare(hp, tune_space.resolve_space(None))
+    assert not [k for k in hp.values if k.startswith("precision/")]

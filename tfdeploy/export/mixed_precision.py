@@ -366,7 +366,7 @@ def search(float_bytes, representative_data, validation_data, budget, objective=
 def build(float_bytes, representative_data, precision_map, num_calibration=200):
     """The flatbuffer of ``precision_map`` (``{layer: precision}``) built from a float
     flatbuffer, calibrated on ``representative_data``; no search. Layers the map does not
-    name stay float.
+    name are int8.
 
     Returns:
         ``(flatbuffer, card)``, the card holding the map asked for and the precision map and
@@ -383,7 +383,7 @@ def build(float_bytes, representative_data, precision_map, num_calibration=200):
     with tempfile.TemporaryDirectory(prefix="tfdeploy_mixed_") as tmp:
         cands = _Candidates(float_bytes, representative_data, x, np.zeros(len(x), int),
                             num_calibration, tmp)
-        pmap = {k: precision_map.get(k, "float") for k in cands.units}
+        pmap = {k: precision_map.get(k, "int8") for k in cands.units}
         flatbuffer = cands.build(pmap)
         path = cands._write(flatbuffer, "built")
         return flatbuffer, {"chosen_map": pmap, "precision_map": precision_map_of(path),
