@@ -10,12 +10,14 @@ each number is the exported file's, not a fake-quant Keras model's.
   only that layer is int8, and (b) the accuracy regained when only that layer
   stays float in an otherwise int8 file.
 - `search` (``export.tflite(..., quantization="auto")``): start all int8; in
-  sensitivity order raise layers (int16 activations, then float) until the
-  validation accuracy is within ``budget`` points of the float file's; lower
-  again what the budget allows (int8, and for ``objective="size"`` int4
-  weight-only where the runtime has it); ship the smallest (or fastest)
-  measured file within the budget. A file outside it is never shipped: the
-  float file is, when nothing else holds.
+  sensitivity order raise layers (int16 activations, then float) while a raise
+  helps, until the validation accuracy is within ``budget`` points of the float
+  file's, then lower again what the budget allows. When that fails (many small
+  losses that add up), go bottom-up: from float, lower the least sensitive
+  layers first while the budget holds. For ``objective="size"`` layers still
+  float then try int4 weight-only where the runtime has it. Ship the smallest
+  (or fastest, measured) file within the budget. A file outside it is never
+  shipped: the float file is, when nothing else holds.
 """
 
 import gzip
@@ -264,9 +266,10 @@ def measure_sensitivity(float_bytes, representative_data, validation_data,
 
 
 def _search(cands, budget, objective, max_trials):
-    floor = cands.float_accuracy - budget
+    floor = cands.float_accuracy - budget - 1e-9
     ranking = _sensitivity(cands)
     keys = ranking.ranking
+    ladder = _LADDER[objective]
     within = []
     start = len(cands.measured)
 
@@ -275,44 +278,59 @@ def _search(cands, budget, objective, max_trials):
 
     def trial(pmap):
         row = cands.measure(pmap)
-        if row["accuracy"] >= floor - 1e-9 and all(r is not row for r in within):
+        if row["accuracy"] >= floor and all(r is not row for r in within):
             within.append(row)
         return row
 
-    current = {k: "int8" for k in keys}
+    # 1. top-down: all int8, then raise the most sensitive layers (int16 activations, float)
+    # while a raise helps, until the budget holds; then lower again what it allows
+    current = {k: ladder[0] for k in keys}
     row = trial(current)
     raised = []
-    for key in keys:  # raise the most sensitive layers until the budget holds
-        if row["accuracy"] >= floor - 1e-9 or spent():
+    for key in keys:
+        if row["accuracy"] >= floor or spent():
             break
         best = None
-        for precision in _LADDER[objective][1:]:
+        for precision in ladder[1:]:
             cand = trial({**current, key: precision})
             if best is None or cand["accuracy"] > best["accuracy"]:
                 best = cand
-            if cand["accuracy"] >= floor - 1e-9:
+            if cand["accuracy"] >= floor:
                 break
-        current, row = dict(best["map"]), best
-        raised.append(key)
-    if row["accuracy"] >= floor - 1e-9:
-        for key in reversed(raised):  # lower what the budget allows
-            if spent():
-                break
-            for precision in _LADDER[objective]:
-                if precision == current[key]:
-                    break
-                cand = trial({**current, key: precision})
-                if cand["accuracy"] >= floor - 1e-9:
-                    current, row = dict(cand["map"]), cand
-                    break
-        if objective == "size":  # int4 weight-only where the runtime has it, least sensitive first
-            for key in reversed(keys):
+        if best["accuracy"] > row["accuracy"]:
+            current, row = dict(best["map"]), best
+            raised.append(key)
+    if row["accuracy"] >= floor:
+        for key in reversed(raised):
+            for precision in ladder[:ladder.index(current[key])]:
                 if spent():
                     break
-                if key in cands.int4 and current[key] != "int4w":
-                    cand = trial({**current, key: "int4w"})
-                    if cand["accuracy"] >= floor - 1e-9:
-                        current, row = dict(cand["map"]), cand
+                cand = trial({**current, key: precision})
+                if cand["accuracy"] >= floor:
+                    current = dict(cand["map"])
+                    break
+    else:
+        # 2. bottom-up, when many small losses add up: from float, lower the least sensitive
+        # layers first (int8, else int16 activations) while the budget holds
+        current = {k: "float" for k in keys}
+        for key in reversed(keys):
+            for precision in ladder[:-1]:
+                if spent():
+                    break
+                cand = trial({**current, key: precision})
+                if cand["accuracy"] >= floor:
+                    current = dict(cand["map"])
+                    break
+    if objective == "size":
+        # 3. int4 weight-only (float compute) for layers still float, where the runtime has
+        # it; never for an int8 layer, which would trade integer compute for float
+        for key in reversed(keys):
+            if spent():
+                break
+            if key in cands.int4 and current[key] == "float":
+                cand = trial({**current, key: "int4w"})
+                if cand["accuracy"] >= floor:
+                    current = dict(cand["map"])
     trial({k: "float" for k in keys})  # always within the budget: the fallback
     if objective == "latency":
         for r in within:
