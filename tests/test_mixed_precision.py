@@ -225,3 +225,18 @@ def test_tune_space_carries_a_per_layer_precision_map(poisoned, digits_split, tm
     hp = keras_tuner().HyperParameters()
     tune_space.declare(hp, tune_space.resolve_space(None))
     assert not [k for k in hp.values if k.startswith("precision/")]
+
+
+def test_latency_objective_times_every_file_within_the_budget(poisoned, digits_split, tmp_path):
+    (x, _), (vx, vy) = digits_split
+    path = str(tmp_path / "fast.tflite")
+    td.export.tflite(poisoned, path, quantization="auto", representative_data=x,
+                     num_calibration=100, budget=1.0, validation_data=(vx[:120], vy[:120]),
+                     objective="latency")
+    card = td.export.read_model_card(path)["artifact"]["mixed_precision"]
+    timed = [t for t in card["trials"] if "latency_ms" in t]
+    assert timed and all(t["within_budget"] for t in timed)
+    assert len(timed) == sum(t["within_budget"] for t in card["trials"])
+    # latency never tries int16 activations (reference kernels) nor int4 weight-only
+    assert not any({"int16x8", "int4w"} & set(t["counts"]) for t in card["trials"])
+    assert precision_map(path)["hidden"] == "float"

@@ -270,7 +270,8 @@ def _search(cands, budget, objective, max_trials):
     ranking = _sensitivity(cands)
     keys = ranking.ranking
     ladder = _LADDER[objective]
-    within = []
+    # the sensitivity files within the budget are candidates too
+    within = [r for r in cands.measured.values() if r["accuracy"] >= floor]
     start = len(cands.measured)
 
     def spent():
