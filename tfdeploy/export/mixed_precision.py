@@ -114,8 +114,10 @@ class _Candidates:
         self.int4 = {key for key, ops in self.units.items()
                      if any(op in policy["int4w"] for _, op in ops)}
         self._policy = policy
+        from ai_edge_litert.interpreter import Interpreter
+
         runner = TFLiteRunner(float_path)
-        signatures = runner._interpreter.get_signature_list()
+        signatures = Interpreter(model_path=float_path).get_signature_list()
         key = next(iter(signatures))
         names = list(signatures[key]["inputs"])
         if len(names) != 1:
@@ -159,7 +161,8 @@ class _Candidates:
                     q.add_static_config(regex, names[op], 16 if precision == "int16x8" else 8, 8)
         if not q.get_quantization_recipe():
             return self.float_bytes
-        return bytes(q.quantize(self.qsv, enable_progress_report=False).quantized_model)
+        return bytes(q.quantize(self.qsv, enable_progress_bar=False,
+                                enable_progress_report=False).quantized_model)
 
     def measure(self, pmap, latency=False):
         """``{"accuracy", "error", "bytes", "gzip_bytes", "map", ...}`` of ``pmap``'s file."""
