@@ -139,7 +139,22 @@ def test_bad_input_gets_typed_errors(poisoned, digits_split, tmp_path):
     with pytest.raises(DataError, match="as many labels as inputs"):
         td.export.tflite(poisoned, path, quantization="auto", representative_data=x, budget=1,
                          validation_data=(vx, vy[:3]))
+    with pytest.raises(ExportError, match="received budget=-1"):
+        td.export.tflite(poisoned, path, quantization="auto", representative_data=x, budget=-1,
+                         validation_data=(vx, vy))
+    with pytest.raises(DataError, match=r"an \(x, y\) pair of arrays"):
+        td.export.sensitivity(poisoned, x, vx)
+    with pytest.raises(ExportError, match="quantization-aware"):
+        td.export.sensitivity(td.compress.quantize(poisoned), x, (vx, vy))
     assert not os.path.exists(path)
+
+
+def test_missing_quantizer_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ai_edge_quantizer", None)
+    with pytest.raises(td.errors.MissingDependencyError, match=r"tfdeploy\[quantizer\]"):
+        mixed_precision._aeq()
 
 
 def test_cli_report_and_budget(poisoned, digits_dir, tmp_path, capsys):

@@ -349,6 +349,7 @@ def tflite(model, path, quantization="float32", representative_data=None, num_ca
             flatbuffer, mixed = _mixed.build(float_flatbuffer(float_twin(model)),
                                              representative_data, chosen, num_calibration)
         else:
+            _mixed.check_search(budget, objective, validation_data)
             flatbuffer, mixed = _mixed.search(float_flatbuffer(model), representative_data,
                                               validation_data, budget, objective,
                                               num_calibration)

@@ -345,16 +345,13 @@ def _search(cands, budget, objective, max_trials):
     return chosen, ranking
 
 
-def search(float_bytes, representative_data, validation_data, budget, objective="size",
-           num_calibration=200, max_trials=60):
-    """Run the mixed-precision search on a float flatbuffer; see the module doc.
-
-    Returns:
-        ``(flatbuffer, card)``: the shipped file's bytes and a dict for its model card
-        (budget, objective, float and shipped validation accuracy, every trial, the
-        sensitivity ranking, and the precision map and counts read from the file).
-    """
-    if budget is None or not np.isfinite(float(budget)) or float(budget) < 0:
+def check_search(budget, objective, validation_data):
+    """Refuse a bad budget, objective or missing validation data before anything is built."""
+    try:
+        bad = budget is None or not np.isfinite(float(budget)) or float(budget) < 0
+    except (TypeError, ValueError):
+        bad = True
+    if bad:
         raise ExportError(f"quantization='auto' needs budget=POINTS, the validation accuracy "
                           f"(percentage points) the file may lose against float, >= 0; "
                           f"received budget={budget!r}.")
@@ -364,6 +361,18 @@ def search(float_bytes, representative_data, validation_data, budget, objective=
     if validation_data is None:
         raise ExportError("quantization='auto' needs validation_data=(x, y), carved from the "
                           "training data (the test split is for the final report only).")
+
+
+def search(float_bytes, representative_data, validation_data, budget, objective="size",
+           num_calibration=200, max_trials=60):
+    """Run the mixed-precision search on a float flatbuffer; see the module doc.
+
+    Returns:
+        ``(flatbuffer, card)``: the shipped file's bytes and a dict for its model card
+        (budget, objective, float and shipped validation accuracy, every trial, the
+        sensitivity ranking, and the precision map and counts read from the file).
+    """
+    check_search(budget, objective, validation_data)
     with tempfile.TemporaryDirectory(prefix="tfdeploy_mixed_") as tmp:
         cands = _prepare(float_bytes, representative_data, validation_data, num_calibration,
                          tmp)
