@@ -255,3 +255,73 @@ def test_latency_objective_times_every_file_within_the_budget(poisoned, digits_s
     # latency never tries int16 activations (reference kernels) nor int4 weight-only
     assert not any({"int16x8", "int4w"} & set(t["counts"]) for t in card["trials"])
     assert precision_map(path)["hidden"] == "float"
+
+
+class _FakeCandidates:
+    """Stands in for the LiteRT measurements so the search's rules can be checked on many
+    made-up models in milliseconds: each layer loses ``cost[layer][precision]`` points and
+    weighs ``size[layer][precision]`` bytes, and losses add up."""
+
+    BYTES = {"float": 4, "int16x8": 1.1, "int8": 1, "int4w": 0.5}
+
+    def __init__(self, rng, n):
+        self.units = {f"l{i}": [(f"t{i}", "CONV_2D")] for i in range(n)}
+        self.int4 = set(list(self.units)[::2])
+        self.float_accuracy = 90.0
+        self.cost = {k: {"float": 0.0, "int16x8": float(rng.uniform(0, 0.2)),
+                         "int8": float(rng.choice([0.05, 0.2, 0.6, 5.0])),
+                         "int4w": float(rng.uniform(0, 0.5))} for k in self.units}
+        self.size = {k: int(rng.integers(10, 1000)) for k in self.units}
+        self.y = np.zeros(100)
+        self.measured = {}
+
+    def measure(self, pmap, latency=False):
+        key = tuple(sorted(pmap.items()))
+        if key not in self.measured:
+            loss = sum(self.cost[k][p] for k, p in pmap.items())
+            self.measured[key] = {
+                "map": dict(pmap), "accuracy": self.float_accuracy - loss, "error": loss / 100,
+                "gzip_bytes": int(sum(self.size[k] * self.BYTES[p] for k, p in pmap.items())),
+                "latency_ms": sum(0.1 if p == "int8" else 1.0 for p in pmap.values())}
+        return self.measured[key]
+
+
+@pytest.mark.parametrize("objective", ["size", "latency"])
+def test_search_never_ships_a_file_outside_the_budget(objective):
+    rng = np.random.default_rng(0)
+    quantized = 0
+    for _ in range(40):
+        cands = _FakeCandidates(rng, int(rng.integers(2, 9)))
+        budget = float(rng.choice([0.0, 0.5, 1.0, 2.0]))
+        chosen, ranking = mixed_precision._search(cands, budget, objective, max_trials=60)
+        floor = cands.float_accuracy - budget - 1e-9
+        assert chosen["accuracy"] >= floor
+        within = [r for r in cands.measured.values() if r["accuracy"] >= floor]
+        metric = "gzip_bytes" if objective == "size" else "latency_ms"
+        assert chosen[metric] == min(r[metric] for r in within)
+        if objective == "latency":
+            assert "int16x8" not in chosen["map"].values() and \
+                "int4w" not in chosen["map"].values()
+        quantized += any(p != "float" for p in chosen["map"].values())
+        # the most sensitive layer by int8 cost ranks first
+        assert cands.cost[ranking.ranking[0]]["int8"] == max(c["int8"] for c in cands.cost.values())
+    assert quantized > 20  # the float fallback is the exception, not the rule
+
+
+class _PlateauCandidates(_FakeCandidates):
+    """Small losses that only show once they add up: any 3 int8 layers lose 0.7 point (two
+    validation samples), fewer lose nothing, so no single raise from all-int8 helps."""
+
+    def measure(self, pmap, latency=False):
+        row = super().measure(pmap, latency)
+        row["accuracy"] = self.float_accuracy - (
+            0.7 if sum(p == "int8" for p in pmap.values()) >= 3 else 0.0)
+        return row
+
+
+def test_search_goes_bottom_up_when_no_single_raise_helps():
+    cands = _PlateauCandidates(np.random.default_rng(1), 6)
+    chosen, _ = mixed_precision._search(cands, 0.5, "size", max_trials=60)
+    values = list(chosen["map"].values())
+    assert values.count("int8") == 2 and "float" not in values  # rest int16x8 / int4w
+    assert chosen["accuracy"] == cands.float_accuracy
