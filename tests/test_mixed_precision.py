@@ -43,7 +43,7 @@ def poisoned(digits_split):
     per-channel weights get a scale 1000x too coarse, so every other weight of ``hidden``
     rounds to 0."""
     (x, y), _ = digits_split
-    td.tf.random.set_seed(0)
+    td.keras.utils.set_random_seed(0)  # module fixtures start before the autouse seed
     model = _small_cnn()
     model.compile(td.keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy",
                   ["accuracy"])
@@ -65,7 +65,7 @@ def test_a_layer_forced_to_be_sensitive_ranks_first(poisoned, digits_split, tmp_
     # quantizing it alone costs most of the accuracy; keeping it alone float regains it
     assert top["accuracy_drop"] > 30 and top["float_gain"] > 30
     assert result.float_accuracy - result.int8_accuracy > 30
-    assert all(r["error"] < top["error"] / 10 for r in result.rows[1:])
+    assert all(r["error"] < top["error"] / 5 for r in result.rows[1:])
     assert {"conv1", "conv2", "hidden", "head"} <= set(result.ranking)
     saved = json.load(open(result.to_json(str(tmp_path / "s.json"))))
     assert saved["layers"][0]["layer"] == "hidden"
