@@ -1,8 +1,13 @@
 """The tuner's best artifact vs fixed recipes; XLA, mixed precision, tf.data; 1 vs 2 workers.
 
-    python benchmarks/bench_tune.py [--data DIR] [--max-trials 12] > result.json
+    python benchmarks/bench_tune.py [--data DIR] [--max-trials 12] --json docs/bench_tune.json
 
-On the quickstart CNN (width 0.25) and data, in one run:
+On the quickstart CNN (width 0.25) and data, in one run. Splits: the baseline, the hand
+plans and the tuner train and calibrate on ``train/`` less a held-out validation split
+(``--validation-split`` of each class, stratified, seeded); the best hand plan and the
+tuner's best trial are chosen on that validation split; ``test/`` is read only to report
+``test_accuracy`` of the baseline, the quickstart recipe (fixed, nothing chosen), the chosen
+hand plan and the tuner's chosen artifact.
 - ``tuned``: `tfdeploy.tune.search` (Bayesian, objective ``--objective``: by default half
   gzip bytes, half p50 latency; 1-point budget; starting from `tfdeploy.tune.INITIAL_POINTS`)
   and its best artifact, every trial listed, vs ``quickstart`` (the quickstart's fixed
@@ -37,12 +42,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 SECTIONS = ("xla", "mixed_precision", "input_pipeline", "quickstart", "hand", "tune", "workers")
 
 
-def _artifact(td, model, path, quantization, train, x, y, samples):
+def _artifact(td, model, path, quantization, train, val, samples):
+    """Export and measure on the validation split (``val``); `_test` adds the test split."""
     td.export.tflite(model, path, quantization, representative_data=train)
     runner = td.runtime.load(path, num_threads=1)
     return {"quantization": quantization, "gzip_bytes": td.verify.gzip_bytes(path),
-            "latency_p50_ms": round(td.verify.latency_ms(runner, x, samples=samples), 4),
-            "accuracy": round(td.verify.accuracy(runner, x, y), 4)}
+            "latency_p50_ms": round(td.verify.latency_ms(runner, val[0], samples=samples), 4),
+            "validation_accuracy": round(td.verify.accuracy(runner, *val), 4)}
+
+
+def _test(td, row, path, test):
+    """``row`` with ``test_accuracy`` of the artifact at ``path``: for a chosen artifact."""
+    return dict(row, test_accuracy=round(td.verify.accuracy(td.runtime.load(path), *test), 4))
 
 
 def side_by_side(td, paths, x, samples, rounds=5):
@@ -140,6 +151,9 @@ def main(argv=None):
                    help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")
     p.add_argument("--partial", default=None, help="also write the report so far to this file")
     p.add_argument("--out", default=None, help="directory for the artifacts (default: temp)")
+    p.add_argument("--validation-split", type=float, default=0.2,
+                   help="share of each train/ class held out to choose on (default 0.2)")
+    p.add_argument("--json", default=None, help="also write the report to this file")
     args = p.parse_args(argv)
     args.sections = [x.strip() for x in args.sections.split(",") if x.strip()]
     unknown = sorted(set(args.sections) - set(SECTIONS))
@@ -157,6 +171,10 @@ def main(argv=None):
         report = _run(args, td, tune, keras, copy_model)
     json.dump(report, sys.stdout, indent=2)
     print()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+            f.write("\n")
     return 0
 
 
@@ -172,9 +190,13 @@ def _run(args, td, tune, keras, copy_model):
     out_dir = args.out or tempfile.mkdtemp(prefix="bench_tune_")
     os.makedirs(out_dir, exist_ok=True)
     data_dir = args.data or td.data.write_digits(os.path.join(out_dir, "digits"))
-    train = td.data.image_dataset(os.path.join(data_dir, "train"), shuffle=True, seed=0)
-    test = td.data.image_dataset(os.path.join(data_dir, "test"))
-    x, y = td.data.to_numpy(test)
+    split = dict(validation_split=args.validation_split, seed=0)
+    train = td.data.image_dataset(os.path.join(data_dir, "train"), shuffle=True,
+                                  subset="training", **split)
+    val = td.data.to_numpy(td.data.image_dataset(os.path.join(data_dir, "train"),
+                                                 subset="validation", **split))
+    test = td.data.to_numpy(td.data.image_dataset(os.path.join(data_dir, "test")))
+    x = val[0]  # inputs for latency timing
     shape, n_classes = tuple(x.shape[1:]), len(train.class_names)
     loss = "sparse_categorical_crossentropy"
     ft, ft2 = args.fine_tune_epochs, max(1, args.fine_tune_epochs // 2)
@@ -185,14 +207,18 @@ def _run(args, td, tune, keras, copy_model):
     base.fit(train, epochs=args.epochs, verbose=0)
     model_path = os.path.join(out_dir, "baseline.h5")
     base.save(model_path)
+    base_path = os.path.join(out_dir, "baseline.tflite")
     report = {"width": args.width, "epochs": args.epochs, "budget_points": 1.0,
-              "baseline": _artifact(td, base, os.path.join(out_dir, "baseline.tflite"),
-                                    "float32", train, x, y, args.samples)}
-    base_acc = report["baseline"]["accuracy"]
+              "splits": {"train": train.num_examples, "validation": int(len(val[1])),
+                         "test": int(len(test[1])), "validation_split": args.validation_split,
+                         "chosen_on": "validation", "test_read_for": "chosen artifacts only"},
+              "baseline": _test(td, _artifact(td, base, base_path, "float32", train, val,
+                                              args.samples), base_path, test)}
+    base_acc = report["baseline"]["validation_accuracy"]
+    steps = min(args.steps, int(train.cardinality()))  # timed steps (xla, mixed, input)
 
     # 4. XLA: training step time, and the exported serving function
     if "xla" in args.sections:
-        steps = min(args.steps, int(train.cardinality()))
         xla = {"steps": steps}
         for jit in (False, True):
             xla[f"plain_step_ms_jit_{jit}"] = _step_ms(keras, copy_model(base), train, jit,
@@ -210,7 +236,7 @@ def _run(args, td, tune, keras, copy_model):
             runner = td.runtime.load(path)
             xla[f"saved_model_p50_ms_jit_{jit}"] = round(
                 td.verify.latency_ms(runner, x, samples=args.samples), 4)
-            xla[f"saved_model_accuracy_jit_{jit}"] = round(td.verify.accuracy(runner, x, y), 4)
+            xla[f"saved_model_accuracy_jit_{jit}"] = round(td.verify.accuracy(runner, *val), 4)
         xla["saved_model_speedup"] = round(xla["saved_model_p50_ms_jit_False"]
                                            / xla["saved_model_p50_ms_jit_True"], 3)
         report["xla"] = xla
@@ -249,8 +275,8 @@ def _run(args, td, tune, keras, copy_model):
         qat = C.quantize(C.strip(pruned), preserve="sparsity", calibration_data=train)
         qat.compile(keras.optimizers.Adam(1e-4), loss, ["accuracy"])
         qat.fit(train, epochs=ft2, verbose=0, callbacks=C.callbacks(qat))
-        row = _artifact(td, qat, os.path.join(out_dir, "quickstart_int8.tflite"), "int8", train, x,
-                        y, args.samples)
+        path = os.path.join(out_dir, "quickstart_int8.tflite")
+        row = _test(td, _artifact(td, qat, path, "int8", train, val, args.samples), path, test)
         report["quickstart"] = dict(row, seconds=round(time.time() - start, 1))
         _save(args, report)
 
@@ -274,33 +300,35 @@ def _run(args, td, tune, keras, copy_model):
             start = time.time()
             model = C.apply_plan(base, stages, train).model
             row = _artifact(td, model, os.path.join(out_dir, f"{name}.tflite"), "int8", train,
-                            x, y, args.samples)
+                            val, args.samples)
             hand[name] = dict(row, seconds=round(time.time() - start, 1))
             hand_seconds += hand[name]["seconds"]
-        within = [n for n in hand if 100 * (base_acc - hand[n]["accuracy"]) <= 1.0]
+        within = [n for n in hand if 100 * (base_acc - hand[n]["validation_accuracy"]) <= 1.0]
         best_hand = min(within, key=lambda n: hand[n]["gzip_bytes"]) if within else None
         report["hand_plans"] = hand
-        report["best_hand_plan"] = dict(hand[best_hand], name=best_hand,
-                                        all_plans_seconds=round(hand_seconds, 1)) \
-            if best_hand else None
+        report["best_hand_plan"] = dict(
+            _test(td, hand[best_hand], os.path.join(out_dir, f"{best_hand}.tflite"), test),
+            name=best_hand, all_plans_seconds=round(hand_seconds, 1)) if best_hand else None
         _save(args, report)
 
     # 3. the tuner
     if "tune" in args.sections:
-        result = tune.search(base, train, (x, y), budget=1.0, objective=args.objective,
+        result = tune.search(base, train, val, budget=1.0, objective=args.objective,
                              max_trials=args.max_trials, directory=os.path.join(out_dir, "tune"),
                              space={"epochs": [int(e) for e in args.tune_epochs.split(",")]},
-                             latency_samples=50, verbose=1)
+                             latency_samples=50, verbose=1, test_data=test)
         tuned = None
         if result.best is not None:
-            exported = result.export(os.path.join(out_dir, "tuned"), x, y)
+            exported = result.export(os.path.join(out_dir, "tuned"))
             runner = td.runtime.load(exported["tflite"], num_threads=1)
             tuned = {"trial": result.best["trial_id"], "technique": result.best["technique"],
                      "quantization": result.best["quantization"],
                      "gzip_bytes": td.verify.gzip_bytes(exported["tflite"]),
                      "latency_p50_ms": round(
                          td.verify.latency_ms(runner, x, samples=args.samples), 4),
-                     "accuracy": round(exported["verification"]["accuracy"], 4),
+                     "validation_accuracy": round(
+                         exported["verification"]["validation_accuracy"], 4),
+                     "test_accuracy": round(exported["test_accuracy"], 4),
                      "verified": exported["verification"]["passed"],
                      "values": {k: v for k, v in result.best.items()
                                 if k in tune.DEFAULT_SPACE}}
@@ -309,7 +337,8 @@ def _run(args, td, tune, keras, copy_model):
                                trials=len(result.trials), infeasible=len(result.infeasible),
                                initial_points=len(tune.INITIAL_POINTS),
                                all_trials=[{k: t.get(k) for k in (
-                                   "trial_id", "technique", "status", "cost", "accuracy",
+                                   "trial_id", "technique", "status", "cost",
+                                   "validation_accuracy", "test_accuracy",
                                    "accuracy_drop", "gzip_bytes", "latency_p50_ms", "seconds",
                                    "slim_ratio", "sparsity", "clusters", "quantization",
                                    "epochs", "learning_rate")} for t in result.trials])

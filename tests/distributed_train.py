@@ -4,9 +4,12 @@
     python tests/distributed_train.py worker INDEX PORT0,PORT1 OUT.json
 
 "mirrored": two logical CPUs, MirroredStrategy; prunes (and trains QAT) there and, for
-comparison, prunes the same model in one replica without a strategy; also checks the
-typed errors raised before training. "worker": one MultiWorkerMirroredStrategy worker of a
-two-process cluster on 127.0.0.1 that prunes the same model.
+comparison, prunes and trains QAT on the same model in one process without a strategy (the
+"single" runs); also checks the typed errors raised before training. "worker": one
+MultiWorkerMirroredStrategy worker of a two-process cluster on 127.0.0.1 that prunes and
+trains QAT on the same model. Every run sees the same global batches of 32 (a worker, the
+half of each batch its shard holds), so the workers' weights must equal the single
+process's within float tolerance; each run writes its weights for the test to compare.
 """
 
 import hashlib
@@ -56,7 +59,29 @@ def pruned(strategy=None):
     zeros = b"".join((w == 0).tobytes() for w in stripped.get_weights())
     return {"sparsity_by_layer": C.sparsity_by_layer(stripped), "pruning_steps": steps,
             "replicas_agree": agree, "zeros_md5": hashlib.md5(zeros).hexdigest(),
-            "replicas": strategy.num_replicas_in_sync if strategy is not None else 1}
+            "replicas": strategy.num_replicas_in_sync if strategy is not None else 1,
+            "weights": _weights(stripped)}
+
+
+def _weights(model):
+    """``[[variable name, flat values], ...]`` of every variable (this process's replica), in
+    the model's order (names may differ by a ``_1`` suffix between processes)."""
+    return [[w.name, np.asarray(w.numpy()).ravel().tolist()] for w in model.weights]
+
+
+def qat_fit(strategy=None):
+    """QAT (from the same seed) for one epoch; its weights and ranges. Plain SGD: Adam's
+    first steps move every weight by the sign of its gradient, so a gradient that is noise
+    around 0 would move by a full step in either direction."""
+    scope = strategy.scope() if strategy is not None else _Null()
+    with scope:
+        keras.utils.set_random_seed(0)
+        model = C.quantize(td.models.build_cnn((16, 16, 1), 10, width=0.125))
+        model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+    start = _weights(model)
+    history = model.fit(ds, epochs=1, verbose=0, callbacks=C.callbacks(model))
+    return {"loss": float(history.history["loss"][-1]), "weights": _weights(model),
+            "start": start, "iterations": int(model.optimizer.iterations.numpy())}
 
 
 class _Null:
@@ -104,11 +129,11 @@ def qat(strategy):
 if MODE == "mirrored":
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     result = {"mirrored": pruned(strategy), "single": pruned(None), "errors": errors(strategy),
-              "qat": qat(strategy)}
+              "qat": qat(strategy), "single_qat": qat_fit(None)}
     out_path = sys.argv[2]
 else:
     strategy = WORKER_STRATEGY
-    result = {"worker": pruned(strategy), "index": int(sys.argv[2])}
+    result = {"worker": pruned(strategy), "qat": qat_fit(strategy), "index": int(sys.argv[2])}
     out_path = sys.argv[4]
 with open(out_path, "w") as f:
     json.dump(result, f)

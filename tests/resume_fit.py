@@ -11,7 +11,11 @@
 The test runs the two "kill" processes side by side (they share nothing), then "resume".
 
 Ops are deterministic and the data is not shuffled, so a resumed run and an uninterrupted
-one see the same batches and must end with the same weights, masks and pruning step.
+one see the same batches and must end with the same weights, masks and pruning step. That
+alone would also hold for a run that ignored its backup and started over, so every fit
+records its state (`Recorder`): where it starts (the first epoch it runs, and the step,
+masks, QAT ranges and cluster centroids then) and, in the interrupted fits, the state at the
+end of each finished epoch (``*_saved.json``, what the backup holds). The test compares them.
 """
 
 import json
@@ -51,45 +55,83 @@ class Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt("interrupted for the test")
 
 
-def prune_fit(backup=None, interrupt=None):
+def state(model):
+    """The training state a backup must bring back, read from the model's variables."""
+    def named(*ends, starts=None):
+        out = {}
+        for v in model.variables:
+            short = v.name.split("/")[-1].split(":")[0]
+            if short.endswith(ends) or (starts and short.startswith(starts)):
+                out[v.name] = np.asarray(v.numpy()).ravel().tolist()
+        return out
+
+    return {"iterations": int(model.optimizer.iterations.numpy()),
+            "pruning_steps": sorted({int(layer.pruning_step.numpy()) for layer in model.layers
+                                     if hasattr(layer, "pruning_step")}),
+            "masks": {k: [int(x) for x in v] for k, v in named("mask").items()},
+            "ranges": named("_min", "_max"), "centroids": named(starts="cluster_centroids")}
+
+
+class Recorder(keras.callbacks.Callback):
+    """Records the state at the first epoch the fit runs (``start``, after any restore), and
+    writes the state at the end of every epoch to ``saved`` (a JSON file) when given."""
+
+    def __init__(self, saved=None):
+        super().__init__()
+        self.saved, self.start = saved, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.start is None:
+            self.start = dict(state(self.model), epoch=epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.saved:
+            dump(self.saved, dict(state(self.model), epoch=epoch + 1))
+
+
+def prune_fit(backup=None, interrupt=None, saved=None):
     keras.utils.set_random_seed(0)
     model = C.prune(td.models.build_cnn((16, 16, 1), 10, width=0.125), 0.75, epochs=EPOCHS,
                     steps_per_epoch=ds)
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
-    cbs = C.callbacks(model, backup_dir=backup) + ([interrupt] if interrupt else [])
+    recorder = Recorder(saved)
+    cbs = C.callbacks(model, backup_dir=backup) + [recorder] + ([interrupt] if interrupt else [])
     model.fit(ds, epochs=EPOCHS, verbose=0, callbacks=cbs)
     steps = sorted({int(layer.pruning_step.numpy()) for layer in model.layers
                     if hasattr(layer, "pruning_step")})
     masks = [m.numpy() for layer in model.layers for _, m, _ in getattr(layer, "pruning_vars", [])]
     stripped = C.strip(model)
-    return stripped, {"pruning_steps": steps, "iterations": int(model.optimizer.iterations),
+    return stripped, {"start": recorder.start, "pruning_steps": steps,
+                      "iterations": int(model.optimizer.iterations),
                       "sparsity": C.sparsity_by_layer(stripped),
                       "masks": [m.astype(int).ravel().tolist() for m in masks],
                       "weights": [w.ravel().tolist() for w in stripped.get_weights()]}
 
 
-def qat_fit(pruned, backup=None, interrupt=None):
+def qat_fit(pruned, backup=None, interrupt=None, saved=None):
     keras.utils.set_random_seed(0)
     model = C.quantize(pruned, preserve="sparsity")
     model.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy")
-    cbs = C.callbacks(model, backup_dir=backup) + ([interrupt] if interrupt else [])
+    recorder = Recorder(saved)
+    cbs = C.callbacks(model, backup_dir=backup) + [recorder] + ([interrupt] if interrupt else [])
     model.fit(ds, epochs=QAT_EPOCHS, verbose=0, callbacks=cbs)
     ranges = {v.name: float(v.numpy()) for v in model.variables
               if v.name.split("/")[-1].split(":")[0].endswith(("_min", "_max"))
               and v.shape.rank == 0}
-    return {"ranges": ranges, "sparsity": C.sparsity_by_layer(model),
+    return {"start": recorder.start, "ranges": ranges, "sparsity": C.sparsity_by_layer(model),
             "iterations": int(model.optimizer.iterations)}
 
 
-def cluster_fit(backup=None, interrupt=None):
+def cluster_fit(backup=None, interrupt=None, saved=None):
     keras.utils.set_random_seed(0)
     model = C.cluster(td.models.build_cnn((16, 16, 1), 10, width=0.125), 8)
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
-    cbs = C.callbacks(model, backup_dir=backup) + ([interrupt] if interrupt else [])
+    recorder = Recorder(saved)
+    cbs = C.callbacks(model, backup_dir=backup) + [recorder] + ([interrupt] if interrupt else [])
     model.fit(ds, epochs=CLUSTER_EPOCHS, verbose=0, callbacks=cbs)
     stripped = C.strip(model)
     kernels = [w for w in stripped.get_weights() if w.ndim > 1]
-    return {"iterations": int(model.optimizer.iterations),
+    return {"start": recorder.start, "iterations": int(model.optimizer.iterations),
             "unique": [int(np.unique(k).size) for k in kernels],
             "weights": [w.ravel().tolist() for w in stripped.get_weights()]}
 
@@ -103,18 +145,19 @@ if PHASE == "kill":
     pruned, reference = prune_fit()
     dump("reference_prune.json", reference)
     dump("reference_qat.json", qat_fit(pruned))
-    prune_fit(os.path.join(WORK, "prune_backup"), Interrupt(2, 3, kill=True))
+    prune_fit(os.path.join(WORK, "prune_backup"), Interrupt(2, 3, kill=True), "prune_saved.json")
     raise SystemExit("not killed")
 if PHASE == "kill_cluster":
     dump("reference_cluster.json", cluster_fit())
-    cluster_fit(os.path.join(WORK, "cluster_backup"), Interrupt(1, 3, kill=True))
+    cluster_fit(os.path.join(WORK, "cluster_backup"), Interrupt(1, 3, kill=True),
+                "cluster_saved.json")
     raise SystemExit("not killed")
 pruned, resumed = prune_fit(os.path.join(WORK, "prune_backup"))
 dump("resumed_prune.json", resumed)
 dump("resumed_cluster.json", cluster_fit(os.path.join(WORK, "cluster_backup")))
 backup = os.path.join(WORK, "qat_backup")
 try:
-    qat_fit(pruned, backup, Interrupt(1, 2, kill=False))
+    qat_fit(pruned, backup, Interrupt(1, 2, kill=False), "qat_saved.json")
 except KeyboardInterrupt:
     pass
 dump("resumed_qat.json", qat_fit(pruned, backup))

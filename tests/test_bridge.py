@@ -92,7 +92,26 @@ def _randomize_batchnorm(model):
     return model
 
 
-FAMILIES = [cnn, residual, text, normalized, mobilenet_v2_transfer, mobilenet_v3]
+def masked_recurrent():
+    """Padded token ids: Embedding(mask_zero=True) -> GRU -> LSTM (Keras 3 records NotEqual)."""
+    inputs = keras3.Input((10,), dtype="int32")
+    x = L.Embedding(40, 8, mask_zero=True)(inputs)
+    x = L.GRU(6, return_sequences=True)(x)
+    return keras3.Model(inputs, L.Dense(3)(L.LSTM(5)(x)), name="masked_recurrent")
+
+
+def bidirectional_time_distributed():
+    """Masked Bidirectional GRU and LSTM (sequences, then last state) + TimeDistributed Dense."""
+    inputs = keras3.Input((10,), dtype="int32")
+    x = L.Embedding(40, 8, mask_zero=True)(inputs)
+    seq = L.Bidirectional(L.GRU(4, return_sequences=True), merge_mode="sum")(x)
+    tags = L.TimeDistributed(L.Dense(3, activation="softmax"))(seq)
+    last = L.Dense(2)(L.Bidirectional(L.LSTM(3))(seq))
+    return keras3.Model(inputs, [tags, last], name="bidirectional_time_distributed")
+
+
+FAMILIES = [cnn, residual, text, normalized, mobilenet_v2_transfer, mobilenet_v3,
+            masked_recurrent, bidirectional_time_distributed]
 
 
 @pytest.mark.parametrize("build", FAMILIES, ids=[f.__name__ for f in FAMILIES])
@@ -175,6 +194,58 @@ def test_verify_catches_a_numerical_difference(monkeypatch):
     with pytest.raises(VerificationError, match="differs from the original"):
         bridge.to_keras2(model)
     assert bridge.to_keras2(model, verify=False) is not None
+
+
+@pytest.mark.parametrize("build", [masked_recurrent, bidirectional_time_distributed])
+def test_masked_recurrent_bidirectional_time_distributed_equal_on_padded_ids(build):
+    original = build()
+    k2 = bridge.to_keras2(original)
+    kinds = {type(layer).__name__ for layer in k2.layers}
+    assert "TFOpLambda" not in kinds and kinds >= {"Embedding"}
+    ids = bridge.realistic_inputs(original, batch=8, seed=3)[0]
+    assert (ids == 0).any() and (ids[:, 0] > 0).all()      # padded rows, none empty
+    assert bridge.max_abs_diff(original, k2, [ids]) <= 1e-5
+    # the padding really is masked: changing what the padded steps hold changes nothing
+    unmasked = ids.copy()
+    unmasked[ids == 0] = 7
+    out = original(unmasked)
+    assert bridge.max_abs_diff(original, k2, [unmasked]) <= 1e-5
+    assert not np.allclose(np.asarray(bridge._flat(out)[-1]),
+                           np.asarray(bridge._flat(original(ids))[-1]))
+
+
+def _relu6_model(first):
+    inputs = keras3.Input((64,))
+    x = first(inputs)
+    x = L.Dense(16, activation="relu6", kernel_initializer=keras3.initializers.RandomNormal(
+        stddev=1.0, seed=1))(x)
+    return keras3.Model(inputs, L.Dense(2)(x))
+
+
+REAL_RANGE = {"pixels": lambda: _relu6_model(L.Rescaling(1.0 / 255)),
+              "normalization": lambda: _relu6_model(L.Normalization(mean=0.0, variance=1e4))}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_RANGE))
+def test_a_wrong_activation_mapping_fails_verification_on_real_range_inputs(name,
+                                                                            monkeypatch):
+    """relu6 bridged as an unclipped ReLU: equal on standard-normal inputs (they never reach
+    6 after rescaling), far apart on pixels 0-255 or on the Normalization's own statistics."""
+    from tfdeploy.bridge import _layers
+
+    model = REAL_RANGE[name]()
+    assert bridge.to_keras2(model) is not None            # the right mapping passes
+    x = bridge.realistic_inputs(model)[0]
+    if name == "pixels":
+        assert x.min() >= 0 and x.max() <= 255 and x.max() > 200
+    else:
+        assert 50 < x.std() < 150                          # sqrt(variance) = 100
+    monkeypatch.setitem(_layers._EXPAND_TO_KERAS2, "relu6",
+                        lambda layers, t, layer_name: layers.ReLU(name=layer_name)(t))
+    wrong = bridge.to_keras2(model, verify=False)
+    assert bridge.max_abs_diff(model, wrong, bridge.random_inputs(model)) <= 1e-5
+    with pytest.raises(VerificationError, match="real-range inputs"):
+        bridge.to_keras2(model)
 
 
 def test_keras3_model_pruned_qat_trained_and_exported_int8_with_keras2_calls(

@@ -75,6 +75,29 @@ def test_saved_model_in_serving_layout_loads_and_agrees(run, test_arrays):
     np.testing.assert_allclose(sm.predict(x[:8]), tfl.predict(x[:8]), atol=1e-4)
 
 
+def test_version_directory_holds_the_tflite_and_onnx_files_every_runtime_serves(run, test_arrays):
+    from tfdeploy.serving.runtimes import candidates, load_runtime
+
+    x = test_arrays[0][:64]
+    version = str(run["dir"] / "saved_models" / "digits" / "1")
+    pairs = [(name, entry["name"]) for name, entry in candidates(version)]
+    assert pairs == [("tensorflow", "saved_model"), ("litert", "tflite_float32"),
+                     ("litert", "tflite_int8"), ("onnxruntime", "onnx"), ("openvino", "onnx")]
+    ref = load_runtime("tensorflow", version).call("serving_default", {"images": x})
+    for name, artifact in pairs[1:]:
+        out = load_runtime(name, version, artifact).call("serving_default", {"images": x})
+        assert sorted(out) == sorted(ref) and out["class_label"].dtype == object
+        agreement = (out["class_label"] == ref["class_label"]).mean()
+        assert agreement >= (0.95 if artifact == "tflite_int8" else 1.0), (name, artifact)
+    # the int8 file in the version directory comes from the quickstart's QAT model, like the
+    # one beside it (calibrated on another shuffle of the training set: answers agree)
+    int8 = next(e for e in td.runtime.read_artifacts(version) if e["name"] == "tflite_int8")
+    assert int8["precision"] == "int8"
+    beside = td.runtime.load(_row(run, "tflite pruned+QAT int8")["path"]).predict(x)
+    inside = td.runtime.load(int8["path"]).predict(x)
+    assert (beside.argmax(1) == inside.argmax(1)).mean() >= 0.95
+
+
 def test_tensorboard_logs_written(run):
     logs = run["dir"] / "logs"
     for stage in ("baseline/train", "prune/train", "prune/sparsity", "qat/train", "comparison"):

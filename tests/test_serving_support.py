@@ -118,22 +118,36 @@ def free_port():
         return s.getsockname()[1]
 
 
-def build_digits_classifier(base_path, version=1):
-    """A tiny untrained image classifier exported by tfdeploy (with warmup and bytes signature)."""
+def build_digits_classifier(base_path, version=1, artifacts=None,
+                            representative_data=None, train_data=None, epochs=3):
+    """A tiny image classifier exported by tfdeploy (with warmup and bytes signature).
+
+    Untrained unless ``train_data`` (a dataset of ``(images, labels)``) is given; then a
+    slightly larger one is fit for ``epochs``, so its answers differ between images.
+    ``artifacts`` and ``representative_data`` go to `tfdeploy.export.saved_model` (files
+    beside the SavedModel).
+    """
     import tfdeploy as td
 
     keras = td.keras
     td.tf.random.set_seed(0)
+    features = [keras.layers.Conv2D(4, 3, activation="relu"),
+                keras.layers.GlobalAveragePooling2D()] if train_data is None else [
+        keras.layers.Conv2D(8, 3, strides=2, activation="relu"),   # enough to learn digits
+        keras.layers.MaxPooling2D(), keras.layers.Flatten()]
     model = keras.Sequential([
         keras.Input((32, 32, 1)),
         keras.layers.Rescaling(1.0 / 255),
-        keras.layers.Conv2D(4, 3, activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
+        *features,
         keras.layers.Dense(10, activation="softmax"),
     ])
+    if train_data is not None:
+        model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+        model.fit(train_data, epochs=epochs, verbose=0)
     images = digit_images(4)
     td.export.saved_model(model, base_path, version=version,
-                          class_names=[f"digit_{i}" for i in range(10)], warmup_data=images)
+                          class_names=[f"digit_{i}" for i in range(10)], warmup_data=images,
+                          artifacts=artifacts, representative_data=representative_data)
     return model
 
 

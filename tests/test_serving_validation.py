@@ -318,3 +318,50 @@ def test_validator_knows_what_it_cannot_check():
     assert SignatureValidator(_signature(x=(1, [-1, 2]))).fully_checked
     assert not SignatureValidator(_signature(x=(1, None))).fully_checked
     assert not SignatureValidator(_signature(x=(1, [-1, 2])), strict_shapes=False).fully_checked
+
+
+# -- what validation cannot check: contained in a worker process ---------------------------
+def _wait_for(predicate, timeout):
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+@pytest.mark.parametrize("isolation", ["auto", "none"])
+def test_an_abort_validation_cannot_prevent_is_contained(tmp_path, isolation):
+    """A TF1 conv on a placeholder of unknown rank: no signature says the rank, so a rank-1
+    request reaches the kernel and, with oneDNN on, aborts. ``--model_isolation auto`` (the
+    default) runs that model in a worker process: the request answers 503, the server stays
+    up, the version stays AVAILABLE and answers again once its worker is back. With
+    ``none`` the same request ends the server (the hazard this guards against)."""
+    from test_serving_isolation import build_unknown_rank_conv
+
+    build_unknown_rank_conv(str(tmp_path / "conv" / "1"))
+    with ServerProcess(["--model_name", "conv", "--model_base_path", str(tmp_path / "conv"),
+                        "--file_system_poll_wait_seconds", "0", "--model_isolation",
+                        isolation]) as proc:
+        good = {"instances": np.zeros([1, 4, 4, 1], np.float32).tolist()}
+        status, reply = rest_call(proc.rest_port, "POST", "/v1/models/conv:predict", good)
+        assert status == 200 and np.shape(reply["predictions"]) == (1, 4, 4, 2), reply
+        try:
+            status, reply = rest_call(proc.rest_port, "POST", "/v1/models/conv:predict",
+                                      {"instances": [0.0]}, timeout=60)
+        except OSError:
+            status, reply = None, "connection lost"
+        if isolation == "none":
+            assert _wait_for(lambda: not proc.alive(), 30), "the abort did not happen"
+            assert "Check failed" in proc.output()
+            return
+        assert proc.alive(), proc.output()[-2000:]
+        assert status == 503 and "worker process ended" in reply["error"], (status, reply)
+        assert "runs in a worker process" in proc.output()
+        assert rest_call(proc.rest_port, "GET", "/v1/models/conv")[1][
+            "model_version_status"][0]["state"] == "AVAILABLE"
+        assert _wait_for(lambda: rest_call(proc.rest_port, "POST", "/v1/models/conv:predict",
+                                           good)[0] == 200, 90)
+        assert proc.alive()

@@ -20,9 +20,34 @@ SPACE = {"slim_ratio": 0.0, "sparsity_kind": "unstructured", "sparsity": [0.3, 0
 
 
 @pytest.fixture(scope="module")
-def small(train_ds, test_arrays):
-    x, y = test_arrays
+def small(train_ds, digits_dir):
+    """Six training batches, and 200 validation images held out of digits/train/ (the search
+    chooses on them; the shared trained_model saw them, which only this test's accuracy
+    levels, not the mechanics, depend on)."""
+    val = td.data.image_dataset(os.path.join(digits_dir, "train"), validation_split=0.2,
+                                subset="validation")
+    x, y = td.data.to_numpy(val)
     return train_ds.take(6), (x[:200], y[:200])
+
+
+def _experiment_metrics(log_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    root = EventAccumulator(log_dir)
+    root.Reload()
+    exp = plugin_data_pb2.HParamsPluginData.FromString(
+        root.SummaryMetadata("_hparams_/experiment").plugin_data.content).experiment
+    return [m.name.tag for m in exp.metric_infos]
+
+
+def _scalars(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(run_dir, size_guidance={"tensors": 0})
+    acc.Reload()
+    return {t: float(tf.make_ndarray(acc.Tensors(t)[0].tensor_proto))
+            for t in acc.Tags()["tensors"] if not t.startswith("_hparams_")}
 
 
 def _hparams_runs(log_dir):
@@ -35,10 +60,12 @@ def _hparams_runs(log_dir):
     return runs
 
 
-def test_search_marks_infeasible_resumes_logs_and_exports(tmp_path, trained_model, small):
+def test_search_marks_infeasible_resumes_logs_and_exports(tmp_path, trained_model, small,
+                                                          test_arrays):
     import tfdeploy.tune as tune
 
     train, (x, y) = small
+    x_test, y_test = test_arrays
     kwargs = dict(budget=5.0, directory=str(tmp_path / "tune"), space=SPACE,
                   log_dir=str(tmp_path / "logs"), latency_samples=10, verbose=0,
                   initial_points=[{"sparsity": 0.97}])
@@ -48,7 +75,8 @@ def test_search_marks_infeasible_resumes_logs_and_exports(tmp_path, trained_mode
         trial0 = f.read()
 
     # A new tuner object on the same directory continues: trial 0 is not run again.
-    second = tune.search(trained_model, train, (x, y), max_trials=2, **kwargs)
+    second = tune.search(trained_model, train, (x, y), max_trials=2,
+                         test_data=(x_test, y_test), **kwargs)
     with open(tmp_path / "tune" / "compression" / "trial_0" / "result.json") as f:
         assert f.read() == trial0
     assert [t["trial_id"] for t in second.trials] == ["0", "1"]
@@ -56,6 +84,8 @@ def test_search_marks_infeasible_resumes_logs_and_exports(tmp_path, trained_mode
     mild, harsh = by_sparsity[0.3], by_sparsity[0.97]
     assert mild["feasible"] and mild["status"] == "feasible", mild
     assert mild["accuracy_drop"] <= 5.0
+    assert mild["accuracy_drop"] == pytest.approx(
+        100 * (second.baseline["validation_accuracy"] - mild["validation_accuracy"]), abs=1e-3)
     assert not harsh["feasible"] and harsh["status"] == "infeasible", harsh
     assert harsh["accuracy_drop"] > 5.0
     # Marked, not just scored: the infeasible trial is smaller, yet never the best.
@@ -77,6 +107,24 @@ def test_search_marks_infeasible_resumes_logs_and_exports(tmp_path, trained_mode
     assert sorted(r["status"] for r in rows) == ["feasible", "infeasible"]
     runs = _hparams_runs(str(tmp_path / "logs"))
     assert set(runs) == {"trial_0", "trial_1"}
+    # The search's numbers are HParams columns, not only scalars beside the sessions.
+    assert _experiment_metrics(str(tmp_path / "logs")) == list(tune.log.METRICS)
+    best_scalars = _scalars(str(tmp_path / "logs" / f"trial_{mild['trial_id']}"))
+    assert {"validation_accuracy", "cost", "feasible", "accuracy_drop", "test_accuracy"} <= set(
+        best_scalars)
+    assert best_scalars["feasible"] == 1.0
+    assert "test_accuracy" not in _scalars(str(tmp_path / "logs" / f"trial_{harsh['trial_id']}"))
+
+    # The test split is read once, after choosing: the best trial's artifact and the baseline.
+    with open(tmp_path / "tune" / "compression" / "trials.json") as f:
+        logged = {t["trial_id"]: t for t in json.load(f)}
+    assert all("validation_accuracy" in t for t in logged.values())
+    assert [k for k, t in logged.items() if "test_accuracy" in t] == [mild["trial_id"]]
+    mild_file = str(tmp_path / "tune" / "compression" / f"trial_{mild['trial_id']}"
+                    / "model.tflite")
+    assert logged[mild["trial_id"]]["test_accuracy"] == pytest.approx(
+        td.verify.accuracy(td.runtime.load(mild_file), x_test, y_test), abs=1e-6)
+    assert "test_accuracy" in second.baseline
 
     # Each trial's file has its card, with the compression history read from its weights.
     trial_card = td.export.read_model_card(str(
@@ -84,8 +132,13 @@ def test_search_marks_infeasible_resumes_logs_and_exports(tmp_path, trained_mode
     assert trial_card["tune"]["trial_id"] == mild["trial_id"]
     assert trial_card["compression"][0]["step"] == "pruned"
 
-    exported = second.export(str(tmp_path / "best"), x, y)
-    assert exported["verification"]["passed"]
+    exported = second.export(str(tmp_path / "best"))
+    assert exported["verification"]["passed"]  # checked on the search's validation split
+    assert exported["verification"]["validation_accuracy"] == pytest.approx(
+        mild["validation_accuracy"], abs=1e-6)
+    assert exported["test_accuracy"] == logged[mild["trial_id"]]["test_accuracy"]
+    with open(exported["tflite"], "rb") as a, open(mild_file, "rb") as b:
+        assert a.read() == b.read()  # the very artifact measured (calibrated on train data)
     card = td.export.read_model_card(exported["tflite"])
     assert card["tune"]["trial"]["trial_id"] == mild["trial_id"]
     assert td.verify.weight_summary(exported["tflite"])["sparsity"] > 0.2
@@ -171,9 +224,10 @@ def test_plan_of_values():
     assert np.isclose(stages[0].params["ratio"], 0.5)
 
 
-def test_export_ships_the_measured_artifact_when_the_h5_cannot_be_rebuilt(tmp_path):
-    """A cluster-preserving QAT model's .h5 does not load back in tfmot: `export` then copies
-    the trial's measured TFLite and checks its accuracy against the budget."""
+def test_export_ships_the_measured_artifact_and_checks_it_on_validation(tmp_path):
+    """`export` copies the trial's measured TFLite (here a cluster-preserving QAT model's,
+    whose .h5 tfmot cannot even reload) and checks its validation accuracy against the
+    budget."""
     import tfdeploy.tune as tune
     from tfdeploy.errors import VerificationError
 
@@ -193,25 +247,68 @@ def test_export_ships_the_measured_artifact_when_the_h5_cannot_be_rebuilt(tmp_pa
     accuracy = td.verify.accuracy(td.runtime.load(measured), x, y)
     row = {"trial_id": "0", "feasible": True, "cost": 0.5, "quantization": "int8",
            "technique": "cluster+qat"}
-    result = tune.TuneResult([row], {"accuracy": accuracy}, str(tmp_path / "compression"), 1.0,
-                             budget=1.0)
-    exported = result.export(str(tmp_path / "best"), x, y)
+    result = tune.TuneResult([row], {"validation_accuracy": accuracy},
+                             str(tmp_path / "compression"), 1.0, budget=1.0, validation=(x, y))
+    exported = result.export(str(tmp_path / "best"))
     with open(exported["tflite"], "rb") as a, open(measured, "rb") as b:
         assert a.read() == b.read()
     assert exported["verification"]["passed"]
-    assert exported["verification"]["accuracy"] == pytest.approx(accuracy)
+    assert exported["verification"]["validation_accuracy"] == pytest.approx(accuracy)
+    assert exported["test_accuracy"] is None  # the search was given no test split
     card = td.export.read_model_card(exported["tflite"])
     assert card["tune"]["trial"] == row and card["tune"]["budget"] == 1.0
     # The standard card of the trial's model, not only the search's fields.
     assert card["schema"] == td.export.model_card.SCHEMA and card["artifact"]["format"] == "tflite"
     assert card["compression"][0]["step"] == "clustered"
     # Shipped only within the budget: a baseline 5 points more accurate refuses it.
-    strict = tune.TuneResult([row], {"accuracy": accuracy + 0.05},
+    strict = tune.TuneResult([row], {"validation_accuracy": accuracy + 0.05},
                              str(tmp_path / "compression"), 1.0, budget=1.0)
     with pytest.raises(VerificationError, match="beyond the 1.0-point budget"):
-        strict.export(str(tmp_path / "refused"), x, y)
+        strict.export(str(tmp_path / "refused"), validation_data=(x, y))
     # A trial written by a tfdeploy that wrote no card: a clear error, no file shipped.
     os.remove(td.export.model_card.card_path(measured))
     with pytest.raises(TuneError, match="no card"):
-        result.export(str(tmp_path / "old"), x, y)
+        result.export(str(tmp_path / "old"))
     assert not os.path.exists(tmp_path / "old" / "tuned.tflite")
+
+
+def test_an_interrupted_trial_is_re_run_when_the_search_resumes(tmp_path, trained_model, small,
+                                                                monkeypatch):
+    """A trial stopped mid-run (Ctrl-C here; a killed process leaves the same files: the
+    oracle recorded it as running, no result.json) is run again, under its own id and with
+    its own plan, by the next `search` on the same directory, and no new trial replaces it."""
+    import importlib
+
+    import tfdeploy.tune as tune
+
+    module = importlib.import_module("tfdeploy.tune.search")
+    train, xy = small
+    kwargs = dict(budget=100.0, directory=str(tmp_path / "tune"), verbose=0, max_trials=2,
+                  space=dict(SPACE, sparsity=[0.3, 0.5]), latency_samples=5,
+                  initial_points=[{"sparsity": 0.5}, {"sparsity": 0.3}])
+    project = tmp_path / "tune" / "compression"
+    measure, ran = module._measure, []
+
+    def interrupted(path, *args, **kw):
+        if os.path.basename(os.path.dirname(path)).startswith("trial_"):
+            ran.append(os.path.basename(os.path.dirname(path)))
+            if len(ran) == 2:
+                raise KeyboardInterrupt("stopped in the middle of trial 1")
+        return measure(path, *args, **kw)
+
+    monkeypatch.setattr(module, "_measure", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tune.search(trained_model, train, xy, **kwargs)
+    assert ran == ["trial_0", "trial_1"]
+    assert (project / "trial_0" / "result.json").exists()
+    assert not (project / "trial_1" / "result.json").exists()
+    oracle = json.load(open(project / "oracle.json"))
+    assert list(oracle["ongoing_trials"].values()) == ["1"]  # recorded as running
+    plan = json.load(open(project / "trial_1" / "trial.json"))["hyperparameters"]["values"]
+
+    resumed = tune.search(trained_model, train, xy, **kwargs)
+    assert ran == ["trial_0", "trial_1", "trial_1"]  # trial 1 again; trial 0 kept
+    assert [t["trial_id"] for t in resumed.trials] == ["0", "1"]
+    assert resumed.trials[1]["sparsity"] == plan["sparsity"] == 0.3  # the same plan
+    assert json.load(open(project / "trial_1" / "trial.json"))["status"] == "COMPLETED"
+    assert json.load(open(project / "oracle.json"))["ongoing_trials"] == {}

@@ -29,6 +29,10 @@ class TextDataError(DataError):
     """Text data that cannot be read: missing columns, empty files, bad encodings, bad labels."""
 
 
+class InvalidInputError(TfdeployError, ValueError):
+    """An input does not fit the signature it was sent to (name, dtype or shape)."""
+
+
 class CompressionError(TfdeployError, ValueError):
     """A compression setting is invalid or cannot be applied to this model."""
 
@@ -92,3 +96,8 @@ class QuantizationFallbackWarning(UserWarning):
 
 class SlimWarning(UserWarning):
     """`slim` left BatchNormalization statistics stale (no ``calibration_data`` to re-estimate)."""
+
+
+class DeliveryError(TfdeployError, ConnectionError):
+    """Alerts could not be delivered to a sink (a webhook) within its retries; the message
+    names the sink and how many events are still pending."""

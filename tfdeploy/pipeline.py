@@ -104,8 +104,12 @@ def quickstart(data_dir=None, output_dir="saved_models", log_dir="logs/quickstar
     start = time.perf_counter()
     os.makedirs(output_dir, exist_ok=True)
     names = train.class_names
+    # the version directory also holds the float and int8 .tflite files and the float .onnx
+    # file with a manifest (assets.extra/artifacts.json), so every runtime can serve it
     sm_path = export.saved_model(pruned, os.path.join(output_dir, name), class_names=names,
-                                 warmup_data=train)
+                                 warmup_data=train, representative_data=train,
+                                 artifacts={"tflite_float32": None, "tflite_int8": qat,
+                                            "onnx": None})
     # a re-run of the quickstart replaces its own files (the SavedModel gets a new version)
     base_tfl = export.tflite(base, os.path.join(output_dir, f"{name}_baseline_float32.tflite"),
                              class_names=names, overwrite=True)

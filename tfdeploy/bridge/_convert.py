@@ -48,6 +48,15 @@ class Side:
         return (type(obj).__module__ or "").startswith(self.layer_module)
 
 
+class _ImplicitMask:
+    """Keras 3's ``NotEqual(ids, 0)``: the padding mask an ``Embedding(mask_zero=True)``
+    computes, recorded as an op and passed on as ``mask=``. Keras 2 carries that mask on the
+    Embedding's output by itself, so the call that received it just leaves the kwarg out."""
+
+    def __init__(self, name):
+        self.name = name
+
+
 class _Ref(tuple):
     """``(layer name, node index, tensor index)`` of a tensor in the source graph."""
 
@@ -70,7 +79,7 @@ def _refs(value):
     return value
 
 
-def _node_call(node):
+def node_call(node):
     """``(args, kwargs)`` of one serialized call."""
     if isinstance(node, dict):  # Keras 3
         return _refs(node.get("args", [])), _refs(node.get("kwargs", {}))
@@ -153,12 +162,25 @@ class Converter:
 
         return call
 
+    def _not_equal(self, name):
+        def call(*args, **kwargs):
+            if len(args) != 2 or kwargs or not isinstance(args[1], (int, float)) or args[1] != 0:
+                raise UnsupportedLayerError(
+                    f"Operation {name!r} (NotEqual) is not the padding mask of an "
+                    "Embedding(mask_zero=True); only `ids != 0` passed on as a mask can be "
+                    "bridged.", layer=name, class_name="NotEqual")
+            return _ImplicitMask(name)
+
+        return call
+
     def _layer(self, entry, parent):
         """The target layer (or a callable of tensors) for one source layer entry."""
         name, class_name = entry.get("name") or entry["config"].get("name"), entry["class_name"]
         module = entry.get("module") or ""
         if module.startswith("keras.src.ops") and class_name in _OPS:
             return self._op(entry, name)
+        if module.startswith("keras.src.ops") and class_name == "NotEqual":
+            return self._not_equal(name)
         obj = _get_layer(parent, name)
         if obj is not None and self.source.is_model(obj):
             return self.model(obj)
@@ -232,12 +254,13 @@ class Converter:
         while pending:
             waiting = []
             for name, index, node, fn in pending:
-                args, kwargs = _node_call(node)
+                args, kwargs = node_call(node)
                 try:
                     args, kwargs = _resolve(args, tensors), _resolve(kwargs, tensors)
                 except KeyError:
                     waiting.append((name, index, node, fn))
                     continue
+                args, kwargs = _implicit_mask(name, args, kwargs)
                 for j, tensor in enumerate(_flatten(fn(*args, **kwargs))):
                     tensors[(name, index, j)] = tensor
             if len(waiting) == len(pending):
@@ -278,6 +301,23 @@ class Converter:
             dst.set_weights([np.asarray(v.numpy()) for v in a])
             if hasattr(dst, "finalize_state"):  # Normalization: adapted mean/variance
                 dst.finalize_state()
+
+
+def _implicit_mask(name, args, kwargs):
+    """Leave out a ``mask=`` that Keras 2 propagates itself; any other use of it fails."""
+    if isinstance(kwargs.get("mask"), _ImplicitMask):
+        first = args[0] if args else None
+        if getattr(first, "_keras_mask", None) is None:
+            raise UnsupportedLayerError(
+                f"Layer {name!r} receives the padding mask {kwargs['mask'].name!r} on an input "
+                "that does not carry it in Keras 2 (no Embedding(mask_zero=True) before it).",
+                layer=name, class_name="NotEqual")
+        kwargs = {k: v for k, v in kwargs.items() if k != "mask"}
+    if any(isinstance(v, _ImplicitMask) for v in _flatten([args, kwargs])):
+        raise UnsupportedLayerError(
+            f"Layer {name!r} uses a padding mask (NotEqual) as a tensor; only passing it on as "
+            "mask= can be bridged.", layer=name, class_name="NotEqual")
+    return args, kwargs
 
 
 def _get_layer(parent, name):

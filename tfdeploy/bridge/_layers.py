@@ -28,7 +28,10 @@ SHARED_LAYERS = frozenset("""
     ZeroPadding1D ZeroPadding2D ZeroPadding3D Cropping1D Cropping2D Cropping3D
     UpSampling1D UpSampling2D UpSampling3D
     MultiHeadAttention Attention AdditiveAttention GRU LSTM SimpleRNN
+    Bidirectional TimeDistributed
 """.split())
+# Wrappers whose config holds the wrapped layer's serialized config under these keys.
+_WRAPPED = ("layer", "backward_layer")
 
 # Keys that exist on one side only, with the values at which the other side
 # computes the same thing (`ANY`: the key never changes inference).
@@ -190,7 +193,18 @@ def translate(direction, class_name, config, name):
 
     out = {}
     renames = direction.renames.get(class_name, {})
+    for key in _WRAPPED:  # Bidirectional / TimeDistributed: translate the wrapped layer too
+        inner = config.get(key)
+        if isinstance(inner, dict) and "class_name" in inner:
+            inner_class = inner["class_name"]
+            inner_config, inner_expand = translate(direction, inner_class, inner["config"],
+                                                   f"{name}/{inner_class}")
+            if inner_expand is not None:
+                raise where(f"its wrapped {inner_class}'s activation has no equivalent")
+            out[key] = {"class_name": inner_class, "config": inner_config}
     for key, value in config.items():
+        if key in out:
+            continue
         neutral = _CLASS_ONLY.get((class_name, key), direction.only_source.get(key))
         if neutral is not None:
             if neutral is ANY or value in neutral or (value is None and None in neutral):
@@ -198,6 +212,9 @@ def translate(direction, class_name, config, name):
             raise where(f"option {key}={value!r} exists only on one side ({direction.name})")
         out[renames.get(key, key)] = value
     out = _plain(out, where)
+    for key in _WRAPPED:  # Keras 3 resolves a wrapped built-in class by its module
+        if direction is TO_KERAS3 and isinstance(out.get(key), dict):
+            out[key]["module"] = "keras.layers"
     for key, value in out.items():  # initializer options left at None mean "the default"
         if key.endswith("_initializer") and isinstance(value, dict):
             value["config"] = {k: v for k, v in value["config"].items() if v is not None}

@@ -1,6 +1,7 @@
 """``tfdeploy tune``: search compression plans under an accuracy budget (keras-tuner)."""
 
 NAME = "tune"
+DEFAULT_VALIDATION_SPLIT = 0.2
 HELP = ("Search compression plans (slim, prune/2:4, cluster, QAT, int8/float16/dynamic) for the "
         "smallest or fastest TFLite artifact within an accuracy budget.")
 
@@ -13,9 +14,17 @@ def add_arguments(parser):
     parser.add_argument("model", help="Trained float Keras model saved with model.save "
                                       "(.keras, .h5 or a SavedModel directory).")
     parser.add_argument("--data", required=True,
-                        help="Image directory with train/ and test/ class folders.")
+                        help="Image directory with train/ and test/ class folders (and val/, "
+                             "when you hold out your own validation images). The search "
+                             "fine-tunes and calibrates on train/, chooses on the validation "
+                             "split, and reads test/ once, for the chosen artifact.")
+    parser.add_argument("--validation-split", type=float, default=None,
+                        help="Fraction of each class of train/ held out (stratified, seeded "
+                             "by --seed) to choose on, when DATA has no val/ folder. "
+                             f"Default: {DEFAULT_VALIDATION_SPLIT}.")
     parser.add_argument("--budget", type=float, default=1.0,
-                        help="Largest accuracy drop allowed, in points. Default: 1.0.")
+                        help="Largest drop of validation accuracy allowed, in points. "
+                             "Default: 1.0.")
     parser.add_argument("--objective", default="size", choices=["size", "latency", "mix"],
                         help="Minimise gzip bytes, p50 latency, or half of each. Default: size.")
     parser.add_argument("--max-trials", type=int, default=10, help="Trials in total. Default: 10.")
@@ -78,40 +87,81 @@ def _json_arg(text, flag, error):
         raise error(f"{flag} is not valid JSON ({exc}): {text!r}") from exc
 
 
+def splits(data, image_size, color_mode, validation_split, seed):
+    """``(train_ds, (x_val, y_val), (x_test, y_test) or None, how)`` for ``tfdeploy tune``.
+
+    The validation split is ``DATA/val/`` when present, else ``validation_split``
+    of each class of ``DATA/train/`` (stratified, seeded), never the test split;
+    ``how`` says which, for the report.
+    """
+    import os
+
+    from tfdeploy.commands._artifacts import image_split
+    from tfdeploy.data import image_dataset, to_numpy
+    from tfdeploy.errors import TuneError
+
+    train_dir, val_dir, test_dir = (os.path.join(data, s) for s in ("train", "val", "test"))
+    train_dir = train_dir if os.path.isdir(train_dir) else image_split(data, "train")
+    kw = dict(image_size=image_size, color_mode=color_mode)
+    if os.path.isdir(val_dir):
+        if validation_split is not None:
+            raise TuneError(f"{data} has a val/ folder and --validation-split "
+                            f"{validation_split} was given: choose one. Remove the flag to "
+                            "choose on val/, or move val/ away to hold out part of train/.")
+        train = image_dataset(train_dir, shuffle=True, seed=seed, **kw)
+        val = to_numpy(image_dataset(val_dir, **kw))
+        how = {"validation": val_dir}
+    else:
+        fraction = DEFAULT_VALIDATION_SPLIT if validation_split is None else validation_split
+        split = dict(validation_split=fraction, seed=seed, **kw)
+        train = image_dataset(train_dir, shuffle=True, subset="training", **split)
+        val = to_numpy(image_dataset(train_dir, subset="validation", **split))
+        how = {"validation": f"{fraction} of {train_dir} (stratified, seed {seed})"}
+    test = to_numpy(image_dataset(test_dir, **kw)) if os.path.isdir(test_dir) else None
+    how.update(train=train_dir, test=test_dir if test is not None else None,
+               validation_examples=int(len(val[1])))
+    return train, val, test, how
+
+
 def run(args):
     import os
 
-    from tfdeploy.commands._artifacts import image_split, input_shape_of, load_keras_model
+    from tfdeploy.commands._artifacts import input_shape_of, load_keras_model
     from tfdeploy.errors import TuneError
 
     role = _set_role(args)
     space = _json_arg(args.space, "--space", TuneError)
     points = _json_arg(args.initial_points, "--initial-points", TuneError)
     import tfdeploy.tune as tune
-    from tfdeploy.data import image_dataset, to_numpy
 
     model = load_keras_model(args.model)
     height, width, channels = input_shape_of(model)
     mode = "grayscale" if channels == 1 else "rgb"
-    train = image_dataset(image_split(args.data, "train"), (height, width), mode, shuffle=True,
-                          seed=args.seed)
-    x, y = to_numpy(image_dataset(image_split(args.data, "test"), (height, width), mode))
-    result = tune.search(model, train, (x, y), budget=args.budget, objective=args.objective,
+    train, val, test, how = splits(args.data, (height, width), mode, args.validation_split,
+                                   args.seed)
+    print(f"choosing on {how['validation']} ({how['validation_examples']} images); "
+          + (f"test accuracy from {how['test']}, for the chosen artifact only"
+             if test is not None else f"no test/ folder in {args.data}: no test accuracy"))
+    result = tune.search(model, train, val, budget=args.budget, objective=args.objective,
                          max_trials=args.max_trials, tuner=args.tuner, directory=args.directory,
                          space=space, log_dir=args.logs, overwrite=args.overwrite,
                          max_epochs=args.max_epochs, latency_samples=args.latency_samples,
-                         jit_compile=args.jit_compile, seed=args.seed, initial_points=points)
+                         jit_compile=args.jit_compile, seed=args.seed, initial_points=points,
+                         test_data=test)
     print(result.summary())
     payload = {"role": role, "directory": result.directory, "seconds": round(result.seconds, 2),
-               "baseline": result.baseline, "best": result.best, "trials": result.trials}
+               "splits": how, "baseline": result.baseline, "best": result.best,
+               "trials": result.trials}
     if role in (None, "chief"):
         if result.best is None:
             print(f"No trial met the {args.budget}-point budget; nothing exported.")
         else:
-            exported = result.export(args.output, x, y)
-            v = exported["verification"]
+            exported = result.export(args.output)
+            v, test_accuracy = exported["verification"], exported["test_accuracy"]
             print(f"best trial {result.best['trial_id']} exported to {exported['tflite']} "
-                  f"(verified in LiteRT: accuracy {v['accuracy']:.4f})")
+                  f"(checked in LiteRT: validation accuracy {v['validation_accuracy']:.4f}"
+                  + (f"; test accuracy {test_accuracy:.4f}" if test_accuracy is not None
+                     else "") + ")")
             payload["exported"] = {k: exported[k] for k in ("tflite", "keras")}
     if args.json:
         from tfdeploy.commands._artifacts import write_json

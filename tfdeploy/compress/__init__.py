@@ -8,7 +8,9 @@
 Also: `prune_n_m` (2:4), `slim` (remove channels for real speed), `cluster`,
 `distill`, `fold_input_preprocessing` (input rescaling into the first conv),
 `low_rank`, `optimizer` (fine-tuning rates and schedules),
-`with_policy` (mixed precision), `apply_plan` (ordered stages, one history)
+`with_policy` (mixed precision), `sensitivity` (per-layer int8 loss measured on
+the exported file in LiteRT: it lives in `tfdeploy.export`, which builds files, and is
+reachable here on first use), `apply_plan` (ordered stages, one history)
 `report` (what happened to each layer, and why layers were left out), and the
 technique `history` every wrapper records (`measured_history` adds what each
 technique left in the weights; `save_model`/`load_model` keep it on disk).
@@ -50,4 +52,14 @@ __all__ = ["prune", "quantize", "calibrate_ranges", "recalibrate_batchnorm", "st
            "low_rank", "optimizer", "fine_tune_rate", "WarmupCosine", "with_policy",
            "to_float32", "compute_dtypes", "apply_plan", "check_plan", "Stage", "PlanResult",
            "measure", "report", "Report", "flatten", "is_nested", "history", "measured_history",
-           "save_model", "load_model", "distribute"]
+           "save_model", "load_model", "distribute", "sensitivity"]
+
+
+def __getattr__(name):
+    # per-layer sensitivity is measured on exported .tflite files, so its code lives in
+    # export (which imports compress); it is named here too, loaded on first use
+    if name == "sensitivity":
+        from tfdeploy.export import sensitivity
+
+        return sensitivity
+    raise AttributeError(f"module 'tfdeploy.compress' has no attribute {name!r}")

@@ -110,6 +110,28 @@ def replica_values(model):
     return out
 
 
+def _all_replica_values(variables):
+    """Every replica's value of each of ``variables``: this process's copies or, under
+    `MultiWorkerMirroredStrategy`, every worker's, gathered in one collective that every
+    worker must call in the same order (as a callback run after each step does).
+
+    Returns:
+        One list per variable: its value on each replica (numpy arrays).
+    """
+    strategy = getattr(variables[0], "_distribute_strategy", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return [[np.asarray(p.numpy()) for p in _replica_parts(v)] for v in variables]
+    local = strategy.run(lambda: tf.reshape(
+        tf.concat([tf.reshape(tf.identity(v), [-1]) for v in variables], 0), [1, -1]))
+    gathered = strategy.gather(local, axis=0).numpy()  # (replicas, all values)
+    out, start = [], 0
+    for v in variables:
+        size = int(np.prod(v.shape))
+        out.append([row[start:start + size].reshape(tuple(v.shape)) for row in gathered])
+        start += size
+    return out
+
+
 def sync_input_ranges(model):
     """Give every replica the same range in each tfmot input fake-quant (``QuantizeLayer``).
 
@@ -117,23 +139,26 @@ def sync_input_ranges(model):
     replica's own batch (the smallest and largest value seen), with no cross-replica
     reduction, so two replicas end a step with different ranges (a raw-pixel input: 254.991
     on one, 254.994 on the other). This sets each to the min/max over the replicas, what one
-    device seeing the whole batch would hold. `callbacks` runs it after every training
-    step of a QAT model under a strategy.
+    device seeing the whole batch would hold; under `MultiWorkerMirroredStrategy` over the
+    replicas of every worker (gathered across the cluster: without it each worker kept its
+    own range). `callbacks` runs it after every training step of a QAT model under a
+    strategy.
 
     Returns:
         How many variables were changed.
     """
+    pairs = [(var, pick) for _, lo, hi in input_range_variables(model)
+             for var, pick in ((lo, np.min), (hi, np.max))]
+    if not pairs:
+        return 0
     changed = 0
-    for _, lo, hi in input_range_variables(model):
-        for var, pick in ((lo, np.min), (hi, np.max)):
-            parts = _replica_parts(var)
-            values = [np.asarray(p.numpy()) for p in parts]
-            if all(np.array_equal(values[0], v) for v in values[1:]):
-                continue
-            target = pick(np.stack(values), axis=0)
-            for part in parts:
-                part.assign(target)
-            changed += 1
+    for (var, pick), values in zip(pairs, _all_replica_values([v for v, _ in pairs])):
+        if all(np.array_equal(values[0], v) for v in values[1:]):
+            continue
+        target = pick(np.stack(values), axis=0)
+        for part in _replica_parts(var):
+            part.assign(target)
+        changed += 1
     return changed
 
 

@@ -50,7 +50,7 @@ _PARAMS = {
     "n_m": ("n", "m", "layers"),
     "cluster": ("n_clusters", "init", "layers", "preserve_sparsity"),
     "low_rank": ("energy", "layers"),
-    "quantize": ("preserve", "layers", "quantize_configs", "calibration_data"),
+    "quantize": ("preserve", "layers", "quantize_configs", "calibration_data", "precision_map"),
 }
 
 
@@ -209,7 +209,8 @@ def _apply(stage, model, train_data, spe):
     if stage.kind == "low_rank":
         return low_rank(model, p.get("energy", 0.9), p.get("layers"))
     return quantize(model, p.get("preserve", "auto"), p.get("layers"),
-                    p.get("quantize_configs"), p.get("calibration_data", train_data))
+                    p.get("quantize_configs"), p.get("calibration_data", train_data),
+                    precision_map=p.get("precision_map"))
 
 
 def _steps(data):

@@ -11,7 +11,7 @@ from tfdeploy.compress.calibrate import calibrate_ranges
 from tfdeploy.compress.fold import fold_input_preprocessing
 from tfdeploy.compress.graph import flatten
 from tfdeploy.compress.history import notes, record
-from tfdeploy.compress.selection import resolve
+from tfdeploy.compress.selection import Select, resolve
 from tfdeploy.compress.sparsity import model_sparsity
 from tfdeploy.compress.distribute import check_scope
 from tfdeploy.compress.strip import strip
@@ -136,7 +136,31 @@ def _float_fallback(work, chosen, skipped):
     return ops
 
 
-def quantize(model, preserve="auto", layers=None, quantize_configs=None, calibration_data=None):
+def _float_layers(work, precision_map):
+    """Names of ``work``'s layers a mixed-precision map leaves "float" (keys as
+    `tfdeploy.verify.precision_map` reads them from a file: ``conv1``, ``base/block_1``)."""
+    if not isinstance(precision_map, dict) or not precision_map:
+        raise CompressionError(
+            "precision_map must be a non-empty {layer: precision} dict, e.g. the "
+            "'precision_map' of an auto .tflite's model card or "
+            f"tfdeploy.verify.precision_map(path); received {precision_map!r}.")
+    names = {layer.name for layer in work.layers}
+    found, matched = [], 0
+    for key, precision in precision_map.items():
+        hits = [part for part in str(key).split("/") if part in names]
+        matched += bool(hits)
+        if hits and precision == "float":
+            found.append(hits[-1])
+    if not matched:
+        raise CompressionError(
+            f"No key of precision_map names a layer of model {work.name!r} (keys: "
+            f"{sorted(precision_map)[:8]}, layers: {sorted(names)[:8]}...); pass the map "
+            "searched for this model.")
+    return sorted(set(found))
+
+
+def quantize(model, preserve="auto", layers=None, quantize_configs=None, calibration_data=None,
+             precision_map=None):
     """Wrap a model for 8-bit quantization-aware training; returns a new model.
 
     Every layer tfmot's default 8-bit scheme supports is annotated (or only
@@ -164,6 +188,13 @@ def quantize(model, preserve="auto", layers=None, quantize_configs=None, calibra
             QAT starts (tfmot starts them at [-6, 6] and moves them with a slow
             moving average, so a short QAT fine-tune otherwise clips activations
             and loses accuracy; see `calibrate_ranges`). Defaults to None.
+        precision_map: a mixed-precision choice ``{layer: precision}`` (the
+            model card of ``export.tflite(..., quantization="auto")``, or
+            `tfdeploy.verify.precision_map` of its file): the layers it leaves
+            "float" stay unannotated, so QAT trains only what will be quantized.
+            It is recorded in the history; ``export.tflite(qat_model,
+            quantization="auto", representative_data=...)`` then builds that
+            map from the QAT-trained weights. Not with ``layers``. Defaults to None.
 
     Returns:
         A new ``keras.Model`` with quantize wrappers; compile and fit it.
@@ -206,6 +237,13 @@ def quantize(model, preserve="auto", layers=None, quantize_configs=None, calibra
         source = work  # its history holds the fold
     foldable = _foldable_norms(work)
     why_not = _why_not(configs, foldable)
+    float_layers = []
+    if precision_map is not None:
+        if layers is not None:
+            raise CompressionError("Pass either layers= or precision_map= to quantize, not both.")
+        float_layers = _float_layers(work, precision_map)
+        if float_layers:
+            layers = Select(exclude=float_layers)
     if layers is None:
         custom = [layer for layer in work.layers
                   if (why_not(layer) or "").startswith("custom")]
@@ -261,7 +299,9 @@ def quantize(model, preserve="auto", layers=None, quantize_configs=None, calibra
     record(quantized, "quantized", chosen, skipped, source=source, detail=detail,
            params={"preserve": preserve, "sparsity_before": sparsity,
                    "calibrated_ranges": len(calibrated),
-                   "custom_configs": sorted(configs), "float_fallback": fallback})
+                   "custom_configs": sorted(configs), "float_fallback": fallback,
+                   **({"precision_map": dict(precision_map), "float_layers": float_layers}
+                      if precision_map is not None else {})})
     return quantized
 
 

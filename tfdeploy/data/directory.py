@@ -80,8 +80,43 @@ def scan_directory(directory):
     return paths, np.asarray(labels, dtype=np.int64), class_names
 
 
+SUBSETS = ("training", "validation")
+
+
+def stratified_split(labels, validation_split, seed=0):
+    """``(train_indices, validation_indices)``: a seeded split, stratified by label.
+
+    Each class gives ``round(n * validation_split)`` of its ``n`` samples (at
+    least one, and at least one left for training) to validation, chosen by a
+    permutation seeded with ``seed``, so the same labels, fraction and seed
+    always give the same split.
+
+    Raises:
+        DataError: ``validation_split`` is not in (0, 1), or a class has fewer
+            than two samples (it cannot be on both sides).
+    """
+    if not isinstance(validation_split, (int, float)) or not 0 < validation_split < 1:
+        raise DataError(f"validation_split must be a fraction in (0, 1) such as 0.2, received "
+                        f"{validation_split!r}.")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for label in np.unique(labels):
+        idx = np.flatnonzero(labels == label)
+        if idx.size < 2:
+            raise DataError(f"Class {int(label)} has {idx.size} sample(s): a validation split "
+                            "needs at least 2 per class. Add images, or give a separate "
+                            "validation directory.")
+        n_val = min(idx.size - 1, max(1, int(round(idx.size * validation_split))))
+        order = rng.permutation(idx)
+        val.extend(order[:n_val].tolist())
+        train.extend(order[n_val:].tolist())
+    return sorted(train), sorted(val)
+
+
 def image_dataset(directory, image_size=(32, 32), color_mode="grayscale", batch_size=32,
-                  shuffle=False, seed=0, cache=True, prefetch=True, parallel=True):
+                  shuffle=False, seed=0, cache=True, prefetch=True, parallel=True,
+                  validation_split=None, subset=None):
     """Load ``directory/<class>/*`` images as a batched, prefetched ``tf.data.Dataset``.
 
     Images are resized to ``image_size`` and yielded as float32 raw pixel values
@@ -102,6 +137,11 @@ def image_dataset(directory, image_size=(32, 32), color_mode="grayscale", batch_
         parallel: decode and resize images on several threads
             (``map(num_parallel_calls=AUTOTUNE)``). Defaults to True.
             `tfdeploy.data.input_pipeline_share` measures what these three buy.
+        validation_split: the fraction of each class held out for validation
+            (`stratified_split`, seeded with ``seed``). Needs ``subset``.
+            Defaults to None (every image).
+        subset: "training" (the images not held out) or "validation" (the
+            held-out ones); the two never share a file. Defaults to None.
 
     Returns:
         A ``tf.data.Dataset`` of ``(images, labels)`` with attribute
@@ -112,6 +152,7 @@ def image_dataset(directory, image_size=(32, 32), color_mode="grayscale", batch_
 
     Example:
         >>> train = image_dataset("data/digits/train", image_size=(32, 32))
+        >>> val = image_dataset("data/digits/train", validation_split=0.2, subset="validation")
     """
     if color_mode not in COLOR_MODES:
         raise DataError(
@@ -120,7 +161,18 @@ def image_dataset(directory, image_size=(32, 32), color_mode="grayscale", batch_
         raise DataError(f"image_size must be (height, width) > 0, received {image_size!r}.")
     if int(batch_size) <= 0:
         raise DataError(f"batch_size must be a positive integer, received {batch_size!r}.")
+    if (validation_split is None) != (subset is None):
+        raise DataError("validation_split and subset go together: pass both (e.g. "
+                        "validation_split=0.2, subset='validation') or neither; received "
+                        f"validation_split={validation_split!r}, subset={subset!r}.")
+    if subset is not None and subset not in SUBSETS:
+        raise DataError(f"Unrecognized subset={subset!r}. Supported subsets are: "
+                        f"{list(SUBSETS)}.")
     paths, labels, class_names = scan_directory(directory)
+    if subset is not None:
+        train, val = stratified_split(labels, validation_split, seed)
+        keep = train if subset == "training" else val
+        paths, labels = [paths[i] for i in keep], labels[keep]
     channels = 1 if color_mode == "grayscale" else 3
     size = tuple(int(s) for s in image_size)
 

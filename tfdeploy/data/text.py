@@ -64,7 +64,7 @@ def _from_directory(directory):
     return texts, labels, class_names
 
 
-def _rows_csv(path, content, fields):
+def _rows_csv(path, content, fields, optional=()):
     reader = csv.DictReader(io.StringIO(content))
     columns = reader.fieldnames or []
     missing = [c for c in fields if c not in columns]
@@ -77,11 +77,12 @@ def _rows_csv(path, content, fields):
         if any(row.get(f) is None for f in fields):
             raise TextDataError(f"{path!r} line {number}: the row has fewer fields than the "
                                 "header; quote texts that contain commas.")
-        rows.append((number, {f: row[f] for f in fields}))
+        rows.append((number, {**{f: row[f] for f in fields},
+                              **{f: row.get(f) or None for f in optional}}))
     return rows
 
 
-def _rows_jsonl(path, content, fields):
+def _rows_jsonl(path, content, fields, optional=()):
     rows = []
     for number, line in enumerate(content.splitlines(), start=1):
         if not line.strip():
@@ -99,16 +100,19 @@ def _rows_jsonl(path, content, fields):
         if missing:
             raise TextDataError(f"{path!r} line {number} has no key(s) {missing}; it has "
                                 f"{sorted(obj)}. Each object needs {list(fields)}.")
-        rows.append((number, {f: obj[f] for f in fields}))
+        rows.append((number, {**{f: obj[f] for f in fields},
+                              **{f: obj.get(f) for f in optional}}))
     return rows
 
 
-def read_records(path, fields):
+def read_records(path, fields, optional=()):
     """Read the ``fields`` of every record of a UTF-8 ``.csv`` (with header) or ``.jsonl`` file.
 
     Args:
         path: the file.
         fields: the column names / keys every record must have.
+        optional: column names / keys a record may have; a record without one
+            (or with an empty CSV cell) gets None there. Defaults to ().
 
     Returns:
         A list of ``(line_number, {field: value})``.
@@ -126,7 +130,8 @@ def read_records(path, fields):
             f"Cannot read {path!r}: unknown extension {ext or 'none'!r}. Supported files end "
             f"in {list(FILE_FORMATS)}.")
     content = _read_utf8(path)
-    rows = (_rows_csv if ext == ".csv" else _rows_jsonl)(path, content, tuple(fields))
+    rows = (_rows_csv if ext == ".csv" else _rows_jsonl)(path, content, tuple(fields),
+                                                         tuple(optional))
     if not rows:
         raise TextDataError(f"{path!r} holds no records. Add rows with the fields "
                             f"{list(fields)}.")

@@ -14,11 +14,13 @@ tickets.
   quarter and filler words shared by every class; ``label_noise`` of the
   labels are flipped on purpose so accuracy stays below 100 %.
 - `sentiment_stream`: timestamped headlines whose negative share jumps inside
-  a window (the monitoring recipe replays it).
+  three windows of different lengths (the monitoring recipe replays it).
 - `qa_corpus`: customer-service questions (several paraphrases, with
-  synonyms, per intent) and one answer per intent.
+  synonyms, per intent; half share no content word with their answer) and
+  one answer per intent.
 - `recommendation_corpus`: items with topic texts, users with one or two
-  favourite topics, and the items each user interacted with.
+  favourite topics and a taste group (whose favourite items they share), and
+  the items each user interacted with.
 """
 
 import json
@@ -88,28 +90,35 @@ def sentiment_corpus(n=1200, seed=0, label_noise=0.05):
     return texts, labels
 
 
-def sentiment_stream(n=600, seed=1, start="2026-03-02T09:00:00", step_seconds=30,
-                     base_negative=0.2, surge_negative=0.75, surge=(0.55, 0.75)):
-    """A timestamped headline stream whose negative share surges inside a window.
+def sentiment_stream(n=1000, seed=1, start="2026-03-02T09:00:00", step_seconds=30,
+                     base_negative=0.2, surge_negative=0.75,
+                     surge=((0.15, 0.22), (0.45, 0.6), (0.8, 0.84))):
+    """A timestamped headline stream whose negative share surges inside windows.
 
     Args:
-        n: number of headlines. Defaults to 600.
+        n: number of headlines. Defaults to 1000.
         seed: generator seed. Defaults to 1.
         start: ISO timestamp of the first headline.
         step_seconds: seconds between headlines. Defaults to 30.
-        base_negative: share of negative headlines outside the surge.
-        surge_negative: share of negative headlines inside the surge.
-        surge: ``(begin, end)`` of the surge as fractions of the stream.
+        base_negative: share of negative headlines outside the surges.
+        surge_negative: share of negative headlines inside a surge.
+        surge: one ``(begin, end)`` window as fractions of the stream, or a
+            sequence of them; a window may carry its own negative share as a
+            third value. Defaults to three windows of 70, 150 and 40 headlines
+            (the last one shorter than a 40-headline alert window's worth of
+            evidence at 50 %, so a monitor can miss it).
 
     Returns:
         A list of dicts ``{"time", "text", "label"}`` in time order.
     """
+    windows = [surge] if isinstance(surge[0], (int, float)) else list(surge)
+    windows = [(w[0], w[1], w[2] if len(w) > 2 else surge_negative) for w in windows]
     rng = np.random.default_rng(seed)
     t0 = np.datetime64(start, "s")
     out = []
     for i in range(int(n)):
-        inside = surge[0] * n <= i < surge[1] * n
-        p_neg = surge_negative if inside else base_negative
+        p_neg = next((share for begin, end, share in windows if begin * n <= i < end * n),
+                     base_negative)
         if rng.random() < p_neg:
             label = "negative"
         else:
@@ -119,22 +128,22 @@ def sentiment_stream(n=600, seed=1, start="2026-03-02T09:00:00", step_seconds=30
     return out
 
 
-_ACTIONS = {  # canonical verb: synonyms used in questions
-    "reset": ["reset", "change", "recover"],
-    "close": ["close", "cancel", "shut down"],
-    "open": ["open", "create", "set up"],
-    "update": ["update", "edit", "modify"],
-    "check": ["check", "see", "view"],
-    "dispute": ["dispute", "contest", "report a problem with"],
+_ACTIONS = {  # canonical verb (the answer's word) first, then synonyms used in questions
+    "reset": ["reset", "change", "recover", "replace"],
+    "close": ["close", "cancel", "shut down", "terminate"],
+    "open": ["open", "create", "set up", "start"],
+    "update": ["update", "edit", "modify", "correct"],
+    "check": ["check", "see", "view", "look at"],
+    "dispute": ["dispute", "contest", "report a problem with", "challenge"],
 }
 _OBJECTS = {
-    "password": ["password", "login", "passcode"],
-    "account": ["account", "profile", "membership"],
-    "card": ["card", "debit card", "credit card"],
-    "payment": ["payment", "bill payment", "transfer"],
-    "statement": ["statement", "monthly statement", "invoice"],
-    "address": ["address", "mailing address", "home address"],
-    "loan": ["loan", "mortgage", "credit line"],
+    "password": ["password", "login", "passcode", "pin"],
+    "account": ["account", "profile", "membership", "subscription"],
+    "card": ["card", "debit card", "credit card", "visa"],
+    "payment": ["payment", "bill payment", "transfer", "remittance"],
+    "statement": ["statement", "monthly statement", "invoice", "bank summary"],
+    "address": ["address", "mailing address", "home address", "residence"],
+    "loan": ["loan", "mortgage", "credit line", "financing"],
 }
 _Q_TEMPLATES = ["how do i {a} my {o}", "i want to {a} my {o}", "can you help me {a} my {o}",
                 "where can i {a} the {o}", "what is the way to {a} a {o}",
@@ -144,15 +153,33 @@ _PLACES = {"password": "Security", "account": "Profile", "card": "Cards", "payme
            "statement": "Documents", "address": "Profile", "loan": "Borrowing"}
 
 
-def qa_corpus(paraphrases=8, seed=0):
+def _words(text):
+    return set("".join(c if c.isalnum() else " " for c in text.lower()).split())
+
+
+def content_words(answers):
+    """Each answer's words minus the words every answer has (its *content* words)."""
+    words = [_words(a) for a in answers]
+    common = set.intersection(*words) if words else set()
+    return [w - common for w in words]
+
+
+def qa_corpus(paraphrases=8, seed=0, no_overlap=0.5):
     """Synthetic customer-service questions and answers (one answer per intent).
 
     Intents are every (action, object) pair (42); each gets ``paraphrases``
-    questions built from templates and synonyms, and one answer text.
+    questions built from templates and synonyms, and one answer text. A share
+    ``no_overlap`` of the questions are paraphrases that share no content word
+    with their answer at least (only synonyms: "how do i recover my passcode" for the
+    answer "To reset your password, open Security ..."): lexical matching
+    (TF-IDF, BM25) cannot find their answer, a model that learned the synonyms
+    from the training questions can.
 
     Args:
         paraphrases: questions per intent. Defaults to 8.
         seed: generator seed. Defaults to 0.
+        no_overlap: share of questions sharing no content word with their
+            answer (see `content_words`). Defaults to 0.5.
 
     Returns:
         ``(questions, answer_ids, answers)``: questions (list of str), the index
@@ -160,17 +187,25 @@ def qa_corpus(paraphrases=8, seed=0):
     """
     rng = np.random.default_rng(seed)
     answers, questions, answer_ids = [], [], []
-    for action, a_syn in _ACTIONS.items():
-        for obj, o_syn in _OBJECTS.items():
-            index = len(answers)
+    for action in _ACTIONS:
+        for obj in _OBJECTS:
             answers.append(f"To {action} your {obj}, open {_PLACES[obj]} in the app, choose "
                            f"{obj} and then {action}; we confirm by email within one day.")
+    content = content_words(answers)
+    index = 0
+    for action, a_syn in _ACTIONS.items():
+        for obj, o_syn in _OBJECTS.items():
             for _ in range(int(paraphrases)):
-                template = _Q_TEMPLATES[rng.integers(len(_Q_TEMPLATES))]
-                q = template.format(a=a_syn[rng.integers(len(a_syn))],
-                                    o=o_syn[rng.integers(len(o_syn))])
+                hard = rng.random() < no_overlap
+                while True:
+                    template = _Q_TEMPLATES[rng.integers(len(_Q_TEMPLATES))]
+                    q = template.format(a=a_syn[rng.integers(len(a_syn))],
+                                        o=o_syn[rng.integers(len(o_syn))])
+                    if not hard or not _words(q) & content[index]:
+                        break
                 questions.append(q + ("?" if rng.random() < 0.6 else ""))
                 answer_ids.append(index)
+            index += 1
     order = rng.permutation(len(questions))
     return ([questions[i] for i in order], np.asarray(answer_ids, np.int64)[order], answers)
 
@@ -189,23 +224,34 @@ _ITEM_WORDS = ["deluxe", "classic", "pro", "mini", "starter", "premium", "compac
                "set", "kit", "edition", "guide"]
 
 
-def recommendation_corpus(num_users=200, num_items=160, interactions=8, seed=0):
+def recommendation_corpus(num_users=200, num_items=160, interactions=12, seed=0, groups=8,
+                          group_share=0.7, group_items=12):
     """Synthetic users, item texts and interactions for two-tower retrieval.
 
-    Each item belongs to one topic and its text mixes that topic's words with
-    generic product words. Each user likes one or two topics; 85 % of the
-    user's interactions are items of those topics, the rest random.
+    Each item belongs to one topic and its text mixes three of that topic's
+    words with two generic product words. Each user likes one or two topics
+    and belongs to one of ``groups`` taste groups; each group favours
+    ``group_items`` items drawn from the whole catalogue. A share
+    ``group_share`` of a user's interactions are items their group favours,
+    the rest are items of the user's topics (85 %) or random; a user picks an
+    item at most once. Topic counts find a user's topics; the group's
+    favourites (a collaborative signal: "users like you bought") can only be
+    learned from who interacted with what.
 
     Args:
         num_users: users. Defaults to 200.
         num_items: items. Defaults to 160.
-        interactions: interactions per user. Defaults to 8.
+        interactions: interactions per user. Defaults to 12.
         seed: generator seed. Defaults to 0.
+        groups: taste groups. Defaults to 8.
+        group_share: share of interactions from the group's favourites.
+            Defaults to 0.7.
+        group_items: items each group favours. Defaults to 12.
 
     Returns:
         A dict with ``items`` (list of str texts), ``item_topics`` (int array),
-        ``users`` (user ids ``"user_0" ...``), ``pairs`` (int array of
-        ``(user_index, item_index)`` rows, in interaction order per user).
+        ``topic_names``, ``users`` (user ids ``"user_0" ...``), ``pairs`` (int
+        array of ``(user_index, item_index)`` rows, in interaction order per user).
     """
     rng = np.random.default_rng(seed)
     topics = list(_TOPICS)
@@ -216,16 +262,30 @@ def recommendation_corpus(num_users=200, num_items=160, interactions=8, seed=0):
         words += list(rng.choice(_ITEM_WORDS, size=2, replace=False))
         rng.shuffle(words)
         items.append(" ".join(words) + f" no {i}")
+    favourites = [rng.choice(int(num_items), size=min(int(group_items), int(num_items)),
+                             replace=False) for _ in range(int(groups))]
+    everything = np.arange(int(num_items))
     pairs = []
     for u in range(int(num_users)):
         liked = rng.choice(len(topics), size=1 + int(rng.random() < 0.5), replace=False)
+        group = favourites[rng.integers(int(groups))]
         pool = np.flatnonzero(np.isin(item_topics, liked))
+        seen = set()
         for _ in range(int(interactions)):
-            if rng.random() < 0.85 and pool.size:
-                pairs.append((u, int(rng.choice(pool))))
+            if rng.random() < group_share:
+                choice = group
+            elif rng.random() < 0.85 and pool.size:
+                choice = pool
             else:
-                pairs.append((u, int(rng.integers(num_items))))
-    return {"items": items, "item_topics": item_topics,
+                choice = everything
+            for options in (choice, pool, everything):  # no item bought twice
+                fresh = [int(i) for i in options if int(i) not in seen]
+                if fresh:
+                    break
+            item = int(rng.choice(fresh))
+            seen.add(item)
+            pairs.append((u, item))
+    return {"items": items, "item_topics": item_topics, "topic_names": topics,
             "users": [f"user_{u}" for u in range(int(num_users))],
             "pairs": np.asarray(pairs, np.int64)}
 
@@ -267,9 +327,10 @@ def write_sentiment_corpus(directory=os.path.join("data", "sentiment"), n=1200, 
     return directory
 
 
-def write_qa_corpus(directory=os.path.join("data", "qa"), paraphrases=8, seed=0):
+def write_qa_corpus(directory=os.path.join("data", "qa"), paraphrases=8, seed=0,
+                    no_overlap=0.5):
     """Write ``DIR/pairs.jsonl`` (``question``, ``answer``) from `qa_corpus`; returns DIR."""
-    questions, ids, answers = qa_corpus(paraphrases, seed)
+    questions, ids, answers = qa_corpus(paraphrases, seed, no_overlap)
     os.makedirs(directory, exist_ok=True)
     _write_jsonl(os.path.join(directory, "pairs.jsonl"),
                  [{"question": q, "answer": answers[i]} for q, i in zip(questions, ids)])
@@ -277,14 +338,16 @@ def write_qa_corpus(directory=os.path.join("data", "qa"), paraphrases=8, seed=0)
 
 
 def write_recommendation_corpus(directory=os.path.join("data", "recommend"), seed=0, **kwargs):
-    """Write ``DIR/items.jsonl`` (``item``, ``text``) and ``DIR/interactions.csv``
+    """Write ``DIR/items.jsonl`` (``item``, ``text``, ``topic``) and ``DIR/interactions.csv``
     (``user``, ``item``) from `recommendation_corpus`; returns DIR."""
     import csv
 
     corpus = recommendation_corpus(seed=seed, **kwargs)
     os.makedirs(directory, exist_ok=True)
     _write_jsonl(os.path.join(directory, "items.jsonl"),
-                 [{"item": f"item_{i}", "text": t} for i, t in enumerate(corpus["items"])])
+                 [{"item": f"item_{i}", "text": t,
+                  "topic": corpus["topic_names"][corpus["item_topics"][i]]}
+                 for i, t in enumerate(corpus["items"])])
     with open(os.path.join(directory, "interactions.csv"), "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["user", "item"])

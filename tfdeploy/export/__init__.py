@@ -10,7 +10,8 @@ from tfdeploy.export.model_card import read as read_model_card
 from tfdeploy.export._onnx import ExportFallbackWarning, onnx
 from tfdeploy.export._saved_model import saved_model, signature_names, versions
 from tfdeploy.export.text import retrieval_saved_model, text_saved_model, text_tflite
-from tfdeploy.export._tflite import QUANTIZATIONS, flex_ops, tflite
+from tfdeploy.export._tflite import QUANTIZATIONS, flex_ops, sensitivity, tflite
+from tfdeploy.export.mixed_precision import OBJECTIVES, PRECISIONS, Sensitivity
 
 FORMATS = ("saved_model", "tflite", "onnx")
 
@@ -28,6 +29,6 @@ def export(model, path, format="saved_model", **kwargs):  # noqa: A002
 
 
 __all__ = ["export", "saved_model", "tflite", "onnx", "versions", "signature_names", "flex_ops",
-           "read_model_card",
+           "read_model_card", "sensitivity", "Sensitivity", "PRECISIONS", "OBJECTIVES",
            "ExportFallbackWarning", "FORMATS", "QUANTIZATIONS",
            "text_saved_model", "retrieval_saved_model", "text_tflite"]

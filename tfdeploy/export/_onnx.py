@@ -24,6 +24,7 @@ from tfdeploy.export._atomic import atomic_file
 from tfdeploy.export import model_card as _card
 from tfdeploy.export._atomic import temp_dir_name
 from tfdeploy.export._tflite import refuse_existing, write_labels
+from tfdeploy.export._twin import float_twin as _float_twin
 from tfdeploy.errors import ExportError, MissingDependencyError, VerificationError
 from tfdeploy.verify.report import TOLERANCES
 
@@ -59,34 +60,6 @@ def input_signature(model):
     names = ["images"] if len(model.inputs) == 1 else list(model.input_names)
     return tuple(tf.TensorSpec([None, *t.shape[1:]], t.dtype, name=n)
                  for t, n in zip(model.inputs, names))
-
-
-def _float_twin(model):
-    """A float copy of a QAT model: the wrapped layers with their trained weights."""
-    def unwrap(layer):
-        if _tfmot.is_quantize_wrapper(layer):
-            inner = layer.layer
-            config = inner.get_config()
-            activation = _tfmot.quantize_activation_inner(getattr(inner, "activation", None))
-            if activation is not None:
-                config["activation"] = keras.activations.serialize(activation)
-            config["name"] = layer.name
-            return inner.__class__.from_config(config)
-        if _tfmot.is_quantize_layer(layer):
-            return keras.layers.Activation("linear", name=layer.name)
-        return layer.__class__.from_config(layer.get_config())
-
-    twin = keras.models.clone_model(model, clone_function=unwrap)
-    for src, dst in zip(model.layers, twin.layers):
-        if not dst.weights:
-            continue
-        if _tfmot.is_quantize_wrapper(src):
-            # The wrapper owns the inner layer's variables (kernel, bias) next to its ranges.
-            inner = _tfmot.quantize_wrapper_inner_weights(src)
-            dst.set_weights([inner[w.name.split("/")[-1]].numpy() for w in dst.weights])
-        else:
-            dst.set_weights(src.get_weights())
-    return twin
 
 
 def _op_types(model_proto):

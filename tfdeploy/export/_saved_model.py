@@ -11,7 +11,13 @@ One version directory holds:
 - ``assets/labels.txt``: the label vocabulary, read by a lookup table in the graph;
 - ``assets.extra/tf_serving_warmup_requests``: a TFRecord of ``PredictionLog``
   protos that TF Serving replays before it marks the version available;
-- ``assets.extra/model_card.json``: source, compression history, metrics.
+- ``assets.extra/model_card.json``: source, compression history, metrics;
+- with ``artifacts=[...]``: the same model as ``.tflite``/``.onnx`` files
+  (``model_float32.tflite``, ``model_int8.tflite``, ``model_float32.onnx``, ...) and
+  ``assets.extra/artifacts.json``, the manifest `tfdeploy.runtime.artifacts` reads
+  (each file's runtimes, precision, tensor names for the signature's inputs and
+  outputs, and the class labels), so every serving runtime answers like
+  ``serving_default``.
 """
 
 import os
@@ -22,7 +28,7 @@ from tfdeploy.bridge import check_model
 from tfdeploy._keras import tf
 from tfdeploy.export._atomic import atomic_directory, clean_stale, temp_dir_name
 from tfdeploy.export._image_guard import DEFAULT_MAX_IMAGE_PIXELS, image_size_check
-from tfdeploy.export import _warmup, model_card as _card
+from tfdeploy.export import _artifacts, _warmup, model_card as _card
 from tfdeploy.errors import ExportError
 from tfdeploy.runtime.versions import list_versions, version_dirs
 
@@ -190,7 +196,8 @@ def _set_method_names(export_dir, methods):
 
 def saved_model(model, base_path, version=None, class_names=None, overwrite=False,
                 warmup_data=None, num_warmup=4, model_card=None, image_bytes=True,
-                max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS, jit_compile=False):
+                max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS, jit_compile=False, artifacts=None,
+                representative_data=None):
     """Export a Keras model as a SavedModel ready for TF Serving.
 
     Writes ``base_path/VERSION/`` (the next free integer version by default)
@@ -226,6 +233,14 @@ def saved_model(model, base_path, version=None, class_names=None, overwrite=Fals
             (``tf.function(jit_compile=True)``; label lookup and image decoding
             stay outside). Loaders that run XLA (TensorFlow, TF Serving built
             with XLA) then run the fused kernels. Defaults to False.
+        artifacts: other files of the same model to write into the version
+            directory, with the manifest ``assets.extra/artifacts.json``: names from
+            "tflite_float32", "tflite_float16", "tflite_int8", "onnx" (float) and
+            "onnx_int8" (static Q/DQ), or a dict ``{name: model}`` whose model
+            (None: ``model``) is the source of that file, e.g. the QAT twin for
+            "tflite_int8". Needs a one-input, one-output model. Defaults to None.
+        representative_data: calibration inputs for the int8 artifacts (the
+            training dataset is right). Defaults to None.
 
     Returns:
         The path of the version directory written.
@@ -269,6 +284,8 @@ def saved_model(model, base_path, version=None, class_names=None, overwrite=Fals
                 f"{len(model.inputs)} inputs. Pass warmup_data=None.")
         warmup = _warmup.samples(warmup_data, num_warmup)
         _check_warmup_shape(model, warmup)
+    chosen = _artifacts.normalize(artifacts, representative_data)
+    _artifacts.check_model(model, chosen)
     parent = os.path.abspath(base_path)
     os.makedirs(parent, exist_ok=True)
     clean_stale(parent)
@@ -311,6 +328,10 @@ def saved_model(model, base_path, version=None, class_names=None, overwrite=Fals
                 _card.write(os.path.join(extra, _card.CARD_FILE), model,
                             _card.saved_model_fields(module, version, class_names,
                                                      warmup is not None), model_card)
+                if chosen:
+                    _artifacts.write(tmp, model, chosen, _artifacts.signature_of(module),
+                                     class_names if module.table is not None else None,
+                                     representative_data)
         except (OSError, ValueError, TypeError) as exc:
             raise ExportError(f"Writing SavedModel to {final!r} failed: {exc}") from exc
     finally:

@@ -1,4 +1,5 @@
-"""TFLite export: float32, float16, dynamic range, full int8 and 16x8, written atomically.
+"""TFLite export: float32, float16, dynamic range, full int8, 16x8 and automatic mixed
+precision ("auto", see `tfdeploy.export.mixed_precision`), written atomically.
 
 Conversion first runs with TFLite's builtin ops only. A model that would need
 TensorFlow (Flex / "Select TF") ops is detected there and reported with the op
@@ -13,15 +14,19 @@ from tfdeploy._keras import tf
 from tfdeploy.compress.fold import fold_input_preprocessing
 from tfdeploy.compress.wrappers import is_quantization_aware
 from tfdeploy.compress.calibrate import unset_input_ranges
+from tfdeploy.compress.history import history
 from tfdeploy.data.representative import representative_data as _representative
 from tfdeploy.export._atomic import atomic_file
+from tfdeploy.export import mixed_precision as _mixed
 from tfdeploy.export import model_card as _card
+from tfdeploy.export._twin import float_twin
 from tfdeploy.errors import ExportError
 
-QUANTIZATIONS = ("float32", "float16", "dynamic", "int8", "int16x8")
+QUANTIZATIONS = ("float32", "float16", "dynamic", "int8", "int16x8", "auto")
 _IO_TYPES = {"float32": ("float32",), "float16": ("float32",), "dynamic": ("float32",),
-             "int8": ("float32", "int8", "uint8"), "int16x8": ("float32", "int16")}
-_CALIBRATED = ("int8", "int16x8")
+             "int8": ("float32", "int8", "uint8"), "int16x8": ("float32", "int16"),
+             "auto": ("float32",)}
+_CALIBRATED = ("int8", "int16x8", "auto")
 
 
 def labels_path(path):
@@ -170,9 +175,95 @@ def flex_ops(model):
     return []
 
 
+def _convert_builtin_or_flex(model, quantization, io_type, representative_data,
+                             num_calibration, sparse, allow_flex):
+    """Convert with builtin ops; with Flex ops too only when ``allow_flex``."""
+    builtins = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    try:
+        return _convert(model, quantization, io_type, representative_data, num_calibration,
+                        builtins, sparse)
+    except Exception as exc:  # the converter raises many types
+        ops = _flex_ops_of(exc)
+        if ops is None:
+            raise ExportError(f"TFLite conversion ({quantization}) failed: {exc}") from exc
+        if not allow_flex:
+            raise ExportError(
+                f"Model {model.name!r} needs TensorFlow ops that TFLite has no builtin kernel "
+                f"for (Flex ops): {ops}. Nothing was written. Replace those layers, or pass "
+                "allow_flex=True (the .tflite file then needs the Flex delegate, "
+                "tensorflow-lite-select-tf-ops, wherever it runs).") from exc
+    try:
+        return _convert(model, quantization, io_type, representative_data, num_calibration,
+                        builtins + [tf.lite.OpsSet.SELECT_TF_OPS], sparse)
+    except Exception as exc2:
+        raise ExportError(
+            f"TFLite conversion ({quantization}) with Flex ops failed: {exc2}") from exc2
+
+
+def recorded_precision_map(model):
+    """The precision map a QAT model was annotated from (``compress.quantize(...,
+    precision_map=...)``), else None."""
+    if not is_quantization_aware(model):
+        return None
+    for entry in reversed(history(model)):
+        if entry.get("technique") == "quantized":
+            return (entry.get("params") or {}).get("precision_map")
+    return None
+
+
+def float_flatbuffer(model):
+    """The float32 ``.tflite`` flatbuffer of ``model`` (input preprocessing folded), in memory:
+    what `sensitivity` and ``quantization="auto"`` build every candidate from."""
+    model = check_model(model)
+    if is_quantization_aware(model):
+        raise ExportError(
+            f"Model {model.name!r} is quantization-aware; sensitivity and the mixed-precision "
+            "search start from the float model (pass the model before quantize()).")
+    try:
+        return _convert(fold_input_preprocessing(model), "float32", "float32", None, 0,
+                        [tf.lite.OpsSet.TFLITE_BUILTINS])
+    except Exception as exc:  # the converter raises many types
+        raise ExportError(f"TFLite conversion (float32) failed: {exc}") from exc
+
+
+def sensitivity(model, representative_data, validation_data, num_calibration=200):
+    """Measure how much each layer of ``model`` loses to int8, on its exported file, in LiteRT.
+
+    The float ``.tflite`` is converted once; for every layer (the operators the
+    converter made from one Keras layer) ai-edge-quantizer then builds a file
+    where only that layer is int8, and one where only that layer stays float,
+    and each runs in LiteRT on ``validation_data``.
+
+    Args:
+        model: a float Keras 2 model.
+        representative_data: calibration inputs (``tf.data.Dataset`` or array; the
+            training set).
+        validation_data: ``(x, y)`` or a dataset of ``(x, y)`` batches, carved from
+            the training data (the test split is for the final report).
+        num_calibration: calibration samples. Defaults to 200.
+
+    Returns:
+        A `tfdeploy.export.mixed_precision.Sensitivity`: ``.rows`` ranked most
+        sensitive first (output error and accuracy drop with that layer alone int8,
+        accuracy gain with it alone float), ``.table()``, ``.to_json(path)``;
+        ``tfdeploy.viz.log_sensitivity(log_dir, result)`` writes the TensorBoard image.
+
+    Raises:
+        ExportError: a QAT model, missing calibration data, or a failed conversion.
+        DataError: validation data that is not ``(x, y)``.
+        MissingDependencyError: ai-edge-quantizer is not installed.
+
+    Example:
+        >>> result = sensitivity(model, train_images, (val_images, val_labels))
+        >>> print(result.table())
+    """
+    return _mixed.measure_sensitivity(float_flatbuffer(model), representative_data,
+                                      validation_data, num_calibration)
+
+
 def tflite(model, path, quantization="float32", representative_data=None, num_calibration=200,
            class_names=None, io_type="float32", allow_flex=False, model_card=None, sparse=False,
-           overwrite=False):
+           overwrite=False, budget=None, validation_data=None, objective="size"):
     """Convert a Keras model to a ``.tflite`` file.
 
     Args:
@@ -181,8 +272,16 @@ def tflite(model, path, quantization="float32", representative_data=None, num_ca
         quantization: "float32"; "float16" (float16 weights, float compute);
             "dynamic" (int8 weights, activations quantized on the fly); "int8"
             (full integer: int8 weights and activations, calibrated); or
-            "int16x8" (int16 activations, int8 weights, calibrated). Defaults to
-            "float32".
+            "int16x8" (int16 activations, int8 weights, calibrated); or "auto"
+            (mixed precision per layer: int8, int16 activations + int8 weights,
+            float, or int4 weight-only, chosen by measuring candidate files in
+            LiteRT on ``validation_data``; the smallest, or fastest, within
+            ``budget`` is written, its precision map in the model card; see
+            `tfdeploy.export.mixed_precision`). A QAT model annotated from a
+            precision map (``compress.quantize(..., precision_map=...)``) takes
+            "auto" without a search: that map is built from its trained weights,
+            activation ranges calibrated on ``representative_data``. Defaults
+            to "float32".
         representative_data: calibration inputs for "int8"/"int16x8": a
             ``tf.data.Dataset`` of ``(images, labels)`` or a numpy array (the
             training set is right). Required for those two.
@@ -205,6 +304,16 @@ def tflite(model, path, quantization="float32", representative_data=None, num_ca
             card. Defaults to None.
         overwrite: replace an existing file at ``path`` (atomically: readers see
             the old file or the new one, never a part). Defaults to False.
+        budget: for "auto": the validation accuracy, in percentage points, the
+            file may lose against the float file (0.5 = half a point). Required
+            for "auto".
+        validation_data: for "auto": ``(x, y)`` or a dataset of ``(x, y)``
+            batches carved from the training data, on which every candidate is
+            measured. Required for "auto".
+        objective: for "auto": "size" (smallest gzip bytes) or "latency"
+            (lowest p50 at batch 1, measured). Defaults to "size". An "auto"
+            file's input and output tensors are int8/int16 where its first and
+            last layers are quantized; `tfdeploy.runtime` quantizes for you.
 
     Returns:
         ``path``.
@@ -233,33 +342,29 @@ def tflite(model, path, quantization="float32", representative_data=None, num_ca
         raise ExportError(
             f"quantization={quantization!r} needs representative_data (e.g. the training "
             "dataset) to calibrate activation ranges.")
-    if is_quantization_aware(model):
-        check_input_ranges(model, "convert it to TFLite")
-    elif not sparse:
-        # raw-pixel input rescaling and channel copies go into the first conv (exact up to
-        # float rounding; 1 ms of a 224x224 MobileNetV2); pruned/clustered kernels are kept
-        model = fold_input_preprocessing(model)
-    builtins = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    try:
-        flatbuffer = _convert(model, quantization, io_type, representative_data,
-                              num_calibration, builtins, sparse)
-    except Exception as exc:  # the converter raises many types
-        ops = _flex_ops_of(exc)
-        if ops is None:
-            raise ExportError(f"TFLite conversion ({quantization}) failed: {exc}") from exc
-        if not allow_flex:
-            raise ExportError(
-                f"Model {model.name!r} needs TensorFlow ops that TFLite has no builtin kernel "
-                f"for (Flex ops): {ops}. Nothing was written. Replace those layers, or pass "
-                "allow_flex=True (the .tflite file then needs the Flex delegate, "
-                "tensorflow-lite-select-tf-ops, wherever it runs).") from exc
-        try:
-            flatbuffer = _convert(model, quantization, io_type, representative_data,
-                                  num_calibration, builtins + [tf.lite.OpsSet.SELECT_TF_OPS],
-                                  sparse)
-        except Exception as exc2:
-            raise ExportError(
-                f"TFLite conversion ({quantization}) with Flex ops failed: {exc2}") from exc2
+    mixed = None
+    if quantization == "auto":
+        chosen = recorded_precision_map(model)
+        if chosen is not None:  # QAT that followed a search: build its map, trained weights
+            flatbuffer, mixed = _mixed.build(float_flatbuffer(float_twin(model)),
+                                             representative_data, chosen, num_calibration)
+        else:
+            _mixed.check_search(budget, objective, validation_data)
+            flatbuffer, mixed = _mixed.search(float_flatbuffer(model), representative_data,
+                                              validation_data, budget, objective,
+                                              num_calibration)
+        if model_card is None:
+            model_card = {}  # the precision map always goes beside an "auto" file
+    else:
+        if is_quantization_aware(model):
+            check_input_ranges(model, "convert it to TFLite")
+        elif not sparse:
+            # raw-pixel input rescaling and channel copies go into the first conv (exact up
+            # to float rounding; 1 ms of a 224x224 MobileNetV2); pruned/clustered kernels
+            # are kept
+            model = fold_input_preprocessing(model)
+        flatbuffer = _convert_builtin_or_flex(model, quantization, io_type, representative_data,
+                                              num_calibration, sparse, allow_flex)
     try:
         with atomic_file(path, overwrite=overwrite) as tmp:
             with open(tmp, "wb") as f:
@@ -273,6 +378,7 @@ def tflite(model, path, quantization="float32", representative_data=None, num_ca
                     {"artifact": {"format": "tflite", "quantization": quantization,
                                   "io_type": io_type, "flex": bool(allow_flex),
                                   "bytes": len(flatbuffer),
-                                  "class_names": list(class_names) if class_names else None}},
+                                  "class_names": list(class_names) if class_names else None,
+                                  **({"mixed_precision": mixed} if mixed else {})}},
                     model_card)
     return path

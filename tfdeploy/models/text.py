@@ -232,6 +232,26 @@ def build_id_encoder(num_ids, output_dim=32, embed_dim=32, name="id_encoder",
     return keras.Model(idx, keras.layers.UnitNormalization(name="normalize")(x), name=name)
 
 
+def duplicate_mask(inputs):
+    """``(batch, batch)`` bool: entry ``(i, j)`` is True when ``j != i`` and input j equals input i.
+
+    ``inputs`` is one tensor (ids, token-id rows, features) or a tuple/dict of them;
+    rows are equal when every component is.
+    """
+    parts = tf.nest.flatten(inputs)
+    same = None
+    for part in parts:
+        flat = tf.reshape(part, [tf.shape(part)[0], -1])
+        eq = tf.reduce_all(tf.equal(flat[:, None, :], flat[None, :, :]), axis=-1)
+        same = eq if same is None else tf.logical_and(same, eq)
+    eye = tf.eye(tf.shape(same)[0], dtype=tf.bool)
+    return tf.logical_and(same, tf.logical_not(eye))
+
+
+def _mask_duplicates(logits, inputs):
+    return tf.where(duplicate_mask(inputs), tf.cast(-1e9, logits.dtype), logits)
+
+
 class RetrievalTrainer(keras.Model):
     """Train a query tower and a candidate tower with an in-batch softmax.
 
@@ -268,10 +288,13 @@ class RetrievalTrainer(keras.Model):
         c = self.candidate_tower(candidates, training=training)
         logits = tf.matmul(q, c, transpose_b=True) / self.temperature
         labels = tf.range(tf.shape(logits)[0])
-        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+        # a candidate equal to the row's own (two questions of one answer, one item bought
+        # by two users in the batch) is not a negative: leave it out of the softmax
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels, _mask_duplicates(logits, candidates)))
         if self.symmetric:
-            loss = 0.5 * (loss + tf.reduce_mean(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(labels, tf.transpose(logits))))
+            loss = 0.5 * (loss + tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels, _mask_duplicates(tf.transpose(logits), queries))))
         return loss
 
     def train_step(self, data):

@@ -234,3 +234,15 @@ def embedding_dtypes(path):
     """``{tensor name: dtype}`` of the embedding tables stored in a ``.tflite`` file."""
     return {t["name"]: t["dtype"] for t in verify.weight_tensors(path)
             if "embedding" in t["name"]}
+
+
+def tfidf_classifier(texts, labels, seed=0):
+    """The skeptic's first text classifier: TF-IDF (words and bigrams) + logistic regression,
+    fitted on ``texts``/``labels`` (scikit-learn); ``predict(texts)`` returns labels."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+                          LogisticRegression(max_iter=1000, random_state=seed))
+    return model.fit(list(texts), list(labels))

@@ -2,19 +2,20 @@
 
 Trains a user tower (an embedding table over user ids) and an item tower (a
 text encoder over item descriptions) with an in-batch softmax on user-item
-interactions (the bundled synthetic corpus, or ``--data``), measures recall@k
-of each user's held-out last interaction, compresses the embedding tables
-(magnitude pruning, then int8 TFLite), measures recall@k again in the TFLite
-runtime, and exports a SavedModel whose ``serving_default`` takes a user id
-and returns the top-k items from an item-embedding index shipped as an asset,
-then serves it.
+interactions (the bundled synthetic corpus, or ``--data``), ranks every item
+the user has not interacted with for each user's held-out last interaction
+(HR@k, NDCG@k, MRR) against popularity, a topic-count heuristic and item-item
+co-occurrence, compresses the embedding tables (magnitude pruning, then int8
+TFLite), measures again in the TFLite runtime, and exports a SavedModel whose
+``serving_default`` takes a user id and returns the top-k items from an
+item-embedding index shipped as an asset, then serves it.
 
     tfdeploy run recommender
     python recipes/recommender.py --data my_shop --k 20 --json out.json
 
-``--data DIR`` holds ``items.jsonl`` (or ``.csv``) with ``item`` and ``text``,
-and ``interactions.csv`` (or ``.jsonl``) with ``user`` and ``item``, in time
-order.
+``--data DIR`` holds ``items.jsonl`` (or ``.csv``) with ``item``, ``text`` and
+optionally ``topic`` (the topic-count heuristic needs it), and
+``interactions.csv`` (or ``.jsonl``) with ``user`` and ``item``, in time order.
 """
 
 import argparse
@@ -26,7 +27,8 @@ import numpy as np
 NAME = "recommender"
 COLUMNS = [("variant", "variant", None), ("format", "format", None),
            ("params", "params", "{:,}"), ("sparsity", "sparsity", "{:.1%}"),
-           ("gzip_bytes", "gzip bytes", "{:,}"), ("recall@k", "recall@k", "{:.2%}"),
+           ("gzip_bytes", "gzip bytes", "{:,}"), ("hr@k", "HR@k", "{:.2%}"),
+           ("ndcg@k", "NDCG@k", "{:.3f}"), ("mrr", "MRR", "{:.3f}"),
            ("p50_ms", "p50 ms", "{:.3f}")]
 
 
@@ -37,11 +39,12 @@ def build_parser():
                                 description=__doc__.strip().split("\n\n")[1])
     _text.add_common_arguments(
         p, NAME, "folder with items.jsonl (item, text) and interactions.csv (user, item) "
-                 "(default: the bundled synthetic corpus, written to data/recommend)", epochs=6)
+                 "(default: the bundled synthetic corpus, written to data/recommend)", epochs=10)
     p.add_argument("--name", default="recommender",
                    help="served model name (default: %(default)s)")
     p.add_argument("--k", type=int, default=10,
-                   help="recall@k cut-off and items served per user (default: %(default)s)")
+                   help="HR@k / NDCG@k cut-off and items served per user (default: "
+                        "%(default)s)")
     p.add_argument("--batch-size", type=int, default=64,
                    help="interactions per in-batch-softmax step (default: %(default)s)")
     _text.add_no_serve(p)
@@ -59,11 +62,12 @@ def _find(directory, stem):
 
 
 def load(directory):
-    """``(item_keys, item_texts, users, pairs)`` with ``pairs`` as index rows in file order."""
+    """``(item_keys, item_texts, users, pairs, topics)``: ``pairs`` as index rows in file order,
+    ``topics`` the items' topics (None when the items file has no ``topic``)."""
     from tfdeploy.data import read_records
     from tfdeploy.errors import TextDataError
 
-    items = read_records(_find(directory, "items"), ("item", "text"))
+    items = read_records(_find(directory, "items"), ("item", "text"), optional=("topic",))
     keys = [str(r["item"]) for _, r in items]
     if len(set(keys)) != len(keys):
         raise TextDataError(f"Item ids in {directory!r} must be unique.")
@@ -78,11 +82,16 @@ def load(directory):
             user_index[user] = len(users)
             users.append(user)
         pairs.append((user_index[user], index[item]))
-    return keys, [str(r["text"]) for _, r in items], users, np.asarray(pairs, np.int64)
+    topics = [r["topic"] for _, r in items]
+    if any(t is None for t in topics):
+        topics = None
+    return (keys, [str(r["text"]) for _, r in items], users, np.asarray(pairs, np.int64),
+            topics)
 
 
 def leave_last_out(pairs):
-    """Each user's last interaction is the test target (users with at least two)."""
+    """Each user's last interaction is the test target (users with at least two, and only
+    when that item is new to the user: a seen item is filtered out of the ranking)."""
     last = {}
     for row, (u, _) in enumerate(pairs):
         last[u] = row
@@ -90,7 +99,28 @@ def leave_last_out(pairs):
     test_rows = np.asarray(sorted(r for u, r in last.items() if counts[u] > 1), np.int64)
     train = np.ones(len(pairs), bool)
     train[test_rows] = False
+    seen = {(int(u), int(i)) for u, i in pairs[train]}
+    test_rows = np.asarray([r for r in test_rows if tuple(map(int, pairs[r])) not in seen],
+                           np.int64)
     return pairs[train], pairs[test_rows]
+
+
+def seen_mask(train_pairs, users, num_items):
+    """``(len(users), num_items)`` bool: the items each user interacted with in training."""
+    row_of = {int(u): j for j, u in enumerate(users)}
+    mask = np.zeros((len(users), int(num_items)), bool)
+    for u, i in train_pairs:
+        if int(u) in row_of:
+            mask[row_of[int(u)], int(i)] = True
+    return mask
+
+
+def metrics(scores, targets, seen, k):
+    """``{"hr@k", "ndcg@k", "mrr"}`` of ``scores`` with the seen items filtered out."""
+    from tfdeploy import verify
+
+    m = verify.rank_metrics(scores, targets, ks=(k,), exclude=seen)
+    return {"hr@k": m[f"recall@{k}"], "ndcg@k": m[f"ndcg@{k}"], "mrr": m["mrr"]}
 
 
 def run(args):
@@ -99,34 +129,45 @@ def run(args):
     from tfdeploy.recipes import _text
     from tfdeploy.runtime.tflite import TFLiteRunner
     from tfdeploy.runtime.text import TextTFLiteRunner
-    from tfdeploy.serving.client import RestClient
+    from tfdeploy.client import RestClient
 
     start_time = time.perf_counter()
     verbose = 0 if args.quiet else 2
     tf.keras.utils.set_random_seed(args.seed)
     directory = args.data or data.write_recommendation_corpus(
         os.path.join("data", "recommend"), seed=args.seed)
-    keys, texts, users, pairs = load(directory)
+    keys, texts, users, pairs, topics = load(directory)
     train_pairs, test_pairs = leave_last_out(pairs)
     k = args.k
+    test_users = test_pairs[:, 0].astype(np.int32)
+    seen = seen_mask(train_pairs, test_users, len(keys))
     print(f"[1/5] data: {len(users)} users, {len(keys)} items, {len(train_pairs)} train "
-          f"interactions, {len(test_pairs)} held-out; random recall@{k} = "
+          f"interactions, {len(test_pairs)} held-out new items; random HR@{k} = "
           f"{verify.random_recall(len(keys), k):.1%}")
+    rows = [{"variant": "popularity", "format": "baseline", **metrics(
+        verify.popularity_scores(train_pairs[:, 1], len(keys), len(test_users)),
+        test_pairs[:, 1], seen, k)}]
+    if topics is not None:
+        rows.append({"variant": "topic count", "format": "baseline", **metrics(
+            verify.topic_count_scores(train_pairs, topics, test_users), test_pairs[:, 1],
+            seen, k)})
+    else:
+        print("  (no topic column in the items file: the topic-count baseline is left out)")
+    rows.append({"variant": "co-occurrence", "format": "baseline", **metrics(
+        verify.cooccurrence_scores(train_pairs, test_users, len(keys)), test_pairs[:, 1],
+        seen, k)})
     vectorizer = models.text_vectorizer(texts, args.max_tokens, args.sequence_length)
     vocab = models.vocabulary(vectorizer)
     item_ids = vectorizer(tf.constant(texts)).numpy()
     ds = tf.data.Dataset.from_tensor_slices(
         (train_pairs[:, 0].astype(np.int32), item_ids[train_pairs[:, 1]]))
     ds = ds.shuffle(len(train_pairs), seed=args.seed).batch(args.batch_size)
-    test_users = test_pairs[:, 0].astype(np.int32)
 
     def train(user_tower, item_tower, stage, epochs, lr, extra=()):
         trainer = models.RetrievalTrainer(user_tower, item_tower)
         trainer.compile(keras.optimizers.Adam(lr))
         trainer.fit(ds, epochs=epochs, verbose=verbose,
                     callbacks=_text.callbacks(args.logs, stage, extra))
-
-    rows = []
 
     def row(variant, fmt, user_model, item_model, user_fn, item_fn, item_inputs, paths=(),
             sparsity=None):
@@ -141,8 +182,7 @@ def run(args):
                      "sparsity": sparsity if sparsity is not None else float(np.mean(
                          [compress.model_sparsity(user_model),
                           compress.model_sparsity(item_model)])),
-                     **size, "recall@k": verify.recall_at_k(user_emb, item_emb,
-                                                            test_pairs[:, 1], k),
+                     **size, **metrics(user_emb @ item_emb.T, test_pairs[:, 1], seen, k),
                      "p50_ms": _text.p50_ms(user_fn, test_users), "paths": list(paths)})
         return item_emb
 
@@ -182,13 +222,17 @@ def run(args):
         row(f"towers pruned+{quantization}", "tflite", user_pruned, item_pruned, u_run.predict,
             i_run.predict, texts, (u_path, i_path),
             float(np.mean([s["sparsity"] for s in summaries])))
-    embedding_dtypes = {p: _text.embedding_dtypes(p) for r in rows for p in r["paths"]}
+    embedding_dtypes = {p: _text.embedding_dtypes(p) for r in rows for p in r.get("paths", ())}
 
     print("[4/5] export the SavedModel with the item index and serve it")
     base = os.path.join(args.output, args.name)
+    pruned_row = next(r for r in rows if r["variant"] == "towers pruned")
+    # serve k + the most items any user has seen, so k remain once the client drops seen ones
+    served_k = k + int(np.bincount(train_pairs[:, 0]).max())
     version_dir = export.retrieval_saved_model(
-        user_pruned, base, item_emb, keys, query_ids=users, k=k, warmup=users[:4],
-        model_card={"metrics": {"recall@k": rows[1]["recall@k"], "k": k}})
+        user_pruned, base, item_emb, keys, query_ids=users, k=served_k, warmup=users[:4],
+        model_card={"metrics": {"hr@k": pruned_row["hr@k"], "ndcg@k": pruned_row["ndcg@k"],
+                                "mrr": pruned_row["mrr"], "k": k, "seen_items_filtered": True}})
     served = {}
     if not args.no_serve:
         with _text.serving(args.name, base) as server:
@@ -198,23 +242,27 @@ def run(args):
             for i in range(0, len(names), 64):
                 got += [p["keys"] for p in rest.predict(
                     args.name, instances=names[i:i + 64])["predictions"]]
-            served = {"recall@k": float(np.mean([keys[t] in g for t, g in
-                                                 zip(test_pairs[:, 1], got)])),
+            seen_keys = [{keys[i] for i in np.flatnonzero(m)} for m in seen]
+            got = [[g for g in top if g not in s][:k] for top, s in zip(got, seen_keys)]
+            served = {"hr@k": float(np.mean([keys[t] in g for t, g in
+                                             zip(test_pairs[:, 1], got)])),
                       "rest_p50_ms_one_user": _text.rest_latency_ms(rest, args.name, names[:1]),
                       "example": {"user": names[0], "top_items": got[0][:5]}}
         rows.append({"variant": "served (REST)", "format": "saved_model",
                      "params": _text.params(user_pruned), **_text.sizes(version_dir),
                      "sparsity": compress.model_sparsity(user_pruned),
-                     "recall@k": served["recall@k"], "p50_ms": served["rest_p50_ms_one_user"],
+                     "hr@k": served["hr@k"], "p50_ms": served["rest_p50_ms_one_user"],
                      "paths": [version_dir]})
 
     print("[5/5] results")
     print()
-    print(f"recall@{k}; random recall@{k} = {verify.random_recall(len(keys), k):.1%}")
+    print(f"k={k}, items the user has seen filtered out; baselines untrained; random HR@{k} = "
+          f"{verify.random_recall(len(keys), k):.1%}")
     print(_text.format_table(rows, COLUMNS))
     _text.log_comparison(args.logs, rows, COLUMNS, NAME)
-    sections = {"Setting": f"{len(users)} users, {len(keys)} items, k={k}, random recall@{k} "
-                           f"= {verify.random_recall(len(keys), k):.2%}"}
+    sections = {"Setting": f"{len(users)} users, {len(keys)} items, {len(test_pairs)} held-out "
+                           f"new items, k={k} (seen items filtered), random HR@{k} = "
+                           f"{verify.random_recall(len(keys), k):.2%}"}
     sections.update({f"Pruning: {n}": "```\n" + r + "\n```" for n, r in reports.items()})
     sections["What tfmot QAT cannot quantize"] = "\n".join(
         _text.qat_text(_text.qat_coverage(m)) for m in (user_tower, item_tower))
@@ -226,8 +274,9 @@ def run(args):
     elapsed = time.perf_counter() - start_time
     print(f"total {elapsed:.0f} s")
     _text.write_json(args.json, {
-        "rows": rows, "served": served, "k": k, "num_items": len(keys),
-        "random_recall": verify.random_recall(len(keys), k),
+        "rows": rows, "baselines": [r for r in rows if r["format"] == "baseline"],
+        "served": served, "k": k, "num_items": len(keys), "num_test_users": len(test_pairs),
+        "seen_items_filtered": True, "random_recall": verify.random_recall(len(keys), k),
         "embedding_dtypes": embedding_dtypes, "saved_model": version_dir, "report": report,
         "total_s": elapsed})
     return 0

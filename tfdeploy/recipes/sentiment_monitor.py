@@ -7,29 +7,42 @@ prunes that too, writes dynamic-range and int8 TFLite files (vocabulary
 beside them) and a SavedModel whose ``serving_default`` takes raw strings,
 serves it with tfdeploy's TF-Serving-compatible server, and replays a
 timestamped headline stream through the served model over REST, raising an
-alert whenever the rolling share of negative predictions crosses
-``--threshold``.
+alert when the rolling share of negative predictions reaches ``--threshold``
+(cleared below ``threshold - hysteresis``), and scores those alerts against the
+alerts of the stream's true labels: surges detected and missed, detection
+delay in headlines, false alarms per 1,000 headlines. ``--follow FILE`` tails a
+growing JSONL/CSV stream live instead; alerts go to the log, ``--alert-jsonl``
+and ``--webhook`` (POST, retried, none lost).
 
     tfdeploy run sentiment_monitor
     python recipes/sentiment_monitor.py --data my_news --epochs 6 --json out.json
+    python recipes/sentiment_monitor.py --server 127.0.0.1:8501 --follow news.jsonl \
+        --webhook http://alerts.local/hook --alert-jsonl alerts.jsonl
 
 ``--data DIR`` holds ``train`` and ``test`` (each a ``<label>/*.txt`` folder,
 or ``.jsonl``/``.csv`` with ``text`` and ``label``) and optionally
-``stream.jsonl`` (``time``, ``text``, optional ``label``).
+``stream.jsonl`` (``time``, ``text``, optional ``label``). With ``--server`` and
+``--follow`` nothing is trained: the recipe only monitors the running server.
 """
 
 import argparse
-import collections
 import os
 import time
 
 import numpy as np
+
+from tfdeploy.monitor import RollingAlert  # noqa: F401  (the recipe's alert, re-exported)
 
 NAME = "sentiment_monitor"
 COLUMNS = [("variant", "variant", None), ("format", "format", None),
            ("params", "params", "{:,}"), ("sparsity", "sparsity", "{:.1%}"),
            ("gzip_bytes", "gzip bytes", "{:,}"), ("accuracy", "accuracy", "{:.2%}"),
            ("p50_ms", "p50 ms", "{:.3f}")]
+ALERT_COLUMNS = [("monitor", "alerts of", None), ("surges", "true surges", "{:d}"),
+                 ("detected", "detected", "{:d}"), ("missed_surges", "missed", "{:d}"),
+                 ("mean_delay", "mean delay (headlines)", "{:.1f}"),
+                 ("false_alarms", "false alarms", "{:d}"),
+                 ("false_alarms_per_1000", "per 1,000 headlines", "{:.1f}")]
 
 
 def build_parser():
@@ -49,11 +62,29 @@ def build_parser():
     p.add_argument("--threshold", type=float, default=0.5,
                    help="alert when the rolling negative share reaches this (default: "
                         "%(default)s)")
+    p.add_argument("--hysteresis", type=float, default=0.1,
+                   help="an alert clears when the share falls below threshold - hysteresis "
+                        "(default: %(default)s)")
+    p.add_argument("--follow", default=None, metavar="FILE",
+                   help="tail this growing .jsonl/.csv file (time, text, optional label) "
+                        "instead of replaying the stream; with --server, train nothing")
+    p.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
+                   help="with --follow: stop after this long without a new line (default: "
+                        "run until Ctrl-C)")
+    p.add_argument("--poll-interval", type=float, default=0.5,
+                   help="with --follow: seconds between polls (default: %(default)s)")
+    p.add_argument("--alert-jsonl", default=None, metavar="FILE",
+                   help="also append every alert/clear event to this JSONL file")
+    p.add_argument("--webhook", default=None, metavar="URL",
+                   help="also POST every alert/clear event as JSON to this URL (retried; "
+                        "undelivered events are re-sent before the next ones)")
+    p.add_argument("--webhook-retries", type=int, default=5,
+                   help="re-sends of one event before it is queued (default: %(default)s)")
     p.add_argument("--batch", type=int, default=10,
                    help="stream headlines per REST request (default: %(default)s)")
     p.add_argument("--server", default=None,
                    help="replay against an already running server's REST address HOST:PORT "
-                        "serving --name, instead of starting one")
+                        "serving --name, instead of starting one (with --follow: only monitor)")
     return p
 
 
@@ -68,85 +99,96 @@ def _split(directory, split):
 
 
 def read_stream(path):
-    """Timestamped texts from a ``.jsonl``/``.csv`` with ``time`` and ``text`` (``label`` opt.)."""
+    """Timestamped texts from a ``.jsonl``/``.csv`` with ``time`` and ``text`` (``label`` opt.).
+
+    A record without a label gets ``label`` None; the others keep theirs (the
+    truth alerts use the labelled records).
+    """
     from tfdeploy.data import read_records
 
-    rows = read_records(path, ("time", "text"))
-    labels = {}
-    try:
-        labels = {n: r["label"] for n, r in read_records(path, ("time", "text", "label"))}
-    except ValueError:
-        pass
-    return [{"time": str(r["time"]), "text": r["text"], "label": labels.get(n)}
-            for n, r in rows]
+    return [{"time": str(r["time"]), "text": r["text"], "label": r["label"]}
+            for _, r in read_records(path, ("time", "text"), optional=("label",))]
 
 
-class RollingAlert:
-    """Rolling share of negative predictions; events when it crosses the threshold.
+def sinks_from(args):
+    """The alert sinks the flags ask for: always the log, plus ``--alert-jsonl`` and
+    ``--webhook``."""
+    from tfdeploy.monitor import JsonlSink, LogSink, WebhookSink
 
-    Args:
-        window: predictions in the window.
-        threshold: share at which an alert is raised (once the window is full).
-        hysteresis: the alert clears when the share falls below
-            ``threshold - hysteresis`` (so it does not flap). Defaults to 0.1.
-        negative: the label counted as negative. Defaults to "negative".
-    """
-
-    def __init__(self, window=40, threshold=0.5, hysteresis=0.1, negative="negative"):
-        if int(window) < 1 or not 0 < float(threshold) <= 1 or not 0 <= hysteresis < threshold:
-            raise ValueError(f"window must be >= 1, threshold in (0, 1] and hysteresis in "
-                             f"[0, threshold); received {window!r}, {threshold!r}, "
-                             f"{hysteresis!r}.")
-        self.window, self.threshold, self.negative = int(window), float(threshold), negative
-        self.clear_below = self.threshold - float(hysteresis)
-        self.recent = collections.deque(maxlen=self.window)
-        self.active = False
-        self.events = []
-
-    def update(self, time_, label):
-        self.recent.append(label == self.negative)
-        share = sum(self.recent) / len(self.recent)
-        full = len(self.recent) == self.window
-        if full and not self.active and share >= self.threshold:
-            self.active = True
-            self.events.append({"time": time_, "event": "alert", "negative_share": share})
-        elif self.active and share < self.clear_below:
-            self.active = False
-            self.events.append({"time": time_, "event": "clear", "negative_share": share})
-        return share
+    sinks = [LogSink()]
+    if args.alert_jsonl:
+        sinks.append(JsonlSink(args.alert_jsonl))
+    if args.webhook:
+        sinks.append(WebhookSink(args.webhook, retries=args.webhook_retries))
+    return sinks
 
 
-def replay(client, name, stream, window, threshold, batch, log_dir=None):
-    """Send ``stream`` through the served model in batches; return shares, events and labels."""
+def stream_monitor(client, name, args, log_dir=None):
+    """A `tfdeploy.monitor.StreamMonitor` predicting through ``client`` (REST), writing the
+    rolling shares to TensorBoard under ``log_dir/monitor``; returns ``(monitor, writer)``."""
     from tfdeploy._keras import tf
+    from tfdeploy.monitor import StreamMonitor
 
-    monitor, truth = RollingAlert(window, threshold), RollingAlert(window, threshold)
     writer = tf.summary.create_file_writer(os.path.join(log_dir, "monitor")) if log_dir else None
-    predicted, shares, true_shares = [], [], []
-    for start in range(0, len(stream), int(batch)):
-        chunk = stream[start:start + int(batch)]
-        out = client.predict(name, instances=[r["text"] for r in chunk])["predictions"]
-        for i, (record, pred) in enumerate(zip(chunk, out)):
-            share = monitor.update(record["time"], pred["class_label"])
-            predicted.append(pred["class_label"])
-            shares.append(share)
-            true_share = truth.update(record["time"], record["label"]) \
-                if record.get("label") is not None else None
+
+    def predict(texts):
+        return [p["class_label"] for p in client.predict(name, instances=texts)["predictions"]]
+
+    def on_step(index, share, true_share):
+        with writer.as_default(step=index):
+            tf.summary.scalar("negative_share/served_model", share)
             if true_share is not None:
-                true_shares.append(true_share)
-            if writer is not None:
-                with writer.as_default(step=start + i):
-                    tf.summary.scalar("negative_share/served_model", share)
-                    if true_share is not None:
-                        tf.summary.scalar("negative_share/true_labels", true_share)
-    if writer is not None:
-        writer.close()
-    return {"predicted": predicted, "shares": shares, "true_shares": true_shares,
-            "events": monitor.events,
-            "true_events": truth.events if stream and stream[0].get("label") else []}
+                tf.summary.scalar("negative_share/true_labels", true_share)
+
+    monitor = StreamMonitor(predict, args.window, args.threshold, args.hysteresis,
+                            sinks=sinks_from(args), on_step=on_step if writer else None)
+    return monitor, writer
 
 
-def share_plot(monitor, stream, threshold):
+def watch(client, name, args, stream=None, log_dir=None):
+    """Replay ``stream`` (a list of records) or follow ``args.follow`` through the served
+    model; returns the monitor's results (shares, events, true events, score)."""
+    from tfdeploy.monitor import follow
+
+    monitor, writer = stream_monitor(client, name, args, log_dir)
+    try:
+        if args.follow:
+            follow(args.follow, monitor, batch=args.batch, poll_interval=args.poll_interval,
+                   idle_exit=args.idle_exit)
+        else:
+            for start in range(0, len(stream), int(args.batch)):
+                monitor.feed(stream[start:start + int(args.batch)])
+    finally:
+        if writer is not None:
+            writer.close()
+        monitor.close()
+    return {"predicted": monitor.predicted, "shares": monitor.shares,
+            "true_shares": monitor.true_shares, "times": monitor.times,
+            "events": monitor.model.events,
+            "true_events": monitor.truth.events if monitor.labelled else [],
+            "score": monitor.score(), "headlines": monitor.count}
+
+
+def print_alerts(monitor, args):
+    for e in monitor["events"]:
+        print(f"  {e['time']}  {e['event'].upper():<5} rolling negative share "
+              f"{e['negative_share']:.0%} (window {args.window}, threshold {args.threshold:.0%}, "
+              f"clears below {args.threshold - args.hysteresis:.0%})")
+    if not monitor["events"]:
+        print(f"  no alert: the rolling negative share never reached {args.threshold:.0%}")
+    score = monitor["score"]
+    if score is None:
+        print("  the stream has no labels: the alerts cannot be scored")
+        return
+    delay = "-" if score["mean_delay"] is None else f"{score['mean_delay']:.1f}"
+    print(f"  served model vs true labels ({score['labelled_headlines']} of {score['headlines']} "
+          f"headlines labelled): {score['detected']}/{score['surges']} surges detected, "
+          f"{score['missed_surges']} missed, mean detection delay {delay} headlines, "
+          f"{score['false_alarms']} false alarms ({score['false_alarms_per_1000']:.1f} per "
+          "1,000 headlines)")
+
+
+def share_plot(monitor, threshold):
     """PNG: rolling negative share of the served model (and of the true labels) over the stream,
     the threshold, and the alerts."""
     import io
@@ -156,14 +198,13 @@ def share_plot(monitor, stream, threshold):
     fig = Figure(figsize=(10, 3.6), layout="tight")
     ax = fig.subplots()
     ax.plot(monitor["shares"], label="served model")
-    if monitor.get("true_shares"):
-        ax.plot(monitor["true_shares"], label="true labels", alpha=0.7)
+    if any(s is not None for s in monitor.get("true_shares", ())):
+        ax.plot([np.nan if s is None else s for s in monitor["true_shares"]],
+                label="true labels", alpha=0.7)
     ax.axhline(threshold, color="red", linestyle="--", label="threshold")
-    times = [r["time"] for r in stream]
     for event in monitor["events"]:
-        if event["time"] in times:
-            ax.axvline(times.index(event["time"]), color="red" if event["event"] == "alert"
-                       else "green", alpha=0.5)
+        ax.axvline(event["index"], color="red" if event["event"] == "alert" else "green",
+                   alpha=0.5)
     ax.set_xlabel("headline (time order)")
     ax.set_ylabel("rolling negative share")
     ax.set_ylim(0, 1)
@@ -173,12 +214,33 @@ def share_plot(monitor, stream, threshold):
     return buf.getvalue()
 
 
+def monitor_only(args):
+    """``--server`` with ``--follow``: monitor a running server, train nothing."""
+    from tfdeploy.recipes import _text
+    from tfdeploy.client import RestClient
+
+    start_time = time.perf_counter()
+    rest = RestClient(args.server, timeout=60)
+    print(f"following {args.follow} through {args.server} ({args.name}); Ctrl-C stops")
+    monitor = watch(rest, args.name, args, log_dir=args.logs)
+    print(f"{monitor['headlines']} headlines monitored")
+    print_alerts(monitor, args)
+    _text.write_json(args.json, {
+        "alerts": monitor["events"], "true_alerts": monitor["true_events"],
+        "alert_score": monitor["score"], "headlines": monitor["headlines"],
+        "settings": {"window": args.window, "threshold": args.threshold,
+                     "hysteresis": args.hysteresis}, "total_s": time.perf_counter() - start_time})
+    return 0
+
+
 def run(args):
+    if args.follow and args.server:
+        return monitor_only(args)
     from tfdeploy import compress, data, export, models, verify
     from tfdeploy._keras import keras, tf
     from tfdeploy.recipes import _text
     from tfdeploy.runtime.text import TextTFLiteRunner
-    from tfdeploy.serving.client import GrpcClient, RestClient
+    from tfdeploy.client import GrpcClient, RestClient
 
     start_time = time.perf_counter()
     verbose = 0 if args.quiet else 2
@@ -209,6 +271,11 @@ def run(args):
         return model
 
     rows, predictions = [], {}
+    baseline = _text.tfidf_classifier(train.texts, [classes[i] for i in train.labels])
+    baseline_pred = np.asarray([classes.index(c) for c in baseline.predict(test.texts)])
+    predictions["TF-IDF + logreg"] = baseline_pred
+    rows.append({"variant": "TF-IDF + logreg", "format": "baseline",
+                 "accuracy": float(np.mean(baseline_pred == y_test))})
 
     def keras_row(variant, model):
         fn = _text.keras_fn(model)
@@ -296,21 +363,34 @@ def run(args):
                      "sparsity": compress.model_sparsity(served_model),
                      **_text.sizes(version_dir), "accuracy": served["rest_accuracy"],
                      "p50_ms": served["rest_p50_ms_one_text"], "path": version_dir})
-        print(f"[6/6] replay {len(stream)} timestamped headlines through the served model")
-        monitor = replay(rest, args.name, stream, args.window, args.threshold, args.batch,
-                         args.logs)
+        if args.follow:
+            print(f"[6/6] follow {args.follow} through the served model")
+        else:
+            print(f"[6/6] replay {len(stream)} timestamped headlines through the served model")
+        monitor = watch(rest, args.name, args, stream, args.logs)
     finally:
         if context:
             context.__exit__(None, None, None)
 
+    baseline_alerts = None
+    if not args.follow:  # the same stream through the baseline classifier, offline
+        from tfdeploy.monitor import StreamMonitor
+
+        offline = StreamMonitor(lambda texts: list(baseline.predict(texts)), args.window,
+                                args.threshold, args.hysteresis)
+        for i in range(0, len(stream), int(args.batch)):
+            offline.feed(stream[i:i + int(args.batch)])
+        baseline_alerts = offline.score()
+    alert_rows = [{"monitor": "served model", **(monitor["score"] or {})}]
+    if baseline_alerts:
+        alert_rows.append({"monitor": "TF-IDF + logreg (baseline)", **baseline_alerts})
     table = _text.format_table(rows, COLUMNS)
     print()
     print(table)
-    for e in monitor["events"]:
-        print(f"  {e['time']}  {e['event'].upper():<5} rolling negative share "
-              f"{e['negative_share']:.0%} (window {args.window}, threshold {args.threshold:.0%})")
-    if not monitor["events"]:
-        print(f"  no alert: the rolling negative share never reached {args.threshold:.0%}")
+    print_alerts(monitor, args)
+    if monitor["score"]:
+        print()
+        print(_text.format_table(alert_rows, ALERT_COLUMNS))
     _text.log_comparison(args.logs, rows, COLUMNS, NAME)
     report = _text.write_report(
         os.path.join(args.logs, "report"), "Sentiment monitor", rows, COLUMNS, {
@@ -320,18 +400,25 @@ def run(args):
             "Alerts from the true labels": "\n".join(
                 f"- {e['time']} {e['event']} (negative share {e['negative_share']:.0%})"
                 for e in monitor["true_events"]) or "- none / stream has no labels",
+            "Alerts scored against the true labels' alerts": "```\n" + _text.format_table(
+                alert_rows, ALERT_COLUMNS) + "\n```" if monitor["score"] else
+            "the stream has no labels",
             "Transformer pruning": "```\n" + transformer_report + "\n```",
             "What tfmot QAT cannot quantize": _text.qat_text(coverage),
             "Embedding tables in the TFLite files": "\n".join(
                 f"- {k}: {v}" for k, v in embedding_dtypes.items()),
         }, class_names=classes, y_true=y_test, predictions=predictions,
-        figures={"negative_share": share_plot(monitor, stream, args.threshold)})
+        figures={"negative_share": share_plot(monitor, args.threshold)})
     print(f"report: {report}\nTensorBoard: tensorboard --logdir {args.logs}")
     elapsed = time.perf_counter() - start_time
     print(f"total {elapsed:.0f} s")
     _text.write_json(args.json, {
-        "rows": rows, "served": served, "alerts": monitor["events"],
-        "true_alerts": monitor["true_events"], "qat_coverage": coverage,
+        "rows": rows, "baselines": [r for r in rows if r["format"] == "baseline"],
+        "served": served, "alerts": monitor["events"], "true_alerts": monitor["true_events"],
+        "alert_score": monitor["score"], "baseline_alert_score": baseline_alerts,
+        "headlines": monitor["headlines"],
+        "settings": {"window": args.window, "threshold": args.threshold,
+                     "hysteresis": args.hysteresis}, "qat_coverage": coverage,
         "embedding_dtypes": embedding_dtypes, "saved_model": version_dir, "report": report,
         "class_names": classes, "total_s": elapsed})
     return 0

@@ -7,12 +7,16 @@
 
 Every runner has ``format``, ``path``, ``inputs`` and ``outputs`` (lists of
 ``(name, shape, dtype)``, -1 for a free dimension), ``run(x) -> {name: array}``
-and ``predict(x) -> array`` (the primary output, float).
+and ``predict(x) -> array`` (the primary output, float). ``OpenVINORunner(path)`` runs a
+``.onnx`` file with OpenVINO (extra ``tfdeploy[openvino]``); ``read_artifacts(version_dir)``
+lists the files a version directory holds beside its SavedModel (``assets.extra/artifacts.json``).
 """
 
+from tfdeploy.runtime.artifacts import read_artifacts
 from tfdeploy.runtime.formats import FORMATS, detect_format
 from tfdeploy.runtime.inspect import describe, inspect
 from tfdeploy.runtime.onnx import ONNXRunner
+from tfdeploy.runtime.openvino import OpenVINORunner
 from tfdeploy.runtime.saved_model import SavedModelRunner
 from tfdeploy.runtime.tflite import TFLiteRunner
 
@@ -38,5 +42,5 @@ def load(path, num_threads=None, **kwargs):
     return _RUNNERS[fmt](path, **kwargs)
 
 
-__all__ = ["load", "detect_format", "SavedModelRunner", "TFLiteRunner", "ONNXRunner", "FORMATS",
-           "inspect", "describe"]
+__all__ = ["load", "detect_format", "SavedModelRunner", "TFLiteRunner", "ONNXRunner",
+           "OpenVINORunner", "FORMATS", "inspect", "describe", "read_artifacts"]

@@ -13,7 +13,9 @@ class TFLiteRunner:
 
     Quantized (int8/uint8) inputs are quantized with the tensor's scale and zero
     point, and quantized outputs dequantized, so callers always pass and get
-    float values.
+    float values. Input tensors are resized (and re-allocated) only when a batch's
+    size differs from the previous one (``resizes`` counts them). An interpreter is
+    not thread-safe: callers running from several threads serialize calls.
 
     Args:
         path: the ``.tflite`` file.
@@ -36,7 +38,9 @@ class TFLiteRunner:
             raise ArtifactError(
                 f"{path!r} is not a valid TFLite model ({exc}). Re-export it with "
                 "tfdeploy.export.tflite.") from exc
-        self._batch = None
+        # the converter leaves a free batch dimension at 1: resize only when a batch differs
+        self._batch = int(self._interpreter.get_input_details()[0]["shape"][0])
+        self.resizes = 0
 
     @property
     def inputs(self):
@@ -56,12 +60,13 @@ class TFLiteRunner:
             self._interpreter.resize_tensor_input(detail["index"], shape, strict=False)
             self._interpreter.allocate_tensors()
             self._batch = batch
+            self.resizes += 1
 
     def run(self, x):
         """Return ``{output_name: float array}`` for a batch ``x``."""
         detail = self._interpreter.get_input_details()[0]
         x = check_batch(detail["name"], x)
-        expected = tuple(detail["shape"][1:])
+        expected = tuple(int(d) for d in detail["shape"][1:])
         if x.ndim != len(detail["shape"]) or tuple(x.shape[1:]) != expected:
             raise ArtifactError(
                 f"Input shape {x.shape} does not match the model's input "

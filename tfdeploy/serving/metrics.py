@@ -17,7 +17,14 @@ REQUEST_COUNT = ":tensorflow:serving:request_count"
 REQUEST_LATENCY = ":tensorflow:serving:request_latency"
 RUNTIME_LATENCY = ":tensorflow:serving:runtime_latency"
 BATCH_SIZE = ":tensorflow:serving:batching_session:processed_batch_size"
+RUNTIME_SELECTED = ":tfdeploy:serving:runtime_selected"
+RUNTIME_CANDIDATE_P50 = ":tfdeploy:serving:runtime_candidate_p50_microseconds"
 _HELP = {
+    RUNTIME_SELECTED: ("gauge", "1 for the runtime and artifact serving a model version's "
+                                "serving_default (--runtime)."),
+    RUNTIME_CANDIDATE_P50: ("gauge", "Median batch-1 call time measured at load for each "
+                                     "runtime and artifact --runtime auto considered "
+                                     "(passed: verified against the SavedModel)."),
     REQUEST_COUNT: ("counter", "The total number of requests, by model and status code."),
     REQUEST_LATENCY: ("histogram", "Distribution of request latency in microseconds, "
                                    "from receiving a request to sending its reply."),
@@ -33,6 +40,7 @@ class Metrics:
         self._lock = threading.Lock()
         self._counters = {}    # (name, labels) -> int
         self._histograms = {}  # (name, labels) -> [bucket counts..., sum, count]
+        self._gauges = {}      # (name, labels) -> float
         self._registry = None
         self._buckets = {REQUEST_LATENCY: LATENCY_BUCKETS_US, RUNTIME_LATENCY: LATENCY_BUCKETS_US,
                          BATCH_SIZE: BATCH_BUCKETS}
@@ -53,6 +61,17 @@ class Metrics:
             h[-2] += value
             h[-1] += 1
 
+    def set_gauge(self, name, value, **labels):
+        with self._lock:
+            self._gauges[(name, tuple(labels.items()))] = float(value)
+
+    def clear_gauges(self, **match):
+        """Drop the gauges whose labels include ``match`` (e.g. an unloaded version's)."""
+        with self._lock:
+            self._gauges = {k: v for k, v in self._gauges.items()
+                            if not all((m, str(val)) in [(a, str(b)) for a, b in k[1]]
+                                       for m, val in match.items())}
+
     def request_done(self, model_name, api, entrypoint, status, seconds):
         """Record one finished request (``status`` is a canonical code name)."""
         self.count_request(model_name or "", status)
@@ -71,6 +90,13 @@ class Metrics:
         with self._lock:
             counters = dict(self._counters)
             histograms = {k: list(v) for k, v in self._histograms.items()}
+            gauges = dict(self._gauges)
+        for name in sorted({k[0] for k in gauges}):
+            family = Metric(name, _HELP[name][1], "gauge")
+            for (n, labels), value in sorted(gauges.items()):
+                if n == name:
+                    family.add_sample(name, dict(labels), value)
+            yield family
         for name in sorted({k[0] for k in counters} | {k[0] for k in histograms}):
             kind, help_text = _HELP[name]
             if kind == "counter":

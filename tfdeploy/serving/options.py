@@ -101,6 +101,17 @@ class ServerOptions:
                 "process only for a model whose signatures validation cannot fully check and "
                 "whose graph holds a kernel that can abort on a wrong rank). Defaults to auto.",
         kind=("none", "process", "auto"))
+    runtime: str = _opt(
+        "tensorflow", "What runs each model's serving_default: 'tensorflow' (the SavedModel, as "
+                      "TF Serving), 'auto' (at load, verify every artifact the version holds "
+                      "beside its SavedModel against it on the warmup records, time each, and "
+                      "serve the fastest that passes), or 'litert', 'onnxruntime', 'openvino' "
+                      "(that artifact, unmeasured; the SavedModel if it cannot load). "
+                      "Per model: model_platform in --model_config_file. Defaults to "
+                      "tensorflow.", kind=("tensorflow", "auto", "litert", "onnxruntime",
+                                           "openvino"))
+    runtime_threads: int = _opt(None, "Threads per call for LiteRT, ONNX Runtime and OpenVINO "
+                                      "(default: the runtime's choice).", minimum=1)
     # -- command only -------------------------------------------------------------------------
     shutdown_grace_seconds: float = _opt(
         20.0, "On SIGTERM, seconds in-flight requests get to finish. Defaults to 20 "

@@ -24,6 +24,7 @@ from tfdeploy.runtime.versions import INT64_MAX, INT64_MIN, version_dirs
 from tfdeploy.runtime.versions import list_versions  # noqa: F401  (re-exported)
 from tfdeploy.serving import warmup
 from tfdeploy.serving.servable import Servable
+from tfdeploy.serving.selection import RUNTIME_CHOICES
 from tfdeploy.serving.status import ServingError, invalid, not_found
 
 log = logging.getLogger("tfdeploy.serving")
@@ -44,6 +45,9 @@ class ModelConfig:
         num_versions: versions kept by "latest". Defaults to 1.
         versions: the versions served by "specific".
         labels: ``{label: version}``, e.g. ``{"stable": 1, "canary": 2}``.
+        runtime: what runs its ``serving_default``: "tensorflow", "auto", "litert",
+            "onnxruntime" or "openvino" (``selection``); "" takes the server's
+            ``--runtime``. In a models.config file: ``model_platform``. Defaults to "".
     """
 
     name: str
@@ -52,6 +56,7 @@ class ModelConfig:
     num_versions: int = 1
     versions: tuple = ()
     labels: dict = dataclasses.field(default_factory=dict)
+    runtime: str = ""
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _NAME.match(self.name) or ".." in self.name:
@@ -59,6 +64,9 @@ class ModelConfig:
                              "and '-' (no '/', ':' or '..').")
         if not self.base_path:
             raise ValueError(f"Model {self.name!r} has an empty base_path.")
+        if self.runtime and self.runtime not in RUNTIME_CHOICES:
+            raise ValueError(f"Model {self.name!r}: unrecognized runtime {self.runtime!r}. "
+                             f"Supported runtimes are: {list(RUNTIME_CHOICES)}.")
         if self.policy not in ("latest", "all", "specific"):
             raise ValueError(f"Unrecognized version policy {self.policy!r}. Supported policies "
                              "are: ['latest', 'all', 'specific'].")
@@ -90,9 +98,10 @@ def configs_from_proto(server_config, root=None):
                          "(custom_model_config is not).")
     configs, seen = [], set()
     for c in server_config.model_config_list.config:
-        if c.model_platform not in ("", "tensorflow"):
+        if c.model_platform not in ("",) + RUNTIME_CHOICES:
             raise ValueError(f"Model {c.name!r}: model_platform {c.model_platform!r} is not "
-                             "supported; use 'tensorflow'.")
+                             f"supported; use one of {list(RUNTIME_CHOICES)} (the runtime of "
+                             "its serving_default; 'tensorflow' is TF Serving's).")
         if c.name in seen:
             raise ValueError(f"Model {c.name!r} is configured twice.")
         seen.add(c.name)
@@ -104,7 +113,8 @@ def configs_from_proto(server_config, root=None):
         configs.append(ModelConfig(
             name=c.name, base_path=base, policy=kind, num_versions=num or 1,
             versions=tuple(c.model_version_policy.specific.versions),
-            labels={k: int(v) for k, v in c.version_labels.items()}))
+            labels={k: int(v) for k, v in c.version_labels.items()},
+            runtime="" if c.model_platform == "tensorflow" else c.model_platform))
     if not configs:
         raise ValueError("The model config file lists no models.")
     return configs
@@ -183,11 +193,17 @@ class ModelRepository:
             it).
         enable_signature_method_name_check: Classify/Regress require the signature's
             method_name (TF Serving's flag, default False).
+        isolation: "none" (models run in this process), "process" (each version in a
+            restartable worker process: ``tfdeploy.serving.isolation``) or "auto" (a worker
+            process only where validation cannot keep a wrong rank away from a kernel that
+            aborts on it: ``servable.needs_isolation``). Defaults to "none"; the server's
+            default is "auto".
     """
 
     def __init__(self, configs, poll_wait_seconds=1.0, batching=None, metrics=None,
                  max_num_load_retries=5, load_retry_interval_micros=60_000_000,
-                 freeze_gc=False, enable_signature_method_name_check=False, isolation="none"):
+                 freeze_gc=False, enable_signature_method_name_check=False, isolation="none",
+                 runtime="tensorflow", runtime_threads=None):
         self._models = {}
         for c in configs:
             if c.name in self._models:
@@ -203,6 +219,7 @@ class ModelRepository:
         self.freeze_gc = freeze_gc
         self.enable_signature_method_name_check = enable_signature_method_name_check
         self.isolation = isolation
+        self.runtime, self.runtime_threads = runtime, runtime_threads
         self._reload_lock = threading.Lock()  # one reload at a time (never held by polling)
         self._stop = threading.Event()
         self._thread = None
@@ -382,9 +399,18 @@ class ModelRepository:
 
     def _load_once(self, cfg, version, path):
         servable = Servable(cfg.name, version, path,
-                            method_name_check=self.enable_signature_method_name_check)
+                            method_name_check=self.enable_signature_method_name_check,
+                            isolation=self.isolation)
         if self.metrics is not None:
             servable.on_run = self._runtime_observer(cfg.name)
+        try:
+            servable.select_runtime(cfg.runtime or self.runtime,
+                                    warmup.predict_feeds(servable), self.runtime_threads)
+        except Exception:
+            servable.close()
+            raise
+        if self.metrics is not None:
+            self._runtime_gauges(cfg.name, servable)
         if self.batching:
             from tfdeploy.serving.batching import Batcher
 
@@ -395,6 +421,7 @@ class ModelRepository:
         except Exception:
             if servable.batcher is not None:
                 servable.batcher.stop()
+            servable.close()
             raise
         return servable, replayed
 
@@ -410,6 +437,9 @@ class ModelRepository:
             servable.wait_drained()
             if servable.batcher is not None:
                 servable.batcher.stop()
+            servable.close()
+            if self.metrics is not None:
+                self.metrics.clear_gauges(model_name=name, version=version)
             model.set_status(version, "END")
             log.info("Unloaded servable version {name: %s version: %d}", name, version)
             if self.freeze_gc:
@@ -422,6 +452,20 @@ class ModelRepository:
         with self._unloads_lock:
             self._unloads = [u for u in self._unloads if u.is_alive()] + [t]
         t.start()
+
+    def _runtime_gauges(self, name, servable):
+        from tfdeploy.serving.metrics import RUNTIME_CANDIDATE_P50, RUNTIME_SELECTED
+
+        report, version = servable.runtime_report, str(servable.version)
+        serving = report["serving"]
+        self.metrics.set_gauge(RUNTIME_SELECTED, 1, model_name=name, version=version,
+                               runtime=serving["runtime"], artifact=serving["artifact"])
+        for row in report["candidates"]:
+            if row.get("p50_ms") is not None:
+                self.metrics.set_gauge(RUNTIME_CANDIDATE_P50, row["p50_ms"] * 1000,
+                                       model_name=name, version=version,
+                                       runtime=row["runtime"], artifact=row["artifact"],
+                                       passed=str(bool(row.get("passed"))).lower())
 
     def _batch_observer(self, name):
         from tfdeploy.serving.metrics import BATCH_SIZE

@@ -233,7 +233,9 @@ class RestApi:
 
     def _metadata(self, name, version, label):
         servable = self.plane.metadata(name, version, label)
-        return rest_json.metadata_response(name, servable.version, servable.signature_defs)
+        report = servable.runtime_report
+        return rest_json.metadata_response(name, servable.version, servable.signature_defs,
+                                           None if report["policy"] == "tensorflow" else report)
 
     def _predict(self, name, version, label, body, deadline):
         plane = self.plane

@@ -436,14 +436,15 @@ def status_response(statuses):
         for s in statuses]}
 
 
-def metadata_response(name, version, signature_defs):
+def metadata_response(name, version, signature_defs, runtime=None):
     from google.protobuf import json_format
     from tensorflow_serving.apis import get_model_metadata_pb2
 
     sig_map = get_model_metadata_pb2.SignatureDefMap()
     for k, v in signature_defs.items():
         sig_map.signature_def[k].CopyFrom(v)
+    extra = {} if runtime is None else {"runtime": runtime}   # (--runtime other than tensorflow)
     return {"model_spec": {"name": name, "signature_name": "", "version": str(version)},
-            "metadata": {"signature_def": json_format.MessageToDict(
+            "metadata": {**extra, "signature_def": json_format.MessageToDict(
                 sig_map, preserving_proto_field_name=True,
                 always_print_fields_with_no_presence=True)}}

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from tfdeploy.errors import ArtifactError
 from tfdeploy.serving.status import ServingError, deadline_exceeded, invalid
 from tfdeploy.serving.validation import SignatureValidator, shape_text
 
@@ -58,6 +59,33 @@ def read_signature_defs(path):
         ServingError: NOT_FOUND when there is no saved_model.pb or no ``serve`` graph.
     """
     return read_meta_graph(path).signature_def
+
+
+# Kernels whose oneDNN versions read dimensions by layout (``tensor_format.h``) and abort the
+# process when given a tensor of another rank, instead of failing the op.
+ABORT_PRONE_OPS = frozenset({
+    "Conv2D", "Conv3D", "DepthwiseConv2dNative", "Conv2DBackpropInput",
+    "Conv3DBackpropInputV2", "DepthwiseConv2dNativeBackpropInput", "_FusedConv2D",
+    "_FusedConv3D", "_FusedDepthwiseConv2dNative", "MaxPool", "MaxPoolV2", "MaxPool3D",
+    "AvgPool", "AvgPool3D", "FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3",
+    "_FusedBatchNormEx", "LRN"})
+
+
+def graph_ops(meta):
+    """Every op type in a MetaGraph, function library included."""
+    ops = {n.op for n in meta.graph_def.node}
+    for fn in meta.graph_def.library.function:
+        ops.update(n.op for n in fn.node_def)
+    return ops
+
+
+def needs_isolation(meta, validators):
+    """True when validation cannot keep every request away from an abort: some signature
+    input is not fully checked (a TF1 graph, an unknown rank) and the graph holds a kernel
+    that aborts on a wrong rank under oneDNN."""
+    if all(v.fully_checked for v in validators.values()):
+        return False
+    return bool(graph_ops(meta) & ABORT_PRONE_OPS)
 
 
 def is_tf2(meta):
@@ -144,7 +172,11 @@ class Servable:
         path: the version directory.
     """
 
-    def __init__(self, name, version, path, method_name_check=False):
+    def __init__(self, name, version, path, method_name_check=False, isolation="none",
+                 isolation_env=None):
+        self.runtime = None            # a faster runtime for serving_default (select_runtime)
+        self.runtime_report = {"policy": "tensorflow", "serving": {
+            "runtime": "tensorflow", "artifact": "saved_model"}, "candidates": []}
         import tensorflow as tf
 
         self.name, self.version, self.path = name, int(version), path
@@ -159,8 +191,20 @@ class Servable:
                            for k, v in self.signature_defs.items()}
         self.validate = True   # False only to measure what validation costs (benchmarks)
         self._tf = tf
-        self._loaded = tf.saved_model.load(path, tags=[SERVE_TAG])
-        self._functions = dict(self._loaded.signatures)
+        self.isolated = isolation == "process" or (
+            isolation == "auto" and needs_isolation(meta, self.validators))
+        self._isolated = self._loaded = None
+        if self.isolated:   # the model runs in worker processes; a kernel abort ends only one
+            from tfdeploy.serving.isolation import IsolatedModel
+
+            self._isolated = IsolatedModel(path, tags=(SERVE_TAG,), env=isolation_env,
+                                           name=f"{name} version {self.version}")
+            self._functions = dict.fromkeys(self._isolated.signature_keys)
+            log.info("Model %s version %d runs in a worker process (--model_isolation=%s)",
+                     name, self.version, isolation)
+        else:
+            self._loaded = tf.saved_model.load(path, tags=[SERVE_TAG])
+            self._functions = dict(self._loaded.signatures)
         self._input_dtypes = {}   # signature key -> {input: tf.DType}
         self.batcher = None  # set by the repository when batching is enabled
         self.on_run = None   # optional f(seconds) called after every model run (metrics)
@@ -195,6 +239,33 @@ class Servable:
         """Drop the loaded TF objects (after unloading) so they can be collected."""
         self._loaded = None
         self._functions = {}
+
+    def close(self):
+        """End the worker processes of an isolated model and the chosen runtime (after
+        unloading)."""
+        if self._isolated is not None:
+            self._isolated.close()
+        if self.runtime is not None:
+            self.runtime.close()
+
+    # -- runtimes -----------------------------------------------------------------------------
+    def select_runtime(self, policy, records, threads=None):
+        """Serve ``serving_default`` on the runtime ``policy`` names ("tensorflow", "auto",
+        "litert", "onnxruntime", "openvino"; see ``selection``), verified and timed on
+        ``records`` for "auto"; the choice and its figures go to ``runtime_report``."""
+        from tfdeploy.serving import selection
+
+        if policy == "tensorflow" or self._isolated is not None:
+            return self.runtime_report
+        self.runtime, self.runtime_report = selection.choose(self, policy, records, threads)
+        return self.runtime_report
+
+    def tensorflow_call(self, key, feeds):
+        """The SavedModel's own answer (no metrics): the reference artifacts are checked
+        against."""
+        tf = self._tf
+        result = self._functions[key](**{k: tf.constant(v) for k, v in feeds.items()})
+        return {k: v.numpy() for k, v in result.items()}
 
     # -- signatures -------------------------------------------------------------------------
     def signature(self, signature_name):
@@ -253,15 +324,26 @@ class Servable:
     def call(self, key, feeds):
         """Call signature ``key`` on already checked numpy feeds; ``{output: ndarray}``."""
         tf = self._tf
-        fn = self._functions[key]
         start = time.perf_counter()
+        runtime = self.runtime
         try:
-            result = fn(**{k: tf.constant(v) for k, v in feeds.items()})
-            result = {k: v.numpy() for k, v in result.items()}
+            if runtime is not None and key in runtime.signature_keys:
+                result = runtime.call(key, feeds)
+            elif self._isolated is not None:
+                result = self._isolated.call(key, feeds)
+            else:
+                result = self._functions[key](**{k: tf.constant(v) for k, v in feeds.items()})
+                result = {k: v.numpy() for k, v in result.items()}
+        except ServingError as exc:   # (from a worker process: its TF error, or its end)
+            raise model_error(exc.code, exc.message, feeds) from exc
         except tf.errors.OpError as exc:
             raise model_error(tf_error_code(exc), exc.message, feeds) from exc
+        except ArtifactError as exc:   # (a runtime's file went bad after it loaded)
+            raise model_error("INTERNAL", str(exc), feeds) from exc
         except (TypeError, ValueError) as exc:
             raise model_error("INVALID_ARGUMENT", str(exc), feeds) from exc
+        except RuntimeError as exc:    # (LiteRT / ONNX Runtime / OpenVINO failures)
+            raise model_error("INTERNAL", str(exc), feeds) from exc
         seconds = time.perf_counter() - start
         recent = self.recent_call_seconds
         self.recent_call_seconds = seconds if recent == 0 else 0.8 * recent + 0.2 * seconds

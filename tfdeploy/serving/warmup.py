@@ -44,6 +44,32 @@ def write_warmup_requests(version_dir, requests):
     return path
 
 
+def predict_feeds(servable, key="serving_default", limit=64):
+    """The inputs of the version's warmup predict records for signature ``key``, checked
+    against it (``[{input: ndarray}]``; empty without a warmup file). ``--runtime auto``
+    verifies artifacts on them."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path = os.path.join(servable.path, WARMUP_PATH)
+    if not os.path.isfile(path):
+        return []
+    feeds = []
+    for raw in tf.compat.v1.io.tf_record_iterator(path):
+        log = prediction_log_pb2.PredictionLog()
+        log.ParseFromString(raw)
+        if log.WhichOneof("log_type") != "predict_log":
+            continue
+        req = log.predict_log.request
+        if (req.model_spec.signature_name or "serving_default") != key:
+            continue
+        inputs = {k: inference.tensor_to_ndarray(k, v) for k, v in req.inputs.items()}
+        feeds.append(servable.validators[key].check(inputs))
+        if len(feeds) >= limit:
+            break
+    return feeds
+
+
 def replay(servable):
     """Replay a version's warmup records; return how many ran (0 when there is no file).
 

@@ -1,7 +1,12 @@
 """Search compression plans under an accuracy budget with keras-tuner.
 
-    result = tfdeploy.tune.search(model, train_ds, (x, y), budget=1.0, objective="size")
-    result.export("saved_models/tuned", x, y)
+    result = tfdeploy.tune.search(model, train_ds, (x_val, y_val), budget=1.0,
+                                  objective="size", test_data=(x_test, y_test))
+    result.export("saved_models/tuned")
+
+The search chooses on the validation split (held out of the training data),
+fine-tunes and calibrates on ``train_ds``, and reads the test split once, for
+the chosen artifact (see `search`).
 
 See `search` (single process, resumable, Bayesian / Hyperband / random) and
 `DEFAULT_SPACE` (the compression choices searched).

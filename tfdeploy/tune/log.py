@@ -10,10 +10,20 @@ RESULT_FILE = "result.json"
 # HParams tags shared with tfdeploy.viz and the recipes (see the team brief).
 HPARAM_TAGS = ("technique", "sparsity", "clusters", "slim_ratio", "quantization", "format",
                "runtime")
-METRIC_TAGS = ("accuracy", "gzip_bytes", "latency_p50_ms", "agreement")
-EXTRA_METRICS = ("cost", "feasible", "accuracy_drop")
-_COLUMNS = ("trial_id", "status", "feasible", "cost", "accuracy", "accuracy_drop", "gzip_bytes",
-            "latency_p50_ms", "agreement", "technique", "slim_ratio", "sparsity_kind", "sparsity",
+#: The HParams metric columns of a search's experiment (`log_hparams`), each a column.
+METRICS = {
+    "validation_accuracy": "top-1 accuracy of the trial's artifact on the validation split "
+                           "(held out from the training data; the search chooses on it)",
+    "gzip_bytes": "artifact size after gzip",
+    "latency_p50_ms": "median ms per sample at batch size 1, one thread",
+    "agreement": "share of validation samples whose top class matches the trial's Keras model",
+    "cost": "the oracle's objective (lower is better; infeasible trials above 1)",
+    "feasible": "1 when the validation-accuracy drop is within the budget, else 0",
+    "accuracy_drop": "validation-accuracy points below the float baseline",
+    "test_accuracy": "top-1 accuracy on the test split: the best trial only, after the search",
+}
+_COLUMNS = ("trial_id", "status", "feasible", "cost", "validation_accuracy", "accuracy_drop",
+            "test_accuracy", "gzip_bytes", "latency_p50_ms", "agreement", "technique", "slim_ratio", "sparsity_kind", "sparsity",
             "schedule", "clusters", "qat", "qat_layers", "quantization", "learning_rate",
             "epochs", "tuner_id", "seconds")
 
@@ -61,18 +71,23 @@ def hparams_of(row):
 def log_hparams(log_dir, row):
     """Log one trial as a TensorBoard HParams session ``log_dir/trial_<id>``.
 
-    The shared tags go through `tfdeploy.viz.log_hparams` (so trials sit in one
-    table with the quickstart's and the recipes' variants); the tuner's own
-    numbers (``cost``, ``feasible``, ``accuracy_drop``) are scalars of the same run.
+    Through `tfdeploy.viz.log_hparams`, with the shared hyperparameter tags and
+    the search's own metric columns (`METRICS`: validation accuracy, size,
+    latency, agreement, cost, feasible, accuracy drop; ``test_accuracy`` is
+    added to the best trial's session by `log_test_accuracy`).
     """
-    from tfdeploy._keras import tf
     from tfdeploy.viz import log_hparams as viz_log_hparams
 
-    metrics = {k: float(row[k]) for k in METRIC_TAGS if row.get(k) is not None}
-    run_dir = viz_log_hparams(log_dir, f"trial_{row['trial_id']}", hparams_of(row), metrics)
-    writer = tf.summary.create_file_writer(run_dir)
+    metrics = {k: float(row[k]) for k in METRICS if row.get(k) is not None}
+    return viz_log_hparams(log_dir, f"trial_{row['trial_id']}", hparams_of(row), metrics,
+                           columns=METRICS)
+
+
+def log_test_accuracy(log_dir, row):
+    """Add ``test_accuracy`` to the best trial's HParams session (its column in `METRICS`)."""
+    from tfdeploy._keras import tf
+
+    writer = tf.summary.create_file_writer(os.path.join(log_dir, f"trial_{row['trial_id']}"))
     with writer.as_default(step=0):
-        for key in EXTRA_METRICS:
-            tf.summary.scalar(key, float(row[key]))
+        tf.summary.scalar("test_accuracy", float(row["test_accuracy"]))
     writer.close()
-    return run_dir

@@ -1,14 +1,21 @@
 """Search compression plans with keras-tuner under an accuracy budget, measured on the artifact.
 
-    result = tfdeploy.tune.search(model, train_ds, (x_test, y_test), budget=1.0,
-                                  objective="size", max_trials=20, directory="tune")
+    result = tfdeploy.tune.search(model, train_ds, (x_val, y_val), budget=1.0,
+                                  objective="size", max_trials=20, directory="tune",
+                                  test_data=(x_test, y_test))
     print(result.best)             # the smallest int8/float16/dynamic TFLite within 1 point
     result.export("saved_models/tuned")
 
+Which split does what: ``train_data`` fine-tunes every plan and calibrates its
+int8 export; ``validation_data`` (held out from the training data, never the
+test split) measures every trial, decides feasibility under the budget and
+picks the best; ``test_data`` is read once, after the search, to report the
+chosen artifact's (and the float baseline's) ``test_accuracy``.
+
 Each trial applies a plan (`tfdeploy.compress.apply_plan`: slim, prune or 2:4,
 cluster, QAT, each fine-tuned), exports TFLite with the trial's quantization,
-loads it in LiteRT and measures accuracy, agreement with its Keras model, gzip
-bytes and p50 latency there. The oracle minimises ``cost``: the artifact's
+loads it in LiteRT and measures validation accuracy, agreement with its Keras
+model, gzip bytes and p50 latency there. The oracle minimises ``cost``: the artifact's
 gzip bytes and/or p50 latency relative to the float baseline's TFLite. A trial
 whose accuracy drop exceeds the budget is *infeasible*: its ``feasible`` metric
 is 0, its row says so, it is never returned as best, and its cost is pushed
@@ -57,24 +64,26 @@ def _weights(objective):
                     f"weights over {list(OBJECTIVES)}, received {objective!r}.")
 
 
-def _arrays(data):
+def _arrays(data, name="validation_data"):
     if isinstance(data, tf.data.Dataset):
         from tfdeploy.data import to_numpy
 
         return to_numpy(data)
     if isinstance(data, (tuple, list)) and len(data) == 2:
         return np.asarray(data[0], np.float32), np.asarray(data[1])
-    raise TuneError("validation_data must be a tf.data.Dataset of (x, y) batches or an (x, y) "
-                    f"tuple of arrays, received {type(data).__name__}.")
+    raise TuneError(f"{name} must be a tf.data.Dataset of (x, y) batches or an (x, y) tuple "
+                    f"of arrays, received {type(data).__name__}.")
 
 
 def _measure(path, model, x, y, samples):
-    """Accuracy, agreement, gzip bytes and p50 latency of an artifact in its own runtime."""
+    """Validation accuracy, agreement, gzip bytes and p50 latency of an artifact in its own
+    runtime (``x``, ``y``: the validation split)."""
     from tfdeploy import runtime, verify
 
     runner = runtime.load(path, num_threads=1)
     checked = verify.verify(runner, model, x, y, raise_on_failure=False)
-    return {"accuracy": float(checked["accuracy"]), "agreement": float(checked["agreement"]),
+    return {"validation_accuracy": float(checked["accuracy"]),
+            "agreement": float(checked["agreement"]),
             "gzip_bytes": int(verify.gzip_bytes(path)),
             "latency_p50_ms": float(verify.latency_ms(runner, x, samples=samples))}
 
@@ -104,8 +113,9 @@ class CompressionTuner(keras_tuner().engine.base_tuner.BaseTuner):
         self.log_dir, self.latency_samples, self.seed = log_dir, int(latency_samples), seed
         self.baseline = None
 
-    def measure_baseline(self, train_data, x, y):
-        """Measure (or reload from the tuner directory) the float baseline's TFLite."""
+    def measure_baseline(self, x, y):
+        """Measure (or reload from the tuner directory) the float baseline's TFLite on the
+        validation split ``x``, ``y``."""
         from tfdeploy import export
 
         path = os.path.join(self.project_dir, BASELINE_FILE)
@@ -155,7 +165,7 @@ class CompressionTuner(keras_tuner().engine.base_tuner.BaseTuner):
                       overwrite=True, model_card={"tune": {"trial_id": trial.trial_id}})
         metrics = _measure(path, model, x, y, self.latency_samples)
         model.save(os.path.join(trial_dir, "model.h5"))
-        drop = 100.0 * (self.baseline["accuracy"] - metrics["accuracy"])
+        drop = 100.0 * (self.baseline["validation_accuracy"] - metrics["validation_accuracy"])
         feasible = drop <= self.budget
         cost = self.cost(metrics)
         if not feasible:
@@ -175,16 +185,23 @@ class CompressionTuner(keras_tuner().engine.base_tuner.BaseTuner):
             trial_log.log_hparams(self.log_dir, row)
         if verbose:
             print(f"trial {trial.trial_id} [{self.tuner_id}] {row['technique']}: "
-                  f"{row['status']}, cost {cost:.4f}, accuracy {metrics['accuracy']:.4f} "
+                  f"{row['status']}, cost {cost:.4f}, validation accuracy "
+                  f"{metrics['validation_accuracy']:.4f} "
                   f"(drop {drop:.2f} points), {metrics['gzip_bytes']} gzip bytes, "
                   f"p50 {metrics['latency_p50_ms']:.3f} ms", flush=True)
-        return {"cost": cost, "feasible": float(feasible), "accuracy": metrics["accuracy"],
+        return {"cost": cost, "feasible": float(feasible),
+                "validation_accuracy": metrics["validation_accuracy"],
                 "accuracy_drop": drop, "gzip_bytes": float(metrics["gzip_bytes"]),
                 "latency_p50_ms": metrics["latency_p50_ms"], "agreement": metrics["agreement"]}
 
 
 class TuneResult:
     """What a search found: every trial's row, the best feasible one, and where they live.
+
+    Every trial was measured on the validation split, and the best one was chosen
+    there (``validation_accuracy``, ``accuracy_drop``, ``feasible``, ``cost``).
+    With ``test_data`` given to `search`, the best row and the baseline also
+    hold ``test_accuracy``: the test split, read once, for the chosen artifact.
 
     Attributes:
         trials: list of dicts (one per finished trial, in trial order).
@@ -193,11 +210,12 @@ class TuneResult:
         directory: the tuner's project directory (trial_*/ hold each trial's
             ``model.tflite``, ``model.h5`` and ``result.json``).
         seconds: wall time of this search call.
+        validation: the ``(x, y)`` validation arrays the search measured on, or None.
     """
 
-    def __init__(self, trials, baseline, directory, seconds, budget):
+    def __init__(self, trials, baseline, directory, seconds, budget, validation=None):
         self.trials, self.baseline, self.directory = trials, baseline, directory
-        self.seconds, self.budget = seconds, budget
+        self.seconds, self.budget, self.validation = seconds, budget, validation
         feasible = [t for t in trials if t["feasible"]]
         self.best = min(feasible, key=lambda t: t["cost"]) if feasible else None
 
@@ -205,22 +223,28 @@ class TuneResult:
     def infeasible(self):
         return [t for t in self.trials if not t["feasible"]]
 
-    def export(self, output_dir, x=None, y=None, name="tuned"):
-        """Export the best trial's model again to ``output_dir`` and verify it.
+    def export(self, output_dir, name="tuned", validation_data=None):
+        """Ship the best trial's artifact to ``output_dir``: the very file the search measured.
 
-        Reloads the best trial's Keras model from its ``model.h5``, writes
-        ``<name>.tflite`` (its quantization) with a model card recording the
-        search, and checks the artifact in LiteRT against the reloaded model
-        (agreement and, with ``x``/``y``, the accuracy drop stays within the budget).
+        Copies the best trial's ``model.tflite`` (exported during its trial, int8
+        calibrated on the training data) to ``<name>.tflite`` with its model card
+        plus the search's record, and its Keras model to ``<name>.h5``. Then checks
+        the copy in LiteRT on the validation split: its accuracy drop against the
+        baseline stays within the budget.
+
+        Args:
+            output_dir: where ``<name>.tflite`` and ``<name>.h5`` are written.
+            name: the files' stem. Defaults to "tuned".
+            validation_data: ``(x, y)`` to check on. Defaults to the search's
+                validation split (`validation`); with neither, no check.
 
         Returns:
-            ``{"tflite": path, "keras": path, "verification": verify(...) result}``.
+            ``{"tflite": path, "keras": path, "verification": {"validation_accuracy",
+            "passed"} or None, "test_accuracy": the best row's, or None}``.
 
         Raises:
-            TuneError: no feasible trial. VerificationError: the artifact fails.
+            TuneError: no feasible trial. VerificationError: the copy fails the check.
         """
-        from tfdeploy import export, verify
-
         if self.best is None:
             raise TuneError(
                 f"No trial met the accuracy budget of {self.budget} points ({len(self.trials)} "
@@ -232,33 +256,28 @@ class TuneResult:
         shutil.copyfile(os.path.join(trial_dir, "model.h5"), keras_path)
         path = os.path.join(output_dir, f"{name}.tflite")
         card = {"tune": {"trial": self.best, "baseline": self.baseline, "budget": self.budget}}
-        try:
-            model = _load_h5(os.path.join(trial_dir, "model.h5"))
-        except ValueError:
-            # tfmot cannot rebuild a cluster-preserving QAT model from .h5 (its quantizers
-            # carry extra weights): ship the artifact the trial measured with the card it
-            # wrote then, checked on labels.
-            return {"tflite": _ship_trial_artifact(trial_dir, path, card), "keras": keras_path,
-                    "verification": _check_accuracy(path, x, y, self.baseline, self.budget)}
-        export.tflite(model, path, self.best["quantization"], representative_data=x,
-                      model_card=card)
-        checked = None
-        if x is not None:
-            tolerance = {"max_accuracy_drop": self.budget / 100.0}
-            checked = verify.verify(path, model, x, y, tolerance=tolerance, name=name)
-        return {"tflite": path, "keras": keras_path, "verification": checked}
+        _ship_trial_artifact(trial_dir, path, card)
+        x, y = _arrays(validation_data) if validation_data is not None else \
+            (self.validation or (None, None))
+        return {"tflite": path, "keras": keras_path,
+                "verification": _check_accuracy(path, x, y, self.baseline, self.budget),
+                "test_accuracy": self.best.get("test_accuracy")}
 
     def summary(self):
+        base = self.baseline
+        test = f", test accuracy {base['test_accuracy']:.4f}" if "test_accuracy" in base else ""
         lines = [f"{len(self.trials)} trial(s), {len(self.infeasible)} infeasible, "
                  f"{self.seconds:.1f} s; budget {self.budget} points; baseline "
-                 f"{self.baseline['gzip_bytes']} gzip bytes, "
-                 f"p50 {self.baseline['latency_p50_ms']:.3f} ms, "
-                 f"accuracy {self.baseline['accuracy']:.4f}"]
+                 f"{base['gzip_bytes']} gzip bytes, p50 {base['latency_p50_ms']:.3f} ms, "
+                 f"validation accuracy {base['validation_accuracy']:.4f}{test}"]
         for t in self.trials:
             mark = "*" if self.best is not None and t["trial_id"] == self.best["trial_id"] else " "
             lines.append(f"{mark} {t['trial_id']:>4} {t['status']:<10} cost {t['cost']:.4f}  "
-                         f"acc {t['accuracy']:.4f}  {t['gzip_bytes']:>8} B  "
+                         f"val acc {t['validation_accuracy']:.4f}  {t['gzip_bytes']:>8} B  "
                          f"{t['latency_p50_ms']:.3f} ms  {t['technique']}")
+        if self.best is not None and "test_accuracy" in self.best:
+            lines.append(f"best trial {self.best['trial_id']}: test accuracy "
+                         f"{self.best['test_accuracy']:.4f} (the test split, read once)")
         return "\n".join(lines)
 
     __str__ = summary
@@ -284,18 +303,24 @@ def _ship_trial_artifact(trial_dir, path, card):
 
 
 def _check_accuracy(path, x, y, baseline, budget):
-    """Accuracy of an artifact in its runtime; raises VerificationError beyond the budget."""
+    """Validation accuracy of an artifact in its runtime; VerificationError beyond the budget."""
     from tfdeploy import runtime, verify
     from tfdeploy.errors import VerificationError
 
     if x is None:
         return None
     accuracy = verify.accuracy(runtime.load(path), x, y)
-    drop = 100.0 * (baseline["accuracy"] - accuracy)
+    drop = 100.0 * (baseline["validation_accuracy"] - accuracy)
     if drop > budget:
-        raise VerificationError(f"{path}: accuracy {accuracy:.4f} is {drop:.2f} points below "
-                                f"the baseline, beyond the {budget}-point budget.")
-    return {"accuracy": accuracy, "agreement": None, "passed": True}
+        raise VerificationError(f"{path}: validation accuracy {accuracy:.4f} is {drop:.2f} "
+                                f"points below the baseline, beyond the {budget}-point budget.")
+    return {"validation_accuracy": accuracy, "passed": True}
+
+
+def _test_accuracy(path, x, y):
+    from tfdeploy import runtime, verify
+
+    return round(float(verify.accuracy(runtime.load(path, num_threads=1), x, y)), 6)
 
 
 def _read_json(path):
@@ -303,13 +328,6 @@ def _read_json(path):
         return None
     with open(path) as f:
         return json.load(f)
-
-
-def _load_h5(path):
-    from tfdeploy._keras import tfmot
-
-    with tfmot().quantization.keras.quantize_scope():
-        return keras.models.load_model(path, compile=False)
 
 
 def _seeded(base):
@@ -418,7 +436,7 @@ def collect(directory):
 def search(model, train_data, validation_data, budget=1.0, objective="size", max_trials=10,
            tuner="bayesian", directory="tune", space=None, log_dir=None, overwrite=False,
            max_epochs=3, latency_samples=50, jit_compile=False, seed=0, verbose=1,
-           initial_points=None):
+           initial_points=None, test_data=None):
     """Find the smallest / fastest artifact within ``budget`` accuracy points of ``model``.
 
     Resumable: run it again with the same ``directory`` and it reloads the
@@ -430,10 +448,13 @@ def search(model, train_data, validation_data, budget=1.0, objective="size", max
         model: the trained float Keras 2 model (the baseline; never modified).
         train_data: ``tf.data.Dataset`` of ``(x, y)`` batches for fine-tuning and
             int8 calibration.
-        validation_data: ``(x, y)`` arrays or a dataset; accuracy is measured on it
-            in each artifact's own runtime.
-        budget: the largest accuracy drop allowed, in percentage points against
-            the float baseline's TFLite. Defaults to 1.0.
+        validation_data: ``(x, y)`` arrays or a dataset held out from the training
+            data (`tfdeploy.data.image_dataset(..., validation_split=0.2,
+            subset="validation")`), not the test split: every artifact's accuracy is
+            measured on it in its own runtime, and feasibility and the best trial
+            are decided on it.
+        budget: the largest validation-accuracy drop allowed, in percentage points
+            against the float baseline's TFLite. Defaults to 1.0.
         objective: "size" (gzip bytes), "latency" (p50 ms at batch 1, one thread),
             "mix" (half each) or a dict of weights such as
             ``{"size": 0.7, "latency": 0.3}``. Defaults to "size".
@@ -458,6 +479,9 @@ def search(model, train_data, validation_data, budget=1.0, objective="size", max
             space's first value). None tries the known recipes of
             `tfdeploy.tune.space.INITIAL_POINTS` that ``space`` can express; ``[]``
             none. Hyperband takes none (a TuneError when given). Defaults to None.
+        test_data: ``(x, y)`` arrays or a dataset: the test split, read once after
+            the search to report ``test_accuracy`` of the best trial's artifact and
+            of the float baseline (never used to choose). Defaults to None.
 
     Returns:
         A `TuneResult` (in a distributed worker: the trials this worker ran).
@@ -488,16 +512,27 @@ def search(model, train_data, validation_data, budget=1.0, objective="size", max
         latency_samples=latency_samples, seed=seed)
     instance.oracle.max_trials = max_trials  # a resumed search may extend it
     x, y = _arrays(validation_data)
+    tests = _arrays(test_data, "test_data") if test_data is not None else None
     this_role = role()
     if this_role is None or this_role != "chief":
-        instance.measure_baseline(train_data, x, y)
+        instance.measure_baseline(x, y)
     instance.search(train_data, x, y, jit_compile=jit_compile, verbose=verbose)
     project = instance.project_dir
     rows = collect(project)
     if this_role is not None and this_role != "chief":
         rows = [r for r in rows if r.get("tuner_id") == this_role]
     baseline = instance.baseline or _read_json(os.path.join(project, BASELINE_FILE))
+    baseline = dict(baseline) if baseline is not None else None
+    result = TuneResult(rows, baseline, project, time.time() - start, budget, (x, y))
     if this_role is None or this_role == "chief":
+        if tests is not None and result.best is not None:
+            # The test split's one use: the chosen artifact and the baseline, after choosing.
+            result.best["test_accuracy"] = _test_accuracy(
+                os.path.join(project, f"trial_{result.best['trial_id']}", "model.tflite"), *tests)
+            baseline["test_accuracy"] = _test_accuracy(
+                os.path.join(project, "baseline_float32.tflite"), *tests)
+            if log_dir:
+                trial_log.log_test_accuracy(log_dir, result.best)
         trial_log.write_trials(rows, os.path.join(project, "trials.json"),
                                os.path.join(project, "trials.csv"))
-    return TuneResult(rows, baseline, project, time.time() - start, budget)
+    return result

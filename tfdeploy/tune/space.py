@@ -6,6 +6,12 @@ that only matter for one branch live in conditional scopes (the sparsity
 target only exists for unstructured pruning; the export quantization only
 without QAT, which always exports int8), so no two trials differ only in a
 setting that has no effect.
+
+Mixed precision: ``space={"layer_precision": {"conv1": ["int8", "float"], "dense": ["int8",
+"int16x8", "float"]}}`` adds one ``precision/<layer>`` choice per named layer under QAT;
+a trial's choices become the QAT stage's ``precision_map`` (its float layers stay
+unannotated) and the trial exports ``quantization="auto"``, which builds that map (layers
+left out stay int8). Empty by default: the default search is unchanged.
 """
 
 from tfdeploy.errors import TuneError
@@ -37,6 +43,7 @@ INITIAL_POINTS = (
 )
 SPARSITY_KINDS = ("none", "unstructured", "n_m")
 QUANTIZATIONS = ("int8", "float16", "dynamic")
+LAYER_PRECISIONS = ("int8", "int16x8", "float", "int4w")
 QAT_LAYERS = ("all", "skip_first_last")
 SCHEDULES = ("polynomial_decay", "constant")
 
@@ -55,7 +62,9 @@ def resolve_space(space=None):
         TuneError: an unknown key, an empty list or a value out of range.
     """
     merged = {k: list(v) for k, v in DEFAULT_SPACE.items()}
-    for key, value in (space or {}).items():
+    space = dict(space or {})
+    merged["layer_precision"] = _layer_precision(space.pop("layer_precision", {}))
+    for key, value in space.items():
         if key not in DEFAULT_SPACE:
             raise TuneError(f"Unknown search-space key {key!r}. Known keys are: "
                             f"{sorted(DEFAULT_SPACE)}.")
@@ -65,6 +74,22 @@ def resolve_space(space=None):
         merged[key] = values
     _check(merged)
     return merged
+
+
+def _layer_precision(value):
+    """``{layer: [precisions]}`` checked (see the module doc)."""
+    if not isinstance(value, dict):
+        raise TuneError("space['layer_precision'] must be {layer name: [precisions]}, e.g. "
+                        f"{{'conv1': ['int8', 'float']}}; received {value!r}.")
+    out = {}
+    for layer, options in value.items():
+        options = list(options) if isinstance(options, (list, tuple)) else [options]
+        bad = [o for o in options if o not in LAYER_PRECISIONS]
+        if not options or bad:
+            raise TuneError(f"space['layer_precision'][{layer!r}] has {bad or 'no values'}; "
+                            f"allowed values are {list(LAYER_PRECISIONS)}.")
+        out[str(layer)] = options
+    return out
 
 
 def _check(space):
@@ -141,6 +166,8 @@ def declare(hp, space, hyperband=False):
     if True in space["qat"]:
         with hp.conditional_scope("qat", [True]):
             _choice(hp, "qat_layers", space["qat_layers"])
+            for layer, options in space.get("layer_precision", {}).items():
+                _choice(hp, f"precision/{layer}", options)
     if False in space["qat"]:
         with hp.conditional_scope("qat", [False]):
             _choice(hp, "quantization", space["quantization"])
@@ -163,7 +190,14 @@ def technique(values):
     if values.get("clusters"):
         parts.append("cluster")
     parts.append("qat" if values.get("qat") else values.get("quantization", "int8"))
+    if values.get("qat") and set(_precision_map(values).values()) - {"int8"}:
+        parts.append("mixed")
     return "+".join(parts)
+
+
+def _precision_map(values):
+    return {k.split("/", 1)[1]: v for k, v in values.items()
+            if k.startswith("precision/") and v is not None}
 
 
 def plan(values):
@@ -193,6 +227,11 @@ def plan(values):
         stages.append(Stage("cluster", n_clusters=int(values["clusters"]), epochs=epochs,
                             learning_rate=rate))
     if values.get("qat"):
+        chosen = _precision_map(values)
+        if chosen:  # QAT follows the map; the export builds it
+            stages.append(Stage("quantize", precision_map=chosen, epochs=epochs,
+                                learning_rate=rate / 2))
+            return stages, "auto"
         layers = None if values.get("qat_layers", "all") == "all" else Select(
             skip_first=True, skip_last=True)
         stages.append(Stage("quantize", layers=layers, epochs=epochs, learning_rate=rate / 2))

@@ -10,7 +10,10 @@ from tfdeploy.verify.memory import (MemoryBudgetError, MemoryEstimate, available
 from tfdeploy.verify.report import (TOLERANCES, classification_report,
                                     format_classification_report, format_results, verify,
                                     verify_all)
-from tfdeploy.verify.retrieval import random_recall, recall_at_k, top_k
+from tfdeploy.verify.baselines import (bm25_scores, cooccurrence_scores, popularity_scores,
+                                       tfidf_scores, topic_count_scores)
+from tfdeploy.verify.precision import op_precisions, precision_counts, precision_map
+from tfdeploy.verify.retrieval import random_recall, rank_metrics, recall_at_k, top_k
 from tfdeploy.verify.tflite_weights import (op_dtypes, operators, weight_summary,
                                             weight_tensors)
 
@@ -21,4 +24,6 @@ __all__ = ["KerasTarget", "accuracy", "latency_ms", "path_bytes", "gzip_bytes", 
            "format_table", "interleaved_latency",
            "speedup", "matmul_peak_flops", "count_flops", "estimate",
            "check_memory", "MemoryEstimate", "MemoryBudgetError", "available_memory",
-           "recall_at_k", "random_recall", "top_k"]
+           "recall_at_k", "random_recall", "top_k", "rank_metrics", "tfidf_scores",
+           "bm25_scores", "popularity_scores", "topic_count_scores", "cooccurrence_scores",
+           "precision_map", "precision_counts", "op_precisions"]

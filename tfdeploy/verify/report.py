@@ -21,11 +21,7 @@ from tfdeploy.errors import DataError, VerificationError
 #: moves single probabilities by whole percent); ``min_agreement`` the share of
 #: samples whose top class matches the reference; ``max_accuracy_drop`` the
 #: accuracy lost against the reference on labelled data.
-TOLERANCES = {
-    "float32": {"atol": 1e-4, "min_agreement": 0.99, "max_accuracy_drop": 0.01},
-    "float16": {"atol": 5e-3, "min_agreement": 0.98, "max_accuracy_drop": 0.01},
-    "int8": {"atol": None, "min_agreement": 0.95, "max_accuracy_drop": 0.03},
-}
+from tfdeploy._tolerances import TOLERANCES  # noqa: E402  (one table, shared with serving)
 _QUANT_ONNX_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
                    "ConvInteger", "QLinearConv", "QLinearMatMul")
 

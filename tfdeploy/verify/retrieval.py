@@ -40,3 +40,54 @@ def recall_at_k(queries, candidates, targets, k=10):
 def random_recall(num_candidates, k=10):
     """Expected recall@k of ranking the candidates at random: ``k / num_candidates``."""
     return min(1.0, int(k) / int(num_candidates))
+
+
+def rank_metrics(scores, targets, ks=(1, 5, 10), exclude=None):
+    """MRR, recall@k (= hit rate@k) and NDCG@k of one relevant candidate per query.
+
+    Ranks every candidate by ``scores`` (higher first; ties count against the
+    target: it ranks after every candidate scoring the same), so baselines that
+    score whole matrices and models that embed are measured the same way.
+
+    Args:
+        scores: ``(num_queries, num_candidates)`` scores.
+        targets: ``(num_queries,)`` index of each query's relevant candidate.
+        ks: cut-offs. Defaults to (1, 5, 10).
+        exclude: optional boolean ``(num_queries, num_candidates)`` mask of
+            candidates to leave out of the ranking (a user's already seen
+            items); a target marked there is an error.
+
+    Returns:
+        ``{"mrr", "recall@k", "ndcg@k" for each k}``: floats in [0, 1]. With one
+        relevant item, recall@k is the hit rate HR@k.
+
+    Raises:
+        VerificationError: shapes that do not match, or an excluded target.
+    """
+    scores = np.asarray(scores, np.float64)
+    targets = np.asarray(targets).reshape(-1)
+    if scores.ndim != 2 or len(targets) != scores.shape[0]:
+        raise VerificationError(f"scores {scores.shape} must be (num_queries, num_candidates) "
+                                f"for {len(targets)} targets.")
+    if len(targets) and (targets.min() < 0 or targets.max() >= scores.shape[1]):
+        raise VerificationError(f"targets must index the {scores.shape[1]} candidates.")
+    rows = np.arange(len(targets))
+    if exclude is not None:
+        exclude = np.asarray(exclude, bool)
+        if exclude.shape != scores.shape:
+            raise VerificationError(f"exclude {exclude.shape} must match scores {scores.shape}.")
+        if exclude[rows, targets].any():
+            raise VerificationError(
+                f"{int(exclude[rows, targets].sum())} targets are excluded from their own "
+                "ranking; drop those queries (a seen item held out again) first.")
+        scores = np.where(exclude, -np.inf, scores)
+    target_scores = scores[rows, targets][:, None]
+    # rank 1 = best; candidates tied with the target rank ahead of it (no lucky ties)
+    rank = np.sum(scores > target_scores, axis=1) + np.sum(scores == target_scores, axis=1)
+    out = {"mrr": float(np.mean(1.0 / rank)) if len(rank) else 0.0}
+    for k in ks:
+        hit = rank <= int(k)
+        out[f"recall@{k}"] = float(np.mean(hit)) if len(rank) else 0.0
+        out[f"ndcg@{k}"] = float(np.mean(np.where(hit, 1.0 / np.log2(rank + 1), 0.0))) \
+            if len(rank) else 0.0
+    return out

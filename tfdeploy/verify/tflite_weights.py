@@ -116,8 +116,10 @@ def operators(path):
     """The operators of a ``.tflite`` file, read from its flatbuffer, in graph order.
 
     Returns:
-        A list of dicts ``{"op": "CONV_2D", "inputs": [dtype, ...], "outputs": [dtype, ...]}``
-        (dtype names as in `weight_tensors`; an optional input left out is ``None``).
+        A list of dicts ``{"op": "CONV_2D", "inputs": [dtype, ...], "outputs": [dtype, ...],
+        "name": first output tensor's name, "input_ids": [tensor index, ...], "output_ids":
+        [...], "constant": [bool per input: stored in the file]}`` (dtype names as in
+        `weight_tensors`; an optional input left out is ``None``, index -1).
     """
     with open(path, "rb") as f:
         schema, model = _parse(path, f.read())
@@ -130,6 +132,10 @@ def operators(path):
             return None if i < 0 else _NAMES.get(graph.Tensors(i).Type(), str(
                 graph.Tensors(i).Type()))
 
+        def constant(i):
+            buffer = model.Buffers(graph.Tensors(i).Buffer())
+            return buffer is not None and bool(buffer.DataLength() or buffer.Size())
+
         for o in range(graph.OperatorsLength()):
             op = graph.Operators(o)
             code = model.OperatorCodes(op.OpcodeIndex())
@@ -137,11 +143,13 @@ def operators(path):
             name = names.get(builtin, str(builtin))
             if name == "CUSTOM":
                 name = code.CustomCode().decode()
-            out.append({"op": name,
-                        "inputs": [dtype(int(i)) for i in op.InputsAsNumpy()]
-                        if op.InputsLength() else [],
-                        "outputs": [dtype(int(i)) for i in op.OutputsAsNumpy()]
-                        if op.OutputsLength() else []})
+            ins = [int(i) for i in op.InputsAsNumpy()] if op.InputsLength() else []
+            outs = [int(i) for i in op.OutputsAsNumpy()] if op.OutputsLength() else []
+            out.append({"op": name, "inputs": [dtype(i) for i in ins],
+                        "outputs": [dtype(i) for i in outs],
+                        "name": graph.Tensors(outs[0]).Name().decode() if outs else "",
+                        "input_ids": ins, "output_ids": outs,
+                        "constant": [i >= 0 and constant(i) for i in ins]})
     return out
 
 

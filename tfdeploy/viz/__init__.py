@@ -36,11 +36,12 @@ Explanation: ``integrated_gradients``, ``grad_cam``, ``attribution_map``,
 ``read_sparsity``. Weights: ``model_kernels``, ``tflite_kernels``.
 """
 
-from tfdeploy.viz.board import log_images, log_text, read_sparsity
+from tfdeploy.viz.board import log_images, log_sensitivity, log_text, read_sparsity
 from tfdeploy.viz.hparams import (HPARAMS, METRICS, log_hparams, log_plan, log_rows,
                                   row_hparams)
 from tfdeploy.viz.plots import (CAPTIONS, confusion_matrices, pareto_front, recall_change,
-                                saliency_panel, sparsity_heatmap, standard_figures, tradeoff,
+                                saliency_panel, sensitivity_chart, sparsity_heatmap, standard_figures,
+                                tradeoff,
                                 weight_distributions)
 from tfdeploy.viz.report import load_run, render_report, write_report
 from tfdeploy.viz.saliency import (attribution_map, explain, grad_cam, integrated_gradients,
@@ -55,4 +56,4 @@ __all__ = ["HPARAMS", "METRICS", "log_hparams", "log_rows", "log_plan", "row_hpa
            "explain", "tradeoff", "pareto_front", "sparsity_heatmap", "weight_distributions",
            "confusion_matrices", "recall_change", "saliency_panel", "standard_figures",
            "CAPTIONS", "log_images", "log_text", "read_sparsity", "model_kernels",
-           "tflite_kernels"]
+           "tflite_kernels", "log_sensitivity", "sensitivity_chart"]

@@ -61,3 +61,13 @@ def read_sparsity(log_dirs):
     for column in layers.values():
         column += [None] * (len(epochs) - len(column))
     return {"epochs": epochs, "layers": layers}
+
+
+def log_sensitivity(log_dir, result, step=0):
+    """Write a `tfdeploy.export.sensitivity` result to TensorBoard: the bar chart as the
+    ``quantization/sensitivity`` image and the table as text."""
+    from tfdeploy.viz.plots import sensitivity_chart
+
+    log_images(log_dir, {"quantization/sensitivity": sensitivity_chart(result.rows)}, step)
+    log_text(log_dir, "quantization/sensitivity_table",
+             "```\n" + result.table() + "\n```", step)

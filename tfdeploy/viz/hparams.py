@@ -23,7 +23,16 @@ HPARAMS = {"technique": str, "sparsity": float, "clusters": int, "slim_ratio": f
 METRICS = {"accuracy": "top-1 accuracy on the test data",
            "gzip_bytes": "artifact size after gzip",
            "latency_p50_ms": "median ms per sample at batch size 1",
-           "agreement": "share of test samples whose top class matches the float model"}
+           "agreement": "share of test samples whose top class matches the float model",
+           "recall_at_1": "retrieval: share of test queries whose answer ranks first",
+           "recall_at_k": "retrieval: share of test queries whose answer is in the top k",
+           "mrr": "retrieval/recommendation: mean reciprocal rank of the held-out answer/item",
+           "hr_at_k": "recommendation: hit rate of the held-out item in the top k (seen "
+                      "items filtered)",
+           "ndcg_at_k": "recommendation: NDCG of the held-out item at k"}
+#: Comparison-row keys (recipes) -> metric tags.
+_ROW_METRICS = {"recall@1": "recall_at_1", "recall@k": "recall_at_k", "mrr": "mrr",
+                "hr@k": "hr_at_k", "ndcg@k": "ndcg_at_k"}
 _DEFAULTS = {"technique": "none", "sparsity": 0.0, "clusters": 0, "slim_ratio": 0.0,
              "quantization": "float32", "format": "keras", "runtime": "keras"}
 _CONFIG_MARK = ".tfdeploy_hparams_config"
@@ -49,10 +58,10 @@ def _clean_hparams(hparams):
     return out
 
 
-def _clean_metrics(metrics):
-    unknown = sorted(set(metrics) - set(METRICS))
+def _clean_metrics(metrics, columns):
+    unknown = sorted(set(metrics) - set(columns))
     if unknown:
-        raise DataError(f"Unknown metrics {unknown}; the tags are {list(METRICS)}.")
+        raise DataError(f"Unknown metrics {unknown}; the tags are {list(columns)}.")
     out = {}
     for key, value in metrics.items():
         if value is None:
@@ -64,8 +73,9 @@ def _clean_metrics(metrics):
     return out
 
 
-def write_config(log_dir):
-    """Write the HParams experiment (columns = `HPARAMS` + `METRICS`) at ``log_dir`` once."""
+def write_config(log_dir, metrics=None):
+    """Write the HParams experiment at ``log_dir`` once: columns `HPARAMS` + ``metrics``
+    (``{tag: description}``; defaults to `METRICS`)."""
     mark = os.path.join(log_dir, _CONFIG_MARK)
     if os.path.exists(mark):
         return
@@ -75,13 +85,13 @@ def write_config(log_dir):
         hp.hparams_config(
             hparams=[hp.HParam(name) for name in HPARAMS],
             metrics=[hp.Metric(name, display_name=name, description=text)
-                     for name, text in METRICS.items()])
+                     for name, text in (metrics or METRICS).items()])
     writer.close()
     with open(mark, "w") as f:
         f.write("hparams experiment config written\n")
 
 
-def log_hparams(log_dir, run, hparams, metrics):
+def log_hparams(log_dir, run, hparams, metrics, columns=None):
     """Log one variant as an HParams session under ``log_dir/<run>``.
 
     Args:
@@ -91,7 +101,12 @@ def log_hparams(log_dir, run, hparams, metrics):
         hparams: dict with any of `HPARAMS` (missing ones get neutral defaults:
             technique "none", sparsity 0, clusters 0, slim_ratio 0,
             quantization "float32", format/runtime "keras").
-        metrics: dict with any of `METRICS`; None values are left out.
+        metrics: dict with any of `METRICS` (or of ``columns``); None values are
+            left out.
+        columns: ``{tag: description}`` of the experiment's metric columns, for a
+            caller whose numbers are not `METRICS` (the tuner's validation
+            accuracy, cost, feasibility). The first session written to
+            ``log_dir`` sets the experiment. Defaults to None (`METRICS`).
 
     Returns:
         The session's run directory.
@@ -104,8 +119,9 @@ def log_hparams(log_dir, run, hparams, metrics):
         ...             "sparsity": 0.8, "quantization": "int8", "format": "tflite",
         ...             "runtime": "litert"}, {"accuracy": 0.97, "gzip_bytes": 20466})
     """
-    values, numbers = _clean_hparams(hparams), _clean_metrics(metrics)
-    write_config(log_dir)
+    columns = columns or METRICS
+    values, numbers = _clean_hparams(hparams), _clean_metrics(metrics, columns)
+    write_config(log_dir, columns)
     run_dir = os.path.join(log_dir, _slug(run))
     writer = tf.summary.create_file_writer(run_dir)
     with writer.as_default(step=0):
@@ -120,13 +136,16 @@ def row_hparams(row):
     """Split a comparison row (quickstart/recipe dict) into ``(hparams, metrics)``.
 
     Reads the `HPARAMS` keys present in the row, and the metrics from
-    ``accuracy``, ``gzip_bytes``, ``latency_p50_ms`` (or ``ms_per_sample``) and
-    ``agreement``.
+    ``accuracy``, ``gzip_bytes``, ``latency_p50_ms`` (or ``ms_per_sample``),
+    ``agreement``, and the recipes' ranking metrics ``recall@1``, ``recall@k``,
+    ``mrr``, ``hr@k``, ``ndcg@k`` (as ``recall_at_1`` ... ``ndcg_at_k``).
     """
     hparams = {k: row[k] for k in HPARAMS if row.get(k) is not None}
     metrics = {"accuracy": row.get("accuracy"), "gzip_bytes": row.get("gzip_bytes"),
                "latency_p50_ms": row.get("latency_p50_ms", row.get("ms_per_sample")),
                "agreement": row.get("agreement")}
+    metrics.update({tag: row[key] for key, tag in _ROW_METRICS.items()
+                    if row.get(key) is not None})
     return hparams, metrics
 
 

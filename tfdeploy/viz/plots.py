@@ -304,3 +304,25 @@ def standard_figures(rows, y_true=None, predictions=None, class_names=None, refe
                                                  predictions[compressed], class_names,
                                                  (reference, compressed))
     return out
+
+
+def sensitivity_chart(rows, max_layers=30):
+    """Per-layer int8 sensitivity (rows of `tfdeploy.export.sensitivity`, most sensitive first):
+    the output error with the layer alone int8, and the accuracy points regained with it alone
+    float, as horizontal bars."""
+    rows = list(rows)[:max_layers]
+    if not rows:
+        raise DataError("sensitivity_chart needs at least one layer row.")
+    names = [_short(r["layer"]) for r in rows][::-1]
+    fig = Figure(figsize=(9, 1.2 + 0.28 * len(rows)))
+    left, right = fig.subplots(1, 2, sharey=True)
+    y = np.arange(len(rows))
+    left.barh(y, [r["error"] for r in rows][::-1], color="#c44e52")
+    left.set_yticks(y, names, fontsize=7)
+    left.set_xlabel("relative output error, layer alone int8")
+    right.barh(y, [r["float_gain"] for r in rows][::-1], color="#4c72b0")
+    right.set_xlabel("accuracy regained, layer alone float (points)")
+    fig.suptitle("Per-layer int8 sensitivity, measured in LiteRT (most sensitive at the top)",
+                 fontsize=9)
+    fig.tight_layout()
+    return to_png(fig)

@@ -1,0 +1,300 @@
+"""Automatic mixed precision against float, uniform int8 (PTQ and QAT) and Intel Neural
+Compressor's accuracy-aware PTQ, on one model where uniform int8 hurts, in one run.
+
+    python benchmarks/bench_mixed_precision.py --json docs/bench_mixed_precision.json \
+        [--inc-python /tmp/incvenv/bin/python]
+
+The model (``--model standardized_cnn``, the default): the quickstart CNN (width 0.25) on
+the bundled digits behind a per-pixel standardization, ``Normalization(axis=(1, 2, 3))``
+adapted on the training images, which cannot be folded into the first convolution. Border
+pixels that are almost always 0 get a tiny standard deviation, so the standardized tensor
+spans hundreds of units: one int8 scale for it leaves the ordinary pixels a level or two,
+and uniform int8 collapses. This is the issue's fallback (the bundled tasks gave no model
+where uniform int8 loses 2 points: the CNN, the CNN on raw 0-255 input and MobileNetV3-Small
+from scratch at 32x32 all kept int8 within 0.3 point).
+
+Data: the training digits split 80/20 with a fixed seed (fit / calibrate on the first part,
+select on the second: the validation split); the test digits only report. Rows, each
+measured in its own runtime on the same test images: ``float`` (TFLite), ``ptq_int8``
+(TFLite's converter, full int8), ``qat_int8`` (QAT ``--qat-epochs``, full int8),
+``auto_<budget>`` (``export.tflite(..., quantization="auto", budget=...)``, objective size),
+``qat_auto_<budget>`` (QAT that follows the first budget's choice, built with its map) and
+``inc`` (Neural Compressor 3.x ``autotune`` with ``StaticQuantConfig``'s tuning set on the
+float SavedModel, tolerable loss = the first budget relative to float, run by
+``--inc-python``: its own virtual environment; its output is a TensorFlow graph, so it is
+measured in TensorFlow, and its size is the gzip of the SavedModel it writes). Latency: p50 at
+batch 1, one thread, every LiteRT file timed in turns (`verify.interleaved_latency`); INC's
+graph timed in its own process right after. Precision counts are read from each file.
+"""
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _cpu():
+    info = {"platform": platform.platform(), "cpus": os.cpu_count()}
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    except OSError:
+        return info
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Model name":
+            info["model"] = value.strip()
+        if key.strip() == "Flags":
+            flags = value.split()
+            info["flags"] = [f for f in flags if f.startswith(("avx512", "amx", "avx_vnni"))]
+    info["note"] = "shared machine: 2 cores used by 4 engineers' jobs at once"
+    return info
+
+
+def _split(x, y, fraction=0.2, seed=0):
+    import numpy as np
+
+    order = np.random.default_rng(seed).permutation(len(x))
+    cut = int(round(len(x) * (1 - fraction)))
+    return (x[order[:cut]], y[order[:cut]]), (x[order[cut:]], y[order[cut:]])
+
+
+def _standardized_cnn(x_train):
+    import tfdeploy as td
+
+    k = td.keras
+    norm = k.layers.Normalization(axis=(1, 2, 3), name="standardize")
+    norm.adapt(x_train)
+    inner = td.models.build_cnn(x_train.shape[1:], 10, width=0.25, rescale=False)
+    inp = k.Input(x_train.shape[1:], name="images")
+    return td.compress.flatten(k.Model(inp, inner(norm(inp)), name="standardized_cnn"))
+
+
+def _inc_worker(args):
+    """Run inside Neural Compressor's environment: tune, save, measure; print one JSON line."""
+    import numpy as np
+    from neural_compressor.common.base_tuning import TuningConfig
+    from neural_compressor.tensorflow import StaticQuantConfig, autotune
+
+    d = np.load(args.inc_data)
+
+    class Loader:
+        batch_size = 32
+
+        def __init__(self, x):
+            self.x = x
+
+        def __iter__(self):
+            for i in range(0, len(self.x), self.batch_size):
+                batch = self.x[i:i + self.batch_size]
+                yield batch, np.zeros(len(batch))
+
+    def run(model, x, batch=64):
+        inp = model.input_tensor[0]
+        outs = [model.sess.run(model.output_tensor, {inp: x[i:i + batch]})
+                for i in range(0, len(x), batch)]
+        k = [j for j, o in enumerate(outs[0]) if np.ndim(o) == 2][0]  # the probabilities
+        return np.concatenate([o[k] for o in outs])
+
+    def val_accuracy(model):
+        return float(np.mean(np.argmax(run(model, d["vx"]), -1) == d["vy"]))
+
+    start = time.time()
+    config = TuningConfig(config_set=StaticQuantConfig.get_config_set_for_tuning(),
+                          tolerable_loss=float(args.inc_tolerable), max_trials=args.inc_trials)
+    q = autotune(args.inc_model, config, eval_fn=val_accuracy,
+                 calib_dataloader=Loader(d["cx"]), calib_iteration=len(d["cx"]) // 32)
+    seconds = time.time() - start
+    if q is None:
+        print(json.dumps({"error": f"no configuration within tolerable_loss in "
+                                   f"{args.inc_trials} trials", "tune_s": seconds}))
+        return 0
+    saved = os.path.join(args.inc_out, "inc_int8")
+    q.save(saved)  # a SavedModel directory (a .pb file for a frozen-graph input)
+    blobs = [open(os.path.join(d, f), "rb").read() for d, _, fs in sorted(os.walk(saved))
+             for f in sorted(fs)] if os.path.isdir(saved) else [open(saved, "rb").read()]
+    ops = {}
+    for node in q.graph_def.node:
+        ops[node.op] = ops.get(node.op, 0) + 1
+    times = []
+    for i in range(args.calls + 5):
+        t = time.perf_counter()
+        run(q, d["tx"][i % len(d["tx"]):i % len(d["tx"]) + 1], batch=1)
+        times.append((time.perf_counter() - t) * 1e3)
+    print(json.dumps({
+        "test_accuracy": float(np.mean(np.argmax(run(q, d["tx"]), -1) == d["ty"])),
+        "val_accuracy": val_accuracy(q), "gzip_bytes": len(gzip.compress(b"".join(blobs), 9)),
+        "p50_ms": float(np.median(times[5:])), "tune_s": round(seconds, 1),
+        "quantized_ops": {k: v for k, v in ops.items() if "Quantize" in k or "Quantized" in k},
+        "runtime": "TensorFlow (oneDNN) session, 1 inter/intra thread default"}))
+    return 0
+
+
+def _inc_row(args, model_float, data, budget, float_val, work):
+    """Neural Compressor's accuracy-aware PTQ, in its own interpreter, or why it cannot run."""
+    import numpy as np
+
+    import tfdeploy as td
+
+    if not args.inc_python:
+        return {"error": "not run: pass --inc-python (a virtual environment with "
+                         "neural-compressor-tf installed)"}
+    saved = td.export.saved_model(model_float, os.path.join(work, "float_savedmodel"))
+    (cx, _), (vx, vy), (tx, ty) = data
+    npz = os.path.join(work, "inc_data.npz")
+    np.savez(npz, cx=cx[:args.num_calibration], vx=vx, vy=vy, tx=tx, ty=ty)
+    cmd = [args.inc_python, os.path.abspath(__file__), "--inc-worker", "--inc-model", saved,
+           "--inc-data", npz, "--inc-out", work, "--inc-tolerable",
+           str(budget / float_val), "--inc-trials", str(args.inc_trials),
+           "--calls", str(args.calls)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.inc_timeout)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode or not lines:
+        return {"error": f"Neural Compressor failed (exit {proc.returncode}): "
+                         f"{proc.stderr.strip().splitlines()[-1:]}"}
+    row = json.loads(lines[-1])
+    row["command"] = " ".join(cmd[:3]) + " ..."
+    row["tolerable_loss_relative"] = budget / float_val
+    return row
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="standardized_cnn", choices=["standardized_cnn"])
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--qat-epochs", type=int, default=1)
+    p.add_argument("--budgets", type=float, nargs="+", default=[0.5, 1.0])
+    p.add_argument("--num-calibration", type=int, default=200)
+    p.add_argument("--calls", type=int, default=30, help="timed calls per round and target")
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--inc-python", help="python of Neural Compressor's virtual environment")
+    p.add_argument("--inc-trials", type=int, default=30)
+    p.add_argument("--inc-timeout", type=int, default=900)
+    p.add_argument("--json", help="write the result here (also printed)")
+    p.add_argument("--inc-worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--inc-model", help=argparse.SUPPRESS)
+    p.add_argument("--inc-data", help=argparse.SUPPRESS)
+    p.add_argument("--inc-out", help=argparse.SUPPRESS)
+    p.add_argument("--inc-tolerable", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.inc_worker:
+        return _inc_worker(args)
+
+    import numpy as np
+
+    import tfdeploy as td
+    from tfdeploy.verify import accuracy, gzip_bytes, interleaved_latency, precision_counts
+
+    started = time.time()
+    work = tempfile.mkdtemp(prefix="bench_mixed_")
+    digits = td.data.write_digits(os.path.join(work, "digits"))
+    x, y = td.data.to_numpy(td.data.image_dataset(os.path.join(digits, "train")))
+    tx, ty = td.data.to_numpy(td.data.image_dataset(os.path.join(digits, "test")))
+    (fx, fy), (vx, vy) = _split(x, y)
+    td.keras.utils.set_random_seed(0)
+    model = _standardized_cnn(fx)
+    model.compile(td.keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy",
+                  ["accuracy"])
+    model.fit(fx, fy, epochs=args.epochs, batch_size=32, verbose=0)
+    files, rows, timings = {}, {}, {}
+
+    def add(name, path, **extra):
+        runner = td.runtime.load(path)
+        files[name] = path
+        rows[name] = {"test_accuracy": round(100 * accuracy(runner, tx, ty), 2),
+                      "val_accuracy": round(100 * accuracy(runner, vx, vy), 2),
+                      "gzip_bytes": gzip_bytes(path), "bytes": os.path.getsize(path),
+                      "precision_counts": precision_counts(path), **extra}
+
+    def timed(name, fn):
+        t = time.time()
+        fn()
+        timings[name] = round(time.time() - t, 1)
+
+    path = lambda name: os.path.join(work, f"{name}.tflite")  # noqa: E731
+    timed("float", lambda: td.export.tflite(model, path("float")))
+    add("float", path("float"))
+    timed("ptq_int8", lambda: td.export.tflite(model, path("ptq_int8"), quantization="int8",
+                                               representative_data=fx,
+                                               num_calibration=args.num_calibration))
+    add("ptq_int8", path("ptq_int8"))
+
+    def qat_int8():
+        qat = td.compress.quantize(model, calibration_data=fx[:args.num_calibration])
+        qat.compile(td.keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy")
+        qat.fit(fx, fy, epochs=args.qat_epochs, batch_size=32, verbose=0)
+        td.export.tflite(qat, path("qat_int8"), quantization="int8", representative_data=fx,
+                         num_calibration=args.num_calibration)
+
+    timed("qat_int8", qat_int8)
+    add("qat_int8", path("qat_int8"))
+    for budget in args.budgets:
+        name = f"auto_{budget:g}"
+        timed(name, lambda: td.export.tflite(
+            model, path(name), quantization="auto", budget=budget, validation_data=(vx, vy),
+            representative_data=fx, num_calibration=args.num_calibration))
+        card = td.export.read_model_card(path(name))["artifact"]["mixed_precision"]
+        add(name, path(name), precision_map=card["precision_map"],
+            files_measured=len(card["trials"]),
+            search_val_accuracy=card["accuracy"], float_val_accuracy=card["float_accuracy"])
+    first = f"auto_{args.budgets[0]:g}"
+
+    def qat_auto():
+        qat = td.compress.quantize(model, calibration_data=fx[:args.num_calibration],
+                                   precision_map=rows[first]["precision_map"])
+        qat.compile(td.keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy")
+        qat.fit(fx, fy, epochs=args.qat_epochs, batch_size=32, verbose=0)
+        td.export.tflite(qat, path("qat_" + first), quantization="auto",
+                         representative_data=fx, num_calibration=args.num_calibration)
+
+    if set(rows[first]["precision_map"].values()) == {"float"}:
+        rows["qat_" + first] = {"error": "not run: the search kept every layer float"}
+    else:
+        timed("qat_" + first, qat_auto)
+        add("qat_" + first, path("qat_" + first))
+    lat = interleaved_latency(files, tx, rounds=args.rounds, calls=args.calls)
+    for name in files:
+        rows[name]["p50_ms"] = round(lat[name]["p50_ms"], 4)
+        rows[name]["build_s"] = timings[name]
+    float_val = rows["float"]["val_accuracy"]
+    rows["inc"] = _inc_row(args, model, ((fx, fy), (vx, vy), (tx, ty)), args.budgets[0],
+                           float_val, work)
+    if "test_accuracy" in rows["inc"]:
+        rows["inc"]["test_accuracy"] = round(100 * rows["inc"]["test_accuracy"], 2)
+        rows["inc"]["val_accuracy"] = round(100 * rows["inc"]["val_accuracy"], 2)
+    f, i8, a = rows["float"], rows["ptq_int8"], rows[first]
+    reduction_int8 = f["gzip_bytes"] - i8["gzip_bytes"]
+    targets = {
+        "uniform_int8_loses_2_points": f["test_accuracy"] - i8["test_accuracy"] >= 2,
+        "auto_within_0.5_point_of_float": f["test_accuracy"] - a["test_accuracy"] <= 0.5,
+        "auto_keeps_70pct_of_int8_size_reduction":
+            (f["gzip_bytes"] - a["gzip_bytes"]) >= 0.7 * reduction_int8,
+        "auto_faster_than_float_batch1": a["p50_ms"] < f["p50_ms"],
+        "auto_size_reduction_share_of_int8": round((f["gzip_bytes"] - a["gzip_bytes"])
+                                                   / reduction_int8, 3),
+    }
+    inc = rows["inc"]
+    if "test_accuracy" in inc:
+        targets["auto_as_accurate_as_inc"] = a["test_accuracy"] >= inc["test_accuracy"]
+        targets["auto_as_small_as_inc"] = a["gzip_bytes"] <= inc["gzip_bytes"]
+    result = {"benchmark": "bench_mixed_precision", "model": args.model,
+              "machine": _cpu(), "args": vars(args),
+              "data": {"fit": len(fy), "validation": len(vy), "test": len(ty)},
+              "rows": rows, "targets": targets,
+              "seconds": round(time.time() - started, 1)}
+    text = json.dumps(result, indent=2, default=str)
+    print(text)
+    if args.json:
+        with open(args.json, "w") as fh:
+            fh.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

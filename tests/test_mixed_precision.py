@@ -1,0 +1,327 @@
+"""Per-layer sensitivity and automatic mixed precision, measured on exported files in LiteRT."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import tfdeploy as td
+from tfdeploy.errors import DataError, ExportError
+from tfdeploy.export import mixed_precision
+from tfdeploy.runtime import load
+from tfdeploy.verify import accuracy, precision_counts, precision_map
+
+
+@pytest.fixture(scope="module")
+def digits_split(train_ds):
+    """Training digits split 80/20: fit/calibrate on the first part, select on the second."""
+    x, y = td.data.to_numpy(train_ds)
+    cut = int(0.8 * len(x))
+    return (x[:cut], y[:cut]), (x[cut:], y[cut:])
+
+
+def _small_cnn():
+    k = td.keras
+    inp = k.Input((32, 32, 1))
+    x = k.layers.Rescaling(1 / 255.0, name="scale")(inp)
+    x = k.layers.Conv2D(8, 3, activation="relu", name="conv1")(x)
+    x = k.layers.MaxPooling2D(name="pool1")(x)
+    x = k.layers.Conv2D(16, 3, activation="relu", name="conv2")(x)
+    x = k.layers.MaxPooling2D(name="pool2")(x)
+    x = k.layers.Flatten(name="flat")(x)
+    x = k.layers.Dense(32, activation="relu", name="hidden")(x)
+    out = k.layers.Dense(10, activation="softmax", name="head")(x)
+    return k.Model(inp, out, name="small")
+
+
+@pytest.fixture(scope="module")
+def poisoned(digits_split):
+    """A trained CNN whose ``hidden`` Dense is made very int8-sensitive without changing its
+    float function: ``conv2``'s last channel is dead (always 0 after ReLU), and ``hidden``
+    reads it with weights 1000x larger than the rest. Float ignores them (0 x w = 0); int8
+    per-channel weights get a scale 1000x too coarse, so every other weight of ``hidden``
+    rounds to 0."""
+    (x, y), _ = digits_split
+    td.keras.utils.set_random_seed(0)  # module fixtures start before the autouse seed
+    model = _small_cnn()
+    model.compile(td.keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy",
+                  ["accuracy"])
+    model.fit(x, y, epochs=6, batch_size=32, verbose=0)
+    kernel, bias = model.get_layer("conv2").get_weights()
+    kernel[..., -1], bias[-1] = 0.0, -1.0
+    model.get_layer("conv2").set_weights([kernel, bias])
+    kernel, bias = model.get_layer("hidden").get_weights()
+    kernel[15::16, :] = 1000.0 * np.abs(kernel).max()  # the flattened dead channel
+    model.get_layer("hidden").set_weights([kernel, bias])
+    return model
+
+
+def test_a_layer_forced_to_be_sensitive_ranks_first(poisoned, digits_split, tmp_path):
+    (x, _), val = digits_split
+    result = td.compress.sensitivity(poisoned, x, val, num_calibration=100)
+    assert result.ranking[0] == "hidden"
+    top = result.rows[0]
+    # quantizing it alone costs most of the accuracy; keeping it alone float regains it
+    assert top["accuracy_drop"] > 30 and top["float_gain"] > 30
+    assert result.float_accuracy - result.int8_accuracy > 30
+    assert all(r["error"] < top["error"] / 5 for r in result.rows[1:])
+    assert {"conv1", "conv2", "hidden", "head"} <= set(result.ranking)
+    saved = json.load(open(result.to_json(str(tmp_path / "s.json"))))
+    assert saved["layers"][0]["layer"] == "hidden"
+    assert "hidden" in result.table().splitlines()[3]
+
+
+def test_auto_ships_a_file_within_the_budget_with_its_map_in_file_and_card(
+        poisoned, digits_split, tmp_path):
+    (x, _), (vx, vy) = digits_split
+    path = str(tmp_path / "auto.tflite")
+    td.export.tflite(poisoned, path, quantization="auto", representative_data=x,
+                     num_calibration=100, budget=1.0, validation_data=(vx, vy))
+    card = td.export.read_model_card(path)["artifact"]["mixed_precision"]
+    runner = load(path)
+    float_acc = 100 * accuracy(td.runtime.load(_float_file(poisoned, tmp_path)), vx, vy)
+    shipped = 100 * accuracy(runner, vx, vy)
+    assert card["float_accuracy"] == pytest.approx(float_acc, abs=1e-3)
+    assert shipped == pytest.approx(card["accuracy"], abs=1e-3)
+    assert shipped >= float_acc - 1.0
+    # every trial outside the budget is bigger-or-equal in nothing that matters: never shipped
+    outside = [t for t in card["trials"] if not t["within_budget"]]
+    assert outside and all(t["accuracy"] < float_acc - 1.0 for t in outside)
+    # the map read back from the file: the poisoned layer float, the convolutions quantized
+    read = precision_map(path)
+    assert read == card["precision_map"]
+    assert read["hidden"] == "float"
+    assert read["conv1"] in ("int8", "int4w") and read["conv2"] in ("int8", "int4w")
+    counts = precision_counts(path)
+    assert counts.get("float", 0) >= 1 and counts.get("int8", 0) >= 1
+    assert os.path.getsize(path) < os.path.getsize(_float_file(poisoned, tmp_path))
+
+
+def _float_file(model, tmp_path):
+    path = str(tmp_path / "float.tflite")
+    if not os.path.exists(path):
+        td.export.tflite(model, path)
+    return path
+
+
+def test_every_precision_is_built_and_read_back_from_the_file(poisoned, digits_split, tmp_path):
+    (x, _), val = digits_split
+    float_bytes = td.export._tflite.float_flatbuffer(poisoned)
+    cands = mixed_precision._prepare(float_bytes, x, val, 50, str(tmp_path))
+    wanted = {"conv1": "int16x8", "conv2": "int8", "hidden": "int4w", "head": "float"}
+    pmap = {k: wanted.get(k, "float") for k in cands.units}
+    path = str(tmp_path / "mixed.tflite")
+    open(path, "wb").write(cands.build(pmap))
+    read = precision_map(path)
+    assert {k: read[k] for k in wanted} == wanted
+    ops = {op["layer"]: op for op in td.verify.op_precisions(path)}
+    assert ops["hidden"]["op"] == "FULLY_CONNECTED" and ops["conv1"]["op"] == "CONV_2D"
+    # and a file from TFLite's own converter reads the same way
+    int8 = str(tmp_path / "int8.tflite")
+    td.export.tflite(poisoned, int8, quantization="int8", representative_data=x,
+                     num_calibration=50)
+    assert set(precision_map(int8).values()) == {"int8"}
+    assert set(precision_map(_float_file(poisoned, tmp_path)).values()) == {"float"}
+
+
+def test_bad_input_gets_typed_errors(poisoned, digits_split, tmp_path):
+    (x, _), (vx, vy) = digits_split
+    path = str(tmp_path / "bad.tflite")
+    with pytest.raises(ExportError, match="needs budget=POINTS"):
+        td.export.tflite(poisoned, path, quantization="auto", representative_data=x,
+                         validation_data=(vx, vy))
+    with pytest.raises(ExportError, match="needs validation_data"):
+        td.export.tflite(poisoned, path, quantization="auto", representative_data=x, budget=1)
+    with pytest.raises(ExportError, match="Unrecognized objective='speed'"):
+        td.export.tflite(poisoned, path, quantization="auto", representative_data=x, budget=1,
+                         validation_data=(vx, vy), objective="speed")
+    with pytest.raises(DataError, match="as many labels as inputs"):
+        td.export.tflite(poisoned, path, quantization="auto", representative_data=x, budget=1,
+                         validation_data=(vx, vy[:3]))
+    with pytest.raises(ExportError, match="received budget=-1"):
+        td.export.tflite(poisoned, path, quantization="auto", representative_data=x, budget=-1,
+                         validation_data=(vx, vy))
+    with pytest.raises(DataError, match=r"an \(x, y\) pair of arrays"):
+        td.export.sensitivity(poisoned, x, vx)
+    with pytest.raises(ExportError, match="quantization-aware"):
+        td.export.sensitivity(td.compress.quantize(poisoned), x, (vx, vy))
+    assert not os.path.exists(path)
+
+
+def test_missing_quantizer_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ai_edge_quantizer", None)
+    with pytest.raises(td.errors.MissingDependencyError, match=r"tfdeploy\[quantizer\]"):
+        mixed_precision._aeq()
+
+
+def test_cli_report_and_budget(poisoned, digits_dir, tmp_path, capsys):
+    from tfdeploy.cli import main
+
+    saved = str(tmp_path / "poisoned.h5")
+    poisoned.save(saved)
+    out, report = str(tmp_path / "auto.tflite"), str(tmp_path / "q.json")
+    assert main(["quantize", saved, "--data", digits_dir, "--report", "--budget", "1",
+                 "-o", out, "--json", report, "--logs", str(tmp_path / "logs"),
+                 "--num-calibration", "100"]) == 0
+    printed = capsys.readouterr().out
+    table = printed.split("rank", 1)[1].splitlines()
+    assert table[2].split()[1] == "hidden"  # first row under the rule
+    result = json.load(open(report))
+    assert result["sensitivity"]["layers"][0]["layer"] == "hidden"
+    assert result["auto"]["precision_map"] == precision_map(out)
+    assert result["auto"]["precision_map"]["hidden"] == "float"
+    assert result["auto"]["accuracy"] >= result["auto"]["float_accuracy"] - 1
+    events = [f for f in os.listdir(tmp_path / "logs") if f.startswith("events")]
+    tags = {v.tag for f in events
+            for e in td.tf.compat.v1.train.summary_iterator(str(tmp_path / "logs" / f))
+            for v in e.summary.value}
+    assert "quantization/sensitivity" in tags
+    assert main(["quantize", saved, "--data", digits_dir, "--budget", "1"]) == 1
+    assert "--budget needs --output FILE.tflite" in capsys.readouterr().err
+
+
+def test_qat_follows_the_choice(poisoned, digits_split, tmp_path):
+    (x, y), (vx, vy) = digits_split
+    auto = str(tmp_path / "auto.tflite")
+    td.export.tflite(poisoned, auto, quantization="auto", representative_data=x,
+                     num_calibration=100, budget=1.0, validation_data=(vx, vy))
+    chosen = precision_map(auto)
+    assert chosen["hidden"] == "float"
+    float_acc = 100 * accuracy(poisoned, vx, vy)
+    # every layer annotated: the poisoned kernel is fake-quantized in training too
+    everything = td.compress.quantize(poisoned, calibration_data=x[:200])
+    assert 100 * accuracy(everything, vx, vy) < float_acc - 30
+    qat = td.compress.quantize(poisoned, calibration_data=x[:200], precision_map=chosen)
+    entry = td.compress.history(qat)[-1]
+    assert entry["params"]["float_layers"] == ["hidden"]
+    assert "hidden" not in entry["layers"] and "conv1" in entry["layers"]
+    assert 100 * accuracy(qat, vx, vy) > float_acc - 3  # trains only what will be quantized
+    qat.compile(td.keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy")
+    qat.fit(x, y, epochs=1, batch_size=64, verbose=0)
+    path = str(tmp_path / "qat_auto.tflite")
+    td.export.tflite(qat, path, quantization="auto", representative_data=x, num_calibration=100)
+    read = precision_map(path)
+    assert read == chosen  # the searched map, built from the QAT-trained weights
+    assert 100 * accuracy(load(path), vx, vy) > float_acc - 3
+    assert td.export.read_model_card(path)["artifact"]["mixed_precision"]["precision_map"] == read
+    with pytest.raises(td.errors.CompressionError, match="names a layer"):
+        td.compress.quantize(poisoned, precision_map={"nope": "float"})
+
+
+def test_tune_space_carries_a_per_layer_precision_map(poisoned, digits_split, tmp_path):
+    from tfdeploy._keras import keras_tuner
+    from tfdeploy.tune import space as tune_space
+
+    space = tune_space.resolve_space({"qat": [True], "slim_ratio": [0.0],
+                                      "sparsity_kind": ["none"], "clusters": [0],
+                                      "layer_precision": {"hidden": ["int8", "float"],
+                                                          "conv1": ["int8", "int16x8"]}})
+    hp = keras_tuner().HyperParameters()
+    tune_space.declare(hp, space)
+    assert hp.values["precision/hidden"] == "int8"  # declared, under qat=True
+    values = {**hp.values, "precision/hidden": "float", "learning_rate": 1e-4, "epochs": 1}
+    stages, quantization = tune_space.plan(values)
+    assert quantization == "auto" and tune_space.technique(values) == "qat+mixed"
+    assert stages[-1].params["precision_map"] == {"hidden": "float", "conv1": "int8"}
+    (x, y), (vx, vy) = digits_split
+    train = td.tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
+    model = td.compress.apply_plan(poisoned, stages, train).model
+    path = str(tmp_path / "trial.tflite")
+    td.export.tflite(model, path, quantization, representative_data=x, num_calibration=100)
+    read = precision_map(path)
+    assert read["hidden"] == "float" and read["conv1"] == "int8" and read["head"] == "int8"
+    assert 100 * accuracy(load(path), vx, vy) > 100 * accuracy(poisoned, vx, vy) - 3
+    with pytest.raises(td.errors.TuneError, match="allowed values are"):
+        tune_space.resolve_space({"layer_precision": {"hidden": ["int2"]}})
+    # the default space declares no precision choice
+    hp = keras_tuner().HyperParameters()
+    tune_space.declare(hp, tune_space.resolve_space(None))
+    assert not [k for k in hp.values if k.startswith("precision/")]
+
+
+def test_latency_objective_times_every_file_within_the_budget(poisoned, digits_split, tmp_path):
+    (x, _), (vx, vy) = digits_split
+    path = str(tmp_path / "fast.tflite")
+    td.export.tflite(poisoned, path, quantization="auto", representative_data=x,
+                     num_calibration=100, budget=1.0, validation_data=(vx[:120], vy[:120]),
+                     objective="latency")
+    card = td.export.read_model_card(path)["artifact"]["mixed_precision"]
+    timed = [t for t in card["trials"] if "latency_ms" in t]
+    assert timed and all(t["within_budget"] for t in timed)
+    assert len(timed) == sum(t["within_budget"] for t in card["trials"])
+    # latency never tries int16 activations (reference kernels) nor int4 weight-only
+    assert not any({"int16x8", "int4w"} & set(t["counts"]) for t in card["trials"])
+    assert precision_map(path)["hidden"] == "float"
+
+
+class _FakeCandidates:
+    """Stands in for the LiteRT measurements so the search's rules can be checked on many
+    made-up models in milliseconds: each layer loses ``cost[layer][precision]`` points and
+    weighs ``size[layer][precision]`` bytes, and losses add up."""
+
+    BYTES = {"float": 4, "int16x8": 1.1, "int8": 1, "int4w": 0.5}
+
+    def __init__(self, rng, n):
+        self.units = {f"l{i}": [(f"t{i}", "CONV_2D")] for i in range(n)}
+        self.int4 = set(list(self.units)[::2])
+        self.float_accuracy = 90.0
+        self.cost = {k: {"float": 0.0, "int16x8": float(rng.uniform(0, 0.2)),
+                         "int8": float(rng.choice([0.05, 0.2, 0.6, 5.0])),
+                         "int4w": float(rng.uniform(0, 0.5))} for k in self.units}
+        self.size = {k: int(rng.integers(10, 1000)) for k in self.units}
+        self.y = np.zeros(100)
+        self.measured = {}
+
+    def measure(self, pmap, latency=False):
+        key = tuple(sorted(pmap.items()))
+        if key not in self.measured:
+            loss = sum(self.cost[k][p] for k, p in pmap.items())
+            self.measured[key] = {
+                "map": dict(pmap), "accuracy": self.float_accuracy - loss, "error": loss / 100,
+                "gzip_bytes": int(sum(self.size[k] * self.BYTES[p] for k, p in pmap.items())),
+                "latency_ms": sum(0.1 if p == "int8" else 1.0 for p in pmap.values())}
+        return self.measured[key]
+
+
+@pytest.mark.parametrize("objective", ["size", "latency"])
+def test_search_never_ships_a_file_outside_the_budget(objective):
+    rng = np.random.default_rng(0)
+    quantized = 0
+    for _ in range(40):
+        cands = _FakeCandidates(rng, int(rng.integers(2, 9)))
+        budget = float(rng.choice([0.0, 0.5, 1.0, 2.0]))
+        chosen, ranking = mixed_precision._search(cands, budget, objective, max_trials=60)
+        floor = cands.float_accuracy - budget - 1e-9
+        assert chosen["accuracy"] >= floor
+        within = [r for r in cands.measured.values() if r["accuracy"] >= floor]
+        metric = "gzip_bytes" if objective == "size" else "latency_ms"
+        assert chosen[metric] == min(r[metric] for r in within)
+        if objective == "latency":
+            assert "int16x8" not in chosen["map"].values() and \
+                "int4w" not in chosen["map"].values()
+        quantized += any(p != "float" for p in chosen["map"].values())
+        # the most sensitive layer by int8 cost ranks first
+        assert cands.cost[ranking.ranking[0]]["int8"] == max(c["int8"] for c in cands.cost.values())
+    assert quantized > 20  # the float fallback is the exception, not the rule
+
+
+class _PlateauCandidates(_FakeCandidates):
+    """Small losses that only show once they add up: any 3 int8 layers lose 0.7 point (two
+    validation samples), fewer lose nothing, so no single raise from all-int8 helps."""
+
+    def measure(self, pmap, latency=False):
+        row = super().measure(pmap, latency)
+        row["accuracy"] = self.float_accuracy - (
+            0.7 if sum(p == "int8" for p in pmap.values()) >= 3 else 0.0)
+        return row
+
+
+def test_search_goes_bottom_up_when_no_single_raise_helps():
+    cands = _PlateauCandidates(np.random.default_rng(1), 6)
+    chosen, _ = mixed_precision._search(cands, 0.5, "size", max_trials=60)
+    values = list(chosen["map"].values())
+    assert values.count("int8") == 2 and "float" not in values  # rest int16x8 / int4w
+    assert chosen["accuracy"] == cands.float_accuracy

@@ -1,0 +1,188 @@
+"""``--runtime``: the server serves a model version's faster artifacts (LiteRT, ONNX Runtime,
+OpenVINO) behind TF Serving's API, and with ``auto`` chooses by verifying and timing them.
+
+Real exported files in one version directory (float and int8 TFLite, ONNX, beside the
+SavedModel), served over real sockets and checked with TF Serving's own clients.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from test_serving_support import build_digits_classifier, digit_images, rest_call
+
+pytest_plugins = ("test_serving_support",)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, train_ds):
+    root = tmp_path_factory.mktemp("runtime_choice")
+    build_digits_classifier(str(root / "digits"), train_data=train_ds,
+                            artifacts=["tflite_float32", "tflite_int8", "onnx"],
+                            representative_data=train_ds)
+    return root
+
+
+def _server(base, **options):
+    from tfdeploy.serving import create_server
+
+    return create_server(model_name="digits", model_base_path=str(base / "digits"), port=0,
+                         rest_api_port=0, file_system_poll_wait_seconds=0,
+                         max_num_load_retries=0, **options).start()
+
+
+def _metadata_runtime(server):
+    status, reply = rest_call(server.rest_port, "GET", "/v1/models/digits/metadata")
+    assert status == 200, reply
+    return reply["metadata"].get("runtime")
+
+
+def test_auto_verifies_times_and_serves_the_fastest_passing_artifact(base):
+    server = _server(base, runtime="auto", monitoring_config_file=None)
+    try:
+        report = _metadata_runtime(server)
+        assert report["policy"] == "auto"
+        rows = {(r["runtime"], r["artifact"]): r for r in report["candidates"]}
+        assert ("tensorflow", "saved_model") in rows and ("litert", "tflite_float32") in rows
+        timed = [r for r in rows.values() if r.get("passed") and r.get("p50_ms")]
+        fastest = min(timed, key=lambda r: r["p50_ms"])
+        assert (report["serving"]["runtime"], report["serving"]["artifact"]) == (
+            fastest["runtime"], fastest["artifact"])
+        for row in rows.values():                  # nothing skipped without a reason
+            if row is not fastest:
+                assert row.get("passed") is True and "p50_ms" in row or row.get("reason"), row
+        servable = server.repository.get("digits")
+        assert (servable.runtime is None) == (fastest["runtime"] == "tensorflow")
+        # answers over REST and gRPC (TF Serving's stubs) are the SavedModel's classes
+        images = digit_images(6, seed=3)
+        want = servable.tensorflow_call("serving_default", {"images": images})
+        status, reply = rest_call(server.rest_port, "POST", "/v1/models/digits:predict",
+                                  {"instances": images.tolist()})
+        assert status == 200
+        assert [p["class_index"] for p in reply["predictions"]] == want["class_index"].tolist()
+        assert [p["class_label"] for p in reply["predictions"]] == [
+            v.decode() for v in want["class_label"]]
+        import grpc
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "digits"
+        request.inputs["images"].CopyFrom(tf.make_tensor_proto(images))
+        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+            answer = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
+                request, timeout=60)
+        assert tf.make_ndarray(answer.outputs["class_index"]).tolist() == \
+            want["class_index"].tolist()
+        # validation still comes first, whatever runs the model
+        status, reply = rest_call(server.rest_port, "POST", "/v1/models/digits:predict",
+                                  {"instances": [0]})
+        assert status == 400 and "expects shape [-1,32,32,1]" in reply["error"]
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("runtime,artifact", [("litert", "tflite_float32"),
+                                              ("onnxruntime", "onnx"),
+                                              ("openvino", "onnx")])
+def test_a_named_runtime_serves_its_artifact_with_the_savedmodels_outputs(base, runtime,
+                                                                          artifact):
+    server = _server(base, runtime=runtime)
+    try:
+        report = _metadata_runtime(server)
+        assert report["serving"]["runtime"] == runtime, report
+        servable = server.repository.get("digits")
+        images = digit_images(5, seed=4)
+        want = servable.tensorflow_call("serving_default", {"images": images})
+        for batch in (images[:1], images, images[:3]):     # dynamic batch sizes
+            status, reply = rest_call(server.rest_port, "POST", "/v1/models/digits:predict",
+                                      {"inputs": batch.tolist()})
+            assert status == 200, reply
+            n = len(batch)
+            assert reply["outputs"]["class_index"] == want["class_index"][:n].tolist()
+            np.testing.assert_allclose(reply["outputs"]["probabilities"],
+                                       want["probabilities"][:n], atol=1e-4)
+        # other signatures still run on TensorFlow
+        status, reply = rest_call(server.rest_port, "POST", "/v1/models/digits:classify",
+                                  {"signature_name": "classify", "examples": [{"x": 1.0}]})
+        assert status in (200, 400) and (status == 200 or "error" in reply)
+    finally:
+        server.stop()
+
+
+def test_an_artifact_that_fails_verification_is_never_chosen(tmp_path, train_ds, caplog):
+    """The version's float TFLite file comes from another (untrained) model: it loads and is
+    fast, but it does not answer as the SavedModel does, so auto skips it and says why."""
+    import tfdeploy as td
+
+    other = td.keras.Sequential([td.keras.Input((32, 32, 1)), td.keras.layers.Flatten(),
+                                 td.keras.layers.Dense(10, activation="softmax")])
+    build_digits_classifier(str(tmp_path / "digits"), train_data=train_ds, epochs=1,
+                            artifacts={"tflite_float32": other})
+    server = _server(tmp_path, runtime="auto")
+    try:
+        report = _metadata_runtime(server)
+        row = next(r for r in report["candidates"] if r["artifact"] == "tflite_float32")
+        assert row["passed"] is False and ("atol" in row["reason"]
+                                           or "agrees" in row["reason"]), row
+        assert report["serving"]["runtime"] == "tensorflow"
+        assert any("skips litert/tflite_float32" in r.getMessage() for r in caplog.records)
+    finally:
+        server.stop()
+
+
+def test_a_runtime_that_cannot_load_leaves_the_version_on_tensorflow(tmp_path, train_ds):
+    build_digits_classifier(str(tmp_path / "digits"), train_data=train_ds, epochs=1,
+                            artifacts=["tflite_float32"])
+    manifest = json.loads((tmp_path / "digits" / "1" / "assets.extra" / "artifacts.json")
+                          .read_text())
+    entry = next(a for a in manifest["artifacts"] if a["name"] == "tflite_float32")
+    (tmp_path / "digits" / "1" / entry["file"]).write_bytes(b"not a flatbuffer")
+    server = _server(tmp_path, runtime="litert")
+    try:
+        status, reply = rest_call(server.rest_port, "GET", "/v1/models/digits")
+        assert reply["model_version_status"][0]["state"] == "AVAILABLE"
+        report = _metadata_runtime(server)
+        assert report["serving"]["runtime"] == "tensorflow"
+        assert "cannot load" in report["candidates"][0]["reason"]
+        status, reply = rest_call(server.rest_port, "POST", "/v1/models/digits:predict",
+                                  {"instances": digit_images(1).tolist()})
+        assert status == 200
+    finally:
+        server.stop()
+
+
+def test_batching_works_on_the_litert_runtime(base):
+    import concurrent.futures
+
+    server = _server(base, runtime="litert", batching_options={
+        "max_batch_size": 8, "batch_timeout_micros": 20000, "num_batch_threads": 1})
+    try:
+        servable = server.repository.get("digits")
+        images = digit_images(16, seed=5)
+        want = servable.tensorflow_call("serving_default", {"images": images})["class_index"]
+
+        def one(i):
+            return rest_call(server.rest_port, "POST", "/v1/models/digits:predict",
+                             {"instances": images[i:i + 1].tolist()})
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            replies = list(pool.map(one, range(16)))
+        assert [r[1]["predictions"][0]["class_index"] for r in replies] == want.tolist()
+        assert servable.runtime.name == "litert"
+    finally:
+        server.stop()
+
+
+def test_model_platform_in_the_config_file_picks_the_runtime(base, tmp_path):
+    from tfdeploy.serving.repository import read_model_config_file
+
+    config = tmp_path / "models.config"
+    config.write_text('model_config_list { config { name: "digits" base_path: "%s" '
+                      'model_platform: "onnxruntime" } }\n' % (base / "digits"))
+    assert read_model_config_file(str(config))[0].runtime == "onnxruntime"
+    config.write_text('model_config_list { config { name: "digits" base_path: "%s" '
+                      'model_platform: "pytorch" } }\n' % (base / "digits"))
+    with pytest.raises(ValueError, match="model_platform 'pytorch' is not supported"):
+        read_model_config_file(str(config))

@@ -1,0 +1,330 @@
+"""Serving runtimes: every artifact of a version answers like its SavedModel's serving_default.
+
+One digits classifier (fit briefly, so its answers differ between images) is exported
+with every artifact; each (runtime, artifact) pair the manifest offers is checked against
+the SavedModel read by `tfdeploy.runtime` (names, dtypes, labels, values within
+`td.verify`'s tolerances), at changing batch sizes and from 8 threads at once.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import tfdeploy as td
+from tfdeploy.errors import ArtifactError, EmptyBatchError, ExportError, InvalidInputError
+from tfdeploy.runtime.artifacts import MANIFEST_PATH, read_artifacts, sha256_of
+from tfdeploy.serving.runtimes import RUNTIMES, candidates, load_runtime
+from tfdeploy.verify.report import TOLERANCES
+
+from test_serving_support import build_digits_classifier
+
+ARTIFACTS = ("tflite_float32", "tflite_int8", "onnx", "onnx_int8")
+LABELS = [f"digit_{i}" for i in range(10)]
+PAIRS = [("tensorflow", "saved_model"), ("litert", "tflite_float32"), ("litert", "tflite_int8"),
+         ("onnxruntime", "onnx"), ("openvino", "onnx"), ("onnxruntime", "onnx_int8"),
+         ("openvino", "onnx_int8")]
+
+
+@pytest.fixture(scope="module")
+def version_dir(tmp_path_factory, train_ds):
+    base = tmp_path_factory.mktemp("runtimes") / "digits"
+    train_images = td.data.to_numpy(train_ds)[0]
+    build_digits_classifier(str(base), artifacts=ARTIFACTS, representative_data=train_images,
+                            train_data=train_ds)
+    return str(base / "1")
+
+
+@pytest.fixture(scope="module")
+def images(test_arrays):
+    x, y = test_arrays
+    picked = np.concatenate([np.flatnonzero(y == c)[:7] for c in np.unique(y)])  # every class
+    return x[np.random.default_rng(0).permutation(picked)].astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def reference(version_dir, images):
+    """The SavedModel's serving_default, run by tfdeploy.runtime (not by the runtimes)."""
+    out = td.runtime.load(version_dir).run({"images": images})
+    assert len(set(out["class_index"].tolist())) >= 3, "the test model must tell images apart"
+    return out
+
+
+def _check_like_reference(out, ref, precision):
+    assert sorted(out) == sorted(ref)
+    for name in ref:
+        assert out[name].dtype == ref[name].dtype, name
+        assert out[name].shape == ref[name].shape, name
+    labels = np.array([c.encode() for c in LABELS], dtype=object)
+    assert (out["class_label"] == labels[out["class_index"]]).all()
+    tol = TOLERANCES[precision]
+    if tol["atol"] is not None:
+        assert np.abs(out["probabilities"] - ref["probabilities"]).max() <= tol["atol"]
+        assert (out["class_index"] == ref["class_index"]).all()
+        assert (out["class_label"] == ref["class_label"]).all()
+    else:
+        same = out["class_index"] == ref["class_index"]
+        assert same.mean() >= tol["min_agreement"], same.mean()
+        assert (out["class_label"][same] == ref["class_label"][same]).all()
+
+
+def test_manifest_lists_every_artifact_beside_the_saved_model(version_dir):
+    entries = read_artifacts(version_dir)
+    assert [e["name"] for e in entries] == ["saved_model", *ARTIFACTS]
+    assert entries[0]["runtimes"] == ["tensorflow"]
+    by_name = {e["name"]: e for e in entries}
+    assert by_name["onnx"]["runtimes"] == ["onnxruntime", "openvino"]
+    assert by_name["tflite_int8"]["precision"] == by_name["onnx_int8"]["precision"] == "int8"
+    assert by_name["tflite_float32"]["precision"] == by_name["onnx"]["precision"] == "float32"
+    assert sorted((n, e["name"]) for n, e in candidates(version_dir)) == sorted(PAIRS)
+    sig = entries[0]["signature"]
+    assert sig["inputs"] == {"images": {"dtype": "float32", "shape": [-1, 32, 32, 1]}}
+    assert {k: v["dtype"] for k, v in sig["outputs"].items()} == {
+        "probabilities": "float32", "class_index": "int64", "class_label": "string"}
+    for entry in entries[1:]:
+        assert os.path.dirname(entry["path"]) == os.path.realpath(version_dir)
+        assert entry["sha256"] == sha256_of(entry["path"])
+        assert entry["bytes"] == os.path.getsize(entry["path"])
+        assert entry["class_labels"] == LABELS
+        runner = td.runtime.load(entry["path"])   # the file's own tensor names are mapped
+        assert list(entry["inputs"]) == ["images"]
+        assert list(entry["inputs"].values()) == [i[0] for i in runner.inputs]
+        assert list(entry["outputs"].values()) == [o[0] for o in runner.outputs]
+    # the version appeared in one piece: no temporary directories beside it
+    assert os.listdir(os.path.dirname(version_dir)) == ["1"]
+
+
+@pytest.mark.parametrize("runtime,artifact", PAIRS)
+def test_every_runtime_answers_like_the_saved_model(runtime, artifact, version_dir, images,
+                                                    reference):
+    rt = load_runtime(runtime, version_dir, artifact, num_threads=1)
+    try:
+        assert "serving_default" in rt.signature_keys
+        out = rt.call("serving_default", {"images": images})
+        entry = rt.artifact
+        _check_like_reference(out, reference, entry["precision"])
+        info = rt.describe()
+        assert (info["runtime"], info["artifact"], info["threads"]) == (runtime, artifact, 1)
+        assert info["precision"] == entry["precision"] and info["file"] == entry["file"]
+    finally:
+        rt.close()
+
+
+@pytest.mark.parametrize("runtime,artifact", PAIRS)
+def test_batch_sizes_change_between_calls(runtime, artifact, version_dir, images, reference):
+    rt = load_runtime(runtime, version_dir, artifact)
+    whole = rt.call("serving_default", {"images": images})      # this runtime's own answers
+    if runtime == "litert":
+        assert rt.resizes == 1                                  # 1 -> 64
+    start, parts = 8, []
+    for batch in (1, 3, 1, 8, 8):
+        rows = slice(start, start + batch)
+        out = rt.call("serving_default", {"images": images[rows]})
+        # resizing changes nothing: each row answers as it did in the batch of 64
+        np.testing.assert_allclose(out["probabilities"], whole["probabilities"][rows],
+                                   atol=1e-5)
+        assert (out["class_label"] == whole["class_label"][rows]).all()
+        parts.append(out)
+        start += batch
+    # and the rows together agree with the SavedModel within the artifact's tolerance
+    joined = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    _check_like_reference(joined, {k: v[8:start] for k, v in reference.items()},
+                          rt.artifact["precision"])
+    if runtime == "litert":
+        assert rt.resizes == 5       # 64->1, 1->3, 3->1, 1->8; none for 8->8
+    rt.close()
+
+
+@pytest.mark.parametrize("runtime,artifact,options", [
+    ("tensorflow", "saved_model", {}), ("litert", "tflite_float32", {}),
+    ("litert", "tflite_int8", {"instances": 3}), ("onnxruntime", "onnx", {}),
+    ("openvino", "onnx", {}), ("openvino", "onnx_int8", {})])
+def test_concurrent_calls_from_8_threads(runtime, artifact, options, version_dir, images):
+    rt = load_runtime(runtime, version_dir, artifact, **options)
+    # each thread sends its own rows at its own batch size; answers are checked against
+    # the same runtime's sequential answers for those rows
+    expected = rt.call("serving_default", {"images": images})
+    failures, barrier = [], threading.Barrier(8)
+
+    def worker(t):
+        barrier.wait()
+        for i in range(12):
+            batch = 1 + (t + i) % 8
+            start = (t * 7 + i * 5) % (len(images) - batch)
+            rows = slice(start, start + batch)
+            try:
+                out = rt.call("serving_default", {"images": images[rows]})
+            except Exception as exc:  # an exception in a thread must fail the test too
+                failures.append((t, i, batch, repr(exc)[:200]))
+                continue
+            if not (out["probabilities"].shape == expected["probabilities"][rows].shape
+                    and np.allclose(out["probabilities"], expected["probabilities"][rows],
+                                    atol=1e-5)
+                    and (out["class_label"] == expected["class_label"][rows]).all()):
+                failures.append((t, i, batch))
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)   # switch threads between any two bytecodes: races show up
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not failures, failures[:5]
+    if options.get("instances"):
+        assert 1 <= rt.describe()["instances"] <= options["instances"]
+    rt.close()
+
+
+def test_file_runtimes_run_serving_default_only(version_dir, images):
+    tf_rt = load_runtime("tensorflow", version_dir)
+    assert {"serving_default", "serving_bytes", "classify"} <= tf_rt.signature_keys
+    rt = load_runtime("litert", version_dir)           # the first .tflite listed
+    assert rt.artifact["name"] == "tflite_float32"
+    assert rt.signature_keys == frozenset({"serving_default"})
+    with pytest.raises(ArtifactError, match="model_float32.tflite.*'classify'.*tensorflow "
+                                            "runtime"):
+        rt.call("classify", {"inputs": np.array([b""], dtype=object)})
+    with pytest.raises(ValueError, match=r"Unrecognized runtime='tensorrt'. Supported runtimes "
+                                         r"are: \['tensorflow', 'litert'"):
+        load_runtime("tensorrt", version_dir)
+    with pytest.raises(ArtifactError, match="no artifact 'tflite_int8' for the onnxruntime "
+                                            "runtime"):
+        load_runtime("onnxruntime", version_dir, "tflite_int8")
+
+
+def _copy_version(version_dir, tmp_path):
+    copy = str(tmp_path / "digits" / "1")
+    shutil.copytree(version_dir, copy)
+    return copy
+
+
+@pytest.mark.parametrize("runtime,artifact", [("litert", "tflite_int8"),
+                                              ("onnxruntime", "onnx"), ("openvino", "onnx_int8")])
+def test_corrupt_artifact_raises_artifact_error_naming_the_file(runtime, artifact, version_dir,
+                                                                tmp_path):
+    copy = _copy_version(version_dir, tmp_path)
+    entry = next(e for e in read_artifacts(copy) if e["name"] == artifact)
+    with open(entry["path"], "r+b") as f:          # same size, a few weights changed
+        f.seek(entry["bytes"] // 2)
+        f.write(b"\x7f\x00\x13\x37")
+    name = os.path.basename(entry["path"])
+    with pytest.raises(ArtifactError, match=f"{name}.*SHA-256.*Re-export"):
+        load_runtime(runtime, copy, artifact)
+    # without a checksum to compare, the runtime's own parser refuses a truncated file
+    with open(entry["path"], "r+b") as f:
+        f.truncate(entry["bytes"] // 3)
+    manifest_path = os.path.join(copy, MANIFEST_PATH)
+    with open(manifest_path) as f:
+        manifest = json.load(f)
+    for e in manifest["artifacts"]:
+        e.pop("sha256"), e.pop("bytes")
+    with open(manifest_path, "w") as f:
+        json.dump(manifest, f)
+    with pytest.raises(ArtifactError, match=f"{name}.*(not a valid|not a model)"):
+        load_runtime(runtime, copy, artifact)
+    os.remove(entry["path"])
+    with pytest.raises(ArtifactError, match=f"{name}.*does not exist"):
+        read_artifacts(copy)
+
+
+def test_missing_openvino_names_the_extra(version_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)   # import openvino -> ImportError
+    with pytest.raises(ImportError, match=r"pip install 'tfdeploy\[openvino\]'"):
+        load_runtime("openvino", version_dir)
+    # the other runtimes of the version still load
+    assert load_runtime("onnxruntime", version_dir).describe()["runtime"] == "onnxruntime"
+
+
+def test_version_without_manifest_is_its_saved_model(version_dir, tmp_path, images, reference):
+    copy = _copy_version(version_dir, tmp_path)
+    os.remove(os.path.join(copy, MANIFEST_PATH))
+    entries = read_artifacts(copy)
+    assert [(e["name"], e["runtimes"]) for e in entries] == [("saved_model", ["tensorflow"])]
+    out = load_runtime("tensorflow", copy).call("serving_default", {"images": images})
+    _check_like_reference(out, reference, "float32")
+    with pytest.raises(ArtifactError, match=r"no artifact for the litert runtime; it has "
+                                            r"\['saved_model \(tensorflow\)'\]"):
+        load_runtime("litert", copy)
+
+
+def test_export_refuses_bad_artifact_options_before_writing(tmp_path):
+    base = str(tmp_path / "m")
+    with pytest.raises(ExportError, match=r"Unrecognized artifacts \['tflite_int4'\]. Supported "
+                                          r"artifacts are: \['tflite_float32'"):
+        build_digits_classifier(base, artifacts=["tflite_int4"])
+    with pytest.raises(ExportError, match=r"\['tflite_int8'\] are int8 and need "
+                                          "representative_data"):
+        build_digits_classifier(base, artifacts=["onnx", "tflite_int8"])
+    with pytest.raises(ExportError, match=r"list of names.*artifacts=\['onnx'\]"):
+        build_digits_classifier(base, artifacts="onnx")
+    keras = td.keras
+    inputs = keras.Input((4,))
+    two = keras.Model(inputs, [keras.layers.Dense(3, activation="softmax")(inputs),
+                               keras.layers.Dense(1)(inputs)])
+    with pytest.raises(ExportError, match="one input and one output.*2 outputs"):
+        td.export.saved_model(two, base, artifacts=["onnx"])
+    assert not os.path.exists(base) or not os.listdir(base)
+
+
+def test_failed_artifact_leaves_no_version(tmp_path, monkeypatch):
+    from tfdeploy.export import _artifacts
+
+    def broken(*args, **kwargs):
+        raise ExportError("tf2onnx conversion failed: simulated")
+
+    monkeypatch.setattr(_artifacts, "export_onnx", broken)
+    base = tmp_path / "digits"
+    with pytest.raises(ExportError, match="simulated"):
+        build_digits_classifier(str(base), artifacts=["tflite_float32", "onnx"])
+    assert os.listdir(base) == []      # neither a version nor a temporary directory
+
+
+def test_runtimes_load_without_keras_or_training_code(version_dir, images):
+    script = (
+        "import sys, numpy as np\n"
+        "from tfdeploy.serving.runtimes import load_runtime\n"
+        f"x = np.zeros((2, 32, 32, 1), np.float32)\n"
+        "for name in ('litert', 'onnxruntime', 'openvino', 'tensorflow'):\n"
+        f"    out = load_runtime(name, {version_dir!r}).call('serving_default', {{'images': x}})\n"
+        "    assert out['class_label'].dtype == object\n"
+        "bad = [m for m in ('tf_keras', 'tensorflow_model_optimization', 'keras_tuner')\n"
+        "       if m in sys.modules]\n"
+        "assert not bad, bad\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}  # set by tfdeploy
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(td.__file__))
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_every_runtime_is_tested():
+    assert {r for r, _ in PAIRS} == set(RUNTIMES)
+
+
+@pytest.mark.parametrize("runtime,artifact", PAIRS[1:])
+def test_bad_input_is_refused_naming_the_signature_input(runtime, artifact, version_dir):
+    rt = load_runtime(runtime, version_dir, artifact)
+    for x in (np.zeros((2, 28, 28, 1), np.float32), np.zeros((2, 32, 32), np.float32),
+              np.zeros((2, 32, 32, 3), np.float32)):
+        with pytest.raises(InvalidInputError, match=r"Input 'images' has shape \(2, .*\); "
+                                                    r"signature 'serving_default' takes "
+                                                    r"\(-1, 32, 32, 1\)"):
+            rt.call("serving_default", {"images": x})
+    with pytest.raises(EmptyBatchError, match="Input 'images' holds no samples"):
+        rt.call("serving_default", {"images": np.zeros((0, 32, 32, 1), np.float32)})
+    with pytest.raises(InvalidInputError, match="Missing input 'images'"):
+        rt.call("serving_default", {"pixels": np.zeros((1, 32, 32, 1), np.float32)})
+    with pytest.raises(InvalidInputError, match="'images' cannot be read as float32"):
+        rt.call("serving_default", {"images": np.array([["a"]], dtype=object)})
+    # the runtime still answers after refusing
+    out = rt.call("serving_default", {"images": np.zeros((1, 32, 32, 1), np.float32)})
+    assert out["class_label"].shape == (1,)

@@ -1,0 +1,432 @@
+"""Per-layer quantization sensitivity and automatic mixed precision, measured in LiteRT.
+
+Both start from the model's float ``.tflite`` file and build every candidate
+from it with Google's ``ai-edge-quantizer`` (per-operator recipes: static int8,
+int16 activations with int8 weights, int4 weight-only; a layer with no recipe
+stays float). Every candidate file is run in LiteRT on the validation data, so
+each number is the exported file's, not a fake-quant Keras model's.
+
+- `sensitivity`: for each layer, (a) the output error and accuracy loss when
+  only that layer is int8, and (b) the accuracy regained when only that layer
+  stays float in an otherwise int8 file.
+- `search` (``export.tflite(..., quantization="auto")``): start all int8; in
+  sensitivity order raise layers (int16 activations, then float) while a raise
+  helps, until the validation accuracy is within ``budget`` points of the float
+  file's, then lower again what the budget allows. When that fails (many small
+  losses that add up), go bottom-up: from float, lower the least sensitive
+  layers first while the budget holds. For ``objective="size"`` layers still
+  float then try int4 weight-only where the runtime has it. Ship the smallest
+  (or fastest, measured) file within the budget. A file outside it is never
+  shipped: the float file is, when nothing else holds.
+"""
+
+import gzip
+import os
+import re
+import tempfile
+
+import numpy as np
+
+from tfdeploy._keras import tf
+from tfdeploy.data.representative import representative_data as _representative
+from tfdeploy.errors import DataError, ExportError, MissingDependencyError
+from tfdeploy.runtime.tflite import TFLiteRunner
+from tfdeploy.verify.evaluate import latency_ms
+from tfdeploy.verify.precision import op_precisions, precision_counts
+from tfdeploy.verify.precision import precision_map as precision_map_of
+
+PRECISIONS = ("int8", "int16x8", "float", "int4w")
+OBJECTIVES = ("size", "latency")
+# the precisions a search moves a layer through, cheapest first
+_LADDER = {"size": ("int8", "int16x8", "float"), "latency": ("int8", "float")}
+
+
+def _aeq():
+    try:
+        from ai_edge_quantizer import default_policy, qtyping, quantizer
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "Mixed precision and sensitivity need Google's ai-edge-quantizer: "
+            "pip install 'tfdeploy[quantizer]' (or pip install ai-edge-quantizer).") from exc
+    return quantizer, qtyping, default_policy
+
+
+def _policy_ops():
+    """``{recipe: set of TFLite op names ai-edge-quantizer's policy allows for it}``."""
+    import json
+
+    _, _, policy = _aeq()
+    table = json.loads(policy.DEFAULT_JSON_POLICY)["ops_per_config"]
+    return {"int8": set(table["static_wi8_ai8"]), "int16x8": set(table["static_wi8_ai16"]),
+            "int4w": set(table["weightonly_wi4_afp32"])}
+
+
+def validation_arrays(data, what="validation_data"):
+    """``(x, y)`` arrays from ``(x, y)`` arrays or a ``tf.data.Dataset`` of ``(x, y)`` batches;
+    one-hot labels become class ids."""
+    if isinstance(data, tf.data.Dataset):
+        xs, ys = [], []
+        for item in data:
+            if not isinstance(item, (tuple, list)) or len(item) < 2:
+                raise DataError(f"{what} must yield (inputs, labels) batches.")
+            xs.append(np.asarray(item[0]))
+            ys.append(np.asarray(item[1]))
+        if not xs:
+            raise DataError(f"{what} yielded no batches.")
+        x, y = np.concatenate(xs), np.concatenate(ys)
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = np.asarray(data[0]), np.asarray(data[1])
+    else:
+        raise DataError(
+            f"{what} must be an (x, y) pair of arrays or a tf.data.Dataset of (x, y) batches, "
+            f"received {type(data).__name__}. Carve it from the training data (e.g. "
+            "tfdeploy.data.image_dataset(..., validation_split=0.2)); keep the test split for "
+            "the final report.")
+    if y.ndim > 1:
+        y = np.argmax(y, axis=-1)
+    if len(x) != len(y) or not len(x):
+        raise DataError(f"{what} needs as many labels as inputs (at least one); received "
+                        f"{len(x)} inputs and {len(y)} labels.")
+    return x, y
+
+
+class _Candidates:
+    """The float file, its calibration, and every candidate built from it and measured."""
+
+    def __init__(self, float_flatbuffer, calibration, x, y, num_calibration, workdir):
+        quantizer, qtyping, _ = _aeq()
+        self._quantizer, self._qtyping = quantizer, qtyping
+        self.workdir = workdir
+        self.float_bytes = bytes(float_flatbuffer)
+        self.x, self.y = x, y
+        float_path = self._write(self.float_bytes, "float")
+        self.ops = [op for op in op_precisions(float_path)]
+        policy = _policy_ops()
+        quantizable = policy["int8"] | policy["int16x8"]
+        # layer key -> [(output tensor name, op)], graph order
+        self.units = {}
+        for op in self.ops:
+            if op["op"] in quantizable:
+                self.units.setdefault(op["layer"], []).append((op["name"], op["op"]))
+        if not self.units:
+            raise ExportError("The float .tflite file has no operator ai-edge-quantizer can "
+                              "quantize; export it with quantization='float32'.")
+        self.int4 = {key for key, ops in self.units.items()
+                     if any(op in policy["int4w"] for _, op in ops)}
+        self._policy = policy
+        from ai_edge_litert.interpreter import Interpreter
+
+        runner = TFLiteRunner(float_path)
+        signatures = Interpreter(model_path=float_path).get_signature_list()
+        key = next(iter(signatures))
+        names = list(signatures[key]["inputs"])
+        if len(names) != 1:
+            raise ExportError(f"Mixed precision handles single-input models; this one has "
+                              f"inputs {names}.")
+        samples = [{names[0]: row[0]} for row in _representative(calibration, num_calibration)()]
+        recipe = quantizer.Quantizer(self.float_bytes)
+        recipe.add_static_config(".*", qtyping.TFLOperationName.ALL_SUPPORTED, 16, 8)
+        self.qsv = recipe.calibrate({key: samples}, num_threads=1)
+        self.float_out = self._outputs(runner)
+        self.float_accuracy = self._accuracy(self.float_out)
+        self.measured = {}
+
+    def _write(self, flatbuffer, name):
+        path = os.path.join(self.workdir, f"{name}.tflite")
+        with open(path, "wb") as f:
+            f.write(flatbuffer)
+        return path
+
+    def _outputs(self, runner, batch=64):
+        return np.concatenate([runner.predict(self.x[i:i + batch])
+                               for i in range(0, len(self.x), batch)])
+
+    def _accuracy(self, out):
+        return 100.0 * float(np.mean(np.argmax(out, axis=-1) == self.y))
+
+    def build(self, pmap):
+        """The flatbuffer with each layer of ``pmap`` in its precision (absent: float)."""
+        if all(p == "float" for p in pmap.values()):
+            return self.float_bytes
+        names = self._qtyping.TFLOperationName
+        q = self._quantizer.Quantizer(self.float_bytes)
+        for key, precision in pmap.items():
+            for tensor, op in self.units[key]:
+                if precision == "float" or op not in self._policy[precision]:
+                    continue
+                regex = "^" + re.escape(tensor) + ";"  # the op scope: output names + ";"
+                if precision == "int4w":
+                    q.add_weight_only_config(regex, names[op], 4)
+                else:
+                    q.add_static_config(regex, names[op], 16 if precision == "int16x8" else 8, 8)
+        if not q.get_quantization_recipe():
+            return self.float_bytes
+        return bytes(q.quantize(self.qsv, enable_progress_bar=False,
+                                enable_progress_report=False).quantized_model)
+
+    def measure(self, pmap, latency=False):
+        """``{"accuracy", "error", "bytes", "gzip_bytes", "map", ...}`` of ``pmap``'s file."""
+        frozen = tuple(sorted(pmap.items()))
+        row = self.measured.get(frozen)
+        if row is None:
+            flatbuffer = self.build(pmap)
+            path = self._write(flatbuffer, f"candidate_{len(self.measured)}")
+            runner = TFLiteRunner(path)
+            out = self._outputs(runner)
+            scale = float(np.sqrt(np.mean(self.float_out ** 2))) or 1.0
+            row = {"map": dict(pmap), "accuracy": self._accuracy(out),
+                   "error": float(np.sqrt(np.mean((out - self.float_out) ** 2))) / scale,
+                   "bytes": len(flatbuffer), "gzip_bytes": len(gzip.compress(flatbuffer, 9)),
+                   "path": path, "flatbuffer": flatbuffer}
+            self.measured[frozen] = row
+        if latency and "latency_ms" not in row:
+            row["latency_ms"] = latency_ms(TFLiteRunner(row["path"], num_threads=1),
+                                           self.x, samples=min(50, len(self.x)))
+        return row
+
+
+def _prepare(model_flatbuffer, calibration, validation_data, num_calibration, workdir):
+    if calibration is None:
+        raise ExportError("Mixed precision needs representative_data (e.g. the training set) "
+                          "to calibrate activation ranges.")
+    x, y = validation_arrays(validation_data)
+    return _Candidates(model_flatbuffer, calibration, x, y, num_calibration, workdir)
+
+
+class Sensitivity:
+    """Per-layer sensitivity of a model's int8 file; most sensitive first.
+
+    Attributes:
+        rows: ``[{"layer", "ops", "error", "accuracy_drop", "float_gain", "int8_alone",
+            "float_alone"}]`` ranked by ``error`` (the relative RMS error of the outputs
+            against the float file's when only that layer is int8), then ``float_gain``.
+        float_accuracy, int8_accuracy: validation accuracy (points) of the float file and
+            of the all-int8 file.
+    """
+
+    def __init__(self, rows, float_accuracy, int8_accuracy, samples):
+        self.rows = rows
+        self.float_accuracy = float_accuracy
+        self.int8_accuracy = int8_accuracy
+        self.samples = samples
+
+    @property
+    def ranking(self):
+        """Layer keys, most sensitive first."""
+        return [r["layer"] for r in self.rows]
+
+    def as_dict(self):
+        return {"float_accuracy": self.float_accuracy, "int8_accuracy": self.int8_accuracy,
+                "validation_samples": self.samples, "layers": self.rows}
+
+    def to_json(self, path):
+        """Write `as_dict` to ``path`` as JSON; returns ``path``."""
+        import json
+
+        with open(path, "w") as f:
+            json.dump(self.as_dict(), f, indent=2)
+        return path
+
+    def table(self):
+        """The ranking as a fixed-width text table."""
+        from tfdeploy._table import render
+
+        rows = [[n + 1, r["layer"], ",".join(r["ops"]), f"{r['error']:.4f}",
+                 f"{r['accuracy_drop']:+.2f}", f"{r['float_gain']:+.2f}"]
+                for n, r in enumerate(self.rows)]
+        title = (f"float {self.float_accuracy:.2f} %, all int8 {self.int8_accuracy:.2f} % "
+                 f"({self.samples} validation samples, LiteRT)")
+        return render(["rank", "layer", "ops", "error (int8 alone)",
+                       "acc. drop (int8 alone, pts)", "acc. gain (float alone, pts)"],
+                      rows, align="rllrrr", title=title)
+
+
+def _sensitivity(cands):
+    keys = list(cands.units)
+    all_int8 = cands.measure({k: "int8" for k in keys})
+    rows = []
+    for key in keys:
+        alone = cands.measure({k: ("int8" if k == key else "float") for k in keys})
+        but = cands.measure({k: ("float" if k == key else "int8") for k in keys})
+        rows.append({"layer": key, "ops": sorted({op for _, op in cands.units[key]}),
+                     "error": round(alone["error"], 6),
+                     "accuracy_drop": round(cands.float_accuracy - alone["accuracy"], 4),
+                     "float_gain": round(but["accuracy"] - all_int8["accuracy"], 4),
+                     "int8_alone": round(alone["accuracy"], 4),
+                     "float_alone": round(but["accuracy"], 4)})
+    rows.sort(key=lambda r: (-r["error"], -r["float_gain"], -r["accuracy_drop"]))
+    return Sensitivity(rows, round(cands.float_accuracy, 4), round(all_int8["accuracy"], 4),
+                       len(cands.y))
+
+
+def measure_sensitivity(float_bytes, representative_data, validation_data,
+                        num_calibration=200):
+    """`Sensitivity` of a float flatbuffer (what `tfdeploy.export.sensitivity` measures)."""
+    with tempfile.TemporaryDirectory(prefix="tfdeploy_sensitivity_") as tmp:
+        cands = _prepare(float_bytes, representative_data, validation_data, num_calibration,
+                         tmp)
+        return _sensitivity(cands)
+
+
+def _search(cands, budget, objective, max_trials):
+    floor = cands.float_accuracy - budget - 1e-9
+    ranking = _sensitivity(cands)
+    keys = ranking.ranking
+    ladder = _LADDER[objective]
+    # the sensitivity files within the budget are candidates too
+    within = [r for r in cands.measured.values() if r["accuracy"] >= floor]
+    start = len(cands.measured)
+
+    def spent():
+        return len(cands.measured) - start >= max_trials
+
+    def trial(pmap):
+        row = cands.measure(pmap)
+        if row["accuracy"] >= floor and all(r is not row for r in within):
+            within.append(row)
+        return row
+
+    # 1. top-down: all int8, then raise the most sensitive layers (int16 activations, float)
+    # while a raise helps, until the budget holds; then lower again what it allows
+    current = {k: ladder[0] for k in keys}
+    row = trial(current)
+    raised = []
+    for key in keys:
+        if row["accuracy"] >= floor or spent():
+            break
+        best = None
+        for precision in ladder[1:]:
+            cand = trial({**current, key: precision})
+            if best is None or cand["accuracy"] > best["accuracy"]:
+                best = cand
+            if cand["accuracy"] >= floor:
+                break
+        if best["accuracy"] > row["accuracy"]:
+            current, row = dict(best["map"]), best
+            raised.append(key)
+    if row["accuracy"] >= floor:
+        for key in reversed(raised):
+            for precision in ladder[:ladder.index(current[key])]:
+                if spent():
+                    break
+                cand = trial({**current, key: precision})
+                if cand["accuracy"] >= floor:
+                    current = dict(cand["map"])
+                    break
+    else:
+        # 2. bottom-up, when many small losses add up: from float, lower the least sensitive
+        # layers first (int8, else int16 activations) while the budget holds
+        current = {k: "float" for k in keys}
+        for key in reversed(keys):
+            for precision in ladder[:-1]:
+                if spent():
+                    break
+                cand = trial({**current, key: precision})
+                if cand["accuracy"] >= floor:
+                    current = dict(cand["map"])
+                    break
+    if objective == "size":
+        # 3. int4 weight-only (float compute) for layers still float, where the runtime has
+        # it; never for an int8 layer, which would trade integer compute for float
+        for key in reversed(keys):
+            if spent():
+                break
+            if key in cands.int4 and current[key] == "float":
+                cand = trial({**current, key: "int4w"})
+                if cand["accuracy"] >= floor:
+                    current = dict(cand["map"])
+    trial({k: "float" for k in keys})  # always within the budget: the fallback
+    if objective == "latency":
+        for r in within:
+            cands.measure(r["map"], latency=True)
+        chosen = min(within, key=lambda r: (r["latency_ms"], r["gzip_bytes"]))
+    else:
+        chosen = min(within, key=lambda r: (r["gzip_bytes"], -r["accuracy"]))
+    return chosen, ranking
+
+
+def check_search(budget, objective, validation_data):
+    """Refuse a bad budget, objective or missing validation data before anything is built."""
+    try:
+        bad = budget is None or not np.isfinite(float(budget)) or float(budget) < 0
+    except (TypeError, ValueError):
+        bad = True
+    if bad:
+        raise ExportError(f"quantization='auto' needs budget=POINTS, the validation accuracy "
+                          f"(percentage points) the file may lose against float, >= 0; "
+                          f"received budget={budget!r}.")
+    if objective not in OBJECTIVES:
+        raise ExportError(f"Unrecognized objective={objective!r}. Supported objectives are: "
+                          f"{list(OBJECTIVES)}.")
+    if validation_data is None:
+        raise ExportError("quantization='auto' needs validation_data=(x, y), carved from the "
+                          "training data (the test split is for the final report only).")
+
+
+def search(float_bytes, representative_data, validation_data, budget, objective="size",
+           num_calibration=200, max_trials=60):
+    """Run the mixed-precision search on a float flatbuffer; see the module doc.
+
+    Returns:
+        ``(flatbuffer, card)``: the shipped file's bytes and a dict for its model card
+        (budget, objective, float and shipped validation accuracy, every trial, the
+        sensitivity ranking, and the precision map and counts read from the file).
+    """
+    check_search(budget, objective, validation_data)
+    with tempfile.TemporaryDirectory(prefix="tfdeploy_mixed_") as tmp:
+        cands = _prepare(float_bytes, representative_data, validation_data, num_calibration,
+                         tmp)
+        chosen, ranking = _search(cands, float(budget), objective, max_trials)
+        trials = [{"accuracy": round(r["accuracy"], 4), "gzip_bytes": r["gzip_bytes"],
+                   "within_budget": r["accuracy"] >= cands.float_accuracy - float(budget) - 1e-9,
+                   "counts": _counts(r["map"]), **({"latency_ms": round(r["latency_ms"], 4)}
+                                                    if "latency_ms" in r else {})}
+                  for r in cands.measured.values()]
+        card = {"budget_points": float(budget), "objective": objective,
+                "validation_samples": len(cands.y),
+                "float_accuracy": round(cands.float_accuracy, 4),
+                "accuracy": round(chosen["accuracy"], 4),
+                "chosen_map": chosen["map"],
+                "precision_map": precision_map_of(chosen["path"]),
+                "precision_counts": precision_counts(chosen["path"]),
+                "sensitivity": ranking.as_dict(),
+                "trials": trials}
+        return chosen["flatbuffer"], card
+
+
+def build(float_bytes, representative_data, precision_map, num_calibration=200):
+    """The flatbuffer of ``precision_map`` (``{layer: precision}``) built from a float
+    flatbuffer, calibrated on ``representative_data``; no search. Layers the map does not
+    name are int8.
+
+    Returns:
+        ``(flatbuffer, card)``, the card holding the map asked for and the precision map and
+        counts read from the file.
+    """
+    bad = sorted({p for p in precision_map.values() if p not in PRECISIONS})
+    if bad:
+        raise ExportError(f"Unrecognized precision(s) {bad} in precision_map. Supported "
+                          f"precisions are: {list(PRECISIONS)}.")
+    if representative_data is None:
+        raise ExportError("Building a precision map needs representative_data (e.g. the "
+                          "training set) to calibrate activation ranges.")
+    x = np.asarray(next(iter(_representative(representative_data, 1)()))[0])
+    with tempfile.TemporaryDirectory(prefix="tfdeploy_mixed_") as tmp:
+        cands = _Candidates(float_bytes, representative_data, x, np.zeros(len(x), int),
+                            num_calibration, tmp)
+        pmap = {k: precision_map.get(k, "int8") for k in cands.units}
+        flatbuffer = cands.build(pmap)
+        path = cands._write(flatbuffer, "built")
+        return flatbuffer, {"chosen_map": pmap, "precision_map": precision_map_of(path),
+                            "precision_counts": precision_counts(path)}
+
+
+def _counts(pmap):
+    out = {}
+    for p in pmap.values():
+        out[p] = out.get(p, 0) + 1
+    return out
+
+
+__all__ = ["measure_sensitivity", "search", "build", "Sensitivity", "PRECISIONS", "OBJECTIVES",
+           "validation_arrays"]

@@ -1,0 +1,199 @@
+"""The runtime interface, and the shared half of the runtimes that run one exported file.
+
+A runtime runs one artifact of a model version (an entry of
+`tfdeploy.runtime.artifacts.read_artifacts`) and answers exactly as the version's
+SavedModel signature does: same input and output names, same dtypes. Outputs a
+``.tflite``/``.onnx`` file lacks (``class_index``, ``class_label``) are computed from
+its probabilities with the class labels recorded in the manifest.
+"""
+
+import os
+import queue
+import threading
+
+import numpy as np
+
+from tfdeploy.errors import ArtifactError, EmptyBatchError, InvalidInputError
+from tfdeploy.runtime.artifacts import check_file
+
+DEFAULT_SIGNATURE = "serving_default"
+
+
+class Runtime:
+    """One loaded artifact of a model version, callable like its SavedModel's signatures.
+
+    Args:
+        version_dir: the version directory (``BASE/NAME/VERSION``).
+        artifact: one entry of ``read_artifacts(version_dir)`` this runtime can run.
+        num_threads: threads the runtime may use per call; None lets it choose.
+            Defaults to None.
+
+    Attributes:
+        name: "tensorflow", "litert", "onnxruntime" or "openvino".
+        formats: the artifact formats it runs.
+    """
+
+    name = None
+    formats = ()
+
+    def __init__(self, version_dir, artifact, num_threads=None):
+        if artifact.get("format") not in self.formats:
+            raise ArtifactError(
+                f"The {self.name} runtime runs {list(self.formats)} artifacts; "
+                f"{artifact.get('path') or artifact.get('file')!r} is "
+                f"{artifact.get('format')!r}. Pick an artifact whose runtimes include "
+                f"{self.name!r}.")
+        self.version_dir = version_dir
+        self.artifact = artifact
+        self.num_threads = num_threads
+
+    @property
+    def signature_keys(self):
+        """The SavedModel signature keys this runtime can run (a frozenset)."""
+        raise NotImplementedError
+
+    def call(self, key, feeds):
+        """Run signature ``key`` on ``{input_name: ndarray}``; ``{output_name: ndarray}``."""
+        raise NotImplementedError
+
+    def close(self):
+        """Release the loaded model (the runtime cannot be called afterwards)."""
+
+    def describe(self):
+        """``{"runtime", "artifact", "file", "format", "precision", "threads", ...}``."""
+        return {"runtime": self.name, "artifact": self.artifact.get("name"),
+                "file": self.artifact.get("file"), "format": self.artifact.get("format"),
+                "precision": self.artifact.get("precision"), "threads": self.num_threads,
+                "signature_keys": sorted(self.signature_keys)}
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.artifact.get('file')!r}>"
+
+
+class FileRuntime(Runtime):
+    """A runtime for one exported file that runs ``serving_default`` only.
+
+    Subclasses implement ``_open()`` (returns a `tfdeploy.runtime` runner: ``run(x)``
+    on the file's own tensor names) and set ``thread_safe`` (False: calls take a
+    runner from a pool of at most ``instances``, each used by one thread at a time).
+
+    Args:
+        instances: runners kept for concurrent calls when the runner is not
+            thread-safe (each holds its own copy of the tensors). Defaults to 1.
+    """
+
+    thread_safe = True
+
+    def __init__(self, version_dir, artifact, num_threads=None, instances=1):
+        super().__init__(version_dir, artifact, num_threads)
+        for field in ("path", "inputs", "outputs", "signature"):
+            if not artifact.get(field):
+                raise ArtifactError(
+                    f"Artifact entry {artifact.get('file')!r} has no {field!r}; pass an entry "
+                    "of tfdeploy.runtime.artifacts.read_artifacts(version_dir).")
+        self.path = artifact["path"]
+        check_file(artifact)
+        signature = artifact["signature"]
+        self._key = signature.get("key", DEFAULT_SIGNATURE)
+        self._input_dtypes = {k: np.dtype(v["dtype"]) for k, v in signature["inputs"].items()}
+        self._outputs = signature["outputs"]   # name -> {"dtype", "shape"}, in signature order
+        labels = artifact.get("class_labels")
+        self._labels = (np.array([str(c).encode() for c in labels], dtype=object)
+                        if labels else None)
+        unknown = [n for n in self._outputs
+                   if n not in artifact["outputs"] and n not in artifact.get("derived", {})]
+        if unknown:
+            raise ArtifactError(
+                f"Artifact {self.path!r} maps no tensor to the signature's outputs {unknown}; "
+                "re-export the version.")
+        self._instances = max(1, int(instances))
+        self._pool = queue.SimpleQueue()
+        self._slots = threading.BoundedSemaphore(self._instances)
+        self._runners = [self._open()]
+        self._pool.put(self._runners[0])
+        self._create_lock = threading.Lock()
+
+    def _open(self):
+        raise NotImplementedError
+
+    @property
+    def signature_keys(self):
+        return frozenset([self._key])
+
+    def _run(self, x):
+        if not self._runners:
+            raise ArtifactError(f"The {self.name} runtime of {self.path!r} was closed; load "
+                                "the version again.")
+        if self.thread_safe:
+            return self._runners[0].run(x)
+        with self._slots:
+            try:
+                runner = self._pool.get_nowait()
+            except queue.Empty:
+                with self._create_lock:
+                    runner = self._open()
+                    self._runners.append(runner)
+            try:
+                return runner.run(x)
+            finally:
+                self._pool.put(runner)
+
+    def call(self, key, feeds):
+        if key != self._key:
+            raise ArtifactError(
+                f"{os.path.basename(self.path)} ({self.name}) runs signature {self._key!r} "
+                f"only, not {key!r}; signatures such as {key!r} need the tensorflow runtime.")
+        tensors = self.artifact["inputs"]
+        missing = sorted(set(tensors) - set(feeds))
+        if missing:
+            raise InvalidInputError(f"Missing input {missing[0]!r}; signature {key!r} takes "
+                                    f"{sorted(tensors)}.")
+        values = {tensors[k]: self._checked(key, k, feeds[k]) for k in tensors}
+        result = self._run(next(iter(values.values())) if len(values) == 1 else values)
+        mapped = {name: result[tensor] for name, tensor in self.artifact["outputs"].items()}
+        out = {}
+        for name, spec in self._outputs.items():
+            if name in mapped:
+                out[name] = np.asarray(mapped[name], dtype=spec["dtype"])
+            else:
+                out[name] = self._derive(name, out, mapped)
+        return out
+
+    def _checked(self, key, name, value):
+        """``value`` as the signature's dtype, refused (naming the signature's input, not the
+        file's tensor) when its shape does not fit or it holds no samples."""
+        spec = self.artifact["signature"]["inputs"][name]
+        try:
+            value = np.asarray(value, dtype=self._input_dtypes[name])
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(
+                f"Input {name!r} cannot be read as {spec['dtype']} ({exc}).") from exc
+        shape = tuple(spec["shape"])
+        if value.ndim != len(shape) or any(s != -1 and s != v for s, v in zip(shape, value.shape)):
+            raise InvalidInputError(
+                f"Input {name!r} has shape {value.shape}; signature {key!r} takes {shape} "
+                "(-1: any size).")
+        if value.ndim and value.shape[0] == 0:
+            raise EmptyBatchError(
+                f"Input {name!r} holds no samples (shape {value.shape}); send at least one.")
+        return value
+
+    def _derive(self, name, out, mapped):
+        op, source = self.artifact["derived"][name].split(":", 1)
+        value = out[source] if source in out else mapped[source]
+        if op == "argmax":
+            return np.argmax(value, axis=-1).astype(np.int64)
+        if op == "label":
+            if self._labels is None:
+                raise ArtifactError(f"Artifact manifest of {self.path!r} derives {name!r} from "
+                                    "class labels but records none; re-export the version.")
+            return self._labels[np.asarray(value, dtype=np.int64)]
+        raise ArtifactError(f"Artifact manifest of {self.path!r} derives {name!r} with an "
+                            f"unknown operation {op!r}; re-export with this tfdeploy.")
+
+    def close(self):
+        self._runners = []
+        self._pool = queue.SimpleQueue()
+
+    def describe(self):
+        return {**super().describe(), "path": self.path, "instances": len(self._runners)}

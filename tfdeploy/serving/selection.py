@@ -1,0 +1,192 @@
+"""Choosing the runtime a model version's ``serving_default`` runs on (``--runtime``).
+
+A version directory may hold, beside its SavedModel, the other artifacts exported from the
+same model (``assets.extra/artifacts.json``: float/int8 ``.tflite``, ``.onnx``). With
+``--runtime auto`` the server, at load:
+
+1. loads every artifact in each runtime that can run it (LiteRT, ONNX Runtime, OpenVINO);
+   one that cannot load is skipped, and the log says why;
+2. verifies each against the SavedModel on the version's warmup records, within the
+   tolerances of its precision (``tfdeploy._tolerances``: the same table ``td.verify``
+   reports with; float outputs within ``atol``, top classes agreeing on ``min_agreement``
+   of the examples);
+3. times each, and the SavedModel, at batch 1 in turns (the median of round medians);
+4. serves the fastest that passed, if it is faster than the SavedModel.
+
+An artifact that fails verification or is slower is never chosen silently: the log, the
+model's metadata (``GET /v1/models/NAME/metadata``: ``metadata.runtime``) and Prometheus
+(``:tfdeploy:serving:runtime_selected``, ``..._candidate_p50_microseconds``) say what was
+measured and why. Without warmup records there is nothing to verify on, so ``auto`` stays
+on TensorFlow and says so. A named runtime (``litert``, ``onnxruntime``, ``openvino``) is
+loaded without measuring; when it cannot load, the version serves on TensorFlow, never
+unavailable.
+"""
+
+import logging
+import time
+
+import numpy as np
+
+from tfdeploy._tolerances import TOLERANCES
+from tfdeploy.serving.runtimes import DEFAULT_SIGNATURE, candidates, load_runtime
+
+log = logging.getLogger("tfdeploy.serving")
+
+RUNTIME_CHOICES = ("tensorflow", "auto", "litert", "onnxruntime", "openvino")
+
+
+def check_choice(runtime, what="--runtime"):
+    if runtime not in RUNTIME_CHOICES:
+        raise ValueError(f"Unrecognized {what}={runtime!r}. Supported runtimes are: "
+                         f"{list(RUNTIME_CHOICES)}.")
+    return runtime
+
+
+def _p50_ms(fn, feeds, rounds, calls):
+    """Median over rounds of each round's median call time (ms)."""
+    medians = []
+    for _ in range(rounds):
+        times = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            fn(feeds)
+            times.append(time.perf_counter() - start)
+        medians.append(float(np.median(times)))
+    return float(np.median(medians)) * 1000
+
+
+def verify(reference, runtime, key, records, precision):
+    """``(passed, details)``: ``runtime`` against ``reference`` (``call(key, feeds)``) on
+    every record, within the tolerances of ``precision``."""
+    tol = TOLERANCES.get(precision) or TOLERANCES["int8"]
+    worst, agree, total = 0.0, 0, 0
+    for feeds in records:
+        want, got = reference(key, feeds), runtime.call(key, feeds)
+        missing = sorted(set(want) - set(got))
+        if missing:
+            return False, {"reason": f"outputs {missing} missing"}
+        top = None
+        for name, w in want.items():
+            w, g = np.asarray(w), np.asarray(got[name])
+            if w.shape != g.shape:
+                return False, {"reason": f"output {name!r} has shape {list(g.shape)}, the "
+                                         f"SavedModel's {list(w.shape)}"}
+            if w.dtype.kind == "f":
+                worst = max(worst, float(np.max(np.abs(w.astype(np.float64) - g))) if w.size
+                            else 0.0)
+                if top is None and w.ndim == 2 and w.shape[1] > 1:
+                    top = (np.argmax(w, axis=1), np.argmax(g, axis=1))
+        if top is not None:
+            agree += int(np.sum(top[0] == top[1]))
+            total += len(top[0])
+    details = {"max_abs_diff": round(worst, 6),
+               "agreement": None if not total else round(agree / total, 4),
+               "examples": total, "tolerance": tol}
+    if tol["atol"] is not None and worst > tol["atol"]:
+        return False, {**details, "reason": f"max |difference| {worst:.3g} > atol "
+                                            f"{tol['atol']:g} for {precision}"}
+    if total and agree / total < tol["min_agreement"]:
+        return False, {**details, "reason": f"top class agrees on {agree}/{total} examples, "
+                                            f"below {tol['min_agreement']:.0%} for {precision}"}
+    return True, details
+
+
+def choose(servable, policy, records, threads=None, rounds=5, calls=20):
+    """Load the runtime ``policy`` asks for on ``servable`` (a Servable whose TensorFlow
+    signatures are loaded); return ``(runtime or None, report)``. ``records``: checked
+    ``serving_default`` feeds from the warmup file."""
+    path, key = servable.path, DEFAULT_SIGNATURE
+    report = {"policy": policy, "serving": {"runtime": "tensorflow", "artifact": "saved_model"},
+              "candidates": []}
+    if policy == "tensorflow":
+        return None, report
+    offered = [(name, entry) for name, entry in candidates(path) if name != "tensorflow"]
+    if policy != "auto":
+        offered = [(n, e) for n, e in offered if n == policy]
+        if not offered:
+            report["reason"] = (f"the version has no artifact the {policy} runtime runs; "
+                                "serving the SavedModel")
+            log.warning("Model %s version %d: %s", servable.name, servable.version,
+                        report["reason"])
+            return None, report
+    if policy == "auto" and not records:
+        report["reason"] = ("no warmup records to verify the artifacts on (export with "
+                            "warmup_data=...); serving the SavedModel")
+        log.warning("Model %s version %d: --runtime auto: %s", servable.name, servable.version,
+                    report["reason"])
+        return None, report
+    loaded = []
+    for name, entry in offered:
+        row = {"runtime": name, "artifact": entry.get("name"), "precision":
+               entry.get("precision"), "file": entry.get("file")}
+        report["candidates"].append(row)
+        try:
+            runtime = load_runtime(name, path, entry, num_threads=threads)
+        except Exception as exc:  # noqa: BLE001  (missing library, corrupt file: skip it)
+            row.update(passed=False, reason=f"cannot load: {str(exc).splitlines()[0]}")
+            continue
+        if key not in runtime.signature_keys:
+            row.update(passed=False, reason=f"runs {sorted(runtime.signature_keys)}, not {key}")
+            runtime.close()
+            continue
+        if policy != "auto":
+            row["passed"] = None
+            return runtime, _serving(report, row, runtime)
+        try:
+            passed, details = verify(servable.tensorflow_call, runtime, key, records,
+                                     entry.get("precision") or "float32")
+        except Exception as exc:  # noqa: BLE001  (a runtime that fails on the records)
+            passed, details = False, {"reason": f"failed on the warmup records: "
+                                                f"{str(exc).splitlines()[0]}"}
+        row.update(passed=passed, **details)
+        if passed:
+            loaded.append((row, runtime))
+        else:
+            runtime.close()
+    if policy != "auto":
+        report["reason"] = "the runtime could not load; serving the SavedModel"
+        log.warning("Model %s version %d: --runtime %s: %s (%s)", servable.name,
+                    servable.version, policy, report["reason"],
+                    "; ".join(r.get("reason", "") for r in report["candidates"]))
+        return None, report
+    feeds = {k: v[:1] for k, v in records[0].items()}
+    tf_row = {"runtime": "tensorflow", "artifact": "saved_model", "precision": "float32",
+              "passed": True}
+    timed = [(tf_row, None)] + loaded
+    for row, _ in timed:
+        row["p50_ms"] = 0.0
+    for _ in range(rounds):   # in turns, so every candidate sees the same machine
+        for row, runtime in timed:
+            fn = (lambda f: servable.tensorflow_call(key, f)) if runtime is None \
+                else (lambda f, r=runtime: r.call(key, f))
+            row.setdefault("rounds_ms", []).append(_p50_ms(fn, feeds, 1, calls))
+    for row, _ in timed:
+        row["p50_ms"] = round(float(np.median(row.pop("rounds_ms"))), 4)
+    report["candidates"].insert(0, tf_row)
+    best_row, best = min(timed, key=lambda t: t[0]["p50_ms"])
+    for row, runtime in loaded:
+        if runtime is not best:
+            row["reason"] = row.get("reason") or (
+                f"passed, but {row['p50_ms']} ms against {best_row['p50_ms']} ms for "
+                f"{best_row['runtime']}/{best_row['artifact']}")
+            runtime.close()
+    for row in report["candidates"]:
+        if row.get("passed") is False:
+            log.warning("Model %s version %d: --runtime auto skips %s/%s: %s", servable.name,
+                        servable.version, row["runtime"], row["artifact"], row.get("reason"))
+    if best is None:
+        report["reason"] = "no verified artifact is faster than the SavedModel"
+        log.info("Model %s version %d: --runtime auto serves the SavedModel (TensorFlow, "
+                 "%.3f ms): %s", servable.name, servable.version, tf_row["p50_ms"],
+                 report["reason"])
+        return None, report
+    return best, _serving(report, best_row, best)
+
+
+def _serving(report, row, runtime):
+    report["serving"] = {k: row.get(k) for k in ("runtime", "artifact", "precision", "file",
+                                                 "p50_ms")}
+    log.info("Serving %s with %s (%s, %s%s)", runtime.version_dir, row["runtime"],
+             row.get("artifact"), row.get("precision"),
+             f", {row['p50_ms']} ms at batch 1" if row.get("p50_ms") is not None else "")
+    return report
