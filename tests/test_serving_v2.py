@@ -993,3 +993,42 @@ def test_kserve_manifest_runs_tfdeploy_serve_with_v2_probes(server, tmp_path):
         path = container[probe]["httpGet"]["path"]
         assert path.startswith("/v2/health/")
         assert rest_call(server.rest_port, "GET", path)[0] == 200, path
+
+
+# -- every runtime answers over V2 as over V1 -------------------------------------------------
+@pytest.fixture(scope="module")
+def artifacts_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("v2_runtimes")
+    build_digits_classifier(str(root / "digits"), artifacts=["tflite_float32", "onnx"])
+    return root
+
+
+@pytest.mark.parametrize("runtime", ["tensorflow", "litert", "onnxruntime", "openvino"])
+def test_every_runtime_answers_over_v2_as_over_v1(artifacts_root, runtime):
+    """The runtime sits under the data plane, so V1 predict and V2 infer (REST, binary data on
+    and off, and gRPC) of one server give the same numbers."""
+    from tfdeploy.serving import create_server
+
+    server = create_server(model_name="digits", model_base_path=str(artifacts_root / "digits"),
+                           port=0, rest_api_port=0, file_system_poll_wait_seconds=0,
+                           max_num_load_retries=0, runtime=runtime).start()
+    try:
+        status, meta = rest_call(server.rest_port, "GET", "/v1/models/digits/metadata")
+        report = meta["metadata"].get("runtime", {"serving": {"runtime": "tensorflow"}})
+        assert status == 200 and report["serving"]["runtime"] == runtime, meta
+        images = digit_images(3, seed=11)
+        v1 = _v1_predict(server, "digits", {"instances": images.tolist()})["predictions"]
+        want = np.array([p["probabilities"] for p in v1], np.float32)
+        http = httpclient.InferenceServerClient(f"127.0.0.1:{server.rest_port}")
+        grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+        for kind, client, binary in (("http", http, True), ("http", http, False),
+                                     ("grpc", grpc, True)):
+            r = client.infer("digits", [_input(kind, "images", images, "FP32", binary)],
+                             outputs=_outputs(kind, ["probabilities", "class_index"], binary))
+            np.testing.assert_allclose(r.as_numpy("probabilities"), want, rtol=1e-6,
+                                       err_msg=f"{runtime} {kind} binary={binary}")
+            assert r.as_numpy("class_index").tolist() == [p["class_index"] for p in v1]
+        http.close()
+        grpc.close()
+    finally:
+        server.stop()
