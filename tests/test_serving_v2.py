@@ -20,12 +20,28 @@ from test_serving_support import (build_digits_classifier, build_tf2_model, digi
                                   rest_call)
 
 warnings.filterwarnings("ignore", message=".*gencode.*")   # tritonclient's protobuf 6 gencode
-httpclient = pytest.importorskip("tritonclient.http", reason="pip install -e .[test]")
-grpcclient = pytest.importorskip("tritonclient.grpc", reason="pip install -e .[test]")
+import tritonclient.grpc as grpcclient  # noqa: E402  (the test extra: pip install -e .[test])
+import tritonclient.http as httpclient  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 METRICS = "/monitoring/prometheus/metrics"
-KSERVE_PYTHON = os.environ.get("TFDEPLOY_KSERVE_PYTHON", "/tmp/kserve-v2-venv/bin/python")
+KSERVE_VENV = os.environ.get("TFDEPLOY_KSERVE_VENV",
+                             os.path.expanduser("~/.cache/tfdeploy/kserve-client-venv"))
+
+
+@pytest.fixture(scope="module")
+def kserve_python():
+    """The Python of a virtual environment holding KServe (its pins clash with ours), made
+    on first use (about a minute: ``python3.11 -m venv V && V/bin/pip install kserve``)."""
+    import sys
+
+    python = os.path.join(KSERVE_VENV, "bin", "python")
+    check = [python, "-c", "import kserve, kserve.protocol.grpc.grpc_predict_v2_pb2"]
+    if not os.path.exists(python) or subprocess.run(check, capture_output=True).returncode:
+        subprocess.run([sys.executable, "-m", "venv", "--clear", KSERVE_VENV], check=True)
+        subprocess.run([python, "-m", "pip", "install", "--quiet", "kserve"], check=True,
+                       timeout=900)
+    return python
 
 # Every V2 datatype a signature can take (TF has no V2 name for complex or resource types).
 DTYPES = {"FP16": np.float16, "FP32": np.float32, "FP64": np.float64, "INT8": np.int8,
@@ -164,8 +180,7 @@ def test_messages_are_the_protocols_field_for_field():
     assert back == theirs
 
 
-@pytest.mark.skipif(not os.path.exists(KSERVE_PYTHON), reason="KServe's venv is not built")
-def test_messages_equal_kserves_grpc_predict_v2():
+def test_messages_equal_kserves_grpc_predict_v2(kserve_python):
     """KServe's own generated grpc_predict_v2_pb2 (its venv: KServe's pins clash with ours)
     has the same messages as ours."""
     script = ("import json, kserve.protocol.grpc.grpc_predict_v2_pb2 as p\n"
@@ -177,7 +192,7 @@ def test_messages_equal_kserves_grpc_predict_v2():
               "d.nested_types]]\n"
               "print(json.dumps({n: sig(d) for n, d in p.DESCRIPTOR.message_types_by_name."
               "items()}))\n")
-    out = subprocess.run([KSERVE_PYTHON, "-c", script], capture_output=True, text=True,
+    out = subprocess.run([kserve_python, "-c", script], capture_output=True, text=True,
                          timeout=120, check=True).stdout
     theirs = json.loads(out)
     from tfdeploy.serving.protos_v2 import METHODS, messages
@@ -700,13 +715,10 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.skipif(not os.path.exists(KSERVE_PYTHON),
-                    reason="KServe's venv is not built: python3.11 -m venv /tmp/kserve-v2-venv "
-                           "&& /tmp/kserve-v2-venv/bin/pip install kserve")
-def test_kserve_clients_get_v1s_answers(server):
+def test_kserve_clients_get_v1s_answers(server, kserve_python):
     images = digit_images(2, seed=9)
     v1 = _v1_predict(server, "digits", {"instances": images.tolist()})["predictions"]
-    proc = subprocess.run([KSERVE_PYTHON, "-c", _KSERVE_CLIENTS, str(server.rest_port),
+    proc = subprocess.run([kserve_python, "-c", _KSERVE_CLIENTS, str(server.rest_port),
                            str(server.grpc_port), json.dumps(images.tolist())],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
