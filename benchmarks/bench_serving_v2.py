@@ -28,7 +28,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import numpy as np
@@ -38,7 +37,8 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, REPO)
 
-from bench_serving import _build_model, _free_port, _serving_default  # noqa: E402
+from bench_serving import (_build_model, _free_port, _p50_ms, _run_clients,  # noqa: E402
+                           _serving_default)
 
 MLSERVER_RUNTIME = '''
 import tensorflow as tf
@@ -133,35 +133,12 @@ def _grpc_worker(port, request):
 
 
 def _throughput(make, clients, total):
+    """Requests/s of ``total`` calls over ``clients`` workers from ``make`` (each called once
+    first), with bench_serving's client loop."""
     calls = [make() for _ in range(clients)]
     for call in calls:
         call()
-    per = [total // clients + (i < total % clients) for i in range(clients)]
-    barrier = threading.Barrier(clients + 1)
-
-    def loop(call, n):
-        barrier.wait()
-        for _ in range(n):
-            call()
-    threads = [threading.Thread(target=loop, args=(c, n)) for c, n in zip(calls, per)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    start = time.perf_counter()
-    for t in threads:
-        t.join()
-    return total / (time.perf_counter() - start)
-
-
-def _p50_ms(call, n, warmup=20):
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times)) * 1000
+    return _run_clients([lambda c=c: c() or 200 for c in calls], total)[0]
 
 
 def _p50_pair_ms(call_a, call_b, n, warmup=20):
