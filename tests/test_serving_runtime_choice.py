@@ -186,3 +186,52 @@ def test_model_platform_in_the_config_file_picks_the_runtime(base, tmp_path):
                       'model_platform: "pytorch" } }\n' % (base / "digits"))
     with pytest.raises(ValueError, match="model_platform 'pytorch' is not supported"):
         read_model_config_file(str(config))
+
+
+@pytest.mark.parametrize("runtime", ["litert", "onnxruntime", "openvino", "auto"])
+def test_the_fuzz_reaches_no_runtime_with_a_bad_tensor(base, runtime):
+    """Every runtime behind the same validation: a ``tfdeploy serve --runtime R`` process with
+    oneDNN forced on gets the rank/dimension/dtype matrix and a slice of the hostile fuzz over
+    REST and gRPC; every answer is a 4xx (never 5xx), the process stays up, and valid
+    requests keep the SavedModel's classes."""
+    import random
+
+    from test_serving_hostile import _mutations, _send
+    from test_serving_support import ServerProcess
+    from test_serving_validation import RANKS, _grpc_predict
+
+    import http.client
+
+    with ServerProcess(["--model_name", "digits", "--model_base_path", str(base / "digits"),
+                        "--file_system_poll_wait_seconds", "0", "--runtime", runtime]) as proc:
+        report = rest_call(proc.rest_port, "GET", "/v1/models/digits/metadata")[1][
+            "metadata"]["runtime"]
+        assert report["serving"]["runtime"] == (runtime if runtime != "auto"
+                                                else report["serving"]["runtime"])
+        assert report["serving"]["runtime"] != "tensorflow", report
+        for body, words in RANKS:
+            status, reply = rest_call(proc.rest_port, "POST", "/v1/models/digits:predict", body)
+            assert status == 400 and words[0] in reply["error"], (body, reply)
+        for value in (np.zeros([1], np.float32), np.zeros([1, 32, 32, 3], np.float32),
+                      np.zeros([0, 32, 32, 1], np.float32), np.zeros([1, 32, 32, 1], np.int64)):
+            code, details = _grpc_predict(proc.grpc_port, "digits", "", images=value)
+            assert code == "INVALID_ARGUMENT", (value.shape, code, details)
+        rng, gen = random.Random(7), None
+        gen = _mutations(rng)
+        conn = http.client.HTTPConnection("127.0.0.1", proc.rest_port, timeout=60)
+        for _ in range(300):
+            method, path, raw = next(gen)
+            path = path.replace("/half", "/digits").replace("/tf2", "/digits")
+            try:
+                status, _, _ = _send(conn, method, path, raw)
+            except (http.client.HTTPException, OSError):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", proc.rest_port, timeout=60)
+                status, _, _ = _send(conn, method, path, raw)
+            assert status < 500, (method, path, raw[:200] if raw else raw)
+            assert proc.alive(), proc.output()[-2000:]
+        conn.close()
+        images = digit_images(3, seed=11)
+        status, reply = rest_call(proc.rest_port, "POST", "/v1/models/digits:predict",
+                                  {"instances": images.tolist()})
+        assert status == 200 and len(reply["predictions"]) == 3
