@@ -204,6 +204,31 @@ def _build_model(base_path, kind="cnn"):
 
         td.export.saved_model(build_mobilenet((96, 96, 3), alpha=1.0), base_path, version=1)
         return
+    if kind == "mobilenet_v2_224":
+        # the mobilenet recipe's model (build_mobilenet, alpha 1.0, 224x224x3, 10 classes),
+        # random weights, with the artifacts --runtime auto chooses from and warmup records
+        from tfdeploy.models import build_mobilenet
+
+        rng = np.random.default_rng(0)
+        calib = rng.integers(0, 256, size=(16, 224, 224, 3)).astype(np.float32)
+        model = build_mobilenet((224, 224, 3), 10, alpha=1.0)
+        names = [f"c{i}" for i in range(10)]
+        try:
+            td.export.saved_model(model, base_path, version=1, class_names=names,
+                                  image_bytes=False, warmup_data=calib[:4],
+                                  artifacts=list(RUNTIME_ARTIFACTS),
+                                  representative_data=calib)
+        except Exception as exc:  # noqa: BLE001  random weights: int8 ONNX may be refused
+            print(f"bench_serving: mobilenet_v2_224 with {RUNTIME_ARTIFACTS} failed ({exc}); "
+                  "without onnx_int8", file=sys.stderr, flush=True)
+            import shutil
+
+            shutil.rmtree(base_path, ignore_errors=True)
+            td.export.saved_model(model, base_path, version=1, class_names=names,
+                                  image_bytes=False, warmup_data=calib[:4],
+                                  artifacts=[a for a in RUNTIME_ARTIFACTS if a != "onnx_int8"],
+                                  representative_data=calib)
+        return
     if kind in ("mlp", "mlp_wide"):
         width = 4096 if kind == "mlp_wide" else 2048
         model = keras.Sequential([keras.Input((256,))] + [
@@ -220,6 +245,7 @@ def _build_model(base_path, kind="cnn"):
 
 
 METRICS_PATH = "/monitoring/prometheus/metrics"
+RUNTIME_ARTIFACTS = ("tflite_float32", "tflite_int8", "onnx", "onnx_int8")
 
 
 class _Server:
