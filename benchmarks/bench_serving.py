@@ -895,6 +895,8 @@ def _runtimes_main(args, tmp, batching_file):
     result["model"] = args.runtime_model if not args.model_base_path else base
     if args.model_note:
         result["model_note"] = args.model_note
+    if args.model_label:
+        result["model_label"] = args.model_label
     fn, input_name, item_shape = _serving_default(base)
     _INPUTS[args.model_name] = input_name
     image = np.random.default_rng(0).integers(0, 256, size=[1] + item_shape).astype(np.float32)
@@ -932,6 +934,74 @@ def _runtimes_main(args, tmp, batching_file):
             f.write(text + "\n")
     print(text)
     return 0
+
+
+def runtimes_table(paths):
+    """Markdown: the figures of ``--runtimes`` JSON files against issue 21's targets (every
+    number read from the files)."""
+    def met(flag):
+        return "met" if flag else "**not met**"
+
+    lines = ["| model (JSON) | figure | value | target |", "|---|---|---|---|"]
+    for path in paths:
+        with open(path) as f:
+            d = json.load(f)
+        t, r = d["targets"], d["runtimes"]
+        tp = r["throughput_rps"]
+        model = f"{d.get('model_label') or os.path.basename(path)} (`{path}`)"
+        rows = []
+        mobilenet = d.get("input_shape") == [1, 224, 224, 3]
+        goal = next((v for k, v in t.items() if k.startswith("auto_vs_tensorflow_target_")
+                     and k.endswith("x")), 3.0)
+        if "auto_vs_tensorflow_rps" in t:
+            for c, v in t["auto_vs_tensorflow_rps"].items():
+                rows.append((f"REST batch 1, {c[1:]} client(s): auto / tensorflow req/s",
+                             f"{tp[f'auto_{c}']} / {tp[f'tensorflow_{c}']} = {v}x",
+                             (f">= {goal}x: {met(v >= goal)}" if mobilenet else
+                              f"(the >= {goal}x target is MobileNetV2's; shown for comparison)")))
+        for policy in r["servers"]:
+            if policy in ("tensorflow", "auto"):
+                continue
+            ratios = t.get(f"{policy}_vs_tensorflow_rps", {})
+            srv = r["servers"][policy]["serving"] or {}
+            rows.append((f"--runtime {policy} ({srv.get('artifact')}) / tensorflow req/s",
+                         ", ".join(f"{c}: {v}x" for c, v in ratios.items()), "(reference)"))
+        if "auto_chose" in t:
+            rows.append(("auto chose (metadata.runtime); in-process p50 vs fastest passing",
+                         f"{t['auto_chose']}: {t['auto_choice_in_process_ms']} ms vs "
+                         f"{t['fastest_passing_in_process']} {t['fastest_passing_in_process_ms']}"
+                         f" ms = {t.get('auto_choice_vs_fastest')}",
+                         f"<= 1.10: {met(t.get('auto_choice_within_10pct_met'))}"))
+        if "litert_overhead_ms" in t:
+            rows.append((f"LiteRT ({t['litert_artifact']}) served p50 - in-process p50",
+                         f"{t['litert_served_p50_ms']} - {t['litert_in_process_p50_ms']} = "
+                         f"{t['litert_overhead_ms']} ms",
+                         f"<= 0.5 ms: {met(t['litert_overhead_target_0.5ms_met'])}"))
+        rows.append(("server RSS MiB (model loaded, after the runs)",
+                     ", ".join(f"{p} {v}" for p, v in t["rss_mib"].items()), "(recorded)"))
+        acc = r.get("accuracy")
+        if acc:
+            rows.append((f"served top-1 accuracy, {acc['test_examples']} test digits",
+                         ", ".join(f"{p} {acc[p]}" for p in r["servers"]),
+                         f"auto within 1 point of float: "
+                         f"{met(t.get('auto_accuracy_within_1pt_met'))}"))
+        else:
+            rows.append(("served accuracy", "not measured (random weights)",
+                         "**not met** (needs the trained model)"))
+        for label, m in d.get("batching_cpu", {}).items():
+            goal = 2.0 if label == "mlp" else 1.5
+            rows.append((f"batching, {m['clients']} gRPC clients, {label}: server CPU ms per "
+                         "request unbatched / batched (req/s)",
+                         f"{m['unbatched_cpu_ms_per_request']} / "
+                         f"{m['batched_cpu_ms_per_request']} = {m['cpu_per_request_reduction']}x"
+                         f" ({m['unbatched_rps']} / {m['batched_rps']} req/s)",
+                         f">= {goal}x lower: {met(m['cpu_per_request_reduction'] >= goal)}"))
+        load = d["cpu"]
+        rows.append(("load average start / end", f"{[round(x, 1) for x in load['loadavg']]} / "
+                     f"{[round(x, 1) for x in load['loadavg_end']]}", ""))
+        for i, (a, b, c) in enumerate(rows):
+            lines.append(f"| {model if i == 0 else ''} | {a} | {b} | {c} |")
+    return "\n".join(lines)
 
 
 def main(argv=None):
@@ -987,7 +1057,13 @@ def main(argv=None):
                              "batched vs unbatched (gRPC, batch 1).")
     parser.add_argument("--model_note", default=None, help="Recorded in the JSON.")
     parser.add_argument("--out", default=None, help="Also write the JSON here.")
+    parser.add_argument("--model_label", default=None, help="The model's name in --table.")
+    parser.add_argument("--table", nargs="+", default=None, metavar="JSON",
+                        help="Print the markdown figures table of --runtimes JSON files.")
     args = parser.parse_args(argv)
+    if args.table:
+        print(runtimes_table(args.table))
+        return 0
 
     tmp = tempfile.mkdtemp(prefix="bench_serving_")
     if args.runtimes is not None:
