@@ -686,6 +686,20 @@ def _served_accuracy(server, name, input_name, x, y, batch=32):
     return float(np.mean(predicted == y)), predicted
 
 
+def _rest_decode_ms(body, n=30):
+    """p50 ms of the REST handler's JSON body -> numpy step alone (``json_fast``: the big
+    numeric array kept raw, then decoded into one array), in this process."""
+    sys.path.insert(0, REPO)
+    from tfdeploy.serving import json_fast
+
+    def decode():
+        _, spans = json_fast.extract(body)
+        for fast in spans.values():
+            fast.array()
+
+    return _p50_ms(decode, n, warmup=3)
+
+
 def _in_process_runtimes(version_dir, turns, calls):
     """bench_runtimes' in-process timing of every (runtime, artifact) pair of a version, in
     turns: ``{"runtime/artifact": {"batch_1_p50_ms", "batch_32_p50_ms"}}``."""
@@ -741,6 +755,26 @@ def _runtime_servers(args, base, name, image, body, input_name, test_xy, out):
                     if set(counts) != {200}:
                         row.setdefault("errors", {})[f"{policy}_c{c}"] = {
                             str(k): v for k, v in counts.items()}
+                if "grpc" in args.runtime_apis:   # the same model without JSON decoding
+                    gworker = _GrpcWorker(server.grpc_port, name, image)
+                    for _ in range(10):
+                        gworker()
+                    wall = time.perf_counter()
+                    times = _latency(gworker, args.runtime_requests, warmup=0)
+                    wall = time.perf_counter() - wall
+                    n += args.runtime_requests
+                    row["p50_ms"][f"{policy}_grpc"] = _percentiles(times)["p50_ms"]
+                    row["throughput_rps"][f"{policy}_grpc_c1"] = round(len(times) / wall, 1)
+                    for c in args.runtime_concurrency:
+                        if c == 1:
+                            continue
+                        workers = [_GrpcWorker(server.grpc_port, name, image) for _ in range(c)]
+                        rps, counts = _run_clients(workers, max(args.runtime_requests, c))
+                        n += max(args.runtime_requests, c)
+                        row["throughput_rps"][f"{policy}_grpc_c{c}"] = round(rps, 1)
+                        if set(counts) != {200}:
+                            row.setdefault("errors", {})[f"{policy}_grpc_c{c}"] = {
+                                str(k): v for k, v in counts.items()}
                 row["server_cpu_ms_per_request"][policy] = round(
                     (_cpu_seconds(server.proc.pid) - cpu0) * 1000 / n, 3)
             row["load_average"] = os.getloadavg()
@@ -771,6 +805,7 @@ def _runtime_servers(args, base, name, image, body, input_name, test_xy, out):
         k: round(float(np.median([r["server_cpu_ms_per_request"][k] for r in rounds])), 3)
         for k in rounds[0]["server_cpu_ms_per_request"]}
     print("bench_serving: in-process timings (bench_runtimes) ...", file=sys.stderr, flush=True)
+    out["rest_json_decode_ms"] = _rest_decode_ms(body)
     out["in_process"] = _in_process_runtimes(latest_dir(base), args.repeats, 40)
 
 
@@ -785,6 +820,10 @@ def _runtime_targets(out, ratio_target):
             t[f"{policy}_vs_tensorflow_rps"] = {
                 f"c{c}": round(tp[f"{policy}_c{c}"] / tp[f"tensorflow_c{c}"], 2)
                 for c in concurrency}
+            if f"{policy}_grpc_c1" in tp:   # (not a target: the same without REST's JSON)
+                t[f"{policy}_vs_tensorflow_grpc_rps"] = {
+                    f"c{c}": round(tp[f"{policy}_grpc_c{c}"] / tp[f"tensorflow_grpc_c{c}"], 2)
+                    for c in concurrency}
         if "auto" in out["servers"]:
             t[f"auto_vs_tensorflow_target_{ratio_target}x"] = ratio_target
             t["auto_vs_tensorflow_target_met"] = all(
@@ -815,6 +854,10 @@ def _runtime_targets(out, ratio_target):
         t["litert_in_process_p50_ms"] = ip[key]["batch_1_p50_ms"]
         t["litert_overhead_ms"] = round(out["p50_ms"]["litert"] - ip[key]["batch_1_p50_ms"], 3)
         t["litert_overhead_target_0.5ms_met"] = t["litert_overhead_ms"] <= 0.5
+        if "litert_grpc" in out["p50_ms"]:
+            t["litert_grpc_overhead_ms"] = round(out["p50_ms"]["litert_grpc"] -
+                                                 ip[key]["batch_1_p50_ms"], 3)
+        t["rest_json_decode_ms"] = out.get("rest_json_decode_ms")
     base_rss = out["servers"].get("tensorflow", {}).get("rss_after_mib")
     t["rss_mib"] = {p: s.get("rss_after_mib") for p, s in out["servers"].items()}
     if base_rss:
@@ -959,6 +1002,12 @@ def runtimes_table(paths):
                              f"{tp[f'auto_{c}']} / {tp[f'tensorflow_{c}']} = {v}x",
                              (f">= {goal}x: {met(v >= goal)}" if mobilenet else
                               f"(the >= {goal}x target is MobileNetV2's; shown for comparison)")))
+        if "auto_vs_tensorflow_grpc_rps" in t:
+            rows.append(("gRPC batch 1 (no JSON): auto / tensorflow req/s",
+                         ", ".join(f"{c[1:]} client(s): {tp[f'auto_grpc_{c}']} / "
+                                   f"{tp[f'tensorflow_grpc_{c}']} = {v}x"
+                                   for c, v in t["auto_vs_tensorflow_grpc_rps"].items()),
+                         "(diagnostic: the targets are REST's)"))
         for policy in r["servers"]:
             if policy in ("tensorflow", "auto"):
                 continue
@@ -977,6 +1026,14 @@ def runtimes_table(paths):
                          f"{t['litert_served_p50_ms']} - {t['litert_in_process_p50_ms']} = "
                          f"{t['litert_overhead_ms']} ms",
                          f"<= 0.5 ms: {met(t['litert_overhead_target_0.5ms_met'])}"))
+            if t.get("rest_json_decode_ms") is not None:
+                rows.append(("of which the REST body's JSON -> numpy alone (in-process p50)",
+                             f"{t['rest_json_decode_ms']} ms ({d['request_body_bytes']} bytes)",
+                             ""))
+            if "litert_grpc_overhead_ms" in t:
+                rows.append(("LiteRT served gRPC p50 - in-process p50",
+                             f"{r['p50_ms']['litert_grpc']} - {t['litert_in_process_p50_ms']} "
+                             f"= {t['litert_grpc_overhead_ms']} ms", "(diagnostic)"))
         rows.append(("server RSS MiB (model loaded, after the runs)",
                      ", ".join(f"{p} {v}" for p, v in t["rss_mib"].items()), "(recorded)"))
         acc = r.get("accuracy")
@@ -1046,6 +1103,8 @@ def main(argv=None):
     parser.add_argument("--runtime_requests", type=int, default=300,
                         help="Requests per figure in --runtimes mode.")
     parser.add_argument("--runtime_concurrency", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--runtime_apis", nargs="+", default=["rest"], choices=["rest", "grpc"],
+                        help="--runtimes: also gRPC batch 1 (no JSON decoding) with 'grpc'.")
     parser.add_argument("--accuracy_data", default=None,
                         help="With --runtimes: a test split (DIR/<class>/*.png) whose served "
                              "top-1 accuracy is measured for every runtime.")
