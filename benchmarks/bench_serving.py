@@ -15,6 +15,14 @@ protocol) and gRPC (tensorflow-serving-api stubs) clients; prints one JSON objec
   p50 at batch 1 with validation on and off in alternating rounds on one server, and the
   check alone in-process (``--validation_only`` measures just this).
 
+- runtimes (``--runtimes [tensorflow auto litert onnxruntime openvino]``, issue 21): the model
+  served once per ``--runtime`` (separate processes, all loaded, measured in alternating
+  rounds): REST V1 batch-1 p50 and requests/s at 1 and 8 clients (gRPC too with
+  ``--runtime_apis rest grpc``), ``metadata.runtime`` (what ``auto`` chose and why), RSS,
+  top-1 accuracy on ``--accuracy_data``, bench_runtimes' in-process timings of every artifact,
+  and with ``--batching_cpu mlp served`` server CPU time per request (/proc) batched vs
+  unbatched at 32 clients; ``--out`` writes the JSON, ``--table`` renders it (docs/runtimes.md).
+
 Every figure is the median over ``--repeats`` rounds (each round measures every server in
 turn); ``rounds`` keeps each round's figures and load average.
 
