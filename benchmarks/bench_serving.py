@@ -249,6 +249,14 @@ def _build_model(base_path, kind="cnn"):
         keras.layers.Conv2D(8, 3, activation="relu"), keras.layers.MaxPooling2D(),
         keras.layers.Conv2D(16, 3, activation="relu"), keras.layers.GlobalAveragePooling2D(),
         keras.layers.Dense(10, activation="softmax")])
+    if kind == "cnn_artifacts":   # --runtimes: the artifacts and warmup records auto needs
+        calib = np.random.default_rng(0).integers(0, 256, size=(16, 32, 32, 1)).astype(
+            np.float32)
+        td.export.saved_model(model, base_path, version=1, image_bytes=False,
+                              class_names=[str(i) for i in range(10)], warmup_data=calib[:4],
+                              artifacts=["tflite_float32", "tflite_int8", "onnx"],
+                              representative_data=calib)
+        return
     td.export.saved_model(model, base_path, version=1)
 
 
@@ -714,6 +722,16 @@ def _in_process_runtimes(version_dir, turns, calls):
     sys.path.insert(0, os.path.join(REPO, "benchmarks"))
     from bench_runtimes import time_in_turns
 
+    from tfdeploy.serving.runtimes import read_artifacts
+
+    if read_artifacts(version_dir)[0].get("signature") is None:   # no manifest: TF only
+        from tfdeploy.serving.runtimes import load_runtime
+
+        fn, input_name, item_shape = _serving_default(os.path.dirname(version_dir))
+        rt = load_runtime("tensorflow", version_dir, "saved_model")
+        x = np.zeros([1] + item_shape, np.float32)
+        return {"tensorflow/saved_model": {"batch_1_p50_ms": _p50_ms(
+            lambda: rt.call("serving_default", {input_name: x}), turns * calls)}}
     times, _ = time_in_turns(version_dir, None, turns, calls)
     return {f"{rt}/{art}": {f"{k}_p50_ms": round(float(np.median(v)), 4)
                             for k, v in t.items()} for (rt, art), t in times.items()}
@@ -941,7 +959,7 @@ def _runtimes_main(args, tmp, batching_file):
         base = args.model_base_path
     else:
         base = os.path.join(tmp, args.runtime_model)
-        _build_model(base, args.runtime_model)
+        _build_model(base, {"cnn": "cnn_artifacts"}.get(args.runtime_model, args.runtime_model))
     result["model_base_path"] = base
     result["model"] = args.runtime_model if not args.model_base_path else base
     if args.model_note:
@@ -1051,8 +1069,8 @@ def runtimes_table(paths):
                          f"auto within 1 point of float: "
                          f"{met(t.get('auto_accuracy_within_1pt_met'))}"))
         else:
-            rows.append(("served accuracy", "not measured (random weights)",
-                         "**not met** (needs the trained model)"))
+            rows.append(("served accuracy", "not measured (no --accuracy_data)",
+                         "**not met** (needs a trained model and its test split)"))
         for label, m in d.get("batching_cpu", {}).items():
             goal = 2.0 if label == "mlp" else 1.5
             rows.append((f"batching, {m['clients']} gRPC clients, {label}: server CPU ms per "
