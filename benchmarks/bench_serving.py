@@ -15,6 +15,14 @@ protocol) and gRPC (tensorflow-serving-api stubs) clients; prints one JSON objec
   p50 at batch 1 with validation on and off in alternating rounds on one server, and the
   check alone in-process (``--validation_only`` measures just this).
 
+- runtimes (``--runtimes [tensorflow auto litert onnxruntime openvino]``, issue 21): the model
+  served once per ``--runtime`` (separate processes, all loaded, measured in alternating
+  rounds): REST V1 batch-1 p50 and requests/s at 1 and 8 clients (gRPC too with
+  ``--runtime_apis rest grpc``), ``metadata.runtime`` (what ``auto`` chose and why), RSS,
+  top-1 accuracy on ``--accuracy_data``, bench_runtimes' in-process timings of every artifact,
+  and with ``--batching_cpu mlp served`` server CPU time per request (/proc) batched vs
+  unbatched at 32 clients; ``--out`` writes the JSON, ``--table`` renders it (docs/runtimes.md).
+
 Every figure is the median over ``--repeats`` rounds (each round measures every server in
 turn); ``rounds`` keeps each round's figures and load average.
 
@@ -206,6 +214,31 @@ def _build_model(base_path, kind="cnn"):
 
         td.export.saved_model(build_mobilenet((96, 96, 3), alpha=1.0), base_path, version=1)
         return
+    if kind == "mobilenet_v2_224":
+        # the mobilenet recipe's model (build_mobilenet, alpha 1.0, 224x224x3, 10 classes),
+        # random weights, with the artifacts --runtime auto chooses from and warmup records
+        from tfdeploy.models import build_mobilenet
+
+        rng = np.random.default_rng(0)
+        calib = rng.integers(0, 256, size=(16, 224, 224, 3)).astype(np.float32)
+        model = build_mobilenet((224, 224, 3), 10, alpha=1.0)
+        names = [f"c{i}" for i in range(10)]
+        try:
+            td.export.saved_model(model, base_path, version=1, class_names=names,
+                                  image_bytes=False, warmup_data=calib[:4],
+                                  artifacts=list(RUNTIME_ARTIFACTS),
+                                  representative_data=calib)
+        except Exception as exc:  # noqa: BLE001  random weights: int8 ONNX may be refused
+            print(f"bench_serving: mobilenet_v2_224 with {RUNTIME_ARTIFACTS} failed ({exc}); "
+                  "without onnx_int8", file=sys.stderr, flush=True)
+            import shutil
+
+            shutil.rmtree(base_path, ignore_errors=True)
+            td.export.saved_model(model, base_path, version=1, class_names=names,
+                                  image_bytes=False, warmup_data=calib[:4],
+                                  artifacts=[a for a in RUNTIME_ARTIFACTS if a != "onnx_int8"],
+                                  representative_data=calib)
+        return
     if kind in ("mlp", "mlp_wide"):
         width = 4096 if kind == "mlp_wide" else 2048
         model = keras.Sequential([keras.Input((256,))] + [
@@ -218,10 +251,19 @@ def _build_model(base_path, kind="cnn"):
         keras.layers.Conv2D(8, 3, activation="relu"), keras.layers.MaxPooling2D(),
         keras.layers.Conv2D(16, 3, activation="relu"), keras.layers.GlobalAveragePooling2D(),
         keras.layers.Dense(10, activation="softmax")])
+    if kind == "cnn_artifacts":   # --runtimes: the artifacts and warmup records auto needs
+        calib = np.random.default_rng(0).integers(0, 256, size=(16, 32, 32, 1)).astype(
+            np.float32)
+        td.export.saved_model(model, base_path, version=1, image_bytes=False,
+                              class_names=[str(i) for i in range(10)], warmup_data=calib[:4],
+                              artifacts=["tflite_float32", "tflite_int8", "onnx"],
+                              representative_data=calib)
+        return
     td.export.saved_model(model, base_path, version=1)
 
 
 METRICS_PATH = "/monitoring/prometheus/metrics"
+RUNTIME_ARTIFACTS = ("tflite_float32", "tflite_int8", "onnx", "onnx_int8")
 
 
 class _Server:
@@ -618,6 +660,435 @@ def _batching_models(args, tmp, batching_files, monitoring_file, rounds_out):
             "load_average": os.getloadavg()})
 
 
+def _cpu_seconds(pid):
+    """utime + stime of a process (all its threads), in seconds, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _get_json(port, path):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("GET", path)
+    resp = conn.getresponse()
+    data = json.loads(resp.read())
+    conn.close()
+    return data
+
+
+def _served_runtime(server, name):
+    """``metadata.runtime`` of the served model (what runs serving_default, and auto's
+    candidates with their verification and timings)."""
+    meta = _get_json(server.rest_port, f"/v1/models/{name}/metadata")
+    return meta.get("metadata", {}).get("runtime")
+
+
+def _served_accuracy(server, name, input_name, x, y, batch=32):
+    """Top-1 accuracy of a server's REST answers on ``(x, y)``, and its predicted classes."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=120)
+    predicted = []
+    for i in range(0, len(x), batch):
+        body = json.dumps({"instances": [{input_name: row.tolist()}
+                                         for row in x[i:i + batch]]}).encode()
+        conn.request("POST", f"/v1/models/{name}:predict", body,
+                     {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data = json.loads(resp.read())
+        if resp.status != 200:
+            raise RuntimeError(f"accuracy request failed: {resp.status} {data}")
+        for p in data["predictions"]:
+            predicted.append(int(p["class_index"]) if isinstance(p, dict) and "class_index" in p
+                             else int(np.argmax(p["probabilities"] if isinstance(p, dict) else p)))
+    conn.close()
+    predicted = np.asarray(predicted)
+    return float(np.mean(predicted == y)), predicted
+
+
+def _rest_decode_ms(body, n=30):
+    """p50 ms of the REST handler's JSON body -> numpy step alone (``json_fast``: the big
+    numeric array kept raw, then decoded into one array), in this process."""
+    sys.path.insert(0, REPO)
+    from tfdeploy.serving import json_fast
+
+    def decode():
+        _, spans = json_fast.extract(body)
+        for fast in spans.values():
+            fast.array()
+
+    return _p50_ms(decode, n, warmup=3)
+
+
+def _in_process_runtimes(version_dir, turns, calls):
+    """bench_runtimes' in-process timing of every (runtime, artifact) pair of a version, in
+    turns: ``{"runtime/artifact": {"batch_1_p50_ms", "batch_32_p50_ms"}}``."""
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from bench_runtimes import time_in_turns
+
+    from tfdeploy.serving.runtimes import read_artifacts
+
+    if read_artifacts(version_dir)[0].get("signature") is None:   # no manifest: TF only
+        from tfdeploy.serving.runtimes import load_runtime
+
+        fn, input_name, item_shape = _serving_default(os.path.dirname(version_dir))
+        rt = load_runtime("tensorflow", version_dir, "saved_model")
+        x = np.zeros([1] + item_shape, np.float32)
+        return {"tensorflow/saved_model": {"batch_1_p50_ms": _p50_ms(
+            lambda: rt.call("serving_default", {input_name: x}), turns * calls)}}
+    times, _ = time_in_turns(version_dir, None, turns, calls)
+    return {f"{rt}/{art}": {f"{k}_p50_ms": round(float(np.median(v)), 4)
+                            for k, v in t.items()} for (rt, art), t in times.items()}
+
+
+def _runtime_servers(args, base, name, image, body, input_name, test_xy, out):
+    """Serve ``base`` once per ``--runtime`` policy (separate processes, all up at once),
+    then measure them side by side in alternating rounds: REST V1 batch-1 p50 and
+    requests/s at each ``--runtime_concurrency``; RSS from /proc; metadata.runtime;
+    accuracy on ``test_xy``; and bench_runtimes' in-process timings of the version."""
+    servers, rounds = {}, []
+    out["servers"] = {}
+    try:
+        for policy in args.runtimes:
+            print(f"bench_serving: starting --runtime {policy} ...", file=sys.stderr, flush=True)
+            start = time.perf_counter()
+            server = servers[policy] = _Server(name, base, flags=[f"--runtime={policy}"])
+            info = out["servers"][policy] = {
+                "ready_s": round(time.perf_counter() - start, 1),
+                "runtime": _served_runtime(server, name),
+                "rss_loaded_mib": round(_rss_mib(server.proc.pid), 1)}
+            info["serving"] = (info["runtime"] or {}).get("serving")
+        for rep in range(args.repeats):
+            row = {"p50_ms": {}, "throughput_rps": {}, "server_cpu_ms_per_request": {}}
+            order = list(servers) if rep % 2 == 0 else list(servers)[::-1]
+            for policy in order:
+                server = servers[policy]
+                print(f"bench_serving: round {rep + 1}/{args.repeats}: --runtime {policy} ...",
+                      file=sys.stderr, flush=True)
+                worker = _RestWorker(server.rest_port, name, body)
+                for _ in range(10):
+                    worker()
+                cpu0 = _cpu_seconds(server.proc.pid)
+                wall = time.perf_counter()
+                times = _latency(worker, args.runtime_requests, warmup=0)
+                wall = time.perf_counter() - wall
+                row["p50_ms"][policy] = _percentiles(times)["p50_ms"]
+                row["throughput_rps"][f"{policy}_c1"] = round(len(times) / wall, 1)
+                n = args.runtime_requests
+                for c in args.runtime_concurrency:
+                    if c == 1:
+                        continue
+                    workers = [_RestWorker(server.rest_port, name, body) for _ in range(c)]
+                    rps, counts = _run_clients(workers, max(args.runtime_requests, c))
+                    n += max(args.runtime_requests, c)
+                    row["throughput_rps"][f"{policy}_c{c}"] = round(rps, 1)
+                    if set(counts) != {200}:
+                        row.setdefault("errors", {})[f"{policy}_c{c}"] = {
+                            str(k): v for k, v in counts.items()}
+                if "grpc" in args.runtime_apis:   # the same model without JSON decoding
+                    gworker = _GrpcWorker(server.grpc_port, name, image)
+                    for _ in range(10):
+                        gworker()
+                    wall = time.perf_counter()
+                    times = _latency(gworker, args.runtime_requests, warmup=0)
+                    wall = time.perf_counter() - wall
+                    n += args.runtime_requests
+                    row["p50_ms"][f"{policy}_grpc"] = _percentiles(times)["p50_ms"]
+                    row["throughput_rps"][f"{policy}_grpc_c1"] = round(len(times) / wall, 1)
+                    for c in args.runtime_concurrency:
+                        if c == 1:
+                            continue
+                        workers = [_GrpcWorker(server.grpc_port, name, image) for _ in range(c)]
+                        rps, counts = _run_clients(workers, max(args.runtime_requests, c))
+                        n += max(args.runtime_requests, c)
+                        row["throughput_rps"][f"{policy}_grpc_c{c}"] = round(rps, 1)
+                        if set(counts) != {200}:
+                            row.setdefault("errors", {})[f"{policy}_grpc_c{c}"] = {
+                                str(k): v for k, v in counts.items()}
+                row["server_cpu_ms_per_request"][policy] = round(
+                    (_cpu_seconds(server.proc.pid) - cpu0) * 1000 / n, 3)
+            row["load_average"] = os.getloadavg()
+            rounds.append(row)
+        for policy, server in servers.items():
+            out["servers"][policy]["rss_after_mib"] = round(_rss_mib(server.proc.pid), 1)
+        if test_xy is not None:
+            acc = out["accuracy"] = {"test_examples": int(len(test_xy[1]))}
+            preds = {}
+            for policy, server in servers.items():
+                acc[policy], preds[policy] = _served_accuracy(server, name, input_name,
+                                                              *test_xy)
+                acc[policy] = round(acc[policy], 4)
+            if "tensorflow" in preds:
+                acc["agreement_with_tensorflow"] = {
+                    p: round(float(np.mean(v == preds["tensorflow"])), 4)
+                    for p, v in preds.items() if p != "tensorflow"}
+    finally:
+        for policy, server in servers.items():
+            out["servers"].setdefault(policy, {})["exit_code"] = server.stop()
+    out["rounds"] = rounds
+    out["p50_ms"] = {k: round(float(np.median([r["p50_ms"][k] for r in rounds])), 3)
+                     for k in rounds[0]["p50_ms"]}
+    out["throughput_rps"] = {k: round(float(np.median([r["throughput_rps"][k]
+                                                        for r in rounds])), 1)
+                             for k in rounds[0]["throughput_rps"]}
+    out["server_cpu_ms_per_request"] = {
+        k: round(float(np.median([r["server_cpu_ms_per_request"][k] for r in rounds])), 3)
+        for k in rounds[0]["server_cpu_ms_per_request"]}
+    print("bench_serving: in-process timings (bench_runtimes) ...", file=sys.stderr, flush=True)
+    out["rest_json_decode_ms"] = _rest_decode_ms(body)
+    out["in_process"] = _in_process_runtimes(latest_dir(base), args.repeats, 40)
+
+
+def _runtime_targets(out, ratio_target):
+    """The issue's targets from ``out`` (filled by _runtime_servers)."""
+    t, tp = {}, out["throughput_rps"]
+    concurrency = sorted({int(k.rsplit("_c", 1)[1]) for k in tp})
+    if "tensorflow" in out["servers"]:
+        for policy in out["servers"]:
+            if policy == "tensorflow":
+                continue
+            t[f"{policy}_vs_tensorflow_rps"] = {
+                f"c{c}": round(tp[f"{policy}_c{c}"] / tp[f"tensorflow_c{c}"], 2)
+                for c in concurrency}
+            if f"{policy}_grpc_c1" in tp:   # (not a target: the same without REST's JSON)
+                t[f"{policy}_vs_tensorflow_grpc_rps"] = {
+                    f"c{c}": round(tp[f"{policy}_grpc_c{c}"] / tp[f"tensorflow_grpc_c{c}"], 2)
+                    for c in concurrency}
+        if "auto" in out["servers"]:
+            t[f"auto_vs_tensorflow_target_{ratio_target}x"] = ratio_target
+            t["auto_vs_tensorflow_target_met"] = all(
+                v >= ratio_target for v in t["auto_vs_tensorflow_rps"].values())
+    ip = out["in_process"]
+    auto = (out["servers"].get("auto") or {}).get("runtime") or {}
+    if auto:
+        serving = auto.get("serving") or {}
+        chosen = f"{serving.get('runtime')}/{serving.get('artifact')}"
+        passed = {f"{c['runtime']}/{c['artifact']}" for c in auto.get("candidates", [])
+                  if c.get("passed")} | {"tensorflow/saved_model"}
+        timed = {k: v["batch_1_p50_ms"] for k, v in ip.items() if k in passed}
+        fastest = min(timed, key=timed.get)
+        t["auto_chose"] = chosen
+        t["auto_passed_candidates"] = sorted(passed)
+        t["fastest_passing_in_process"] = fastest
+        t["auto_choice_in_process_ms"] = ip.get(chosen, {}).get("batch_1_p50_ms")
+        t["fastest_passing_in_process_ms"] = timed[fastest]
+        if t["auto_choice_in_process_ms"] is not None:
+            t["auto_choice_vs_fastest"] = round(t["auto_choice_in_process_ms"] / timed[fastest],
+                                                3)
+            t["auto_choice_within_10pct_met"] = t["auto_choice_vs_fastest"] <= 1.10
+    lite = (out["servers"].get("litert") or {}).get("serving") or {}
+    if lite.get("runtime") == "litert":
+        key = f"litert/{lite['artifact']}"
+        t["litert_artifact"] = key
+        t["litert_served_p50_ms"] = out["p50_ms"]["litert"]
+        t["litert_in_process_p50_ms"] = ip[key]["batch_1_p50_ms"]
+        t["litert_overhead_ms"] = round(out["p50_ms"]["litert"] - ip[key]["batch_1_p50_ms"], 3)
+        t["litert_overhead_target_0.5ms_met"] = t["litert_overhead_ms"] <= 0.5
+        if "litert_grpc" in out["p50_ms"]:
+            t["litert_grpc_overhead_ms"] = round(out["p50_ms"]["litert_grpc"] -
+                                                 ip[key]["batch_1_p50_ms"], 3)
+        t["rest_json_decode_ms"] = out.get("rest_json_decode_ms")
+    base_rss = out["servers"].get("tensorflow", {}).get("rss_after_mib")
+    t["rss_mib"] = {p: s.get("rss_after_mib") for p, s in out["servers"].items()}
+    if base_rss:
+        t["rss_over_tensorflow_server_mib"] = {
+            p: round(s["rss_after_mib"] - base_rss, 1) for p, s in out["servers"].items()
+            if p != "tensorflow" and s.get("rss_after_mib")}
+    acc = out.get("accuracy")
+    if acc and "tensorflow" in acc and "auto" in acc:
+        t["auto_accuracy_minus_float_points"] = round((acc["auto"] - acc["tensorflow"]) * 100, 2)
+        t["auto_accuracy_within_1pt_met"] = abs(t["auto_accuracy_minus_float_points"]) <= 1.0
+    return t
+
+
+def _batching_cpu(args, tmp, kinds, batching_file, out):
+    """At the largest --concurrency, gRPC batch 1: server CPU time per request (/proc) and
+    requests/s, unbatched vs batched, alternating rounds; per model in ``kinds``
+    (``{label: base_path}``)."""
+    c = max(args.concurrency)
+    for label, base in kinds.items():
+        fn, input_name, item_shape = _serving_default(base)
+        _INPUTS[label] = input_name
+        image = np.random.default_rng(0).integers(0, 256, size=[1] + item_shape).astype(
+            np.float32)
+        m = out[label] = {"input_shape": [1] + item_shape, "clients": c, "rounds": []}
+        servers = {}
+        try:
+            servers["unbatched"] = _Server(label, base)
+            servers["batched"] = _Server(label, base, batching_file=batching_file)
+            for rep in range(args.repeats):
+                row = {}
+                order = ["unbatched", "batched"] if rep % 2 == 0 else ["batched", "unbatched"]
+                for variant in order:
+                    server = servers[variant]
+                    print(f"bench_serving: batching cpu {label} round {rep + 1}: {variant} ...",
+                          file=sys.stderr, flush=True)
+                    workers = [_GrpcWorker(server.grpc_port, label, image) for _ in range(c)]
+                    _run_clients(workers, c * 2)   # warm up every connection
+                    cpu0 = _cpu_seconds(server.proc.pid)
+                    rps, counts = _run_clients(workers, args.model_requests)
+                    cpu = _cpu_seconds(server.proc.pid) - cpu0
+                    row[f"{variant}_rps"] = round(rps, 1)
+                    row[f"{variant}_cpu_ms_per_request"] = round(cpu * 1000 /
+                                                                 args.model_requests, 3)
+                    if set(counts) != {200}:
+                        row[f"{variant}_status_counts"] = {str(k): v for k, v in counts.items()}
+                row["load_average"] = os.getloadavg()
+                m["rounds"].append(row)
+        finally:
+            for server in servers.values():
+                server.stop()
+        for key in ("unbatched_rps", "batched_rps", "unbatched_cpu_ms_per_request",
+                    "batched_cpu_ms_per_request"):
+            m[key] = round(float(np.median([r[key] for r in m["rounds"]])), 3)
+        m["cpu_per_request_reduction"] = round(m["unbatched_cpu_ms_per_request"] /
+                                               m["batched_cpu_ms_per_request"], 2)
+        m["throughput_ratio"] = round(m["batched_rps"] / m["unbatched_rps"], 2)
+
+
+def _runtimes_main(args, tmp, batching_file):
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from bench_runtimes import cpu_info
+
+    result = {"benchmark": "bench_serving --runtimes", "cpu": cpu_info(),
+              "argv": sys.argv[1:], "repeats": args.repeats,
+              "requests_per_cell": args.runtime_requests}
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        result["cpu"]["lscpu_flags"] = next((line.split(":", 1)[1].split() for line in
+                                            text.splitlines() if line.startswith("Flags")), [])
+    except OSError:
+        pass
+    if args.model_base_path:
+        base = args.model_base_path
+    else:
+        base = os.path.join(tmp, args.runtime_model)
+        _build_model(base, {"cnn": "cnn_artifacts"}.get(args.runtime_model, args.runtime_model))
+    result["model_base_path"] = base
+    result["model"] = args.runtime_model if not args.model_base_path else base
+    if args.model_note:
+        result["model_note"] = args.model_note
+    if args.model_label:
+        result["model_label"] = args.model_label
+    fn, input_name, item_shape = _serving_default(base)
+    _INPUTS[args.model_name] = input_name
+    image = np.random.default_rng(0).integers(0, 256, size=[1] + item_shape).astype(np.float32)
+    body = json.dumps({"instances": image.tolist()}).encode()
+    result["input_shape"] = [1] + item_shape
+    result["request_body_bytes"] = len(body)
+    test_xy = None
+    if args.accuracy_data:
+        sys.path.insert(0, REPO)
+        import tfdeploy as td
+
+        h, w, ch = item_shape
+        ds = td.data.image_dataset(args.accuracy_data, image_size=(h, w),
+                                   color_mode="grayscale" if ch == 1 else "rgb")
+        test_xy = td.data.to_numpy(ds)
+        result["accuracy_data"] = args.accuracy_data
+    del fn
+    run = result["runtimes"] = {}
+    _runtime_servers(args, base, args.model_name, image, body, input_name, test_xy, run)
+    result["targets"] = _runtime_targets(run, args.ratio_target)
+    if args.batching_cpu:
+        kinds = {}
+        for kind in args.batching_cpu:
+            if kind == "served":
+                kinds[args.model_name] = base
+            else:
+                kinds[kind] = os.path.join(tmp, kind)
+                _build_model(kinds[kind], kind)
+        bc = result["batching_cpu"] = {}
+        _batching_cpu(args, tmp, kinds, batching_file, bc)
+    result["cpu"]["loadavg_end"] = os.getloadavg()
+    text = json.dumps(result, indent=2)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    print(text)
+    return 0
+
+
+def runtimes_table(paths):
+    """Markdown: the figures of ``--runtimes`` JSON files against issue 21's targets (every
+    number read from the files)."""
+    def met(flag):
+        return "met" if flag else "**not met**"
+
+    lines = ["| model (JSON) | figure | value | target |", "|---|---|---|---|"]
+    for path in paths:
+        with open(path) as f:
+            d = json.load(f)
+        t, r = d["targets"], d["runtimes"]
+        tp = r["throughput_rps"]
+        model = f"{d.get('model_label') or os.path.basename(path)} (`{path}`)"
+        rows = []
+        mobilenet = d.get("input_shape") == [1, 224, 224, 3]
+        goal = next((v for k, v in t.items() if k.startswith("auto_vs_tensorflow_target_")
+                     and k.endswith("x")), 3.0)
+        if "auto_vs_tensorflow_rps" in t:
+            for c, v in t["auto_vs_tensorflow_rps"].items():
+                rows.append((f"REST batch 1, {c[1:]} client(s): auto / tensorflow req/s",
+                             f"{tp[f'auto_{c}']} / {tp[f'tensorflow_{c}']} = {v}x",
+                             (f">= {goal}x: {met(v >= goal)}" if mobilenet else
+                              f"(the >= {goal}x target is MobileNetV2's; shown for comparison)")))
+        if "auto_vs_tensorflow_grpc_rps" in t:
+            rows.append(("gRPC batch 1 (no JSON): auto / tensorflow req/s",
+                         ", ".join(f"{c[1:]} client(s): {tp[f'auto_grpc_{c}']} / "
+                                   f"{tp[f'tensorflow_grpc_{c}']} = {v}x"
+                                   for c, v in t["auto_vs_tensorflow_grpc_rps"].items()),
+                         "(diagnostic: the targets are REST's)"))
+        for policy in r["servers"]:
+            if policy in ("tensorflow", "auto"):
+                continue
+            ratios = t.get(f"{policy}_vs_tensorflow_rps", {})
+            srv = r["servers"][policy]["serving"] or {}
+            rows.append((f"--runtime {policy} ({srv.get('artifact')}) / tensorflow req/s",
+                         ", ".join(f"{c}: {v}x" for c, v in ratios.items()), "(reference)"))
+        if "auto_chose" in t:
+            rows.append(("auto chose (metadata.runtime); in-process p50 vs fastest passing",
+                         f"{t['auto_chose']}: {t['auto_choice_in_process_ms']} ms vs "
+                         f"{t['fastest_passing_in_process']} {t['fastest_passing_in_process_ms']}"
+                         f" ms = {t.get('auto_choice_vs_fastest')}",
+                         f"<= 1.10: {met(t.get('auto_choice_within_10pct_met'))}"))
+        if "litert_overhead_ms" in t:
+            rows.append((f"LiteRT ({t['litert_artifact']}) served p50 - in-process p50",
+                         f"{t['litert_served_p50_ms']} - {t['litert_in_process_p50_ms']} = "
+                         f"{t['litert_overhead_ms']} ms",
+                         f"<= 0.5 ms: {met(t['litert_overhead_target_0.5ms_met'])}"))
+            if t.get("rest_json_decode_ms") is not None:
+                rows.append(("of which the REST body's JSON -> numpy alone (in-process p50)",
+                             f"{t['rest_json_decode_ms']} ms ({d['request_body_bytes']} bytes)",
+                             ""))
+            if "litert_grpc_overhead_ms" in t:
+                rows.append(("LiteRT served gRPC p50 - in-process p50",
+                             f"{r['p50_ms']['litert_grpc']} - {t['litert_in_process_p50_ms']} "
+                             f"= {t['litert_grpc_overhead_ms']} ms", "(diagnostic)"))
+        rows.append(("server RSS MiB (model loaded, after the runs)",
+                     ", ".join(f"{p} {v}" for p, v in t["rss_mib"].items()), "(recorded)"))
+        acc = r.get("accuracy")
+        if acc:
+            rows.append((f"served top-1 accuracy, {acc['test_examples']} test digits",
+                         ", ".join(f"{p} {acc[p]}" for p in r["servers"]),
+                         f"auto within 1 point of float: "
+                         f"{met(t.get('auto_accuracy_within_1pt_met'))}"))
+        else:
+            rows.append(("served accuracy", "not measured (no --accuracy_data)",
+                         "**not met** (needs a trained model and its test split)"))
+        for label, m in d.get("batching_cpu", {}).items():
+            goal = 2.0 if label == "mlp" else 1.5
+            rows.append((f"batching, {m['clients']} gRPC clients, {label}: server CPU ms per "
+                         "request unbatched / batched (req/s)",
+                         f"{m['unbatched_cpu_ms_per_request']} / "
+                         f"{m['batched_cpu_ms_per_request']} = {m['cpu_per_request_reduction']}x"
+                         f" ({m['unbatched_rps']} / {m['batched_rps']} req/s)",
+                         f">= {goal}x lower: {met(m['cpu_per_request_reduction'] >= goal)}"))
+        load = d["cpu"]
+        rows.append(("load average start / end", f"{[round(x, 1) for x in load['loadavg']]} / "
+                     f"{[round(x, 1) for x in load['loadavg_end']]}", ""))
+        for i, (a, b, c) in enumerate(rows):
+            lines.append(f"| {model if i == 0 else ''} | {a} | {b} | {c} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model_base_path", default=None,
@@ -648,9 +1119,48 @@ def main(argv=None):
     parser.add_argument("--validation_only", action="store_true",
                         help="Measure only what input validation costs (served p50 with it "
                              "on and off, alternating rounds).")
+    parser.add_argument("--runtimes", nargs="*", default=None,
+                        choices=["tensorflow", "auto", "litert", "onnxruntime", "openvino"],
+                        help="Measure only the serving runtimes: serve the model once per "
+                             "--runtime given (separate processes), REST V1 batch 1, side by "
+                             "side in alternating rounds; with the in-process timings "
+                             "(bench_runtimes), RSS, accuracy and the issue-21 targets.")
+    parser.add_argument("--runtime_model", default="cnn",
+                        choices=["cnn", "mobilenet_v2_224"],
+                        help="With --runtimes and no --model_base_path: the model to build.")
+    parser.add_argument("--runtime_requests", type=int, default=300,
+                        help="Requests per figure in --runtimes mode.")
+    parser.add_argument("--runtime_concurrency", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--runtime_apis", nargs="+", default=["rest"], choices=["rest", "grpc"],
+                        help="--runtimes: also gRPC batch 1 (no JSON decoding) with 'grpc'.")
+    parser.add_argument("--accuracy_data", default=None,
+                        help="With --runtimes: a test split (DIR/<class>/*.png) whose served "
+                             "top-1 accuracy is measured for every runtime.")
+    parser.add_argument("--ratio_target", type=float, default=3.0,
+                        help="auto/tensorflow requests/s target. Default 3.")
+    parser.add_argument("--batching_cpu", nargs="*", default=None,
+                        help="With --runtimes: models ('mlp', 'served', ...) whose server CPU "
+                             "time per request at max(--concurrency) clients is measured "
+                             "batched vs unbatched (gRPC, batch 1).")
+    parser.add_argument("--model_note", default=None, help="Recorded in the JSON.")
+    parser.add_argument("--out", default=None, help="Also write the JSON here.")
+    parser.add_argument("--model_label", default=None, help="The model's name in --table.")
+    parser.add_argument("--table", nargs="+", default=None, metavar="JSON",
+                        help="Print the markdown figures table of --runtimes JSON files.")
     args = parser.parse_args(argv)
+    if args.table:
+        print(runtimes_table(args.table))
+        return 0
 
     tmp = tempfile.mkdtemp(prefix="bench_serving_")
+    if args.runtimes is not None:
+        args.runtimes = args.runtimes or ["tensorflow", "auto", "litert", "onnxruntime",
+                                          "openvino"]
+        batching_file = os.path.join(tmp, "batching.txt")
+        with open(batching_file, "w") as f:   # the same as the other sections' "batching"
+            f.write("max_batch_size { value: 32 }\nbatch_timeout_micros { value: 2000 }\n"
+                    "num_batch_threads { value: 2 }\nmax_enqueued_batches { value: 64 }\n")
+        return _runtimes_main(args, tmp, batching_file)
     base = args.model_base_path or os.path.join(tmp, "model")
     if args.model_base_path is None:
         _build_model(base)
