@@ -98,6 +98,40 @@ def test_version_directory_holds_the_tflite_and_onnx_files_every_runtime_serves(
     assert (beside.argmax(1) == inside.argmax(1)).mean() >= 0.95
 
 
+def test_served_quickstart_model_auto_runtime_and_both_protocols(run, test_arrays):
+    """``tfdeploy serve --runtime auto`` on the quickstart's saved_models/digits (a process,
+    oneDNN forced on) serves one of its TFLite/ONNX files, says which in its metadata, and
+    tritonclient's V2 http and grpc clients get the V1 predict's answers."""
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    from test_serving_support import ServerProcess, rest_call
+
+    x = test_arrays[0][:4].astype(np.float32)
+    base = run["dir"] / "saved_models" / "digits"
+    with ServerProcess(["--model_name", "digits", "--model_base_path", str(base),
+                        "--file_system_poll_wait_seconds", "0", "--runtime", "auto"]) as proc:
+        report = rest_call(proc.rest_port, "GET", "/v1/models/digits/metadata")[1][
+            "metadata"]["runtime"]
+        assert report["serving"]["runtime"] != "tensorflow", report
+        assert "Serving " in proc.output() and report["serving"]["artifact"] in proc.output()
+        status, v1 = rest_call(proc.rest_port, "POST", "/v1/models/digits:predict",
+                               {"instances": x.tolist()})
+        assert status == 200
+        want = np.array([p["probabilities"] for p in v1["predictions"]], np.float32)
+        for module, url in ((httpclient, f"127.0.0.1:{proc.rest_port}"),
+                            (grpcclient, f"127.0.0.1:{proc.grpc_port}")):
+            client = module.InferenceServerClient(url)
+            assert client.is_server_live() and client.is_model_ready("digits")
+            assert client.get_model_metadata("digits")
+            inp = module.InferInput("images", list(x.shape), "FP32")
+            inp.set_data_from_numpy(x)
+            result = client.infer("digits", [inp], outputs=[
+                module.InferRequestedOutput("probabilities")])
+            np.testing.assert_allclose(result.as_numpy("probabilities"), want, rtol=1e-6)
+            client.close()
+
+
 def test_tensorboard_logs_written(run):
     logs = run["dir"] / "logs"
     for stage in ("baseline/train", "prune/train", "prune/sparsity", "qat/train", "comparison"):
