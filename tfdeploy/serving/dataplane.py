@@ -14,9 +14,6 @@ metrics live here, once. Errors are ``ServingError``s with canonical codes; each
 maps codes to its own statuses in one table.
 """
 
-import contextlib
-import time
-
 from tfdeploy.serving import inference
 from tfdeploy.serving.status import ServingError
 
@@ -109,27 +106,3 @@ class DataPlane:
         """Count one finished request (the model label only for a model that exists)."""
         model = name if name in self.repository.model_names else ""
         self.metrics.request_done(model, api, protocol, code, seconds)
-
-    @contextlib.contextmanager
-    def recording(self, api, protocol):
-        """Times a request and records it on exit: ``with plane.recording("predict",
-        "REST") as rec: rec.model = name; ...``; a ServingError's code is recorded."""
-        rec = _Record(api)
-        start = time.perf_counter()
-        try:
-            yield rec
-        except ServingError as exc:
-            rec.code = exc.code
-            raise
-        except Exception:
-            rec.code = "INTERNAL"
-            raise
-        finally:
-            self.record(rec.model, rec.api, protocol, rec.code, time.perf_counter() - start)
-
-
-class _Record:
-    __slots__ = ("api", "model", "code")
-
-    def __init__(self, api):
-        self.api, self.model, self.code = api, "", "OK"

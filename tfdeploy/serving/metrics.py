@@ -67,10 +67,10 @@ class Metrics:
 
     def clear_gauges(self, **match):
         """Drop the gauges whose labels include ``match`` (e.g. an unloaded version's)."""
+        match = {k: str(v) for k, v in match.items()}
         with self._lock:
             self._gauges = {k: v for k, v in self._gauges.items()
-                            if not all((m, str(val)) in [(a, str(b)) for a, b in k[1]]
-                                       for m, val in match.items())}
+                            if not match.items() <= {a: str(b) for a, b in k[1]}.items()}
 
     def request_done(self, model_name, api, entrypoint, status, seconds):
         """Record one finished request (``status`` is a canonical code name)."""

@@ -9,6 +9,9 @@ off for a library host) and ``cli=False`` for Python-only options.
 import dataclasses
 import math
 
+# What may run a model's serving_default (``--runtime``; ``model_platform`` per model).
+RUNTIME_CHOICES = ("tensorflow", "auto", "litert", "onnxruntime", "openvino")
+
 
 def _opt(default, help, minimum=None, cli=True, cli_default=dataclasses.MISSING, flag=None,
          kind=None):
@@ -108,8 +111,7 @@ class ServerOptions:
                       "serve the fastest that passes), or 'litert', 'onnxruntime', 'openvino' "
                       "(that artifact, unmeasured; the SavedModel if it cannot load). "
                       "Per model: model_platform in --model_config_file. Defaults to "
-                      "tensorflow.", kind=("tensorflow", "auto", "litert", "onnxruntime",
-                                           "openvino"))
+                      "tensorflow.", kind=RUNTIME_CHOICES)
     runtime_threads: int = _opt(None, "Threads per call for LiteRT, ONNX Runtime and OpenVINO "
                                       "(default: the runtime's choice).", minimum=1)
     # -- command only -------------------------------------------------------------------------

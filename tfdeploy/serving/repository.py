@@ -24,7 +24,7 @@ from tfdeploy.runtime.versions import INT64_MAX, INT64_MIN, version_dirs
 from tfdeploy.runtime.versions import list_versions  # noqa: F401  (re-exported)
 from tfdeploy.serving import warmup
 from tfdeploy.serving.servable import Servable
-from tfdeploy.serving.selection import RUNTIME_CHOICES
+from tfdeploy.serving.options import RUNTIME_CHOICES
 from tfdeploy.serving.status import ServingError, invalid, not_found
 
 log = logging.getLogger("tfdeploy.serving")
@@ -403,9 +403,11 @@ class ModelRepository:
                             isolation=self.isolation)
         if self.metrics is not None:
             servable.on_run = self._runtime_observer(cfg.name)
+        policy = cfg.runtime or self.runtime
         try:
-            servable.select_runtime(cfg.runtime or self.runtime,
-                                    warmup.predict_feeds(servable), self.runtime_threads)
+            logs = warmup.read_logs(servable)   # read once: the runtime choice and the replay
+            records = warmup.predict_feeds(servable, logs) if policy == "auto" else []
+            servable.select_runtime(policy, records, self.runtime_threads)
         except Exception:
             servable.close()
             raise
@@ -417,7 +419,7 @@ class ModelRepository:
             on_batch = self._batch_observer(cfg.name) if self.metrics is not None else None
             servable.batcher = Batcher(servable.call, on_batch=on_batch, **self.batching)
         try:
-            replayed = warmup.replay(servable)
+            replayed = warmup.replay(servable, logs)
         except Exception:
             if servable.batcher is not None:
                 servable.batcher.stop()

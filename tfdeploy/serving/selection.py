@@ -32,27 +32,14 @@ from tfdeploy.serving.runtimes import DEFAULT_SIGNATURE, candidates, load_runtim
 
 log = logging.getLogger("tfdeploy.serving")
 
-RUNTIME_CHOICES = ("tensorflow", "auto", "litert", "onnxruntime", "openvino")
-
-
-def check_choice(runtime, what="--runtime"):
-    if runtime not in RUNTIME_CHOICES:
-        raise ValueError(f"Unrecognized {what}={runtime!r}. Supported runtimes are: "
-                         f"{list(RUNTIME_CHOICES)}.")
-    return runtime
-
-
-def _p50_ms(fn, feeds, rounds, calls):
-    """Median over rounds of each round's median call time (ms)."""
-    medians = []
-    for _ in range(rounds):
-        times = []
-        for _ in range(calls):
-            start = time.perf_counter()
-            fn(feeds)
-            times.append(time.perf_counter() - start)
-        medians.append(float(np.median(times)))
-    return float(np.median(medians)) * 1000
+def _p50_ms(fn, feeds, calls):
+    """Median time (ms) of ``calls`` calls of ``fn(feeds)``."""
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn(feeds)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) * 1000
 
 
 def verify(reference, runtime, key, records, precision):
@@ -153,13 +140,11 @@ def choose(servable, policy, records, threads=None, rounds=5, calls=20):
     tf_row = {"runtime": "tensorflow", "artifact": "saved_model", "precision": "float32",
               "passed": True}
     timed = [(tf_row, None)] + loaded
-    for row, _ in timed:
-        row["p50_ms"] = 0.0
     for _ in range(rounds):   # in turns, so every candidate sees the same machine
         for row, runtime in timed:
             fn = (lambda f: servable.tensorflow_call(key, f)) if runtime is None \
                 else (lambda f, r=runtime: r.call(key, f))
-            row.setdefault("rounds_ms", []).append(_p50_ms(fn, feeds, 1, calls))
+            row.setdefault("rounds_ms", []).append(_p50_ms(fn, feeds, calls))
     for row, _ in timed:
         row["p50_ms"] = round(float(np.median(row.pop("rounds_ms"))), 4)
     report["candidates"].insert(0, tf_row)

@@ -11,7 +11,7 @@ import numpy as np
 
 from tfdeploy.errors import ArtifactError
 from tfdeploy.serving.status import ServingError, deadline_exceeded, invalid
-from tfdeploy.serving.validation import SignatureValidator, shape_text
+from tfdeploy.serving.validation import SignatureValidator, dtype_name, shape_text
 
 log = logging.getLogger("tfdeploy.serving")
 
@@ -141,7 +141,7 @@ def model_error(code, message, feeds, what="The model"):
     with no detail for the client, the full message in the log under an incident number.
     """
     if code in _CLIENT_CODES:
-        shapes = ", ".join(f"{k}: shape {shape_text(np.shape(v))} {_dtype_name(v)}"
+        shapes = ", ".join(f"{k}: shape {shape_text(np.shape(v))} {dtype_name(v)}"
                            for k, v in sorted(feeds.items()))
         core = core_message(message) or "no detail given"
         if code == "RESOURCE_EXHAUSTED":
@@ -156,11 +156,6 @@ def model_error(code, message, feeds, what="The model"):
     log.error("%s failed with %s (incident %d): %s", what, code, incident, message)
     return ServingError("INTERNAL", f"{what} failed while running this request ({code}); this "
                                     f"is a server-side error, logged as incident {incident}.")
-
-
-def _dtype_name(value):
-    kind = np.asarray(value).dtype.kind
-    return "string" if kind in "OSU" else np.asarray(value).dtype.name
 
 
 class Servable:

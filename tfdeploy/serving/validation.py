@@ -118,17 +118,19 @@ class SignatureValidator:
                               "carry; serve a signature with numeric, bool or string inputs.")
             if spec.numpy.kind == "O":
                 if array.dtype.kind not in "OSU":
-                    raise invalid(f"Expects arg '{name}' to be string but {_name(array)} is "
+                    raise invalid(f"Expects arg '{name}' to be string but {dtype_name(array)} is "
                                   "provided")
                 array = array.astype(object)
             elif array.dtype != spec.numpy:
                 # TF Serving does not convert: a client must send the signature's dtype.
-                raise invalid(f"Expects arg '{name}' to be {spec.dtype} but {_name(array)} is "
+                raise invalid(f"Expects arg '{name}' to be {spec.dtype} but {dtype_name(array)} is "
                               "provided")
             self.check_shape(name, array.shape)
             feeds[name] = array
         return feeds
 
 
-def _name(array):
-    return "string" if array.dtype.kind in "OSU" else array.dtype.name
+def dtype_name(value):
+    """TF's name of a value's dtype as error messages say it ("string" for any text)."""
+    dtype = np.asarray(value).dtype
+    return "string" if dtype.kind in "OSU" else dtype.name

@@ -44,20 +44,39 @@ def write_warmup_requests(version_dir, requests):
     return path
 
 
-def predict_feeds(servable, key="serving_default", limit=64):
-    """The inputs of the version's warmup predict records for signature ``key``, checked
-    against it (``[{input: ndarray}]``; empty without a warmup file). ``--runtime auto``
-    verifies artifacts on them."""
+def read_logs(servable):
+    """The version's warmup ``PredictionLog``s (empty without a warmup file).
+
+    Raises:
+        ServingError: the file is unreadable or holds more than ``MAX_RECORDS`` records.
+    """
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
     path = os.path.join(servable.path, WARMUP_PATH)
     if not os.path.isfile(path):
         return []
-    feeds = []
-    for raw in tf.compat.v1.io.tf_record_iterator(path):
+    try:
+        records = list(tf.compat.v1.io.tf_record_iterator(path))
+    except Exception as exc:  # noqa: BLE001
+        raise ServingError("DATA_LOSS", f"Could not read warmup file {path}: {exc}") from exc
+    if len(records) > MAX_RECORDS:
+        raise ServingError("INVALID_ARGUMENT", f"Number of warmup records exceeds the maximum "
+                                               f"({MAX_RECORDS}) at {path}")
+    logs = []
+    for raw in records:
         log = prediction_log_pb2.PredictionLog()
         log.ParseFromString(raw)
+        logs.append(log)
+    return logs
+
+
+def predict_feeds(servable, logs, key="serving_default", limit=64):
+    """The inputs of the warmup predict records ``logs`` (``read_logs``) for signature
+    ``key``, checked against it (``[{input: ndarray}]``). ``--runtime auto`` verifies
+    artifacts on them."""
+    feeds = []
+    for log in logs:
         if log.WhichOneof("log_type") != "predict_log":
             continue
         req = log.predict_log.request
@@ -70,29 +89,15 @@ def predict_feeds(servable, key="serving_default", limit=64):
     return feeds
 
 
-def replay(servable):
-    """Replay a version's warmup records; return how many ran (0 when there is no file).
+def replay(servable, logs=None):
+    """Replay a version's warmup records (``logs``, or read from its file); return how many
+    ran (0 when there is no file).
 
     Raises:
         ServingError: a record is malformed, unsupported, or fails to run.
     """
-    import tensorflow as tf
-    from tensorflow_serving.apis import prediction_log_pb2
-
-    path = os.path.join(servable.path, WARMUP_PATH)
-    if not os.path.isfile(path):
-        return 0
     count = 0
-    try:
-        records = list(tf.compat.v1.io.tf_record_iterator(path))
-    except Exception as exc:  # noqa: BLE001
-        raise ServingError("DATA_LOSS", f"Could not read warmup file {path}: {exc}") from exc
-    if len(records) > MAX_RECORDS:
-        raise ServingError("INVALID_ARGUMENT", f"Number of warmup records exceeds the maximum "
-                                               f"({MAX_RECORDS}) at {path}")
-    for raw in records:
-        log = prediction_log_pb2.PredictionLog()
-        log.ParseFromString(raw)
+    for log in read_logs(servable) if logs is None else logs:
         kind = log.WhichOneof("log_type")
         if kind == "predict_log":
             req = log.predict_log.request
