@@ -739,6 +739,34 @@ def _in_process_runtimes(version_dir, turns, calls):
                             for k, v in t.items()} for (rt, art), t in times.items()}
 
 
+def _warm(worker, calls=10):
+    for _ in range(calls):
+        worker()
+    return worker
+
+
+def _time_api(row, label, worker, make_worker, args):
+    """Batch-1 p50 and requests/s at 1 client (``worker``, warmed) and at each further
+    ``--runtime_concurrency`` (fresh workers from ``make_worker``), into ``row`` under
+    ``label``; returns the number of requests sent."""
+    wall = time.perf_counter()
+    times = _latency(worker, args.runtime_requests, warmup=0)
+    wall = time.perf_counter() - wall
+    row["p50_ms"][label] = _percentiles(times)["p50_ms"]
+    row["throughput_rps"][f"{label}_c1"] = round(len(times) / wall, 1)
+    n = args.runtime_requests
+    for c in args.runtime_concurrency:
+        if c == 1:
+            continue
+        total = max(args.runtime_requests, c)
+        rps, counts = _run_clients([make_worker() for _ in range(c)], total)
+        n += total
+        row["throughput_rps"][f"{label}_c{c}"] = round(rps, 1)
+        if set(counts) != {200}:
+            row.setdefault("errors", {})[f"{label}_c{c}"] = {str(k): v for k, v in counts.items()}
+    return n
+
+
 def _runtime_servers(args, base, name, image, body, input_name, test_xy, out):
     """Serve ``base`` once per ``--runtime`` policy (separate processes, all up at once),
     then measure them side by side in alternating rounds: REST V1 batch-1 p50 and
@@ -763,46 +791,14 @@ def _runtime_servers(args, base, name, image, body, input_name, test_xy, out):
                 server = servers[policy]
                 print(f"bench_serving: round {rep + 1}/{args.repeats}: --runtime {policy} ...",
                       file=sys.stderr, flush=True)
-                worker = _RestWorker(server.rest_port, name, body)
-                for _ in range(10):
-                    worker()
+                rest = _warm(_RestWorker(server.rest_port, name, body))
                 cpu0 = _cpu_seconds(server.proc.pid)
-                wall = time.perf_counter()
-                times = _latency(worker, args.runtime_requests, warmup=0)
-                wall = time.perf_counter() - wall
-                row["p50_ms"][policy] = _percentiles(times)["p50_ms"]
-                row["throughput_rps"][f"{policy}_c1"] = round(len(times) / wall, 1)
-                n = args.runtime_requests
-                for c in args.runtime_concurrency:
-                    if c == 1:
-                        continue
-                    workers = [_RestWorker(server.rest_port, name, body) for _ in range(c)]
-                    rps, counts = _run_clients(workers, max(args.runtime_requests, c))
-                    n += max(args.runtime_requests, c)
-                    row["throughput_rps"][f"{policy}_c{c}"] = round(rps, 1)
-                    if set(counts) != {200}:
-                        row.setdefault("errors", {})[f"{policy}_c{c}"] = {
-                            str(k): v for k, v in counts.items()}
+                n = _time_api(row, policy, rest,
+                              lambda: _RestWorker(server.rest_port, name, body), args)
                 if "grpc" in args.runtime_apis:   # the same model without JSON decoding
-                    gworker = _GrpcWorker(server.grpc_port, name, image)
-                    for _ in range(10):
-                        gworker()
-                    wall = time.perf_counter()
-                    times = _latency(gworker, args.runtime_requests, warmup=0)
-                    wall = time.perf_counter() - wall
-                    n += args.runtime_requests
-                    row["p50_ms"][f"{policy}_grpc"] = _percentiles(times)["p50_ms"]
-                    row["throughput_rps"][f"{policy}_grpc_c1"] = round(len(times) / wall, 1)
-                    for c in args.runtime_concurrency:
-                        if c == 1:
-                            continue
-                        workers = [_GrpcWorker(server.grpc_port, name, image) for _ in range(c)]
-                        rps, counts = _run_clients(workers, max(args.runtime_requests, c))
-                        n += max(args.runtime_requests, c)
-                        row["throughput_rps"][f"{policy}_grpc_c{c}"] = round(rps, 1)
-                        if set(counts) != {200}:
-                            row.setdefault("errors", {})[f"{policy}_grpc_c{c}"] = {
-                                str(k): v for k, v in counts.items()}
+                    n += _time_api(row, f"{policy}_grpc",
+                                   _warm(_GrpcWorker(server.grpc_port, name, image)),
+                                   lambda: _GrpcWorker(server.grpc_port, name, image), args)
                 row["server_cpu_ms_per_request"][policy] = round(
                     (_cpu_seconds(server.proc.pid) - cpu0) * 1000 / n, 3)
             row["load_average"] = os.getloadavg()
