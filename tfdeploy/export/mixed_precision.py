@@ -286,6 +286,17 @@ def _search(cands, budget, objective, max_trials):
             within.append(row)
         return row
 
+    def lowered(current, key, precisions):
+        """``current`` with ``key`` at the first of ``precisions`` (tried in order) whose file
+        keeps the budget; unchanged when none does or the trials are spent."""
+        for precision in precisions:
+            if spent():
+                break
+            cand = trial({**current, key: precision})
+            if cand["accuracy"] >= floor:
+                return dict(cand["map"])
+        return current
+
     # 1. top-down: all int8, then raise the most sensitive layers (int16 activations, float)
     # while a raise helps, until the budget holds; then lower again what it allows
     current = {k: ladder[0] for k in keys}
@@ -306,25 +317,13 @@ def _search(cands, budget, objective, max_trials):
             raised.append(key)
     if row["accuracy"] >= floor:
         for key in reversed(raised):
-            for precision in ladder[:ladder.index(current[key])]:
-                if spent():
-                    break
-                cand = trial({**current, key: precision})
-                if cand["accuracy"] >= floor:
-                    current = dict(cand["map"])
-                    break
+            current = lowered(current, key, ladder[:ladder.index(current[key])])
     else:
         # 2. bottom-up, when many small losses add up: from float, lower the least sensitive
         # layers first (int8, else int16 activations) while the budget holds
         current = {k: "float" for k in keys}
         for key in reversed(keys):
-            for precision in ladder[:-1]:
-                if spent():
-                    break
-                cand = trial({**current, key: precision})
-                if cand["accuracy"] >= floor:
-                    current = dict(cand["map"])
-                    break
+            current = lowered(current, key, ladder[:-1])
     if objective == "size":
         # 3. int4 weight-only (float compute) for layers still float, where the runtime has
         # it; never for an int8 layer, which would trade integer compute for float
