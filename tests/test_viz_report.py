@@ -1,8 +1,12 @@
 """HParams sessions, plots and the report, read back from the files written."""
 
 import base64
+import html
+import json
 import os
 import re
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -137,3 +141,88 @@ def test_report_is_self_contained_and_lists_every_artifact(tmp_path):
 def test_report_command_explains_a_missing_run(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nothing")]) == 1
     assert "holds no run.json" in capsys.readouterr().err
+
+
+# The quickstart's five artifacts with every comparison column filled (13 columns): three
+# variants tie on accuracy, two on file size, three nearly on latency.
+QUICKSTART_ROWS = [
+    {"variant": v, "technique": t, "format": f, "runtime": rt, "quantization": q,
+     "params": 434890, "sparsity": sp, "file_bytes": fb, "gzip_bytes": gz, "accuracy": acc,
+     "agreement": ag, "ms_per_sample": ms, "latency_p50_ms": ms}
+    for v, t, f, rt, q, sp, fb, gz, acc, ag, ms in [
+        ("keras baseline float32", "baseline", "keras", "keras", "float32", 0.0, None, None,
+         0.9304, 1.0, 10.282),
+        ("tflite baseline float32", "baseline", "tflite", "litert", "float32", 0.0, 1744824,
+         1611924, 0.9304, 1.0, 0.425),
+        ("saved_model pruned float32", "prune", "saved_model", "tensorflow", "float32", 0.8,
+         1926229, 512013, 0.9666, 0.98, 1.838),
+        ("tflite pruned float32", "prune", "tflite", "litert", "float32", 0.8, 1744824, 472756,
+         0.9666, 0.98, 0.416),
+        ("tflite pruned+QAT int8", "prune+qat", "tflite", "litert", "int8", 0.8, 450968, 142600,
+         0.9666, 0.97, 0.416)]]
+
+
+def _text_boxes(ax, renderer):
+    from matplotlib.text import Text
+
+    return {t.get_text(): Text.get_window_extent(t, renderer) for t in ax.texts}
+
+
+def test_tradeoff_labels_of_tied_variants_stay_apart():
+    tied = QUICKSTART_ROWS + [dict(QUICKSTART_ROWS[-1], variant="tflite pruned+QAT int8 copy")]
+    fig = viz.plots.tradeoff_figure(tied)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    canvas = fig.bbox
+    for ax, expected in zip(fig.axes, (5, 6)):  # the Keras model has no file: no size point
+        boxes = _text_boxes(ax, renderer)
+        assert len(boxes) == expected, boxes.keys()
+        names = list(boxes)
+        for i, a in enumerate(names):
+            box = boxes[a]
+            assert canvas.x0 <= box.x0 and box.x1 <= canvas.x1, (a, box)
+            assert canvas.y0 <= box.y0 and box.y1 <= canvas.y1, (a, box)
+            for b in names[:i]:
+                assert not box.overlaps(boxes[b]), f"labels {a!r} and {b!r} overlap"
+        legend = ax.get_legend().get_window_extent(renderer)
+        assert not any(box.overlaps(legend) for box in boxes.values())
+    assert _png_size(viz.tradeoff(tied))[0] == 12 * 90  # the PNG is drawn from this figure
+
+
+def _layout_in_chromium(page, width, tmp_path):
+    """Open ``page`` in headless Chromium at ``width`` px and measure its layout there."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert browser, "install the browser: apt-get update && apt-get install -y chromium"
+    probe = tmp_path / f"probe_{width}.html"
+    script = ("<script>(function(){const d=document.documentElement;"
+              "const t=[...document.querySelectorAll('table')].map(e=>{"
+              "const r=e.getBoundingClientRect();return [r.left,r.right]});"
+              "document.body.setAttribute('data-layout',JSON.stringify({viewport:d.clientWidth,"
+              "page:d.scrollWidth,tables:t}));})();</script>")
+    probe.write_text(page.replace("</body>", script + "</body>"))
+    out = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
+                          "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}",
+                          f"--window-size={width},900", "--dump-dom", probe.as_uri()],
+                         capture_output=True, text=True, timeout=180, check=True)
+    found = re.search(r'data-layout="([^"]+)"', out.stdout)
+    assert found, out.stdout[-2000:] + out.stderr[-2000:]
+    return json.loads(html.unescape(found.group(1)))
+
+
+def test_report_tables_fit_the_page_at_1200px_in_chromium(tmp_path):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 80)
+    preds = {r["variant"]: np.where(rng.random(80) < 0.05, (y + 1) % 10, y)
+             for r in QUICKSTART_ROWS}
+    paths = viz.write_report(str(tmp_path / "run"), QUICKSTART_ROWS, [str(i) for i in range(10)],
+                             y, preds)
+    page = open(paths["html"]).read()
+    assert page.count("<th>") >= 13  # every comparison column is there
+    wide = _layout_in_chromium(page, 1200, tmp_path)
+    assert wide["viewport"] == 1200
+    assert wide["page"] <= wide["viewport"], wide  # nothing runs off the right edge
+    assert len(wide["tables"]) == 1 + len(QUICKSTART_ROWS)
+    for left, right in wide["tables"]:  # every table wholly visible, not scrolled
+        assert 0 <= left and right <= wide["viewport"], wide
+    narrow = _layout_in_chromium(page, 700, tmp_path)
+    assert narrow["page"] <= narrow["viewport"], narrow  # too narrow: it scrolls in its box

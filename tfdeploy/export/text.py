@@ -270,7 +270,9 @@ def retrieval_saved_model(query_model, base_path, index_embeddings, index_keys, 
         vocabulary: token list for text queries. Defaults to None.
         query_ids: id list for id queries (index i ↔ id i). Defaults to None.
         k: results per query. Defaults to 10.
-        version / overwrite / model_card: as in `text_saved_model`.
+        version: as in `text_saved_model`.
+        overwrite: as in `text_saved_model`.
+        model_card: as in `text_saved_model`.
         warmup: a few example queries (str) for the warmup file.
 
     Returns:
@@ -323,7 +325,8 @@ def text_tflite(model, path, vocabulary, quantization="float32", representative_
             "int8" store the embedding tables as int8). Defaults to "float32".
         representative_data: token-id batches (a dataset of ``(ids, labels)``)
             for "int8" calibration.
-        class_names / model_card: as in `tfdeploy.export.tflite`.
+        class_names: as in `tfdeploy.export.tflite`.
+        model_card: as in `tfdeploy.export.tflite`.
 
     Returns:
         ``path``.

@@ -12,8 +12,11 @@ class StreamMonitor:
 
     Args:
         predict: ``predict(list of texts) -> list of labels`` (e.g. a REST call).
-        window, threshold, hysteresis, negative: the `RollingAlert` settings,
-            shared by the model's monitor and the one fed the true labels.
+        window: the `RollingAlert` window, shared by the model's monitor and the
+            one fed the true labels. Defaults to 40.
+        threshold: the `RollingAlert` threshold (shared likewise). Defaults to 0.5.
+        hysteresis: the `RollingAlert` hysteresis (shared likewise). Defaults to 0.1.
+        negative: the label counted by both monitors. Defaults to "negative".
         sinks: objects with ``emit(event)`` and ``close()``
             (`LogSink`, `JsonlSink`, `WebhookSink`). Defaults to ().
         on_step: optional ``on_step(index, share, true_share)`` per record

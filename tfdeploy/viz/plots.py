@@ -9,6 +9,8 @@ import io
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.text import Text
+from matplotlib.transforms import Bbox
 from matplotlib.ticker import MaxNLocator
 
 from tfdeploy.errors import DataError
@@ -55,16 +57,80 @@ def _short(label, n=28):
     return label if len(label) <= n else label[:n - 1] + "…"
 
 
-def tradeoff(rows, name_key="variant"):
-    """Accuracy vs gzip bytes and accuracy vs p50 latency, Pareto front marked.
+def label_box(label, renderer):
+    """The window extent of an ``Annotation``'s text alone (its leader line left out)."""
+    label.update_positions(renderer)
+    return Text.get_window_extent(label, renderer)
 
-    Rows without a value on an axis (e.g. an in-memory Keras model has no file)
-    are left out of that panel.
+
+def _overlaps(box, boxes):
+    return any(box.overlaps(other) for other in boxes)
+
+
+def _inside(box, frame):
+    return (box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y0 >= frame.y0
+            and box.y1 <= frame.y1)
+
+
+def place_labels(ax, labels, renderer, pad=7, radius=6):
+    """Move each label (an ``Annotation`` at its point) so no two labels overlap.
+
+    Tied or close points get their labels stacked above and below the point, or moved to its
+    left, inside the axes and clear of the legend and of every labelled point; a label moved
+    away from its point gets a thin leader line back to it. Offsets are in points, so the
+    placement holds at any dpi.
+
+    Args:
+        ax: the axes holding the labels.
+        labels: ``Annotation`` objects with ``textcoords="offset points"``, in the order to
+            place them.
+        renderer: the figure's renderer after a draw (``fig.canvas.get_renderer()``).
+        pad: distance of a label from its point, in points (clear of the Pareto
+            front's ring). Defaults to 7.
+        radius: half the side of the square kept free around each point, in points.
+            Defaults to 6.
     """
+    to_px = renderer.points_to_pixels
+    frame = ax.get_window_extent(renderer)
+    legend = ax.get_legend()
+    placed = [legend.get_window_extent(renderer)] if legend is not None else []
+    r = to_px(radius)
+    for label in labels:
+        x, y = ax.transData.transform(label.xy)
+        placed.append(Bbox([[x - r, y - r], [x + r, y + r]]))
+    for label in labels:
+        label.xyann = (pad, pad)
+        box = label_box(label, renderer)
+        step = box.height / to_px(1.0) + 1  # one text line, in points
+        width = box.width / to_px(1.0)
+        candidates = [(dx, pad + k * step) for k in range(12) for k in (k, -k - 1)
+                      for dx in (pad, -pad - width)]
+        chosen, fallback = None, None
+        for offset in candidates:
+            label.xyann = offset
+            box = label_box(label, renderer)
+            if not _overlaps(box, placed):
+                if _inside(box, frame):
+                    chosen = offset
+                    break
+                fallback = fallback or offset
+        label.xyann = chosen or fallback or (pad, pad)
+        if label.arrow_patch is not None:  # a leader line only for a label moved away
+            label.arrow_patch.set_visible(tuple(label.xyann) != (pad, pad))
+        placed.append(label_box(label, renderer))
+
+
+_LEADER = dict(arrowstyle="-", color="#999999", lw=0.6, shrinkA=0, shrinkB=3)
+
+
+def tradeoff_figure(rows, name_key="variant"):
+    """The `tradeoff` plot as a matplotlib ``Figure`` (labels already placed apart)."""
     fig = Figure(figsize=(12, 4.6), layout="tight")
+    FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
     panels = (("gzip_bytes", "gzip bytes (log)", True),
               ("latency_p50_ms", "p50 latency, ms/sample", False))
+    labelled = []
     for ax, (key, label, log) in zip(axes, panels):
         pts = [(r.get(key, r.get("ms_per_sample") if key == "latency_p50_ms" else None),
                 r.get("accuracy"), r.get(name_key, "")) for r in rows]
@@ -78,17 +144,35 @@ def tradeoff(rows, name_key="variant"):
         ax.scatter(cost, acc, s=36, color="#4c72b0", zorder=3, label="variant")
         ax.plot([cost[i] for i in front], [acc[i] for i in front], "-o", color="#dd5555",
                 mfc="none", ms=12, lw=1.5, zorder=2, label="Pareto front")
-        for c, a, (_, _, n) in zip(cost, acc, pts):
-            ax.annotate(_short(n), (c, a), textcoords="offset points", xytext=(5, 5),
-                        fontsize=8)
+        notes = [ax.annotate(_short(n), (c, a), textcoords="offset points", xytext=(7, 7),
+                             fontsize=8, arrowprops=_LEADER)
+                 for c, a, (_, _, n) in zip(cost, acc, pts)]
+        for note in notes:
+            note.set_in_layout(False)  # the layout must not move while labels are placed
         if log:
             ax.set_xscale("log")
+        ax.margins(x=0.08, y=0.12)
         ax.set_xlabel(label)
         ax.set_ylabel("accuracy, %")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="best", fontsize=8)  # then the labels keep clear of it
+        labelled.append((ax, notes))
     fig.suptitle("What did compression cost? accuracy against size and latency")
-    return to_png(fig)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax, notes in labelled:
+        place_labels(ax, notes, renderer)
+    return fig
+
+
+def tradeoff(rows, name_key="variant"):
+    """Accuracy vs gzip bytes and accuracy vs p50 latency, Pareto front marked.
+
+    Rows without a value on an axis (e.g. an in-memory Keras model has no file)
+    are left out of that panel. Labels of tied or close variants are placed apart
+    (`place_labels`).
+    """
+    return to_png(tradeoff_figure(rows, name_key))
 
 
 def sparsity_heatmap(history):

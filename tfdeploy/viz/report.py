@@ -213,11 +213,18 @@ def _md(blocks):
     return "\n".join(lines).rstrip() + "\n"
 
 
+# Tables sit in a scrolling box, so a table wider than the page scrolls inside it instead of
+# running off the page's right edge; compact cells and headers that wrap keep the comparison
+# table (13 columns) inside 1200 px (tests/test_viz_report.py measures it in Chromium).
 _CSS = ("body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;"
-        "margin:2em auto;padding:0 1em;color:#222}table{border-collapse:collapse;margin:1em 0}"
-        "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-        "th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}"
-        "img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-size:90%}")
+        "margin:2em auto;padding:0 1em;color:#222}"
+        ".table{max-width:100%;overflow-x:auto;margin:1em 0}"
+        "table{border-collapse:collapse;font-size:13px}"
+        "th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}"
+        "th{white-space:normal;min-width:3em;vertical-align:bottom;background:#f3f3f3}"
+        "th:first-child,td:first-child{text-align:left;white-space:normal;min-width:8em}"
+        "img{max-width:100%;border:1px solid #eee}figure{margin:1em 0}"
+        "figcaption{color:#555;font-size:90%}")
 
 
 def _html(blocks):
@@ -231,11 +238,11 @@ def _html(blocks):
         elif kind == "p":
             parts.append(f"<p>{e(block[1])}</p>")
         elif kind == "table":
-            parts.append("<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in block[1])
-                         + "</tr></thead><tbody>")
+            parts.append("<div class=\"table\"><table><thead><tr>"
+                         + "".join(f"<th>{e(h)}</th>" for h in block[1]) + "</tr></thead><tbody>")
             parts += ["<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>"
                       for r in block[2]]
-            parts.append("</tbody></table>")
+            parts.append("</tbody></table></div>")
         elif kind == "img":
             _, name, path, caption = block
             with open(path, "rb") as f:

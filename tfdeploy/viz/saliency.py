@@ -172,8 +172,9 @@ def saliency_agreement(maps_a, maps_b, k=0.1):
     """How much two models' saliency maps agree, averaged over images.
 
     Args:
-        maps_a, maps_b: arrays ``(n, h, w)`` (e.g. `attribution_map` of each
-            model's integrated gradients, or Grad-CAM maps) for the same images.
+        maps_a: array ``(n, h, w)`` (e.g. `attribution_map` of a model's
+            integrated gradients, or Grad-CAM maps).
+        maps_b: array of the same shape for the other model, on the same images.
         k: share of pixels in the top-k overlap. Defaults to 0.1.
 
     Returns:
