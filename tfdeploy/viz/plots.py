@@ -103,8 +103,8 @@ def place_labels(ax, labels, renderer, pad=7, radius=6):
         box = label_box(label, renderer)
         step = box.height / to_px(1.0) + 1  # one text line, in points
         width = box.width / to_px(1.0)
-        candidates = [(dx, pad + k * step) for k in range(12) for k in (k, -k - 1)
-                      for dx in (pad, -pad - width)]
+        lines = [n for k in range(12) for n in (k, -k - 1)]  # 0, -1, 1, -2, 2, ... lines
+        candidates = [(dx, pad + n * step) for n in lines for dx in (pad, -pad - width)]
         chosen, fallback = None, None
         for offset in candidates:
             label.xyann = offset
@@ -155,12 +155,16 @@ def tradeoff_figure(rows, name_key="variant"):
         ax.set_xlabel(label)
         ax.set_ylabel("accuracy, %")
         ax.grid(alpha=0.3)
-        ax.legend(loc="best", fontsize=8)  # then the labels keep clear of it
+        ax.legend(loc="best", fontsize=8)
         labelled.append((ax, notes))
     fig.suptitle("What did compression cost? accuracy against size and latency")
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     for ax, notes in labelled:
+        # "best" looks at the labels too: pin the legend where it went, then move the labels
+        (x0, y0), _ = ax.transAxes.inverted().transform(
+            ax.get_legend().get_window_extent(renderer))
+        ax.legend(loc=(x0, y0), fontsize=8)
         place_labels(ax, notes, renderer)
     return fig
 
