@@ -341,7 +341,8 @@ def build_parser(prog=f"tfdeploy run {NAME}"):
                    help="TensorBoard logs (default: %(default)s)")
     p.add_argument("--name", default="mobilenet_transfer", help="model name (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--json", default=None, help="also write the comparison rows as JSON here")
+    p.add_argument("--json", default=None, help="also write the comparison rows as JSON here "
+                   "(paths in it are relative to its directory)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch Keras output")
     return p
 
