@@ -54,7 +54,7 @@ def main(argv=None):
     args = _args(argv)
     from tfdeploy import compress, data, export, models, verify
     from tfdeploy._keras import keras, tf
-    from tfdeploy.recipes import _text
+    from tfdeploy.recipes import _harness, _text
     from tfdeploy.recipes.answer_retrieval import split
     from tfdeploy.runtime.text import TextTFLiteRunner
     from tfdeploy.client import RestClient
@@ -121,7 +121,7 @@ def main(argv=None):
             base = os.path.join(out_dir, "served", "sentiment")
             version = export.text_saved_model(model, base, vocab, class_names=train.class_names)
             short = ["Acme beats earnings expectations"]
-            with _text.serving("sentiment", base) as server:
+            with _harness.serving("sentiment", base) as server:
                 rest = RestClient(f"127.0.0.1:{server.rest_port}")
                 served = _text.rest_latency_ms(rest, "sentiment", short, repeats=args.iters)
             fn = tf.saved_model.load(version).signatures["serving_default"]

@@ -21,7 +21,10 @@ def run(quickstart_run):
 
 
 def _row(run, variant):
-    return next(r for r in run["json"]["rows"] if r["variant"] == variant)
+    """The JSON's row of ``variant``, its path (relative to the JSON's directory) resolved."""
+    row = next(r for r in run["json"]["rows"] if r["variant"] == variant)
+    assert row["path"] is None or not os.path.isabs(row["path"]), row["path"]
+    return {**row, "path": row["path"] and os.path.join(run["dir"], row["path"])}
 
 
 def test_table_lists_every_variant(run):

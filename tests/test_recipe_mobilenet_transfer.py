@@ -30,7 +30,15 @@ def recipe(tmp_path_factory, digits_dir):
             "--json", str(out / "result.json"), "--quiet"]
     assert mobilenet_transfer.main(argv) == 0
     with open(out / "result.json") as f:
-        return out, json.load(f)
+        result = json.load(f)
+    # paths in the JSON are relative to its directory: resolved here for the tests below
+    named = [*result["artifacts"].values(), *result["report"].values(),
+             result["transfer"]["weights"], *(r["path"] for r in result["rows"] if r["path"])]
+    assert not any(os.path.isabs(p) for p in named), named
+    result["artifacts"] = {k: str(out / p) for k, p in result["artifacts"].items()}
+    result["report"] = {k: str(out / p) for k, p in result["report"].items()}
+    assert os.path.isfile(out / result["transfer"]["weights"])
+    return out, result
 
 
 def test_recipe_writes_every_artifact_and_the_rows(recipe):

@@ -14,12 +14,19 @@ TINY = ["--epochs", "3", "--lr", "0.01", "--fine-tune-epochs", "1", "--sequence-
         "--embed-dim", "16", "--quiet"]
 
 
-def _run(module, tmp_path, *extra):
+def _run(module, tmp_path, *extra, logs=None):
     out = tmp_path / "out.json"
-    code = module.main(["--output", str(tmp_path / "models"), "--logs", str(tmp_path / "logs"),
+    code = module.main(["--output", str(tmp_path / "models"),
+                        "--logs", str(tmp_path / "logs") if logs is None else logs,
                         "--json", str(out), *TINY, *extra])
     assert code == 0
-    return json.loads(out.read_text())
+    result = json.loads(out.read_text())
+    # every path in the JSON is relative to the JSON file's directory
+    for key in ("saved_model", "report"):
+        assert result[key] is None or not os.path.isabs(result[key]), result[key]
+    for row in result["rows"]:
+        assert not any(os.path.isabs(p) for p in [row.get("path") or ""] + row.get("paths", []))
+    return result
 
 
 def _tensorboard_event_files(logs):
@@ -99,7 +106,7 @@ def test_sentiment_monitor_end_to_end(tmp_path):
     assert [e["id"] for e in received] == events          # none lost, in order
     assert [json.loads(line)["id"] for line in
             (tmp_path / "alerts.jsonl").read_text().splitlines()] == events
-    run_dir = os.path.dirname(result["report"])
+    run_dir = os.path.dirname(tmp_path / result["report"])
     details = open(os.path.join(run_dir, "details.md")).read()
     assert "What tfmot QAT cannot quantize" in details and "MultiHeadAttention" in details
     assert "Alerts scored against the true labels" in details
@@ -108,9 +115,9 @@ def test_sentiment_monitor_end_to_end(tmp_path):
     assert _tensorboard_event_files(tmp_path / "logs" / "monitor")
 
     # monitor only: follow the same stream through a running server, nothing trained
-    from tfdeploy.recipes import _text
+    from tfdeploy.recipes import _harness
 
-    with _text.serving("sentiment", os.path.dirname(result["saved_model"])) as srv:
+    with _harness.serving("sentiment", os.path.dirname(tmp_path / result["saved_model"])) as srv:
         out = tmp_path / "follow.json"
         code = sentiment_monitor.main([
             "--server", f"127.0.0.1:{srv.rest_port}", "--follow", str(live), "--idle-exit",
@@ -151,14 +158,21 @@ def test_answer_retrieval_end_to_end(tmp_path):
         assert rows["served (REST)"]["recall@1"] > baselines[baseline]["recall@1"] + 0.1
     assert result["served"]["recall@1"] == pytest.approx(rows["encoder pruned"]["recall@1"],
                                                          abs=0.02)
-    assert os.path.exists(os.path.join(result["saved_model"], "assets", "index_embeddings.f32"))
+    assert os.path.exists(tmp_path / result["saved_model"] / "assets" / "index_embeddings.f32")
 
 
-def test_recommender_end_to_end(tmp_path):
+def test_recommender_end_to_end(tmp_path, monkeypatch):
+    """Also: ``--logs ''`` writes no TensorBoard logs and no report, nowhere (the current
+    directory stays empty)."""
     data = td.data.write_recommendation_corpus(str(tmp_path / "rec"), num_users=120,
                                                num_items=80)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
     result = _run(recommender, tmp_path, "--data", data, "--epochs", "10", "--embed-dim", "32",
-                  "--k", "10")
+                  "--k", "10", logs="")
+    assert os.listdir(cwd) == [] and result["report"] is None
+    assert sorted(os.listdir(tmp_path)) == ["cwd", "models", "out.json", "rec"]
     rows = {r["variant"]: r for r in result["rows"]}
     assert result["seen_items_filtered"] and result["num_test_users"] > 100
     for baseline in ("popularity", "topic count"):
@@ -170,6 +184,7 @@ def test_recommender_end_to_end(tmp_path):
     assert rows["served (REST)"]["hr@k"] == pytest.approx(rows["towers pruned"]["hr@k"],
                                                           abs=0.02)
     int8 = {p: d for p, d in result["embedding_dtypes"].items() if p.endswith("_int8.tflite")}
+    assert all(os.path.isfile(tmp_path / p) for p in int8) and len(int8) == 2
     assert sorted(v for d in int8.values() for v in d.values()) == ["int8", "int8"]
     assert rows["towers pruned"]["sparsity"] > 0.5
     assert np.isfinite(result["served"]["rest_p50_ms_one_user"])

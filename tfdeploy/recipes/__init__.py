@@ -6,6 +6,10 @@ defines ``main(argv=None) -> int`` (an argparse CLI taking at least ``--help``,
 ``--data``, ``--output``, ``--logs`` and ``--json FILE``). ``recipes/<name>.py``
 at the repository root is a three-line wrapper calling it. Recipes are
 discovered with `pkgutil`, so adding one edits nothing else.
+
+What recipes share (flags, seed, result rows, served models, the printed table
+and the ``--json`` file) is written once, in the harness `tfdeploy.recipes._harness`;
+modules with a leading underscore are not recipes.
 """
 
 import ast

@@ -1,17 +1,15 @@
-"""What the three text recipes share: flags, fitting with TensorBoard, artifact rows, serving,
-the comparison table and the report. Not a recipe itself (leading underscore)."""
+"""What the three text recipes share beyond the harness (`tfdeploy.recipes._harness`): their
+flags, fitting with TensorBoard, measuring artifacts, the TensorBoard comparison and the
+report. Not a recipe itself (leading underscore)."""
 
-import contextlib
-import json
 import os
-import sys
 import time
 
 import numpy as np
 
-from tfdeploy import _table, verify
+from tfdeploy import verify
 from tfdeploy._keras import keras, tf
-from tfdeploy.recipes._args import add_run_arguments
+from tfdeploy.recipes._harness import add_run_arguments, format_table
 
 
 def add_common_arguments(p, name, data_help, epochs=4):
@@ -82,46 +80,7 @@ def embed(fn, inputs, batch_size=64):
     return np.concatenate(out).astype(np.float32)
 
 
-def format_table(rows, columns):
-    """Aligned text table; ``columns`` is a list of ``(key, header, format)``."""
-    def cell(row, key, fmt):
-        value = row.get(key)
-        if value is None:
-            return "-"
-        return fmt.format(value) if fmt else str(value)
 
-    return _table.render([h for _, h, _ in columns],
-                         [[cell(r, k, f) for k, _, f in columns] for r in rows],
-                         align="l" + "r" * (len(columns) - 1), sep=" | ", rule_sep="-+-")
-
-
-def main(name, build_parser, run, argv=None):
-    """Parse ``argv`` with ``build_parser()``, call ``run(args)``; a typed error is one line."""
-    from tfdeploy.errors import TfdeployError
-
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except TfdeployError as exc:
-        print(f"{name}: error: {exc}", file=sys.stderr)
-        return 1
-
-
-@contextlib.contextmanager
-def serving(name, base_path):
-    """Serve ``base_path`` as ``name`` with tfdeploy's TF-Serving-compatible server (free ports).
-
-    The same server as ``tfdeploy serve --model_name NAME --model_base_path BASE``.
-    """
-    from tfdeploy.serving import ModelConfig, create_server
-
-    server = create_server(configs=[ModelConfig(name, os.path.abspath(base_path))], port=0,
-                           rest_api_port=0, file_system_poll_wait_seconds=0)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def rest_latency_ms(client, name, instances, repeats=20):
@@ -169,10 +128,12 @@ def write_report(run_dir, title, rows, columns, sections, class_names=None, y_tr
     (compression reports, tfmot QAT coverage, TFLite embedding dtypes, alerts).
 
     Returns:
-        The path of ``report.md``.
+        The path of ``report.md``; None when ``run_dir`` is None (``--logs ''``: no report).
     """
     from tfdeploy import viz
 
+    if run_dir is None:
+        return None
     os.makedirs(run_dir, exist_ok=True)
     parts = [f"# {title}: details", "", "```", format_table(rows, columns), "```", ""]
     for heading, body in sections.items():
@@ -192,23 +153,6 @@ def write_report(run_dir, title, rows, columns, sections, class_names=None, y_tr
                              notes=notes)
     return paths["md"]
 
-
-def write_json(path, payload):
-    if not path:
-        return
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(payload, f, indent=1, default=_default)
-
-
-def _default(value):
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
 
 
 def qat_coverage(model):

@@ -20,7 +20,6 @@ with ``question`` and ``answer`` fields; several questions may share one answer.
 
 import argparse
 import os
-import time
 
 import numpy as np
 
@@ -128,15 +127,21 @@ def metrics(scores, targets, hard, k):
 
 
 def run(args):
+    from tfdeploy.recipes._harness import Run
+
+    with Run(NAME, args) as session:
+        return _train_serve(args, session)
+
+
+def _train_serve(args, session):
     from tfdeploy import compress, data, export, models, verify
     from tfdeploy._keras import keras, tf
-    from tfdeploy.recipes import _text
-    from tfdeploy.runtime.text import TextTFLiteRunner
     from tfdeploy.client import RestClient
+    from tfdeploy.recipes import _text
+    from tfdeploy.recipes._harness import format_table
+    from tfdeploy.runtime.text import TextTFLiteRunner
 
-    start_time = time.perf_counter()
     verbose = 0 if args.quiet else 2
-    tf.keras.utils.set_random_seed(args.seed)
     path = args.data or data.write_qa_corpus(os.path.join("data", "qa"), seed=args.seed)
     questions, targets, answers = load_pairs(path)
     train_rows, test_rows = split(targets, seed=args.seed)
@@ -149,14 +154,15 @@ def run(args):
           f"questions ({duplicates} verbatim training duplicates dropped, {int(hard.sum())} "
           f"share no content word with their answer); random recall@{k} = "
           f"{verify.random_recall(len(answers), k):.1%}")
-    rows = [{"variant": "TF-IDF", "format": "baseline",
-             **metrics(verify.tfidf_scores(test_q, answers), test_t, hard, k)},
-            {"variant": "BM25", "format": "baseline",
-             **metrics(verify.bm25_scores(test_q, answers), test_t, hard, k)},
-            {"variant": "TF-IDF nearest train question", "format": "baseline",
-             **metrics(nearest_question_scores(test_q, [questions[i] for i in train_rows],
-                                               targets[train_rows], len(answers)),
-                       test_t, hard, k)}]
+    rows = session.rows
+    rows.add({"variant": "TF-IDF", "format": "baseline",
+              **metrics(verify.tfidf_scores(test_q, answers), test_t, hard, k)})
+    rows.add({"variant": "BM25", "format": "baseline",
+              **metrics(verify.bm25_scores(test_q, answers), test_t, hard, k)})
+    rows.add({"variant": "TF-IDF nearest train question", "format": "baseline",
+              **metrics(nearest_question_scores(test_q, [questions[i] for i in train_rows],
+                                                targets[train_rows], len(answers)),
+                        test_t, hard, k)})
     vectorizer = models.text_vectorizer(questions + answers, args.max_tokens,
                                         args.sequence_length)
     vocab = models.vocabulary(vectorizer)
@@ -169,7 +175,7 @@ def run(args):
         trainer = models.RetrievalTrainer(encoder, encoder)
         trainer.compile(keras.optimizers.Adam(lr))
         trainer.fit(pairs, epochs=epochs, verbose=verbose,
-                    callbacks=_text.callbacks(args.logs, stage, extra))
+                    callbacks=_text.callbacks(session.logs(), stage, extra))
         return encoder
 
     def row(variant, fmt, model, fn_ids, fn_text, path=None, sparsity=None):
@@ -179,11 +185,11 @@ def run(args):
         else:
             a_emb, q_emb = _text.embed(fn_ids, a_ids), _text.embed(fn_ids, q_ids[test_rows])
             p50 = _text.p50_ms(fn_ids, q_ids[test_rows])
-        rows.append({"variant": variant, "format": fmt, "params": _text.params(model),
-                     "sparsity": compress.model_sparsity(model) if sparsity is None
-                     else sparsity, **(_text.sizes(path) if path else {}),
-                     **metrics(q_emb @ a_emb.T, test_t, hard, k), "p50_ms": p50,
-                     "path": path})
+        rows.add({"variant": variant, "format": fmt, "params": _text.params(model),
+                  "sparsity": compress.model_sparsity(model) if sparsity is None
+                  else sparsity, **(_text.sizes(path) if path else {}),
+                  **metrics(q_emb @ a_emb.T, test_t, hard, k), "p50_ms": p50,
+                  "path": path})
         return a_emb
 
     print(f"[2/5] train the {args.encoder} dual encoder")
@@ -198,7 +204,7 @@ def run(args):
     wrapped = compress.prune(encoder, args.sparsity, epochs=args.fine_tune_epochs,
                              steps_per_epoch=pairs)
     train(wrapped, "encoder_pruned", args.fine_tune_epochs, args.lr / 3,
-          compress.callbacks(wrapped, log_dir=os.path.join(args.logs, "encoder_pruned")))
+          compress.callbacks(wrapped, log_dir=session.logs("encoder_pruned")))
     prune_report = str(compress.report(wrapped))
     pruned = compress.strip(wrapped)
     a_emb = row("encoder pruned", "keras", pruned, _text.keras_fn(pruned), None)
@@ -216,46 +222,48 @@ def run(args):
 
     print("[4/5] export the SavedModel with the answer index and serve it")
     base = os.path.join(args.output, args.name)
-    pruned_row = next(r for r in rows if r["variant"] == "encoder pruned")
+    pruned_row = rows["encoder pruned"]
     version_dir = export.retrieval_saved_model(
         pruned, base, a_emb, answers, vocabulary=vocab, k=k, warmup=test_q[:4],
         model_card={"metrics": {m: pruned_row[m] for m in ("recall@1", "recall@k", "mrr")}
                     | {"k": k}})
     served = {}
     if not args.no_serve:
-        with _text.serving(args.name, base) as server:
-            rest = RestClient(f"127.0.0.1:{server.rest_port}", timeout=60)
-            keys = []
-            for i in range(0, len(test_q), 64):
-                keys += [p["keys"] for p in rest.predict(
-                    args.name, instances=test_q[i:i + 64])["predictions"]]
-            truth = [answers[t] for t in test_t]
-            served = {"recall@1": float(np.mean([t == ks[0] for t, ks in zip(truth, keys)])),
-                      "recall@k": float(np.mean([t in ks for t, ks in zip(truth, keys)])),
-                      "recall@1_no_overlap": float(np.mean(
-                          [t == ks[0] for t, ks, h in zip(truth, keys, hard) if h]))
-                      if hard.any() else None,
-                      "rest_p50_ms_one_text": _text.rest_latency_ms(
-                          rest, args.name, [test_q[0]]),
-                      "example": {"question": test_q[0], "top_answers": keys[0][:3]}}
-        rows.append({"variant": "served (REST)", "format": "saved_model",
-                     "params": _text.params(pruned), "sparsity": compress.model_sparsity(pruned),
-                     **_text.sizes(version_dir), "recall@1": served["recall@1"],
-                     "recall@k": served["recall@k"],
-                     "recall@1_no_overlap": served["recall@1_no_overlap"],
-                     "p50_ms": served["rest_p50_ms_one_text"],
-                     "path": version_dir})
+        server = session.serve(args.name, base)
+        rest = RestClient(f"127.0.0.1:{server.rest_port}", timeout=60)
+        keys = []
+        for i in range(0, len(test_q), 64):
+            keys += [p["keys"] for p in rest.predict(
+                args.name, instances=test_q[i:i + 64])["predictions"]]
+        truth = [answers[t] for t in test_t]
+        served = {"recall@1": float(np.mean([t == ks[0] for t, ks in zip(truth, keys)])),
+                  "recall@k": float(np.mean([t in ks for t, ks in zip(truth, keys)])),
+                  "recall@1_no_overlap": float(np.mean(
+                      [t == ks[0] for t, ks, h in zip(truth, keys, hard) if h]))
+                  if hard.any() else None,
+                  "rest_p50_ms_one_text": _text.rest_latency_ms(
+                      rest, args.name, [test_q[0]]),
+                  "example": {"question": test_q[0], "top_answers": keys[0][:3]}}
+        session.stop_serving()
+        rows.add({"variant": "served (REST)", "format": "saved_model",
+                  "params": _text.params(pruned), "sparsity": compress.model_sparsity(pruned),
+                  **_text.sizes(version_dir), "recall@1": served["recall@1"],
+                  "recall@k": served["recall@k"],
+                  "recall@1_no_overlap": served["recall@1_no_overlap"],
+                  "p50_ms": served["rest_p50_ms_one_text"],
+                  "path": version_dir})
 
     print("[5/5] results")
     print()
     print(f"recall@k with k={k}; baselines untrained; served rows rank the top {k} only (no "
           f"MRR); random recall@{k} = {verify.random_recall(len(answers), k):.1%}")
-    print(_text.format_table(rows, COLUMNS))
+    table = rows.as_list()
+    print(format_table(table, COLUMNS))
     if served:
         print(f"\nQ: {served['example']['question']}\nA: {served['example']['top_answers'][0]}")
-    _text.log_comparison(args.logs, rows, COLUMNS, NAME)
+    _text.log_comparison(session.logs(), table, COLUMNS, NAME)
     report = _text.write_report(
-        os.path.join(args.logs, "report"), "Answer retrieval", rows, COLUMNS, {
+        session.logs("report"), "Answer retrieval", table, COLUMNS, {
             "Setting": f"{len(answers)} answers, {len(test_q)} test questions "
                        f"({duplicates} training duplicates dropped, {int(hard.sum())} sharing "
                        f"no content word with their answer), k={k}, random recall@{k} = "
@@ -265,22 +273,20 @@ def run(args):
             "Embedding tables in the TFLite files": "\n".join(
                 f"- {n}: {v}" for n, v in embedding_dtypes.items()),
         })
-    print(f"report: {report}\nTensorBoard: tensorboard --logdir {args.logs}")
-    elapsed = time.perf_counter() - start_time
-    print(f"total {elapsed:.0f} s")
-    _text.write_json(args.json, {
-        "rows": rows, "baselines": [r for r in rows if r["format"] == "baseline"],
+    session.print_outputs(report)
+    session.finish({
+        "rows": table, "baselines": rows.baselines(),
         "served": served, "k": k, "num_answers": len(answers),
         "num_test_questions": len(test_q), "duplicates_dropped": duplicates,
         "no_overlap_questions": int(hard.sum()),
         "random_recall": verify.random_recall(len(answers), k), "qat_coverage": coverage,
-        "embedding_dtypes": embedding_dtypes, "saved_model": version_dir, "report": report,
-        "total_s": elapsed})
+        "embedding_dtypes": embedding_dtypes, "saved_model": session.path(version_dir),
+        "report": session.path(report)})
     return 0
 
 
 def main(argv=None):
     """Run the answer retrieval recipe; returns the exit status."""
-    from tfdeploy.recipes import _text
+    from tfdeploy.recipes import _harness
 
-    return _text.main(NAME, build_parser, run, argv)
+    return _harness.main(NAME, build_parser, run, argv)

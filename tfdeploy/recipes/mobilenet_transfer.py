@@ -17,9 +17,7 @@ ONNX, and each artifact is verified in its own runtime with a per-class report.
 """
 
 import argparse
-import json
 import os
-import sys
 import time
 
 import numpy as np
@@ -28,6 +26,10 @@ from tfdeploy import compress, data, export, models, verify
 from tfdeploy._keras import keras, tf
 from tfdeploy.errors import DataError, TfdeployError
 from tfdeploy.pipeline import format_table, json_rows
+from tfdeploy.recipes._harness import Rows, Run, seed as set_seed
+from tfdeploy.recipes._harness import main as run_main
+
+NAME = "mobilenet_transfer"
 
 PRETRAIN_CLASSES = ("0", "1", "2", "3", "4")
 TARGET_CLASSES = ("5", "6", "7", "8", "9")
@@ -102,7 +104,7 @@ def pretrain_base(x, y, path, arch="mobilenet_v2", alpha=0.35, epochs=10, seed=0
     Returns:
         ``(path, model)``.
     """
-    keras.utils.set_random_seed(seed)
+    set_seed(seed)
     model = models.build_mobilenet(x.shape[1:], int(y.max()) + 1, arch=arch, alpha=alpha,
                                    trainable_base=True, bn_momentum=0.9, dropout=0.1)
     _compile(model, 2e-3)
@@ -123,7 +125,7 @@ def train_classifier(x, y, num_classes, weights, arch="mobilenet_v2", alpha=0.35
     Returns:
         The trained ``keras.Model``.
     """
-    keras.utils.set_random_seed(seed)
+    set_seed(seed)
     scratch = weights is None
     model = models.build_mobilenet(x.shape[1:], num_classes, arch=arch, alpha=alpha,
                                    weights=weights, trainable_base=scratch,
@@ -265,21 +267,23 @@ def run(data_dir=None, arch="mobilenet_v2", alpha=0.35, weights=None, image_size
                for k, ref in (("saved_model", keras_small), ("tflite_int8", keras_qat),
                               ("onnx", keras_small))]
     done = {"prune": "pruned", "slim": "slimmed"}[method]
-    targets = {f"keras transfer float32 ({arch})": verify.KerasTarget(model),
-               f"keras {done} float32": keras_small}
+    transfer_label = f"keras transfer float32 ({arch})"
+    # variant: (Keras model it was made from, artifact path or None, its runtime)
+    variants = {transfer_label: (model, None, verify.KerasTarget(model)),
+                f"keras {done} float32": (small, None, keras_small)}
     for key, label in (("saved_model", f"saved_model {done} float32"),
                        ("tflite_int8", f"tflite {done}+QAT int8"),
                        ("onnx", f"onnx {done} float32")):
-        targets[label] = runtime.load(paths[key])
-    keys = [None, None, "saved_model", "tflite_int8", "onnx"]
-    rows = [_row(label, (model if i == 0 else small).count_params(), target,
-                 paths[keys[i]] if keys[i] else None, x_test, y_test)
-            for i, (label, target) in enumerate(targets.items())]
+        variants[label] = (small, paths[key], runtime.load(paths[key]))
     if "scratch_accuracy" in summary:
-        label = f"keras scratch float32 ({arch})"
-        targets[label] = verify.KerasTarget(result["scratch"])
-        rows.insert(1, _row(label, result["scratch"].count_params(), targets[label], None,
-                            x_test, y_test))
+        variants[f"keras scratch float32 ({arch})"] = (
+            result["scratch"], None, verify.KerasTarget(result["scratch"]))
+    targets = {label: target for label, (_, _, target) in variants.items()}
+    # the table: the transfer model, the scratch model beside it, then the compressed ones
+    order = [transfer_label] + [v for v in variants if "scratch" in v] + \
+        [v for v in variants if v != transfer_label and "scratch" not in v]
+    rows = Rows(_row(label, variants[label][0].count_params(), variants[label][2],
+                     variants[label][1], x_test, y_test) for label in order).as_list()
     report_dir = os.path.join(output_dir, f"{name}_report")
     from tfdeploy import viz
 
@@ -301,7 +305,7 @@ def _arch(name):
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
-def build_parser(prog="tfdeploy run mobilenet_transfer"):
+def build_parser(prog=f"tfdeploy run {NAME}"):
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[1].strip())
     p.add_argument("--data", default=None,
                    help="image directory with train/ and test/ class folders (default: the "
@@ -337,47 +341,49 @@ def build_parser(prog="tfdeploy run mobilenet_transfer"):
                    help="TensorBoard logs (default: %(default)s)")
     p.add_argument("--name", default="mobilenet_transfer", help="model name (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--json", default=None, help="also write the comparison rows as JSON here")
+    p.add_argument("--json", default=None, help="also write the comparison rows as JSON here "
+                   "(paths in it are relative to its directory)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch Keras output")
     return p
 
 
 def main(argv=None):
     """Run the MobileNet transfer recipe; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    try:
+    return run_main(NAME, build_parser, _main, argv)
+
+
+def _main(args):
+    with Run(NAME, args) as session:
         result = run(args.data, args.arch, args.alpha, args.weights, tuple(args.image_size),
                      args.epochs, args.pretrain_epochs, args.compress_epochs, args.qat_epochs,
                      args.compress, args.amount, args.label_fraction, args.output, args.logs,
                      args.name, args.seed, verbose=0 if args.quiet else 2,
                      digits_dir=args.digits)
-    except TfdeployError as exc:
-        print(f"mobilenet_transfer: error: {exc}", file=sys.stderr)
-        return 1
-    t = result["transfer"]
-    print()
-    if "scratch_accuracy" in t:
-        print(f"transfer {t['transfer_accuracy']:.2%} vs scratch {t['scratch_accuracy']:.2%} "
-              f"({t['margin'] * 100:+.1f} points) on {t['train_images']} labelled images")
-    for res in result["verification"]:
-        print(f"\n{res['artifact']} (its own runtime):")
-        print(verify.format_classification_report(res["classification_report"]))
-    print()
-    print(verify.format_results(result["verification"]))
-    print()
-    print(format_table(result["rows"]))
-    print("\nartifacts:")
-    for key, path in result["artifacts"].items():
-        print(f"  {key:<12} {path}")
-    if result["report_files"]:
-        print(f"  {'report':<12} {result['report_files']['html']}")
-    print(f"total {result['total_s']:.0f} s")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"rows": json_rows(result["rows"]), "transfer": t,
-                       "verification": [{k: r[k] for k in ("artifact", "accuracy", "passed")}
-                                        for r in result["verification"]],
-                       "artifacts": result["artifacts"], "report": result["report_files"],
-                       "total_s": result["total_s"]},
-                      f, indent=1, default=str)
+        t = dict(result["transfer"])
+        print()
+        if "scratch_accuracy" in t:
+            print(f"transfer {t['transfer_accuracy']:.2%} vs scratch "
+                  f"{t['scratch_accuracy']:.2%} ({t['margin'] * 100:+.1f} points) on "
+                  f"{t['train_images']} labelled images")
+        for res in result["verification"]:
+            print(f"\n{res['artifact']} (its own runtime):")
+            print(verify.format_classification_report(res["classification_report"]))
+        print()
+        print(verify.format_results(result["verification"]))
+        print()
+        print(format_table(result["rows"]))
+        print("\nartifacts:")
+        for key, path in result["artifacts"].items():
+            print(f"  {key:<12} {path}")
+        if result["report_files"]:
+            print(f"  {'report':<12} {result['report_files']['html']}")
+        if t.get("weights") and os.path.isfile(t["weights"]):
+            t["weights"] = session.path(t["weights"])
+        report = result["report_files"]
+        session.finish({
+            "rows": json_rows(result["rows"]), "transfer": t,
+            "verification": [{k: r[k] for k in ("artifact", "accuracy", "passed")}
+                             for r in result["verification"]],
+            "artifacts": {k: session.path(p) for k, p in result["artifacts"].items()},
+            "report": {k: session.path(p) for k, p in report.items()} if report else report})
     return 0

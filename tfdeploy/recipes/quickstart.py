@@ -1,18 +1,85 @@
 """Train a CNN, prune, QAT-fine-tune, export SavedModel + TFLite and verify every artifact.
 
-The same as ``tfdeploy quickstart`` (whose flags it takes), reachable as a recipe:
+Train the classic CNN on an image directory, prune to 80 %, fine-tune with
+pruning-preserving QAT, export SavedModel + TFLite float32 + TFLite int8, evaluate
+every artifact in its own runtime, and print one comparison table.
+
+The path is straight: ``python recipes/quickstart.py``, ``tfdeploy run quickstart`` and
+``tfdeploy quickstart`` (`tfdeploy.commands.quickstart`) all run this module, which
+calls `tfdeploy.pipeline.quickstart`:
 
     tfdeploy run quickstart --data my_images --epochs 8
 """
 
 import argparse
+import sys
+
+from tfdeploy.recipes._harness import Run, add_run_arguments
+
+NAME = "quickstart"
+
+
+def add_arguments(p):
+    """The quickstart's flags (`add_run_arguments` and its own) on parser ``p``."""
+    add_run_arguments(p, NAME, "image directory with train/ and test/ class folders "
+                      "(default: the bundled digits, written to data/digits)", epochs=8,
+                      epochs_help="baseline training epochs")
+    p.add_argument("--name", default="digits",
+                   help="model name; the SavedModel goes to OUTPUT/NAME/VERSION "
+                        "(default: %(default)s)")
+    p.add_argument("--prune-epochs", type=int, default=4,
+                   help="pruning fine-tune epochs (default: %(default)s)")
+    p.add_argument("--qat-epochs", type=int, default=2,
+                   help="QAT fine-tune epochs (default: %(default)s)")
+    p.add_argument("--sparsity", type=float, default=0.8,
+                   help="pruning target sparsity (default: %(default)s)")
+    p.add_argument("--width", type=float, default=0.25,
+                   help="CNN width multiplier (default: %(default)s)")
+    p.add_argument("--image-size", type=int, nargs=2, default=(32, 32), metavar=("H", "W"),
+                   help="input image size (default: 32 32)")
+    p.add_argument("--report", default="reports/quickstart",
+                   help="where report.md and the self-contained report.html go "
+                        "(default: %(default)s)")
+    p.add_argument("--no-visuals", action="store_true",
+                   help="skip plots, saliency maps, HParams and the report (text table only)")
+
+
+def run(args):
+    """Run the quickstart with parsed ``args``; prints the table, returns the exit status."""
+    from tfdeploy.errors import TfdeployError
+    from tfdeploy.pipeline import format_table, json_rows, quickstart
+
+    with Run(NAME, args) as session:
+        try:
+            result = quickstart(
+                data_dir=args.data, output_dir=args.output, log_dir=session.logs(),
+                name=args.name, epochs=args.epochs, prune_epochs=args.prune_epochs,
+                qat_epochs=args.qat_epochs, sparsity=args.sparsity, width=args.width,
+                image_size=tuple(args.image_size), seed=args.seed,
+                verbose=0 if args.quiet else 2, report_dir=args.report,
+                visuals=not args.no_visuals)
+        except TfdeployError as exc:
+            print(f"quickstart: error: {exc}", file=sys.stderr)
+            return 1
+        print()
+        print(format_table(result["rows"]))
+        print("\nartifacts:")
+        for key, path in result["artifacts"].items():
+            print(f"  {key:<24} {path}")
+        if session.logs():
+            print(f"TensorBoard: tensorboard --logdir {session.logs()}")
+        if result.get("report"):
+            print(f"report: {result['report']['html']} (and report.md)")
+        session.finish({"rows": json_rows(result["rows"]), "timings": result["timings"]})
+    return 0
+
+
+def build_parser(prog=f"tfdeploy run {NAME}"):
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.strip().split("\n\n")[1])
+    add_arguments(p)
+    return p
 
 
 def main(argv=None):
     """Run the quickstart recipe; returns the exit status."""
-    from tfdeploy.commands import quickstart
-
-    parser = argparse.ArgumentParser(prog="tfdeploy run quickstart",
-                                     description=quickstart.__doc__.strip().split("\n\n")[1])
-    quickstart.add_arguments(parser)
-    return quickstart.run(parser.parse_args(argv))
+    return run(build_parser().parse_args(argv))

@@ -20,7 +20,6 @@ optionally ``topic`` (the topic-count heuristic needs it), and
 
 import argparse
 import os
-import time
 
 import numpy as np
 
@@ -124,16 +123,22 @@ def metrics(scores, targets, seen, k):
 
 
 def run(args):
+    from tfdeploy.recipes._harness import Run
+
+    with Run(NAME, args) as session:
+        return _train_serve(args, session)
+
+
+def _train_serve(args, session):
     from tfdeploy import compress, data, export, models, verify
     from tfdeploy._keras import keras, tf
-    from tfdeploy.recipes import _text
-    from tfdeploy.runtime.tflite import TFLiteRunner
-    from tfdeploy.runtime.text import TextTFLiteRunner
     from tfdeploy.client import RestClient
+    from tfdeploy.recipes import _text
+    from tfdeploy.recipes._harness import format_table
+    from tfdeploy.runtime.text import TextTFLiteRunner
+    from tfdeploy.runtime.tflite import TFLiteRunner
 
-    start_time = time.perf_counter()
     verbose = 0 if args.quiet else 2
-    tf.keras.utils.set_random_seed(args.seed)
     directory = args.data or data.write_recommendation_corpus(
         os.path.join("data", "recommend"), seed=args.seed)
     keys, texts, users, pairs, topics = load(directory)
@@ -144,16 +149,17 @@ def run(args):
     print(f"[1/5] data: {len(users)} users, {len(keys)} items, {len(train_pairs)} train "
           f"interactions, {len(test_pairs)} held-out new items; random HR@{k} = "
           f"{verify.random_recall(len(keys), k):.1%}")
-    rows = [{"variant": "popularity", "format": "baseline", **metrics(
+    rows = session.rows
+    rows.add({"variant": "popularity", "format": "baseline", **metrics(
         verify.popularity_scores(train_pairs[:, 1], len(keys), len(test_users)),
-        test_pairs[:, 1], seen, k)}]
+        test_pairs[:, 1], seen, k)})
     if topics is not None:
-        rows.append({"variant": "topic count", "format": "baseline", **metrics(
+        rows.add({"variant": "topic count", "format": "baseline", **metrics(
             verify.topic_count_scores(train_pairs, topics, test_users), test_pairs[:, 1],
             seen, k)})
     else:
         print("  (no topic column in the items file: the topic-count baseline is left out)")
-    rows.append({"variant": "co-occurrence", "format": "baseline", **metrics(
+    rows.add({"variant": "co-occurrence", "format": "baseline", **metrics(
         verify.cooccurrence_scores(train_pairs, test_users, len(keys)), test_pairs[:, 1],
         seen, k)})
     vectorizer = models.text_vectorizer(texts, args.max_tokens, args.sequence_length)
@@ -167,7 +173,7 @@ def run(args):
         trainer = models.RetrievalTrainer(user_tower, item_tower)
         trainer.compile(keras.optimizers.Adam(lr))
         trainer.fit(ds, epochs=epochs, verbose=verbose,
-                    callbacks=_text.callbacks(args.logs, stage, extra))
+                    callbacks=_text.callbacks(session.logs(), stage, extra))
 
     def row(variant, fmt, user_model, item_model, user_fn, item_fn, item_inputs, paths=(),
             sparsity=None):
@@ -177,13 +183,13 @@ def run(args):
         if paths:
             per = [_text.sizes(p) for p in paths]
             size = {key: sum(s[key] for s in per) for key in per[0]}
-        rows.append({"variant": variant, "format": fmt,
-                     "params": _text.params(user_model) + _text.params(item_model),
-                     "sparsity": sparsity if sparsity is not None else float(np.mean(
-                         [compress.model_sparsity(user_model),
-                          compress.model_sparsity(item_model)])),
-                     **size, **metrics(user_emb @ item_emb.T, test_pairs[:, 1], seen, k),
-                     "p50_ms": _text.p50_ms(user_fn, test_users), "paths": list(paths)})
+        rows.add({"variant": variant, "format": fmt,
+                  "params": _text.params(user_model) + _text.params(item_model),
+                  "sparsity": sparsity if sparsity is not None else float(np.mean(
+                      [compress.model_sparsity(user_model),
+                       compress.model_sparsity(item_model)])),
+                  **size, **metrics(user_emb @ item_emb.T, test_pairs[:, 1], seen, k),
+                  "p50_ms": _text.p50_ms(user_fn, test_users), "paths": list(paths)})
         return item_emb
 
     print("[2/5] train the two towers")
@@ -201,7 +207,7 @@ def run(args):
     pi = compress.prune(item_tower, args.sparsity, epochs=args.fine_tune_epochs,
                         steps_per_epoch=ds)
     train(pu, pi, "towers_pruned", args.fine_tune_epochs, args.lr / 3,
-          compress.callbacks(pu, log_dir=os.path.join(args.logs, "towers_pruned")))
+          compress.callbacks(pu, log_dir=session.logs("towers_pruned")))
     reports = {"user tower": str(compress.report(pu)), "item tower": str(compress.report(pi))}
     user_pruned, item_pruned = compress.strip(pu), compress.strip(pi)
     item_emb = row("towers pruned", "keras", user_pruned, item_pruned,
@@ -226,7 +232,7 @@ def run(args):
 
     print("[4/5] export the SavedModel with the item index and serve it")
     base = os.path.join(args.output, args.name)
-    pruned_row = next(r for r in rows if r["variant"] == "towers pruned")
+    pruned_row = rows["towers pruned"]
     # serve k + the most items any user has seen, so k remain once the client drops seen ones
     served_k = k + int(np.bincount(train_pairs[:, 0]).max())
     version_dir = export.retrieval_saved_model(
@@ -235,20 +241,21 @@ def run(args):
                                 "mrr": pruned_row["mrr"], "k": k, "seen_items_filtered": True}})
     served = {}
     if not args.no_serve:
-        with _text.serving(args.name, base) as server:
-            rest = RestClient(f"127.0.0.1:{server.rest_port}", timeout=60)
-            names = [users[u] for u in test_users]
-            got = []
-            for i in range(0, len(names), 64):
-                got += [p["keys"] for p in rest.predict(
-                    args.name, instances=names[i:i + 64])["predictions"]]
-            seen_keys = [{keys[i] for i in np.flatnonzero(m)} for m in seen]
-            got = [[g for g in top if g not in s][:k] for top, s in zip(got, seen_keys)]
-            served = {"hr@k": float(np.mean([keys[t] in g for t, g in
-                                             zip(test_pairs[:, 1], got)])),
-                      "rest_p50_ms_one_user": _text.rest_latency_ms(rest, args.name, names[:1]),
-                      "example": {"user": names[0], "top_items": got[0][:5]}}
-        rows.append({"variant": "served (REST)", "format": "saved_model",
+        server = session.serve(args.name, base)
+        rest = RestClient(f"127.0.0.1:{server.rest_port}", timeout=60)
+        names = [users[u] for u in test_users]
+        got = []
+        for i in range(0, len(names), 64):
+            got += [p["keys"] for p in rest.predict(
+                args.name, instances=names[i:i + 64])["predictions"]]
+        seen_keys = [{keys[i] for i in np.flatnonzero(m)} for m in seen]
+        got = [[g for g in top if g not in s][:k] for top, s in zip(got, seen_keys)]
+        served = {"hr@k": float(np.mean([keys[t] in g for t, g in
+                                         zip(test_pairs[:, 1], got)])),
+                  "rest_p50_ms_one_user": _text.rest_latency_ms(rest, args.name, names[:1]),
+                  "example": {"user": names[0], "top_items": got[0][:5]}}
+        session.stop_serving()
+        rows.add({"variant": "served (REST)", "format": "saved_model",
                      "params": _text.params(user_pruned), **_text.sizes(version_dir),
                      "sparsity": compress.model_sparsity(user_pruned),
                      "hr@k": served["hr@k"], "p50_ms": served["rest_p50_ms_one_user"],
@@ -258,8 +265,9 @@ def run(args):
     print()
     print(f"k={k}, items the user has seen filtered out; baselines untrained; random HR@{k} = "
           f"{verify.random_recall(len(keys), k):.1%}")
-    print(_text.format_table(rows, COLUMNS))
-    _text.log_comparison(args.logs, rows, COLUMNS, NAME)
+    table = rows.as_list()
+    print(format_table(table, COLUMNS))
+    _text.log_comparison(session.logs(), table, COLUMNS, NAME)
     sections = {"Setting": f"{len(users)} users, {len(keys)} items, {len(test_pairs)} held-out "
                            f"new items, k={k} (seen items filtered), random HR@{k} = "
                            f"{verify.random_recall(len(keys), k):.2%}"}
@@ -268,22 +276,20 @@ def run(args):
         _text.qat_text(_text.qat_coverage(m)) for m in (user_tower, item_tower))
     sections["Embedding tables in the TFLite files"] = "\n".join(
         f"- {os.path.basename(p)}: {v}" for p, v in embedding_dtypes.items())
-    report = _text.write_report(os.path.join(args.logs, "report"), "Two-tower recommender",
-                                rows, COLUMNS, sections)
-    print(f"report: {report}\nTensorBoard: tensorboard --logdir {args.logs}")
-    elapsed = time.perf_counter() - start_time
-    print(f"total {elapsed:.0f} s")
-    _text.write_json(args.json, {
-        "rows": rows, "baselines": [r for r in rows if r["format"] == "baseline"],
+    report = _text.write_report(session.logs("report"), "Two-tower recommender", table,
+                                COLUMNS, sections)
+    session.print_outputs(report)
+    session.finish({
+        "rows": table, "baselines": rows.baselines(),
         "served": served, "k": k, "num_items": len(keys), "num_test_users": len(test_pairs),
         "seen_items_filtered": True, "random_recall": verify.random_recall(len(keys), k),
-        "embedding_dtypes": embedding_dtypes, "saved_model": version_dir, "report": report,
-        "total_s": elapsed})
+        "embedding_dtypes": {session.path(p): d for p, d in embedding_dtypes.items()},
+        "saved_model": session.path(version_dir), "report": session.path(report)})
     return 0
 
 
 def main(argv=None):
     """Run the recommender recipe; returns the exit status."""
-    from tfdeploy.recipes import _text
+    from tfdeploy.recipes import _harness
 
-    return _text.main(NAME, build_parser, run, argv)
+    return _harness.main(NAME, build_parser, run, argv)

@@ -27,7 +27,6 @@ or ``.jsonl``/``.csv`` with ``text`` and ``label``) and optionally
 
 import argparse
 import os
-import time
 
 import numpy as np
 
@@ -216,35 +215,41 @@ def share_plot(monitor, threshold):
 
 def monitor_only(args):
     """``--server`` with ``--follow``: monitor a running server, train nothing."""
-    from tfdeploy.recipes import _text
     from tfdeploy.client import RestClient
+    from tfdeploy.recipes._harness import Run
 
-    start_time = time.perf_counter()
-    rest = RestClient(args.server, timeout=60)
-    print(f"following {args.follow} through {args.server} ({args.name}); Ctrl-C stops")
-    monitor = watch(rest, args.name, args, log_dir=args.logs)
-    print(f"{monitor['headlines']} headlines monitored")
-    print_alerts(monitor, args)
-    _text.write_json(args.json, {
-        "alerts": monitor["events"], "true_alerts": monitor["true_events"],
-        "alert_score": monitor["score"], "headlines": monitor["headlines"],
-        "settings": {"window": args.window, "threshold": args.threshold,
-                     "hysteresis": args.hysteresis}, "total_s": time.perf_counter() - start_time})
+    with Run(NAME, args) as session:
+        rest = RestClient(args.server, timeout=60)
+        print(f"following {args.follow} through {args.server} ({args.name}); Ctrl-C stops")
+        monitor = watch(rest, args.name, args, log_dir=session.logs())
+        print(f"{monitor['headlines']} headlines monitored")
+        print_alerts(monitor, args)
+        session.finish({
+            "alerts": monitor["events"], "true_alerts": monitor["true_events"],
+            "alert_score": monitor["score"], "headlines": monitor["headlines"],
+            "settings": {"window": args.window, "threshold": args.threshold,
+                         "hysteresis": args.hysteresis}})
     return 0
 
 
 def run(args):
     if args.follow and args.server:
         return monitor_only(args)
+    from tfdeploy.recipes._harness import Run
+
+    with Run(NAME, args) as session:
+        return _train_serve_watch(args, session)
+
+
+def _train_serve_watch(args, session):
     from tfdeploy import compress, data, export, models, verify
     from tfdeploy._keras import keras, tf
-    from tfdeploy.recipes import _text
-    from tfdeploy.runtime.text import TextTFLiteRunner
     from tfdeploy.client import GrpcClient, RestClient
+    from tfdeploy.recipes import _text
+    from tfdeploy.recipes._harness import format_table
+    from tfdeploy.runtime.text import TextTFLiteRunner
 
-    start_time = time.perf_counter()
     verbose = 0 if args.quiet else 2
-    tf.keras.utils.set_random_seed(args.seed)
     data_dir = args.data or data.write_sentiment_corpus(os.path.join("data", "sentiment"),
                                                         seed=args.seed)
     train = data.text_dataset(_split(data_dir, "train"), shuffle=True, seed=args.seed)
@@ -267,23 +272,23 @@ def run(args):
         model.compile(keras.optimizers.Adam(lr), "sparse_categorical_crossentropy",
                       ["accuracy"])
         model.fit(train_ids, epochs=epochs, verbose=verbose,
-                  callbacks=_text.callbacks(args.logs, stage, extra))
+                  callbacks=_text.callbacks(session.logs(), stage, extra))
         return model
 
-    rows, predictions = [], {}
+    rows, predictions = session.rows, {}
     baseline = _text.tfidf_classifier(train.texts, [classes[i] for i in train.labels])
     baseline_pred = np.asarray([classes.index(c) for c in baseline.predict(test.texts)])
     predictions["TF-IDF + logreg"] = baseline_pred
-    rows.append({"variant": "TF-IDF + logreg", "format": "baseline",
-                 "accuracy": float(np.mean(baseline_pred == y_test))})
+    rows.add({"variant": "TF-IDF + logreg", "format": "baseline",
+              "accuracy": float(np.mean(baseline_pred == y_test))})
 
     def keras_row(variant, model):
         fn = _text.keras_fn(model)
         predictions[variant] = _text.embed(fn, x_test).argmax(-1)
-        rows.append({"variant": variant, "format": "keras", "params": _text.params(model),
-                     "sparsity": compress.model_sparsity(model),
-                     "accuracy": float(np.mean(predictions[variant] == y_test)),
-                     "p50_ms": _text.p50_ms(fn, x_test)})
+        rows.add({"variant": variant, "format": "keras", "params": _text.params(model),
+                  "sparsity": compress.model_sparsity(model),
+                  "accuracy": float(np.mean(predictions[variant] == y_test)),
+                  "p50_ms": _text.p50_ms(fn, x_test)})
 
     def tflite_row(variant, model, path, quantization):
         export.text_tflite(model, path, vocab, quantization=quantization,
@@ -291,10 +296,10 @@ def run(args):
         runner = TextTFLiteRunner(path)
         probs = _text.embed(runner.predict, test.texts)
         predictions[variant] = probs.argmax(-1)
-        rows.append({"variant": variant, "format": "tflite", "params": _text.params(model),
-                     "sparsity": verify.weight_summary(path)["sparsity"],
-                     **_text.sizes(path), "accuracy": float(np.mean(probs.argmax(-1) == y_test)),
-                     "p50_ms": _text.p50_ms(runner.predict, test.texts), "path": path})
+        rows.add({"variant": variant, "format": "tflite", "params": _text.params(model),
+                  "sparsity": verify.weight_summary(path)["sparsity"],
+                  **_text.sizes(path), "accuracy": float(np.mean(probs.argmax(-1) == y_test)),
+                  "p50_ms": _text.p50_ms(runner.predict, test.texts), "path": path})
 
     print("[2/6] Transformer encoder (teacher)")
     teacher = fit(models.build_text_transformer(n_vocab, length, n_classes, args.embed_dim),
@@ -306,7 +311,7 @@ def run(args):
     wrapped = compress.prune(teacher, args.sparsity, epochs=args.fine_tune_epochs,
                              steps_per_epoch=train_ids)
     fit(wrapped, "transformer_pruned", args.fine_tune_epochs, args.lr / 3,
-        compress.callbacks(wrapped, log_dir=os.path.join(args.logs, "transformer_pruned")))
+        compress.callbacks(wrapped, log_dir=session.logs("transformer_pruned")))
     transformer_report = str(compress.report(wrapped))
     pruned_teacher = compress.strip(wrapped)
     keras_row("transformer pruned", pruned_teacher)
@@ -321,13 +326,13 @@ def run(args):
                                                                 args.embed_dim))
     distiller.compile(keras.optimizers.Adam(args.lr), metrics=["accuracy"])
     distiller.fit(train_ids, epochs=args.distill_epochs, verbose=verbose,
-                  callbacks=_text.callbacks(args.logs, "distill"))
+                  callbacks=_text.callbacks(session.logs(), "distill"))
     student = distiller.student
     keras_row("cnn distilled", student)
     wrapped_student = compress.prune(student, args.sparsity, epochs=args.fine_tune_epochs,
                                      steps_per_epoch=train_ids)
     fit(wrapped_student, "cnn_pruned", args.fine_tune_epochs, args.lr / 3,
-        compress.callbacks(wrapped_student, log_dir=os.path.join(args.logs, "cnn_pruned")))
+        compress.callbacks(wrapped_student, log_dir=session.logs("cnn_pruned")))
     served_model = compress.strip(wrapped_student)
     keras_row("cnn distilled+pruned", served_model)
     tflite_row("cnn pruned+dynamic", served_model, f"{stem}_cnn_dynamic.tflite", "dynamic")
@@ -339,38 +344,34 @@ def run(args):
     base = os.path.join(args.output, args.name)
     version_dir = export.text_saved_model(
         served_model, base, vocab, class_names=classes, warmup_texts=test.texts[:4],
-        model_card={"metrics": {"accuracy": rows[-3]["accuracy"]},
+        model_card={"metrics": {"accuracy": rows["cnn distilled+pruned"]["accuracy"]},
                     "compression": [{"step": "distill", "teacher": "text_transformer"}]})
     served = {}
-    context = _text.serving(args.name, base) if not args.server else None
-    server = context.__enter__() if context else None
-    try:
-        rest = RestClient(args.server or f"127.0.0.1:{server.rest_port}", timeout=60)
-        probs = np.concatenate([
-            np.asarray([p["probabilities"] for p in rest.predict(
-                args.name, instances=test.texts[i:i + 64])["predictions"]])
-            for i in range(0, len(test.texts), 64)])
-        predictions["served (REST)"] = probs.argmax(-1)
-        served["rest_accuracy"] = float(np.mean(probs.argmax(-1) == y_test))
-        served["rest_p50_ms_one_text"] = _text.rest_latency_ms(rest, args.name, [test.texts[0]])
-        if server is not None:
-            with GrpcClient(f"127.0.0.1:{server.grpc_port}") as grpc_client:
-                out = grpc_client.predict(args.name, {"text": np.array(test.texts[:8], object)})
-            served["grpc_agrees_with_rest"] = bool(np.allclose(
-                out["probabilities"], probs[:8], atol=1e-5))
-        rows.append({"variant": "served (REST)", "format": "saved_model",
-                     "params": _text.params(served_model),
-                     "sparsity": compress.model_sparsity(served_model),
-                     **_text.sizes(version_dir), "accuracy": served["rest_accuracy"],
-                     "p50_ms": served["rest_p50_ms_one_text"], "path": version_dir})
-        if args.follow:
-            print(f"[6/6] follow {args.follow} through the served model")
-        else:
-            print(f"[6/6] replay {len(stream)} timestamped headlines through the served model")
-        monitor = watch(rest, args.name, args, stream, args.logs)
-    finally:
-        if context:
-            context.__exit__(None, None, None)
+    server = None if args.server else session.serve(args.name, base)
+    rest = RestClient(args.server or f"127.0.0.1:{server.rest_port}", timeout=60)
+    probs = np.concatenate([
+        np.asarray([p["probabilities"] for p in rest.predict(
+            args.name, instances=test.texts[i:i + 64])["predictions"]])
+        for i in range(0, len(test.texts), 64)])
+    predictions["served (REST)"] = probs.argmax(-1)
+    served["rest_accuracy"] = float(np.mean(probs.argmax(-1) == y_test))
+    served["rest_p50_ms_one_text"] = _text.rest_latency_ms(rest, args.name, [test.texts[0]])
+    if server is not None:
+        with GrpcClient(f"127.0.0.1:{server.grpc_port}") as grpc_client:
+            out = grpc_client.predict(args.name, {"text": np.array(test.texts[:8], object)})
+        served["grpc_agrees_with_rest"] = bool(np.allclose(
+            out["probabilities"], probs[:8], atol=1e-5))
+    rows.add({"variant": "served (REST)", "format": "saved_model",
+              "params": _text.params(served_model),
+              "sparsity": compress.model_sparsity(served_model),
+              **_text.sizes(version_dir), "accuracy": served["rest_accuracy"],
+              "p50_ms": served["rest_p50_ms_one_text"], "path": version_dir})
+    if args.follow:
+        print(f"[6/6] follow {args.follow} through the served model")
+    else:
+        print(f"[6/6] replay {len(stream)} timestamped headlines through the served model")
+    monitor = watch(rest, args.name, args, stream, session.logs())
+    session.stop_serving()
 
     baseline_alerts = None
     if not args.follow:  # the same stream through the baseline classifier, offline
@@ -384,23 +385,23 @@ def run(args):
     alert_rows = [{"monitor": "served model", **(monitor["score"] or {})}]
     if baseline_alerts:
         alert_rows.append({"monitor": "TF-IDF + logreg (baseline)", **baseline_alerts})
-    table = _text.format_table(rows, COLUMNS)
+    rows = rows.as_list()
     print()
-    print(table)
+    print(format_table(rows, COLUMNS))
     print_alerts(monitor, args)
     if monitor["score"]:
         print()
-        print(_text.format_table(alert_rows, ALERT_COLUMNS))
-    _text.log_comparison(args.logs, rows, COLUMNS, NAME)
+        print(format_table(alert_rows, ALERT_COLUMNS))
+    _text.log_comparison(session.logs(), rows, COLUMNS, NAME)
     report = _text.write_report(
-        os.path.join(args.logs, "report"), "Sentiment monitor", rows, COLUMNS, {
+        session.logs("report"), "Sentiment monitor", rows, COLUMNS, {
             "Alerts (served model)": "\n".join(
                 f"- {e['time']} {e['event']} (negative share {e['negative_share']:.0%})"
                 for e in monitor["events"]) or "- none",
             "Alerts from the true labels": "\n".join(
                 f"- {e['time']} {e['event']} (negative share {e['negative_share']:.0%})"
                 for e in monitor["true_events"]) or "- none / stream has no labels",
-            "Alerts scored against the true labels' alerts": "```\n" + _text.format_table(
+            "Alerts scored against the true labels' alerts": "```\n" + format_table(
                 alert_rows, ALERT_COLUMNS) + "\n```" if monitor["score"] else
             "the stream has no labels",
             "Transformer pruning": "```\n" + transformer_report + "\n```",
@@ -409,23 +410,21 @@ def run(args):
                 f"- {k}: {v}" for k, v in embedding_dtypes.items()),
         }, class_names=classes, y_true=y_test, predictions=predictions,
         figures={"negative_share": share_plot(monitor, args.threshold)})
-    print(f"report: {report}\nTensorBoard: tensorboard --logdir {args.logs}")
-    elapsed = time.perf_counter() - start_time
-    print(f"total {elapsed:.0f} s")
-    _text.write_json(args.json, {
-        "rows": rows, "baselines": [r for r in rows if r["format"] == "baseline"],
+    session.print_outputs(report)
+    session.finish({
+        "rows": rows, "baselines": session.rows.baselines(),
         "served": served, "alerts": monitor["events"], "true_alerts": monitor["true_events"],
         "alert_score": monitor["score"], "baseline_alert_score": baseline_alerts,
         "headlines": monitor["headlines"],
         "settings": {"window": args.window, "threshold": args.threshold,
                      "hysteresis": args.hysteresis}, "qat_coverage": coverage,
-        "embedding_dtypes": embedding_dtypes, "saved_model": version_dir, "report": report,
-        "class_names": classes, "total_s": elapsed})
+        "embedding_dtypes": embedding_dtypes, "saved_model": session.path(version_dir),
+        "report": session.path(report), "class_names": classes})
     return 0
 
 
 def main(argv=None):
     """Run the sentiment monitor recipe; returns the exit status."""
-    from tfdeploy.recipes import _text
+    from tfdeploy.recipes import _harness
 
-    return _text.main(NAME, build_parser, run, argv)
+    return _harness.main(NAME, build_parser, run, argv)
