@@ -59,7 +59,7 @@ def main(argv=None):
     from tfdeploy.runtime.text import TextTFLiteRunner
     from tfdeploy.client import RestClient
 
-    tf.keras.utils.set_random_seed(0)
+    _harness.seed(0)
     out_dir = args.output_dir or tempfile.mkdtemp(prefix="bench_text-")
     corpus = data.write_sentiment_corpus(os.path.join(out_dir, "sentiment"))
     train = data.text_dataset(os.path.join(corpus, "train"), shuffle=True)
