@@ -103,7 +103,7 @@ _PRIVATE_TFMOT = re.compile(r"tensorflow_model_optimization\.python|\bpruning_va
 def test_tfmot_internals_only_in_compress_tfmot():
     offenders = []
     for module, path in _modules().items():
-        if module == "tfdeploy.compress._tfmot":
+        if module == "tfdeploy._tfmot":
             continue
         for n, line in enumerate(open(path), 1):
             if _PRIVATE_TFMOT.search(line):
@@ -112,14 +112,14 @@ def test_tfmot_internals_only_in_compress_tfmot():
 
 
 def test_tfmot_version_is_one_the_internals_were_checked_against():
-    from tfdeploy.compress import _tfmot
+    from tfdeploy import _tfmot
     from tfdeploy._keras import tfmot
 
     installed = tuple(int(p) for p in tfmot().__version__.split(".")[:3])
     low, high = _tfmot.CHECKED_VERSIONS
     assert low <= installed < high, (
         f"tfmot {tfmot().__version__} is outside {_tfmot.CHECKED_VERSIONS}: re-check every "
-        "function of tfdeploy/compress/_tfmot.py against it, then widen the range.")
+        "function of tfdeploy/_tfmot.py against it, then widen the range.")
     _tfmot.check_version()  # the same check the wrappers run
 
 

@@ -1,7 +1,7 @@
 """QAT keeps a frozen base frozen, and FineTune unfreezes it inside the same fit.
 
 tfmot's QuantizeWrapper lists the kernels it quantizes as trainable whatever the
-layer's ``trainable`` says; `tfdeploy.compress._tfmot.honour_trainable` fixes that.
+layer's ``trainable`` says; `tfdeploy._tfmot.honour_trainable` fixes that.
 """
 
 import numpy as np

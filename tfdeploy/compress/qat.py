@@ -5,7 +5,7 @@ import warnings
 from tfdeploy.bridge import check_model
 from tfdeploy._keras import keras, tfmot
 from tfdeploy._walk import nodes
-from tfdeploy.compress._tfmot import (cluster_preserve_scheme, default_8bit_registry,
+from tfdeploy._tfmot import (cluster_preserve_scheme, default_8bit_registry,
                                       honour_trainable, prune_preserve_scheme, set_weight_ranges)
 from tfdeploy.compress.calibrate import calibrate_ranges
 from tfdeploy.compress.fold import fold_input_preprocessing

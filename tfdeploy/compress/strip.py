@@ -2,7 +2,7 @@
 
 from tfdeploy.bridge import check_model, to_keras3
 from tfdeploy._keras import tfmot
-from tfdeploy.compress._tfmot import pruning_masks
+from tfdeploy._tfmot import pruning_masks
 from tfdeploy.compress.graph import copy_model
 from tfdeploy.compress.history import carry, notes
 from tfdeploy.compress.wrappers import (is_clustering_wrapped, is_pruning_wrapped,

@@ -26,7 +26,7 @@ import tempfile
 
 from tfdeploy.bridge import check_model
 from tfdeploy._keras import tf
-from tfdeploy.export._atomic import atomic_directory, clean_stale, temp_dir_name
+from tfdeploy._atomic import atomic_directory, clean_stale, temp_dir_name
 from tfdeploy.export._image_guard import DEFAULT_MAX_IMAGE_PIXELS, image_size_check
 from tfdeploy.export import _artifacts, _warmup, model_card as _card
 from tfdeploy.errors import ExportError

@@ -2,14 +2,13 @@
 the comparison table and the report. Not a recipe itself (leading underscore)."""
 
 import contextlib
-import json
 import os
 import sys
 import time
 
 import numpy as np
 
-from tfdeploy import _table, verify
+from tfdeploy import _json, _table, verify
 from tfdeploy._keras import keras, tf
 from tfdeploy.recipes._args import add_run_arguments
 
@@ -194,21 +193,9 @@ def write_report(run_dir, title, rows, columns, sections, class_names=None, y_tr
 
 
 def write_json(path, payload):
-    if not path:
-        return
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(payload, f, indent=1, default=_default)
-
-
-def _default(value):
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
+    """`tfdeploy._json.write_json`, when ``--json`` was given."""
+    if path:
+        _json.write_json(path, payload, indent=1)
 
 
 def qat_coverage(model):

@@ -35,6 +35,7 @@ import time
 
 import numpy as np
 
+from tfdeploy._json import write_json
 from tfdeploy._keras import keras, keras_tuner, tf
 from tfdeploy.bridge import check_model
 from tfdeploy.errors import TuneError
@@ -126,7 +127,7 @@ class CompressionTuner(keras_tuner().engine.base_tuner.BaseTuner):
             # (atomic) write wins.
             export.tflite(self.model, tfl, "float32", overwrite=True)
             saved = _measure(tfl, self.model, x, y, self.latency_samples)
-            trial_log.write_json(path, saved)
+            write_json(path, saved)
         self.baseline = saved
         return saved
 
@@ -180,7 +181,7 @@ class CompressionTuner(keras_tuner().engine.base_tuner.BaseTuner):
                "plan": [repr(s) for s in stages],
                **{k: v for k, v in values.items() if not k.startswith("tuner/")
                   and k not in ("quantization", "epochs")}}
-        trial_log.write_json(os.path.join(trial_dir, trial_log.RESULT_FILE), row)
+        write_json(os.path.join(trial_dir, trial_log.RESULT_FILE), row)
         if self.log_dir:
             trial_log.log_hparams(self.log_dir, row)
         if verbose:
@@ -286,7 +287,7 @@ class TuneResult:
 def _ship_trial_artifact(trial_dir, path, card):
     """Copy a trial's ``model.tflite`` and its card to ``path``, adding ``card``'s fields."""
     from tfdeploy import export
-    from tfdeploy.export._atomic import atomic_file
+    from tfdeploy._atomic import atomic_file
 
     source = os.path.join(trial_dir, "model.tflite")
     card_file = export.model_card.card_path(source)
@@ -298,7 +299,7 @@ def _ship_trial_artifact(trial_dir, path, card):
     full["tune"] = card["tune"]
     with atomic_file(path) as tmp:
         shutil.copyfile(source, tmp)
-    trial_log.write_json(export.model_card.card_path(path), full)
+    write_json(export.model_card.card_path(path), full)
     return path
 
 
