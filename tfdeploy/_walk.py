@@ -1,15 +1,24 @@
 """Walk a Keras model's layers and graph without importing Keras.
 
 The one layer walker: compression (`tfdeploy.compress.graph`), the compression
-report and the memory estimate (`tfdeploy.verify.memory`, which must not import
-Keras) all use it. A nested model is recognised by its ``layers`` list, which
-plain layers (and single-layer wrappers, which have ``layer``) do not have.
+report, the bridge and the memory estimate (`tfdeploy.verify.memory`, which must
+not import Keras) all use it. A nested model is recognised by its ``layers`` list,
+which plain layers (and single-layer wrappers, which have ``layer``) do not have.
+
+It is also the one place that reads Keras's private graph attributes
+(``_is_graph_network``, ``_nodes_by_depth``), for Keras 2 and Keras 3 alike.
 """
 
 
 def is_model(layer):
     """True for a (possibly nested) Keras model: it has a ``layers`` list."""
     return isinstance(getattr(layer, "layers", None), list)
+
+
+def is_graph_network(model):
+    """True for a functional model (a Sequential one included): its layers and calls form a
+    graph that can be read and rebuilt; False for a subclassed model or a plain layer."""
+    return bool(getattr(model, "_is_graph_network", False))
 
 
 def leaf_layers(model):

@@ -10,6 +10,7 @@ shape and variable name. Nested models are rebuilt recursively.
 
 import numpy as np
 
+from tfdeploy._walk import is_graph_network
 from tfdeploy.bridge._layers import SHARED_LAYERS, translate, weight_name
 from tfdeploy.errors import ModelTypeError, UnsupportedLayerError
 
@@ -35,7 +36,7 @@ class Side:
     def is_graph(self, obj):
         if self.is_sequential(obj):
             return True
-        return type(obj).__name__ == "Functional" or getattr(obj, "_is_graph_network", False)
+        return type(obj).__name__ == "Functional" or is_graph_network(obj)
 
     def node_offset(self, obj):
         """Index of ``obj``'s first call in a config (Keras 2 skips a nested model's own node)."""

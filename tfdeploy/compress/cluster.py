@@ -7,7 +7,7 @@ wrapped model with an ordinary ``fit`` (a low learning rate), then `strip`.
 
 import numpy as np
 
-from tfdeploy.bridge import check_model
+from tfdeploy.model_io import check_model
 from tfdeploy._keras import keras, tfmot
 from tfdeploy._walk import leaf_layers
 from tfdeploy._tfmot import cluster_weights, clustering_supports

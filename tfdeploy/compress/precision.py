@@ -7,7 +7,7 @@ weights, which is what every exporter should receive, so artifacts take and
 return float32.
 """
 
-from tfdeploy.bridge import check_model
+from tfdeploy.model_io import check_model
 from tfdeploy._keras import keras
 from tfdeploy.compress.graph import flatten
 from tfdeploy.compress.history import carry

@@ -1,6 +1,6 @@
 """Magnitude pruning of any Keras (tf_keras) model, behind tfdeploy's own API."""
 
-from tfdeploy.bridge import check_model
+from tfdeploy.model_io import check_model
 from tfdeploy._keras import keras, tfmot
 from tfdeploy._tfmot import is_prune_wrapper, prunable_weight_names
 from tfdeploy.compress.graph import copy_model, flatten

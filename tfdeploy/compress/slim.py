@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 
-from tfdeploy.bridge import check_model
+from tfdeploy.model_io import check_model
 from tfdeploy._keras import keras
 from tfdeploy._walk import leaf_layers
 from tfdeploy.compress.calibrate import recalibrate_batchnorm

@@ -14,9 +14,8 @@ import warnings
 
 import numpy as np
 
-from tfdeploy.bridge import check_model
+from tfdeploy.model_io import check_model
 from tfdeploy._keras import keras, tf
-from tfdeploy import _tfmot
 from tfdeploy.compress.calibrate import uncalibrated_layers
 from tfdeploy.export._tflite import check_input_ranges
 from tfdeploy.compress.wrappers import is_quantization_aware

@@ -9,7 +9,7 @@ names before anything is written; ``allow_flex=True`` converts it anyway.
 import os
 import tempfile
 
-from tfdeploy.bridge import check_model
+from tfdeploy.model_io import check_model
 from tfdeploy._keras import tf
 from tfdeploy.compress.fold import fold_input_preprocessing
 from tfdeploy.compress.wrappers import is_quantization_aware

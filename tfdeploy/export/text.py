@@ -24,7 +24,7 @@ import tempfile
 import numpy as np
 
 from tfdeploy._keras import keras, tf
-from tfdeploy.bridge import check_model
+from tfdeploy.model_io import check_model
 from tfdeploy.errors import ExportError
 from tfdeploy.export import _warmup, model_card as _card
 from tfdeploy._atomic import atomic_directory, atomic_file
