@@ -293,7 +293,7 @@ def test_keras3_file_through_tfdeploy_export_and_verify(trained_model, digits_di
     path = str(tmp_path / "digits_k3.keras")
     bridge.to_keras3(trained_model).save(path)
     assert bridge.is_keras3_file(path)
-    loaded = bridge.load_model(path)
+    loaded = td.model_io.load_model(path)
     assert isinstance(loaded, td.keras.Model)
     base = str(tmp_path / "digits")
     assert main(["export", path, "--format", "saved_model", "-o", base, "--num-warmup", "0"]) == 0

@@ -6,7 +6,8 @@ not import Keras) all use it. A nested model is recognised by its ``layers`` lis
 which plain layers (and single-layer wrappers, which have ``layer``) do not have.
 
 It is also the one place that reads Keras's private graph attributes
-(``_is_graph_network``, ``_nodes_by_depth``), for Keras 2 and Keras 3 alike.
+(``_is_graph_network``, ``_nodes_by_depth``, ``_keras_history``,
+``_self_tracked_trackables``), for Keras 2 and Keras 3 alike.
 """
 
 
@@ -41,3 +42,15 @@ def nodes(model):
         for node in by_depth[depth]:
             if not node.is_input:
                 yield node
+
+
+def producer(tensor, default=None):
+    """The layer (Keras 3: operation) whose call made the symbolic ``tensor``, else ``default``."""
+    history = getattr(tensor, "_keras_history", None)
+    return history[0] if history is not None else default
+
+
+def tracked_layers(model):
+    """The layers a Keras 2 model tracks itself, in order, its ``InputLayer`` included when it
+    has one (``_self_tracked_trackables``); None when it tracks none."""
+    return getattr(model, "_self_tracked_trackables", None)

@@ -29,7 +29,7 @@ import numpy as np
 from tfdeploy import _tfmot
 from tfdeploy._deprecated import moved
 from tfdeploy._keras import is_keras3_model, keras
-from tfdeploy._walk import leaf_layers
+from tfdeploy._walk import leaf_layers, producer
 from tfdeploy.bridge._convert import Converter, Side, node_call
 from tfdeploy.bridge._layers import SHARED_LAYERS, TO_KERAS2, TO_KERAS3
 from tfdeploy.errors import ArtifactError, ModelTypeError, VerificationError
@@ -79,7 +79,7 @@ def _consumers(model):
     if isinstance(model, _keras3().keras.Sequential) or isinstance(model, keras.Sequential):
         first = [e for e in entries if e["class_name"] != "InputLayer"]
         return {0: model.get_layer(first[0]["config"]["name"]) if first else None}
-    names = [getattr(t, "_keras_history", [None])[0] for t in model.inputs]
+    names = [producer(t) for t in model.inputs]
     names = [getattr(n, "name", n) for n in names]
     out = {}
     for entry in entries:

@@ -9,7 +9,7 @@ import json
 import sys
 import time
 
-from tfdeploy.recipes._args import add_run_arguments
+from tfdeploy.commands import add_run_arguments
 
 NAME = "quickstart"
 HELP = ("Train, prune, QAT-fine-tune, export (SavedModel, TFLite float32/int8) and verify on "

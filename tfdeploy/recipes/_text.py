@@ -10,7 +10,7 @@ import numpy as np
 
 from tfdeploy import _json, _table, verify
 from tfdeploy._keras import keras, tf
-from tfdeploy.recipes._args import add_run_arguments
+from tfdeploy.commands import add_run_arguments
 
 
 def add_common_arguments(p, name, data_help, epochs=4):

@@ -13,7 +13,7 @@ import re
 
 import numpy as np
 
-from tfdeploy._walk import is_graph_network, is_model, leaf_layers, nodes
+from tfdeploy._walk import is_graph_network, is_model, leaf_layers, nodes, producer
 from tfdeploy.errors import DataError, MemoryBudgetError  # noqa: F401  (re-exported)
 
 #: Optimizer state: float slots per trainable parameter.
@@ -191,7 +191,7 @@ def _graph_activations(model, sizer):
         last_use[id(t)] = len(order)
     live = {}
     for t in _flat(model.inputs):
-        live[id(t)] = sizer(t, getattr(getattr(t, "_keras_history", None), "layer", model))
+        live[id(t)] = sizer(t, producer(t, model))
     peak, stored = sum(live.values()), 0
     for step, node in enumerate(order):
         outs = {id(t): sizer(t, node.layer) for t in _flat(node.outputs)}
