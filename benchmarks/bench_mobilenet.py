@@ -335,7 +335,7 @@ def _config_variants(digits, alpha, side, args, tmp):
     """Part 2 for one MobileNetV2 width/input size: pretrain, transfer, then the 4 variants."""
     from tfdeploy.recipes import mobilenet_transfer as mt
 
-    from tfdeploy import compress
+    from tfdeploy import model_io
 
     t0 = time.perf_counter()
     task = mt.digits_task(digits, (side, side), args.variant_label_fraction, 0)
@@ -344,7 +344,7 @@ def _config_variants(digits, alpha, side, args, tmp):
     tag = f"{alpha}_{side}_p{args.variant_pretrain_epochs}_e{args.variant_epochs}"
     path, saved = f"{cache}/base_{tag}.h5", f"{cache}/transfer_{tag}.h5"
     if os.path.isfile(saved):  # --cache: the same seed-0 model a previous run trained
-        model = compress.load_model(saved)
+        model = model_io.load_model(saved)
         _log(f"alpha {alpha} @ {side}: transfer model read from {saved}")
     else:
         if not os.path.isfile(path):
@@ -352,7 +352,7 @@ def _config_variants(digits, alpha, side, args, tmp):
                              args.variant_pretrain_epochs, 0)
         model = mt.train_classifier(*task["train"], len(task["class_names"]), path,
                                     "mobilenet_v2", alpha, args.variant_epochs, seed=0)
-        compress.save_model(model, saved)
+        model_io.save_model(model, saved)
         _log(f"alpha {alpha} @ {side}: transfer model trained "
              f"({time.perf_counter() - t0:.0f} s)")
     rows = _variants(model, task["train"], *task["test"], tmp, args.iters,

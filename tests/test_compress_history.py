@@ -96,8 +96,8 @@ def test_history_survives_save_and_load(compressed, tmp_path):
     model, _ = compressed
     for name in ("m.keras", "m.h5", "m_dir"):
         path = str(tmp_path / name)
-        C.save_model(model, path)
-        loaded = C.load_model(path)
+        td.model_io.save_model(model, path)
+        loaded = td.model_io.load_model(path)
         assert C.history(loaded) == C.history(model), name
         np.testing.assert_allclose(loaded.predict(X[:4], verbose=0),
                                    model.predict(X[:4], verbose=0), atol=1e-5)

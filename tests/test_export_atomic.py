@@ -10,7 +10,7 @@ import pytest
 
 import tfdeploy as td
 from tfdeploy.errors import ExportError
-from tfdeploy.export import _atomic
+from tfdeploy import _atomic
 from tfdeploy.runtime import SavedModelRunner
 
 X = np.random.default_rng(0).uniform(0, 255, (4, 8, 8, 1)).astype(np.float32)

@@ -7,7 +7,7 @@ import pytest
 
 import tfdeploy as td
 from tfdeploy.cli import build_parser, main
-from tfdeploy.commands._artifacts import load_keras_model
+from tfdeploy.model_io import load_model
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_quantization_aware_model_file_loads(tmp_path):
     model = td.compress.quantize(td.models.build_cnn((8, 8, 1), num_classes=3, width=0.1))
     path = str(tmp_path / "qat.h5")  # tfmot QAT models reload from .h5, not .keras
     model.save(path)
-    loaded = load_keras_model(path)
+    loaded = load_model(path)
     x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 1)).astype(np.float32)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
                                atol=1e-6)

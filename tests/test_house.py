@@ -1,4 +1,6 @@
-"""House rules read from the source: no import loops, tfmot internals in one module."""
+"""House rules read from the source: no import loops; no package imports another package's
+private module (shared helpers live on the ground floor); third-party internals (tfmot,
+keras-tuner, Keras's private attributes) each in one floor module."""
 
 import ast
 import os
@@ -22,15 +24,19 @@ def _modules():
     return out
 
 
-def _imports(module, path, known):
-    """The tfdeploy modules ``module`` imports anywhere in its body (functions included)."""
+def _import_statements(module, path, known):
+    """``(line, imported module, imported name or None)`` for every import of a tfdeploy
+    module anywhere in ``module``'s body (functions included; relative imports resolved).
+
+    ``from pkg import submodule`` gives the submodule; ``from mod import name`` gives
+    ``mod`` and the name.
+    """
     package = module if path.endswith("__init__.py") else module.rpartition(".")[0]
-    found = set()
     for node in ast.walk(ast.parse(open(path).read(), path)):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name in known:
-                    found.add(alias.name)
+                    yield node.lineno, alias.name, None
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
@@ -39,9 +45,14 @@ def _imports(module, path, known):
             for alias in node.names:
                 sub = f"{base}.{alias.name}"
                 if sub in known:
-                    found.add(sub)  # ``from pkg import submodule``
+                    yield node.lineno, sub, None  # ``from pkg import submodule``
                 elif base in known:
-                    found.add(base)  # a name defined in (or re-exported by) ``base``
+                    yield node.lineno, base, alias.name  # a name defined in ``base``
+
+
+def _imports(module, path, known):
+    """The tfdeploy modules ``module`` imports anywhere in its body (functions included)."""
+    found = {target for _, target, _ in _import_statements(module, path, known)}
     found.discard(module)
     return found
 
@@ -94,32 +105,136 @@ def test_detector_sees_a_loop_hidden_in_a_function(tmp_path):
     assert _cycles({"x": {"y"}, "y": {"z"}, "z": {"x"}, "w": set()}) == [["x", "y", "z"]]
 
 
+def _parts(module):
+    """``tfdeploy.export._atomic`` -> ``["export", "_atomic"]``."""
+    return module.split(".")[1:]
+
+
+def _is_floor(module):
+    """The ground floor: top-level private modules (``tfdeploy/_keras.py``, ...)."""
+    parts = _parts(module)
+    return len(parts) == 1 and parts[0].startswith("_")
+
+
+def _private_imports(module, path, known):
+    """Imports by ``module`` of another package's private module or private name."""
+    home = (_parts(module) or [""])[0]
+    out = []
+    for line, target, name in _import_statements(module, path, known):
+        parts = _parts(target)
+        if not parts or _is_floor(target) or parts[0] == home:
+            continue
+        private = [p for p in parts if p.startswith("_")]
+        if name is not None and name.startswith("_") and not name.startswith("__"):
+            private.append(name)
+        if private:
+            out.append(f"{module}:{line}: {target}" + (f" import {name}" if name else ""))
+    return out
+
+
+def test_no_package_imports_another_packages_private_module():
+    modules = _modules()
+    offenders = [o for m, p in modules.items() for o in _private_imports(m, p, modules)]
+    assert offenders == [], (
+        "A package imports another package's private module or name; move the helper to "
+        "the ground floor (tfdeploy/_*.py) or make it public in its package.")
+
+
+def test_private_import_rule_sees_function_level_and_relative_imports(tmp_path):
+    known = {"tfdeploy.tune", "tfdeploy.tune.search", "tfdeploy.export",
+             "tfdeploy.export._atomic", "tfdeploy.runtime", "tfdeploy.runtime.saved_model",
+             "tfdeploy._atomic", "tfdeploy.tune._grid", "tfdeploy.tune.log"}
+    planted = tmp_path / "search.py"
+    planted.write_text(
+        "from tfdeploy._atomic import atomic_file\n"          # the floor: allowed
+        "from . import _grid\n"                               # its own package: allowed
+        "from ..export._atomic import atomic_file\n"          # relative, another package's
+        "def f():\n"
+        "    from tfdeploy.runtime.saved_model import _resolve\n"  # a private name, in a function
+        "    import tfdeploy.export._atomic\n")
+    assert _private_imports("tfdeploy.tune.search", str(planted), known) == [
+        "tfdeploy.tune.search:3: tfdeploy.export._atomic import atomic_file",
+        "tfdeploy.tune.search:5: tfdeploy.runtime.saved_model import _resolve",
+        "tfdeploy.tune.search:6: tfdeploy.export._atomic"]
+
+
+#: the public modules of the ground floor beside the private ``tfdeploy/_*.py`` ones
+_FLOOR_PUBLIC = {"tfdeploy.errors", "tfdeploy.model_io"}
+#: floor -> package edges allowed: model I/O converts Keras 3 files with the bridge
+_FLOOR_REACHES_UP = {("tfdeploy.model_io", "tfdeploy.bridge")}
+
+
+def test_the_ground_floor_imports_only_the_ground_floor():
+    modules = _modules()
+    floor = {m for m in modules if _is_floor(m)} | _FLOOR_PUBLIC
+    offenders = sorted(f"{m} imports {t}" for m in floor
+                       for t in _imports(m, modules[m], modules)
+                       if t not in floor and (m, t) not in _FLOOR_REACHES_UP)
+    assert offenders == []
+
+
+def _only_in(pattern, home):
+    """Lines of any tfdeploy module but ``home`` that match ``pattern``."""
+    offenders = []
+    for module, path in _modules().items():
+        if module == home:
+            continue
+        for n, line in enumerate(open(path), 1):
+            if pattern.search(line):
+                offenders.append(f"{module}:{n}: {line.strip()}")
+    return offenders
+
+
 _PRIVATE_TFMOT = re.compile(r"tensorflow_model_optimization\.python|\bpruning_vars\b|"
                             r"\bpulling_indices\b|\bclustering_algorithms\b|"
                             r"\boriginal_clusterable_weights\b|\bQuantizeAwareActivation\b|"
                             r"\b_weight_names\b")
 
 
-def test_tfmot_internals_only_in_compress_tfmot():
-    offenders = []
-    for module, path in _modules().items():
-        if module == "tfdeploy.compress._tfmot":
-            continue
-        for n, line in enumerate(open(path), 1):
-            if _PRIVATE_TFMOT.search(line):
-                offenders.append(f"{module}:{n}: {line.strip()}")
-    assert offenders == []
+def test_tfmot_internals_only_in_tfmot():
+    assert _only_in(_PRIVATE_TFMOT, "tfdeploy._tfmot") == []
+
+
+_KERAS_TUNER_INTERNALS = re.compile(r"keras_tuner\.src|\boracle_chief\b|\bOracleServicer\b|"
+                                    r"\bexit_chief\b|\bget_service_grpc\b|\b_duplicate\b|"
+                                    r"\bstop_triggered\b|\b_tried_so_far\b")
+
+
+def test_keras_tuner_internals_only_in_kerastuner():
+    assert _only_in(_KERAS_TUNER_INTERNALS, "tfdeploy._kerastuner") == []
+
+
+def test_keras_private_graph_attributes_only_in_walk():
+    assert _only_in(re.compile(r"\b_is_graph_network\b|\b_nodes_by_depth\b|\b_keras_history\b|"
+                               r"\b_self_tracked_trackables\b"), "tfdeploy._walk") == []
+
+
+def test_keras_tuner_version_is_one_the_internals_were_checked_against():
+    from tfdeploy import _kerastuner
+
+    # The versions whose oracle_chief, protos and Oracle._duplicate were read: 1.4.7, 1.4.8.
+    assert _kerastuner.CHECKED_VERSIONS == ((1, 4, 7), (1, 4, 9))
+    low, high = _kerastuner.CHECKED_VERSIONS
+    assert low <= _kerastuner.version() < high, (
+        f"keras-tuner {_kerastuner.version()} is outside {_kerastuner.CHECKED_VERSIONS}: "
+        "re-check every function of tfdeploy/_kerastuner.py against it, then widen the range.")
+    assert _kerastuner.check_version()  # the same check the search runs
+    internals = _kerastuner.internals()  # each one still exists where the fence reaches it
+    assert sorted(internals) == ["Oracle._duplicate", "oracle_chief.OracleServicer",
+                                 "oracle_chief.exit_chief",
+                                 "protos.add_OracleServicer_to_server"]
+    assert all(callable(v) for v in internals.values())
 
 
 def test_tfmot_version_is_one_the_internals_were_checked_against():
-    from tfdeploy.compress import _tfmot
+    from tfdeploy import _tfmot
     from tfdeploy._keras import tfmot
 
     installed = tuple(int(p) for p in tfmot().__version__.split(".")[:3])
     low, high = _tfmot.CHECKED_VERSIONS
     assert low <= installed < high, (
         f"tfmot {tfmot().__version__} is outside {_tfmot.CHECKED_VERSIONS}: re-check every "
-        "function of tfdeploy/compress/_tfmot.py against it, then widen the range.")
+        "function of tfdeploy/_tfmot.py against it, then widen the range.")
     _tfmot.check_version()  # the same check the wrappers run
 
 

@@ -1,7 +1,7 @@
 """QAT keeps a frozen base frozen, and FineTune unfreezes it inside the same fit.
 
 tfmot's QuantizeWrapper lists the kernels it quantizes as trainable whatever the
-layer's ``trainable`` says; `tfdeploy.compress._tfmot.honour_trainable` fixes that.
+layer's ``trainable`` says; `tfdeploy._tfmot.honour_trainable` fixes that.
 """
 
 import numpy as np
@@ -71,7 +71,7 @@ def test_fine_tune_unfreezes_quantized_layers_in_the_same_fit(qat, tmp_path):
     # the partly frozen QAT model saves and loads with every weight in its place
     path = str(tmp_path / "qat.h5")
     qat.save(path)
-    loaded = td.bridge.load_model(path)
+    loaded = td.model_io.load_model(path)
     for layer in qat.layers:  # variable names differ after loading; compare layer by layer
         got = loaded.get_layer(layer.name).get_weights()
         assert len(got) == len(layer.get_weights()), layer.name

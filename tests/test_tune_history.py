@@ -19,8 +19,8 @@ def test_saved_then_loaded_pruned_clustered_model_card_lists_both_steps(
     model = C.strip(clustered)
     for name in ("model.keras", "model.h5"):
         path = str(tmp_path / name)
-        C.save_model(model, path)
-        loaded = C.load_model(path)
+        td.model_io.save_model(model, path)
+        loaded = td.model_io.load_model(path)
         if name == "model.keras":  # the card an export writes beside the artifact
             tfl = td.export.tflite(loaded, str(tmp_path / f"{name}.tflite"), model_card={})
             card = json.load(open(td.export.model_card.card_path(tfl)))

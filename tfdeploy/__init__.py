@@ -13,7 +13,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = ("data", "models", "compress", "export", "runtime", "verify", "serving",
-               "pipeline", "bridge")
+               "pipeline", "bridge", "model_io")
 _FROM_KERAS = ("keras", "tf")
 
 

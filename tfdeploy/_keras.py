@@ -8,7 +8,7 @@ module imports ``keras`` from here: tfdeploy uses ``tf_keras`` directly, never
 ``tf.keras``. A process whose ``tf.keras`` already resolved to Keras 3 works
 too: tfmot picks ``tf_keras`` itself when ``tf.keras`` is Keras 3
 (``tensorflow_model_optimization/python/core/keras/compat.py``), and Keras 3
-models reach tfdeploy through `tfdeploy.bridge.check_model`. tfmot and
+models reach tfdeploy through `tfdeploy.model_io.check_model`. tfmot and
 keras-tuner are imported lazily (serving must not pull in training code).
 """
 

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from tfdeploy import compress, data, export, models, runtime, verify, viz
+from tfdeploy import compress, data, export, model_io, models, runtime, verify, viz
 from tfdeploy._keras import keras, tf
 from tfdeploy._table import render
 from tfdeploy.errors import DataError
@@ -119,8 +119,8 @@ def quickstart(data_dir=None, output_dir="saved_models", log_dir="logs/quickstar
                              representative_data=train, class_names=names, overwrite=True)
     keras_base = os.path.join(output_dir, f"{name}_baseline.keras")
     keras_pruned = os.path.join(output_dir, f"{name}_pruned.keras")
-    compress.save_model(base, keras_base)      # with its technique history
-    compress.save_model(pruned, keras_pruned)
+    model_io.save_model(base, keras_base)      # with its technique history
+    model_io.save_model(pruned, keras_pruned)
     timings["export_s"] = time.perf_counter() - start
 
     # 5. verify every artifact in its own runtime

@@ -7,8 +7,9 @@ in tf_keras, copies its weights (checked by count, shape and name) and, by
 default, proves the two compute the same outputs on random inputs and on inputs
 in the model's real range (`realistic_inputs`: pixels when it rescales, the
 Normalization statistics, valid and padded token ids). `to_keras3`
-is the way back for plain (stripped) models. `check_model`, which every
-tfdeploy wrapper and exporter calls, bridges a Keras 3 model automatically.
+is the way back for plain (stripped) models. `tfdeploy.model_io.check_model`, which
+every tfdeploy wrapper and exporter calls, bridges a Keras 3 model automatically, and
+`tfdeploy.model_io.load_model` a Keras 3 ``.keras`` file.
 
 A ``.keras`` file from Keras 3 is read with Keras 3 itself
 (``keras.saving.load_model``): its weight file is keyed by Keras 3's own
@@ -20,18 +21,18 @@ training Keras.
 
 import importlib
 import json
-import logging
 import os
 import zipfile
 
 import numpy as np
 
-from tfdeploy._keras import is_keras3_model, keras, tfmot
+from tfdeploy import _tfmot
+from tfdeploy._deprecated import moved
+from tfdeploy._keras import is_keras3_model, keras
+from tfdeploy._walk import leaf_layers, producer
 from tfdeploy.bridge._convert import Converter, Side, node_call
 from tfdeploy.bridge._layers import SHARED_LAYERS, TO_KERAS2, TO_KERAS3
 from tfdeploy.errors import ArtifactError, ModelTypeError, VerificationError
-
-log = logging.getLogger("tfdeploy.bridge")
 
 KERAS2 = Side(keras, "tf_keras.src.layers", lists_single_outputs=True)
 ATOL = 1e-5
@@ -51,19 +52,10 @@ def is_keras3_file(path):
     return str(meta.get("keras_version", "")).startswith("3.")
 
 
-def _leaf_layers(model):
-    for layer in model.layers:
-        if hasattr(layer, "layers") and getattr(layer, "layers", None) is not None \
-                and layer is not model and isinstance(layer.layers, list):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
-
-
 def random_inputs(model, batch=2, seed=0):
     """Seeded random inputs for ``model`` (integers stay below the smallest Embedding size)."""
     rng = np.random.default_rng(seed)
-    vocab = min([int(layer.input_dim) for layer in _leaf_layers(model)
+    vocab = min([int(layer.input_dim) for layer in leaf_layers(model)
                  if type(layer).__name__ == "Embedding"] or [10])
     inputs = []
     for tensor in model.inputs:
@@ -87,7 +79,7 @@ def _consumers(model):
     if isinstance(model, _keras3().keras.Sequential) or isinstance(model, keras.Sequential):
         first = [e for e in entries if e["class_name"] != "InputLayer"]
         return {0: model.get_layer(first[0]["config"]["name"]) if first else None}
-    names = [getattr(t, "_keras_history", [None])[0] for t in model.inputs]
+    names = [producer(t) for t in model.inputs]
     names = [getattr(n, "name", n) for n in names]
     out = {}
     for entry in entries:
@@ -287,8 +279,7 @@ def to_keras3(model, verify=True, atol=ATOL):
         raise ModelTypeError(
             f"to_keras3 expects a Keras 2 (tf_keras) model, received "
             f"{type(model).__module__}.{type(model).__name__}.")
-    wrapped = [layer.name for layer in _leaf_layers(model)
-               if (type(layer).__module__ or "").startswith("tensorflow_model_optimization")]
+    wrapped = [layer.name for layer in leaf_layers(model) if _tfmot.is_training_wrapper(layer)]
     if wrapped:
         raise ModelTypeError(
             f"Model {model.name!r} still holds training wrappers ({', '.join(wrapped[:3])}"
@@ -298,84 +289,8 @@ def to_keras3(model, verify=True, atol=ATOL):
     return _rebuild(model, KERAS2, _keras3(), TO_KERAS3, verify, atol)
 
 
-def load_model(path):
-    """Load a Keras model file as a Keras 2 model; a Keras 3 ``.keras`` file is bridged.
-
-    Args:
-        path: a ``.keras`` file (Keras 2 or 3), an ``.h5`` file or a Keras 2
-            SavedModel directory. Quantization-aware Keras 2 models load too.
-
-    Returns:
-        A tf_keras ``Model``.
-
-    Raises:
-        ArtifactError: the path is missing or unreadable.
-        UnsupportedLayerError: a Keras 3 file with a layer the bridge cannot translate.
-    """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ArtifactError(f"Keras model {path!r} does not exist.")
-    if is_keras3_file(path):
-        model = to_keras2(path)
-        log.warning("Loaded the Keras 3 file %s and bridged it to Keras 2 (tf_keras): outputs "
-                    "equal within %g on random inputs.", path, ATOL)
-        return model
-    try:
-        with tfmot().quantization.keras.quantize_scope():
-            return keras.models.load_model(path, compile=False)
-    except Exception as exc:  # Keras raises many types for unreadable files
-        raise ArtifactError(
-            f"Could not load a Keras model from {path!r} ({exc}). Pass a model saved with "
-            "model.save(...) (.keras, .h5 or a Keras SavedModel directory; "
-            "quantization-aware models reload only from .h5).") from exc
-
-
-def check_model(model, what="model", graph=False):
-    """The Keras 2 model tfdeploy works on: bridges Keras 3 models, rejects the rest clearly.
-
-    Every tfdeploy wrapper and exporter starts with ``model = check_model(model)``.
-    A Keras 3 model (or a path to a saved model) becomes a tf_keras model, with
-    one log line saying so.
-
-    Args:
-        model: a Keras 2 or Keras 3 model, or the path of a saved model.
-        what: how to name the argument in messages. Defaults to "model".
-        graph: also require a Sequential or functional model (the wrappers
-            rebuild the graph; subclassed models hide it). Defaults to False.
-
-    Returns:
-        A built tf_keras ``Model``: ``model`` itself, or its bridged copy.
-
-    Raises:
-        ModelTypeError: not a Keras model, unbuilt, subclassed where ``graph``
-            is set, or a Keras 3 model with a layer that cannot be bridged
-            (`UnsupportedLayerError`).
-    """
-    if isinstance(model, (str, os.PathLike)) and os.path.exists(model):
-        model = load_model(model)
-    if is_keras3_model(model):
-        bridged = to_keras2(model)
-        log.warning("Bridged Keras 3 model %r to Keras 2 (tf_keras) for tfdeploy: %d layers, "
-                    "outputs equal within %g on random inputs.", model.name,
-                    len(list(_leaf_layers(bridged))), ATOL)
-        model = bridged
-    if not isinstance(model, keras.Model):
-        raise ModelTypeError(
-            f"Expected `{what}` to be a Keras model (tf_keras `keras.Model`, a Keras 3 model, "
-            f"or the path of a saved model), received {type(model).__name__!r}.")
-    if not model.built:
-        raise ModelTypeError(
-            f"`{what}` has not been built yet; give its first layer an input shape "
-            "(e.g. `keras.Input((32, 32, 1))`) or call `model.build(input_shape)` first.")
-    if graph and not getattr(model, "_is_graph_network", False) \
-            and not isinstance(model, keras.Sequential):
-        raise ModelTypeError(
-            f"`{what}` {model.name!r} ({type(model).__name__}) is a subclassed model: its "
-            "layers are wired in Python code, so tfdeploy's wrappers cannot rebuild it. Build "
-            "the same layers with the functional API (`keras.Model(inputs, outputs)`) or as a "
-            "`keras.Sequential`, and copy the weights with `set_weights`.")
-    return model
-
-
-__all__ = ["to_keras2", "to_keras3", "check_model", "load_model", "is_keras3_file",
+__all__ = ["to_keras2", "to_keras3", "is_keras3_file", "load_keras3",
            "max_abs_diff", "random_inputs", "realistic_inputs", "SHARED_LAYERS", "ATOL"]
+
+__getattr__ = moved(__name__, {"load_model": "tfdeploy.model_io",
+                               "check_model": "tfdeploy.model_io"})

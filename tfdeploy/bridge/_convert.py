@@ -10,6 +10,7 @@ shape and variable name. Nested models are rebuilt recursively.
 
 import numpy as np
 
+from tfdeploy._walk import is_graph_network, tracked_layers
 from tfdeploy.bridge._layers import SHARED_LAYERS, translate, weight_name
 from tfdeploy.errors import ModelTypeError, UnsupportedLayerError
 
@@ -35,13 +36,13 @@ class Side:
     def is_graph(self, obj):
         if self.is_sequential(obj):
             return True
-        return type(obj).__name__ == "Functional" or getattr(obj, "_is_graph_network", False)
+        return type(obj).__name__ == "Functional" or is_graph_network(obj)
 
     def node_offset(self, obj):
         """Index of ``obj``'s first call in a config (Keras 2 skips a nested model's own node)."""
         if not self.lists_single_outputs or not self.is_model(obj) or not self.is_graph(obj):
             return 0
-        tracked = getattr(obj, "_self_tracked_trackables", None)
+        tracked = tracked_layers(obj)
         return int(not tracked or type(tracked[0]).__name__ == "InputLayer")
 
     def is_builtin(self, obj):

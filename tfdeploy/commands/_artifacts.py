@@ -1,15 +1,6 @@
 """Helpers shared by the export/verify/bench commands (not a command: leading underscore)."""
 
-import json
 import os
-
-
-def load_keras_model(path):
-    """Load a Keras model file/directory as Keras 2: Keras 3 ``.keras`` files are bridged;
-    the technique history saved with `tfdeploy.compress.save_model` comes back too."""
-    from tfdeploy.compress.history import load_model
-
-    return load_model(path)
 
 
 def image_split(directory, split):
@@ -33,9 +24,3 @@ def input_shape_of(runner_or_model):
         return tuple(int(d) for d in runner_or_model.inputs[0].shape[1:])
     _, shape, _ = runner_or_model.inputs[0]
     return tuple(int(d) for d in shape[1:])
-
-
-def write_json(path, payload):
-    with open(path, "w") as f:
-        json.dump(payload, f, indent=2, default=str)
-        f.write("\n")

@@ -24,8 +24,9 @@ def run(args):
 
     import numpy as np
 
-    from tfdeploy.commands._artifacts import (dataset_for, input_shape_of, load_keras_model,
-                                              write_json)
+    from tfdeploy._json import write_json
+    from tfdeploy.commands._artifacts import dataset_for, input_shape_of
+    from tfdeploy.model_io import load_model
 
     if args.threads:
         import tensorflow as tf
@@ -38,7 +39,7 @@ def run(args):
     from tfdeploy.runtime import load
     from tfdeploy.verify import bench, format_table
 
-    model = load_keras_model(args.model) if args.model else None
+    model = load_model(args.model) if args.model else None
     shape = input_shape_of(model if model is not None else load(args.artifacts[0]))
     if args.data:
         from tfdeploy.data import to_numpy

@@ -36,10 +36,11 @@ def add_arguments(parser):
 
 def run(args):
     import tfdeploy.export as export
-    from tfdeploy.commands._artifacts import dataset_for, input_shape_of, load_keras_model
+    from tfdeploy.commands._artifacts import dataset_for, input_shape_of
+    from tfdeploy.model_io import load_model
     from tfdeploy.errors import ExportError
 
-    model = load_keras_model(args.model)
+    model = load_model(args.model)
     data = None
     class_names = args.class_names.split(",") if args.class_names else None
     if args.data:

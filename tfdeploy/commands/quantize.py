@@ -55,8 +55,9 @@ def _split(data, fraction):
 
 def run(args):
     from tfdeploy._table import render
-    from tfdeploy.commands._artifacts import (dataset_for, input_shape_of, load_keras_model,
-                                              write_json)
+    from tfdeploy._json import write_json
+    from tfdeploy.commands._artifacts import dataset_for, input_shape_of
+    from tfdeploy.model_io import load_model
     from tfdeploy.errors import ExportError
     import tfdeploy.export as export
     from tfdeploy.verify import precision_counts, precision_map
@@ -66,7 +67,7 @@ def run(args):
                           "--budget POINTS --output FILE (automatic mixed precision).")
     if args.budget is not None and not args.output:
         raise ExportError("--budget needs --output FILE.tflite for the mixed-precision file.")
-    model = load_keras_model(args.model)
+    model = load_model(args.model)
     data = dataset_for(args.data, input_shape_of(model), split="train")
     (x, _), validation = _split(data, args.validation_fraction)
     payload = {"validation_samples": len(validation[1])}

@@ -26,7 +26,8 @@ def _evaluate(args):
     import os
 
     from tfdeploy import runtime, verify, viz
-    from tfdeploy.commands._artifacts import dataset_for, input_shape_of, load_keras_model
+    from tfdeploy.commands._artifacts import dataset_for, input_shape_of
+    from tfdeploy.model_io import load_model
     from tfdeploy.data import to_numpy
     from tfdeploy.errors import DataError
     from tfdeploy.verify.report import artifact_precision
@@ -51,7 +52,7 @@ def _evaluate(args):
                      "file_bytes": verify.path_bytes(path), "gzip_bytes": verify.gzip_bytes(path),
                      "accuracy": verify.accuracy(runner, x, y),
                      "ms_per_sample": verify.latency_ms(runner, x)})
-    models = {os.path.basename(p): load_keras_model(p) for p in args.model} or None
+    models = {os.path.basename(p): load_model(p) for p in args.model} or None
     out = viz.visualize(rows, x, y, data.class_names,
                         {name: r for name, (r, _, _) in runners.items()}, log_dir=args.logs,
                         report_dir=args.run_dir, models=models,

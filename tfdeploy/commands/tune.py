@@ -124,9 +124,8 @@ def splits(data, image_size, color_mode, validation_split, seed):
 
 
 def run(args):
-    import os
-
-    from tfdeploy.commands._artifacts import input_shape_of, load_keras_model
+    from tfdeploy.commands._artifacts import input_shape_of
+    from tfdeploy.model_io import load_model
     from tfdeploy.errors import TuneError
 
     role = _set_role(args)
@@ -134,7 +133,7 @@ def run(args):
     points = _json_arg(args.initial_points, "--initial-points", TuneError)
     import tfdeploy.tune as tune
 
-    model = load_keras_model(args.model)
+    model = load_model(args.model)
     height, width, channels = input_shape_of(model)
     mode = "grayscale" if channels == 1 else "rgb"
     train, val, test, how = splits(args.data, (height, width), mode, args.validation_split,
@@ -164,8 +163,7 @@ def run(args):
                      else "") + ")")
             payload["exported"] = {k: exported[k] for k in ("tflite", "keras")}
     if args.json:
-        from tfdeploy.commands._artifacts import write_json
+        from tfdeploy._json import write_json
 
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         write_json(args.json, payload)
     return 0 if role is not None or result.best is not None else 1

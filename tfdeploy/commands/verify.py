@@ -24,12 +24,13 @@ def add_arguments(parser):
 def run(args):
     import sys
 
-    from tfdeploy.commands._artifacts import (dataset_for, input_shape_of, load_keras_model,
-                                              write_json)
+    from tfdeploy._json import write_json
+    from tfdeploy.commands._artifacts import dataset_for, input_shape_of
+    from tfdeploy.model_io import load_model
     from tfdeploy.data import to_numpy
     from tfdeploy.verify import format_classification_report, format_results, verify_all
 
-    model = load_keras_model(args.model)
+    model = load_model(args.model)
     data = dataset_for(args.data, input_shape_of(model), split="test")
     x, y = to_numpy(data)
     tolerance = {k: v for k, v in (("atol", args.atol), ("min_agreement", args.min_agreement),

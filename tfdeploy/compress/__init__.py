@@ -13,9 +13,11 @@ the exported file in LiteRT: it lives in `tfdeploy.export`, which builds files, 
 reachable here on first use), `apply_plan` (ordered stages, one history)
 `report` (what happened to each layer, and why layers were left out), and the
 technique `history` every wrapper records (`measured_history` adds what each
-technique left in the weights; `save_model`/`load_model` keep it on disk).
+technique left in the weights; `tfdeploy.model_io.save_model`/`load_model` keep it
+on disk).
 """
 
+from tfdeploy._deprecated import moved
 from tfdeploy.compress.calibrate import calibrate_ranges, recalibrate_batchnorm
 from tfdeploy.compress.callbacks import (PruningStep, ReplicaRangeSync, SparsityMonitor,
                                          callbacks)
@@ -24,7 +26,7 @@ from tfdeploy.compress import distribute
 from tfdeploy.compress.distill import Distiller, distill
 from tfdeploy.compress.fold import fold_input_preprocessing
 from tfdeploy.compress.graph import flatten, is_nested
-from tfdeploy.compress.history import history, load_model, save_model
+from tfdeploy.compress.history import history
 from tfdeploy.compress.lowrank import low_rank
 from tfdeploy.compress.nm import n_m_fraction, n_m_pattern, prune_n_m
 from tfdeploy.compress.optim import WarmupCosine, fine_tune_rate, optimizer
@@ -52,7 +54,10 @@ __all__ = ["prune", "quantize", "calibrate_ranges", "recalibrate_batchnorm", "st
            "low_rank", "optimizer", "fine_tune_rate", "WarmupCosine", "with_policy",
            "to_float32", "compute_dtypes", "apply_plan", "check_plan", "Stage", "PlanResult",
            "measure", "report", "Report", "flatten", "is_nested", "history", "measured_history",
-           "save_model", "load_model", "distribute", "sensitivity"]
+           "distribute", "sensitivity"]
+
+_moved = moved(__name__, {"load_model": "tfdeploy.model_io", "save_model": "tfdeploy.model_io"},
+               stacklevel=3)
 
 
 def __getattr__(name):
@@ -62,4 +67,4 @@ def __getattr__(name):
         from tfdeploy.export import sensitivity
 
         return sensitivity
-    raise AttributeError(f"module 'tfdeploy.compress' has no attribute {name!r}")
+    return _moved(name)  # old paths of names that moved (DeprecationWarning), else AttributeError

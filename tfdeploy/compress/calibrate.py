@@ -19,7 +19,7 @@ import numpy as np
 from tfdeploy._keras import keras, tf
 from tfdeploy._walk import nodes
 from tfdeploy.compress.graph import rebuild
-from tfdeploy.compress._tfmot import activation_range_variables, input_range_variables
+from tfdeploy._tfmot import activation_range_variables, input_range_variables
 from tfdeploy.errors import CompressionError
 
 

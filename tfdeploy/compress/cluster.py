@@ -7,10 +7,10 @@ wrapped model with an ordinary ``fit`` (a low learning rate), then `strip`.
 
 import numpy as np
 
-from tfdeploy.bridge import check_model
+from tfdeploy.model_io import check_model
 from tfdeploy._keras import keras, tfmot
 from tfdeploy._walk import leaf_layers
-from tfdeploy.compress._tfmot import cluster_weights, clustering_supports
+from tfdeploy._tfmot import cluster_weights, clustering_supports
 from tfdeploy.compress.graph import flatten
 from tfdeploy.compress.history import record
 from tfdeploy.compress.selection import resolve

@@ -1,7 +1,7 @@
 """Knowledge distillation: train a small student to match a large teacher's softened outputs."""
 
-from tfdeploy.bridge import check_model
-from tfdeploy.compress import _tfmot
+from tfdeploy.model_io import check_model
+from tfdeploy import _tfmot
 from tfdeploy._keras import keras, tf
 from tfdeploy.compress.graph import copy_model
 from tfdeploy.compress.history import history, record

@@ -27,7 +27,7 @@ import json
 import numpy as np
 
 from tfdeploy._keras import tf
-from tfdeploy.compress._tfmot import input_range_variables
+from tfdeploy._tfmot import input_range_variables
 from tfdeploy.compress.sparsity import is_model_weight
 from tfdeploy.errors import DistributionError
 

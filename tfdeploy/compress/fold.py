@@ -19,7 +19,7 @@ that pattern at the model's input and rewrites it; anything else is left as it i
 import numpy as np
 
 from tfdeploy._keras import keras
-from tfdeploy._walk import nodes
+from tfdeploy._walk import is_graph_network, nodes
 from tfdeploy.compress.graph import flatten, rebuild
 from tfdeploy.compress.history import carry, record
 
@@ -97,7 +97,7 @@ def _compressed(kernel):
 
 def _may_fold(model):
     """Cheap look at the outer graph: the input goes to a scalar ``Rescaling`` first."""
-    if not getattr(model, "_is_graph_network", False) or len(model.inputs) != 1:
+    if not is_graph_network(model) or len(model.inputs) != 1:
         return False
     first = _consumers(model).get(id(model.inputs[0]), [])
     return len(first) == 1 and type(first[0].layer) is L.Rescaling

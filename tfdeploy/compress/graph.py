@@ -9,9 +9,9 @@ is the same replay with a hook that lets slimming and low-rank factorisation
 put new layers in place of old ones.
 """
 
-from tfdeploy.bridge import check_model
+from tfdeploy.model_io import check_model
 from tfdeploy._keras import keras, tf
-from tfdeploy._walk import leaf_layers, nodes
+from tfdeploy._walk import is_graph_network, leaf_layers, nodes
 from tfdeploy.compress.history import carry
 from tfdeploy.errors import ModelTypeError
 
@@ -28,7 +28,7 @@ _INFERENCE_ONLY = (keras.layers.BatchNormalization, keras.layers.Dropout,
 
 
 def _graph(model):
-    if not getattr(model, "_is_graph_network", False):
+    if not is_graph_network(model):
         raise ModelTypeError(
             f"Model {model.name!r} ({type(model).__name__}) is subclassed; tfdeploy can only "
             "rewrite Sequential or functional models. Rebuild it with the functional API.")

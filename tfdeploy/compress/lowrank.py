@@ -8,7 +8,7 @@ smaller). The result is an ordinary Keras model you can fine-tune.
 
 import numpy as np
 
-from tfdeploy.bridge import check_model
+from tfdeploy.model_io import check_model
 from tfdeploy._keras import keras
 from tfdeploy.compress.graph import flatten, rebuild
 from tfdeploy.compress.history import record

@@ -9,7 +9,7 @@ accuracy with the pattern fixed.
 
 import numpy as np
 
-from tfdeploy.bridge import check_model
+from tfdeploy.model_io import check_model
 from tfdeploy._keras import keras, tfmot
 from tfdeploy._walk import leaf_layers
 from tfdeploy.compress.graph import flatten

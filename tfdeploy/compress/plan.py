@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from tfdeploy.bridge import check_model
+from tfdeploy.model_io import check_model
 from tfdeploy._keras import keras, tf
 from tfdeploy._table import render
 from tfdeploy.compress.callbacks import callbacks as compression_callbacks

@@ -7,8 +7,9 @@ weights, which is what every exporter should receive, so artifacts take and
 return float32.
 """
 
-from tfdeploy.bridge import check_model
+from tfdeploy.model_io import check_model
 from tfdeploy._keras import keras
+from tfdeploy._walk import producer
 from tfdeploy.compress.graph import flatten
 from tfdeploy.compress.history import carry
 from tfdeploy.errors import CompressionError
@@ -18,7 +19,7 @@ POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 
 def _clone(model, policy):
     work = flatten(model)
-    outputs = {t._keras_history.layer.name for t in work.outputs}
+    outputs = {producer(t).name for t in work.outputs}
 
     def clone_fn(layer):
         config = layer.get_config()

@@ -1,8 +1,8 @@
 """Magnitude pruning of any Keras (tf_keras) model, behind tfdeploy's own API."""
 
-from tfdeploy.bridge import check_model
+from tfdeploy.model_io import check_model
 from tfdeploy._keras import keras, tfmot
-from tfdeploy.compress._tfmot import is_prune_wrapper, prunable_weight_names
+from tfdeploy._tfmot import is_prune_wrapper, prunable_weight_names
 from tfdeploy.compress.graph import copy_model, flatten
 from tfdeploy.compress.history import record
 from tfdeploy.compress.schedules import get_schedule, steps_of, whole_number

@@ -2,10 +2,10 @@
 
 import warnings
 
-from tfdeploy.bridge import check_model
+from tfdeploy.model_io import check_model
 from tfdeploy._keras import keras, tfmot
-from tfdeploy._walk import nodes
-from tfdeploy.compress._tfmot import (cluster_preserve_scheme, default_8bit_registry,
+from tfdeploy._walk import is_graph_network, nodes
+from tfdeploy._tfmot import (cluster_preserve_scheme, default_8bit_registry,
                                       honour_trainable, prune_preserve_scheme, set_weight_ranges)
 from tfdeploy.compress.calibrate import calibrate_ranges
 from tfdeploy.compress.fold import fold_input_preprocessing
@@ -30,7 +30,7 @@ def _is_builtin(layer):
 def quantizable_layers(model):
     """Return ``(supported, unsupported)`` layer names for tfmot's default 8-bit QAT."""
     registry = default_8bit_registry()
-    foldable = _foldable_norms(model) if getattr(model, "_is_graph_network", False) else {}
+    foldable = _foldable_norms(model) if is_graph_network(model) else {}
     supported, unsupported = [], []
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):

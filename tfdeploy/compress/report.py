@@ -13,7 +13,7 @@ import numpy as np
 from tfdeploy._keras import keras
 from tfdeploy._table import render
 from tfdeploy._walk import leaf_layers
-from tfdeploy.compress import _tfmot
+from tfdeploy import _tfmot
 from tfdeploy.compress.history import carry, history, notes, record  # noqa: F401 (re-export)
 from tfdeploy.compress.nm import n_m_fraction
 from tfdeploy.compress.slim import channel_widths

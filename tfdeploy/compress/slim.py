@@ -16,9 +16,9 @@ import warnings
 
 import numpy as np
 
-from tfdeploy.bridge import check_model
+from tfdeploy.model_io import check_model
 from tfdeploy._keras import keras
-from tfdeploy._walk import leaf_layers
+from tfdeploy._walk import leaf_layers, nodes
 from tfdeploy.compress.calibrate import recalibrate_batchnorm
 from tfdeploy.compress.graph import flatten, rebuild
 from tfdeploy.compress.history import record
@@ -107,52 +107,49 @@ def _analyse(model):
         s = spaces.new()
         frozen.add(s)
         info[id(t)] = ("space", s)
-    for depth in sorted(model._nodes_by_depth, reverse=True):
-        for node in model._nodes_by_depth[depth]:
-            if node.is_input:
-                continue
-            layer = node.layer
-            if layer.name in layer_io:
-                raise CompressionError(
-                    f"Layer {layer.name!r} is called more than once (a shared layer); slim cannot "
-                    "give each call its own channels. Use a model without shared layers.")
-            ins = [info[id(t)] for t in node.keras_inputs]
-            outs = node.outputs if isinstance(node.outputs, (list, tuple)) else [node.outputs]
-            kind = _producer_kind(layer)
-            if kind is not None:
-                s = spaces.new()
-                producers.setdefault(s, []).append(layer)
-                out = ("space", s)
-            elif isinstance(layer, _PASS) or _is_rescaling_scalar(layer) or isinstance(
-                    layer, (L.BatchNormalization, L.DepthwiseConv2D)) or \
-                    _is_scalar_elementwise(layer, node):
-                out = ins[0]
-                if isinstance(layer, L.BatchNormalization) and layer.axis not in (
-                        [-1], [len(node.keras_inputs[0].shape) - 1]):
-                    bad.append((ins[0], layer, "BatchNormalization over a non-channel axis"))
-                if isinstance(layer, L.DepthwiseConv2D) and layer.depth_multiplier != 1:
-                    bad.append((ins[0], layer, "DepthwiseConv2D with depth_multiplier != 1"))
-                    out = ("space", spaces.new())
-                    frozen.add(out[1])
-            elif isinstance(layer, _MERGE):
-                heads = [i for i in ins if i[0] == "space"]
-                if len(heads) != len(ins):
-                    bad.append((ins[0], layer, "merging flattened tensors"))
-                for other in heads[1:]:
-                    spaces.union(other[1], heads[0][1])
-                out = heads[0] if heads else ("space", spaces.new())
-            elif isinstance(layer, L.Flatten):
-                shape = node.keras_inputs[0].shape
-                positions = int(np.prod(shape[1:-1])) if len(shape) > 2 else 1
-                out = ("flat", ins[0][1], positions) if ins[0][0] == "space" else ins[0]
-            else:
-                for i in ins:
-                    bad.append((i, layer, f"{type(layer).__name__} is not supported by slim"))
+    for node in nodes(model):
+        layer = node.layer
+        if layer.name in layer_io:
+            raise CompressionError(
+                f"Layer {layer.name!r} is called more than once (a shared layer); slim cannot "
+                "give each call its own channels. Use a model without shared layers.")
+        ins = [info[id(t)] for t in node.keras_inputs]
+        outs = node.outputs if isinstance(node.outputs, (list, tuple)) else [node.outputs]
+        kind = _producer_kind(layer)
+        if kind is not None:
+            s = spaces.new()
+            producers.setdefault(s, []).append(layer)
+            out = ("space", s)
+        elif isinstance(layer, _PASS) or _is_rescaling_scalar(layer) or isinstance(
+                layer, (L.BatchNormalization, L.DepthwiseConv2D)) or \
+                _is_scalar_elementwise(layer, node):
+            out = ins[0]
+            if isinstance(layer, L.BatchNormalization) and layer.axis not in (
+                    [-1], [len(node.keras_inputs[0].shape) - 1]):
+                bad.append((ins[0], layer, "BatchNormalization over a non-channel axis"))
+            if isinstance(layer, L.DepthwiseConv2D) and layer.depth_multiplier != 1:
+                bad.append((ins[0], layer, "DepthwiseConv2D with depth_multiplier != 1"))
                 out = ("space", spaces.new())
                 frozen.add(out[1])
-            layer_io[layer.name] = (ins[0] if ins else None, out)
-            for t in outs:
-                info[id(t)] = out
+        elif isinstance(layer, _MERGE):
+            heads = [i for i in ins if i[0] == "space"]
+            if len(heads) != len(ins):
+                bad.append((ins[0], layer, "merging flattened tensors"))
+            for other in heads[1:]:
+                spaces.union(other[1], heads[0][1])
+            out = heads[0] if heads else ("space", spaces.new())
+        elif isinstance(layer, L.Flatten):
+            shape = node.keras_inputs[0].shape
+            positions = int(np.prod(shape[1:-1])) if len(shape) > 2 else 1
+            out = ("flat", ins[0][1], positions) if ins[0][0] == "space" else ins[0]
+        else:
+            for i in ins:
+                bad.append((i, layer, f"{type(layer).__name__} is not supported by slim"))
+            out = ("space", spaces.new())
+            frozen.add(out[1])
+        layer_io[layer.name] = (ins[0] if ins else None, out)
+        for t in outs:
+            info[id(t)] = out
     for t in model.outputs:
         frozen.add(info[id(t)][1])
     return spaces, frozen, producers, bad, layer_io

@@ -11,7 +11,7 @@ import numpy as np
 
 from tfdeploy._keras import keras
 from tfdeploy._walk import leaf_layers
-from tfdeploy.compress import _tfmot
+from tfdeploy import _tfmot
 
 _KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings")
 _MODEL_WEIGHTS = ("bias", "gamma", "beta", "moving_mean", "moving_variance", "embeddings")

@@ -1,10 +1,11 @@
 """Remove training-only wrappers so a plain Keras model remains."""
 
-from tfdeploy.bridge import check_model, to_keras3
+from tfdeploy.bridge import to_keras3
 from tfdeploy._keras import tfmot
-from tfdeploy.compress._tfmot import pruning_masks
+from tfdeploy._tfmot import pruning_masks
 from tfdeploy.compress.graph import copy_model
 from tfdeploy.compress.history import carry, notes
+from tfdeploy.model_io import check_model
 from tfdeploy.compress.wrappers import (is_clustering_wrapped, is_pruning_wrapped,
                                         is_quantization_aware)
 

@@ -4,7 +4,7 @@ The floor below every wrapper and `strip`: it imports only `_tfmot`, so `prune`,
 `cluster`, `quantize`, `slim` and `strip` can all ask without importing each other.
 """
 
-from tfdeploy.compress._tfmot import is_cluster_wrapper, is_prune_wrapper, is_quantize_wrapper
+from tfdeploy._tfmot import is_cluster_wrapper, is_prune_wrapper, is_quantize_wrapper
 
 
 def is_pruning_wrapped(model):

@@ -53,7 +53,7 @@ def normalize(artifacts, representative_data):
     return chosen
 
 
-def check_model(model, chosen):
+def check_single_io(model, chosen):
     """Refuse, before anything is written, a model whose signature a file cannot stand for."""
     if not chosen:
         return

@@ -14,15 +14,13 @@ import warnings
 
 import numpy as np
 
-from tfdeploy.bridge import check_model
+from tfdeploy.model_io import check_model
 from tfdeploy._keras import keras, tf
-from tfdeploy.compress import _tfmot
 from tfdeploy.compress.calibrate import uncalibrated_layers
 from tfdeploy.export._tflite import check_input_ranges
 from tfdeploy.compress.wrappers import is_quantization_aware
-from tfdeploy.export._atomic import atomic_file
+from tfdeploy._atomic import atomic_file, temp_dir_name
 from tfdeploy.export import model_card as _card
-from tfdeploy.export._atomic import temp_dir_name
 from tfdeploy.export._tflite import refuse_existing, write_labels
 from tfdeploy.export._twin import float_twin as _float_twin
 from tfdeploy.errors import ExportError, MissingDependencyError, VerificationError

@@ -24,9 +24,9 @@ import os
 import shutil
 import tempfile
 
-from tfdeploy.bridge import check_model
+from tfdeploy.model_io import check_model
 from tfdeploy._keras import tf
-from tfdeploy.export._atomic import atomic_directory, clean_stale, temp_dir_name
+from tfdeploy._atomic import atomic_directory, clean_stale, temp_dir_name
 from tfdeploy.export._image_guard import DEFAULT_MAX_IMAGE_PIXELS, image_size_check
 from tfdeploy.export import _artifacts, _warmup, model_card as _card
 from tfdeploy.errors import ExportError
@@ -285,7 +285,7 @@ def saved_model(model, base_path, version=None, class_names=None, overwrite=Fals
         warmup = _warmup.samples(warmup_data, num_warmup)
         _check_warmup_shape(model, warmup)
     chosen = _artifacts.normalize(artifacts, representative_data)
-    _artifacts.check_model(model, chosen)
+    _artifacts.check_single_io(model, chosen)
     parent = os.path.abspath(base_path)
     os.makedirs(parent, exist_ok=True)
     clean_stale(parent)

@@ -9,14 +9,14 @@ names before anything is written; ``allow_flex=True`` converts it anyway.
 import os
 import tempfile
 
-from tfdeploy.bridge import check_model
+from tfdeploy.model_io import check_model
 from tfdeploy._keras import tf
 from tfdeploy.compress.fold import fold_input_preprocessing
 from tfdeploy.compress.wrappers import is_quantization_aware
 from tfdeploy.compress.calibrate import unset_input_ranges
 from tfdeploy.compress.history import history
 from tfdeploy.data.representative import representative_data as _representative
-from tfdeploy.export._atomic import atomic_file
+from tfdeploy._atomic import atomic_file
 from tfdeploy.export import mixed_precision as _mixed
 from tfdeploy.export import model_card as _card
 from tfdeploy.export._twin import float_twin

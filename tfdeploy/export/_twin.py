@@ -2,7 +2,7 @@
 mixed-precision build from a QAT model convert."""
 
 from tfdeploy._keras import keras
-from tfdeploy.compress import _tfmot
+from tfdeploy import _tfmot
 
 
 def float_twin(model):

@@ -9,12 +9,10 @@ any metrics the caller passes, so a deployed file explains itself.
 import datetime
 import json
 
-import numpy as np
-
 from tfdeploy._keras import tf
 from tfdeploy.compress.report import measured_history
 from tfdeploy.compress.sparsity import model_sparsity
-from tfdeploy.export._atomic import atomic_file
+from tfdeploy._json import write_json
 
 CARD_FILE = "model_card.json"
 SCHEMA = "tfdeploy-model-card/1"
@@ -64,10 +62,7 @@ def build(model, fields=None, extra=None):
 def write(path, model, fields=None, extra=None):
     """Write the card for ``model`` to ``path`` (atomically); returns the dict written."""
     card = build(model, fields, extra)
-    with atomic_file(path) as tmp:
-        with open(tmp, "w") as f:
-            json.dump(card, f, indent=2, sort_keys=False, default=_json_default)
-            f.write("\n")
+    write_json(path, card)
     return card
 
 
@@ -92,12 +87,3 @@ def saved_model_fields(module, version, class_names, warmup):
                          "class_names": list(class_names) if class_names else None,
                          "warmup_requests": bool(warmup)}}
 
-
-def _json_default(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)

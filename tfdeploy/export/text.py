@@ -24,10 +24,10 @@ import tempfile
 import numpy as np
 
 from tfdeploy._keras import keras, tf
-from tfdeploy.bridge import check_model
+from tfdeploy.model_io import check_model
 from tfdeploy.errors import ExportError
 from tfdeploy.export import _warmup, model_card as _card
-from tfdeploy.export._atomic import atomic_directory, atomic_file
+from tfdeploy._atomic import atomic_directory, atomic_file
 from tfdeploy.export._saved_model import LABELS_FILE
 from tfdeploy.runtime.versions import list_versions
 from tfdeploy.export._tflite import tflite

@@ -21,7 +21,6 @@ builds the quickstart's parser through this module without TensorFlow.
 """
 
 import contextlib
-import json
 import os
 import sys
 import time
@@ -226,28 +225,12 @@ class Run:
 
 def write_json(path, payload):
     """Write ``payload`` as indented JSON to ``path`` atomically (None: nothing): a
-    reader sees the old file or the whole new one, never a part."""
+    reader sees the old file or the whole new one, never a part (`tfdeploy._json`)."""
     if not path:
         return None
-    from tfdeploy.export._atomic import atomic_file
+    from tfdeploy._json import write_json as write
 
-    text = json.dumps(payload, indent=1, default=_default)
-    with atomic_file(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-    return path
-
-
-def _default(value):
-    import numpy as np
-
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
+    return write(path, payload, indent=1)
 
 
 def main(name, build_parser, run, argv=None):

@@ -17,9 +17,9 @@ from tfdeploy.errors import ArtifactError
 def _read_saved_model(path):
     from tensorflow.core.protobuf import saved_model_pb2
 
-    from tfdeploy.runtime.saved_model import _resolve
+    from tfdeploy.runtime.saved_model import saved_model_dir
 
-    path = _resolve(path)
+    path = saved_model_dir(path)
     proto = saved_model_pb2.SavedModel()
     try:
         with open(os.path.join(path, "saved_model.pb"), "rb") as f:

@@ -23,7 +23,7 @@ class SavedModelRunner:
     def __init__(self, path, signature="serving_default"):
         import tensorflow as tf
 
-        path = _resolve(path)
+        path = saved_model_dir(path)
         try:
             self._loaded = tf.saved_model.load(path)
         except Exception as exc:
@@ -82,7 +82,13 @@ def _dims(shape):
     return tuple(-1 if d is None else int(d) for d in shape.as_list())
 
 
-def _resolve(path):
+def saved_model_dir(path):
+    """The SavedModel directory ``path`` names: itself, or a TF Serving base path's latest
+    numeric version holding a ``saved_model.pb``.
+
+    Raises:
+        ArtifactError: neither.
+    """
     if not os.path.isdir(path):
         raise ArtifactError(f"SavedModel directory {path!r} does not exist.")
     if os.path.exists(os.path.join(path, "saved_model.pb")):

@@ -4,7 +4,8 @@ import csv
 import json
 import os
 
-from tfdeploy.export._atomic import atomic_file
+from tfdeploy._atomic import atomic_file
+from tfdeploy._json import write_json
 
 RESULT_FILE = "result.json"
 # HParams tags shared with tfdeploy.viz and the recipes (see the team brief).
@@ -26,15 +27,6 @@ _COLUMNS = ("trial_id", "status", "feasible", "cost", "validation_accuracy", "ac
             "test_accuracy", "gzip_bytes", "latency_p50_ms", "agreement", "technique", "slim_ratio", "sparsity_kind", "sparsity",
             "schedule", "clusters", "qat", "qat_layers", "quantization", "learning_rate",
             "epochs", "tuner_id", "seconds")
-
-
-def write_json(path, payload):
-    """Write ``payload`` as indented JSON, atomically."""
-    with atomic_file(path) as tmp:
-        with open(tmp, "w") as f:
-            json.dump(payload, f, indent=2, default=str)
-            f.write("\n")
-    return path
 
 
 def read_result(trial_dir):

@@ -35,8 +35,10 @@ import time
 
 import numpy as np
 
+from tfdeploy import _kerastuner
+from tfdeploy._json import write_json
 from tfdeploy._keras import keras, keras_tuner, tf
-from tfdeploy.bridge import check_model
+from tfdeploy.model_io import check_model, save_model
 from tfdeploy.errors import TuneError
 from tfdeploy.tune import log as trial_log
 from tfdeploy.tune import space as search_space
@@ -126,7 +128,7 @@ class CompressionTuner(keras_tuner().engine.base_tuner.BaseTuner):
             # (atomic) write wins.
             export.tflite(self.model, tfl, "float32", overwrite=True)
             saved = _measure(tfl, self.model, x, y, self.latency_samples)
-            trial_log.write_json(path, saved)
+            write_json(path, saved)
         self.baseline = saved
         return saved
 
@@ -141,7 +143,7 @@ class CompressionTuner(keras_tuner().engine.base_tuner.BaseTuner):
         if role() == "chief":
             self.oracle.verbose = fit_kwargs.get("verbose", 0)
             self.save()
-            _serve_oracle(self.oracle)
+            _kerastuner.serve_oracle(self.oracle)
             return
         super().search(*fit_args, **fit_kwargs)
 
@@ -164,7 +166,7 @@ class CompressionTuner(keras_tuner().engine.base_tuner.BaseTuner):
         export.tflite(model, path, quantization, representative_data=train_data,
                       overwrite=True, model_card={"tune": {"trial_id": trial.trial_id}})
         metrics = _measure(path, model, x, y, self.latency_samples)
-        model.save(os.path.join(trial_dir, "model.h5"))
+        save_model(model, os.path.join(trial_dir, "model.h5"))
         drop = 100.0 * (self.baseline["validation_accuracy"] - metrics["validation_accuracy"])
         feasible = drop <= self.budget
         cost = self.cost(metrics)
@@ -180,7 +182,7 @@ class CompressionTuner(keras_tuner().engine.base_tuner.BaseTuner):
                "plan": [repr(s) for s in stages],
                **{k: v for k, v in values.items() if not k.startswith("tuner/")
                   and k not in ("quantization", "epochs")}}
-        trial_log.write_json(os.path.join(trial_dir, trial_log.RESULT_FILE), row)
+        write_json(os.path.join(trial_dir, trial_log.RESULT_FILE), row)
         if self.log_dir:
             trial_log.log_hparams(self.log_dir, row)
         if verbose:
@@ -286,7 +288,7 @@ class TuneResult:
 def _ship_trial_artifact(trial_dir, path, card):
     """Copy a trial's ``model.tflite`` and its card to ``path``, adding ``card``'s fields."""
     from tfdeploy import export
-    from tfdeploy.export._atomic import atomic_file
+    from tfdeploy._atomic import atomic_file
 
     source = os.path.join(trial_dir, "model.tflite")
     card_file = export.model_card.card_path(source)
@@ -298,7 +300,7 @@ def _ship_trial_artifact(trial_dir, path, card):
     full["tune"] = card["tune"]
     with atomic_file(path) as tmp:
         shutil.copyfile(source, tmp)
-    trial_log.write_json(export.model_card.card_path(path), full)
+    write_json(export.model_card.card_path(path), full)
     return path
 
 
@@ -355,7 +357,7 @@ def _seeded(base):
         def populate_space(self, trial_id):
             for point in self.initial_points:
                 values = self._point_values(point)
-                if not self._duplicate(values):
+                if not _kerastuner.is_duplicate(self, values):
                     return {"status": kt.engine.trial.TrialStatus.RUNNING, "values": values}
             return super().populate_space(trial_id)
 
@@ -381,36 +383,6 @@ def _oracle(tuner, max_trials, max_epochs, seed, points=()):
         oracle.max_trials = max_trials  # stop after max_trials, like the other oracles
         return oracle
     raise TuneError(f"Unrecognized tuner={tuner!r}. Supported tuners are: {list(TUNERS)}.")
-
-
-def _serve_oracle(oracle, poll_seconds=0.2):
-    """Serve ``oracle`` to the workers over gRPC until every worker has stopped.
-
-    keras-tuner's own chief loop (``oracle_chief.start_server``) checks every
-    20 s whether the last worker has finished once the first one stopped, so a
-    search whose workers finish apart idles up to 20 s; this is the same
-    servicer and stop condition, polled every ``poll_seconds``, and it shuts
-    the server down (the chief process goes on to write the trials and export).
-    """
-    import importlib
-    from concurrent import futures
-
-    import grpc
-
-    keras_tuner()  # bound to Keras 2 before its submodules load
-    chief = importlib.import_module("keras_tuner.src.distribute.oracle_chief")
-    protos = importlib.import_module("keras_tuner.src.protos")
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    servicer = chief.OracleServicer(oracle)
-    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
-    server.add_insecure_port(f"{os.environ['KERASTUNER_ORACLE_IP']}:"
-                             f"{os.environ['KERASTUNER_ORACLE_PORT']}")
-    server.start()
-    try:
-        while not (servicer.stop_triggered and chief.exit_chief(oracle)):
-            time.sleep(poll_seconds)
-    finally:
-        server.stop(grace=2).wait()
 
 
 def role():

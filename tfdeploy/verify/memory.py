@@ -13,7 +13,7 @@ import re
 
 import numpy as np
 
-from tfdeploy._walk import is_model, leaf_layers, nodes
+from tfdeploy._walk import is_graph_network, is_model, leaf_layers, nodes, producer
 from tfdeploy.errors import DataError, MemoryBudgetError  # noqa: F401  (re-exported)
 
 #: Optimizer state: float slots per trainable parameter.
@@ -191,12 +191,12 @@ def _graph_activations(model, sizer):
         last_use[id(t)] = len(order)
     live = {}
     for t in _flat(model.inputs):
-        live[id(t)] = sizer(t, getattr(getattr(t, "_keras_history", None), "layer", model))
+        live[id(t)] = sizer(t, producer(t, model))
     peak, stored = sum(live.values()), 0
     for step, node in enumerate(order):
         outs = {id(t): sizer(t, node.layer) for t in _flat(node.outputs)}
         inner = 0
-        if is_model(node.layer) and getattr(node.layer, "_is_graph_network", False):
+        if is_model(node.layer) and is_graph_network(node.layer):
             inner, _ = _graph_activations(node.layer, sizer)
         mine = {id(t) for t in _flat(node.keras_inputs)} | set(outs)
         around = sum(v for k, v in live.items() if k not in mine)
@@ -212,7 +212,7 @@ def _graph_activations(model, sizer):
 def _layers_activations(model, batch):
     """(peak live bytes, sum of all outputs, {uncounted layer: why})."""
     sizer = _Sizer(batch)
-    if getattr(model, "_is_graph_network", False):
+    if is_graph_network(model):
         peak, stored = _graph_activations(model, sizer)
         return peak, stored, sizer.uncounted
     peak = stored = 0  # a subclassed model: no graph to follow, layers in order

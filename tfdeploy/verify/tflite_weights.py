@@ -63,9 +63,9 @@ def saved_model_weight_tensors(path, min_size=16):
     """
     import tensorflow as tf
 
-    from tfdeploy.runtime.saved_model import _resolve
+    from tfdeploy.runtime.saved_model import saved_model_dir
 
-    prefix = os.path.join(_resolve(path), "variables", "variables")
+    prefix = os.path.join(saved_model_dir(path), "variables", "variables")
     try:
         reader = tf.train.load_checkpoint(prefix)
     except (tf.errors.NotFoundError, ValueError) as exc:

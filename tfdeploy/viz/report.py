@@ -17,7 +17,7 @@ import re
 import numpy as np
 
 from tfdeploy.errors import DataError
-from tfdeploy.export._atomic import atomic_file
+from tfdeploy._atomic import atomic_file
 from tfdeploy.verify import classification_report
 
 RUN_FILE = "run.json"

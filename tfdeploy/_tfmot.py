@@ -1,5 +1,8 @@
 """tfmot internals tfdeploy relies on, gathered in one place (tfmot is in maintenance mode).
 
+On the ground floor: `compress`, `export` and `bridge` all ask it, and it imports
+nothing of tfdeploy's.
+
 Everything here reaches past tfmot's public API (private modules, wrapper attributes,
 registry methods, class names). It was read against the tfmot versions in
 `CHECKED_VERSIONS`; `check_version` warns once when another one is installed, and
@@ -63,6 +66,13 @@ def is_quantize_wrapper(layer):
 def is_quantize_layer(layer):
     """True for tfmot's ``QuantizeLayer`` (the input fake-quant of a QAT model)."""
     return _loaded() is not None and _class_named(layer, "QuantizeLayer")
+
+
+def is_training_wrapper(layer):
+    """True for any tfmot layer that only exists while training: a pruning, clustering or
+    quantize wrapper, or the ``QuantizeLayer`` of a quantization-aware model."""
+    return (is_prune_wrapper(layer) or is_cluster_wrapper(layer) or is_quantize_wrapper(layer)
+            or is_quantize_layer(layer))
 
 
 def pruning_masks(layer):
