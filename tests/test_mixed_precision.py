@@ -93,7 +93,8 @@ def test_auto_ships_a_file_within_the_budget_with_its_map_in_file_and_card(
     read = precision_map(path)
     assert read == card["precision_map"]
     assert read["hidden"] == "float"
-    assert read["conv1"] in ("int8", "int4w") and read["conv2"] in ("int8", "int4w")
+    quantized = ("int8", "int4", "int4w")
+    assert read["conv1"] in quantized and read["conv2"] in quantized
     counts = precision_counts(path)
     assert counts.get("float", 0) >= 1 and counts.get("int8", 0) >= 1
     assert os.path.getsize(path) < os.path.getsize(_float_file(poisoned, tmp_path))
