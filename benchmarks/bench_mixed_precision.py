@@ -172,7 +172,7 @@ def _task_sentiment_transformer(args, work):
         return td.models.build_text_transformer(td.models.vocab_size(vectorizer), length,
                                                 classes, 32)
 
-    def train():
+    def fit_model():
         td.keras.utils.set_random_seed(0)
         model = build()
         model.compile(td.keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy",
@@ -180,7 +180,7 @@ def _task_sentiment_transformer(args, work):
         model.fit(*fit, epochs=args.epochs, batch_size=32, verbose=0)
         return model
 
-    model, cached = _cached(args, f"sentiment_transformer_e{args.epochs}", build, train)
+    model, cached = _cached(args, f"sentiment_transformer_e{args.epochs}", build, fit_model)
     return model, fit, val, (ids(test.texts), np.asarray(test.labels)), {
         "sequence_length": length, "vocabulary": td.models.vocab_size(vectorizer),
         "classes": list(train.class_names), "epochs": args.epochs, "cached": cached}
@@ -357,8 +357,14 @@ def main(argv=None):
                                                num_calibration=args.num_calibration))
     add("ptq_int8", path("ptq_int8"))
 
+    # tfmot has no quantize config for the encoder's custom PositionEmbedding: left
+    # unannotated (its own error message's advice); the int8 conversion still quantizes it
+    qat_layers = td.compress.Select(exclude=["position_embedding"]) \
+        if args.model == "sentiment_transformer" else None
+
     def qat_int8():
-        qat = td.compress.quantize(model, calibration_data=fx[:args.num_calibration])
+        qat = td.compress.quantize(model, calibration_data=fx[:args.num_calibration],
+                                   layers=qat_layers)
         qat.compile(td.keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy")
         qat.fit(fx, fy, epochs=args.qat_epochs, batch_size=32, verbose=0)
         td.export.tflite(qat, path("qat_int8"), quantization="int8", representative_data=fx,

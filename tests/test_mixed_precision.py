@@ -361,3 +361,28 @@ def test_size_search_lowers_every_layer_the_budget_allows_after_the_first_feasib
     assert chosen["gzip_bytes"] == min(r["gzip_bytes"] for r in cands.measured.values()
                                        if r["accuracy"] >= cands.float_accuracy - 1)
     assert [r["int8_saves_bytes"] for r in ranking.rows if r["layer"] == "l7"] == [2400]
+
+
+class _InteractingCandidates(_FakeCandidates):
+    """int4 on the biggest layer costs 0.6 point and makes every other int4 layer cost 0.2
+    (the errors compound); without it the other layers' int4 is free."""
+
+    def measure(self, pmap, latency=False):
+        row = super().measure(pmap, latency)
+        others = sum(p == "int4" for k, p in pmap.items() if k != "l7")
+        row["accuracy"] = self.float_accuracy - (
+            0.6 + 0.2 * others if pmap["l7"] == "int4" else 0.0)
+        return row
+
+
+def test_greedy_takes_the_free_savings_before_spending_the_budget():
+    """Lowering the biggest layer first would spend the budget at once (3 int4 layers fit);
+    taking what costs nothing first gets 7 int4 layers and a smaller file."""
+    cands = _InteractingCandidates(np.random.default_rng(3), 8)
+    cands.allowed = {k: {"int8", "int16x8", "float", "int4"} for k in cands.units}
+    for k in cands.units:
+        cands.cost[k].update(int8=0.0, int16x8=0.0, int4=0.0)
+    cands.size = {k: 100 * (i + 1) for i, k in enumerate(cands.units)}
+    chosen, _ = mixed_precision._search(cands, 1.0, "size", max_trials=60)
+    assert chosen["accuracy"] == cands.float_accuracy
+    assert {k: p for k, p in chosen["map"].items() if p != "int4"} == {"l7": "int8"}

@@ -302,14 +302,16 @@ def _search(cands, budget, objective, max_trials):
             within.append(row)
         return row
 
-    def lowered(current, key, precisions):
+    def lowered(current, key, precisions, at=None):
         """``current`` with ``key`` at the first of ``precisions`` (tried in order) whose file
-        keeps the budget; unchanged when none does or the trials are spent."""
+        keeps ``at`` (default: the budget's floor); unchanged when none does or the trials
+        are spent."""
+        at = floor if at is None else at
         for precision in precisions:
             if spent():
                 break
             cand = trial({**current, key: precision})
-            if cand["accuracy"] >= floor:
+            if cand["accuracy"] >= at:
                 return dict(cand["map"])
         return current
 
@@ -343,15 +345,20 @@ def _search(cands, budget, objective, max_trials):
     if objective == "size":
         # 3. greedy: every layer, the one whose int8 saved the most bytes first, to the
         # smallest precision that keeps the budget; int4 weight-only (float compute) only
-        # for a layer not already computing in integers
+        # for a layer not already computing in integers. Twice: first only what costs no
+        # accuracy against the file reached, then what the budget allows, so an early small
+        # loss cannot block later free savings
         saves = {r["layer"]: r["int8_saves_bytes"] for r in ranking.rows}
-        for key in sorted(keys, key=lambda k: -saves[k]):
-            if spent():
-                break
-            smaller = [p for p in _BY_SIZE[:_BY_SIZE.index(current[key])]
-                       if p in cands.allowed[key]
-                       and not (p == "int4w" and current[key] in _STATIC)]
-            current = lowered(current, key, smaller)
+        order = sorted(keys, key=lambda k: -saves[k])
+        reached = trial(current)["accuracy"]
+        for at in sorted({max(floor, reached - 1e-9), floor}, reverse=True):
+            for key in order:
+                if spent():
+                    break
+                smaller = [p for p in _BY_SIZE[:_BY_SIZE.index(current[key])]
+                           if p in cands.allowed[key]
+                           and not (p == "int4w" and current[key] in _STATIC)]
+                current = lowered(current, key, smaller, at)
     trial({k: "float" for k in keys})  # always within the budget: the fallback
     if objective == "latency":
         for r in within:
