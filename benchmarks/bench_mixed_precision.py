@@ -280,7 +280,10 @@ def _inc_row(args, model_float, data, budget, float_val, work):
            "--inc-data", npz, "--inc-out", work, "--inc-tolerable",
            str(budget / float_val), "--inc-trials", str(args.inc_trials),
            "--calls", str(args.calls)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.inc_timeout)
+    # in ``work``: Neural Compressor writes nc_workspace/, fp32_logged_graph/ and
+    # requant_min_max.log into its working directory
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.inc_timeout,
+                          cwd=work)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode or not lines:
         return {"error": f"Neural Compressor failed (exit {proc.returncode}): "
