@@ -1,17 +1,27 @@
 """Automatic mixed precision against float, uniform int8 (PTQ and QAT) and Intel Neural
-Compressor's accuracy-aware PTQ, on one model where uniform int8 hurts, in one run.
+Compressor's accuracy-aware PTQ, every row of one model measured in one run.
 
     python benchmarks/bench_mixed_precision.py --json docs/bench_mixed_precision.json \
-        [--inc-python /tmp/incvenv/bin/python]
+        [--model standardized_cnn|mobilenet_v3_large|sentiment_transformer] \
+        [--inc-python /tmp/incvenv/bin/python] [--cache DIR]
 
-The model (``--model standardized_cnn``, the default): the quickstart CNN (width 0.25) on
+``--model mobilenet_v3_large``: the mobilenet recipe's offline transfer
+(``recipes/mobilenet_transfer.py``'s ``digits_task``, ``pretrain_base``, ``train_classifier``):
+a MobileNetV3-Large base pretrained on digits 0-4 (saved, loaded by path), transferred to
+5-9 at the recipe's 32x32 (``--label-fraction`` of 5-9 labelled, default all: the recipe's
+0.1 leaves too few validation images for a 0.5-point budget). ``--model
+sentiment_transformer``: the sentiment recipe's Transformer encoder
+(``build_text_transformer``, the recipe's defaults) on its bundled synthetic headlines, token
+ids in. ``--cache DIR`` keeps the trained weights for the next run.
+
+The fallback model (``--model standardized_cnn``, the default): the quickstart CNN (width 0.25) on
 the bundled digits behind a per-pixel standardization, ``Normalization(axis=(1, 2, 3))``
 adapted on the training images, which cannot be folded into the first convolution. Border
 pixels that are almost always 0 get a tiny standard deviation, so the standardized tensor
 spans hundreds of units: one int8 scale for it leaves the ordinary pixels a level or two,
 and uniform int8 collapses. This is the issue's fallback (the bundled tasks gave no model
-where uniform int8 loses 2 points: the CNN, the CNN on raw 0-255 input and MobileNetV3-Small
-from scratch at 32x32 all kept int8 within 0.3 point).
+where uniform int8 loses 2 points: the CNN, the CNN on raw 0-255 input, MobileNetV3-Small
+from scratch and both named models above all kept int8 within 0.4 point).
 
 Data: the training digits split 80/20 with a fixed seed (fit / calibrate on the first part,
 select on the second: the validation split); the test digits only report. Rows, each
@@ -19,8 +29,9 @@ measured in its own runtime on the same test images: ``float`` (TFLite), ``ptq_i
 (TFLite's converter, full int8), ``qat_int8`` (QAT ``--qat-epochs``, full int8),
 ``auto_<budget>`` (``export.tflite(..., quantization="auto", budget=...)``, objective size),
 ``qat_auto_<budget>`` (QAT that follows the first budget's choice, built with its map) and
-``inc`` (Neural Compressor 3.x ``autotune`` with ``StaticQuantConfig``'s tuning set on the
-float SavedModel, tolerable loss = the first budget relative to float, run by
+``inc`` / ``inc_<budget>`` (Neural Compressor 3.x ``autotune`` with ``StaticQuantConfig``'s
+tuning set on the float SavedModel, tolerable loss = the first / each further budget
+relative to float validation accuracy, run by
 ``--inc-python``: its own virtual environment; its output is a TensorFlow graph, so it is
 measured in TensorFlow, and its size is the gzip of the SavedModel it writes). Latency: p50 at
 batch 1, one thread, every LiteRT file timed in turns (`verify.interleaved_latency`); INC's
@@ -53,7 +64,7 @@ def _cpu():
         if key.strip() == "Flags":
             flags = value.split()
             info["flags"] = [f for f in flags if f.startswith(("avx512", "amx", "avx_vnni"))]
-    info["note"] = "shared machine: 2 cores used by 4 engineers' jobs at once"
+    info["note"] = "shared machine: 2 cores used by other engineers' jobs at the same time"
     return info
 
 
@@ -74,6 +85,121 @@ def _standardized_cnn(x_train):
     inner = td.models.build_cnn(x_train.shape[1:], 10, width=0.25, rescale=False)
     inp = k.Input(x_train.shape[1:], name="images")
     return td.compress.flatten(k.Model(inp, inner(norm(inp)), name="standardized_cnn"))
+
+
+def _digits(work):
+    import tfdeploy as td
+
+    return td.data.write_digits(os.path.join(work, "digits"))
+
+
+def _cached(args, name, build, train):
+    """``train()``'s model (a new one, trained), its weights kept in ``--cache``; from there
+    the next run loads them into ``build()``'s model instead of training."""
+    weights = os.path.join(args.cache, f"{name}.weights.h5") if args.cache else None
+    if weights and os.path.exists(weights):
+        model = build()
+        model.load_weights(weights)
+        return model, True
+    model = train()
+    if weights:
+        os.makedirs(args.cache, exist_ok=True)
+        model.save_weights(weights)
+    return model, False
+
+
+def _task_standardized_cnn(args, work):
+    import tfdeploy as td
+
+    digits = _digits(work)
+    x, y = td.data.to_numpy(td.data.image_dataset(os.path.join(digits, "train")))
+    test = td.data.to_numpy(td.data.image_dataset(os.path.join(digits, "test")))
+    fit, val = _split(x, y)
+
+    def train():
+        td.keras.utils.set_random_seed(0)
+        model = _standardized_cnn(fit[0])
+        model.compile(td.keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy",
+                      ["accuracy"])
+        model.fit(*fit, epochs=args.epochs, batch_size=32, verbose=0)
+        return model
+
+    model, cached = _cached(args, f"standardized_cnn_e{args.epochs}",
+                            lambda: _standardized_cnn(fit[0]), train)
+    return model, fit, val, test, {"epochs": args.epochs, "cached": cached}
+
+
+def _task_mobilenet_v3_large(args, work):
+    """The mobilenet recipe's offline transfer: a MobileNetV3-Large base pretrained on digits
+    0-4 (saved, loaded by path), frozen base + new head, then fine-tuned, on 5-9."""
+    import tfdeploy as td
+    from tfdeploy.recipes import mobilenet_transfer as recipe
+
+    arch, alpha, size = "mobilenet_v3_large", args.alpha, tuple(args.image_size)
+    task = recipe.digits_task(_digits(work), size, args.label_fraction, seed=0)
+    fit, val = _split(*task["train"])
+    tag = f"{arch}_a{alpha:g}_{size[0]}_lf{args.label_fraction:g}"
+    base = os.path.join(args.cache or work, f"{tag}_pretrained_base_e{args.pretrain_epochs}.h5")
+    if not os.path.exists(base):
+        recipe.pretrain_base(*task["pretrain"], base, arch, alpha, args.pretrain_epochs, 0)
+
+    def build():
+        return td.models.build_mobilenet(fit[0].shape[1:], len(task["class_names"]), arch=arch,
+                                         alpha=alpha, weights=base, dropout=0.1)
+
+    def train():
+        return recipe.train_classifier(*fit, len(task["class_names"]), base, arch, alpha,
+                                       args.epochs, seed=0)
+
+    model, cached = _cached(args, f"{tag}_transfer_e{args.epochs}", build, train)
+    return model, fit, val, task["test"], {
+        "arch": arch, "alpha": alpha, "image_size": list(size),
+        "label_fraction": args.label_fraction, "pretrain_epochs": args.pretrain_epochs,
+        "epochs": args.epochs, "pretrained_on": "digits 0-4", "classes": task["class_names"],
+        "cached": cached}
+
+
+def _task_sentiment_transformer(args, work):
+    """The sentiment recipe's Transformer encoder on its bundled synthetic headlines (token
+    ids in, as the recipe's vectorizer makes them)."""
+    import numpy as np
+
+    import tfdeploy as td
+    from tfdeploy.recipes import sentiment_monitor as recipe
+
+    corpus = td.data.write_sentiment_corpus(os.path.join(work, "sentiment"), seed=0)
+    train = td.data.text_dataset(recipe._split(corpus, "train"), shuffle=True, seed=0)
+    test = td.data.text_dataset(recipe._split(corpus, "test"))
+    length = 24
+    vectorizer = td.models.text_vectorizer(train.texts, 5000, length)
+
+    def ids(texts):
+        return np.asarray(vectorizer(td.tf.constant(texts))).astype("int32")
+
+    fit, val = _split(ids(train.texts), np.asarray(train.labels))
+    classes = len(train.class_names)
+
+    def build():
+        return td.models.build_text_transformer(td.models.vocab_size(vectorizer), length,
+                                                classes, 32)
+
+    def fit_model():
+        td.keras.utils.set_random_seed(0)
+        model = build()
+        model.compile(td.keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy",
+                      ["accuracy"])
+        model.fit(*fit, epochs=args.epochs, batch_size=32, verbose=0)
+        return model
+
+    model, cached = _cached(args, f"sentiment_transformer_e{args.epochs}", build, fit_model)
+    return model, fit, val, (ids(test.texts), np.asarray(test.labels)), {
+        "sequence_length": length, "vocabulary": td.models.vocab_size(vectorizer),
+        "classes": list(train.class_names), "epochs": args.epochs, "cached": cached}
+
+
+TASKS = {"standardized_cnn": _task_standardized_cnn,
+         "mobilenet_v3_large": _task_mobilenet_v3_large,
+         "sentiment_transformer": _task_sentiment_transformer}
 
 
 def _inc_worker(args):
@@ -145,6 +271,7 @@ def _inc_row(args, model_float, data, budget, float_val, work):
     if not args.inc_python:
         return {"error": "not run: pass --inc-python (a virtual environment with "
                          "neural-compressor-tf installed)"}
+    os.makedirs(work, exist_ok=True)
     saved = td.export.saved_model(model_float, os.path.join(work, "float_savedmodel"))
     (cx, _), (vx, vy), (tx, ty) = data
     npz = os.path.join(work, "inc_data.npz")
@@ -153,7 +280,10 @@ def _inc_row(args, model_float, data, budget, float_val, work):
            "--inc-data", npz, "--inc-out", work, "--inc-tolerable",
            str(budget / float_val), "--inc-trials", str(args.inc_trials),
            "--calls", str(args.calls)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.inc_timeout)
+    # in ``work``: Neural Compressor writes nc_workspace/, fp32_logged_graph/ and
+    # requant_min_max.log into its working directory
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.inc_timeout,
+                          cwd=work)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode or not lines:
         return {"error": f"Neural Compressor failed (exit {proc.returncode}): "
@@ -166,8 +296,23 @@ def _inc_row(args, model_float, data, budget, float_val, work):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="standardized_cnn", choices=["standardized_cnn"])
-    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--model", default="standardized_cnn", choices=list(TASKS))
+    p.add_argument("--epochs", type=int, default=None,
+                   help="training epochs (default: standardized_cnn 5, mobilenet_v3_large 8 "
+                        "(the recipe's transfer epochs), sentiment_transformer 4 (the "
+                        "recipe's))")
+    p.add_argument("--pretrain-epochs", type=int, default=10,
+                   help="mobilenet_v3_large: epochs pretraining the base on digits 0-4 (the "
+                        "recipe's default)")
+    p.add_argument("--alpha", type=float, default=1.0,
+                   help="mobilenet_v3_large: width multiplier (default: %(default)s)")
+    p.add_argument("--image-size", type=int, nargs=2, default=(32, 32),
+                   help="mobilenet_v3_large: input size (default: the recipe's 32 32)")
+    p.add_argument("--label-fraction", type=float, default=1.0,
+                   help="mobilenet_v3_large: labelled share of digits 5-9 (the recipe's "
+                        "default 0.1 leaves ~14 validation images; default: %(default)s)")
+    p.add_argument("--cache", default=None,
+                   help="keep trained weights here and reuse them on the next run")
     p.add_argument("--qat-epochs", type=int, default=1)
     p.add_argument("--budgets", type=float, nargs="+", default=[0.5, 1.0])
     p.add_argument("--num-calibration", type=int, default=200)
@@ -186,22 +331,15 @@ def main(argv=None):
     if args.inc_worker:
         return _inc_worker(args)
 
-    import numpy as np
-
     import tfdeploy as td
     from tfdeploy.verify import accuracy, gzip_bytes, interleaved_latency, precision_counts
 
-    started = time.time()
+    started, load_start = time.time(), os.getloadavg()
     work = tempfile.mkdtemp(prefix="bench_mixed_")
-    digits = td.data.write_digits(os.path.join(work, "digits"))
-    x, y = td.data.to_numpy(td.data.image_dataset(os.path.join(digits, "train")))
-    tx, ty = td.data.to_numpy(td.data.image_dataset(os.path.join(digits, "test")))
-    (fx, fy), (vx, vy) = _split(x, y)
-    td.keras.utils.set_random_seed(0)
-    model = _standardized_cnn(fx)
-    model.compile(td.keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy",
-                  ["accuracy"])
-    model.fit(fx, fy, epochs=args.epochs, batch_size=32, verbose=0)
+    if args.epochs is None:
+        args.epochs = {"standardized_cnn": 5, "mobilenet_v3_large": 8,
+                       "sentiment_transformer": 4}[args.model]
+    model, (fx, fy), (vx, vy), (tx, ty), task = TASKS[args.model](args, work)
     files, rows, timings = {}, {}, {}
 
     def add(name, path, **extra):
@@ -212,10 +350,18 @@ def main(argv=None):
                       "gzip_bytes": gzip_bytes(path), "bytes": os.path.getsize(path),
                       "precision_counts": precision_counts(path), **extra}
 
-    def timed(name, fn):
+    def timed(name, fn, may_fail=False):
+        """Run ``fn``; with ``may_fail`` an exception becomes the row's ``error``."""
         t = time.time()
-        fn()
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - a QAT the model does not take is a result
+            if not may_fail:
+                raise
+            rows[name] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+            return False
         timings[name] = round(time.time() - t, 1)
+        return True
 
     path = lambda name: os.path.join(work, f"{name}.tflite")  # noqa: E731
     timed("float", lambda: td.export.tflite(model, path("float")))
@@ -225,15 +371,21 @@ def main(argv=None):
                                                num_calibration=args.num_calibration))
     add("ptq_int8", path("ptq_int8"))
 
+    # tfmot has no quantize config for the encoder's custom PositionEmbedding: left
+    # unannotated (its own error message's advice); the int8 conversion still quantizes it
+    qat_layers = td.compress.Select(exclude=["position_embedding"]) \
+        if args.model == "sentiment_transformer" else None
+
     def qat_int8():
-        qat = td.compress.quantize(model, calibration_data=fx[:args.num_calibration])
+        qat = td.compress.quantize(model, calibration_data=fx[:args.num_calibration],
+                                   layers=qat_layers)
         qat.compile(td.keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy")
         qat.fit(fx, fy, epochs=args.qat_epochs, batch_size=32, verbose=0)
         td.export.tflite(qat, path("qat_int8"), quantization="int8", representative_data=fx,
                          num_calibration=args.num_calibration)
 
-    timed("qat_int8", qat_int8)
-    add("qat_int8", path("qat_int8"))
+    if timed("qat_int8", qat_int8, may_fail=True):
+        add("qat_int8", path("qat_int8"))
     for budget in args.budgets:
         name = f"auto_{budget:g}"
         timed(name, lambda: td.export.tflite(
@@ -255,19 +407,20 @@ def main(argv=None):
 
     if set(rows[first]["precision_map"].values()) == {"float"}:
         rows["qat_" + first] = {"error": "not run: the search kept every layer float"}
-    else:
-        timed("qat_" + first, qat_auto)
+    elif timed("qat_" + first, qat_auto, may_fail=True):
         add("qat_" + first, path("qat_" + first))
     lat = interleaved_latency(files, tx, rounds=args.rounds, calls=args.calls)
     for name in files:
         rows[name]["p50_ms"] = round(lat[name]["p50_ms"], 4)
         rows[name]["build_s"] = timings[name]
     float_val = rows["float"]["val_accuracy"]
-    rows["inc"] = _inc_row(args, model, ((fx, fy), (vx, vy), (tx, ty)), args.budgets[0],
-                           float_val, work)
-    if "test_accuracy" in rows["inc"]:
-        rows["inc"]["test_accuracy"] = round(100 * rows["inc"]["test_accuracy"], 2)
-        rows["inc"]["val_accuracy"] = round(100 * rows["inc"]["val_accuracy"], 2)
+    for n, budget in enumerate(args.budgets):
+        name = "inc" if n == 0 else f"inc_{budget:g}"  # "inc": the first budget's
+        rows[name] = _inc_row(args, model, ((fx, fy), (vx, vy), (tx, ty)), budget, float_val,
+                              os.path.join(work, name))
+        if "test_accuracy" in rows[name]:
+            rows[name]["test_accuracy"] = round(100 * rows[name]["test_accuracy"], 2)
+            rows[name]["val_accuracy"] = round(100 * rows[name]["val_accuracy"], 2)
     f, i8, a = rows["float"], rows["ptq_int8"], rows[first]
     reduction_int8 = f["gzip_bytes"] - i8["gzip_bytes"]
     targets = {
@@ -279,12 +432,17 @@ def main(argv=None):
         "auto_size_reduction_share_of_int8": round((f["gzip_bytes"] - a["gzip_bytes"])
                                                    / reduction_int8, 3),
     }
-    inc = rows["inc"]
-    if "test_accuracy" in inc:
-        targets["auto_as_accurate_as_inc"] = a["test_accuracy"] >= inc["test_accuracy"]
-        targets["auto_as_small_as_inc"] = a["gzip_bytes"] <= inc["gzip_bytes"]
+    for n, budget in enumerate(args.budgets):
+        inc, ours = rows["inc" if n == 0 else f"inc_{budget:g}"], rows[f"auto_{budget:g}"]
+        suffix = "" if n == 0 else f"_at_{budget:g}"
+        if "test_accuracy" in inc:
+            targets["auto_as_accurate_as_inc" + suffix] = \
+                ours["test_accuracy"] >= inc["test_accuracy"]
+            targets["auto_as_small_as_inc" + suffix] = ours["gzip_bytes"] <= inc["gzip_bytes"]
     result = {"benchmark": "bench_mixed_precision", "model": args.model,
               "machine": _cpu(), "args": vars(args),
+              "task": task, "load_average_1_5_15": {"start": load_start,
+                                                    "end": os.getloadavg()},
               "data": {"fit": len(fy), "validation": len(vy), "test": len(ty)},
               "rows": rows, "targets": targets,
               "seconds": round(time.time() - started, 1)}

@@ -11,6 +11,7 @@ from tfdeploy.errors import DataError, ExportError
 from tfdeploy.export import mixed_precision
 from tfdeploy.runtime import load
 from tfdeploy.verify import accuracy, precision_counts, precision_map
+from tfdeploy.verify.tflite_weights import operators
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +93,8 @@ def test_auto_ships_a_file_within_the_budget_with_its_map_in_file_and_card(
     read = precision_map(path)
     assert read == card["precision_map"]
     assert read["hidden"] == "float"
-    assert read["conv1"] in ("int8", "int4w") and read["conv2"] in ("int8", "int4w")
+    quantized = ("int8", "int4", "int4w")
+    assert read["conv1"] in quantized and read["conv2"] in quantized
     counts = precision_counts(path)
     assert counts.get("float", 0) >= 1 and counts.get("int8", 0) >= 1
     assert os.path.getsize(path) < os.path.getsize(_float_file(poisoned, tmp_path))
@@ -109,7 +111,8 @@ def test_every_precision_is_built_and_read_back_from_the_file(poisoned, digits_s
     (x, _), val = digits_split
     float_bytes = td.export._tflite.float_flatbuffer(poisoned)
     cands = mixed_precision._prepare(float_bytes, x, val, 50, str(tmp_path))
-    wanted = {"conv1": "int16x8", "conv2": "int8", "hidden": "int4w", "head": "float"}
+    wanted = {"conv1": "int16x8", "conv2": "int4", "pool2": "int8", "hidden": "int4w",
+              "head": "float"}
     pmap = {k: wanted.get(k, "float") for k in cands.units}
     path = str(tmp_path / "mixed.tflite")
     open(path, "wb").write(cands.build(pmap))
@@ -117,6 +120,11 @@ def test_every_precision_is_built_and_read_back_from_the_file(poisoned, digits_s
     assert {k: read[k] for k in wanted} == wanted
     ops = {op["layer"]: op for op in td.verify.op_precisions(path)}
     assert ops["hidden"]["op"] == "FULLY_CONNECTED" and ops["conv1"]["op"] == "CONV_2D"
+    # int4 weights stored as int4 in the file, int8 activations in and out; LiteRT runs it
+    stored = [op for op in operators(path) if "/conv2/" in op["name"]][0]
+    assert stored["inputs"][:2] == ["int8", "int4"] and stored["outputs"] == ["int8"]
+    assert cands.allowed["conv2"] >= {"int4", "int4w"} and "int4" not in cands.allowed["pool2"]
+    assert load(path).predict(val[0][:4]).shape == (4, 10)
     # and a file from TFLite's own converter reads the same way
     int8 = str(tmp_path / "int8.tflite")
     td.export.tflite(poisoned, int8, quantization="int8", representative_data=x,
@@ -262,15 +270,19 @@ class _FakeCandidates:
     made-up models in milliseconds: each layer loses ``cost[layer][precision]`` points and
     weighs ``size[layer][precision]`` bytes, and losses add up."""
 
-    BYTES = {"float": 4, "int16x8": 1.1, "int8": 1, "int4w": 0.5}
+    BYTES = {"float": 4, "int16x8": 1.1, "int8": 1, "int4w": 0.55, "int4": 0.5}
 
     def __init__(self, rng, n):
         self.units = {f"l{i}": [(f"t{i}", "CONV_2D")] for i in range(n)}
-        self.int4 = set(list(self.units)[::2])
+        # every other layer has int4 weights (a convolution), the rest none (a pooling)
+        self.allowed = {k: {"int8", "int16x8", "float"} | ({"int4", "int4w"} if i % 2 == 0
+                                                           else set())
+                        for i, k in enumerate(self.units)}
         self.float_accuracy = 90.0
         self.cost = {k: {"float": 0.0, "int16x8": float(rng.uniform(0, 0.2)),
                          "int8": float(rng.choice([0.05, 0.2, 0.6, 5.0])),
-                         "int4w": float(rng.uniform(0, 0.5))} for k in self.units}
+                         "int4w": float(rng.uniform(0, 0.5)),
+                         "int4": float(rng.choice([0.1, 0.3, 2.0]))} for k in self.units}
         self.size = {k: int(rng.integers(10, 1000)) for k in self.units}
         self.y = np.zeros(100)
         self.measured = {}
@@ -303,19 +315,21 @@ def test_search_never_ships_a_file_outside_the_budget(objective):
             assert "int16x8" not in chosen["map"].values() and \
                 "int4w" not in chosen["map"].values()
         quantized += any(p != "float" for p in chosen["map"].values())
+        assert all(p in cands.allowed[k] for k, p in chosen["map"].items())
         # the most sensitive layer by int8 cost ranks first
         assert cands.cost[ranking.ranking[0]]["int8"] == max(c["int8"] for c in cands.cost.values())
     assert quantized > 20  # the float fallback is the exception, not the rule
 
 
 class _PlateauCandidates(_FakeCandidates):
-    """Small losses that only show once they add up: any 3 int8 layers lose 0.7 point (two
-    validation samples), fewer lose nothing, so no single raise from all-int8 helps."""
+    """Small losses that only show once they add up: any 3 layers with int8 activations
+    (int8, int4) lose 0.7 point (two validation samples), fewer lose nothing, so no single
+    raise from all-int8 helps."""
 
     def measure(self, pmap, latency=False):
         row = super().measure(pmap, latency)
         row["accuracy"] = self.float_accuracy - (
-            0.7 if sum(p == "int8" for p in pmap.values()) >= 3 else 0.0)
+            0.7 if sum(p in ("int8", "int4") for p in pmap.values()) >= 3 else 0.0)
         return row
 
 
@@ -323,5 +337,52 @@ def test_search_goes_bottom_up_when_no_single_raise_helps():
     cands = _PlateauCandidates(np.random.default_rng(1), 6)
     chosen, _ = mixed_precision._search(cands, 0.5, "size", max_trials=60)
     values = list(chosen["map"].values())
-    assert values.count("int8") == 2 and "float" not in values  # rest int16x8 / int4w
+    # two layers with int8 activations, the rest int16x8
+    assert values.count("int8") + values.count("int4") == 2 and "float" not in values
     assert chosen["accuracy"] == cands.float_accuracy
+
+
+def test_size_search_lowers_every_layer_the_budget_allows_after_the_first_feasible_file():
+    """All int8 holds the budget at once; then a greedy pass takes each layer to its smallest
+    precision while the budget holds. int4 costs 0.3 point a layer, so a 1-point budget
+    takes three layers to int4: the three whose int8 saved the most bytes, biggest first.
+    Every file it measured outside the budget stays unshipped."""
+    cands = _FakeCandidates(np.random.default_rng(2), 8)
+    cands.allowed = {k: {"int8", "int16x8", "float", "int4", "int4w"} for k in cands.units}
+    for k in cands.units:
+        cands.cost[k].update(int8=0.0, int4=0.3, int4w=0.3)
+    cands.size = {k: 100 * (i + 1) for i, k in enumerate(cands.units)}  # l7 the biggest
+    chosen, ranking = mixed_precision._search(cands, 1.0, "size", max_trials=60)
+    assert sorted(k for k, p in chosen["map"].items() if p == "int4") == ["l5", "l6", "l7"]
+    assert {p for p in chosen["map"].values()} == {"int4", "int8"}
+    assert chosen["accuracy"] == pytest.approx(cands.float_accuracy - 0.9)
+    outside = [r for r in cands.measured.values() if r["accuracy"] < cands.float_accuracy - 1]
+    assert outside  # a fourth int4 layer was tried, and not shipped
+    assert chosen["gzip_bytes"] == min(r["gzip_bytes"] for r in cands.measured.values()
+                                       if r["accuracy"] >= cands.float_accuracy - 1)
+    assert [r["int8_saves_bytes"] for r in ranking.rows if r["layer"] == "l7"] == [2400]
+
+
+class _InteractingCandidates(_FakeCandidates):
+    """int4 on the biggest layer costs 0.6 point and makes every other int4 layer cost 0.2
+    (the errors compound); without it the other layers' int4 is free."""
+
+    def measure(self, pmap, latency=False):
+        row = super().measure(pmap, latency)
+        others = sum(p == "int4" for k, p in pmap.items() if k != "l7")
+        row["accuracy"] = self.float_accuracy - (
+            0.6 + 0.2 * others if pmap["l7"] == "int4" else 0.0)
+        return row
+
+
+def test_greedy_takes_the_free_savings_before_spending_the_budget():
+    """Lowering the biggest layer first would spend the budget at once (3 int4 layers fit);
+    taking what costs nothing first gets 7 int4 layers and a smaller file."""
+    cands = _InteractingCandidates(np.random.default_rng(3), 8)
+    cands.allowed = {k: {"int8", "int16x8", "float", "int4"} for k in cands.units}
+    for k in cands.units:
+        cands.cost[k].update(int8=0.0, int16x8=0.0, int4=0.0)
+    cands.size = {k: 100 * (i + 1) for i, k in enumerate(cands.units)}
+    chosen, _ = mixed_precision._search(cands, 1.0, "size", max_trials=60)
+    assert chosen["accuracy"] == cands.float_accuracy
+    assert {k: p for k, p in chosen["map"].items() if p != "int4"} == {"l7": "int8"}

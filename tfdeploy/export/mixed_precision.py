@@ -2,8 +2,8 @@
 
 Both start from the model's float ``.tflite`` file and build every candidate
 from it with Google's ``ai-edge-quantizer`` (per-operator recipes: static int8,
-int16 activations with int8 weights, int4 weight-only; a layer with no recipe
-stays float). Every candidate file is run in LiteRT on the validation data, so
+int16 activations with int8 weights, int4 weights with int8 activations, int4
+weight-only; a layer with no recipe stays float). Every candidate file is run in LiteRT on the validation data, so
 each number is the exported file's, not a fake-quant Keras model's.
 
 - `sensitivity`: for each layer, (a) the output error and accuracy loss when
@@ -14,9 +14,12 @@ each number is the exported file's, not a fake-quant Keras model's.
   helps, until the validation accuracy is within ``budget`` points of the float
   file's, then lower again what the budget allows. When that fails (many small
   losses that add up), go bottom-up: from float, lower the least sensitive
-  layers first while the budget holds. For ``objective="size"`` layers still
-  float then try int4 weight-only where the runtime has it. Ship the smallest
-  (or fastest, measured) file within the budget. A file outside it is never
+  layers first while the budget holds. For ``objective="size"`` a greedy pass
+  follows the first file within the budget: every layer, the one whose int8
+  saved the most bytes first, goes to the smallest precision that keeps the
+  budget (int4 weights with int8 activations, int4 weight-only for a layer
+  still computing in float, int8, int16 activations). Ship the smallest (or
+  fastest, measured) file within the budget. A file outside it is never
   shipped: the float file is, when nothing else holds.
 """
 
@@ -35,10 +38,14 @@ from tfdeploy.verify.evaluate import latency_ms
 from tfdeploy.verify.precision import op_precisions, precision_counts
 from tfdeploy.verify.precision import precision_map as precision_map_of
 
-PRECISIONS = ("int8", "int16x8", "float", "int4w")
+PRECISIONS = ("int8", "int16x8", "float", "int4w", "int4")
 OBJECTIVES = ("size", "latency")
-# the precisions a search moves a layer through, cheapest first
+# the precisions a search raises a layer through, cheapest first
 _LADDER = {"size": ("int8", "int16x8", "float"), "latency": ("int8", "float")}
+# smallest file first: what the greedy pass lowers a layer through
+_BY_SIZE = ("int4", "int4w", "int8", "int16x8", "float")
+# precision -> (activation bits, weight bits) of its static ai-edge-quantizer recipe
+_STATIC = {"int8": (8, 8), "int16x8": (16, 8), "int4": (8, 4)}
 
 
 def _aeq():
@@ -58,7 +65,7 @@ def _policy_ops():
     _, _, policy = _aeq()
     table = json.loads(policy.DEFAULT_JSON_POLICY)["ops_per_config"]
     return {"int8": set(table["static_wi8_ai8"]), "int16x8": set(table["static_wi8_ai16"]),
-            "int4w": set(table["weightonly_wi4_afp32"])}
+            "int4w": set(table["weightonly_wi4_afp32"]), "int4": set(table["static_wi4_ai8"])}
 
 
 def validation_arrays(data, what="validation_data"):
@@ -111,8 +118,11 @@ class _Candidates:
         if not self.units:
             raise ExportError("The float .tflite file has no operator ai-edge-quantizer can "
                               "quantize; export it with quantization='float32'.")
-        self.int4 = {key for key, ops in self.units.items()
-                     if any(op in policy["int4w"] for _, op in ops)}
+        # layer key -> the precisions its file can hold: int4 ones where an op has int4
+        # weights (the layer's other ops are int8 under "int4", float under "int4w")
+        self.allowed = {key: {"int8", "int16x8", "float"} | {
+            p for p in ("int4", "int4w") if any(op in policy[p] for _, op in ops)}
+            for key, ops in self.units.items()}
         self._policy = policy
         from ai_edge_litert.interpreter import Interpreter
 
@@ -152,13 +162,16 @@ class _Candidates:
         q = self._quantizer.Quantizer(self.float_bytes)
         for key, precision in pmap.items():
             for tensor, op in self.units[key]:
-                if precision == "float" or op not in self._policy[precision]:
+                p = precision
+                if p == "int4" and op not in self._policy["int4"]:
+                    p = "int8"  # an op without int4 weights (pool, add, softmax): int8
+                if p == "float" or op not in self._policy[p]:
                     continue
                 regex = "^" + re.escape(tensor) + ";"  # the op scope: output names + ";"
-                if precision == "int4w":
+                if p == "int4w":
                     q.add_weight_only_config(regex, names[op], 4)
                 else:
-                    q.add_static_config(regex, names[op], 16 if precision == "int16x8" else 8, 8)
+                    q.add_static_config(regex, names[op], *_STATIC[p])
         if not q.get_quantization_recipe():
             return self.float_bytes
         return bytes(q.quantize(self.qsv, enable_progress_bar=False,
@@ -198,8 +211,10 @@ class Sensitivity:
 
     Attributes:
         rows: ``[{"layer", "ops", "error", "accuracy_drop", "float_gain", "int8_alone",
-            "float_alone"}]`` ranked by ``error`` (the relative RMS error of the outputs
-            against the float file's when only that layer is int8), then ``float_gain``.
+            "float_alone", "int8_saves_bytes"}]`` ranked by ``error`` (the relative RMS
+            error of the outputs against the float file's when only that layer is int8),
+            then ``float_gain``; ``int8_saves_bytes``: the gzip bytes the all-int8 file
+            saves on the file where only that layer is float.
         float_accuracy, int8_accuracy: validation accuracy (points) of the float file and
             of the all-int8 file.
     """
@@ -253,7 +268,8 @@ def _sensitivity(cands):
                      "accuracy_drop": round(cands.float_accuracy - alone["accuracy"], 4),
                      "float_gain": round(but["accuracy"] - all_int8["accuracy"], 4),
                      "int8_alone": round(alone["accuracy"], 4),
-                     "float_alone": round(but["accuracy"], 4)})
+                     "float_alone": round(but["accuracy"], 4),
+                     "int8_saves_bytes": but["gzip_bytes"] - all_int8["gzip_bytes"]})
     rows.sort(key=lambda r: (-r["error"], -r["float_gain"], -r["accuracy_drop"]))
     return Sensitivity(rows, round(cands.float_accuracy, 4), round(all_int8["accuracy"], 4),
                        len(cands.y))
@@ -286,14 +302,16 @@ def _search(cands, budget, objective, max_trials):
             within.append(row)
         return row
 
-    def lowered(current, key, precisions):
+    def lowered(current, key, precisions, at=None):
         """``current`` with ``key`` at the first of ``precisions`` (tried in order) whose file
-        keeps the budget; unchanged when none does or the trials are spent."""
+        keeps ``at`` (default: the budget's floor); unchanged when none does or the trials
+        are spent."""
+        at = floor if at is None else at
         for precision in precisions:
             if spent():
                 break
             cand = trial({**current, key: precision})
-            if cand["accuracy"] >= floor:
+            if cand["accuracy"] >= at:
                 return dict(cand["map"])
         return current
 
@@ -325,15 +343,22 @@ def _search(cands, budget, objective, max_trials):
         for key in reversed(keys):
             current = lowered(current, key, ladder[:-1])
     if objective == "size":
-        # 3. int4 weight-only (float compute) for layers still float, where the runtime has
-        # it; never for an int8 layer, which would trade integer compute for float
-        for key in reversed(keys):
-            if spent():
-                break
-            if key in cands.int4 and current[key] == "float":
-                cand = trial({**current, key: "int4w"})
-                if cand["accuracy"] >= floor:
-                    current = dict(cand["map"])
+        # 3. greedy: every layer, the one whose int8 saved the most bytes first, to the
+        # smallest precision that keeps the budget; int4 weight-only (float compute) only
+        # for a layer not already computing in integers. Twice: first only what costs no
+        # accuracy against the file reached, then what the budget allows, so an early small
+        # loss cannot block later free savings
+        saves = {r["layer"]: r["int8_saves_bytes"] for r in ranking.rows}
+        order = sorted(keys, key=lambda k: -saves[k])
+        reached = trial(current)["accuracy"]
+        for at in sorted({max(floor, reached - 1e-9), floor}, reverse=True):
+            for key in order:
+                if spent():
+                    break
+                smaller = [p for p in _BY_SIZE[:_BY_SIZE.index(current[key])]
+                           if p in cands.allowed[key]
+                           and not (p == "int4w" and current[key] in _STATIC)]
+                current = lowered(current, key, smaller, at)
     trial({k: "float" for k in keys})  # always within the budget: the fallback
     if objective == "latency":
         for r in within:
@@ -363,7 +388,7 @@ def check_search(budget, objective, validation_data):
 
 
 def search(float_bytes, representative_data, validation_data, budget, objective="size",
-           num_calibration=200, max_trials=60):
+           num_calibration=200, max_trials=100):
     """Run the mixed-precision search on a float flatbuffer; see the module doc.
 
     Returns:

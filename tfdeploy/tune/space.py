@@ -15,6 +15,7 @@ left out stay int8). Empty by default: the default search is unchanged.
 """
 
 from tfdeploy.errors import TuneError
+from tfdeploy.export.mixed_precision import PRECISIONS
 
 DEFAULT_SPACE = {
     "slim_ratio": [0.0, 0.25, 0.5, 0.625, 0.75],
@@ -43,7 +44,7 @@ INITIAL_POINTS = (
 )
 SPARSITY_KINDS = ("none", "unstructured", "n_m")
 QUANTIZATIONS = ("int8", "float16", "dynamic")
-LAYER_PRECISIONS = ("int8", "int16x8", "float", "int4w")
+LAYER_PRECISIONS = PRECISIONS  # what export.tflite(..., quantization="auto") builds
 QAT_LAYERS = ("all", "skip_first_last")
 SCHEDULES = ("polynomial_decay", "constant")
 

@@ -1,7 +1,8 @@
 """Which precision each layer of a ``.tflite`` file computes in, read from the file itself.
 
 A TFLite operator's precision follows from the tensors stored in the flatbuffer:
-int8 activations are "int8" (int8 weights), int16 activations are "int16x8"
+int8 activations are "int8" (int8 weights) or "int4" (int4 weights stored in the
+file, unpacked to int8 by the kernel), int16 activations are "int16x8"
 (int16 activations, int8 weights), float activations fed by a ``DEQUANTIZE`` of
 stored int4 / int8 / float16 weights are "int4w" / "int8w" / "float16"
 (weight-only: the weights are stored small, the compute is float), float
@@ -26,7 +27,7 @@ from tfdeploy.verify.tflite_weights import operators
 BOUNDARIES = ("QUANTIZE", "DEQUANTIZE")
 _QAT_PREFIX = re.compile(r"^quant_")  # tfmot's QuantizeWrapper names: quant_<layer>
 # more precise first: the precision a layer with several operators is reported in
-_ORDER = ("float", "float16", "int16x8", "int8w", "dynamic", "int8", "int4w", "other")
+_ORDER = ("float", "float16", "int16x8", "int8w", "dynamic", "int8", "int4w", "int4", "other")
 
 
 def layer_key(tensor_name):
@@ -43,7 +44,8 @@ def layer_key(tensor_name):
 def _precision(op, producers, ops):
     act = op["outputs"][0] if op["outputs"] else None
     if act in ("int8", "uint8"):
-        return "int8"
+        return "int4" if any(const and dtype == "int4" for dtype, const in
+                             zip(op["inputs"], op["constant"])) else "int8"
     if act == "int16":
         return "int16x8"
     if act not in ("float32", "float16"):
