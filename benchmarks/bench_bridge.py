@@ -1,8 +1,9 @@
 """Keras 3 -> Keras 2 bridge: time and numerical equality, next to rebuilding by hand.
 
-    python benchmarks/bench_bridge.py [--repeats 3] > result.json
+    python benchmarks/bench_bridge.py [--repeats 3] [--out docs/bench_bridge.json]
 
-Prints one JSON document. For each model (Keras 3 ``MobileNetV2`` alpha 1.0 at 224x224,
+Prints one JSON document (``--out FILE`` also writes it there), with the run's CPU, load
+average, command and date (``run``). For each model (Keras 3 ``MobileNetV2`` alpha 1.0 at 224x224,
 and the largest model of tests/test_bridge.py, found by parameter count): its parameter
 count; the median wall time of `tfdeploy.bridge.to_keras2` with ``verify=False`` and with
 the default ``verify=True``; of `to_keras3` back; of what a user would do instead, rebuilding
@@ -20,7 +21,10 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+sys.path.insert(0, HERE)
+from _record import run_info, write_result  # noqa: E402
 
 
 def _median_time(fn, repeats):
@@ -35,7 +39,9 @@ def _median_time(fn, repeats):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=3, help="timed runs per step (median)")
+    p.add_argument("--out", help="Also write the JSON here.")
     args = p.parse_args(argv)
+    run = run_info(argv)
 
     import keras as keras3
 
@@ -78,8 +84,7 @@ def main(argv=None):
             <= 1e-5
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
-    print(json.dumps({"repeats": args.repeats, "cpu_count": os.cpu_count(),
-                      "load_average": os.getloadavg(), "models": rows}, indent=2))
+    write_result({"run": run, "repeats": args.repeats, "models": rows}, args.out)
     return 0 if all(r["within_1e-5"] for r in rows) else 1
 
 

@@ -1,7 +1,10 @@
 """MobileNetV2 on the offline digits transfer task: transfer vs scratch, then PTQ vs QAT vs slim.
 
     python benchmarks/bench_mobilenet.py [--seeds 0 1 2] [--alpha 0.35] [--image-size 32]
-        [--configs 0.35:96 1.0:224] [--parts transfer variants speed] > result.json
+        [--configs 0.35:96 1.0:224] [--parts transfer variants speed] [--out result.json]
+
+Prints one JSON document (``--out FILE`` also writes it there), with the run's CPU, load
+average at start and end, command and date (``run``).
 
 1. Transfer vs scratch, for every seed: a MobileNetV2 base pretrained on digits 0-4, saved
    to a file and loaded by path (frozen, new head, then fine-tuned), against the same
@@ -37,6 +40,8 @@ import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _record import run_info, write_result  # noqa: E402
 
 
 def _log(msg):
@@ -418,7 +423,9 @@ def main(argv=None):
                         "speed: part 3 (random weights, per --configs: input fold and slim "
                         "divisor latency)")
     p.add_argument("--speed-ratio", type=float, default=0.7, help="part 3 slim ratio")
+    p.add_argument("--out", help="Also write the JSON here.")
     args = p.parse_args(argv)
+    run = run_info(argv)
 
     import numpy as np
 
@@ -456,6 +463,7 @@ def main(argv=None):
             speed.append(_speed(float(alpha), int(side), args.speed_ratio, tmp))
     margins = [s["margin"] for s in seeds]
     out = {
+        "run": run,
         "machine": {"cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0],
                     "note": "shared machine; latencies are inflated by other jobs, ratios are "
                             "measured side by side in one run"},
@@ -470,8 +478,7 @@ def main(argv=None):
         "targets": targets,
         "total_s": time.perf_counter() - start,
     }
-    json.dump(out, sys.stdout, indent=1)
-    print()
+    write_result(out, args.out, indent=1)
     return 0
 
 

@@ -23,7 +23,6 @@ The last line printed is the JSON document.
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -31,9 +30,9 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)   # the checkout this script belongs to, not an installed tfdeploy
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+from _record import cpu_info  # noqa: E402  (bench_serving imports it from here too)
 ARTIFACTS = ("tflite_float32", "tflite_int8", "onnx", "onnx_int8")
-_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8",
-          "amx_bf16")
 
 
 def _args(argv):
@@ -50,21 +49,6 @@ def _args(argv):
     parser.add_argument("--output-dir", help="Where the versions go (default: a temp dir).")
     parser.add_argument("--out", help="Also write the JSON here.")
     return parser.parse_args(argv)
-
-
-def cpu_info():
-    """lscpu's model name, the int8-relevant flags, core count and load average."""
-    info = {"machine": platform.machine(), "cores": os.cpu_count()}
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        text = ""
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    info["model_name"] = fields.get("Model name", "").strip() or platform.processor()
-    flags = set(fields.get("Flags", "").split())
-    info["flags"] = {f: f in flags for f in _FLAGS}
-    info["loadavg"] = os.getloadavg()
-    return info
 
 
 def _rss_mb():

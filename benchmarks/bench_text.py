@@ -14,18 +14,20 @@ need.
 
     python benchmarks/bench_text.py [--epochs 4] [--out results.json]
 
-The last line printed is the JSON document; a table goes to stderr.
+The last line printed is the JSON document (``--out FILE`` also writes it there), with the
+run's CPU, load average at start and end, command and date (``run``); a table goes to stderr.
 """
 
 import argparse
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _record import run_info, write_result  # noqa: E402
 
 
 def _args(argv):
@@ -52,6 +54,7 @@ def _p50(fn, inputs, iters):
 
 def main(argv=None):
     args = _args(argv)
+    run = run_info(argv)
     from tfdeploy import compress, data, export, models, verify
     from tfdeploy._keras import keras, tf
     from tfdeploy.recipes import _harness, _text
@@ -74,8 +77,7 @@ def main(argv=None):
         "text_bigru": lambda: models.build_text_bigru(n_vocab, length, 3),
         "text_transformer": lambda: models.build_text_transformer(n_vocab, length, 3),
     }
-    results = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                           "note": "shared 2-core machine; compare ratios within one run"},
+    results = {"run": run, "note": "shared machine; compare ratios within one run",
                "settings": vars(args), "classifiers": {}}
 
     def fit(model, epochs, lr, cbs=()):
@@ -174,11 +176,7 @@ def main(argv=None):
             score = e.get("accuracy", e.get(f"recall@{k}"))
             print(f"{name:<20}{variant:<13}{e['gzip_bytes']:>8}{score:>11.3f}"
                   f"{e['p50_ms']:>9.3f}", file=sys.stderr)
-    text = json.dumps(results, default=float)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
-    print(text)
+    write_result(results, args.out, indent=None)
     return 0
 
 

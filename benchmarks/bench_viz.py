@@ -1,8 +1,9 @@
 """Cost of the visual outputs: saliency per image, and the quickstart with visuals on vs off.
 
-    python benchmarks/bench_viz.py [--repeats 1] [--images 5] > result.json
+    python benchmarks/bench_viz.py [--repeats 1] [--images 5] [--out docs/bench_viz.json]
 
-Prints one JSON document:
+Prints one JSON document (``--out FILE`` also writes it there), with the run's CPU, load
+average at start and end, command and date (``run``):
 - ``saliency``: for the seed CNN (32x32x1, width 0.25) and MobileNetV2 (224x224x3,
   weights=None), seconds per image of integrated gradients (50 steps, one batch of 51
   interpolated inputs per image) and of Grad-CAM (one forward + backward), medians over
@@ -22,6 +23,8 @@ import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _record import run_info, write_result  # noqa: E402
 
 
 def _per_image(fn, images):
@@ -94,17 +97,17 @@ def main(argv=None):
     p.add_argument("--data", default=None, help="image dir with train/ and test/ (default digits)")
     p.add_argument("--epochs", type=int, nargs=3, default=(8, 4, 2),
                    metavar=("BASE", "PRUNE", "QAT"), help="quickstart epochs (default 8 4 2)")
+    p.add_argument("--out", help="Also write the JSON here.")
     args = p.parse_args(argv)
+    run = run_info(argv)
 
     import tfdeploy as td
 
     data_dir = args.data or td.data.write_digits(tempfile.mkdtemp(prefix="bench_viz_digits_"))
-    result = {"machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
-              "saliency": saliency(args.images)}
+    result = {"run": run, "saliency": saliency(args.images)}
     if args.repeats:
         result["quickstart"] = quickstart(args.repeats, data_dir, tuple(args.epochs))
-    result["machine"]["load_avg_at_end"] = os.getloadavg()
-    print(json.dumps(result, indent=1))
+    write_result(result, args.out, indent=1)
     return 0
 
 

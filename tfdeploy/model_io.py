@@ -55,7 +55,8 @@ def load_model(path):
 
     Example:
         >>> model = tfdeploy.model_io.load_model("saved_models/pruned.keras")
-        >>> tfdeploy.compress.history(model)[-1]["technique"]
+        >>> last = tfdeploy.compress.history(model)[-1]
+        >>> last["technique"]
         'pruned'
     """
     path = os.fspath(path)
