@@ -125,7 +125,10 @@ class FastArray:
                 return out.reshape(shape).astype(dtype, copy=False)
             # (an integer of 2**63 or more: the Python path decides, as without the extension)
         array = self._python_array(check_shape)
-        return None if array is None else array.astype(dtype, copy=False)
+        if array is None:
+            return None
+        with np.errstate(over="ignore"):   # past float32's range is +-inf, as in TF Serving
+            return array.astype(dtype, copy=False)
 
     def _python_array(self, check_shape):
         raw = self.raw
