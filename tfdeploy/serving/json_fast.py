@@ -36,7 +36,7 @@ import orjson
 from tfdeploy.serving.status import invalid
 
 try:
-    from tfdeploy.serving import _numjson
+    import tfdeploy.serving._numjson as _numjson   # (C: imports nothing of ours)
 except ImportError:   # (built by setup.py when a C compiler is there; optional)
     _numjson = None
 
