@@ -684,9 +684,11 @@ def _served_runtime(server, name):
 
 
 def _served_accuracy(server, name, input_name, x, y, batch=32):
-    """Top-1 accuracy of a server's REST answers on ``(x, y)``, and its predicted classes."""
+    """Top-1 accuracy of a server's REST answers on ``(x, y)``, and its predicted classes.
+    Batches hold at most ~4 MB of JSON (8 MobileNet images, 32 digits)."""
     conn = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=120)
     predicted = []
+    batch = max(1, min(batch, (4 << 20) // (7 * int(np.prod(x.shape[1:])))))
     for i in range(0, len(x), batch):
         body = json.dumps({"instances": [{input_name: row.tolist()}
                                          for row in x[i:i + batch]]}).encode()
@@ -706,16 +708,30 @@ def _served_accuracy(server, name, input_name, x, y, batch=32):
 
 def _rest_decode_ms(body, n=30):
     """p50 ms of the REST handler's JSON body -> numpy step alone (``json_fast``: the big
-    numeric array kept raw, then decoded into one array), in this process."""
+    numeric array kept raw, then decoded into one float32 array), in this process, timed in
+    turns: ``{"c": ms, "python": ms}`` (the C extension, when built, and the pure-Python
+    path)."""
     sys.path.insert(0, REPO)
     from tfdeploy.serving import json_fast
+
+    built = json_fast._numjson
 
     def decode():
         _, spans = json_fast.extract(body)
         for fast in spans.values():
-            fast.array()
+            fast.array(None, np.float32)
 
-    return _p50_ms(decode, n, warmup=3)
+    times = {"c": [], "python": []} if built is not None else {"python": []}
+    try:
+        for _ in range(n):
+            for impl in times:
+                json_fast._numjson = built if impl == "c" else None
+                t = time.perf_counter()
+                decode()
+                times[impl].append(time.perf_counter() - t)
+    finally:
+        json_fast._numjson = built
+    return {k: round(float(np.median(v)) * 1000, 3) for k, v in times.items()}
 
 
 def _in_process_runtimes(version_dir, turns, calls):
@@ -767,17 +783,25 @@ def _time_api(row, label, worker, make_worker, args):
     return n
 
 
-def _runtime_servers(args, base, name, image, body, input_name, test_xy, out):
+def _runtime_servers(args, base, name, image, body, input_name, test_xy, out, kserve=None):
     """Serve ``base`` once per ``--runtime`` policy (separate processes, all up at once),
-    then measure them side by side in alternating rounds: REST V1 batch-1 p50 and
-    requests/s at each ``--runtime_concurrency``; RSS from /proc; metadata.runtime;
-    accuracy on ``test_xy``; and bench_runtimes' in-process timings of the version."""
+    and with KServe's server (``kserve``: (python, script)) under the label "kserve" if
+    given, then measure them side by side in alternating rounds: REST V1 batch-1 p50 and
+    requests/s at each ``--runtime_concurrency``; server CPU per request and RSS from
+    /proc; metadata.runtime; accuracy on ``test_xy``; and bench_runtimes' in-process
+    timings of the version."""
     servers, rounds = {}, []
     out["servers"] = {}
     try:
-        for policy in args.runtimes:
+        for policy in list(args.runtimes) + (["kserve"] if kserve else []):
             print(f"bench_serving: starting --runtime {policy} ...", file=sys.stderr, flush=True)
             start = time.perf_counter()
+            if policy == "kserve":   # KServe 0.21's V1 REST, the SavedModel through TF
+                server = servers[policy] = _Server(name, base, kserve=kserve)
+                out["servers"][policy] = {
+                    "ready_s": round(time.perf_counter() - start, 1), "server": "kserve",
+                    "rss_loaded_mib": round(_rss_mib(server.proc.pid), 1)}
+                continue
             server = servers[policy] = _Server(name, base, flags=[f"--runtime={policy}"])
             info = out["servers"][policy] = {
                 "ready_s": round(time.perf_counter() - start, 1),
@@ -795,7 +819,7 @@ def _runtime_servers(args, base, name, image, body, input_name, test_xy, out):
                 cpu0 = _cpu_seconds(server.proc.pid)
                 n = _time_api(row, policy, rest,
                               lambda: _RestWorker(server.rest_port, name, body), args)
-                if "grpc" in args.runtime_apis:   # the same model without JSON decoding
+                if "grpc" in args.runtime_apis and policy != "kserve":   # (no JSON)
                     n += _time_api(row, f"{policy}_grpc",
                                    _warm(_GrpcWorker(server.grpc_port, name, image)),
                                    lambda: _GrpcWorker(server.grpc_port, name, image), args)
@@ -809,8 +833,14 @@ def _runtime_servers(args, base, name, image, body, input_name, test_xy, out):
             acc = out["accuracy"] = {"test_examples": int(len(test_xy[1]))}
             preds = {}
             for policy, server in servers.items():
-                acc[policy], preds[policy] = _served_accuracy(server, name, input_name,
-                                                              *test_xy)
+                if policy == "kserve":   # (its model class takes unnamed instances only)
+                    continue
+                try:
+                    acc[policy], preds[policy] = _served_accuracy(server, name, input_name,
+                                                                  *test_xy)
+                except (OSError, RuntimeError, http.client.HTTPException) as exc:
+                    acc.setdefault("errors", {})[policy] = f"{type(exc).__name__}: {exc}"[:300]
+                    continue
                 acc[policy] = round(acc[policy], 4)
             if "tensorflow" in preds:
                 acc["agreement_with_tensorflow"] = {
@@ -829,7 +859,9 @@ def _runtime_servers(args, base, name, image, body, input_name, test_xy, out):
         k: round(float(np.median([r["server_cpu_ms_per_request"][k] for r in rounds])), 3)
         for k in rounds[0]["server_cpu_ms_per_request"]}
     print("bench_serving: in-process timings (bench_runtimes) ...", file=sys.stderr, flush=True)
-    out["rest_json_decode_ms"] = _rest_decode_ms(body)
+    decode = _rest_decode_ms(body)
+    out["rest_json_decode_ms"] = decode.get("c", decode["python"])   # what the server ran
+    out["rest_json_decode_ms_by_decoder"] = decode
     out["in_process"] = _in_process_runtimes(latest_dir(base), args.repeats, 40)
 
 
@@ -839,7 +871,7 @@ def _runtime_targets(out, ratio_target):
     concurrency = sorted({int(k.rsplit("_c", 1)[1]) for k in tp})
     if "tensorflow" in out["servers"]:
         for policy in out["servers"]:
-            if policy == "tensorflow":
+            if policy in ("tensorflow", "kserve"):
                 continue
             t[f"{policy}_vs_tensorflow_rps"] = {
                 f"c{c}": round(tp[f"{policy}_c{c}"] / tp[f"tensorflow_c{c}"], 2)
@@ -848,6 +880,15 @@ def _runtime_targets(out, ratio_target):
                 t[f"{policy}_vs_tensorflow_grpc_rps"] = {
                     f"c{c}": round(tp[f"{policy}_grpc_c{c}"] / tp[f"tensorflow_grpc_c{c}"], 2)
                     for c in concurrency}
+        if "kserve" in out["servers"]:   # V1 REST requests/s against KServe's, same model
+            for policy in out["servers"]:
+                if policy != "kserve":
+                    t[f"{policy}_vs_kserve_rps"] = {
+                        f"c{c}": round(tp[f"{policy}_c{c}"] / tp[f"kserve_c{c}"], 2)
+                        for c in concurrency}
+            t["rest_vs_kserve_target_met"] = all(
+                v >= 1.0 for p in ("tensorflow", "auto") if f"{p}_vs_kserve_rps" in t
+                for v in t[f"{p}_vs_kserve_rps"].values())
         if "auto" in out["servers"]:
             t[f"auto_vs_tensorflow_target_{ratio_target}x"] = ratio_target
             t["auto_vs_tensorflow_target_met"] = all(
@@ -982,7 +1023,14 @@ def _runtimes_main(args, tmp, batching_file):
         result["accuracy_data"] = args.accuracy_data
     del fn
     run = result["runtimes"] = {}
-    _runtime_servers(args, base, args.model_name, image, body, input_name, test_xy, run)
+    kserve = None
+    if args.runtime_kserve:
+        script = os.path.join(tmp, "kserve_server.py")
+        with open(script, "w") as f:
+            f.write(KSERVE_SERVER)
+        kserve = (kserve_python(args.kserve_venv), script)
+    _runtime_servers(args, base, args.model_name, image, body, input_name, test_xy, run,
+                     kserve)
     result["targets"] = _runtime_targets(run, args.ratio_target)
     if args.batching_cpu:
         kinds = {}
@@ -1027,13 +1075,21 @@ def runtimes_table(paths):
                              (f">= {goal}x: {met(v >= goal)}" if mobilenet else
                               f"(the >= {goal}x target is MobileNetV2's; shown for comparison)")))
         if "auto_vs_tensorflow_grpc_rps" in t:
-            rows.append(("gRPC batch 1 (no JSON): auto / tensorflow req/s",
+            rows.append(("gRPC batch 1 (protobuf, no JSON decoding): auto / tensorflow req/s",
                          ", ".join(f"{c[1:]} client(s): {tp[f'auto_grpc_{c}']} / "
                                    f"{tp[f'tensorflow_grpc_{c}']} = {v}x"
                                    for c, v in t["auto_vs_tensorflow_grpc_rps"].items()),
                          "(diagnostic: the targets are REST's)"))
+        if "rest_vs_kserve_target_met" in t:
+            rows.append(("REST batch 1 req/s against KServe 0.21 (the SavedModel through TF)",
+                         "; ".join(f"{p}: " + ", ".join(f"{c[1:]} client(s) {v}x"
+                                                        for c, v in t[f"{p}_vs_kserve_rps"]
+                                                        .items())
+                                   for p in ("tensorflow", "auto")
+                                   if f"{p}_vs_kserve_rps" in t),
+                         f">= 1x: {met(t['rest_vs_kserve_target_met'])}"))
         for policy in r["servers"]:
-            if policy in ("tensorflow", "auto"):
+            if policy in ("tensorflow", "auto", "kserve"):
                 continue
             ratios = t.get(f"{policy}_vs_tensorflow_rps", {})
             srv = r["servers"][policy]["serving"] or {}
@@ -1051,19 +1107,25 @@ def runtimes_table(paths):
                          f"{t['litert_overhead_ms']} ms",
                          f"<= 0.5 ms: {met(t['litert_overhead_target_0.5ms_met'])}"))
             if t.get("rest_json_decode_ms") is not None:
+                by = r.get("rest_json_decode_ms_by_decoder", {})
                 rows.append(("of which the REST body's JSON -> numpy alone (in-process p50)",
-                             f"{t['rest_json_decode_ms']} ms ({d['request_body_bytes']} bytes)",
+                             f"{t['rest_json_decode_ms']} ms ({d['request_body_bytes']} bytes)"
+                             + (f"; pure-Python path {by['python']} ms" if "c" in by else ""),
                              ""))
             if "litert_grpc_overhead_ms" in t:
                 rows.append(("LiteRT served gRPC p50 - in-process p50",
                              f"{r['p50_ms']['litert_grpc']} - {t['litert_in_process_p50_ms']} "
                              f"= {t['litert_grpc_overhead_ms']} ms", "(diagnostic)"))
+        if r.get("server_cpu_ms_per_request"):
+            rows.append(("server CPU ms per request (/proc, over every timed request)",
+                         ", ".join(f"{p} {v}" for p, v in
+                                   r["server_cpu_ms_per_request"].items()), "(recorded)"))
         rows.append(("server RSS MiB (model loaded, after the runs)",
                      ", ".join(f"{p} {v}" for p, v in t["rss_mib"].items()), "(recorded)"))
         acc = r.get("accuracy")
         if acc:
             rows.append((f"served top-1 accuracy, {acc['test_examples']} test digits",
-                         ", ".join(f"{p} {acc[p]}" for p in r["servers"]),
+                         ", ".join(f"{p} {acc[p]}" for p in r["servers"] if p in acc),
                          f"auto within 1 point of float: "
                          f"{met(t.get('auto_accuracy_within_1pt_met'))}"))
         else:
@@ -1127,6 +1189,9 @@ def main(argv=None):
     parser.add_argument("--runtime_requests", type=int, default=300,
                         help="Requests per figure in --runtimes mode.")
     parser.add_argument("--runtime_concurrency", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--runtime_kserve", action="store_true",
+                        help="--runtimes: also time KServe's V1 REST on the SavedModel (the "
+                             "--kserve_venv environment) in the same alternating rounds.")
     parser.add_argument("--runtime_apis", nargs="+", default=["rest"], choices=["rest", "grpc"],
                         help="--runtimes: also gRPC batch 1 (no JSON decoding) with 'grpc'.")
     parser.add_argument("--accuracy_data", default=None,

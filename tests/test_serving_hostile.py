@@ -467,6 +467,13 @@ def test_large_json_bodies_decode_within_a_small_multiple_of_their_size(monkeypa
         json.dumps({"instances": images.tolist()}).replace("1.0,", "NaN,", 1),
         json.dumps({"instances": images.astype(int).tolist()}),
         json.dumps({"instances": [images.tolist(), "x"]}),
+        # a number outside its innermost brackets: the skeleton of a rectangular array
+        json.dumps({"instances": images.tolist()}).replace("], [", "]7, [", 1),
+        json.dumps({"instances": images.tolist()}).replace("], [", "], 7[", 1),
+        json.dumps({"instances": images.tolist()}).replace("]]", "]]7", 1),
+        # numbers of every form
+        json.dumps({"instances": (images * 1e-30).tolist()}),
+        json.dumps({"instances": (images.astype(np.float64) * -1e200).tolist()}),
     ]
 
     def decode(text, dtypes):

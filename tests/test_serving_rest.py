@@ -121,6 +121,29 @@ def test_tfdeploy_export_predict_matches_in_process(rest, model_root):
         v.decode() for v in expected["class_label"].numpy()]
 
 
+def test_large_bodies_decode_exactly_and_a_misplaced_number_is_a_parse_error(rest, model_root):
+    # Bodies past json_fast.MIN_BODY take the numeric fast path; the answer must be the one
+    # the same images give in-process, whatever digits the numbers are written with.
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(str(model_root / "digits" / "1")).signatures["serving_default"]
+    images = digit_images(3, seed=2) / 7 + np.float32(1e-3)   # 17-digit reprs, e-notation
+    text = json.dumps({"instances": images.tolist()})
+    status, body = rest("POST", "/v1/models/digits:predict", raw=text.encode())
+    assert status == 200, body
+    np.testing.assert_array_equal([r["class_index"] for r in body["predictions"]],
+                                  fn(images=tf.constant(images))["class_index"].numpy())
+    # A number moved outside its innermost brackets keeps the brackets-and-commas skeleton
+    # of a 3x32x32x1 array; json refuses it, and so must the server (it once answered with
+    # the digits glued onto the neighbouring number).
+    for bad in (text.replace("], [", "]7, [", 1), text.replace("], [", "], 7[", 1)):
+        with pytest.raises(json.JSONDecodeError) as exc:
+            json.loads(bad)
+        status, body = rest("POST", "/v1/models/digits:predict", raw=bad.encode())
+        assert status == 400, body
+        assert body["error"] == f"JSON Parse error: {exc.value.msg} at offset: {exc.value.pos}"
+
+
 def test_b64_image_bytes_signature_matches_raw_pixels(rest):
     import tensorflow as tf
 

@@ -216,15 +216,14 @@ def _fast_array(value, dtype, check_shape=None):
         return None
     target = np.dtype(dtype.as_numpy_dtype)
     if isinstance(value, FastArray):
-        array = value.array(check_shape)
-        return None if array is None else array.astype(target)
+        return value.array(check_shape, target)
     if isinstance(value, list) and value and all(isinstance(v, FastArray) for v in value):
         row = None if check_shape is None else (
             lambda shape: check_shape((len(value),) + tuple(shape)))
-        arrays = [v.array(row) for v in value]
+        arrays = [v.array(row, target) for v in value]
         if any(a is None for a in arrays) or len({a.shape for a in arrays}) != 1:
             return None
-        return np.stack(arrays).astype(target)
+        return np.stack(arrays)
     return None
 
 

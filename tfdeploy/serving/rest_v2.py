@@ -270,12 +270,12 @@ class RestV2:
                 raise invalid(f"Input '{tensor_name}' has no 'data' (or binary_data_size).")
             data = tensor["data"]
             if isinstance(data, FastArray):
-                array = data.array() if datatype in ("FP32", "FP64", "FP16") else None
+                array = data.array(None, v2_tensors.NUMPY[datatype]) \
+                    if datatype in ("FP32", "FP64", "FP16") else None
                 if array is None:
                     data = data.load()
                 else:
-                    return v2_tensors._shaped(tensor_name, array.reshape(-1).astype(
-                        v2_tensors.NUMPY[datatype]), shape, numel)
+                    return v2_tensors._shaped(tensor_name, array.reshape(-1), shape, numel)
             if json_fast.holds_fast_arrays(body) and isinstance(data, list):
                 data = json_fast.load_all(data)
             return v2_tensors.from_json(tensor_name, datatype, shape, numel, data)
