@@ -69,19 +69,68 @@ def _weights(model):
     return [[w.name, np.asarray(w.numpy()).ravel().tolist()] for w in model.weights]
 
 
-def qat_fit(strategy=None):
-    """QAT (from the same seed) for one epoch; its weights and ranges. Plain SGD: Adam's
-    first steps move every weight by the sign of its gradient, so a gradient that is noise
-    around 0 would move by a full step in either direction."""
+def _qat_model(strategy=None):
+    """The QAT model from seed 0, compiled with plain SGD (Adam's first steps move every
+    weight by the sign of its gradient, so a gradient that is noise around 0 would move by
+    a full step in either direction)."""
     scope = strategy.scope() if strategy is not None else _Null()
     with scope:
         keras.utils.set_random_seed(0)
         model = C.quantize(td.models.build_cnn((16, 16, 1), 10, width=0.125))
         model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
-    start = _weights(model)
-    history = model.fit(ds, epochs=1, verbose=0, callbacks=C.callbacks(model))
-    return {"loss": float(history.history["loss"][-1]), "weights": _weights(model),
-            "start": start, "iterations": int(model.optimizer.iterations.numpy())}
+    return model
+
+
+class _Steps(keras.callbacks.Callback):
+    """Records every variable (this process's replica) after each training step; given
+    ``states``, first sets the variables to ``states[step]`` before each step."""
+
+    def __init__(self, states=None):
+        super().__init__()
+        self.states, self.after = states, []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.states is not None:
+            for variable, value in zip(self.model.weights, self.states[batch]):
+                variable.assign(value)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.after.append([np.asarray(v.numpy()) for v in self.model.weights])
+
+
+def _qat_fit(strategy=None, states=None):
+    model = _qat_model(strategy)
+    start = [np.asarray(v.numpy()) for v in model.weights]
+    steps = _Steps(states)
+    history = model.fit(ds, epochs=1, verbose=0, callbacks=C.callbacks(model) + [steps])
+    return model, start, steps.after, float(history.history["loss"][-1])
+
+
+def _max_differences(run, reference, names):
+    """``{variable name: max |run - reference|}`` over two lists of arrays in model order."""
+    return {name: float(np.max(np.abs(a - b))) if a.size else 0.0
+            for name, a, b in zip(names, run, reference)}
+
+
+def qat_runs(strategy):
+    """QAT for one epoch under ``strategy`` and, in this process, without one (the
+    "single" run, on the whole global batches): ``lockstep`` (for every step, each
+    variable's max |difference| when the distributed model starts the step from the
+    single run's variables), ``free`` (the largest difference after each step when both
+    train on their own from the same seed), ``moved`` (the largest change of a variable in
+    each step of the single run), the single run's loss and this replica's final
+    variables and loss."""
+    _, start, single, single_loss = _qat_fit(None)
+    model, _, free, loss = _qat_fit(strategy)
+    names = [v.name for v in model.weights]
+    before = [start] + single[:-1]
+    _, _, lockstep, _ = _qat_fit(strategy, states=before)
+    return {"lockstep": [_max_differences(a, b, names) for a, b in zip(lockstep, single)],
+            "free": [max(_max_differences(a, b, names).values()) for a, b in zip(free, single)],
+            "moved": [max(_max_differences(a, b, names).values()) for a, b in zip(single, before)],
+            "weights": _weights(model),
+            "iterations": int(model.optimizer.iterations.numpy()), "loss": loss,
+            "single_loss": single_loss, "replicas_agree": distribute.replicas_agree(model)}
 
 
 class _Null:
@@ -129,11 +178,11 @@ def qat(strategy):
 if MODE == "mirrored":
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     result = {"mirrored": pruned(strategy), "single": pruned(None), "errors": errors(strategy),
-              "qat": qat(strategy), "single_qat": qat_fit(None)}
+              "qat": qat(strategy), "qat_runs": qat_runs(strategy)}
     out_path = sys.argv[2]
 else:
     strategy = WORKER_STRATEGY
-    result = {"worker": pruned(strategy), "qat": qat_fit(strategy), "index": int(sys.argv[2])}
+    result = {"worker": pruned(strategy), "qat": qat_runs(strategy), "index": int(sys.argv[2])}
     out_path = sys.argv[4]
 with open(out_path, "w") as f:
     json.dump(result, f)

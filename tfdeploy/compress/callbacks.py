@@ -3,7 +3,8 @@
 import copy
 
 from tfdeploy._keras import keras, tf, tfmot
-from tfdeploy.compress.distribute import _strategies, check_training, sync_input_ranges
+from tfdeploy._tfmot import global_batch_ranges
+from tfdeploy.compress.distribute import _strategies, check_training
 from tfdeploy.compress.sparsity import model_sparsity, sparsity_by_layer, zero_counts
 from tfdeploy.compress.wrappers import is_pruning_wrapped, is_quantization_aware
 
@@ -96,22 +97,17 @@ class SparsityMonitor(_ConfigCallback):
             self._writer = None
 
 
-class ReplicaRangeSync(_ConfigCallback):
-    """After every training step, give all replicas the same input fake-quant range
-    (`tfdeploy.compress.distribute.sync_input_ranges`): QAT under a strategy."""
-
-    def on_train_batch_end(self, batch, logs=None):
-        sync_input_ranges(self.model)
-
-
 def callbacks(model, log_dir=None, backup_dir=None):
     """Return the callbacks a model wrapped by tfdeploy needs inside ``model.fit``.
 
     For a pruning-wrapped model: `PruningStep` and `SparsityMonitor`. For QAT or
     plain models: `SparsityMonitor` (sparsity is still worth watching when
-    fine-tuning a pruned model with QAT), after `ReplicaRangeSync` for QAT under a
-    ``tf.distribute`` strategy. Add your own callbacks (TensorBoard,
-    EarlyStopping, ...) after these.
+    fine-tuning a pruned model with QAT). Add your own callbacks (TensorBoard,
+    EarlyStopping, ...) after these. For a QAT model under a ``tf.distribute``
+    strategy (also one not made by `quantize`, e.g. loaded), it makes tfmot's
+    fake-quants take their ranges from the whole global batch
+    (`tfdeploy._tfmot.global_batch_ranges`, as `quantize` does) before
+    the first training step is traced.
 
     With ``backup_dir``, a Keras ``BackupAndRestore`` comes first: a fit that
     is killed resumes from the last finished epoch when the same script runs
@@ -140,6 +136,6 @@ def callbacks(model, log_dir=None, backup_dir=None):
     if is_pruning_wrapped(model):
         out.append(PruningStep())
     if is_quantization_aware(model) and any(s is not None for s in _strategies(model)):
-        out.append(ReplicaRangeSync())
+        global_batch_ranges()
     out.append(SparsityMonitor(log_dir=log_dir))
     return out

@@ -5,8 +5,8 @@ import warnings
 from tfdeploy.model_io import check_model
 from tfdeploy._keras import keras, tfmot
 from tfdeploy._walk import is_graph_network, nodes
-from tfdeploy._tfmot import (cluster_preserve_scheme, default_8bit_registry,
-                                      honour_trainable, prune_preserve_scheme, set_weight_ranges)
+from tfdeploy._tfmot import (cluster_preserve_scheme, default_8bit_registry, global_batch_ranges,
+                             honour_trainable, prune_preserve_scheme, set_weight_ranges)
 from tfdeploy.compress.calibrate import calibrate_ranges
 from tfdeploy.compress.fold import fold_input_preprocessing
 from tfdeploy.compress.graph import flatten
@@ -210,6 +210,7 @@ def quantize(model, preserve="auto", layers=None, quantize_configs=None, calibra
     model = check_model(model, graph=True)
     check_scope(model, "quantize")
     honour_trainable()  # a frozen base stays frozen under QAT (tfmot trains its kernels anyway)
+    global_batch_ranges()  # under a strategy, ranges from the global batch, as on one device
     if preserve not in PRESERVE:
         raise CompressionError(
             f"Unrecognized preserve={preserve!r}. Supported values are: {list(PRESERVE)}.")
