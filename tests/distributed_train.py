@@ -51,7 +51,8 @@ def pruned(strategy=None):
         model = C.prune(td.models.build_cnn((16, 16, 1), 10, width=0.125), TARGET,
                         epochs=EPOCHS, steps_per_epoch=STEPS)
         model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
-    model.fit(ds, epochs=EPOCHS, verbose=0, callbacks=C.callbacks(model))
+    batches = _BatchLosses()
+    history = model.fit(ds, epochs=EPOCHS, verbose=0, callbacks=C.callbacks(model) + [batches])
     steps = sorted({int(v.numpy()) for layer in model.layers
                     for v in [getattr(layer, "pruning_step", None)] if v is not None})
     agree = distribute.replicas_agree(model)
@@ -60,7 +61,19 @@ def pruned(strategy=None):
     return {"sparsity_by_layer": C.sparsity_by_layer(stripped), "pruning_steps": steps,
             "replicas_agree": agree, "zeros_md5": hashlib.md5(zeros).hexdigest(),
             "replicas": strategy.num_replicas_in_sync if strategy is not None else 1,
-            "weights": _weights(stripped)}
+            "weights": _weights(stripped), "loss": history.history["loss"],
+            "batch_losses": batches.losses}
+
+
+class _BatchLosses(keras.callbacks.Callback):
+    """The loss ``fit`` reports in each batch's ``logs`` (what a progress bar shows)."""
+
+    def __init__(self):
+        super().__init__()
+        self.losses = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.losses.append(float(logs["loss"]))
 
 
 def _weights(model):

@@ -148,6 +148,18 @@ def test_multi_worker_mirrored_strategy_two_processes_prune(runs):
         assert max(diff.values()) < TOLERANCE, diff
 
 
+def test_multi_worker_mirrored_strategy_reports_the_global_batch_loss(runs):
+    """What ``fit`` reports after each batch (``logs["loss"]``: the progress bar, per-batch
+    TensorBoard) and after each epoch is the loss one process computes on the same global
+    batches, not its sum over the two workers (tf_keras's "auto" reduction: 2x, fixed by
+    `GlobalBatchLogs`)."""
+    single = runs["mirrored"]["single"]
+    assert len(single["batch_losses"]) == 16
+    for worker in runs["workers"]:
+        assert worker["batch_losses"] == pytest.approx(single["batch_losses"], rel=1e-5)
+        assert worker["loss"] == pytest.approx(single["loss"], rel=1e-5)
+
+
 def test_multi_worker_mirrored_strategy_two_processes_qat(runs):
     """Two workers train QAT as one process does on the same global batches: every step,
     started from the single process's variables, gives that process's weights and

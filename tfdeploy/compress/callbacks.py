@@ -97,13 +97,33 @@ class SparsityMonitor(_ConfigCallback):
             self._writer = None
 
 
+class GlobalBatchLogs(_ConfigCallback):
+    """Make the per-batch ``logs`` of a fit under `MultiWorkerMirroredStrategy` report the
+    global batch's loss and metrics, as the epoch's do.
+
+    tf_keras's ``distribute_reduction_method="auto"`` sums a training step's outputs over
+    the workers, but each worker's loss and metric values are already the global
+    batch's (Keras reduces them across replicas): with two workers, the per-batch loss
+    in ``logs`` (the progress bar, ``TensorBoard(update_freq="batch")``, any callback)
+    is twice one process's, while the epoch's and ``evaluate``'s are right. This sets
+    the model's ``distribute_reduction_method`` to ``"first"`` (Keras's choice on TPUs)
+    when it is ``"auto"``, in ``on_train_begin``, before the first step is traced.
+    The training math does not change: only what the step reports.
+    """
+
+    def on_train_begin(self, logs=None):
+        if self.model.distribute_reduction_method == "auto":
+            self.model.distribute_reduction_method = "first"
+
+
 def callbacks(model, log_dir=None, backup_dir=None):
     """Return the callbacks a model wrapped by tfdeploy needs inside ``model.fit``.
 
     For a pruning-wrapped model: `PruningStep` and `SparsityMonitor`. For QAT or
     plain models: `SparsityMonitor` (sparsity is still worth watching when
     fine-tuning a pruned model with QAT). Add your own callbacks (TensorBoard,
-    EarlyStopping, ...) after these. For a QAT model under a ``tf.distribute``
+    EarlyStopping, ...) after these. Under `MultiWorkerMirroredStrategy`,
+    `GlobalBatchLogs` comes first. For a QAT model under a ``tf.distribute``
     strategy (also one not made by `quantize`, e.g. loaded), it makes tfmot's
     fake-quants take their ranges from the whole global batch
     (`tfdeploy._tfmot.global_batch_ranges`, as `quantize` does) before
@@ -131,6 +151,8 @@ def callbacks(model, log_dir=None, backup_dir=None):
     """
     check_training(model)
     out = []
+    if any(isinstance(s, tf.distribute.MultiWorkerMirroredStrategy) for s in _strategies(model)):
+        out.append(GlobalBatchLogs())
     if backup_dir:
         out.append(keras.callbacks.BackupAndRestore(backup_dir))
     if is_pruning_wrapped(model):

@@ -20,9 +20,12 @@ replicas and workers in the training step
 ``callbacks``): tfmot alone takes them from each replica's share of the batch.
 So a distributed prune or QAT run trains the weights one process trains on the
 same global batches, within float round-off. Two things stay per replica, as in
-Keras: ``BatchNormalization`` statistics (pass ``synchronized=True`` for the
-global batch's) and the loss ``fit`` reports under ``MultiWorkerMirroredStrategy``
-(see `report_global_loss`). `check_training`
+Keras: ``BatchNormalization`` statistics (Keras's ``synchronized=True`` gives the
+global batch's, but ``quantize`` loses it: tf_keras leaves it out of the layer's
+config) and dropout masks. Under ``MultiWorkerMirroredStrategy`` tf_keras
+reports each batch's loss summed over workers; ``callbacks`` adds
+`tfdeploy.compress.callbacks.GlobalBatchLogs`, which reports the global batch's.
+`check_training`
 refuses, before any training, XLA (``jit_compile=True``) with several
 replicas on CPU devices, which would fail in the first step; `check_scope`
 (called by every wrapper) refuses to wrap a distributed model outside its
