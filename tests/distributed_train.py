@@ -82,16 +82,31 @@ def _weights(model):
     return [[w.name, np.asarray(w.numpy()).ravel().tolist()] for w in model.weights]
 
 
-def _qat_model(strategy=None):
-    """The QAT model from seed 0, compiled with plain SGD (Adam's first steps move every
-    weight by the sign of its gradient, so a gradient that is noise around 0 would move by
-    a full step in either direction)."""
+def _qat_model(strategy=None, build=None):
+    """The QAT model (``build_cnn``, or ``build()``) from seed 0, compiled with plain SGD
+    (Adam's first steps move every weight by the sign of its gradient, so a gradient that
+    is noise around 0 would move by a full step in either direction)."""
     scope = strategy.scope() if strategy is not None else _Null()
     with scope:
         keras.utils.set_random_seed(0)
-        model = C.quantize(td.models.build_cnn((16, 16, 1), 10, width=0.125))
+        base = build() if build else td.models.build_cnn((16, 16, 1), 10, width=0.125)
+        model = C.quantize(base)
         model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
     return model
+
+
+def synchronized_bn_cnn():
+    """Rescaling, then Conv-BatchNormalization(synchronized=True)-ReLU twice, pooling and a
+    softmax Dense: QAT with batch statistics of the whole global batch."""
+    L = keras.layers
+    inputs = keras.Input((16, 16, 1))
+    x = L.Rescaling(1.0 / 255.0)(inputs)
+    for i in (1, 2):
+        x = L.Conv2D(8, 3, padding="same", name=f"conv{i}")(x)
+        x = L.BatchNormalization(synchronized=True, name=f"bn{i}")(x)
+        x = L.ReLU(name=f"relu{i}")(x)
+    x = L.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, L.Dense(10, activation="softmax", name="probabilities")(x))
 
 
 class _Steps(keras.callbacks.Callback):
@@ -111,8 +126,8 @@ class _Steps(keras.callbacks.Callback):
         self.after.append([np.asarray(v.numpy()) for v in self.model.weights])
 
 
-def _qat_fit(strategy=None, states=None):
-    model = _qat_model(strategy)
+def _qat_fit(strategy=None, states=None, build=None):
+    model = _qat_model(strategy, build)
     start = [np.asarray(v.numpy()) for v in model.weights]
     steps = _Steps(states)
     history = model.fit(ds, epochs=1, verbose=0, callbacks=C.callbacks(model) + [steps])
@@ -125,7 +140,7 @@ def _max_differences(run, reference, names):
             for name, a, b in zip(names, run, reference)}
 
 
-def qat_runs(strategy):
+def qat_runs(strategy, build=None):
     """QAT for one epoch under ``strategy`` and, in this process, without one (the
     "single" run, on the whole global batches): ``lockstep`` (for every step, each
     variable's max |difference| when the distributed model starts the step from the
@@ -133,11 +148,11 @@ def qat_runs(strategy):
     train on their own from the same seed), ``moved`` (the largest change of a variable in
     each step of the single run), the single run's loss and this replica's final
     variables and loss."""
-    _, start, single, single_loss = _qat_fit(None)
-    model, _, free, loss = _qat_fit(strategy)
+    _, start, single, single_loss = _qat_fit(None, build=build)
+    model, _, free, loss = _qat_fit(strategy, build=build)
     names = [v.name for v in model.weights]
     before = [start] + single[:-1]
-    _, _, lockstep, _ = _qat_fit(strategy, states=before)
+    _, _, lockstep, _ = _qat_fit(strategy, states=before, build=build)
     return {"lockstep": [_max_differences(a, b, names) for a, b in zip(lockstep, single)],
             "free": [max(_max_differences(a, b, names).values()) for a, b in zip(free, single)],
             "moved": [max(_max_differences(a, b, names).values()) for a, b in zip(single, before)],
@@ -191,7 +206,8 @@ def qat(strategy):
 if MODE == "mirrored":
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     result = {"mirrored": pruned(strategy), "single": pruned(None), "errors": errors(strategy),
-              "qat": qat(strategy), "qat_runs": qat_runs(strategy)}
+              "qat": qat(strategy), "qat_runs": qat_runs(strategy),
+              "qat_bn_runs": qat_runs(strategy, synchronized_bn_cnn)}
     out_path = sys.argv[2]
 else:
     strategy = WORKER_STRATEGY
