@@ -8,8 +8,10 @@ comparison, prunes and trains QAT on the same model in one process without a str
 "single" runs); also checks the typed errors raised before training. "worker": one
 MultiWorkerMirroredStrategy worker of a two-process cluster on 127.0.0.1 that prunes and
 trains QAT on the same model. Every run sees the same global batches of 32 (a worker, the
-half of each batch its shard holds), so the workers' weights must equal the single
-process's within float tolerance; each run writes its weights for the test to compare.
+half of each batch its shard holds), so the workers' pruned weights must equal the single
+process's within float tolerance, and so must every QAT step started from the single
+process's variables (`qat_runs`, which also runs the single process itself); each run
+writes what the test compares.
 """
 
 import hashlib

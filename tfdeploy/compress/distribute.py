@@ -18,15 +18,15 @@ take their ranges from the min/max of the whole global batch, gathered across
 replicas and workers in the training step
 (`tfdeploy._tfmot.global_batch_ranges`, installed by ``quantize`` and
 ``callbacks``): tfmot alone takes them from each replica's share of the batch.
-So a distributed prune or QAT run trains the weights one process trains on the
-same global batches, within float round-off. Two things stay per replica, as in
-Keras: ``BatchNormalization`` statistics (Keras's ``synchronized=True`` gives the
-global batch's, but ``quantize`` loses it: tf_keras leaves it out of the layer's
-config) and dropout masks. Under ``MultiWorkerMirroredStrategy`` tf_keras
-reports each batch's loss summed over workers; ``callbacks`` adds
+So each distributed prune or QAT step computes what one process computes on the
+same global batch, within float round-off (over many QAT steps a round-off can
+move a value across a fake-quant rounding boundary, and the runs drift apart).
+Per replica, as in Keras: ``BatchNormalization`` statistics (Keras's
+``synchronized=True`` gives the global batch's; ``quantize`` keeps it) and
+dropout masks. Under ``MultiWorkerMirroredStrategy`` tf_keras reports each
+batch's loss summed over the workers; ``callbacks`` adds
 `tfdeploy.compress.callbacks.GlobalBatchLogs`, which reports the global batch's.
-`check_training`
-refuses, before any training, XLA (``jit_compile=True``) with several
+`check_training` refuses, before any training, XLA (``jit_compile=True``) with several
 replicas on CPU devices, which would fail in the first step; `check_scope`
 (called by every wrapper) refuses to wrap a distributed model outside its
 strategy's scope, which would silently train a one-device copy.
