@@ -8,8 +8,10 @@ comparison, prunes and trains QAT on the same model in one process without a str
 "single" runs); also checks the typed errors raised before training. "worker": one
 MultiWorkerMirroredStrategy worker of a two-process cluster on 127.0.0.1 that prunes and
 trains QAT on the same model. Every run sees the same global batches of 32 (a worker, the
-half of each batch its shard holds), so the workers' weights must equal the single
-process's within float tolerance; each run writes its weights for the test to compare.
+half of each batch its shard holds), so the workers' pruned weights must equal the single
+process's within float tolerance, and so must every QAT step started from the single
+process's variables (`qat_runs`, which also runs the single process itself); each run
+writes what the test compares.
 """
 
 import hashlib
@@ -51,7 +53,8 @@ def pruned(strategy=None):
         model = C.prune(td.models.build_cnn((16, 16, 1), 10, width=0.125), TARGET,
                         epochs=EPOCHS, steps_per_epoch=STEPS)
         model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
-    model.fit(ds, epochs=EPOCHS, verbose=0, callbacks=C.callbacks(model))
+    batches = _BatchLosses()
+    history = model.fit(ds, epochs=EPOCHS, verbose=0, callbacks=C.callbacks(model) + [batches])
     steps = sorted({int(v.numpy()) for layer in model.layers
                     for v in [getattr(layer, "pruning_step", None)] if v is not None})
     agree = distribute.replicas_agree(model)
@@ -60,7 +63,19 @@ def pruned(strategy=None):
     return {"sparsity_by_layer": C.sparsity_by_layer(stripped), "pruning_steps": steps,
             "replicas_agree": agree, "zeros_md5": hashlib.md5(zeros).hexdigest(),
             "replicas": strategy.num_replicas_in_sync if strategy is not None else 1,
-            "weights": _weights(stripped)}
+            "weights": _weights(stripped), "loss": history.history["loss"],
+            "batch_losses": batches.losses}
+
+
+class _BatchLosses(keras.callbacks.Callback):
+    """The loss ``fit`` reports in each batch's ``logs`` (what a progress bar shows)."""
+
+    def __init__(self):
+        super().__init__()
+        self.losses = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.losses.append(float(logs["loss"]))
 
 
 def _weights(model):
@@ -69,19 +84,83 @@ def _weights(model):
     return [[w.name, np.asarray(w.numpy()).ravel().tolist()] for w in model.weights]
 
 
-def qat_fit(strategy=None):
-    """QAT (from the same seed) for one epoch; its weights and ranges. Plain SGD: Adam's
-    first steps move every weight by the sign of its gradient, so a gradient that is noise
-    around 0 would move by a full step in either direction."""
+def _qat_model(strategy=None, build=None):
+    """The QAT model (``build_cnn``, or ``build()``) from seed 0, compiled with plain SGD
+    (Adam's first steps move every weight by the sign of its gradient, so a gradient that
+    is noise around 0 would move by a full step in either direction)."""
     scope = strategy.scope() if strategy is not None else _Null()
     with scope:
         keras.utils.set_random_seed(0)
-        model = C.quantize(td.models.build_cnn((16, 16, 1), 10, width=0.125))
+        base = build() if build else td.models.build_cnn((16, 16, 1), 10, width=0.125)
+        model = C.quantize(base)
         model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
-    start = _weights(model)
-    history = model.fit(ds, epochs=1, verbose=0, callbacks=C.callbacks(model))
-    return {"loss": float(history.history["loss"][-1]), "weights": _weights(model),
-            "start": start, "iterations": int(model.optimizer.iterations.numpy())}
+    return model
+
+
+def synchronized_bn_cnn():
+    """Rescaling, then Conv-BatchNormalization(synchronized=True)-ReLU twice, pooling and a
+    softmax Dense: QAT with batch statistics of the whole global batch."""
+    L = keras.layers
+    inputs = keras.Input((16, 16, 1))
+    x = L.Rescaling(1.0 / 255.0)(inputs)
+    for i in (1, 2):
+        x = L.Conv2D(8, 3, padding="same", name=f"conv{i}")(x)
+        x = L.BatchNormalization(synchronized=True, name=f"bn{i}")(x)
+        x = L.ReLU(name=f"relu{i}")(x)
+    x = L.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, L.Dense(10, activation="softmax", name="probabilities")(x))
+
+
+class _Steps(keras.callbacks.Callback):
+    """Records every variable (this process's replica) after each training step; given
+    ``states``, first sets the variables to ``states[step]`` before each step."""
+
+    def __init__(self, states=None):
+        super().__init__()
+        self.states, self.after = states, []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.states is not None:
+            for variable, value in zip(self.model.weights, self.states[batch]):
+                variable.assign(value)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.after.append([np.asarray(v.numpy()) for v in self.model.weights])
+
+
+def _qat_fit(strategy=None, states=None, build=None):
+    model = _qat_model(strategy, build)
+    start = [np.asarray(v.numpy()) for v in model.weights]
+    steps = _Steps(states)
+    history = model.fit(ds, epochs=1, verbose=0, callbacks=C.callbacks(model) + [steps])
+    return model, start, steps.after, float(history.history["loss"][-1])
+
+
+def _max_differences(run, reference, names):
+    """``{variable name: max |run - reference|}`` over two lists of arrays in model order."""
+    return {name: float(np.max(np.abs(a - b))) if a.size else 0.0
+            for name, a, b in zip(names, run, reference)}
+
+
+def qat_runs(strategy, build=None):
+    """QAT for one epoch under ``strategy`` and, in this process, without one (the
+    "single" run, on the whole global batches): ``lockstep`` (for every step, each
+    variable's max |difference| when the distributed model starts the step from the
+    single run's variables), ``free`` (the largest difference after each step when both
+    train on their own from the same seed), ``moved`` (the largest change of a variable in
+    each step of the single run), the single run's loss and this replica's final
+    variables and loss."""
+    _, start, single, single_loss = _qat_fit(None, build=build)
+    model, _, free, loss = _qat_fit(strategy, build=build)
+    names = [v.name for v in model.weights]
+    before = [start] + single[:-1]
+    _, _, lockstep, _ = _qat_fit(strategy, states=before, build=build)
+    return {"lockstep": [_max_differences(a, b, names) for a, b in zip(lockstep, single)],
+            "free": [max(_max_differences(a, b, names).values()) for a, b in zip(free, single)],
+            "moved": [max(_max_differences(a, b, names).values()) for a, b in zip(single, before)],
+            "weights": _weights(model),
+            "iterations": int(model.optimizer.iterations.numpy()), "loss": loss,
+            "single_loss": single_loss, "replicas_agree": distribute.replicas_agree(model)}
 
 
 class _Null:
@@ -129,11 +208,12 @@ def qat(strategy):
 if MODE == "mirrored":
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     result = {"mirrored": pruned(strategy), "single": pruned(None), "errors": errors(strategy),
-              "qat": qat(strategy), "single_qat": qat_fit(None)}
+              "qat": qat(strategy), "qat_runs": qat_runs(strategy),
+              "qat_bn_runs": qat_runs(strategy, synchronized_bn_cnn)}
     out_path = sys.argv[2]
 else:
     strategy = WORKER_STRATEGY
-    result = {"worker": pruned(strategy), "qat": qat_fit(strategy), "index": int(sys.argv[2])}
+    result = {"worker": pruned(strategy), "qat": qat_runs(strategy), "index": int(sys.argv[2])}
     out_path = sys.argv[4]
 with open(out_path, "w") as f:
     json.dump(result, f)

@@ -327,3 +327,75 @@ def honour_trainable():
         cls.trainable_weights = property(trainable_weights)
         cls.non_trainable_weights = property(non_trainable_weights)
         cls._tfdeploy_honours_trainable = True
+
+
+#: tfmot's range-collecting fake-quant ops (``quant_ops``): each takes its range from the
+#: batch it is given (MovingAverageQuantizer: activations; AllValuesQuantizer: the input
+#: ``QuantizeLayer``; LastValueQuantizer: weights, and activations in custom configs)
+_RANGE_OPS = ("MovingAvgQuantize", "AllValuesQuantize", "LastValueQuantize")
+
+
+def global_batch_ranges():
+    """Make tfmot's fake-quants take their ranges from the whole global batch under a
+    ``tf.distribute`` strategy, as one device would (idempotent, process-wide).
+
+    tfmot computes a range from the batch each replica holds: a moving-average
+    range (every activation) then moves toward the mean over replicas of their
+    own batch's min/max, and an all-values range (the input ``QuantizeLayer``)
+    holds a different value on each replica during the step, so from the first
+    step the replicas quantize with other ranges than one process on the whole
+    batch, and train other weights. With this fix, while training under several
+    replicas in sync, each range op gets its input extended by two rows holding
+    the min and the max over every replica's batch (``all_gather``, exact; per
+    channel where the op is per channel), and its output without them: tfmot's
+    own range arithmetic (zero inside, symmetric, narrow range, moving average)
+    then runs on the global batch's min/max, the same on every replica. Nothing
+    changes with one replica, outside training, or for a variable (a weight is
+    the same on every replica).
+    """
+    check_version()
+    from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
+
+    for name in _RANGE_OPS:
+        op = getattr(quant_ops, name)
+        if not getattr(op, "_tfdeploy_global_batch", False):
+            setattr(quant_ops, name, _global_batch_op(op))
+
+
+def _global_batch_op(op):
+    """``op`` (a tfmot range op) fed the global batch's min/max, see `global_batch_ranges`."""
+    import inspect
+
+    import tensorflow as tf
+
+    signature = inspect.signature(op)
+
+    def global_op(inputs, min_var, max_var, *args, **kwargs):
+        call = signature.bind(inputs, min_var, max_var, *args, **kwargs)
+        call.apply_defaults()
+        per_channel = bool(call.arguments.get("per_channel", False))
+        context = tf.distribute.get_replica_context()
+        if (call.arguments["is_training"] is not True or context is None
+                or context.num_replicas_in_sync == 1 or isinstance(inputs, tf.Variable)
+                or (inputs.shape.rank or 0) < (2 if per_channel else 1)):
+            return op(inputs, min_var, max_var, *args, **kwargs)
+        extended = _with_global_extremes(context, inputs, per_channel)
+        return op(extended, min_var, max_var, *args, **kwargs)[:-2]
+
+    global_op._tfdeploy_global_batch = True
+    global_op.__name__ = global_op.__qualname__ = op.__name__
+    global_op.__doc__ = op.__doc__
+    return global_op
+
+
+def _with_global_extremes(context, inputs, per_channel):
+    """``inputs`` with two rows appended along axis 0: the min and the max over every
+    replica's ``inputs`` (per last-axis channel when ``per_channel``)."""
+    import tensorflow as tf
+
+    axes = list(range(inputs.shape.rank - 1)) if per_channel else None
+    local = tf.stack([tf.reduce_min(inputs, axis=axes), tf.reduce_max(inputs, axis=axes)])
+    every = context.all_gather(local[tf.newaxis], axis=0)  # (replicas, 2[, channels])
+    lo, hi = tf.reduce_min(every[:, 0], axis=0), tf.reduce_max(every[:, 1], axis=0)
+    row = tf.concat([[1], tf.shape(inputs)[1:]], 0)
+    return tf.concat([inputs, tf.broadcast_to(lo, row), tf.broadcast_to(hi, row)], axis=0)

@@ -19,7 +19,7 @@ on disk).
 
 from tfdeploy._deprecated import moved
 from tfdeploy.compress.calibrate import calibrate_ranges, recalibrate_batchnorm
-from tfdeploy.compress.callbacks import (PruningStep, ReplicaRangeSync, SparsityMonitor,
+from tfdeploy.compress.callbacks import (GlobalBatchLogs, PruningStep, SparsityMonitor,
                                          callbacks)
 from tfdeploy.compress.cluster import cluster, unique_weights
 from tfdeploy.compress import distribute
@@ -44,8 +44,7 @@ from tfdeploy.compress.wrappers import (is_clustering_wrapped, is_pruning_wrappe
                                         is_quantization_aware)
 
 __all__ = ["prune", "quantize", "calibrate_ranges", "recalibrate_batchnorm", "strip", "callbacks",
-           "PruningStep", "ReplicaRangeSync",
-           "SparsityMonitor",
+           "GlobalBatchLogs", "PruningStep", "SparsityMonitor",
            "ConstantSparsity", "PolynomialDecay", "model_sparsity", "sparsity_by_layer",
            "is_pruning_wrapped", "is_quantization_aware", "quantizable_layers",
            "Select", "prune_n_m", "n_m_pattern", "n_m_fraction", "slim", "channel_widths",

@@ -3,7 +3,8 @@
 import copy
 
 from tfdeploy._keras import keras, tf, tfmot
-from tfdeploy.compress.distribute import _strategies, check_training, sync_input_ranges
+from tfdeploy._tfmot import global_batch_ranges
+from tfdeploy.compress.distribute import _strategies, check_training
 from tfdeploy.compress.sparsity import model_sparsity, sparsity_by_layer, zero_counts
 from tfdeploy.compress.wrappers import is_pruning_wrapped, is_quantization_aware
 
@@ -96,12 +97,23 @@ class SparsityMonitor(_ConfigCallback):
             self._writer = None
 
 
-class ReplicaRangeSync(_ConfigCallback):
-    """After every training step, give all replicas the same input fake-quant range
-    (`tfdeploy.compress.distribute.sync_input_ranges`): QAT under a strategy."""
+class GlobalBatchLogs(_ConfigCallback):
+    """Make the per-batch ``logs`` of a fit under `MultiWorkerMirroredStrategy` report the
+    global batch's loss and metrics, as the epoch's do.
 
-    def on_train_batch_end(self, batch, logs=None):
-        sync_input_ranges(self.model)
+    tf_keras's ``distribute_reduction_method="auto"`` sums a training step's outputs over
+    the workers, but each worker's loss and metric values are already the global
+    batch's (Keras reduces them across replicas): with two workers, the per-batch loss
+    in ``logs`` (the progress bar, ``TensorBoard(update_freq="batch")``, any callback)
+    is twice one process's, while the epoch's and ``evaluate``'s are right. This sets
+    the model's ``distribute_reduction_method`` to ``"first"`` (Keras's choice on TPUs)
+    when it is ``"auto"``, in ``on_train_begin``, before the first step is traced.
+    The training math does not change: only what the step reports.
+    """
+
+    def on_train_begin(self, logs=None):
+        if self.model.distribute_reduction_method == "auto":
+            self.model.distribute_reduction_method = "first"
 
 
 def callbacks(model, log_dir=None, backup_dir=None):
@@ -109,9 +121,13 @@ def callbacks(model, log_dir=None, backup_dir=None):
 
     For a pruning-wrapped model: `PruningStep` and `SparsityMonitor`. For QAT or
     plain models: `SparsityMonitor` (sparsity is still worth watching when
-    fine-tuning a pruned model with QAT), after `ReplicaRangeSync` for QAT under a
-    ``tf.distribute`` strategy. Add your own callbacks (TensorBoard,
-    EarlyStopping, ...) after these.
+    fine-tuning a pruned model with QAT). Add your own callbacks (TensorBoard,
+    EarlyStopping, ...) after these. Under `MultiWorkerMirroredStrategy`,
+    `GlobalBatchLogs` comes first. For a QAT model under a ``tf.distribute``
+    strategy (also one not made by `quantize`, e.g. loaded), it makes tfmot's
+    fake-quants take their ranges from the whole global batch
+    (`tfdeploy._tfmot.global_batch_ranges`, as `quantize` does) before
+    the first training step is traced.
 
     With ``backup_dir``, a Keras ``BackupAndRestore`` comes first: a fit that
     is killed resumes from the last finished epoch when the same script runs
@@ -135,11 +151,13 @@ def callbacks(model, log_dir=None, backup_dir=None):
     """
     check_training(model)
     out = []
+    if any(isinstance(s, tf.distribute.MultiWorkerMirroredStrategy) for s in _strategies(model)):
+        out.append(GlobalBatchLogs())
     if backup_dir:
         out.append(keras.callbacks.BackupAndRestore(backup_dir))
     if is_pruning_wrapped(model):
         out.append(PruningStep())
     if is_quantization_aware(model) and any(s is not None for s in _strategies(model)):
-        out.append(ReplicaRangeSync())
+        global_batch_ranges()
     out.append(SparsityMonitor(log_dir=log_dir))
     return out

@@ -13,8 +13,20 @@ build and wrap the model inside ``strategy.scope()``, compile there, and call
 tfmot's pruning updates its masks with a cross-replica ``merge_call`` (every
 replica gets the same mask, computed from the mean weights), the pruning step
 is a mirrored variable advanced in the training step, QAT's ranges and the
-cluster indices are ordinary (mirrored / on-read) variables. `check_training`
-refuses, before any training, XLA (``jit_compile=True``) with several
+cluster indices are ordinary (mirrored / on-read) variables. QAT's fake-quants
+take their ranges from the min/max of the whole global batch, gathered across
+replicas and workers in the training step
+(`tfdeploy._tfmot.global_batch_ranges`, installed by ``quantize`` and
+``callbacks``): tfmot alone takes them from each replica's share of the batch.
+So each distributed prune or QAT step computes what one process computes on the
+same global batch, within float round-off (over many QAT steps a round-off can
+move a value across a fake-quant rounding boundary, and the runs drift apart).
+Per replica, as in Keras: ``BatchNormalization`` statistics (Keras's
+``synchronized=True`` gives the global batch's; ``quantize`` keeps it) and
+dropout masks. Under ``MultiWorkerMirroredStrategy`` tf_keras reports each
+batch's loss summed over the workers; ``callbacks`` adds
+`tfdeploy.compress.callbacks.GlobalBatchLogs`, which reports the global batch's.
+`check_training` refuses, before any training, XLA (``jit_compile=True``) with several
 replicas on CPU devices, which would fail in the first step; `check_scope`
 (called by every wrapper) refuses to wrap a distributed model outside its
 strategy's scope, which would silently train a one-device copy.
@@ -27,7 +39,6 @@ import json
 import numpy as np
 
 from tfdeploy._keras import tf
-from tfdeploy._tfmot import input_range_variables
 from tfdeploy.compress.sparsity import is_model_weight
 from tfdeploy.errors import DistributionError
 
@@ -108,58 +119,6 @@ def replica_values(model):
         out[v.name] = [np.asarray(x.numpy() if hasattr(x, "numpy") else x)
                        for x in _replica_parts(v)]
     return out
-
-
-def _all_replica_values(variables):
-    """Every replica's value of each of ``variables``: this process's copies or, under
-    `MultiWorkerMirroredStrategy`, every worker's, gathered in one collective that every
-    worker must call in the same order (as a callback run after each step does).
-
-    Returns:
-        One list per variable: its value on each replica (numpy arrays).
-    """
-    strategy = getattr(variables[0], "_distribute_strategy", None)
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return [[np.asarray(p.numpy()) for p in _replica_parts(v)] for v in variables]
-    local = strategy.run(lambda: tf.reshape(
-        tf.concat([tf.reshape(tf.identity(v), [-1]) for v in variables], 0), [1, -1]))
-    gathered = strategy.gather(local, axis=0).numpy()  # (replicas, all values)
-    out, start = [], 0
-    for v in variables:
-        size = int(np.prod(v.shape))
-        out.append([row[start:start + size].reshape(tuple(v.shape)) for row in gathered])
-        start += size
-    return out
-
-
-def sync_input_ranges(model):
-    """Give every replica the same range in each tfmot input fake-quant (``QuantizeLayer``).
-
-    Its min/max are mirrored variables that tfmot updates in each replica from that
-    replica's own batch (the smallest and largest value seen), with no cross-replica
-    reduction, so two replicas end a step with different ranges (a raw-pixel input: 254.991
-    on one, 254.994 on the other). This sets each to the min/max over the replicas, what one
-    device seeing the whole batch would hold; under `MultiWorkerMirroredStrategy` over the
-    replicas of every worker (gathered across the cluster: without it each worker kept its
-    own range). `callbacks` runs it after every training step of a QAT model under a
-    strategy.
-
-    Returns:
-        How many variables were changed.
-    """
-    pairs = [(var, pick) for _, lo, hi in input_range_variables(model)
-             for var, pick in ((lo, np.min), (hi, np.max))]
-    if not pairs:
-        return 0
-    changed = 0
-    for (var, pick), values in zip(pairs, _all_replica_values([v for v, _ in pairs])):
-        if all(np.array_equal(values[0], v) for v in values[1:]):
-            continue
-        target = pick(np.stack(values), axis=0)
-        for part in _replica_parts(var):
-            part.assign(target)
-        changed += 1
-    return changed
 
 
 def replicas_agree(model):

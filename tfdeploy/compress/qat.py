@@ -4,9 +4,9 @@ import warnings
 
 from tfdeploy.model_io import check_model
 from tfdeploy._keras import keras, tfmot
-from tfdeploy._walk import is_graph_network, nodes
-from tfdeploy._tfmot import (cluster_preserve_scheme, default_8bit_registry,
-                                      honour_trainable, prune_preserve_scheme, set_weight_ranges)
+from tfdeploy._walk import is_graph_network, leaf_layers, nodes
+from tfdeploy._tfmot import (cluster_preserve_scheme, default_8bit_registry, global_batch_ranges,
+                             honour_trainable, prune_preserve_scheme, set_weight_ranges)
 from tfdeploy.compress.calibrate import calibrate_ranges
 from tfdeploy.compress.fold import fold_input_preprocessing
 from tfdeploy.compress.graph import flatten
@@ -97,6 +97,24 @@ def _keep_inference_norms(work, quantized):
         inner = getattr(layer, "layer", layer)
         if inner.name in inference and layer.trainable:
             layer.trainable = False
+
+
+def _keep_synchronized_norms(model, quantized):
+    """BatchNormalization layers built with ``synchronized=True`` (the statistics of the
+    whole global batch under a ``tf.distribute`` strategy) stay synchronized under QAT.
+
+    tf_keras leaves ``synchronized`` out of the layer's config, so tfmot's clones (and
+    ours) rebuilt them normalising by each replica's share of the batch: under a
+    strategy, QAT then trained other weights than one process on the whole batches.
+    """
+    synchronized = {layer.name for layer in leaf_layers(model)
+                    if isinstance(layer, keras.layers.BatchNormalization)
+                    and getattr(layer, "synchronized", False)}
+    for layer in quantized.layers:
+        inner = getattr(layer, "layer", layer)
+        if inner.name in synchronized and isinstance(inner, keras.layers.BatchNormalization):
+            inner.synchronized = True
+            inner.fused = False  # as Keras builds a synchronized layer
 
 
 def _pick_preserve(model, preserve, sparsity):
@@ -208,8 +226,10 @@ def quantize(model, preserve="auto", layers=None, quantize_configs=None, calibra
         >>> qat = quantize(model, layers=Select(types=keras.layers.Conv2D))
     """
     model = check_model(model, graph=True)
+    given = model  # strip, fold and flatten rebuild layers from their configs
     check_scope(model, "quantize")
     honour_trainable()  # a frozen base stays frozen under QAT (tfmot trains its kernels anyway)
+    global_batch_ranges()  # under a strategy, ranges from the global batch, as on one device
     if preserve not in PRESERVE:
         raise CompressionError(
             f"Unrecognized preserve={preserve!r}. Supported values are: {list(PRESERVE)}.")
@@ -285,6 +305,7 @@ def quantize(model, preserve="auto", layers=None, quantize_configs=None, calibra
                 from exc
     fallback = _float_fallback(work, names, skipped)
     _keep_inference_norms(work, quantized)
+    _keep_synchronized_norms(given, quantized)
     set_weight_ranges(quantized)  # tfmot's start of [-6, 6] until the first training step
     calibrated = {}
     if calibration_data is not None:
