@@ -895,6 +895,48 @@ def _runtime_targets(out, ratio_target):
     return t
 
 
+def _batching_ceiling(version_dir, runtime, input_shape, threads=16, calls=4):
+    """In-process CPU ms per item (this process's utime + stime) of ``runtime`` on the version:
+    batch 1 from ``threads`` threads at once (what the unbatched server does with its request
+    threads) against batch 8 and 32 from one thread (a batch thread): the most server-side
+    batching can save per request before any per-request cost is counted."""
+    sys.path.insert(0, REPO)
+    from tfdeploy.serving.runtimes import load_runtime
+
+    rt = load_runtime(runtime, version_dir)
+    rng = np.random.default_rng(0)
+
+    def cpu_ms_per_item(batch, n, concurrent=1):
+        x = rng.uniform(0, 255, size=[batch] + list(input_shape[1:])).astype(np.float32)
+        rt.call("serving_default", {_INPUTS.get("_ceiling", "images"): x})
+        barrier = threading.Barrier(concurrent + 1)
+
+        def loop():
+            barrier.wait()
+            for _ in range(n):
+                rt.call("serving_default", {_INPUTS.get("_ceiling", "images"): x})
+
+        workers = [threading.Thread(target=loop) for _ in range(concurrent)]
+        for w in workers:
+            w.start()
+        cpu0 = time.process_time()
+        barrier.wait()
+        for w in workers:
+            w.join()
+        return round((time.process_time() - cpu0) * 1000 / (n * batch * concurrent), 3)
+
+    try:
+        out = {"runtime": rt.describe().get("runtime"), "artifact": rt.describe().get("artifact"),
+               f"batch_1_x{threads}_threads_cpu_ms_per_item": cpu_ms_per_item(1, calls, threads),
+               "batch_8_cpu_ms_per_item": cpu_ms_per_item(8, calls),
+               "batch_32_cpu_ms_per_item": cpu_ms_per_item(32, max(1, calls // 2))}
+    finally:
+        rt.close()
+    out["ceiling"] = round(out[f"batch_1_x{threads}_threads_cpu_ms_per_item"] /
+                           out["batch_32_cpu_ms_per_item"], 2)
+    return out
+
+
 def _batching_cpu(args, tmp, kinds, batching_file, out):
     """At the largest --concurrency, gRPC batch 1: server CPU time per request (/proc) and
     requests/s, unbatched vs batched, alternating rounds; per model in ``kinds``
@@ -905,11 +947,20 @@ def _batching_cpu(args, tmp, kinds, batching_file, out):
         _INPUTS[label] = input_name
         image = np.random.default_rng(0).integers(0, 256, size=[1] + item_shape).astype(
             np.float32)
-        m = out[label] = {"input_shape": [1] + item_shape, "clients": c, "rounds": []}
+        m = out[label] = {"input_shape": [1] + item_shape, "clients": c,
+                          "runtime": args.batching_runtime, "rounds": []}
+        with open(batching_file) as f:
+            m["batching_parameters"] = f.read()
+        monitoring = os.path.join(tmp, "batching_cpu_monitoring.config")
+        with open(monitoring, "w") as f:
+            f.write(f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}\n')
+        flags = [f"--runtime={args.batching_runtime}"]
         servers = {}
         try:
-            servers["unbatched"] = _Server(label, base)
-            servers["batched"] = _Server(label, base, batching_file=batching_file)
+            servers["unbatched"] = _Server(label, base, flags=flags)
+            servers["batched"] = _Server(label, base, batching_file=batching_file, flags=flags,
+                                         monitoring_file=monitoring)
+            m["serving"] = (_served_runtime(servers["batched"], label) or {}).get("serving")
             for rep in range(args.repeats):
                 row = {}
                 order = ["unbatched", "batched"] if rep % 2 == 0 else ["batched", "unbatched"]
@@ -919,9 +970,13 @@ def _batching_cpu(args, tmp, kinds, batching_file, out):
                           file=sys.stderr, flush=True)
                     workers = [_GrpcWorker(server.grpc_port, label, image) for _ in range(c)]
                     _run_clients(workers, c * 2)   # warm up every connection
-                    cpu0 = _cpu_seconds(server.proc.pid)
+                    cpu0, batches0 = _cpu_seconds(server.proc.pid), _batch_stats(server)
                     rps, counts = _run_clients(workers, args.model_requests)
                     cpu = _cpu_seconds(server.proc.pid) - cpu0
+                    if batches0 is not None:   # the batches the server actually formed
+                        batches1 = _batch_stats(server)
+                        row["batched_mean_batch_size"] = round(
+                            (batches1[0] - batches0[0]) / max(1.0, batches1[1] - batches0[1]), 2)
                     row[f"{variant}_rps"] = round(rps, 1)
                     row[f"{variant}_cpu_ms_per_request"] = round(cpu * 1000 /
                                                                  args.model_requests, 3)
@@ -932,8 +987,11 @@ def _batching_cpu(args, tmp, kinds, batching_file, out):
         finally:
             for server in servers.values():
                 server.stop()
+        _INPUTS["_ceiling"] = input_name
+        m["in_process_ceiling"] = _batching_ceiling(latest_dir(base), args.batching_runtime,
+                                                    [1] + item_shape)
         for key in ("unbatched_rps", "batched_rps", "unbatched_cpu_ms_per_request",
-                    "batched_cpu_ms_per_request"):
+                    "batched_cpu_ms_per_request", "batched_mean_batch_size"):
             m[key] = round(float(np.median([r[key] for r in m["rounds"]])), 3)
         m["cpu_per_request_reduction"] = round(m["unbatched_cpu_ms_per_request"] /
                                                m["batched_cpu_ms_per_request"], 2)
@@ -981,9 +1039,10 @@ def _runtimes_main(args, tmp, batching_file):
         test_xy = td.data.to_numpy(ds)
         result["accuracy_data"] = args.accuracy_data
     del fn
-    run = result["runtimes"] = {}
-    _runtime_servers(args, base, args.model_name, image, body, input_name, test_xy, run)
-    result["targets"] = _runtime_targets(run, args.ratio_target)
+    if not args.batching_cpu_only:
+        run = result["runtimes"] = {}
+        _runtime_servers(args, base, args.model_name, image, body, input_name, test_xy, run)
+        result["targets"] = _runtime_targets(run, args.ratio_target)
     if args.batching_cpu:
         kinds = {}
         for kind in args.batching_cpu:
@@ -1138,6 +1197,11 @@ def main(argv=None):
                         help="With --runtimes: models ('mlp', 'served', ...) whose server CPU "
                              "time per request at max(--concurrency) clients is measured "
                              "batched vs unbatched (gRPC, batch 1).")
+    parser.add_argument("--batching_runtime", default="tensorflow",
+                        help="--batching_cpu: the --runtime both servers run. Default "
+                             "tensorflow.")
+    parser.add_argument("--batching_cpu_only", action="store_true",
+                        help="With --runtimes and --batching_cpu: only the batching CPU rows.")
     parser.add_argument("--model_note", default=None, help="Recorded in the JSON.")
     parser.add_argument("--out", default=None, help="Also write the JSON here.")
     parser.add_argument("--model_label", default=None, help="The model's name in --table.")
