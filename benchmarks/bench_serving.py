@@ -895,7 +895,7 @@ def _runtime_targets(out, ratio_target):
     return t
 
 
-def _batching_ceiling(version_dir, runtime, input_shape, threads=16, calls=4):
+def _batching_ceiling(version_dir, runtime, artifact, input_shape, threads=16, calls=4):
     """In-process CPU ms per item (this process's utime + stime) of ``runtime`` on the version:
     batch 1 from ``threads`` threads at once (what the unbatched server does with its request
     threads) against batch 8 and 32 from one thread (a batch thread): the most server-side
@@ -903,7 +903,7 @@ def _batching_ceiling(version_dir, runtime, input_shape, threads=16, calls=4):
     sys.path.insert(0, REPO)
     from tfdeploy.serving.runtimes import load_runtime
 
-    rt = load_runtime(runtime, version_dir)
+    rt = load_runtime(runtime, version_dir, artifact)
     rng = np.random.default_rng(0)
 
     def cpu_ms_per_item(batch, n, concurrent=1):
@@ -988,8 +988,9 @@ def _batching_cpu(args, tmp, kinds, batching_file, out):
             for server in servers.values():
                 server.stop()
         _INPUTS["_ceiling"] = input_name
-        m["in_process_ceiling"] = _batching_ceiling(latest_dir(base), args.batching_runtime,
-                                                    [1] + item_shape)
+        serving = m.get("serving") or {"runtime": "tensorflow", "artifact": "saved_model"}
+        m["in_process_ceiling"] = _batching_ceiling(latest_dir(base), serving["runtime"],
+                                                    serving["artifact"], [1] + item_shape)
         for key in ("unbatched_rps", "batched_rps", "unbatched_cpu_ms_per_request",
                     "batched_cpu_ms_per_request", "batched_mean_batch_size"):
             m[key] = round(float(np.median([r[key] for r in m["rounds"]])), 3)
@@ -1039,10 +1040,9 @@ def _runtimes_main(args, tmp, batching_file):
         test_xy = td.data.to_numpy(ds)
         result["accuracy_data"] = args.accuracy_data
     del fn
-    if not args.batching_cpu_only:
-        run = result["runtimes"] = {}
-        _runtime_servers(args, base, args.model_name, image, body, input_name, test_xy, run)
-        result["targets"] = _runtime_targets(run, args.ratio_target)
+    run = result["runtimes"] = {}
+    _runtime_servers(args, base, args.model_name, image, body, input_name, test_xy, run)
+    result["targets"] = _runtime_targets(run, args.ratio_target)
     if args.batching_cpu:
         kinds = {}
         for kind in args.batching_cpu:
@@ -1053,6 +1053,31 @@ def _runtimes_main(args, tmp, batching_file):
                 _build_model(kinds[kind], kind)
         bc = result["batching_cpu"] = {}
         _batching_cpu(args, tmp, kinds, batching_file, bc)
+    result["cpu"]["loadavg_end"] = os.getloadavg()
+    text = json.dumps(result, indent=2)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    print(text)
+    return 0
+
+
+def _batching_cpu_main(args, tmp, batching_file):
+    """``--runtimes --batching_cpu_only``: only the batching CPU rows, with the CPU recorded."""
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from bench_runtimes import cpu_info
+
+    result = {"benchmark": "bench_serving --runtimes --batching_cpu_only", "cpu": cpu_info(),
+              "argv": sys.argv[1:], "repeats": args.repeats, "model_note": args.model_note,
+              "model_base_path": args.model_base_path}
+    kinds = {}
+    for kind in args.batching_cpu or ["served"]:
+        if kind == "served":
+            kinds[args.model_name] = args.model_base_path
+        else:
+            kinds[kind] = os.path.join(tmp, kind)
+            _build_model(kinds[kind], kind)
+    _batching_cpu(args, tmp, kinds, batching_file, result.setdefault("batching_cpu", {}))
     result["cpu"]["loadavg_end"] = os.getloadavg()
     text = json.dumps(result, indent=2)
     if args.out:
@@ -1220,6 +1245,8 @@ def main(argv=None):
         with open(batching_file, "w") as f:   # the same as the other sections' "batching"
             f.write("max_batch_size { value: 32 }\nbatch_timeout_micros { value: 2000 }\n"
                     "num_batch_threads { value: 2 }\nmax_enqueued_batches { value: 64 }\n")
+        if args.batching_cpu_only:
+            return _batching_cpu_main(args, tmp, batching_file)
         return _runtimes_main(args, tmp, batching_file)
     base = args.model_base_path or os.path.join(tmp, "model")
     if args.model_base_path is None:

@@ -109,7 +109,8 @@ def main(argv=None):
     bodies = [json.dumps({"instances": [{input_name: row.tolist()} for row in
                                         x[i:i + args.batch]]}).encode()
               for i in range(0, len(x), args.batch)]
-    served, classes = result["servers"] = {}, {}
+    served = result["servers"] = {}
+    classes = {}
     for policy in args.runtimes:
         print(f"bench_serving_accuracy: --runtime {policy} ...", file=sys.stderr, flush=True)
         start = time.perf_counter()
