@@ -960,7 +960,14 @@ def _batching_cpu(args, tmp, kinds, batching_file, out):
             servers["unbatched"] = _Server(label, base, flags=flags)
             servers["batched"] = _Server(label, base, batching_file=batching_file, flags=flags,
                                          monitoring_file=monitoring)
-            m["serving"] = (_served_runtime(servers["batched"], label) or {}).get("serving")
+            # what serves serving_default in each (with --runtime auto each server chooses
+            # at load: the comparison only holds when both chose the same)
+            m["serving_by_server"] = {v: (_served_runtime(s, label) or {}).get("serving")
+                                      for v, s in servers.items()}
+            m["serving"] = m["serving_by_server"]["batched"]
+            m["same_runtime_in_both"] = len({
+                (s or {}).get("runtime", "tensorflow") + "/" + (s or {}).get("artifact", "")
+                for s in m["serving_by_server"].values()}) == 1
             for rep in range(args.repeats):
                 row = {}
                 order = ["unbatched", "batched"] if rep % 2 == 0 else ["batched", "unbatched"]

@@ -31,6 +31,31 @@ import bench_serving as bs  # noqa: E402  (this folder's bench: _Server, _served
 REPO = bs.REPO
 
 
+def single_artifact_base(version_dir, name, root):
+    """A model base path whose version 1 is ``version_dir`` (links) with a manifest listing
+    only artifact ``name``: a server started with a named ``--runtime`` then serves exactly
+    that file (the named runtime takes the first artifact it can run)."""
+    from tfdeploy.runtime.artifacts import MANIFEST_PATH
+
+    base = os.path.join(root, name)
+    target = os.path.join(base, "1")
+    os.makedirs(os.path.join(target, os.path.dirname(MANIFEST_PATH)), exist_ok=True)
+    for entry in os.listdir(version_dir):
+        if entry != os.path.dirname(MANIFEST_PATH):
+            os.symlink(os.path.join(version_dir, entry), os.path.join(target, entry))
+    extra = os.path.join(version_dir, os.path.dirname(MANIFEST_PATH))
+    for entry in os.listdir(extra):
+        if entry != os.path.basename(MANIFEST_PATH):
+            os.symlink(os.path.join(extra, entry),
+                       os.path.join(target, os.path.dirname(MANIFEST_PATH), entry))
+    with open(os.path.join(version_dir, MANIFEST_PATH)) as f:
+        manifest = json.load(f)
+    manifest["artifacts"] = [a for a in manifest["artifacts"] if a["name"] == name]
+    with open(os.path.join(target, MANIFEST_PATH), "w") as f:
+        json.dump(manifest, f)
+    return base
+
+
 def rest_classes(server, name, bodies):
     """``class_index`` of a server's REST predict answers to ``bodies`` (a new connection
     for a request the server closed the connection on, once)."""
@@ -83,6 +108,9 @@ def main(argv=None):
     p.add_argument("--data", required=True, help="the test split: one folder per class")
     p.add_argument("--runtimes", nargs="+",
                    default=["tensorflow", "auto", "litert", "onnxruntime", "openvino"])
+    p.add_argument("--artifacts", action="store_true",
+                   help="also serve every artifact of the version on each runtime that runs "
+                        "it (int8 files included), one server each (policy RUNTIME/ARTIFACT)")
     p.add_argument("--batch", type=int, default=16, help="examples per request")
     p.add_argument("--model_json", default=None,
                    help="the JSON mobilenet_v2_224_model.py wrote (how the model was made), "
@@ -111,10 +139,20 @@ def main(argv=None):
               for i in range(0, len(x), args.batch)]
     served = result["servers"] = {}
     classes = {}
-    for policy in args.runtimes:
-        print(f"bench_serving_accuracy: --runtime {policy} ...", file=sys.stderr, flush=True)
+    plan = [(policy, policy, args.model_base_path) for policy in args.runtimes]
+    if args.artifacts:
+        import tempfile
+
+        from tfdeploy.runtime.artifacts import read_artifacts
+
+        root = tempfile.mkdtemp(prefix="bench_serving_accuracy_")
+        for entry in read_artifacts(result["version_dir"])[1:]:
+            one = single_artifact_base(result["version_dir"], entry["name"], root)
+            plan += [(f"{rt}/{entry['name']}", rt, one) for rt in entry["runtimes"]]
+    for policy, runtime_flag, base in plan:
+        print(f"bench_serving_accuracy: {policy} ...", file=sys.stderr, flush=True)
         start = time.perf_counter()
-        server = bs._Server(args.model_name, args.model_base_path, flags=[f"--runtime={policy}"])
+        server = bs._Server(args.model_name, base, flags=[f"--runtime={runtime_flag}"])
         try:
             row = served[policy] = {"ready_s": round(time.perf_counter() - start, 1)}
             runtime = bs._served_runtime(server, args.model_name) or {}
