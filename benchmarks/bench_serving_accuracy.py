@@ -20,6 +20,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -40,16 +41,19 @@ def single_artifact_base(version_dir, name, root):
     base = os.path.join(root, name)
     target = os.path.join(base, "1")
     os.makedirs(os.path.join(target, os.path.dirname(MANIFEST_PATH)), exist_ok=True)
+    with open(os.path.join(version_dir, MANIFEST_PATH)) as f:
+        manifest = json.load(f)
+    files = {a["file"] for a in manifest["artifacts"]}
     for entry in os.listdir(version_dir):
-        if entry != os.path.dirname(MANIFEST_PATH):
+        if entry in files:   # (the manifest's files must lie in the version directory)
+            shutil.copy(os.path.join(version_dir, entry), os.path.join(target, entry))
+        elif entry != os.path.dirname(MANIFEST_PATH):
             os.symlink(os.path.join(version_dir, entry), os.path.join(target, entry))
     extra = os.path.join(version_dir, os.path.dirname(MANIFEST_PATH))
     for entry in os.listdir(extra):
         if entry != os.path.basename(MANIFEST_PATH):
             os.symlink(os.path.join(extra, entry),
                        os.path.join(target, os.path.dirname(MANIFEST_PATH), entry))
-    with open(os.path.join(version_dir, MANIFEST_PATH)) as f:
-        manifest = json.load(f)
     manifest["artifacts"] = [a for a in manifest["artifacts"] if a["name"] == name]
     with open(os.path.join(target, MANIFEST_PATH), "w") as f:
         json.dump(manifest, f)
