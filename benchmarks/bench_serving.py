@@ -936,6 +936,48 @@ def _runtime_targets(out, ratio_target):
     return t
 
 
+def _batching_ceiling(version_dir, runtime, artifact, input_shape, threads=16, calls=4):
+    """In-process CPU ms per item (this process's utime + stime) of ``runtime`` on the version:
+    batch 1 from ``threads`` threads at once (what the unbatched server does with its request
+    threads) against batch 8 and 32 from one thread (a batch thread): the most server-side
+    batching can save per request before any per-request cost is counted."""
+    sys.path.insert(0, REPO)
+    from tfdeploy.serving.runtimes import load_runtime
+
+    rt = load_runtime(runtime, version_dir, artifact)
+    rng = np.random.default_rng(0)
+
+    def cpu_ms_per_item(batch, n, concurrent=1):
+        x = rng.uniform(0, 255, size=[batch] + list(input_shape[1:])).astype(np.float32)
+        rt.call("serving_default", {_INPUTS.get("_ceiling", "images"): x})
+        barrier = threading.Barrier(concurrent + 1)
+
+        def loop():
+            barrier.wait()
+            for _ in range(n):
+                rt.call("serving_default", {_INPUTS.get("_ceiling", "images"): x})
+
+        workers = [threading.Thread(target=loop) for _ in range(concurrent)]
+        for w in workers:
+            w.start()
+        cpu0 = time.process_time()
+        barrier.wait()
+        for w in workers:
+            w.join()
+        return round((time.process_time() - cpu0) * 1000 / (n * batch * concurrent), 3)
+
+    try:
+        out = {"runtime": rt.describe().get("runtime"), "artifact": rt.describe().get("artifact"),
+               f"batch_1_x{threads}_threads_cpu_ms_per_item": cpu_ms_per_item(1, calls, threads),
+               "batch_8_cpu_ms_per_item": cpu_ms_per_item(8, calls),
+               "batch_32_cpu_ms_per_item": cpu_ms_per_item(32, max(1, calls // 2))}
+    finally:
+        rt.close()
+    out["ceiling"] = round(out[f"batch_1_x{threads}_threads_cpu_ms_per_item"] /
+                           out["batch_32_cpu_ms_per_item"], 2)
+    return out
+
+
 def _batching_cpu(args, tmp, kinds, batching_file, out):
     """At the largest --concurrency, gRPC batch 1: server CPU time per request (/proc) and
     requests/s, unbatched vs batched, alternating rounds; per model in ``kinds``
@@ -946,11 +988,27 @@ def _batching_cpu(args, tmp, kinds, batching_file, out):
         _INPUTS[label] = input_name
         image = np.random.default_rng(0).integers(0, 256, size=[1] + item_shape).astype(
             np.float32)
-        m = out[label] = {"input_shape": [1] + item_shape, "clients": c, "rounds": []}
+        m = out[label] = {"input_shape": [1] + item_shape, "clients": c,
+                          "runtime": args.batching_runtime, "rounds": []}
+        with open(batching_file) as f:
+            m["batching_parameters"] = f.read()
+        monitoring = os.path.join(tmp, "batching_cpu_monitoring.config")
+        with open(monitoring, "w") as f:
+            f.write(f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}\n')
+        flags = [f"--runtime={args.batching_runtime}"]
         servers = {}
         try:
-            servers["unbatched"] = _Server(label, base)
-            servers["batched"] = _Server(label, base, batching_file=batching_file)
+            servers["unbatched"] = _Server(label, base, flags=flags)
+            servers["batched"] = _Server(label, base, batching_file=batching_file, flags=flags,
+                                         monitoring_file=monitoring)
+            # what serves serving_default in each (with --runtime auto each server chooses
+            # at load: the comparison only holds when both chose the same)
+            m["serving_by_server"] = {v: (_served_runtime(s, label) or {}).get("serving")
+                                      for v, s in servers.items()}
+            m["serving"] = m["serving_by_server"]["batched"]
+            m["same_runtime_in_both"] = len({
+                (s or {}).get("runtime", "tensorflow") + "/" + (s or {}).get("artifact", "")
+                for s in m["serving_by_server"].values()}) == 1
             for rep in range(args.repeats):
                 row = {}
                 order = ["unbatched", "batched"] if rep % 2 == 0 else ["batched", "unbatched"]
@@ -960,9 +1018,13 @@ def _batching_cpu(args, tmp, kinds, batching_file, out):
                           file=sys.stderr, flush=True)
                     workers = [_GrpcWorker(server.grpc_port, label, image) for _ in range(c)]
                     _run_clients(workers, c * 2)   # warm up every connection
-                    cpu0 = _cpu_seconds(server.proc.pid)
+                    cpu0, batches0 = _cpu_seconds(server.proc.pid), _batch_stats(server)
                     rps, counts = _run_clients(workers, args.model_requests)
                     cpu = _cpu_seconds(server.proc.pid) - cpu0
+                    if batches0 is not None:   # the batches the server actually formed
+                        batches1 = _batch_stats(server)
+                        row["batched_mean_batch_size"] = round(
+                            (batches1[0] - batches0[0]) / max(1.0, batches1[1] - batches0[1]), 2)
                     row[f"{variant}_rps"] = round(rps, 1)
                     row[f"{variant}_cpu_ms_per_request"] = round(cpu * 1000 /
                                                                  args.model_requests, 3)
@@ -973,8 +1035,12 @@ def _batching_cpu(args, tmp, kinds, batching_file, out):
         finally:
             for server in servers.values():
                 server.stop()
+        _INPUTS["_ceiling"] = input_name
+        serving = m.get("serving") or {"runtime": "tensorflow", "artifact": "saved_model"}
+        m["in_process_ceiling"] = _batching_ceiling(latest_dir(base), serving["runtime"],
+                                                    serving["artifact"], [1] + item_shape)
         for key in ("unbatched_rps", "batched_rps", "unbatched_cpu_ms_per_request",
-                    "batched_cpu_ms_per_request"):
+                    "batched_cpu_ms_per_request", "batched_mean_batch_size"):
             m[key] = round(float(np.median([r[key] for r in m["rounds"]])), 3)
         m["cpu_per_request_reduction"] = round(m["unbatched_cpu_ms_per_request"] /
                                                m["batched_cpu_ms_per_request"], 2)
@@ -1042,6 +1108,31 @@ def _runtimes_main(args, tmp, batching_file):
                 _build_model(kinds[kind], kind)
         bc = result["batching_cpu"] = {}
         _batching_cpu(args, tmp, kinds, batching_file, bc)
+    result["cpu"]["loadavg_end"] = os.getloadavg()
+    text = json.dumps(result, indent=2)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    print(text)
+    return 0
+
+
+def _batching_cpu_main(args, tmp, batching_file):
+    """``--runtimes --batching_cpu_only``: only the batching CPU rows, with the CPU recorded."""
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from bench_runtimes import cpu_info
+
+    result = {"benchmark": "bench_serving --runtimes --batching_cpu_only", "cpu": cpu_info(),
+              "argv": sys.argv[1:], "repeats": args.repeats, "model_note": args.model_note,
+              "model_base_path": args.model_base_path}
+    kinds = {}
+    for kind in args.batching_cpu or ["served"]:
+        if kind == "served":
+            kinds[args.model_name] = args.model_base_path
+        else:
+            kinds[kind] = os.path.join(tmp, kind)
+            _build_model(kinds[kind], kind)
+    _batching_cpu(args, tmp, kinds, batching_file, result.setdefault("batching_cpu", {}))
     result["cpu"]["loadavg_end"] = os.getloadavg()
     text = json.dumps(result, indent=2)
     if args.out:
@@ -1203,6 +1294,11 @@ def main(argv=None):
                         help="With --runtimes: models ('mlp', 'served', ...) whose server CPU "
                              "time per request at max(--concurrency) clients is measured "
                              "batched vs unbatched (gRPC, batch 1).")
+    parser.add_argument("--batching_runtime", default="tensorflow",
+                        help="--batching_cpu: the --runtime both servers run. Default "
+                             "tensorflow.")
+    parser.add_argument("--batching_cpu_only", action="store_true",
+                        help="With --runtimes and --batching_cpu: only the batching CPU rows.")
     parser.add_argument("--model_note", default=None, help="Recorded in the JSON.")
     parser.add_argument("--out", default=None, help="Also write the JSON here.")
     parser.add_argument("--model_label", default=None, help="The model's name in --table.")
@@ -1221,6 +1317,8 @@ def main(argv=None):
         with open(batching_file, "w") as f:   # the same as the other sections' "batching"
             f.write("max_batch_size { value: 32 }\nbatch_timeout_micros { value: 2000 }\n"
                     "num_batch_threads { value: 2 }\nmax_enqueued_batches { value: 64 }\n")
+        if args.batching_cpu_only:
+            return _batching_cpu_main(args, tmp, batching_file)
         return _runtimes_main(args, tmp, batching_file)
     base = args.model_base_path or os.path.join(tmp, "model")
     if args.model_base_path is None:

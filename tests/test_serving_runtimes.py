@@ -184,6 +184,82 @@ def test_concurrent_calls_from_8_threads(runtime, artifact, options, version_dir
     rt.close()
 
 
+class _CountingInterpreter:
+    """Wraps a LiteRT interpreter: counts every method called on it, keeps what set_tensor got."""
+
+    def __init__(self, interpreter):
+        self._interpreter, self.calls, self.fed = interpreter, {}, []
+
+    def __getattr__(self, name):
+        method = getattr(self._interpreter, name)
+
+        def counted(*args, **kwargs):
+            self.calls[name] = self.calls.get(name, 0) + 1
+            if name == "set_tensor":
+                self.fed.append(args[1])
+            return method(*args, **kwargs)
+        return counted
+
+
+@pytest.mark.parametrize("artifact", ["tflite_float32", "tflite_int8"])
+def test_litert_calls_do_no_per_call_setup(artifact, version_dir, images):
+    """A call is set_tensor, invoke and get_tensor: tensor details are read once (and after a
+    resize), the input is resized and re-allocated only when its batch size changes, and a
+    float32 request reaches the float interpreter without a copy."""
+    rt = load_runtime("litert", version_dir, artifact)
+    runner = rt._runners[0]
+    counting = runner._interpreter = _CountingInterpreter(runner._interpreter)
+    batch = np.ascontiguousarray(images[:4])
+    first = rt.call("serving_default", {"images": batch})          # 1 -> 4: one resize
+    assert counting.calls.get("resize_tensor_input") == counting.calls.get("allocate_tensors") == 1
+    outputs = len(runner.outputs)
+    counting.calls.clear()
+    for _ in range(5):                                              # the same shape again
+        out = rt.call("serving_default", {"images": batch})
+        np.testing.assert_array_equal(out["probabilities"], first["probabilities"])
+    assert counting.calls == {"set_tensor": 5, "invoke": 5, "get_tensor": 5 * outputs}
+    if artifact == "tflite_float32":
+        assert all(fed is batch for fed in counting.fed)           # no copy, no conversion
+    counting.calls.clear()
+    rt.call("serving_default", {"images": images[:2]})              # a new size: one resize
+    assert counting.calls["resize_tensor_input"] == counting.calls["allocate_tensors"] == 1
+    assert rt.resizes == 2
+    rt.close()
+
+
+def test_litert_serves_concurrent_calls_on_every_core(version_dir, images):
+    """By default a LiteRT runtime keeps up to one interpreter per usable core (divided by
+    its threads per call), created only when calls overlap: concurrent requests are not
+    serialized onto one core."""
+    cores = len(os.sched_getaffinity(0))
+    rt = load_runtime("litert", version_dir, "tflite_float32")
+    assert rt.describe()["instances"] == 1                          # one until calls overlap
+    assert rt._instances == cores
+    barrier = threading.Barrier(8)
+
+    def worker():
+        barrier.wait()
+        for _ in range(20):
+            rt.call("serving_default", {"images": images[:8]})
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    # (the interpreter lock is released while LiteRT runs, so the calls overlap)
+    assert min(2, cores) <= rt.describe()["instances"] <= min(cores, 8)
+    rt.close()
+    two = load_runtime("litert", version_dir, "tflite_float32", num_threads=2)
+    assert two._instances == max(1, cores // 2)
+    two.close()
+
+
 def test_file_runtimes_run_serving_default_only(version_dir, images):
     tf_rt = load_runtime("tensorflow", version_dir)
     assert {"serving_default", "serving_bytes", "classify"} <= tf_rt.signature_keys

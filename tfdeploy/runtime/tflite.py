@@ -39,8 +39,29 @@ class TFLiteRunner:
                 f"{path!r} is not a valid TFLite model ({exc}). Re-export it with "
                 "tfdeploy.export.tflite.") from exc
         # the converter leaves a free batch dimension at 1: resize only when a batch differs
-        self._batch = int(self._interpreter.get_input_details()[0]["shape"][0])
+        self._read_details()
         self.resizes = 0
+
+    def _read_details(self):
+        """Cache what every call needs from the interpreter's tensor details (building them
+        costs more than a small model's call); re-read after a resize."""
+        interp = self._interpreter
+        d = interp.get_input_details()[0]
+        self._input_name, self._input_index = d["name"], d["index"]
+        self._input_shape = tuple(int(v) for v in d["shape"])
+        self._input_dtype = np.dtype(d["dtype"])
+        self._batch = self._input_shape[0]
+        self._quantize = None
+        if self._input_dtype.kind in "iu":
+            scale, zero = d["quantization"]
+            info = np.iinfo(self._input_dtype)
+            self._quantize = (float(scale), float(zero), info.min, info.max)
+        self._output_specs = []
+        for o in interp.get_output_details():
+            scale, zero = o["quantization"]
+            dequantize = np.dtype(o["dtype"]).kind in "iu" and bool(scale)
+            self._output_specs.append((o["name"], o["index"],
+                                       (float(scale), float(zero)) if dequantize else None))
 
     @property
     def inputs(self):
@@ -54,41 +75,46 @@ class TFLiteRunner:
 
     def _resize(self, batch):
         if batch != self._batch:
-            detail = self._interpreter.get_input_details()[0]
-            shape = list(detail["shape"])
+            shape = list(self._input_shape)
             shape[0] = batch
-            self._interpreter.resize_tensor_input(detail["index"], shape, strict=False)
+            self._interpreter.resize_tensor_input(self._input_index, shape, strict=False)
             self._interpreter.allocate_tensors()
-            self._batch = batch
+            self._read_details()
             self.resizes += 1
+
+    def _quantized(self, x):
+        scale, zero, low, high = self._quantize
+        if scale:
+            x = np.divide(x, scale, dtype=np.float32)
+            x += zero
+            np.rint(x, out=x)
+        else:
+            x = np.array(x, dtype=np.float32)
+        np.clip(x, low, high, out=x)
+        return x.astype(self._input_dtype)
 
     def run(self, x):
         """Return ``{output_name: float array}`` for a batch ``x``."""
-        detail = self._interpreter.get_input_details()[0]
-        x = check_batch(detail["name"], x)
-        expected = tuple(int(d) for d in detail["shape"][1:])
-        if x.ndim != len(detail["shape"]) or tuple(x.shape[1:]) != expected:
+        x = check_batch(self._input_name, x)
+        expected = self._input_shape[1:]
+        if x.ndim != len(self._input_shape) or x.shape[1:] != expected:
             raise ArtifactError(
                 f"Input shape {x.shape} does not match the model's input "
                 f"{(None, *expected)}; resize or reshape the batch.")
         self._resize(x.shape[0])
-        detail = self._interpreter.get_input_details()[0]
-        dtype = np.dtype(detail["dtype"])
-        if dtype.kind in "iu":
-            scale, zero = detail["quantization"]
-            if scale:
-                x = np.round(x / scale + zero)
-            info = np.iinfo(dtype)
-            x = np.clip(x, info.min, info.max)
-        self._interpreter.set_tensor(detail["index"], x.astype(dtype))
-        self._interpreter.invoke()
+        if self._quantize is not None:
+            x = self._quantized(x)
+        elif x.dtype != self._input_dtype or not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x, dtype=self._input_dtype)
+        interp = self._interpreter
+        interp.set_tensor(self._input_index, x)
+        interp.invoke()
         out = {}
-        for d in self._interpreter.get_output_details():
-            y = self._interpreter.get_tensor(d["index"])
-            scale, zero = d["quantization"]
-            if np.dtype(d["dtype"]).kind in "iu" and scale:
-                y = (y.astype(np.float32) - zero) * scale
-            out[d["name"]] = y
+        for name, index, dequantize in self._output_specs:
+            y = interp.get_tensor(index)
+            if dequantize is not None:
+                y = (y.astype(np.float32) - dequantize[1]) * dequantize[0]
+            out[name] = y
         return out
 
     def predict(self, x):

@@ -106,12 +106,16 @@ class FileRuntime(Runtime):
             raise ArtifactError(
                 f"Artifact {self.path!r} maps no tensor to the signature's outputs {unknown}; "
                 "re-export the version.")
+        # per call: (signature input, file tensor, dtype, shape) and the outputs' plan
+        self._feeds = [(k, t, self._input_dtypes[k], tuple(signature["inputs"][k]["shape"]))
+                       for k, t in artifact["inputs"].items()]
+        self._plan = [(n, np.dtype(spec["dtype"]) if n in artifact["outputs"] else None,
+                       artifact["outputs"].get(n)) for n, spec in self._outputs.items()]
         self._instances = max(1, int(instances))
-        self._pool = queue.SimpleQueue()
-        self._slots = threading.BoundedSemaphore(self._instances)
+        self._pool = queue.SimpleQueue()     # idle runners
+        self._create_lock = threading.Lock()
         self._runners = [self._open()]
         self._pool.put(self._runners[0])
-        self._create_lock = threading.Lock()
 
     def _open(self):
         raise NotImplementedError
@@ -126,49 +130,53 @@ class FileRuntime(Runtime):
                                 "the version again.")
         if self.thread_safe:
             return self._runners[0].run(x)
-        with self._slots:
-            try:
-                runner = self._pool.get_nowait()
-            except queue.Empty:
-                with self._create_lock:
+        try:   # an idle runner; else a new one (up to `instances`); else wait for one
+            runner = self._pool.get_nowait()
+        except queue.Empty:
+            runner = None
+            with self._create_lock:
+                if len(self._runners) < self._instances:
                     runner = self._open()
                     self._runners.append(runner)
-            try:
-                return runner.run(x)
-            finally:
-                self._pool.put(runner)
+            if runner is None:
+                runner = self._pool.get()
+        try:
+            return runner.run(x)
+        finally:
+            self._pool.put(runner)
 
     def call(self, key, feeds):
         if key != self._key:
             raise ArtifactError(
                 f"{os.path.basename(self.path)} ({self.name}) runs signature {self._key!r} "
                 f"only, not {key!r}; signatures such as {key!r} need the tensorflow runtime.")
-        tensors = self.artifact["inputs"]
-        missing = sorted(set(tensors) - set(feeds))
-        if missing:
-            raise InvalidInputError(f"Missing input {missing[0]!r}; signature {key!r} takes "
-                                    f"{sorted(tensors)}.")
-        values = {tensors[k]: self._checked(key, k, feeds[k]) for k in tensors}
-        result = self._run(next(iter(values.values())) if len(values) == 1 else values)
-        mapped = {name: result[tensor] for name, tensor in self.artifact["outputs"].items()}
+        values = {}
+        for name, tensor, dtype, shape in self._feeds:
+            if name not in feeds:
+                raise InvalidInputError(f"Missing input {name!r}; signature {key!r} takes "
+                                        f"{sorted(t[0] for t in self._feeds)}.")
+            values[tensor] = self._checked(key, name, feeds[name], dtype, shape)
+        result = self._run(values[self._feeds[0][1]] if len(values) == 1 else values)
         out = {}
-        for name, spec in self._outputs.items():
-            if name in mapped:
-                out[name] = np.asarray(mapped[name], dtype=spec["dtype"])
+        for name, dtype, tensor in self._plan:
+            if tensor is not None:
+                value = result[tensor]
+                out[name] = value if getattr(value, "dtype", None) == dtype \
+                    else np.asarray(value, dtype=dtype)
             else:
-                out[name] = self._derive(name, out, mapped)
+                out[name] = self._derive(name, out, result)
         return out
 
-    def _checked(self, key, name, value):
-        """``value`` as the signature's dtype, refused (naming the signature's input, not the
-        file's tensor) when its shape does not fit or it holds no samples."""
-        spec = self.artifact["signature"]["inputs"][name]
-        try:
-            value = np.asarray(value, dtype=self._input_dtypes[name])
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError(
-                f"Input {name!r} cannot be read as {spec['dtype']} ({exc}).") from exc
-        shape = tuple(spec["shape"])
+    def _checked(self, key, name, value, dtype, shape):
+        """``value`` as the signature's dtype (no copy when it is already), refused (naming
+        the signature's input, not the file's tensor) when its shape does not fit or it
+        holds no samples."""
+        if not (isinstance(value, np.ndarray) and value.dtype == dtype):
+            try:
+                value = np.asarray(value, dtype=dtype)
+            except (TypeError, ValueError) as exc:
+                raise InvalidInputError(
+                    f"Input {name!r} cannot be read as {dtype.name} ({exc}).") from exc
         if value.ndim != len(shape) or any(s != -1 and s != v for s, v in zip(shape, value.shape)):
             raise InvalidInputError(
                 f"Input {name!r} has shape {value.shape}; signature {key!r} takes {shape} "
@@ -178,9 +186,9 @@ class FileRuntime(Runtime):
                 f"Input {name!r} holds no samples (shape {value.shape}); send at least one.")
         return value
 
-    def _derive(self, name, out, mapped):
+    def _derive(self, name, out, result):
         op, source = self.artifact["derived"][name].split(":", 1)
-        value = out[source] if source in out else mapped[source]
+        value = out[source] if source in out else result[self.artifact["outputs"][source]]
         if op == "argmax":
             return np.argmax(value, axis=-1).astype(np.int64)
         if op == "label":

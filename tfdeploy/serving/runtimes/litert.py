@@ -3,9 +3,13 @@
 LiteRT's default op resolver applies the XNNPACK delegate to the float and int8
 kernels it covers; ``num_threads`` sets the interpreter's (and XNNPACK's) threads.
 Quantized int8 inputs and outputs are (de)quantized by `tfdeploy.runtime.TFLiteRunner`,
-which resizes the input only when a batch's size changes. An interpreter is not
-thread-safe: each call holds one of at most ``instances`` interpreters.
+which resizes the input only when a batch's size differs from the one before on the same
+interpreter. An interpreter is not thread-safe: each call holds one of at most ``instances``
+interpreters, created when concurrent calls need them (default: one per CPU core this
+process may use, divided by ``num_threads``), so concurrent requests use every core.
 """
+
+import os
 
 from tfdeploy.errors import MissingDependencyError
 from tfdeploy.serving.runtimes.base import FileRuntime
@@ -17,6 +21,11 @@ class LiteRTRuntime(FileRuntime):
     name = "litert"
     formats = ("tflite",)
     thread_safe = False
+
+    def __init__(self, version_dir, artifact, num_threads=None, instances=None):
+        if instances is None:
+            instances = max(1, len(os.sched_getaffinity(0)) // max(1, num_threads or 1))
+        super().__init__(version_dir, artifact, num_threads, instances)
 
     def _open(self):
         try:
