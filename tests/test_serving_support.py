@@ -191,14 +191,18 @@ def rest_call(port, method, path, body=None, raw=None, headers=None, timeout=60)
 
 @pytest.fixture(scope="session")
 def model_root(tmp_path_factory):
-    """Base paths: half (TF1 graph), tf2 (tf.Module), digits (tfdeploy export)."""
-    root = tmp_path_factory.mktemp("serving_models")
-    build_half_plus_two(str(root / "half" / "1"))
-    build_tf2_model(str(root / "tf2" / "1"))
-    build_digits_classifier(str(root / "digits"))
-    (root / "monitoring.config").write_text(
-        'prometheus_config { enable: true path: "/monitoring/prometheus/metrics" }\n')
-    return root
+    """Base paths: half (TF1 graph), tf2 (tf.Module), digits (tfdeploy export). Built once per
+    test run (shared by the xdist workers: `conftest.build_once`); read-only, copy to change."""
+    from conftest import build_once
+
+    def build(root):
+        build_half_plus_two(str(root / "half" / "1"))
+        build_tf2_model(str(root / "tf2" / "1"))
+        build_digits_classifier(str(root / "digits"))
+        (root / "monitoring.config").write_text(
+            'prometheus_config { enable: true path: "/monitoring/prometheus/metrics" }\n')
+
+    return build_once(tmp_path_factory, "serving_models", build)
 
 
 @pytest.fixture(scope="session")
