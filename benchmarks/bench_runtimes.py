@@ -31,7 +31,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)   # the checkout this script belongs to, not an installed tfdeploy
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-from _record import cpu_info  # noqa: E402  (bench_serving imports it from here too)
+from _record import cpu_info, write_result  # noqa: E402  (bench_serving imports it from here too)
 ARTIFACTS = ("tflite_float32", "tflite_int8", "onnx", "onnx_int8")
 
 
@@ -210,11 +210,7 @@ def main(argv=None):
                     "included). The machine's cores may be shared with other work: "
                     "see loadavg."),
            "models": results}
-    text = json.dumps(doc)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    print(text)
+    write_result(doc, args.out, indent=None)
     return 0
 
 

@@ -28,6 +28,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_serving as bs  # noqa: E402  (this folder's bench: _Server, _served_runtime)
+from _record import write_result  # noqa: E402
 
 REPO = bs.REPO
 
@@ -183,11 +184,7 @@ def main(argv=None):
         result["target_within_1_point_met"] = all(r["within_1_point_of_float"]
                                                   for r in served.values())
     result["load_average_end"] = os.getloadavg()
-    text = json.dumps(result, indent=1)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    print(text)
+    write_result(result, args.out, indent=1)
     return 0
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_serving as bs  # noqa: E402
+from _record import write_result  # noqa: E402
 
 
 def main(argv=None):
@@ -72,11 +73,7 @@ def main(argv=None):
            "target_0.5ms_met": {k: round(med[k] - med["in_process"], 3) <= 0.5 for k in keys
                                 if k.endswith("_rest")},
            "rounds": rounds}
-    text = json.dumps(out, indent=1)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    print(text)
+    write_result(out, args.out, indent=1)
     return 0
 
 
