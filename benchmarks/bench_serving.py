@@ -1108,10 +1108,16 @@ def _runtimes_main(args, tmp, batching_file):
                 _build_model(kinds[kind], kind)
         bc = result["batching_cpu"] = {}
         _batching_cpu(args, tmp, kinds, batching_file, bc)
+    return _emit(result, args.out)
+
+
+def _emit(result, out):
+    """Record the load at the end in ``result["cpu"]``, print ``result`` as JSON and write it
+    to ``out`` when given; exit status 0."""
     result["cpu"]["loadavg_end"] = os.getloadavg()
     text = json.dumps(result, indent=2)
-    if args.out:
-        with open(args.out, "w") as f:
+    if out:
+        with open(out, "w") as f:
             f.write(text + "\n")
     print(text)
     return 0
@@ -1133,13 +1139,7 @@ def _batching_cpu_main(args, tmp, batching_file):
             kinds[kind] = os.path.join(tmp, kind)
             _build_model(kinds[kind], kind)
     _batching_cpu(args, tmp, kinds, batching_file, result.setdefault("batching_cpu", {}))
-    result["cpu"]["loadavg_end"] = os.getloadavg()
-    text = json.dumps(result, indent=2)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    print(text)
-    return 0
+    return _emit(result, args.out)
 
 
 def runtimes_table(paths):
