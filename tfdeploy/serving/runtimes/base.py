@@ -160,9 +160,7 @@ class FileRuntime(Runtime):
         out = {}
         for name, dtype, tensor in self._plan:
             if tensor is not None:
-                value = result[tensor]
-                out[name] = value if getattr(value, "dtype", None) == dtype \
-                    else np.asarray(value, dtype=dtype)
+                out[name] = np.asarray(result[tensor], dtype=dtype)   # (no copy when it is)
             else:
                 out[name] = self._derive(name, out, result)
         return out
@@ -171,12 +169,11 @@ class FileRuntime(Runtime):
         """``value`` as the signature's dtype (no copy when it is already), refused (naming
         the signature's input, not the file's tensor) when its shape does not fit or it
         holds no samples."""
-        if not (isinstance(value, np.ndarray) and value.dtype == dtype):
-            try:
-                value = np.asarray(value, dtype=dtype)
-            except (TypeError, ValueError) as exc:
-                raise InvalidInputError(
-                    f"Input {name!r} cannot be read as {dtype.name} ({exc}).") from exc
+        try:
+            value = np.asarray(value, dtype=dtype)   # the same array when it already is
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(
+                f"Input {name!r} cannot be read as {dtype.name} ({exc}).") from exc
         if value.ndim != len(shape) or any(s != -1 and s != v for s, v in zip(shape, value.shape)):
             raise InvalidInputError(
                 f"Input {name!r} has shape {value.shape}; signature {key!r} takes {shape} "
