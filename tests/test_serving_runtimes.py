@@ -55,6 +55,20 @@ def reference(version_dir, images):
     return out
 
 
+def _race(threads):
+    """Start ``threads`` and wait for them, switching threads between any two bytecodes
+    meanwhile, so that races show up."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+
+
 def _check_like_reference(out, ref, precision):
     assert sorted(out) == sorted(ref)
     for name in ref:
@@ -168,16 +182,7 @@ def test_concurrent_calls_from_8_threads(runtime, artifact, options, version_dir
                     and (out["class_label"] == expected["class_label"][rows]).all()):
                 failures.append((t, i, batch))
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)   # switch threads between any two bytecodes: races show up
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        sys.setswitchinterval(interval)
+    _race([threading.Thread(target=worker, args=(t,)) for t in range(8)])
     assert not failures, failures[:5]
     if options.get("instances"):
         assert 1 <= rt.describe()["instances"] <= options["instances"]
@@ -242,16 +247,7 @@ def test_litert_serves_concurrent_calls_on_every_core(version_dir, images):
         for _ in range(20):
             rt.call("serving_default", {"images": images[:8]})
 
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        sys.setswitchinterval(interval)
+    _race([threading.Thread(target=worker) for _ in range(8)])
     # (the interpreter lock is released while LiteRT runs, so the calls overlap)
     assert min(2, cores) <= rt.describe()["instances"] <= min(cores, 8)
     rt.close()
