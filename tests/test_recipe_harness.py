@@ -7,6 +7,8 @@ import json
 import os
 import random
 import socket
+import subprocess
+import sys
 import urllib.request
 
 import numpy as np
@@ -17,6 +19,7 @@ from tfdeploy.recipes import _harness
 from tfdeploy.recipes._harness import Rows, Run
 
 ROOT = os.path.dirname(td.__file__)
+REPO = os.path.dirname(ROOT)
 
 
 def _args(tmp_path=None, **kw):
@@ -185,3 +188,18 @@ def test_quickstart_path_runs_one_way():
     upward = [m for m in _imports(os.path.join(ROOT, "pipeline.py"))
               if m.startswith(("tfdeploy.recipes", "tfdeploy.commands", "tfdeploy.cli"))]
     assert upward == []
+
+
+@pytest.mark.parametrize("recipe", ["sentiment_monitor", "recommender", "answer_retrieval"])
+def test_text_recipe_help_imports_no_tensorflow(recipe):
+    # `--help` used to import TensorFlow while building the parser (17 s on a busy machine);
+    # the flags need none of it.
+    code = (f"import sys\nfrom tfdeploy.recipes.{recipe} import build_parser\n"
+            "try:\n    build_parser().parse_args(['--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = sorted(m for m in ('tensorflow', 'tf_keras', 'keras', 'sklearn') "
+            "if m in sys.modules)\nprint('HEAVY', heavy)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert "--seed" in out.stdout
+    assert "HEAVY []" in out.stdout, out.stdout[-300:]

@@ -7,8 +7,6 @@ import time
 
 import numpy as np
 
-from tfdeploy import verify
-from tfdeploy._keras import keras, tf
 from tfdeploy.recipes._harness import add_run_arguments, format_table
 
 
@@ -36,6 +34,7 @@ def add_no_serve(p):
 
 def callbacks(log_dir, stage, extra=()):
     """``extra`` + a TensorBoard callback writing to ``log_dir/stage`` (None: no logging)."""
+    from tfdeploy._keras import keras
     out = list(extra)
     if log_dir:
         out.append(keras.callbacks.TensorBoard(log_dir=os.path.join(log_dir, stage),
@@ -48,11 +47,13 @@ def params(model):
 
 
 def sizes(path):
+    from tfdeploy import verify
     return {"file_bytes": verify.path_bytes(path), "gzip_bytes": verify.gzip_bytes(path)}
 
 
 def p50_ms(fn, inputs, samples=50):
     """Median milliseconds of ``fn(one input)`` at batch 1."""
+    from tfdeploy import verify
     return verify.latency_ms(_Callable(fn), inputs, samples=samples)
 
 
@@ -70,6 +71,7 @@ class _Callable:
 def keras_fn(model):
     """Batch → numpy through a traced ``tf.function`` (``model.predict`` adds ~50 ms per call,
     an eager call pays Python overhead per layer)."""
+    from tfdeploy._keras import tf
     fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     return lambda x: fn(tf.convert_to_tensor(x)).numpy()
 
@@ -103,6 +105,7 @@ def viz_rows(rows):
 def log_comparison(log_dir, rows, columns, title):
     """TensorBoard: the table as text, one scalar per numeric column, HParams per variant."""
     from tfdeploy import viz
+    from tfdeploy._keras import tf
 
     if not log_dir:
         return
@@ -176,6 +179,7 @@ def qat_text(coverage):
 
 def embedding_dtypes(path):
     """``{tensor name: dtype}`` of the embedding tables stored in a ``.tflite`` file."""
+    from tfdeploy import verify
     return {t["name"]: t["dtype"] for t in verify.weight_tensors(path)
             if "embedding" in t["name"]}
 
