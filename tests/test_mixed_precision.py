@@ -522,3 +522,26 @@ def test_larger_budget_ships_no_larger_file_on_a_real_model(poisoned, digits_spl
     assert sizes[0.5] in {t["gzip_bytes"] for t in cards[1.0]["trials"] if t["within_budget"]}
     assert cards[0.5]["levels_points"] == cards[1.0]["levels_points"][:len(
         cards[0.5]["levels_points"])]
+
+
+def test_bench_compares_answers_image_by_image_with_an_exact_mcnemar_test():
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
+    import bench_mixed_precision as bench
+
+    labels = np.zeros(20, int)
+    ours, theirs = labels.copy(), labels.copy()
+    theirs[:7], ours[7:9], ours[9], theirs[9] = 1, 1, 2, 3  # 7 only ours right, 2 only theirs
+    row = bench.mcnemar(ours, theirs, labels)
+    assert row == {"answers_differ": 10, "only_this_right": 7, "only_other_right": 2,
+                   "mcnemar_exact_p": round(2 * (1 + 9 + 36) / 2 ** 9, 4)}  # two-sided
+    theirs = labels.copy()
+    theirs[0] = 1  # one image apart: no evidence either way
+    assert bench.mcnemar(labels, theirs, labels)["mcnemar_exact_p"] == 1.0
+    rows = {"float": {}, "auto_1": {}, "auto_1_no_latency_check": {}, "inc": {}, "inc_1": {}}
+    answers = {name: labels for name in rows}
+    bench._compare(rows, answers, labels, [0.5, 1.0])
+    assert rows["auto_1"]["vs_inc"]["inc_row"] == "inc_1"
+    assert rows["auto_1_no_latency_check"]["vs_inc"]["inc_row"] == "inc_1"
+    assert "vs_inc" not in rows["inc"] and rows["inc"]["vs_float"]["answers_differ"] == 0
