@@ -124,6 +124,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._chunked = False
         self._buf = None      # a known-length body's bytearray (filled up to _body_size)
         self._view = None     # the part of _buf the socket is being read into, if any
+        self._in_place = False   # the bytes being parsed were read into _buf
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport):
@@ -210,14 +211,15 @@ class _Connection(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes):
         view = self._view
-        if view is not None:
-            self._view = None
+        if view is not None:   # (body bytes only, already in place)
+            self._view, self._in_place = None, True
             data = view[:nbytes]
         else:
             data = self.server.read_view[:nbytes]
         try:
             self.data_received(data)
         finally:
+            self._in_place = False
             data.release()   # (the transport releases the view it was given)
 
     def data_received(self, data):
@@ -291,7 +293,7 @@ class _Connection(asyncio.BufferedProtocol):
         buf = self._buf
         if buf is None:
             self._body.append(body)
-        elif self._view is None:   # (read into the shared buffer with the head: copied in)
+        elif not self._in_place:   # (read into the shared buffer with the head: copied in)
             while len(buf) < self._body_size:
                 buf = self._grow()
             buf[start:self._body_size] = body
