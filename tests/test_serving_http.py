@@ -293,3 +293,36 @@ def test_a_large_body_in_small_pieces_decodes_as_one_sent_at_once(tmp_path):
         assert whole == pieces == {"predictions": [v / 2 + 2 for v in values]}
     finally:
         server.stop()
+
+
+def test_an_announced_body_holds_memory_in_proportion_to_what_arrived():
+    """A client announcing a 4 MB body and sending 100 KB of it makes the server hold at most
+    twice what arrived (the body buffer doubles as it fills), not the 4 MB announced; the
+    rest arriving completes it exactly."""
+    import hashlib
+
+    from tfdeploy.serving.httpserver import BODY_FIRST_BYTES, HttpServer
+
+    api = _Echo()
+    server = HttpServer(api, "127.0.0.1", 0)
+    server.start()
+    data = bytes(range(256)) * (api.max_body_bytes // 256)
+    sent = 100 << 10
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+            s.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(data)
+                      + data[:sent])
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                held = [c for c in list(server.connections) if c._body_size]
+                if held and held[0]._body_size == sent:
+                    break
+                time.sleep(0.01)
+            (conn,) = held
+            assert conn._body_size == sent
+            assert len(conn._buf) <= max(BODY_FIRST_BYTES, 2 * sent) < len(data) // 4
+            s.sendall(data[sent:])
+            assert _read_replies(s, 1)[0] == {"n": len(data),
+                                              "sha": hashlib.sha256(data).hexdigest()}
+    finally:
+        server.close()
