@@ -18,8 +18,8 @@ Writes under ``--out``:
 - ``mobilenet_v2/1/``: ``td.export.saved_model`` with the artifacts ``--runtime auto`` picks
   from (float and int8 TFLite, float and int8 ONNX; int8 calibrated on the training images),
   warmup records from the training images, the verification set ``auto`` checks them on (the
-  5-9 train images outside the label fraction: a validation split, never the test split), class labels "5".."9", and a model card naming
-  this procedure;
+  5-9 train images outside the label fraction: a validation split, never the test split),
+  class labels "5".."9", and a model card naming this procedure;
 - ``test/5`` .. ``test/9``: the test split as PNG class folders (labels 0-4 in folder order,
   the model's class indices), for ``bench_serving.py --accuracy_data``;
 - ``model.json``: the procedure, its arguments, the Keras accuracy on the test split, the

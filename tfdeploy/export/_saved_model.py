@@ -360,8 +360,8 @@ def _check_warmup_shape(model, warmup, what="warmup_data"):
         raise ExportError(
             f"{what} samples have shape {got}, but model {model.name!r} takes inputs of "
             f"shape {tuple(expected)} (None: any size); a version whose {what} do not fit "
-            "fails to load or to verify its artifacts. Pass inputs shaped like the model's (e.g. the "
-            f"training dataset) or {what}=None. Nothing was written.")
+            "fails to load or to verify its artifacts. Pass inputs shaped like the model's "
+            f"(e.g. the training dataset) or {what}=None. Nothing was written.")
 
 
 def signature_names(model):

@@ -34,7 +34,6 @@ import time
 import numpy as np
 
 from tfdeploy._tolerances import TOLERANCES
-from tfdeploy.errors import ArtifactError
 from tfdeploy.runtime.artifacts import read_verification
 from tfdeploy.serving.runtimes import DEFAULT_SIGNATURE, candidates, load_runtime
 
