@@ -124,6 +124,12 @@ def test_auto_rejects_a_drop_that_only_the_verification_set_shows(badly_calibrat
         assert "top class agrees on" in row["reason"] and "verification set" in row["reason"]
         assert row["examples"] == report["verified_on"]["records"]
     assert report["serving"]["artifact"] != "onnx_int8"
+    # a float file computes what the SavedModel computes: one batch of the set shows it
+    from tfdeploy.serving.selection import VERIFY_BATCH
+
+    float_row = next(r for r in report["candidates"] if r["runtime"] == "onnxruntime"
+                     and r["artifact"] == "onnx")
+    assert float_row["passed"] is True and float_row["examples"] == VERIFY_BATCH, float_row
     assert any("skips onnxruntime/onnx_int8" in r.getMessage() for r in caplog.records)
 
 
