@@ -165,8 +165,10 @@ def main(argv=None):
             runtime = bs._served_runtime(server, args.model_name) or {}
             row["serving"] = runtime.get("serving")
             if policy == "auto":
+                row["verified_on"] = runtime.get("verified_on")
                 row["candidates"] = [{k: c.get(k) for k in ("runtime", "artifact", "passed",
-                                                            "agreement", "p50_ms", "reason")}
+                                                            "agreement", "examples",
+                                                            "verified_on", "p50_ms", "reason")}
                                      for c in runtime.get("candidates", [])]
             rest_pred = rest_classes(server, args.model_name, bodies)
             rest_acc = float(np.mean(rest_pred == y))
