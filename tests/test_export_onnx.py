@@ -61,7 +61,9 @@ def test_qat_model_keeps_quantize_dequantize_nodes(qat_model, train_ds, test_arr
     int8 = td.verify.TOLERANCES["int8"]
     checked = json.loads(runner.metadata["tfdeploy.validation"])  # compared at export time
     assert checked["inputs"] == "representative"
-    assert checked["samples"] == min(_onnx.VALIDATION_SAMPLES, len(td.data.to_numpy(train_ds)[0]))
+    # validated on 256 samples when there are that many: one disagreement is 0.4 %, so a
+    # 2-point int8 drop shows (of 64, one is 1.6 %)
+    assert checked["samples"] == min(256, len(td.data.to_numpy(train_ds)[0]))
     assert checked["agreement"] >= int8["min_agreement"] and checked["max_abs_diff"] < 1.0
     result = td.verify.verify(runner, qat_model, x, y)
     assert result["passed"], result["failures"]
