@@ -37,7 +37,7 @@ def single_artifact_base(version_dir, name, root):
     """A model base path whose version 1 is ``version_dir`` (links) with a manifest listing
     only artifact ``name``: a server started with a named ``--runtime`` then serves exactly
     that file (the named runtime takes the first artifact it can run)."""
-    from tfdeploy.runtime.artifacts import MANIFEST_PATH
+    from tfdeploy.runtime.artifacts import MANIFEST_PATH, VERIFICATION_PATH
 
     base = os.path.join(root, name)
     target = os.path.join(base, "1")
@@ -52,7 +52,9 @@ def single_artifact_base(version_dir, name, root):
             os.symlink(os.path.join(version_dir, entry), os.path.join(target, entry))
     extra = os.path.join(version_dir, os.path.dirname(MANIFEST_PATH))
     for entry in os.listdir(extra):
-        if entry != os.path.basename(MANIFEST_PATH):
+        if entry == os.path.basename(VERIFICATION_PATH):   # must lie in the version directory
+            shutil.copy(os.path.join(extra, entry), os.path.join(target, VERIFICATION_PATH))
+        elif entry != os.path.basename(MANIFEST_PATH):
             os.symlink(os.path.join(extra, entry),
                        os.path.join(target, os.path.dirname(MANIFEST_PATH), entry))
     manifest["artifacts"] = [a for a in manifest["artifacts"] if a["name"] == name]
@@ -163,8 +165,10 @@ def main(argv=None):
             runtime = bs._served_runtime(server, args.model_name) or {}
             row["serving"] = runtime.get("serving")
             if policy == "auto":
+                row["verified_on"] = runtime.get("verified_on")
                 row["candidates"] = [{k: c.get(k) for k in ("runtime", "artifact", "passed",
-                                                            "agreement", "p50_ms", "reason")}
+                                                            "agreement", "examples",
+                                                            "verified_on", "p50_ms", "reason")}
                                      for c in runtime.get("candidates", [])]
             rest_pred = rest_classes(server, args.model_name, bodies)
             rest_acc = float(np.mean(rest_pred == y))

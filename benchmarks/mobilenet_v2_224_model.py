@@ -17,8 +17,9 @@ Writes under ``--out``:
 
 - ``mobilenet_v2/1/``: ``td.export.saved_model`` with the artifacts ``--runtime auto`` picks
   from (float and int8 TFLite, float and int8 ONNX; int8 calibrated on the training images),
-  warmup records from the training images, class labels "5".."9", and a model card naming
-  this procedure;
+  warmup records from the training images, the verification set ``auto`` checks them on (the
+  5-9 train images outside the label fraction: a validation split, never the test split),
+  class labels "5".."9", and a model card naming this procedure;
 - ``test/5`` .. ``test/9``: the test split as PNG class folders (labels 0-4 in folder order,
   the model's class indices), for ``bench_serving.py --accuracy_data``;
 - ``model.json``: the procedure, its arguments, the Keras accuracy on the test split, the
@@ -57,9 +58,13 @@ def load_task(digits, side, label_fraction, seed=0):
     names = list(train.class_names)
     x, y = td.data.to_numpy(train)
     xt, yt = td.data.to_numpy(test)
+    xs, ys = mt._subset(x, y, names, mt.TARGET_CLASSES)
+    train = mt._fraction(xs, ys, label_fraction, seed)
+    # the train images of 5-9 the transfer model never sees: a validation split
+    seen = {a.tobytes() for a in train[0]}
+    held = np.array([a.tobytes() not in seen for a in xs])
     return {"pretrain": mt._subset(x, y, names, mt.PRETRAIN_CLASSES),
-            "train": mt._fraction(*mt._subset(x, y, names, mt.TARGET_CLASSES),
-                                  label_fraction, seed),
+            "train": train, "validation": (xs[held], ys[held]),
             "test": mt._subset(xt, yt, names, mt.TARGET_CLASSES),
             "class_names": list(mt.TARGET_CLASSES)}
 
@@ -145,7 +150,8 @@ def main(argv=None):
     version = td.export.saved_model(
         model, base, version=1, class_names=names, image_bytes=False,
         warmup_data=x, num_warmup=args.num_warmup, artifacts=ARTIFACTS,
-        representative_data=x, model_card={"source": procedure})
+        representative_data=x, verification_data=task["validation"][0],
+        model_card={"source": procedure})
     seconds["export"] = round(time.perf_counter() - t, 1)
     _log(f"exported {version} ({seconds['export']} s)")
     if args.ready:

@@ -60,7 +60,10 @@ def test_qat_model_keeps_quantize_dequantize_nodes(qat_model, train_ds, test_arr
     assert "tfdeploy.fallback" not in runner.metadata
     int8 = td.verify.TOLERANCES["int8"]
     checked = json.loads(runner.metadata["tfdeploy.validation"])  # compared at export time
-    assert checked["inputs"] == "representative" and checked["samples"] == 64
+    assert checked["inputs"] == "representative"
+    # validated on 256 samples when there are that many: one disagreement is 0.4 %, so a
+    # 2-point int8 drop shows (of 64, one is 1.6 %)
+    assert checked["samples"] == min(256, len(td.data.to_numpy(train_ds)[0]))
     assert checked["agreement"] >= int8["min_agreement"] and checked["max_abs_diff"] < 1.0
     result = td.verify.verify(runner, qat_model, x, y)
     assert result["passed"], result["failures"]
@@ -111,6 +114,9 @@ def test_qat_fallback_is_said_plainly_and_quantized_when_asked(
                               quantize="static", representative_data=train_ds,
                               num_calibration=64)
     assert {"QuantizeLinear", "DequantizeLinear"} <= _ops(path)
+    calibration = json.loads(td.runtime.load(path).metadata["tfdeploy.calibration"])
+    assert calibration == {"method": "MinMax", "samples": 64, "activations": "int8",
+                           "weights": "int8", "per_channel": False, "format": "QDQ"}  # opset 10
     result = td.verify.verify(path, twin, x, y)
     assert result["precision"] == "int8" and result["passed"], result["failures"]
 

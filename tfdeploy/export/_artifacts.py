@@ -9,13 +9,16 @@ reader live in `tfdeploy.runtime.artifacts`.
 import json
 import os
 
+import numpy as np
+
 from tfdeploy.compress.wrappers import is_quantization_aware
 from tfdeploy.errors import ExportError
 from tfdeploy.export._onnx import onnx as export_onnx
 from tfdeploy.export._tflite import tflite as export_tflite
 from tfdeploy.runtime import load as load_artifact
+from tfdeploy.export._warmup import samples
 from tfdeploy.runtime.artifacts import (FORMAT_RUNTIMES, MANIFEST_PATH, MANIFEST_VERSION,
-                                        sha256_of)
+                                        VERIFICATION_KEY, VERIFICATION_PATH, sha256_of)
 
 #: artifact name -> (format, file name, exporter keyword arguments)
 ARTIFACTS = {
@@ -26,6 +29,10 @@ ARTIFACTS = {
     "onnx_int8": ("onnx", "model_int8.onnx", {"quantize": "static"}),
 }
 _CALIBRATED = ("tflite_int8", "onnx_int8")
+#: Records in the verification set (fewer when they would pass `VERIFICATION_BYTES`).
+NUM_VERIFICATION = 256
+#: Largest verification set, in bytes of its stored (uncompressed) array.
+VERIFICATION_BYTES = 64 << 20
 
 
 def normalize(artifacts, representative_data):
@@ -84,9 +91,38 @@ def _tensor_names(path):
     return [i[0] for i in runner.inputs], [o[0] for o in runner.outputs]
 
 
+def _compact(inputs):
+    """The smallest dtype that keeps the records' values: uint8 for whole pixel values, else
+    float16 when it holds them within its precision, else float32."""
+    if np.all(inputs == np.round(inputs)) and inputs.min() >= 0 and inputs.max() <= 255:
+        return inputs.astype(np.uint8)
+    if np.all(np.isfinite(inputs)) and np.abs(inputs).max() < 6e4:
+        return inputs.astype(np.float16)
+    return inputs
+
+
+def write_verification(version_tmp, data, input_name, source):
+    """Write the verification set: up to `NUM_VERIFICATION` records of ``data`` (at most
+    `VERIFICATION_BYTES`) into ``assets.extra``; return its manifest entry."""
+    first = samples(data, 1)
+    stored = _compact(first)
+    budget = max(1, VERIFICATION_BYTES // max(1, stored.nbytes))
+    inputs = _compact(samples(data, min(NUM_VERIFICATION, budget)))
+    path = os.path.join(version_tmp, VERIFICATION_PATH)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        np.savez_compressed(f, **{VERIFICATION_KEY: inputs})
+    return {"file": VERIFICATION_PATH, "input": input_name, "records": int(len(inputs)),
+            "dtype": inputs.dtype.name, "shape": list(inputs.shape[1:]), "source": source,
+            "bytes": os.path.getsize(path), "sha256": sha256_of(path)}
+
+
 def write(version_tmp, model, chosen, signature, class_names, representative_data,
-          num_calibration=200):
+          num_calibration=200, verification_data=None):
     """Export every chosen artifact into ``version_tmp`` and write the manifest.
+
+    The verification set (`write_verification`) comes from ``verification_data``, else
+    from ``representative_data``; none is written without either.
 
     Returns:
         The manifest dict written to ``assets.extra/artifacts.json``.
@@ -128,6 +164,11 @@ def write(version_tmp, model, chosen, signature, class_names, representative_dat
     manifest = {"manifest_version": MANIFEST_VERSION,
                 "class_labels": list(class_names) if class_names else None,
                 "signature": signature, "artifacts": entries}
+    data = verification_data if verification_data is not None else representative_data
+    if data is not None:
+        manifest["verification"] = write_verification(
+            version_tmp, data, next(iter(signature["inputs"])),
+            "verification_data" if verification_data is not None else "representative_data")
     path = os.path.join(version_tmp, MANIFEST_PATH)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:

@@ -32,6 +32,9 @@ QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 _QUANT_OPS = QDQ_OPS + ("DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QLinearConv",
                         "QLinearMatMul")
 FLOAT_ATOL = 1e-4
+#: Representative samples the exported graph is validated on (8 random inputs without them):
+#: enough that a 2-point int8 drop shows (one disagreement is 0.4 %, not 1.6 % as of 64).
+VALIDATION_SAMPLES = 256
 
 
 class ExportFallbackWarning(UserWarning):
@@ -150,7 +153,7 @@ def _quantize(float_path, out_path, mode, model, representative_data, num_calibr
 
     if mode == "dynamic":
         q.quantize_dynamic(float_path, out_path, weight_type=q.QuantType.QInt8)
-        return
+        return {"method": "dynamic", "weights": "int8"}
     if representative_data is None:
         raise ExportError("quantize='static' needs representative_data to calibrate ranges.")
     calibration = _sample_inputs(model, representative_data, num_calibration)
@@ -166,6 +169,8 @@ def _quantize(float_path, out_path, mode, model, representative_data, num_calibr
     q.quantize_static(float_path, out_path, Reader(), quant_format=q.QuantFormat.QDQ,
                       activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
                       per_channel=opset >= 13)  # per-channel Q/DQ needs opset 13
+    return {"method": "MinMax", "samples": int(len(calibration)), "activations": "int8",
+            "weights": "int8", "per_channel": opset >= 13, "format": "QDQ"}
 
 
 def onnx(model, path, opset=DEFAULT_OPSET, quantize=None, representative_data=None,
@@ -267,7 +272,7 @@ def onnx(model, path, opset=DEFAULT_OPSET, quantize=None, representative_data=No
     # quantizer) are compared with the trained model they came from, with the int8
     # tolerances of tfdeploy.verify: top-class agreement on real samples, max |diff| reported.
     real = representative_data is not None
-    x = _sample_inputs(model, representative_data, 64 if real else 8)
+    x = _sample_inputs(model, representative_data, VALIDATION_SAMPLES if real else 8)
     tol = TOLERANCES["float32" if kind == "float" else "int8"]
     checks = {"atol": FLOAT_ATOL} if kind == "float" else {
         "atol": tol["atol"], "min_agreement": tol["min_agreement"] if real else None}
@@ -280,12 +285,12 @@ def onnx(model, path, opset=DEFAULT_OPSET, quantize=None, representative_data=No
         float_path = os.path.join(scratch, "model.onnx")
         onnx_lib.save(proto, float_path)
         validate(float_path, source, x, atol=None if has_qdq else FLOAT_ATOL)  # float graph
-        final_src = float_path
+        final_src, calibration = float_path, None
         if quantize:
             final_src = os.path.join(scratch, "quantized.onnx")
             try:
-                _quantize(float_path, final_src, quantize, model, representative_data,
-                          num_calibration, opset)
+                calibration = _quantize(float_path, final_src, quantize, model,
+                                        representative_data, num_calibration, opset)
             except ExportError:
                 raise
             except Exception as exc:
@@ -309,6 +314,8 @@ def onnx(model, path, opset=DEFAULT_OPSET, quantize=None, representative_data=No
                     "max_abs_diff": report["max_abs_diff"], "agreement": report["agreement"],
                     "samples": report["samples"], "inputs": "representative" if real
                     else "random", "tolerance": {k: v for k, v in checks.items()}})}
+        if calibration:
+            meta["tfdeploy.calibration"] = json.dumps(calibration)
         if fallback:
             meta["tfdeploy.fallback"] = fallback
         if class_names:

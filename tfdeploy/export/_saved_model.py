@@ -197,7 +197,7 @@ def _set_method_names(export_dir, methods):
 def saved_model(model, base_path, version=None, class_names=None, overwrite=False,
                 warmup_data=None, num_warmup=4, model_card=None, image_bytes=True,
                 max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS, jit_compile=False, artifacts=None,
-                representative_data=None):
+                representative_data=None, verification_data=None):
     """Export a Keras model as a SavedModel ready for TF Serving.
 
     Writes ``base_path/VERSION/`` (the next free integer version by default)
@@ -241,6 +241,12 @@ def saved_model(model, base_path, version=None, class_names=None, overwrite=Fals
             "tflite_int8". Needs a one-input, one-output model. Defaults to None.
         representative_data: calibration inputs for the int8 artifacts (the
             training dataset is right). Defaults to None.
+        verification_data: inputs (array or dataset of ``(images, labels)``; a
+            validation split, never the test split) of which up to 256 records are
+            written with the artifacts as their verification set
+            (``assets.extra/verification_inputs.npz``, listed and SHA-256-checked in
+            the manifest): ``--runtime auto`` checks every artifact on them against
+            the SavedModel. None uses ``representative_data``. Defaults to None.
 
     Returns:
         The path of the version directory written.
@@ -286,6 +292,13 @@ def saved_model(model, base_path, version=None, class_names=None, overwrite=Fals
         _check_warmup_shape(model, warmup)
     chosen = _artifacts.normalize(artifacts, representative_data)
     _artifacts.check_single_io(model, chosen)
+    if verification_data is not None:
+        if not chosen:
+            raise ExportError(
+                "verification_data is the verification set of the artifacts, but no artifacts "
+                "were asked; pass artifacts=[...] too, or verification_data=None. Nothing was "
+                "written.")
+        _check_warmup_shape(model, _warmup.samples(verification_data, 1), "verification_data")
     parent = os.path.abspath(base_path)
     os.makedirs(parent, exist_ok=True)
     clean_stale(parent)
@@ -331,7 +344,7 @@ def saved_model(model, base_path, version=None, class_names=None, overwrite=Fals
                 if chosen:
                     _artifacts.write(tmp, model, chosen, _artifacts.signature_of(module),
                                      class_names if module.table is not None else None,
-                                     representative_data)
+                                     representative_data, verification_data=verification_data)
         except (OSError, ValueError, TypeError) as exc:
             raise ExportError(f"Writing SavedModel to {final!r} failed: {exc}") from exc
     finally:
@@ -339,16 +352,16 @@ def saved_model(model, base_path, version=None, class_names=None, overwrite=Fals
     return final
 
 
-def _check_warmup_shape(model, warmup):
+def _check_warmup_shape(model, warmup, what="warmup_data"):
     """Refuse warmup samples the serving signature cannot take, before anything is written."""
     expected = model.inputs[0].shape[1:]
     got = tuple(warmup.shape[1:])
     if len(got) != len(expected) or any(e is not None and e != g for e, g in zip(expected, got)):
         raise ExportError(
-            f"warmup_data samples have shape {got}, but model {model.name!r} takes inputs of "
-            f"shape {tuple(expected)} (None: any size); TF Serving would fail to load a version "
-            "whose warmup requests do not fit. Pass inputs shaped like the model's (e.g. the "
-            "training dataset) or warmup_data=None. Nothing was written.")
+            f"{what} samples have shape {got}, but model {model.name!r} takes inputs of "
+            f"shape {tuple(expected)} (None: any size); a version whose {what} do not fit "
+            "fails to load or to verify its artifacts. Pass inputs shaped like the model's "
+            f"(e.g. the training dataset) or {what}=None. Nothing was written.")
 
 
 def signature_names(model):

@@ -18,7 +18,13 @@ and ``assets.extra/artifacts.json`` listing them::
         "inputs": {"images": "serving_default_images:0"},      # signature name -> file tensor
         "outputs": {"probabilities": "StatefulPartitionedCall:0"},
         "derived": {"class_index": "argmax:probabilities", "class_label": "label:class_index"}},
-       ...]}
+       ...],
+     "verification": {"file": "assets.extra/verification_inputs.npz", "input": "images",
+                      "records": 256, "dtype": "uint8", "bytes": 123456, "sha256": "..."}}
+
+``verification`` (optional) is the verification set: a few hundred real inputs (the
+representative or validation data, never the test split) that ``--runtime auto`` checks every
+artifact on against the SavedModel; `read_verification` reads it, SHA-checked.
 
 The SavedModel itself is never listed: `read_artifacts` always returns it first.
 This module is the one reader of the manifest (the exporter writes it with the
@@ -37,6 +43,10 @@ MANIFEST_VERSION = 1
 #: format -> the serving runtimes that can run it (first: the file's own runtime).
 FORMAT_RUNTIMES = {"saved_model": ("tensorflow",), "tflite": ("litert",),
                    "onnx": ("onnxruntime", "openvino")}
+#: The verification set (numpy ``.npz``, key ``VERIFICATION_KEY``) beside the manifest.
+VERIFICATION_FILE = "verification_inputs.npz"
+VERIFICATION_PATH = os.path.join("assets.extra", VERIFICATION_FILE)
+VERIFICATION_KEY = "inputs"
 #: Outputs a file may lack, computed from the one named after the colon.
 DERIVED_OPS = ("argmax", "label")
 
@@ -121,3 +131,47 @@ def check_file(entry):
         raise ArtifactError(
             f"Artifact {path!r} does not match the SHA-256 recorded in its manifest: the file "
             "is corrupt or was replaced after export. Re-export the version.")
+
+
+def read_verification(version_dir):
+    """The version's verification set: ``(inputs, entry)``, or None when it has none.
+
+    ``inputs`` is a float32 array of the records (batch first) for the signature input
+    ``entry["input"]``; ``entry`` is the manifest's ``verification`` dict.
+
+    Raises:
+        ArtifactError: the manifest is unreadable, or the file is missing, outside the
+            version directory, differs from its recorded size/SHA-256, or is not an array of
+            the recorded record count.
+    """
+    import numpy as np
+
+    path = os.path.join(version_dir, MANIFEST_PATH)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            entry = json.load(f).get("verification")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ArtifactError(f"Artifact manifest {path!r} cannot be read ({exc}); re-export "
+                            "the version.") from exc
+    if not entry:
+        return None
+    root = os.path.realpath(version_dir)
+    file_path = os.path.realpath(os.path.join(root, str(entry.get("file"))))
+    if not file_path.startswith(root + os.sep) or not os.path.isfile(file_path):
+        raise ArtifactError(
+            f"The verification set {entry.get('file')!r} listed in {path!r} is not a file of the "
+            "version directory; the version was changed after export. Re-export it.")
+    check_file({**entry, "path": file_path})
+    try:
+        with np.load(file_path, allow_pickle=False) as data:
+            inputs = np.asarray(data[VERIFICATION_KEY], dtype=np.float32)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ArtifactError(f"The verification set {file_path!r} cannot be read ({exc}); "
+                            "re-export the version.") from exc
+    if inputs.ndim < 1 or len(inputs) != entry.get("records"):
+        raise ArtifactError(
+            f"The verification set {file_path!r} holds {len(inputs) if inputs.ndim else 0} "
+            f"records, the manifest recorded {entry.get('records')}; re-export the version.")
+    return inputs, entry

@@ -6,7 +6,9 @@ same model (``assets.extra/artifacts.json``: float/int8 ``.tflite``, ``.onnx``).
 
 1. loads every artifact in each runtime that can run it (LiteRT, ONNX Runtime, OpenVINO);
    one that cannot load is skipped, and the log says why;
-2. verifies each against the SavedModel on the version's warmup records, within the
+2. verifies each against the SavedModel on the version's verification set (a few hundred real
+   inputs the exporter wrote beside the artifacts, ``assets.extra/verification_inputs.npz``,
+   SHA-checked; `verification_records`), or on its warmup records when it has none, within the
    tolerances of its precision (``tfdeploy._tolerances``: the same table ``td.verify``
    reports with; float outputs within ``atol``, top classes agreeing on ``min_agreement``
    of the examples);
@@ -32,6 +34,7 @@ import time
 import numpy as np
 
 from tfdeploy._tolerances import TOLERANCES
+from tfdeploy.runtime.artifacts import read_verification
 from tfdeploy.serving.runtimes import DEFAULT_SIGNATURE, candidates, load_runtime
 
 log = logging.getLogger("tfdeploy.serving")
@@ -44,6 +47,58 @@ def _times_ms(fn, feeds, calls):
         fn(feeds)
         times.append(time.perf_counter() - start)
     return float(np.median(times)) * 1000, float(np.min(times)) * 1000
+
+
+#: Records per call when verifying on the verification set.
+VERIFY_BATCH = 32
+
+
+def verification_records(servable, key, records, batch=VERIFY_BATCH):
+    """``(feeds, used)``: what ``auto`` verifies the artifacts on, and a dict saying which
+    (float32 artifacts: its first batch, `_records_for`).
+
+    The version's verification set (`tfdeploy.runtime.artifacts.read_verification`), in
+    batches of ``batch`` records checked against the signature; else (none written, or one
+    that fails its SHA-256 or the signature: the log says why) the warmup ``records``."""
+    used = {"on": "warmup records", "records": int(sum(len(next(iter(f.values())))
+                                                       for f in records))}
+    try:
+        found = read_verification(servable.path)
+        if found is None:
+            return records, used
+        inputs, entry = found
+        name = entry.get("input")
+        feeds = [servable.validators[key].check({name: inputs[i:i + batch]})
+                 for i in range(0, len(inputs), batch)]
+    except Exception as exc:  # noqa: BLE001  (ArtifactError, or a ServingError from check)
+        reason = str(exc).splitlines()[0]
+        log.warning("Model %s version %d: --runtime auto cannot use the verification set (%s);"
+                    " verifying on the warmup records", servable.name, servable.version, reason)
+        return records, {**used, "verification_set_rejected": reason}
+    return feeds, {"on": "verification set", "records": int(len(inputs)),
+                   "file": entry.get("file"), "source": entry.get("source")}
+
+
+def _records_for(precision, records, used):
+    """The records a ``precision`` artifact is verified on: a float32 file computes what the
+    SavedModel computes, so one batch of the verification set shows whether it does (within
+    1e-4); a reduced-precision file changes near-tied answers, and only the whole set can
+    show a 1-2 point drop."""
+    if precision == "float32" and used.get("on") == "verification set":
+        return records[:1]
+    return records
+
+
+def _once(call):
+    """``call(key, feeds)`` that computes each feeds' answer once (the SavedModel's answers
+    are the reference for every candidate)."""
+    answers = {}
+
+    def reference(key, feeds):
+        if (key, id(feeds)) not in answers:
+            answers[(key, id(feeds))] = call(key, feeds)
+        return answers[(key, id(feeds))]
+    return reference
 
 
 def verify(reference, runtime, key, records, precision):
@@ -100,9 +155,13 @@ def choose(servable, policy, records, threads=None, rounds=5, calls=20):
             log.warning("Model %s version %d: %s", servable.name, servable.version,
                         report["reason"])
             return None, report
+    timing_records = records
+    if policy == "auto":
+        records, report["verified_on"] = verification_records(servable, key, records)
+        reference = _once(servable.tensorflow_call)
     if policy == "auto" and not records:
-        report["reason"] = ("no warmup records to verify the artifacts on (export with "
-                            "warmup_data=...); serving the SavedModel")
+        report["reason"] = ("no warmup records or verification set to verify the artifacts "
+                            "on (export with warmup_data=...); serving the SavedModel")
         log.warning("Model %s version %d: --runtime auto: %s", servable.name, servable.version,
                     report["reason"])
         return None, report
@@ -124,12 +183,14 @@ def choose(servable, policy, records, threads=None, rounds=5, calls=20):
             row["passed"] = None
             return runtime, _serving(report, row, runtime)
         try:
-            passed, details = verify(servable.tensorflow_call, runtime, key, records,
-                                     entry.get("precision") or "float32")
+            precision = entry.get("precision") or "float32"
+            passed, details = verify(reference, runtime, key, _records_for(
+                precision, records, report["verified_on"]), precision)
         except Exception as exc:  # noqa: BLE001  (a runtime that fails on the records)
-            passed, details = False, {"reason": f"failed on the warmup records: "
-                                                f"{str(exc).splitlines()[0]}"}
-        row.update(passed=passed, **details)
+            passed, details = False, {"reason": f"failed: {str(exc).splitlines()[0]}"}
+        if not passed:
+            details["reason"] += f" (on the {report['verified_on']['on']})"
+        row.update(passed=passed, verified_on=report["verified_on"]["on"], **details)
         if passed:
             loaded.append((row, runtime))
         else:
@@ -140,7 +201,7 @@ def choose(servable, policy, records, threads=None, rounds=5, calls=20):
                     servable.version, policy, report["reason"],
                     "; ".join(r.get("reason", "") for r in report["candidates"]))
         return None, report
-    feeds = {k: v[:1] for k, v in records[0].items()}
+    feeds = {k: v[:1] for k, v in (timing_records or records)[0].items()}
     tf_row = {"runtime": "tensorflow", "artifact": "saved_model", "precision": "float32",
               "passed": True}
     timed = [(tf_row, None)] + loaded
