@@ -306,7 +306,7 @@ def test_onnxruntime_threads_do_not_spin_between_calls(version_dir, images):
         rt.call("serving_default", {"images": images[:8]})
     cpu = time.process_time()
     time.sleep(0.3)
-    assert time.process_time() - cpu < 0.03   # spinning: about 0.05 s of 0.3 s, idle
+    assert time.process_time() - cpu < 0.015   # spinning: 0.037-0.047 s of 0.3 s (measured)
     rt.close()
 
 
