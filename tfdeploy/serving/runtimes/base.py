@@ -88,8 +88,9 @@ class FileRuntime(Runtime):
     by every call. Otherwise calls take runners from a mixed pool: an idle call gets the
     first runner, with ``num_threads`` threads (one request alone has every core, as in
     TensorFlow); calls that overlap it get runners of one thread each, created when needed,
-    up to ``instances`` runners in all, so concurrent requests use every core without
-    oversubscribing them (measured in docs/runtimes.md).
+    up to ``instances`` runners in all, so concurrent requests use every core rather than
+    queue behind one interpreter (measured in docs/runtimes.md, "Threads and concurrent
+    requests").
 
     Args:
         instances: runners kept for concurrent calls when the runner is not thread-safe
