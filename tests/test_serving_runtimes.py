@@ -282,14 +282,33 @@ def test_file_runtimes_use_every_usable_core_by_default(runtime, artifact, versi
     rt = load_runtime(runtime, version_dir, artifact, num_threads=1)
     assert rt.describe()["threads"] == library_threads(rt) == 1
     rt.close()
-    saved = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(saved)})   # a process limited to one core (a cpuset)
-    try:
-        rt = load_runtime(runtime, version_dir, artifact)
-    finally:
-        os.sched_setaffinity(0, saved)
-    assert rt.describe()["threads"] == library_threads(rt) == 1
-    rt.close()
+
+
+def test_the_default_threads_follow_the_process_affinity(version_dir):
+    """A process limited to one core (a container's cpuset; here ``sched_setaffinity`` in
+    the child) gets one thread per call in every file runtime, whatever the machine has."""
+    script = (
+        "import os\n"
+        "from tfdeploy.serving.runtimes import load_runtime\n"
+        "assert len(os.sched_getaffinity(0)) == 1\n"
+        "for name, art in (('litert', 'tflite_int8'), ('onnxruntime', 'onnx'),\n"
+        "                  ('openvino', 'onnx')):\n"
+        f"    rt = load_runtime(name, {version_dir!r}, art)\n"
+        "    r = rt._runners[0]\n"
+        "    lib = (r._session.get_session_options().intra_op_num_threads if name == "
+        "'onnxruntime' else int(r._compiled.get_property('INFERENCE_NUM_THREADS')) if name == "
+        "'openvino' else r.num_threads)\n"
+        "    print(name, rt.describe()['threads'], lib, rt.describe()['max_instances'])\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(td.__file__))
+    core = min(os.sched_getaffinity(0))
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=300,
+                          preexec_fn=lambda: os.sched_setaffinity(0, {core}))
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line for line in done.stdout.splitlines() if line.split()[0] in
+             ("litert", "onnxruntime", "openvino")]
+    assert lines == ["litert 1 1 1", "onnxruntime 1 1 1", "openvino 1 1 1"], done.stdout
 
 
 def test_onnxruntime_threads_do_not_spin_between_calls(version_dir, images):
