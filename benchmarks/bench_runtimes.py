@@ -134,7 +134,9 @@ def child_rss(version_dir, runtime, artifact, threads):
 
 
 def time_in_turns(version_dir, threads, turns, calls):
-    """``{(runtime, artifact): {"batch_1": [...ms], "batch_32": [...ms]}}``, timed round-robin."""
+    """``{(runtime, artifact): {"batch_1": [...ms], "batch_32": [...ms], "batch_1_cpu": [...ms
+    per call, one per turn]}}``, timed round-robin; ``threads``: per call (None: the runtimes'
+    default, every core this process may use)."""
     import numpy as np
 
     from tfdeploy.serving.runtimes import candidates, load_runtime
@@ -147,7 +149,7 @@ def time_in_turns(version_dir, threads, turns, calls):
     for name, entry in candidates(version_dir):
         loaded[(name, entry["name"])] = load_runtime(name, version_dir, entry,
                                                      num_threads=threads)
-    times = {key: {"batch_1": [], "batch_32": []} for key in loaded}
+    times = {key: {"batch_1": [], "batch_32": [], "batch_1_cpu": []} for key in loaded}
     for key, rt in loaded.items():   # warm up every pair at both sizes
         for x in (x1, x32, x1):
             rt.call("serving_default", {"images": x})
@@ -157,10 +159,13 @@ def time_in_turns(version_dir, threads, turns, calls):
             # per run (the first call, dropped), never inside the timed calls
             for label, x, n in (("batch_32", x32, max(2, calls // 4)), ("batch_1", x1, calls)):
                 rt.call("serving_default", {"images": x})
+                cpu = time.process_time()
                 for _ in range(n):
                     start = time.perf_counter()
                     rt.call("serving_default", {"images": x})
                     times[key][label].append((time.perf_counter() - start) * 1e3)
+                if label == "batch_1":   # the process's CPU per call (every thread), per turn
+                    times[key]["batch_1_cpu"].append((time.process_time() - cpu) * 1e3 / n)
     described = {key: rt.describe() for key, rt in loaded.items()}
     for rt in loaded.values():
         rt.close()

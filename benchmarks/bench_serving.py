@@ -736,7 +736,10 @@ def _rest_decode_ms(body, n=30):
 
 def _in_process_runtimes(version_dir, turns, calls):
     """bench_runtimes' in-process timing of every (runtime, artifact) pair of a version, in
-    turns: ``{"runtime/artifact": {"batch_1_p50_ms", "batch_32_p50_ms"}}``."""
+    turns, each with the threads the servers give it (no --runtime_threads: every core this
+    process may use, TensorFlow's intra-op default too), so "the choice is right" compares
+    like with like: ``{"runtime/artifact": {"batch_1_p50_ms", "batch_32_p50_ms",
+    "batch_1_cpu_p50_ms", "threads"}}``."""
     sys.path.insert(0, os.path.join(REPO, "benchmarks"))
     from bench_runtimes import time_in_turns
 
@@ -750,9 +753,12 @@ def _in_process_runtimes(version_dir, turns, calls):
         x = np.zeros([1] + item_shape, np.float32)
         return {"tensorflow/saved_model": {"batch_1_p50_ms": _p50_ms(
             lambda: rt.call("serving_default", {input_name: x}), turns * calls)}}
-    times, _ = time_in_turns(version_dir, None, turns, calls)
-    return {f"{rt}/{art}": {f"{k}_p50_ms": round(float(np.median(v)), 4)
-                            for k, v in t.items()} for (rt, art), t in times.items()}
+    from tfdeploy.serving.runtimes.base import default_threads
+
+    times, described = time_in_turns(version_dir, default_threads(), turns, calls)
+    return {f"{rt}/{art}": {**{f"{k}_p50_ms": round(float(np.median(v)), 4)
+                               for k, v in t.items()}, "threads": described[(rt, art)]["threads"]}
+            for (rt, art), t in times.items()}
 
 
 def _warm(worker, calls=10):

@@ -6,6 +6,7 @@ SavedModel), served over real sockets and checked with TF Serving's own clients.
 """
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -54,6 +55,14 @@ def test_auto_verifies_times_and_serves_the_fastest_passing_artifact(base):
                 assert row.get("passed") is True and "p50_ms" in row or row.get("reason"), row
         servable = server.repository.get("digits")
         assert (servable.runtime is None) == (fastest["runtime"] == "tensorflow")
+        # every candidate was timed with the threads it serves with: every usable core, as
+        # TensorFlow's intra-op pool; and its CPU per call was recorded beside its time
+        cores = len(os.sched_getaffinity(0))
+        assert {r["threads"] for r in timed} == {cores}, timed
+        assert all(r["cpu_ms"] > 0 for r in timed), timed
+        assert report["serving"]["threads"] == cores
+        if servable.runtime is not None:
+            assert servable.runtime.describe()["threads"] == cores
         # answers over REST and gRPC (TF Serving's stubs) are the SavedModel's classes
         images = digit_images(6, seed=3)
         want = servable.tensorflow_call("serving_default", {"images": images})
@@ -107,6 +116,18 @@ def test_a_named_runtime_serves_its_artifact_with_the_savedmodels_outputs(base, 
         status, reply = rest_call(server.rest_port, "POST", "/v1/models/digits:classify",
                                   {"signature_name": "classify", "examples": [{"x": 1.0}]})
         assert status in (200, 400) and (status == 200 or "error" in reply)
+    finally:
+        server.stop()
+
+
+def test_runtime_threads_sets_the_threads_of_the_served_runtime(base):
+    """``--runtime_threads`` overrides the default (every usable core) and is what the
+    served runtime runs with, as its metadata says."""
+    server = _server(base, runtime="litert", runtime_threads=1)
+    try:
+        report = _metadata_runtime(server)
+        assert (report["serving"]["runtime"], report["serving"]["threads"]) == ("litert", 1)
+        assert server.repository.get("digits").runtime.describe()["instance_threads"] == [1]
     finally:
         server.stop()
 

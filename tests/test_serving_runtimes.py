@@ -233,13 +233,15 @@ def test_litert_calls_do_no_per_call_setup(artifact, version_dir, images):
 
 
 def test_litert_serves_concurrent_calls_on_every_core(version_dir, images):
-    """By default a LiteRT runtime keeps up to one interpreter per usable core (divided by
-    its threads per call), created only when calls overlap: concurrent requests are not
-    serialized onto one core."""
+    """By default a LiteRT runtime runs a lone call on one interpreter with every usable core,
+    and calls that overlap it on one-thread interpreters (up to one interpreter per core),
+    created only when calls overlap: concurrent requests are neither serialized onto one
+    interpreter nor given more threads than there are cores."""
     cores = len(os.sched_getaffinity(0))
     rt = load_runtime("litert", version_dir, "tflite_float32")
-    assert rt.describe()["instances"] == 1                          # one until calls overlap
-    assert rt._instances == cores
+    info = rt.describe()
+    assert (info["instances"], info["max_instances"]) == (1, cores)   # one until calls overlap
+    assert info["instance_threads"] == [cores] == [rt._runners[0].num_threads]
     barrier = threading.Barrier(8)
 
     def worker():
@@ -249,11 +251,82 @@ def test_litert_serves_concurrent_calls_on_every_core(version_dir, images):
 
     _race([threading.Thread(target=worker) for _ in range(8)])
     # (the interpreter lock is released while LiteRT runs, so the calls overlap)
-    assert min(2, cores) <= rt.describe()["instances"] <= min(cores, 8)
+    info = rt.describe()
+    assert min(2, cores) <= info["instances"] <= cores
+    assert info["instance_threads"] == [cores] + [1] * (info["instances"] - 1)
     rt.close()
-    two = load_runtime("litert", version_dir, "tflite_float32", num_threads=2)
-    assert two._instances == max(1, cores // 2)
-    two.close()
+    rt = load_runtime("litert", version_dir, "tflite_float32", num_threads=1, instances=1)
+    _race([threading.Thread(target=worker) for _ in range(8)])      # one interpreter: queued
+    assert rt.describe()["instance_threads"] == [1]
+    rt.close()
+
+
+@pytest.mark.parametrize("runtime,artifact", [p for p in PAIRS if p[0] != "tensorflow"])
+def test_file_runtimes_use_every_usable_core_by_default(runtime, artifact, version_dir):
+    """Every file runtime, like TensorFlow's intra-op pool, gives one call the cores this
+    process may use (its affinity mask, not the machine's count), so ``--runtime auto``
+    times them on equal terms; ``num_threads`` overrides it. Read back from the runtime's
+    description and from the library's own session/interpreter settings."""
+    def library_threads(rt):
+        runner = rt._runners[0]
+        if runtime == "onnxruntime":
+            return runner._session.get_session_options().intra_op_num_threads
+        if runtime == "openvino":
+            return int(runner._compiled.get_property("INFERENCE_NUM_THREADS"))
+        return runner.num_threads   # (LiteRT's interpreter does not report its threads)
+
+    cores = len(os.sched_getaffinity(0))
+    rt = load_runtime(runtime, version_dir, artifact)
+    assert rt.num_threads == rt.describe()["threads"] == library_threads(rt) == cores
+    rt.close()
+    rt = load_runtime(runtime, version_dir, artifact, num_threads=1)
+    assert rt.describe()["threads"] == library_threads(rt) == 1
+    rt.close()
+
+
+def test_the_default_threads_follow_the_process_affinity(version_dir):
+    """A process limited to one core (a container's cpuset; here ``sched_setaffinity`` in
+    the child) gets one thread per call in every file runtime, whatever the machine has."""
+    script = (
+        "import os\n"
+        "from tfdeploy.serving.runtimes import load_runtime\n"
+        "assert len(os.sched_getaffinity(0)) == 1\n"
+        "for name, art in (('litert', 'tflite_int8'), ('onnxruntime', 'onnx'),\n"
+        "                  ('openvino', 'onnx')):\n"
+        f"    rt = load_runtime(name, {version_dir!r}, art)\n"
+        "    r = rt._runners[0]\n"
+        "    lib = (r._session.get_session_options().intra_op_num_threads if name == "
+        "'onnxruntime' else int(r._compiled.get_property('INFERENCE_NUM_THREADS')) if name == "
+        "'openvino' else r.num_threads)\n"
+        "    print(name, rt.describe()['threads'], lib, rt.describe()['max_instances'])\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(td.__file__))
+    core = min(os.sched_getaffinity(0))
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=300,
+                          preexec_fn=lambda: os.sched_setaffinity(0, {core}))
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line for line in done.stdout.splitlines() if line.split()[0] in
+             ("litert", "onnxruntime", "openvino")]
+    assert lines == ["litert 1 1 1", "onnxruntime 1 1 1", "openvino 1 1 1"], done.stdout
+
+
+def test_onnxruntime_threads_do_not_spin_between_calls(version_dir, images):
+    """ONNX Runtime's intra-op threads spin waiting for work by default, burning a core
+    beside every concurrent request; the runtime turns spinning off, so an idle session
+    costs no CPU."""
+    import time
+
+    rt = load_runtime("onnxruntime", version_dir, "onnx", num_threads=2)
+    options = rt._runners[0]._session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert rt.describe()["spinning"] is False
+    for _ in range(5):
+        rt.call("serving_default", {"images": images[:8]})
+    cpu = time.process_time()
+    time.sleep(0.3)
+    assert time.process_time() - cpu < 0.015   # spinning: 0.037-0.047 s of 0.3 s (measured)
+    rt.close()
 
 
 def test_file_runtimes_run_serving_default_only(version_dir, images):

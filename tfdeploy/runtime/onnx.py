@@ -18,11 +18,14 @@ class ONNXRunner:
     Args:
         path: the ``.onnx`` file.
         num_threads: intra-op threads; None lets onnxruntime choose. Defaults to None.
+        spinning: whether the intra-op threads spin waiting for work between calls
+            (``session.intra_op.allow_spinning``); None keeps onnxruntime's default
+            (they spin). Defaults to None.
     """
 
     format = "onnx"
 
-    def __init__(self, path, num_threads=None):
+    def __init__(self, path, num_threads=None, spinning=None):
         try:
             import onnxruntime
         except ImportError as exc:
@@ -34,6 +37,9 @@ class ONNXRunner:
         if num_threads:
             options.intra_op_num_threads = int(num_threads)
             options.inter_op_num_threads = 1
+        if spinning is not None:
+            options.add_session_config_entry("session.intra_op.allow_spinning",
+                                             "1" if spinning else "0")
         try:
             self._session = onnxruntime.InferenceSession(
                 path, sess_options=options, providers=["CPUExecutionProvider"])
@@ -43,6 +49,7 @@ class ONNXRunner:
                 "with tfdeploy.export.onnx.") from exc
         self.path = path
         self.num_threads = num_threads
+        self.spinning = spinning
         self._inputs = self._session.get_inputs()
         meta = self._session.get_modelmeta().custom_metadata_map
         self.metadata = dict(meta)

@@ -35,18 +35,27 @@ class OpenVINORunner:
         path: the ``.onnx`` file.
         num_threads: ``INFERENCE_NUM_THREADS``; None lets OpenVINO choose. Defaults to None.
         precision_hint: ``INFERENCE_PRECISION_HINT`` ("f32", "bf16"). Defaults to "f32".
+        performance_hint: ``PERFORMANCE_HINT`` ("LATENCY": one stream, every thread on
+            one request; "THROUGHPUT": several streams); None lets OpenVINO choose.
+            Defaults to None.
+        num_streams: ``NUM_STREAMS``; None lets OpenVINO choose. Defaults to None.
     """
 
     format = "onnx"
     engine = "openvino"
 
-    def __init__(self, path, num_threads=None, precision_hint="f32"):
+    def __init__(self, path, num_threads=None, precision_hint="f32", performance_hint=None,
+                 num_streams=None):
         ov = import_openvino()
         if not os.path.isfile(path):
             raise ArtifactError(f"ONNX file {path!r} does not exist.")
         config = {"INFERENCE_PRECISION_HINT": precision_hint}
         if num_threads:
             config["INFERENCE_NUM_THREADS"] = int(num_threads)
+        if performance_hint:
+            config["PERFORMANCE_HINT"] = performance_hint
+        if num_streams:
+            config["NUM_STREAMS"] = int(num_streams)
         try:
             core = ov.Core()
             self._compiled = core.compile_model(core.read_model(path), "CPU", config)
@@ -57,6 +66,7 @@ class OpenVINORunner:
         self.path = path
         self.num_threads = num_threads
         self.precision_hint = precision_hint
+        self.performance_hint = performance_hint
         self._requests = queue.SimpleQueue()
         self.requests_created = 0
 

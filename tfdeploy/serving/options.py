@@ -113,7 +113,8 @@ class ServerOptions:
                       "Per model: model_platform in --model_config_file. Defaults to "
                       "tensorflow.", kind=RUNTIME_CHOICES)
     runtime_threads: int = _opt(None, "Threads per call for LiteRT, ONNX Runtime and OpenVINO "
-                                      "(default: the runtime's choice).", minimum=1)
+                                      "(default: every core this process may use, as "
+                                      "TensorFlow's intra-op pool).", minimum=1)
     # -- command only -------------------------------------------------------------------------
     shutdown_grace_seconds: float = _opt(
         20.0, "On SIGTERM, seconds in-flight requests get to finish. Defaults to 20 "

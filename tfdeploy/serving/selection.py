@@ -12,8 +12,12 @@ same model (``assets.extra/artifacts.json``: float/int8 ``.tflite``, ``.onnx``).
    tolerances of its precision (``tfdeploy._tolerances``: the same table ``td.verify``
    reports with; float outputs within ``atol``, top classes agreeing on ``min_agreement``
    of the examples);
-3. times each, and the SavedModel, at batch 1 in turns: ``p50_ms`` is the median of the
-   rounds' medians, ``fastest_ms`` the median of the rounds' fastest calls;
+3. times each, and the SavedModel, at batch 1 in turns, each with the threads it will serve
+   with (``threads``: by default every core this process may use, TensorFlow's intra-op
+   default too, so no candidate wins by using more cores than another): ``p50_ms`` is the
+   median of the rounds' medians, ``fastest_ms`` the median of the rounds' fastest calls,
+   ``cpu_ms`` the process CPU time per call (all its threads) — what a call costs when
+   concurrent requests share the cores;
 4. serves the one that passed with the lowest ``fastest_ms``, if it beats the SavedModel's.
    The fastest call is what the artifact costs when the cores are free; on a loaded machine
    the medians mostly measure the other processes (TensorFlow's own thread pool then wins
@@ -36,17 +40,28 @@ import numpy as np
 from tfdeploy._tolerances import TOLERANCES
 from tfdeploy.runtime.artifacts import read_verification
 from tfdeploy.serving.runtimes import DEFAULT_SIGNATURE, candidates, load_runtime
+from tfdeploy.serving.runtimes.base import default_threads
 
 log = logging.getLogger("tfdeploy.serving")
 
+
 def _times_ms(fn, feeds, calls):
-    """``(median, fastest)`` time in ms of ``calls`` calls of ``fn(feeds)``."""
+    """``(median, fastest, CPU per call)`` in ms of ``calls`` calls of ``fn(feeds)``; the CPU
+    time is the process's (every thread: a runtime's own worker threads count)."""
     times = []
+    cpu = time.process_time()
     for _ in range(calls):
         start = time.perf_counter()
         fn(feeds)
         times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1000, float(np.min(times)) * 1000
+    cpu = (time.process_time() - cpu) / calls
+    return float(np.median(times)) * 1000, float(np.min(times)) * 1000, cpu * 1000
+
+
+def tensorflow_threads(tf):
+    """The threads TensorFlow gives one call: its intra-op pool (0 in tf.config: every core
+    this process may use)."""
+    return tf.config.threading.get_intra_op_parallelism_threads() or default_threads()
 
 
 #: Records per call when verifying on the verification set.
@@ -175,6 +190,7 @@ def choose(servable, policy, records, threads=None, rounds=5, calls=20):
         except Exception as exc:  # noqa: BLE001  (missing library, corrupt file: skip it)
             row.update(passed=False, reason=f"cannot load: {str(exc).splitlines()[0]}")
             continue
+        row["threads"] = runtime.num_threads
         if key not in runtime.signature_keys:
             row.update(passed=False, reason=f"runs {sorted(runtime.signature_keys)}, not {key}")
             runtime.close()
@@ -203,7 +219,7 @@ def choose(servable, policy, records, threads=None, rounds=5, calls=20):
         return None, report
     feeds = {k: v[:1] for k, v in (timing_records or records)[0].items()}
     tf_row = {"runtime": "tensorflow", "artifact": "saved_model", "precision": "float32",
-              "passed": True}
+              "passed": True, "threads": tensorflow_threads(servable._tf)}
     timed = [(tf_row, None)] + loaded
     for _ in range(rounds):   # in turns, so every candidate sees the same machine
         for row, runtime in timed:
@@ -211,9 +227,10 @@ def choose(servable, policy, records, threads=None, rounds=5, calls=20):
                 else (lambda f, r=runtime: r.call(key, f))
             row.setdefault("rounds_ms", []).append(_times_ms(fn, feeds, calls))
     for row, _ in timed:
-        medians, fastest = zip(*row.pop("rounds_ms"))
+        medians, fastest, cpu = zip(*row.pop("rounds_ms"))
         row["p50_ms"] = round(float(np.median(medians)), 4)
         row["fastest_ms"] = round(float(np.median(fastest)), 4)
+        row["cpu_ms"] = round(float(np.median(cpu)), 4)
     report["candidates"].insert(0, tf_row)
     best_row, best = min(timed, key=lambda t: t[0]["fastest_ms"])
     for row, runtime in loaded:
@@ -237,7 +254,7 @@ def choose(servable, policy, records, threads=None, rounds=5, calls=20):
 
 def _serving(report, row, runtime):
     report["serving"] = {k: row.get(k) for k in ("runtime", "artifact", "precision", "file",
-                                                 "p50_ms", "fastest_ms")}
+                                                 "p50_ms", "fastest_ms", "cpu_ms", "threads")}
     log.info("Serving %s with %s (%s, %s%s)", runtime.version_dir, row["runtime"],
              row.get("artifact"), row.get("precision"),
              f", {row['p50_ms']} ms at batch 1" if row.get("p50_ms") is not None else "")

@@ -19,14 +19,24 @@ from tfdeploy.runtime.artifacts import check_file
 DEFAULT_SIGNATURE = "serving_default"
 
 
+def default_threads():
+    """The CPU cores this process may run on (its affinity mask, as a container's cpuset
+    limits it): what TensorFlow's intra-op pool uses per call, and so the default threads per
+    call of every file runtime, so that ``--runtime auto`` compares them on equal terms."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:   # (no affinity call on this platform)
+        return os.cpu_count() or 1
+
+
 class Runtime:
     """One loaded artifact of a model version, callable like its SavedModel's signatures.
 
     Args:
         version_dir: the version directory (``BASE/NAME/VERSION``).
         artifact: one entry of ``read_artifacts(version_dir)`` this runtime can run.
-        num_threads: threads the runtime may use per call; None lets it choose.
-            Defaults to None.
+        num_threads: threads the runtime may use per call; None: `default_threads()`
+            (the cores this process may use, as TensorFlow). Defaults to None.
 
     Attributes:
         name: "tensorflow", "litert", "onnxruntime" or "openvino".
@@ -45,7 +55,7 @@ class Runtime:
                 f"{self.name!r}.")
         self.version_dir = version_dir
         self.artifact = artifact
-        self.num_threads = num_threads
+        self.num_threads = int(num_threads) if num_threads else default_threads()
 
     @property
     def signature_keys(self):
@@ -73,18 +83,23 @@ class Runtime:
 class FileRuntime(Runtime):
     """A runtime for one exported file that runs ``serving_default`` only.
 
-    Subclasses implement ``_open()`` (returns a `tfdeploy.runtime` runner: ``run(x)``
-    on the file's own tensor names) and set ``thread_safe`` (False: calls take a
-    runner from a pool of at most ``instances``, each used by one thread at a time).
+    Subclasses implement ``_open(threads)`` (returns a `tfdeploy.runtime` runner: ``run(x)``
+    on the file's own tensor names) and set ``thread_safe``. A thread-safe runner is shared
+    by every call. Otherwise calls take runners from a mixed pool: an idle call gets the
+    first runner, with ``num_threads`` threads (one request alone has every core, as in
+    TensorFlow); calls that overlap it get runners of one thread each, created when needed,
+    up to ``instances`` runners in all, so concurrent requests use every core rather than
+    queue behind one interpreter (measured in docs/runtimes.md, "Threads and concurrent
+    requests").
 
     Args:
-        instances: runners kept for concurrent calls when the runner is not
-            thread-safe (each holds its own copy of the tensors). Defaults to 1.
+        instances: runners kept for concurrent calls when the runner is not thread-safe
+            (each holds its own copy of the tensors). Defaults to `default_threads()`.
     """
 
     thread_safe = True
 
-    def __init__(self, version_dir, artifact, num_threads=None, instances=1):
+    def __init__(self, version_dir, artifact, num_threads=None, instances=None):
         super().__init__(version_dir, artifact, num_threads)
         for field in ("path", "inputs", "outputs", "signature"):
             if not artifact.get(field):
@@ -111,13 +126,13 @@ class FileRuntime(Runtime):
                        for k, t in artifact["inputs"].items()]
         self._plan = [(n, np.dtype(spec["dtype"]) if n in artifact["outputs"] else None,
                        artifact["outputs"].get(n)) for n, spec in self._outputs.items()]
-        self._instances = max(1, int(instances))
-        self._pool = queue.SimpleQueue()     # idle runners
+        self._instances = 1 if self.thread_safe else max(1, int(instances or default_threads()))
+        self._pool = queue.SimpleQueue()     # idle one-thread runners
         self._create_lock = threading.Lock()
-        self._runners = [self._open()]
-        self._pool.put(self._runners[0])
+        self._first = threading.Lock()       # held while a call runs on the first runner
+        self._runners = [self._open(self.num_threads)]
 
-    def _open(self):
+    def _open(self, threads):
         raise NotImplementedError
 
     @property
@@ -130,13 +145,19 @@ class FileRuntime(Runtime):
                                 "the version again.")
         if self.thread_safe:
             return self._runners[0].run(x)
-        try:   # an idle runner; else a new one (up to `instances`); else wait for one
+        first = self._runners[0]
+        if self._first.acquire(blocking=self._instances == 1):   # idle: every thread
+            try:
+                return first.run(x)
+            finally:
+                self._first.release()
+        try:   # an idle one-thread runner; else a new one (up to `instances`); else wait
             runner = self._pool.get_nowait()
         except queue.Empty:
             runner = None
             with self._create_lock:
                 if len(self._runners) < self._instances:
-                    runner = self._open()
+                    runner = self._open(1)
                     self._runners.append(runner)
             if runner is None:
                 runner = self._pool.get()
@@ -201,4 +222,6 @@ class FileRuntime(Runtime):
         self._pool = queue.SimpleQueue()
 
     def describe(self):
-        return {**super().describe(), "path": self.path, "instances": len(self._runners)}
+        return {**super().describe(), "path": self.path, "instances": len(self._runners),
+                "max_instances": self._instances,
+                "instance_threads": [r.num_threads for r in self._runners]}

@@ -4,12 +4,11 @@ LiteRT's default op resolver applies the XNNPACK delegate to the float and int8
 kernels it covers; ``num_threads`` sets the interpreter's (and XNNPACK's) threads.
 Quantized int8 inputs and outputs are (de)quantized by `tfdeploy.runtime.TFLiteRunner`,
 which resizes the input only when a batch's size differs from the one before on the same
-interpreter. An interpreter is not thread-safe: each call holds one of at most ``instances``
-interpreters, created when concurrent calls need them (default: one per CPU core this
-process may use, divided by ``num_threads``), so concurrent requests use every core.
+interpreter. An interpreter is not thread-safe: a call alone runs on the first interpreter,
+with ``num_threads`` threads (default: every core this process may use); calls that overlap
+it run on one-thread interpreters, created when needed, up to ``instances`` in all (default:
+one per core), so concurrent requests use every core (`FileRuntime`'s mixed pool).
 """
-
-import os
 
 from tfdeploy.errors import MissingDependencyError
 from tfdeploy.serving.runtimes.base import FileRuntime
@@ -22,12 +21,7 @@ class LiteRTRuntime(FileRuntime):
     formats = ("tflite",)
     thread_safe = False
 
-    def __init__(self, version_dir, artifact, num_threads=None, instances=None):
-        if instances is None:
-            instances = max(1, len(os.sched_getaffinity(0)) // max(1, num_threads or 1))
-        super().__init__(version_dir, artifact, num_threads, instances)
-
-    def _open(self):
+    def _open(self, threads):
         try:
             import ai_edge_litert.interpreter  # noqa: F401
         except ImportError as exc:
@@ -36,7 +30,7 @@ class LiteRTRuntime(FileRuntime):
                 "`pip install ai-edge-litert` (or reinstall tfdeploy).") from exc
         from tfdeploy.runtime.tflite import TFLiteRunner
 
-        return TFLiteRunner(self.path, num_threads=self.num_threads)
+        return TFLiteRunner(self.path, num_threads=threads)
 
     @property
     def resizes(self):

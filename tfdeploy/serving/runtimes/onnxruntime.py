@@ -15,7 +15,11 @@ class ONNXRuntime(FileRuntime):
     formats = ("onnx",)
     thread_safe = True
 
-    def _open(self):
+    def __init__(self, version_dir, artifact, num_threads=None, instances=None, spinning=False):
+        self.spinning = spinning
+        super().__init__(version_dir, artifact, num_threads, instances)
+
+    def _open(self, threads):
         try:
             import onnxruntime  # noqa: F401
         except ImportError as exc:
@@ -24,7 +28,8 @@ class ONNXRuntime(FileRuntime):
                 "`pip install onnxruntime` (or reinstall tfdeploy).") from exc
         from tfdeploy.runtime.onnx import ONNXRunner
 
-        return ONNXRunner(self.path, num_threads=self.num_threads)
+        return ONNXRunner(self.path, num_threads=threads, spinning=self.spinning)
 
     def describe(self):
-        return {**super().describe(), "providers": ["CPUExecutionProvider"]}
+        return {**super().describe(), "providers": ["CPUExecutionProvider"],
+                "spinning": self.spinning}

@@ -16,14 +16,22 @@ class OpenVINORuntime(FileRuntime):
     formats = ("onnx",)
     thread_safe = True   # the runner keeps one infer request per concurrent caller
 
-    def _open(self):
+    def __init__(self, version_dir, artifact, num_threads=None, instances=None,
+                 performance_hint="LATENCY", num_streams=None):
+        self.performance_hint, self.num_streams = performance_hint, num_streams
+        super().__init__(version_dir, artifact, num_threads, instances)
+
+    def _open(self, threads):
         from tfdeploy.runtime.openvino import OpenVINORunner, import_openvino
 
         import_openvino()   # MissingDependencyError naming tfdeploy[openvino]
-        return OpenVINORunner(self.path, num_threads=self.num_threads)
+        return OpenVINORunner(self.path, num_threads=threads,
+                              performance_hint=self.performance_hint,
+                              num_streams=self.num_streams)
 
     def describe(self):
         runner = self._runners[0] if self._runners else None
         return {**super().describe(), "device": "CPU",
                 "precision_hint": runner.precision_hint if runner else None,
+                "performance_hint": self.performance_hint, "num_streams": self.num_streams,
                 "infer_requests": runner.requests_created if runner else 0}
