@@ -242,6 +242,30 @@ def test_litert_serves_concurrent_calls_on_every_core(version_dir, images):
     info = rt.describe()
     assert (info["instances"], info["max_instances"]) == (1, cores)   # one until calls overlap
     assert info["instance_threads"] == [cores] == [rt._runners[0].num_threads]
+    # A call that overlaps one in progress (held inside the first interpreter, so the overlap
+    # does not depend on how the machine schedules threads) opens a one-thread interpreter.
+    if cores >= 2:   # (one core: the second call would wait for the first)
+        first = rt._runners[0]
+        entered, release = threading.Event(), threading.Event()
+        run = first.run
+
+        def held_run(x):
+            entered.set()
+            assert release.wait(30)
+            return run(x)
+
+        first.run = held_run
+        holder = threading.Thread(target=rt.call,
+                                  args=("serving_default", {"images": images[:8]}))
+        holder.start()
+        assert entered.wait(30)
+        rt.call("serving_default", {"images": images[:8]})
+        release.set()
+        holder.join(30)
+        first.run = run
+        info = rt.describe()
+        assert info["instances"] == min(2, cores)
+        assert info["instance_threads"] == [cores] + [1] * (info["instances"] - 1)
     barrier = threading.Barrier(8)
 
     def worker():
@@ -250,7 +274,7 @@ def test_litert_serves_concurrent_calls_on_every_core(version_dir, images):
             rt.call("serving_default", {"images": images[:8]})
 
     _race([threading.Thread(target=worker) for _ in range(8)])
-    # (the interpreter lock is released while LiteRT runs, so the calls overlap)
+    # (racing calls never open more interpreters than cores, nor give them more threads)
     info = rt.describe()
     assert min(2, cores) <= info["instances"] <= cores
     assert info["instance_threads"] == [cores] + [1] * (info["instances"] - 1)
