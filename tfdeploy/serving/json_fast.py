@@ -112,18 +112,23 @@ class FastArray:
         """
         dtype = np.dtype(dtype)
         if _numjson is not None:
+            target = dtype if dtype in _FLOATS else _FLOATS[0]
+            got = _numjson.decode(self.raw, target.itemsize)   # one pass: shape and numbers
+            if got is not None and got is not False:
+                buffer, shape = got
+                if check_shape is not None:
+                    check_shape(shape)
+                return np.frombuffer(buffer, target).reshape(shape).astype(dtype, copy=False)
+            # Not such an array (None), or an integer of 2**63 or more (False): a wrong
+            # shape the brackets describe is still refused first, as it is on success.
             shape = _numjson.shape(self.raw)
             if shape is None:
                 return None
             if check_shape is not None:
                 check_shape(shape)
-            out = np.empty(int(np.prod(shape)), dtype if dtype in _FLOATS else np.float64)
-            done = _numjson.fill(self.raw, shape, out)
-            if done is None:
+            if got is None:
                 return None
-            if done:
-                return out.reshape(shape).astype(dtype, copy=False)
-            # (an integer of 2**63 or more: the Python path decides, as without the extension)
+            # (the Python path decides those integers, as without the extension)
         array = self._python_array(check_shape)
         if array is None:
             return None
