@@ -179,3 +179,196 @@ def test_the_c_decoder_is_built_where_a_compiler_is():
             f"{compiler} is installed but tfdeploy.serving._numjson is not built: run "
             "`pip install -e .` or `python setup.py build_ext --inplace` (the REST server "
             "decodes large numeric bodies ~7x slower without it).")
+
+
+# -- whole request bodies, the C decoder against json -------------------------------------
+_EDGE_VALID = ["-0.0", "-0", "0", "0.0", "1e308", "-1e308", "5e-324", "-5e-324", "1e-400",
+               "4.9406564584124654e-324", "2.2250738585072014e-308", "1.7976931348623157e308",
+               "0.30000000000000004", "0.1", "0.2", "123.456e-7", "1e+5", "1E-5", "2.5E+3",
+               "9007199254740993.0", "9007199254740993e0", "12345678901234567890123.5",
+               "0.000000000000000000000001", "1" * 25 + ".5", "9" * 19 + "e-19",
+               "0." + "9" * 30, "-" + "1" * 21 + "e-300", "100000000000000000000000",
+               "3.4028235677973366e38", "1.401298464324817e-45", "0.0000001", "1.0e-7",
+               "123.0", "255.0", "-128.0", "0.5", "-0.5", "1e22", "1e23", "8.5e-8"]
+# Not JSON numbers (json refuses them, or reads them as something else: NaN and Infinity
+# are Python's extensions): the fast path must leave the span to json.
+_EDGE_INVALID = ["01", "-01", "00.5", "1.", "-1.", ".5", "-.5", "1e", "1e+", "1E-", "-",
+                 "+1", "--1", "1.e5", "0x10", "1.5.5", "NaN", "Infinity", "-Infinity",
+                 "1_0", "1,", "", "1 2", "1e5.5", "tru", "\"1\""]
+
+
+def _body_number(rng):
+    roll = rng.random()
+    if roll < 0.05:
+        return rng.choice(_EDGE_VALID)
+    if roll < 0.10:   # 20+ digit mantissas, anywhere in the range
+        return f"{rng.choice(['', '-'])}{rng.randrange(10 ** 19, 10 ** rng.randrange(20, 40))}" \
+               f"e{rng.randrange(-340, 300)}"
+    return _number(rng)
+
+
+def _request(rng, kind, shape):
+    """A ``{"instances": ...}`` body of ``shape``, its numbers of ``kind``."""
+    if kind == "pixels":   # np.float32 pixels' tolist(), as clients send them
+        value = np.asarray([rng.randrange(256) for _ in range(int(np.prod(shape)))],
+                           np.float32).reshape(shape)
+        return json.dumps({"instances": value.tolist()})
+    if kind == "ints":
+        return json.dumps({"instances": np.asarray(
+            [rng.randrange(-300, 300) for _ in range(int(np.prod(shape)))]).reshape(shape).tolist()})
+    if kind in ("unit64", "unit32"):   # (x / 255).tolist(): 16-17 significant digits
+        value = np.asarray([rng.randrange(256) for _ in range(int(np.prod(shape)))]) / 255
+        value = value.astype(np.float32) if kind == "unit32" else value
+        return json.dumps({"instances": value.reshape(shape).tolist()})
+    # "mixed": every kind of number, arbitrary white space
+    return '{"instances": ' + _ws(rng) + _nest(rng, shape) + _ws(rng) + "}"
+
+
+def _nest(rng, shape):
+    if len(shape) == 1:
+        return "[" + _ws(rng) + ",".join(_ws(rng) + _body_number(rng) + _ws(rng)
+                                         for _ in range(shape[0])) + "]"
+    return "[" + _ws(rng) + ("," + _ws(rng)).join(
+        _nest(rng, shape[1:]) for _ in range(shape[0])) + _ws(rng) + "]"
+
+
+def _break(rng, text):
+    """One defect: an invalid token, a ragged row, a stray or missing character."""
+    roll = rng.randrange(4)
+    numbers = [m for m in re.finditer(r"-?[0-9][0-9.eE+-]*", text)]
+    if roll == 0 and numbers:
+        m = rng.choice(numbers)
+        return text[:m.start()] + rng.choice(_EDGE_INVALID) + text[m.end():]
+    if roll == 1:   # a ragged innermost row
+        at = text.find("]", len(text) // 2)
+        return text[:at] + ", 1.0" + text[at:] if at > 0 else text
+    return _mutate(rng, text)
+
+
+def _outcome(text, dtypes):
+    """What the REST handler makes of a body: its tensors, or the error's code and text."""
+    from tfdeploy.serving import rest_json
+    from tfdeploy.serving.rest import RestApi
+    from tfdeploy.serving.status import ServingError
+    try:
+        fmt, tensors = rest_json.parse_predict(RestApi._parse_body(text.encode()), dtypes)
+        return fmt, {k: (v.dtype, v.shape, v.tobytes()) for k, v in tensors.items()}
+    except ServingError as exc:
+        return exc.code, exc.message
+
+
+@pytest.mark.skipif(json_fast._numjson is None, reason="needs the C decoder (see the test below)")
+def test_request_bodies_decode_as_json_then_astype_and_fail_as_json(monkeypatch):
+    """Thousands of MobileNet-like request bodies (every kind of number clients send, and
+    broken ones): the C decoder gives json.loads + np.asarray(float64).astype's bytes, and
+    a body it cannot take answers what the plain json path answers (same code and text), and
+    what the pure-Python decoder answers (broken bodies too: the code and text of before)."""
+    import tensorflow as tf
+
+    rng = random.Random(21)
+    dtypes = {tf.float32: {"x": tf.float32}, tf.float64: {"x": tf.float64}}
+    checked = {"values": 0, "errors": 0}
+    for trial in range(2400):
+        kind = ("pixels", "ints", "unit64", "unit32", "mixed", "mixed")[trial % 6]
+        shape = (rng.randrange(1, 3), rng.randrange(4, 12), rng.randrange(4, 12), 3)
+        text = _request(rng, kind, shape)
+        broken = rng.random() < 0.3
+        if broken:
+            text = _break(rng, text)
+        if len(text) <= json_fast.MIN_BODY:
+            text += " " * (json_fast.MIN_BODY + 1 - len(text))   # (the fast path's minimum)
+        for tf_dtype in (tf.float32, tf.float64) if trial % 4 == 0 else (tf.float32,):
+            got = _outcome(text, dtypes[tf_dtype])
+            try:
+                value = json.loads(text)["instances"]
+                reference = np.asarray(value, np.float64)
+            except (ValueError, TypeError, KeyError, OverflowError):
+                reference = None
+            # (the handler refuses some arrays numpy reads, e.g. integers past 2**63: the
+            # plain path below decides those)
+            if reference is not None and got[0] == "row":
+                with np.errstate(over="ignore"):
+                    expected = reference.astype(tf_dtype.as_numpy_dtype)
+                (dtype, shape_got, data), = got[1].values()
+                assert (dtype, shape_got) == (expected.dtype, expected.shape), text[:200]
+                assert data == expected.tobytes(), text[:200]
+                checked["values"] += 1
+            if reference is not None:   # valid JSON: the plain json path's answer
+                with monkeypatch.context() as m:
+                    m.setattr(json_fast, "MIN_BODY", 1 << 62)
+                    plain = _outcome(text, dtypes[tf_dtype])
+                assert got == plain, (text[:200], got if got[0] != "row" else "tensors", plain)
+            with monkeypatch.context() as m:   # any body: the pure-Python decoder's answer
+                m.setattr(json_fast, "_numjson", None)
+                python = _outcome(text, dtypes[tf_dtype])
+            assert got == python, (text[:200], got if got[0] != "row" else "tensors", python)
+            checked["errors"] += got[0] != "row"
+    assert checked["values"] > 1500 and checked["errors"] > 300, checked
+
+
+def _pow10_table():
+    """10**e's 128-bit mantissa rounded down, e in [-348, 347], as _numjson.c's POW10_128."""
+    rows = []
+    for e in range(-348, 348):
+        if e >= 0:
+            m = 10 ** e
+            m = m >> (m.bit_length() - 128) if m.bit_length() > 128 else m << (128 - m.bit_length())
+        else:
+            k = (10 ** -e).bit_length() + 127
+            m = (1 << k) // 10 ** -e
+            m = m if m.bit_length() == 128 else (1 << (k + 1)) // 10 ** -e
+        rows.append((m >> 64, m & (2 ** 64 - 1)))
+    return rows
+
+
+def test_the_c_decoders_power_of_ten_table_is_exact():
+    import pathlib
+
+    source = (pathlib.Path(json_fast.__file__).parent / "_numjson.c").read_text()
+    table = source[source.index("POW10_128[696][2] = {"):]
+    table = table[:table.index("};")]
+    found = [(int(h, 16), int(lo, 16)) for h, lo in
+             re.findall(r"\{0x([0-9A-F]{16})ULL, 0x([0-9A-F]{16})ULL\}", table)]
+    assert found == _pow10_table()
+
+
+@pytest.mark.skipif(json_fast._numjson is None, reason="needs the C decoder")
+def test_hard_numbers_round_as_float_does():
+    """Long mantissas and near half-way decimals (where a 128-bit product cannot decide and
+    the decoder must fall back), next to random doubles and floats: the correctly rounded
+    double of each, then float32, as json.loads + astype."""
+    from decimal import Decimal, getcontext
+
+    getcontext().prec = 800
+    rng = random.Random(5)
+    texts = []
+    for _ in range(6000):
+        bits = rng.getrandbits(64) & ~(1 << 63)
+        x = struct.unpack("d", struct.pack("Q", bits))[0]
+        if not np.isfinite(x) or x == 0:
+            continue
+        up = float(np.nextafter(x, np.inf))
+        if not np.isfinite(up):
+            continue
+        mid = (Decimal(x) + Decimal(up)) / 2   # the exact half-way point between two doubles
+        digits = rng.randrange(16, 26)
+        exact = format(mid, f".{digits}e")     # rounded to 17-26 significant digits
+        mantissa, exponent = exact.split("e")
+        last = int(mantissa.replace(".", "")[-1])
+        nudged = mantissa[:-1] + str((last + rng.choice([1, 9])) % 10)
+        with np.errstate(over="ignore"):
+            single = float(np.float32(x))
+        texts += [repr(x), exact, nudged + "e" + exponent,
+                  repr(single) if np.isfinite(single) else "1.5",
+                  f"{rng.randrange(10 ** 18, 10 ** 19)}e{rng.randrange(-330, 300)}",
+                  f"0.{rng.randrange(10 ** 16, 10 ** 17)}",
+                  repr(rng.randrange(256) / 255), repr(float(np.float32(rng.random())))]
+    texts = [t.replace("e+", "e") if rng.random() < 0.5 else t for t in texts]
+    raw = ("[" + ", ".join(texts) + "]").encode()
+    expected = np.asarray(json.loads(raw), np.float64)
+    for dtype, same_bits in ((np.float64, np.uint64), (np.float32, np.uint32)):
+        with np.errstate(over="ignore"):
+            want = expected.astype(dtype)
+        got = json_fast.FastArray(raw).array(None, dtype)
+        wrong = np.flatnonzero(got.view(same_bits) != want.view(same_bits))
+        assert not len(wrong), [(texts[i], got[i], want[i]) for i in wrong[:5]]

@@ -40,7 +40,7 @@ static locale_t c_locale;
 
 #define MAX_DEPTH 32
 
-/* json_fast._SPAN's class (0-9 e E . - , [ ] white space): 1, or 2 for '[', 3 for ']' */
+/* json_fast._SPAN's class (0-9 e E . - + , [ ] white space): 1, or 2 for '[', 3 for ']' */
 static unsigned char SPAN_CHAR[256];
 
 static const double POW10[23] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
@@ -895,8 +895,9 @@ static PyObject *py_spans(PyObject *self, PyObject *args) {
                                           _mm_cmpeq_epi8(v, _mm_set1_epi8(' '))),
                              _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('.')),
                                           _mm_cmpeq_epi8(v, _mm_set1_epi8('-')))),
-                _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('e')),
-                                          _mm_cmpeq_epi8(v, _mm_set1_epi8('E'))),
+                _mm_or_si128(_mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('e')),
+                                                       _mm_cmpeq_epi8(v, _mm_set1_epi8('E'))),
+                                          _mm_cmpeq_epi8(v, _mm_set1_epi8('+'))),
                              _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\t')),
                                                        _mm_cmpeq_epi8(v, _mm_set1_epi8('\n'))),
                                           _mm_cmpeq_epi8(v, _mm_set1_epi8('\r')))));
@@ -972,7 +973,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_numjson", NULL, -1,
                                      NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__numjson(void) {
-    const char *chars = "0123456789eE.-,[] \t\r\n";
+    const char *chars = "0123456789eE.-+,[] \t\r\n";
     for (; *chars; chars++) SPAN_CHAR[(unsigned char)*chars] = 1;
     SPAN_CHAR['['] = 2;
     SPAN_CHAR[']'] = 3;

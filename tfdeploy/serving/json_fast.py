@@ -83,10 +83,11 @@ def stdlib_loads(text, offset=0, stop_when_done=False):
         raise invalid(f"JSON Parse error: {str(exc)[:200]}") from None
 
 
-_SPAN = re.compile(rb"\[[0-9eE.\-,\[\] \t\r\n]*\]")
+# (with "+": json.dumps writes 1e16 and up as "1e+16")
+_SPAN = re.compile(rb"\[[0-9eE.+\-,\[\] \t\r\n]*\]")
 _NUMBERS_ONLY = bytes.maketrans(b"", b"")
 # Number bytes as "x", for the check that no number touches the outside of a bracket.
-_TOKENS_AS_X = bytes.maketrans(b"0123456789eE.-", b"x" * 14)
+_TOKENS_AS_X = bytes.maketrans(b"0123456789eE.-+", b"x" * 15)
 _FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
 
 
@@ -137,7 +138,7 @@ class FastArray:
 
     def _python_array(self, check_shape):
         raw = self.raw
-        skeleton = raw.translate(_NUMBERS_ONLY, b"0123456789eE.- \t\r\n")
+        skeleton = raw.translate(_NUMBERS_ONLY, b"0123456789eE.-+ \t\r\n")
         shape = _shape(skeleton)
         if shape is None or _expected(shape) != skeleton:
             return None
