@@ -588,7 +588,10 @@ static inline __attribute__((always_inline)) const unsigned char *parse_number(c
         /* the usual short numbers ("123", "-0.5", "123.0": at most 7 digits before and
          * after the point, no exponent), without loops: the 8 bytes after the sign, and the
          * 8 after the point */
-        const unsigned char *p = s + (*s == '-');
+        const unsigned char *p = s;
+        /* (branches, not arithmetic, on the sign and the separators below: predicted, they
+         * keep the loads off the chain from one number's end to the next one's start) */
+        if (__builtin_expect(*s == '-', 0)) p++;
         uint64_t v, nd, ip, fp;
         int k1, k2;
         memcpy(&v, p, 8);
@@ -737,7 +740,8 @@ static inline __attribute__((always_inline)) int decode_span(
             else ((float *)out)[i] = (float)v;   /* (numpy's astype: the double, rounded) */
             i++;
             if (e - s >= 2 && s[0] == ',') {   /* ",1" or ", 1": the usual separators */
-                s += 1 + (s[1] == ' ');
+                if (s[1] == ' ') s += 2;
+                else s++;
                 if (s < e && (is_digit(*s) || *s == '-')) continue;
             } else {
                 SKIP_WS(s, e);
@@ -819,30 +823,28 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "decode: itemsize must be 8 (float64) or 4 (float32)");
         return NULL;
     }
-    /* room for the most numbers the span can hold (one byte each, one between two); the
-     * pages past the last number are never touched, and the resize below hands them back */
+    /* Room for the most numbers the span can hold (one byte each, one between two), then
+     * the numbers copied into a bytearray of their size: a buffer malloc reuses from call
+     * to call, where a fresh one of varying size would fault its pages in every time. */
     cap = raw.len / 2 + 1;
-    out = PyByteArray_FromStringAndSize(NULL, cap * itemsize);
-    if (out == NULL) {
+    buf = PyMem_RawMalloc((size_t)(cap * itemsize));
+    if (buf == NULL) {
         PyBuffer_Release(&raw);
-        return NULL;
+        return PyErr_NoMemory();
     }
-    buf = PyByteArray_AS_STRING(out);
     Py_BEGIN_ALLOW_THREADS
     rc = itemsize == 8
         ? decode_span_8((const unsigned char *)raw.buf, raw.len, buf, cap, dims, &ndim, &count)
         : decode_span_4((const unsigned char *)raw.buf, raw.len, buf, cap, dims, &ndim, &count);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&raw);
+    out = rc == OK ? PyByteArray_FromStringAndSize(buf, count * itemsize) : NULL;
+    PyMem_RawFree(buf);
     if (rc != OK) {
-        Py_DECREF(out);
         if (rc == INVALID) Py_RETURN_NONE;
         Py_RETURN_FALSE;
     }
-    if (PyByteArray_Resize(out, count * itemsize) < 0) {
-        Py_DECREF(out);
-        return NULL;
-    }
+    if (out == NULL) return NULL;
     shape = PyTuple_New(ndim);
     if (shape == NULL) {
         Py_DECREF(out);
