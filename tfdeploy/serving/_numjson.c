@@ -888,23 +888,23 @@ static PyObject *py_spans(PyObject *self, PyObject *args) {
 #if defined(__SSE2__)
         for (; run + 16 <= n; run += 16) {   /* 16 bytes at a time while the run lasts */
             __m128i v = _mm_loadu_si128((const __m128i *)(s + run));
-            __m128i digit = _mm_and_si128(_mm_cmpgt_epi8(v, _mm_set1_epi8('0' - 1)),
-                                          _mm_cmplt_epi8(v, _mm_set1_epi8('9' + 1)));
+            /* '+' ',' '-' '.' and the digits are 0x2B-0x39 but for '/': one signed compare
+             * of v shifted so that 0x2B is -128; 'e' and 'E' are one compare of v | 0x20 */
+            __m128i number = _mm_andnot_si128(
+                _mm_cmpeq_epi8(v, _mm_set1_epi8('/')),
+                _mm_cmplt_epi8(_mm_add_epi8(v, _mm_set1_epi8((char)(0x80 - '+'))),
+                               _mm_set1_epi8((char)(0x80 + '9' - '+' + 1))));
             __m128i open = _mm_cmpeq_epi8(v, _mm_set1_epi8('[')),
                     close = _mm_cmpeq_epi8(v, _mm_set1_epi8(']'));
             __m128i other = _mm_or_si128(
-                _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8(',')),
-                                          _mm_cmpeq_epi8(v, _mm_set1_epi8(' '))),
-                             _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('.')),
-                                          _mm_cmpeq_epi8(v, _mm_set1_epi8('-')))),
-                _mm_or_si128(_mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('e')),
-                                                       _mm_cmpeq_epi8(v, _mm_set1_epi8('E'))),
-                                          _mm_cmpeq_epi8(v, _mm_set1_epi8('+'))),
-                             _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\t')),
-                                                       _mm_cmpeq_epi8(v, _mm_set1_epi8('\n'))),
-                                          _mm_cmpeq_epi8(v, _mm_set1_epi8('\r')))));
+                _mm_or_si128(_mm_cmpeq_epi8(_mm_or_si128(v, _mm_set1_epi8(0x20)),
+                                            _mm_set1_epi8('e')),
+                             _mm_cmpeq_epi8(v, _mm_set1_epi8(' '))),
+                _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\t')),
+                                          _mm_cmpeq_epi8(v, _mm_set1_epi8('\n'))),
+                             _mm_cmpeq_epi8(v, _mm_set1_epi8('\r'))));
             unsigned in_class = (unsigned)_mm_movemask_epi8(
-                _mm_or_si128(_mm_or_si128(digit, other), _mm_or_si128(open, close)));
+                _mm_or_si128(_mm_or_si128(number, other), _mm_or_si128(open, close)));
             unsigned valid = in_class == 0xFFFF ? 0xFFFF
                              : (1u << __builtin_ctz(~in_class & 0xFFFF)) - 1;
             unsigned m = ((unsigned)_mm_movemask_epi8(open) |
