@@ -173,6 +173,23 @@ def test_span_finder_is_the_regex():
             text = _mutate(rng, text)
         raw = ('{"a": ' + text + ', "b": [1, "x"], "c": ' + text + ', "d": "[1]]"}').encode()
         assert json_fast._numjson.spans(raw, 8) == _regex_spans(raw), raw
+        # decoding as it finds them: the same spans, each with its decode or None
+        for body in (raw, ("[" + text + ", " + text + "]").encode(),       # ("[a], [b]": None)
+                     ('{"x": [{"y": 1}, ' + text + ", " + text + ', "z"]}').encode()):
+            found = json_fast._numjson.spans(body, 8, True)
+            assert [(a, b) for a, b, _ in found] == _regex_spans(body), body
+            for a, b, decoded in found:
+                alone = json_fast._numjson.decode(body[a:b], 4)
+                if decoded is not None:
+                    assert isinstance(alone, tuple) and decoded[1] == alone[1] and \
+                        bytes(decoded[0]) == bytes(alone[0]), body[a:b]
+        # a request body's array is decoded as it is found, or decoded alone (same values)
+        if isinstance(json_fast._numjson.decode(text.encode(), 4), tuple) and \
+                len(text.strip()) >= 8:
+            # (16 bytes past the '[' at least: the finder decodes from its 16-byte steps)
+            body = ('{"instances": ' + text + "}" + " " * 16).encode()
+            (a, b, decoded), = json_fast._numjson.spans(body, 8, True) or [(0, 0, None)]
+            assert decoded is not None and (a, b) == (14, 14 + len(text.rstrip())), body
         # a byte next to the class's ranges, inside the first array, ends the run there
         for byte in b"/*)(:;<>{}_YZ\x0b\x0c\x1f!#@\\^`|~\x7f\x80\xff\x8e\x8f\xab\xac\xc5\xe5":
             at = rng.randrange(6, 6 + len(text))

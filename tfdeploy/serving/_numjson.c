@@ -143,7 +143,7 @@ static int skeleton_shape(const unsigned char *s, Py_ssize_t n, Py_ssize_t *dims
 }
 
 /* -- the numbers ------------------------------------------------------------------------ */
-enum { OK = 0, BAIL = 1, NO_EXACT = 2, INVALID = 4 };
+enum { OK = 0, BAIL = 1, NO_EXACT = 2, INVALID = 4, FULL = 8 };
 
 #if defined(__SIZEOF_INT128__)
 #define HAVE_EISEL_LEMIRE 1
@@ -710,7 +710,7 @@ invalid:
  * itemsize 8 or 4), its shape into dims / *ndim and the count into *count. */
 static inline __attribute__((always_inline)) int decode_span(
         const unsigned char *s, Py_ssize_t n, char *out, Py_ssize_t cap, const int itemsize,
-        Py_ssize_t *dims, int *ndim, Py_ssize_t *count) {
+        Py_ssize_t *dims, int *ndim, Py_ssize_t *count, const unsigned char **stop) {
     const unsigned char *e = s + n;
     Py_ssize_t counts[MAX_DEPTH], i = 0, row;
     int depth = 0, leaf = -1, rc = OK, k;
@@ -733,7 +733,7 @@ static inline __attribute__((always_inline)) int decode_span(
         row = i;
         for (;;) {
             double v;
-            if (i >= cap) return INVALID;
+            if (i >= cap) return FULL;
             s = parse_number(s, e, &v, &rc);
             if (s == NULL) return rc;
             if (itemsize == 8) ((double *)out)[i] = v;
@@ -760,8 +760,12 @@ static inline __attribute__((always_inline)) int decode_span(
             if (dims[depth] < 0) dims[depth] = counts[depth];
             else if (dims[depth] != counts[depth]) return INVALID;
             if (depth == 0) {
-                SKIP_WS(s, e);
-                if (s != e) return INVALID;
+                if (stop != NULL) {   /* the array ends here; what follows is not ours */
+                    *stop = s;
+                } else {
+                    SKIP_WS(s, e);
+                    if (s != e) return INVALID;
+                }
                 *ndim = leaf;
                 *count = i;
                 return OK;
@@ -778,13 +782,15 @@ static inline __attribute__((always_inline)) int decode_span(
 }
 
 static int decode_span_8(const unsigned char *s, Py_ssize_t n, char *out, Py_ssize_t cap,
-                         Py_ssize_t *dims, int *ndim, Py_ssize_t *count) {
-    return decode_span(s, n, out, cap, 8, dims, ndim, count);
+                         Py_ssize_t *dims, int *ndim, Py_ssize_t *count,
+                         const unsigned char **stop) {
+    return decode_span(s, n, out, cap, 8, dims, ndim, count, stop);
 }
 
 static int decode_span_4(const unsigned char *s, Py_ssize_t n, char *out, Py_ssize_t cap,
-                         Py_ssize_t *dims, int *ndim, Py_ssize_t *count) {
-    return decode_span(s, n, out, cap, 4, dims, ndim, count);
+                         Py_ssize_t *dims, int *ndim, Py_ssize_t *count,
+                         const unsigned char **stop) {
+    return decode_span(s, n, out, cap, 4, dims, ndim, count, stop);
 }
 
 static PyObject *py_shape(PyObject *self, PyObject *arg) {
@@ -834,14 +840,16 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
     }
     Py_BEGIN_ALLOW_THREADS
     rc = itemsize == 8
-        ? decode_span_8((const unsigned char *)raw.buf, raw.len, buf, cap, dims, &ndim, &count)
-        : decode_span_4((const unsigned char *)raw.buf, raw.len, buf, cap, dims, &ndim, &count);
+        ? decode_span_8((const unsigned char *)raw.buf, raw.len, buf, cap, dims, &ndim, &count,
+                        NULL)
+        : decode_span_4((const unsigned char *)raw.buf, raw.len, buf, cap, dims, &ndim, &count,
+                        NULL);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&raw);
     out = rc == OK ? PyByteArray_FromStringAndSize(buf, count * itemsize) : NULL;
     PyMem_RawFree(buf);
     if (rc != OK) {
-        if (rc == INVALID) Py_RETURN_NONE;
+        if (rc == INVALID || rc == FULL) Py_RETURN_NONE;
         Py_RETURN_FALSE;
     }
     if (out == NULL) return NULL;
@@ -862,12 +870,62 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
     return Py_BuildValue("(NN)", out, shape);
 }
 
+/* (bytearray of the count numbers at buf, shape tuple), or NULL with an exception */
+static PyObject *decoded_pair(const char *buf, Py_ssize_t count, int itemsize,
+                              const Py_ssize_t *dims, int ndim) {
+    PyObject *out = PyByteArray_FromStringAndSize(buf, count * itemsize), *shape;
+    int k;
+    if (out == NULL) return NULL;
+    shape = PyTuple_New(ndim);
+    if (shape == NULL) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    for (k = 0; k < ndim; k++) {
+        PyObject *d = PyLong_FromSsize_t(dims[k]);
+        if (d == NULL) {
+            Py_DECREF(shape);
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(shape, k, d);
+    }
+    return Py_BuildValue("(NN)", out, shape);
+}
+
+/* The float32 numbers of the array that starts at s (and may end before e), when it is a
+ * rectangular array of numbers: (bytearray, shape) and its end in *stop, else Py_None (a new
+ * reference either way; NULL with an exception). The interpreter lock is released while it
+ * scans. A first try fills a small buffer, so that the many small arrays of some bodies
+ * cost no large allocation; an array past it is decoded again into one of its size. */
+static PyObject *decode_prefix(const unsigned char *s, const unsigned char *e,
+                               const unsigned char **stop) {
+    float small[2048];
+    char *buf = (char *)small;
+    Py_ssize_t dims[MAX_DEPTH], count = 0, cap = 2048;
+    int ndim = 0, rc;
+    PyObject *pair;
+    Py_BEGIN_ALLOW_THREADS
+    rc = decode_span_4(s, e - s, buf, cap, dims, &ndim, &count, stop);
+    if (rc == FULL) {
+        cap = (e - s) / 2 + 1;
+        buf = PyMem_RawMalloc((size_t)cap * 4);
+        rc = buf == NULL ? INVALID
+                         : decode_span_4(s, e - s, buf, cap, dims, &ndim, &count, stop);
+    }
+    Py_END_ALLOW_THREADS
+    pair = rc == OK ? decoded_pair(buf, count, 4, dims, ndim) : (Py_INCREF(Py_None), Py_None);
+    if (buf != (char *)small) PyMem_RawFree(buf);
+    return pair;
+}
+
 static PyObject *py_spans(PyObject *self, PyObject *args) {
     Py_buffer raw;
     Py_ssize_t min_span, p = 0, n;
+    int want = 0;
     const unsigned char *s;
     PyObject *list;
-    if (!PyArg_ParseTuple(args, "y*n", &raw, &min_span)) return NULL;
+    if (!PyArg_ParseTuple(args, "y*n|p", &raw, &min_span, &want)) return NULL;
     list = PyList_New(0);
     if (list == NULL) {
         PyBuffer_Release(&raw);
@@ -879,7 +937,8 @@ static PyObject *py_spans(PyObject *self, PyObject *args) {
      * maximal run of class bytes it matches from the run's first '[' to its last ']'. */
     while (p < n) {
         Py_ssize_t run, first = -1, last = -1, opens = 0, closes = 0;
-        Py_ssize_t opens_at_last = 0, closes_at_last = 0;
+        Py_ssize_t opens_at_last = 0, closes_at_last = 0, decoded_end = -1;
+        PyObject *decoded = NULL;
         if (!SPAN_CHAR[s[p]]) {
             p++;
             continue;
@@ -922,6 +981,24 @@ static PyObject *py_spans(PyObject *self, PyObject *args) {
                     closes_at_last = closes;
                 }
             }
+            if (want && first >= 0 && decoded == NULL) {
+                /* once per run, from its first '[': the array that starts there, decoded
+                 * (every byte of a decoded array is of the class: the run goes on past it) */
+                const unsigned char *stop = NULL;
+                decoded = decode_prefix(s + first, s + n, &stop);
+                if (decoded == NULL) {
+                    Py_DECREF(list);
+                    PyBuffer_Release(&raw);
+                    return NULL;
+                }
+                if (decoded != Py_None) {
+                    decoded_end = stop - s;
+                    last = decoded_end - 1;
+                    opens = closes = opens_at_last = closes_at_last = 1;
+                    run = decoded_end - 16;   /* (the loop adds 16) */
+                    continue;
+                }
+            }
             if (valid != 0xFFFF) {
                 run += __builtin_popcount(valid);
                 goto run_end;
@@ -946,15 +1023,20 @@ static PyObject *py_spans(PyObject *self, PyObject *args) {
 #endif
         if (first >= 0 && last > first && last + 1 - first >= min_span &&
                 opens_at_last == closes_at_last) {
-            PyObject *item = Py_BuildValue("(nn)", first, last + 1);
+            /* the decoded array, when the span is exactly it */
+            PyObject *value = decoded != NULL && last + 1 == decoded_end ? decoded : Py_None;
+            PyObject *item = want ? Py_BuildValue("(nnO)", first, last + 1, value)
+                                  : Py_BuildValue("(nn)", first, last + 1);
             if (item == NULL || PyList_Append(list, item) < 0) {
                 Py_XDECREF(item);
+                Py_XDECREF(decoded);
                 Py_DECREF(list);
                 PyBuffer_Release(&raw);
                 return NULL;
             }
             Py_DECREF(item);
         }
+        Py_XDECREF(decoded);
         p = run;
     }
     PyBuffer_Release(&raw);
@@ -968,7 +1050,8 @@ static PyMethodDef methods[] = {
      "decode(raw, itemsize) -> (bytearray, shape), None (not such an array) or False "
      "(the Python path)."},
     {"spans", py_spans, METH_VARARGS,
-     "spans(raw, min_span) -> [(start, end)]: the numeric array spans json_fast cuts out."},
+     "spans(raw, min_span, decode=False) -> [(start, end)]: the numeric array spans json_fast "
+     "cuts out; with decode, [(start, end, (float32 bytearray, shape) or None)]."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_numjson", NULL, -1, methods,

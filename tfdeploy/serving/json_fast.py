@@ -94,10 +94,12 @@ _FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
 class FastArray:
     """A numeric JSON array kept as its raw bytes until a dtype asks for it."""
 
-    __slots__ = ("raw", "offset")
+    __slots__ = ("raw", "offset", "decoded")
 
-    def __init__(self, raw, offset=0):
+    def __init__(self, raw, offset=0, decoded=None):
         self.raw, self.offset = raw, offset   # offset: where the span starts in the body
+        # (float32 bytearray, shape): the C span finder's decode of ``raw``, used once
+        self.decoded = decoded
 
     def load(self):
         """The value as ``json.loads`` would give it (the exact slow path); a span ``json``
@@ -108,13 +110,17 @@ class FastArray:
         """ndarray (``dtype``: a float dtype) of a rectangular all-number array, or None
         (then use ``load``).
 
-        ``check_shape(shape)`` is called with the array's shape, read from its brackets,
-        before any number is decoded: a wrong shape is refused without materialising it.
+        ``check_shape(shape)`` is called with the array's shape before it is returned (and
+        with the shape its brackets describe before it is handed to ``json``), so a wrong
+        shape is refused with the signature's words either way.
         """
         dtype = np.dtype(dtype)
+        decoded, self.decoded = self.decoded, None
         if _numjson is not None:
             target = dtype if dtype in _FLOATS else _FLOATS[0]
-            got = _numjson.decode(self.raw, target.itemsize)   # one pass: shape and numbers
+            # one pass: shape and numbers (done already, in float32, by the span finder)
+            got = decoded if decoded is not None and dtype == _FLOATS[1] else \
+                _numjson.decode(self.raw, target.itemsize)
             if got is not None and got is not False:
                 buffer, shape = got
                 if check_shape is not None:
@@ -207,15 +213,17 @@ def _expected(shape):
 
 
 def _spans(raw):
-    """``(start, end)`` of every ``_SPAN`` match of at least ``MIN_SPAN`` bytes whose
-    brackets balance."""
+    """``(start, end, decoded)`` of every ``_SPAN`` match of at least ``MIN_SPAN`` bytes whose
+    brackets balance; ``decoded``: the C finder's ``(float32 bytearray, shape)`` of a span that
+    is one rectangular array of numbers (it decodes the array a run starts with as it finds
+    it, which spares a second pass over it), else None."""
     if _numjson is not None:
-        return _numjson.spans(raw, MIN_SPAN)
+        return _numjson.spans(raw, MIN_SPAN, True)
     out = []
     for m in _SPAN.finditer(raw):
         span = raw[m.start():m.end()]
         if len(span) >= MIN_SPAN and span.count(b"[") == span.count(b"]"):
-            out.append((m.start(), m.end()))
+            out.append((m.start(), m.end(), None))
     return out
 
 
@@ -225,9 +233,9 @@ def extract(raw):
         return raw, {}
     token = os.urandom(8).hex()
     spans, pieces, last = {}, [], 0
-    for start, end in _spans(raw):
+    for start, end, decoded in _spans(raw):
         key = f"\x00tfdeploy:{token}:{len(spans)}"
-        spans[key] = FastArray(raw[start:end], start)
+        spans[key] = FastArray(raw[start:end], start, decoded)
         pieces.append(raw[last:start])
         pieces.append(json.dumps(key).encode())
         last = end
