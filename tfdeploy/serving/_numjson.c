@@ -1,27 +1,30 @@
 /* Numeric JSON arrays to float64/float32 buffers, fast and exact (an optional extension;
  * tfdeploy.serving.json_fast has the pure-Python path and decides when this one is used).
  *
- *   spans(raw, min_span) -> [(start, end), ...]   the spans json_fast._SPAN's regex finds,
- *                                                 at least min_span bytes, brackets balanced
+ *   spans(raw, min_span, decode=False) -> [(start, end), ...]   the spans json_fast._SPAN's
+ *                        regex finds, at least min_span bytes, brackets balanced; with decode,
+ *                        [(start, end, decoded)]: where a run of class bytes starts with a
+ *                        rectangular array of numbers that is the whole span, decoded is
+ *                        decode(raw[start:end], 4) (found in the same pass), else None
+ *   decode(raw, itemsize) -> (bytearray, shape) | None | False   one pass over the span: it
+ *                        is checked against JSON's grammar (one rectangular array of numbers,
+ *                        every array non-empty, white space around), its shape read and its
+ *                        numbers written as float64 (itemsize 8) or float32 (4); None when it
+ *                        is not exactly such an array (ragged, a misplaced or malformed
+ *                        number, an empty array); False when a token is an integer of 2**63
+ *                        or more (the caller's Python path decides those)
  *   shape(raw) -> tuple | None    the shape the brackets and commas of a rectangular array
- *                                 describe (read from them alone: a quick first look, so a
- *                                 wrong shape is refused before any number is decoded);
- *                                 None when they describe no rectangular array
- *   fill(raw, out) -> bool | None the numbers, in order, into ``out`` (a writable float64 or
- *                                 float32 buffer of as many items as shape() promised), the
- *                                 whole span checked against JSON's grammar and that shape:
- *                                 True; None when it is not exactly such an array (ragged,
- *                                 a misplaced or malformed number, an empty array); False
- *                                 when a token is an integer of 2**63 or more (the caller's
- *                                 Python path decides those)
+ *                        describe (from them alone), None when they describe none
  *
  * Every number is the correctly rounded double of its decimal text (as json.loads / float()
- * give it), cast to float32 when ``out`` is float32 (as numpy's astype does). Clinger's fast
- * path: a decimal mantissa w <= 2**53 and a power of ten |e| <= 22 are both exact doubles, so
- * one IEEE multiply or divide rounds w * 10**e correctly; anything else goes to glibc's
- * strtod_l in the "C" locale (correctly rounded), or, off glibc, fill() refuses.
- * An integer token (no fraction, no exponent) is converted from int64 ("-0" is +0, as json
- * gives the int 0). The interpreter lock is released while shape() and fill() scan.
+ * give it), cast to float32 for itemsize 4 (as numpy's astype does): short numbers ("123",
+ * "123.0", "-0.5") without loops; Clinger's fast path (a decimal mantissa w <= 2**53 and a
+ * power of ten |e| <= 22 are both exact doubles, so one IEEE multiply or divide rounds
+ * w * 10**e correctly); Eisel-Lemire for mantissas of up to 19 digits; what neither decides
+ * goes to glibc's strtod_l in the "C" locale (correctly rounded), or, off glibc, decode()
+ * refuses. An integer token (no fraction, no exponent) is converted from int64 ("-0" is +0,
+ * as json gives the int 0). The interpreter lock is released while shape() and the decoders
+ * scan.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

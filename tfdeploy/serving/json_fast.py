@@ -14,14 +14,15 @@ change.
 
 Two implementations decode a span, with the same answers:
 
-- ``_numjson``, a small C extension (``setup.py`` builds it when a C compiler is there): one
-  pass checks the grammar and reads the shape, a second parses the numbers straight into
-  the target float32/float64 array, both with the interpreter lock released. Each number is
-  the correctly rounded double of its text (Clinger's fast path: a mantissa of at most 2**53
-  and a power of ten of at most 22 in magnitude take one exact multiply or divide; anything
-  else glibc's ``strtod_l``), then cast to the tensor's dtype, as ``json.loads`` followed by
-  ``np.asarray(..., dtype)`` gives it. A 1 MB image body (MobileNet's 224x224x3) decodes in
-  ~1.5 ms, ~10x the orjson path below.
+- ``_numjson``, a small C extension (``setup.py`` builds it when a C compiler is there): the
+  span finder decodes the array a run of numeric bytes starts with as it finds it (float32),
+  in one pass that checks the grammar, reads the shape and writes the numbers, the
+  interpreter lock released (another dtype decodes the span again, in its own pass). Each
+  number is the correctly rounded double of its text (a loop-free path for short numbers;
+  Clinger's fast path; Eisel-Lemire up to 19 digits; anything else glibc's ``strtod_l``),
+  then cast to the tensor's dtype, as ``json.loads`` followed by ``np.asarray(..., dtype)``
+  gives it. A 1 MB image body (MobileNet's 224x224x3) decodes in ~1.5 ms on a loaded machine
+  (``benchmarks/bench_json_decode.py``), ~15x the orjson path below.
 - without it, the numbers' skeleton is checked in Python and orjson reads them a chunk at
   a time.
 """
