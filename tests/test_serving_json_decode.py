@@ -239,8 +239,8 @@ def _request(rng, kind, shape):
                            np.float32).reshape(shape)
         return json.dumps({"instances": value.tolist()})
     if kind == "ints":
-        return json.dumps({"instances": np.asarray(
-            [rng.randrange(-300, 300) for _ in range(int(np.prod(shape)))]).reshape(shape).tolist()})
+        value = [rng.randrange(-300, 300) for _ in range(int(np.prod(shape)))]
+        return json.dumps({"instances": np.asarray(value).reshape(shape).tolist()})
     if kind in ("unit64", "unit32"):   # (x / 255).tolist(): 16-17 significant digits
         value = np.asarray([rng.randrange(256) for _ in range(int(np.prod(shape)))]) / 255
         value = value.astype(np.float32) if kind == "unit32" else value

@@ -581,8 +581,8 @@ static __attribute__((noinline, cold)) int slow_number(const unsigned char *star
 /* Parse the JSON number at s (strict grammar), ending before e, into *out: its end, or NULL
  * with *rc set (INVALID: not a JSON number; BAIL: an integer of 2**63 or more; NO_EXACT: a
  * number off the fast paths where strtod_l is missing). */
-static inline __attribute__((always_inline)) const unsigned char *parse_number(const unsigned char *s, const unsigned char *e,
-                                                double *out, int *rc) {
+static inline __attribute__((always_inline)) const unsigned char *parse_number(
+        const unsigned char *s, const unsigned char *e, double *out, int *rc) {
     const unsigned char *start = s;
     int neg = 0, integer = 1, dropped = 0, full = 0, k;
     uint64_t w, chunk;

@@ -22,7 +22,7 @@ Two implementations decode a span, with the same answers:
   Clinger's fast path; Eisel-Lemire up to 19 digits; anything else glibc's ``strtod_l``),
   then cast to the tensor's dtype, as ``json.loads`` followed by ``np.asarray(..., dtype)``
   gives it. A 1 MB image body (MobileNet's 224x224x3) decodes in ~1.5 ms on a loaded machine
-  (``benchmarks/bench_json_decode.py``), ~15x the orjson path below.
+  (``benchmarks/bench_json_decode.py``), more than 10x the orjson path below.
 - without it, the numbers' skeleton is checked in Python and orjson reads them a chunk at
   a time.
 """
