@@ -158,43 +158,176 @@ def test_pixels_and_float32_values_take_the_exact_fast_path():
             np.testing.assert_array_equal(got, np.asarray(json.loads(text), np.float32))
 
 
-def _regex_spans(raw, min_span=8):
-    return [(m.start(), m.end()) for m in json_fast._SPAN.finditer(raw)
-            if m.end() - m.start() >= min_span and
-            raw[m.start():m.end()].count(b"[") == raw[m.start():m.end()].count(b"]")]
+def _reference_spans(raw, min_span=8):
+    """The spans as json's tokens read the body, byte by byte: outside strings, in each run of
+    number/comma/bracket/white-space bytes, the outermost arrays that open and close in it."""
+    out, p, n, cls = [], 0, len(raw), set(b"0123456789eE.+-,[] \t\r\n")
+    while p < n:
+        if raw[p] == 0x22:   # a string: to its closing quote (not one escaped)
+            p += 1
+            while p < n and raw[p] != 0x22:
+                p += 2 if raw[p] == 0x5C else 1
+            p += 1
+            continue
+        if raw[p] not in cls:
+            p += 1
+            continue
+        stack, run_spans = [], len(out)
+        while p < n and raw[p] in cls:
+            if raw[p] == 0x5B:
+                stack.append(p)
+            elif raw[p] == 0x5D and stack:
+                start = stack.pop()
+                if p + 1 - start >= max(min_span, 2):
+                    while len(out) > run_spans and out[-1][0] > start:
+                        out.pop()
+                    out.append((start, p + 1))
+            p += 1
+    return out
 
 
-@pytest.mark.skipif(json_fast._numjson is None, reason="needs the C decoder")
-def test_span_finder_is_the_regex():
+def _check_spans(body, min_span=8):
+    expected = _reference_spans(body, min_span)
+    assert json_fast.python_spans(body, min_span) == expected, body
+    if json_fast._numjson is None:
+        return
+    assert json_fast._numjson.spans(body, min_span) == expected, body
+    found = json_fast._numjson.spans(body, min_span, True)
+    assert [(a, b) for a, b, _ in found] == expected, body
+    for a, b, decoded in found:   # (decoded as found: as decode gives the span alone)
+        alone = json_fast._numjson.decode(body[a:b], 4)
+        if decoded is not None:
+            assert isinstance(alone, tuple) and decoded[1] == alone[1] and \
+                bytes(decoded[0]) == bytes(alone[0]), body[a:b]
+
+
+def test_spans_are_exactly_the_array_values():
+    """Every span the finders cut out is one whole JSON array outside strings (C, Python and a
+    byte-by-byte reference agree): arrays side by side in a list after an object, a string or
+    a literal, arrays in strings, ragged and broken arrays, bytes next to the class's ranges."""
     rng = random.Random(7)
     for _ in range(400):
         text = _array(rng, tuple(rng.randrange(1, 4) for _ in range(rng.randrange(1, 4))))
         if rng.random() < 0.5:
             text = _mutate(rng, text)
         raw = ('{"a": ' + text + ', "b": [1, "x"], "c": ' + text + ', "d": "[1]]"}').encode()
-        assert json_fast._numjson.spans(raw, 8) == _regex_spans(raw), raw
-        # decoding as it finds them: the same spans, each with its decode or None
-        for body in (raw, ("[" + text + ", " + text + "]").encode(),       # ("[a], [b]": None)
-                     ('{"x": [{"y": 1}, ' + text + ", " + text + ', "z"]}').encode()):
-            found = json_fast._numjson.spans(body, 8, True)
-            assert [(a, b) for a, b, _ in found] == _regex_spans(body), body
-            for a, b, decoded in found:
-                alone = json_fast._numjson.decode(body[a:b], 4)
-                if decoded is not None:
-                    assert isinstance(alone, tuple) and decoded[1] == alone[1] and \
-                        bytes(decoded[0]) == bytes(alone[0]), body[a:b]
+        for body in (raw, ("[" + text + ", " + text + "]").encode(),
+                     ('{"x": [{"y": 1}, ' + text + ", " + text + ', "z"]}').encode(),
+                     ('{"x": ["s", ' + text + ", " + text + ", null, " + text + "]}").encode(),
+                     ('{"x": [[true, ' + text + "], " + text + "], " + text + "]}").encode(),
+                     ('{"s": "' + text + '", "t": "\\"' + text + '\\\\", "u": ' + text
+                      + "}").encode()):
+            _check_spans(body)
         # a request body's array is decoded as it is found, or decoded alone (same values)
-        if isinstance(json_fast._numjson.decode(text.encode(), 4), tuple) and \
+        if json_fast._numjson is not None and \
+                isinstance(json_fast._numjson.decode(text.encode(), 4), tuple) and \
                 len(text.strip()) >= 8:
-            # (16 bytes past the '[' at least: the finder decodes from its 16-byte steps)
             body = ('{"instances": ' + text + "}" + " " * 16).encode()
             (a, b, decoded), = json_fast._numjson.spans(body, 8, True) or [(0, 0, None)]
-            assert decoded is not None and (a, b) == (14, 14 + len(text.rstrip())), body
+            lead = len(text) - len(text.lstrip())
+            assert decoded is not None and (a, b) == (14 + lead, 14 + len(text.rstrip())), body
         # a byte next to the class's ranges, inside the first array, ends the run there
-        for byte in b"/*)(:;<>{}_YZ\x0b\x0c\x1f!#@\\^`|~\x7f\x80\xff\x8e\x8f\xab\xac\xc5\xe5":
+        for byte in b"/*)(:;<>{}_YZ\x0b\x0c\x1f!#@\\^`|~\x7f\x80\xff\x8e\x8f\xab\xac\xc5\xe5\"":
             at = rng.randrange(6, 6 + len(text))
-            body = raw[:at] + bytes([byte]) + raw[at:]
-            assert json_fast._numjson.spans(body, 8) == _regex_spans(body), body
+            _check_spans(raw[:at] + bytes([byte]) + raw[at:])
+
+
+def _random_value(rng, depth):
+    """Any JSON value: big numeric arrays (rows of them side by side), objects, strings with
+    array-like text and escaped quotes, literals, small arrays."""
+    roll = rng.random()
+    if depth > 3 or roll < 0.2:
+        return rng.choice([None, True, False, rng.randrange(-9, 9), rng.random(),
+                           "[1, 2]", 'a "[3, 4.5]" b', "\\", "x]\\\"[", "[" + "7, " * 300 + "7]",
+                           "", "é[1]"])
+    if roll < 0.55:   # a big numeric array (1-3 dimensions)
+        shape = tuple(rng.randrange(1, 4) for _ in range(rng.randrange(0, 3))) + \
+            (rng.randrange(100, 400),)
+        numbers = np.asarray([float(_number(rng)) if rng.random() < 0.3 else rng.randrange(256)
+                             for _ in range(int(np.prod(shape)))])
+        if rng.random() < 0.9:   # (an Infinity token, json's and TF Serving's, ends a span)
+            numbers[~np.isfinite(numbers)] = 0.5
+        return numbers.reshape(shape).tolist()
+    if roll < 0.85:   # (rows side by side: the same big array repeated)
+        items = [_random_value(rng, depth + 1) for _ in range(rng.randrange(0, 5))]
+        return [v for v in items for _ in range(rng.choice([1, 1, 2, 3]))]
+    return {rng.choice(["a", "b[1,2]", "c\"", "data"]) + str(k): _random_value(rng, depth + 1)
+            for k in range(rng.randrange(0, 4))}
+
+
+def _random_body(rng):
+    value = _random_value(rng, 1)
+    while not isinstance(value, list):
+        value = _random_value(rng, 1)
+    kind = rng.randrange(5)
+    if kind == 0:
+        body = {"instances": value}
+    elif kind == 1:
+        body = {"inputs": value}
+    elif kind == 2:
+        body = {"inputs": {"x": value, "y": _random_value(rng, 2)}}
+    elif kind == 3:
+        body = {"instances": [{"x": value}, {"x": _random_value(rng, 2)}]}
+    else:   # the V2 protocol
+        body = {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": value},
+                           {"name": "y", "shape": [1], "datatype": "FP32",
+                            "data": _random_value(rng, 2)}]}
+    text = json.dumps(body, indent=rng.choice([None, None, 1]),
+                      separators=rng.choice([None, (",", ":")]), ensure_ascii=rng.random() < .5)
+    return text + " " * max(0, json_fast.MIN_BODY + 1 - len(text.encode()))
+
+
+def _fast_path_value(raw):
+    """The body as the fast path reads it: spans cut out, the rest parsed, placeholders put
+    back and every FastArray loaded (its array() checked against json on the way)."""
+    text, spans = json_fast.extract(raw)
+    for fast in spans.values():
+        value = json.loads(fast.raw)
+        assert isinstance(value, list), fast.raw[:80]   # (one whole array value)
+        for dtype in (np.float32, np.float64):
+            array = json_fast.FastArray(fast.raw, fast.offset).array(None, dtype)
+            if array is not None:
+                with np.errstate(over="ignore"):
+                    np.testing.assert_array_equal(
+                        array, np.asarray(value, np.float64).astype(dtype))
+    return json_fast.load_all(json_fast.restore(json.loads(text), spans))
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_random_valid_bodies_decode_as_json_loads_and_answer_as_the_plain_path(
+        impl, monkeypatch):
+    """Valid bodies of every shape (numeric arrays side by side after objects, strings and
+    literals, at any depth, in instances, inputs and V2 data): the fast path gives json.loads's
+    value, and the REST handler gives the plain json path's answer (tensors or error)."""
+    import tensorflow as tf
+
+    rng = random.Random(1418)
+    if impl == "python":
+        monkeypatch.setattr(json_fast, "_numjson", None)
+    cut = 0
+    for trial in range(300 if impl == "c" else 120):
+        text = _random_body(rng)
+        raw = text.encode()
+        assert _fast_path_value(raw) == json.loads(text), text[:300]
+        cut += len(json_fast.extract(raw)[1])
+        dtypes = {"x": tf.float32} if trial % 2 else {"x": tf.float64, "y": tf.float32}
+        got = _outcome(text, dtypes)
+        with monkeypatch.context() as m:
+            m.setattr(json_fast, "MIN_BODY", 1 << 62)
+            plain = _outcome(text, dtypes)
+        assert got == plain, (text[:300], got if got[0] != "row" else "tensors", plain)
+    assert cut > trial, cut   # (the fast path did cut arrays out)
+
+
+def test_a_span_in_a_names_place_is_left_to_json():
+    """``{[1, ...]: 1}`` is no JSON: the array is not cut out (a placeholder string there
+    would make a valid name), so json's error is the answer."""
+    row = "[" + ", ".join(["1.5"] * 400) + "]"
+    text = '{"instances": [1], ' + row + ': 1}'
+    with pytest.raises(Exception, match="Missing a name for object member"):
+        json_fast.stdlib_loads(text)
+    assert _outcome(text, {"x": None})[0] == "INVALID_ARGUMENT"
+    assert "Missing a name" in _outcome(text, {"x": None})[1]
 
 
 def test_the_c_decoder_is_built_where_a_compiler_is():

@@ -897,17 +897,18 @@ static PyObject *decoded_pair(const char *buf, Py_ssize_t count, int itemsize,
 }
 
 /* The float32 numbers of the array that starts at s (and may end before e), when it is a
- * rectangular array of numbers: (bytearray, shape) and its end in *stop, else Py_None (a new
- * reference either way; NULL with an exception). The interpreter lock is released while it
- * scans. A first try fills a small buffer, so that the many small arrays of some bodies
- * cost no large allocation; an array past it is decoded again into one of its size. */
-static PyObject *decode_prefix(const unsigned char *s, const unsigned char *e,
-                               const unsigned char **stop) {
+ * rectangular array of numbers: OK with its end in *stop, and in *pair (bytearray, shape)
+ * when it is min_span bytes or more (else Py_None); INVALID (Py_None in *pair) when it is not
+ * such an array; ERROR with an exception. The interpreter lock is released while it scans.
+ * A first try fills a small buffer, so that the many small arrays of some bodies cost no
+ * large allocation; an array past it is decoded again into one of its size. */
+#define ERROR (-1)
+static int decode_prefix(const unsigned char *s, const unsigned char *e, Py_ssize_t min_span,
+                         const unsigned char **stop, PyObject **pair) {
     float small[2048];
     char *buf = (char *)small;
     Py_ssize_t dims[MAX_DEPTH], count = 0, cap = 2048;
     int ndim = 0, rc;
-    PyObject *pair;
     Py_BEGIN_ALLOW_THREADS
     rc = decode_span_4(s, e - s, buf, cap, dims, &ndim, &count, stop);
     if (rc == FULL) {
@@ -917,10 +918,69 @@ static PyObject *decode_prefix(const unsigned char *s, const unsigned char *e,
                          : decode_span_4(s, e - s, buf, cap, dims, &ndim, &count, stop);
     }
     Py_END_ALLOW_THREADS
-    pair = rc == OK ? decoded_pair(buf, count, 4, dims, ndim) : (Py_INCREF(Py_None), Py_None);
+    if (rc == OK && *stop - s >= min_span) {
+        *pair = decoded_pair(buf, count, 4, dims, ndim);
+    } else {
+        Py_INCREF(Py_None);
+        *pair = Py_None;
+    }
     if (buf != (char *)small) PyMem_RawFree(buf);
-    return pair;
+    if (*pair == NULL) return ERROR;
+    return rc == OK ? OK : INVALID;
 }
+
+/* The end of the JSON string whose opening quote is at s[p - 1]: past its closing quote (one
+ * not escaped by an odd run of backslashes), or n when it is not closed. */
+static Py_ssize_t string_end(const unsigned char *s, Py_ssize_t p, Py_ssize_t n) {
+    for (;;) {
+        const unsigned char *q = p < n ? memchr(s + p, '"', (size_t)(n - p)) : NULL;
+        Py_ssize_t at, k;
+        if (q == NULL) return n;
+        at = q - s;
+        for (k = at; k > p && s[k - 1] == '\\'; k--) {}
+        if (((at - k) & 1) == 0) return at + 1;
+        p = at + 1;
+    }
+}
+
+#define SPAN_STACK 64
+
+/* one span found: (start, end) or (start, end, decoded); the spans of the run inside it
+ * (they start after start) are taken off the list first: a span is an outermost array */
+static int add_span(PyObject *list, Py_ssize_t run_spans, Py_ssize_t start, Py_ssize_t end,
+                    int want, PyObject *decoded) {
+    Py_ssize_t size = PyList_GET_SIZE(list), keep = size;
+    PyObject *item;
+    while (keep > run_spans &&
+           PyLong_AsSsize_t(PyTuple_GET_ITEM(PyList_GET_ITEM(list, keep - 1), 0)) > start)
+        keep--;
+    if (keep < size && PyList_SetSlice(list, keep, size, NULL) < 0) return -1;
+    item = want ? Py_BuildValue("(nnO)", start, end, decoded ? decoded : Py_None)
+                : Py_BuildValue("(nn)", start, end);
+    if (item == NULL) return -1;
+    if (PyList_Append(list, item) < 0) {
+        Py_DECREF(item);
+        return -1;
+    }
+    Py_DECREF(item);
+    return 0;
+}
+
+/* A bracket at s[q] of a run: '[' pushed (its start kept up to SPAN_STACK deep), ']' closes
+ * the innermost open array of the run (a ']' with none open closes something before the run,
+ * and is passed); an array closed is a span when it is min_span bytes or more. */
+#define BRACKET(q)                                                                         \
+    do {                                                                                   \
+        if (s[q] == '[') {                                                                 \
+            if (depth < SPAN_STACK) stack[depth] = (q);                                    \
+            depth++;                                                                       \
+        } else if (depth > 0) {                                                            \
+            depth--;                                                                       \
+            if (depth < SPAN_STACK && (q) + 1 - stack[depth] >= min_span &&                \
+                    add_span(list, run_spans, stack[depth], (q) + 1, want, NULL) < 0)      \
+                goto fail;                                                                 \
+        }                                                                                  \
+    } while (0)
 
 static PyObject *py_spans(PyObject *self, PyObject *args) {
     Py_buffer raw;
@@ -936,114 +996,105 @@ static PyObject *py_spans(PyObject *self, PyObject *args) {
     }
     s = (const unsigned char *)raw.buf;
     n = raw.len;
-    /* The regex \[[class]*\] (class includes both brackets), leftmost and greedy: in each
-     * maximal run of class bytes it matches from the run's first '[' to its last ']'. */
+    if (min_span < 2) min_span = 2;
+    /* Every array of the body that holds only numbers, commas, brackets and white space,
+     * outside strings: in each maximal run of those bytes, the outermost arrays that open and
+     * close in it (each exactly one JSON array value, as json's tokens read the body). */
     while (p < n) {
-        Py_ssize_t run, first = -1, last = -1, opens = 0, closes = 0;
-        Py_ssize_t opens_at_last = 0, closes_at_last = 0, decoded_end = -1;
-        PyObject *decoded = NULL;
+        Py_ssize_t run, stack[SPAN_STACK], run_spans = PyList_GET_SIZE(list);
+        Py_ssize_t depth = 0;
+        if (s[p] == '"') {
+            p = string_end(s, p + 1, n);
+            continue;
+        }
         if (!SPAN_CHAR[s[p]]) {
             p++;
             continue;
         }
         run = p;
-#if defined(__SSE2__)
-        for (; run + 16 <= n; run += 16) {   /* 16 bytes at a time while the run lasts */
-            __m128i v = _mm_loadu_si128((const __m128i *)(s + run));
-            /* '+' ',' '-' '.' and the digits are 0x2B-0x39 but for '/': one signed compare
-             * of v shifted so that 0x2B is -128; 'e' and 'E' are one compare of v | 0x20 */
-            __m128i number = _mm_andnot_si128(
-                _mm_cmpeq_epi8(v, _mm_set1_epi8('/')),
-                _mm_cmplt_epi8(_mm_add_epi8(v, _mm_set1_epi8((char)(0x80 - '+'))),
-                               _mm_set1_epi8((char)(0x80 + '9' - '+' + 1))));
-            __m128i open = _mm_cmpeq_epi8(v, _mm_set1_epi8('[')),
-                    close = _mm_cmpeq_epi8(v, _mm_set1_epi8(']'));
-            __m128i other = _mm_or_si128(
-                _mm_or_si128(_mm_cmpeq_epi8(_mm_or_si128(v, _mm_set1_epi8(0x20)),
-                                            _mm_set1_epi8('e')),
-                             _mm_cmpeq_epi8(v, _mm_set1_epi8(' '))),
-                _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\t')),
-                                          _mm_cmpeq_epi8(v, _mm_set1_epi8('\n'))),
-                             _mm_cmpeq_epi8(v, _mm_set1_epi8('\r'))));
-            unsigned in_class = (unsigned)_mm_movemask_epi8(
-                _mm_or_si128(_mm_or_si128(number, other), _mm_or_si128(open, close)));
-            unsigned valid = in_class == 0xFFFF ? 0xFFFF
-                             : (1u << __builtin_ctz(~in_class & 0xFFFF)) - 1;
-            unsigned m = ((unsigned)_mm_movemask_epi8(open) |
-                          (unsigned)_mm_movemask_epi8(close)) & valid;
-            while (m) {
-                Py_ssize_t q = run + __builtin_ctz(m);
-                m &= m - 1;
-                if (s[q] == '[') {
-                    if (first < 0) first = q;
-                    opens++;
-                } else if (first >= 0) {
-                    last = q;
-                    closes++;
-                    opens_at_last = opens;
-                    closes_at_last = closes;
-                }
-            }
-            if (want && first >= 0 && decoded == NULL) {
-                /* once per run, from its first '[': the array that starts there, decoded
-                 * (every byte of a decoded array is of the class: the run goes on past it) */
+        for (;;) {
+            /* at run: a byte of the run; an array that opens here with none open is decoded
+             * as it is found (with want): that spares the bracket scan over it */
+            if (want && depth == 0 && s[run] == '[') {
                 const unsigned char *stop = NULL;
-                decoded = decode_prefix(s + first, s + n, &stop);
-                if (decoded == NULL) {
-                    Py_DECREF(list);
-                    PyBuffer_Release(&raw);
-                    return NULL;
-                }
-                if (decoded != Py_None) {
-                    decoded_end = stop - s;
-                    last = decoded_end - 1;
-                    opens = closes = opens_at_last = closes_at_last = 1;
-                    run = decoded_end - 16;   /* (the loop adds 16) */
+                PyObject *decoded = NULL;
+                int rc = decode_prefix(s + run, s + n, min_span, &stop, &decoded);
+                if (rc == ERROR) goto fail;
+                if (rc == OK) {
+                    Py_ssize_t end = stop - s;
+                    int bad = decoded != Py_None &&
+                              add_span(list, run_spans, run, end, want, decoded) < 0;
+                    Py_DECREF(decoded);
+                    if (bad) goto fail;
+                    run = end;
+                    if (run >= n || !SPAN_CHAR[s[run]]) break;
                     continue;
                 }
+                Py_DECREF(decoded);
+                BRACKET(run);
+                run++;
             }
-            if (valid != 0xFFFF) {
-                run += __builtin_popcount(valid);
-                goto run_end;
-            }
-        }
-#endif
-        for (; run < n; run++) {
-            unsigned char kind = SPAN_CHAR[s[run]];
-            if (!kind) break;
-            if (kind == 2) {
-                if (first < 0) first = run;
-                opens++;
-            } else if (kind == 3 && first >= 0) {
-                last = run;
-                closes++;
-                opens_at_last = opens;
-                closes_at_last = closes;
-            }
-        }
 #if defined(__SSE2__)
-    run_end:
-#endif
-        if (first >= 0 && last > first && last + 1 - first >= min_span &&
-                opens_at_last == closes_at_last) {
-            /* the decoded array, when the span is exactly it */
-            PyObject *value = decoded != NULL && last + 1 == decoded_end ? decoded : Py_None;
-            PyObject *item = want ? Py_BuildValue("(nnO)", first, last + 1, value)
-                                  : Py_BuildValue("(nn)", first, last + 1);
-            if (item == NULL || PyList_Append(list, item) < 0) {
-                Py_XDECREF(item);
-                Py_XDECREF(decoded);
-                Py_DECREF(list);
-                PyBuffer_Release(&raw);
-                return NULL;
+            for (; run + 16 <= n;) {   /* 16 bytes at a time while the run lasts */
+                __m128i v = _mm_loadu_si128((const __m128i *)(s + run));
+                /* '+' ',' '-' '.' and the digits are 0x2B-0x39 but for '/': one signed
+                 * compare of v shifted so that 0x2B is -128; 'e' and 'E': one of v | 0x20 */
+                __m128i number = _mm_andnot_si128(
+                    _mm_cmpeq_epi8(v, _mm_set1_epi8('/')),
+                    _mm_cmplt_epi8(_mm_add_epi8(v, _mm_set1_epi8((char)(0x80 - '+'))),
+                                   _mm_set1_epi8((char)(0x80 + '9' - '+' + 1))));
+                __m128i open = _mm_cmpeq_epi8(v, _mm_set1_epi8('[')),
+                        close = _mm_cmpeq_epi8(v, _mm_set1_epi8(']'));
+                __m128i other = _mm_or_si128(
+                    _mm_or_si128(_mm_cmpeq_epi8(_mm_or_si128(v, _mm_set1_epi8(0x20)),
+                                                _mm_set1_epi8('e')),
+                                 _mm_cmpeq_epi8(v, _mm_set1_epi8(' '))),
+                    _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\t')),
+                                              _mm_cmpeq_epi8(v, _mm_set1_epi8('\n'))),
+                                 _mm_cmpeq_epi8(v, _mm_set1_epi8('\r'))));
+                unsigned in_class = (unsigned)_mm_movemask_epi8(
+                    _mm_or_si128(_mm_or_si128(number, other), _mm_or_si128(open, close)));
+                unsigned valid = in_class == 0xFFFF ? 0xFFFF
+                                 : (1u << __builtin_ctz(~in_class & 0xFFFF)) - 1;
+                unsigned m = ((unsigned)_mm_movemask_epi8(open) |
+                              (unsigned)_mm_movemask_epi8(close)) & valid;
+                while (m) {
+                    Py_ssize_t q = run + __builtin_ctz(m);
+                    m &= m - 1;
+                    if (want && depth == 0 && s[q] == '[') {   /* decoded from there */
+                        run = q;
+                        goto next;
+                    }
+                    BRACKET(q);
+                }
+                if (valid != 0xFFFF) {
+                    run += __builtin_popcount(valid);
+                    goto run_end;
+                }
+                run += 16;
             }
-            Py_DECREF(item);
+#endif
+            for (; run < n; run++) {
+                unsigned char kind = SPAN_CHAR[s[run]];
+                if (!kind) break;
+                if (kind == 1) continue;
+                if (want && depth == 0 && kind == 2) goto next;
+                BRACKET(run);
+            }
+#if defined(__SSE2__)
+        run_end:
+#endif
+            break;
+        next:;
         }
-        Py_XDECREF(decoded);
         p = run;
     }
     PyBuffer_Release(&raw);
     return list;
+fail:
+    Py_DECREF(list);
+    PyBuffer_Release(&raw);
+    return NULL;
 }
 
 static PyMethodDef methods[] = {

@@ -84,8 +84,11 @@ def stdlib_loads(text, offset=0, stop_when_done=False):
         raise invalid(f"JSON Parse error: {str(exc)[:200]}") from None
 
 
-# (with "+": json.dumps writes 1e16 and up as "1e+16")
-_SPAN = re.compile(rb"\[[0-9eE.+\-,\[\] \t\r\n]*\]")
+# A JSON string (skipped: its bytes are never a span) or a maximal run of the bytes a
+# numeric array is made of (with "+": json.dumps writes 1e16 and up as "1e+16").
+_TOKEN = re.compile(rb'"(?:[^"\\]++|\\.)*+"?|[0-9eE.+\-,\[\] \t\r\n]++', re.S)
+_BRACKET = re.compile(rb"[\[\]]")
+_COLON_NEXT = re.compile(rb"[ \t\r\n]*:")
 _NUMBERS_ONLY = bytes.maketrans(b"", b"")
 # Number bytes as "x", for the check that no number touches the outside of a bracket.
 _TOKENS_AS_X = bytes.maketrans(b"0123456789eE.-+", b"x" * 15)
@@ -214,17 +217,45 @@ def _expected(shape):
 
 
 def _spans(raw):
-    """``(start, end, decoded)`` of every ``_SPAN`` match of at least ``MIN_SPAN`` bytes whose
-    brackets balance; ``decoded``: the C finder's ``(float32 bytearray, shape)`` of a span that
-    is one rectangular array of numbers (it decodes the array a run starts with as it finds
-    it, which spares a second pass over it), else None."""
+    """``(start, end, decoded)`` of every span of at least ``MIN_SPAN`` bytes: an array, outside
+    strings, that holds only numbers, commas, brackets and white space, outermost in its run
+    of such bytes (so each is exactly one JSON array value as ``json`` tokenizes the body);
+    ``decoded``: the C finder's ``(float32 bytearray, shape)`` of a span that is a rectangular
+    array of numbers (it decodes the arrays a run holds as it finds them, which spares a second
+    pass over them), else None."""
     if _numjson is not None:
         return _numjson.spans(raw, MIN_SPAN, True)
+    return [(start, end, None) for start, end in python_spans(raw, MIN_SPAN)]
+
+
+def python_spans(raw, min_span):
+    """``_numjson.spans(raw, min_span)`` in Python (the same spans)."""
     out = []
-    for m in _SPAN.finditer(raw):
-        span = raw[m.start():m.end()]
-        if len(span) >= MIN_SPAN and span.count(b"[") == span.count(b"]"):
-            out.append((m.start(), m.end(), None))
+    for m in _TOKEN.finditer(raw):
+        if raw[m.start()] == 0x22:   # '"'
+            continue
+        first = raw.find(b"[", m.start(), m.end())
+        last = raw.rfind(b"]", m.start(), m.end())
+        if first < 0 or last + 1 - first < max(min_span, 2):
+            continue
+        # the usual case: the run's first '[' and last ']' are one array (numpy's depths)
+        view = np.frombuffer(raw, np.uint8, last + 1 - first, first)
+        depth = np.cumsum((view == 0x5B).view(np.int8) - (view == 0x5D).view(np.int8),
+                          dtype=np.int64)
+        if depth[-1] == 0 and depth[:-1].min(initial=1) >= 1:
+            out.append((first, last + 1))
+            continue
+        stack, run_spans = [], len(out)
+        for b in _BRACKET.finditer(raw, first, last + 1):
+            q = b.start()
+            if raw[q] == 0x5B:
+                stack.append(q)
+            elif stack:
+                start = stack.pop()
+                if q + 1 - start >= min_span:
+                    while len(out) > run_spans and out[-1][0] > start:
+                        out.pop()
+                    out.append((start, q + 1))
     return out
 
 
@@ -235,6 +266,8 @@ def extract(raw):
     token = os.urandom(8).hex()
     spans, pieces, last = {}, [], 0
     for start, end, decoded in _spans(raw):
+        if _COLON_NEXT.match(raw, end):   # (a name's place: json refuses it, let it word that)
+            continue
         key = f"\x00tfdeploy:{token}:{len(spans)}"
         spans[key] = FastArray(raw[start:end], start, decoded)
         pieces.append(raw[last:start])
