@@ -1,11 +1,14 @@
 /* Numeric JSON arrays to float64/float32 buffers, fast and exact (an optional extension;
  * tfdeploy.serving.json_fast has the pure-Python path and decides when this one is used).
  *
- *   spans(raw, min_span, decode=False) -> [(start, end), ...]   the spans json_fast._SPAN's
- *                        regex finds, at least min_span bytes, brackets balanced; with decode,
- *                        [(start, end, decoded)]: where a run of class bytes starts with a
- *                        rectangular array of numbers that is the whole span, decoded is
- *                        decode(raw[start:end], 4) (found in the same pass), else None
+ *   spans(raw, min_span, decode=False) -> [(start, end), ...]   the arrays of at least
+ *                        min_span bytes that are, outside JSON strings, the outermost arrays
+ *                        opening and closing in a run of class bytes: each one JSON array
+ *                        value (json_fast.python_spans finds the same); with decode,
+ *                        [(start, end, decoded)]: where that array is a rectangular array of
+ *                        numbers, decoded is decode(raw[start:end], 4) (found in the same
+ *                        pass: an array that opens with none open in its run is decoded as it
+ *                        is found), else None
  *   decode(raw, itemsize) -> (bytearray, shape) | None | False   one pass over the span: it
  *                        is checked against JSON's grammar (one rectangular array of numbers,
  *                        every array non-empty, white space around), its shape read and its
@@ -43,7 +46,7 @@ static locale_t c_locale;
 
 #define MAX_DEPTH 32
 
-/* json_fast._SPAN's class (0-9 e E . - + , [ ] white space): 1, or 2 for '[', 3 for ']' */
+/* the class of a span's bytes (0-9 e E . - + , [ ] white space): 1, or 2 for '[', 3 for ']' */
 static unsigned char SPAN_CHAR[256];
 
 static const double POW10[23] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,

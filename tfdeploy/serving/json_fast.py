@@ -4,9 +4,10 @@ multiple of its size, and fast: for a 32x32x1 image (9 KB of JSON) this takes ~0
 
 ``json.loads`` turns each number of a large tensor into a Python float (24 bytes) held
 in a list (8 bytes) — 11-14x the body for typical image requests, kept by the allocator
-afterwards. Before parsing, ``extract`` cuts every large span that holds only numbers,
-commas, brackets and white space out of the raw body and puts a per-request placeholder
-string in its place; the small rest is parsed by ``json``. A span is decoded into one
+afterwards. Before parsing, ``extract`` cuts every large array that holds only numbers,
+commas, brackets and white space out of the raw body (outside strings, the outermost such
+arrays: each span is exactly one JSON array value, wherever it sits) and puts a per-request
+placeholder string in its place; the small rest is parsed by ``json``. A span is decoded into one
 numpy array (``FastArray.array``) only when it is exactly a rectangular array of JSON
 numbers; anything else (ragged lists, NaN tokens, a misplaced number, a placeholder in an
 unexpected place) falls back to ``json`` on that span, so answers and error messages never
@@ -15,7 +16,7 @@ change.
 Two implementations decode a span, with the same answers:
 
 - ``_numjson``, a small C extension (``setup.py`` builds it when a C compiler is there): the
-  span finder decodes the array a run of numeric bytes starts with as it finds it (float32),
+  span finder decodes each outermost array of a run of numeric bytes as it finds it (float32),
   in one pass that checks the grammar, reads the shape and writes the numbers, the
   interpreter lock released (another dtype decodes the span again, in its own pass). Each
   number is the correctly rounded double of its text (a loop-free path for short numbers;
