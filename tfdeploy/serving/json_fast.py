@@ -241,8 +241,8 @@ def python_spans(raw, min_span):
             continue
         # the usual case: the run's first '[' and last ']' are one array (numpy's depths)
         view = np.frombuffer(raw, np.uint8, last + 1 - first, first)
-        depth = np.cumsum((view == 0x5B).view(np.int8) - (view == 0x5D).view(np.int8),
-                          dtype=np.int64)
+        brackets = view[(view == 0x5B) | (view == 0x5D)]
+        depth = np.cumsum((brackets == 0x5B).view(np.int8) * 2 - 1, dtype=np.int32)
         if depth[-1] == 0 and depth[:-1].min(initial=1) >= 1:
             out.append((first, last + 1))
             continue
