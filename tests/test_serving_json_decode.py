@@ -533,3 +533,17 @@ def test_hard_numbers_round_as_float_does():
         got = json_fast.FastArray(raw).array(None, dtype)
         wrong = np.flatnonzero(got.view(same_bits) != want.view(same_bits))
         assert not len(wrong), [(texts[i], got[i], want[i]) for i in wrong[:5]]
+
+
+def test_arrays_side_by_side_after_an_object_are_two_values():
+    """The body that once answered 400 'Extra data at offset: 1418': a list holding an object,
+    two 1 KiB+ numeric rows and a string (the span covered "[..], [..]")."""
+    from tfdeploy.serving.rest import RestApi
+
+    row = json.dumps([i * 0.25 for i in range(300)])
+    for text in ('{"inputs": {"x": [{"a": 1}, ' + row + ", " + row + ', "z"]}}',
+                 '{"instances": ["s", ' + row + ", " + row + ", null, " + row + "]}",
+                 '{"inputs": [{"name": "x", "data": [true, [' + row + ", " + row + "]]}]}"):
+        body = RestApi._parse_body(text.encode())
+        assert json_fast.holds_fast_arrays(body)   # (the fast path took it)
+        assert json_fast.load_all(body) == json.loads(text)
