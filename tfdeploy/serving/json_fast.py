@@ -4,9 +4,10 @@ multiple of its size, and fast: for a 32x32x1 image (9 KB of JSON) this takes ~0
 
 ``json.loads`` turns each number of a large tensor into a Python float (24 bytes) held
 in a list (8 bytes) — 11-14x the body for typical image requests, kept by the allocator
-afterwards. Before parsing, ``extract`` cuts every large span that holds only numbers,
-commas, brackets and white space out of the raw body and puts a per-request placeholder
-string in its place; the small rest is parsed by ``json``. A span is decoded into one
+afterwards. Before parsing, ``extract`` cuts every large array that holds only numbers,
+commas, brackets and white space out of the raw body (outside strings, the outermost such
+arrays: each span is exactly one JSON array value, wherever it sits) and puts a per-request
+placeholder string in its place; the small rest is parsed by ``json``. A span is decoded into one
 numpy array (``FastArray.array``) only when it is exactly a rectangular array of JSON
 numbers; anything else (ragged lists, NaN tokens, a misplaced number, a placeholder in an
 unexpected place) falls back to ``json`` on that span, so answers and error messages never
@@ -14,14 +15,15 @@ change.
 
 Two implementations decode a span, with the same answers:
 
-- ``_numjson``, a small C extension (``setup.py`` builds it when a C compiler is there): one
-  pass checks the grammar and reads the shape, a second parses the numbers straight into
-  the target float32/float64 array, both with the interpreter lock released. Each number is
-  the correctly rounded double of its text (Clinger's fast path: a mantissa of at most 2**53
-  and a power of ten of at most 22 in magnitude take one exact multiply or divide; anything
-  else glibc's ``strtod_l``), then cast to the tensor's dtype, as ``json.loads`` followed by
-  ``np.asarray(..., dtype)`` gives it. A 1 MB image body (MobileNet's 224x224x3) decodes in
-  ~1.5 ms, ~10x the orjson path below.
+- ``_numjson``, a small C extension (``setup.py`` builds it when a C compiler is there): the
+  span finder decodes each outermost array of a run of numeric bytes as it finds it (float32),
+  in one pass that checks the grammar, reads the shape and writes the numbers, the
+  interpreter lock released (another dtype decodes the span again, in its own pass). Each
+  number is the correctly rounded double of its text (a loop-free path for short numbers;
+  Clinger's fast path; Eisel-Lemire up to 19 digits; anything else glibc's ``strtod_l``),
+  then cast to the tensor's dtype, as ``json.loads`` followed by ``np.asarray(..., dtype)``
+  gives it. A 1 MB image body (MobileNet's 224x224x3) decodes in ~1.5 ms on a loaded machine
+  (``benchmarks/bench_json_decode.py``), more than 10x the orjson path below.
 - without it, the numbers' skeleton is checked in Python and orjson reads them a chunk at
   a time.
 """
@@ -83,20 +85,26 @@ def stdlib_loads(text, offset=0, stop_when_done=False):
         raise invalid(f"JSON Parse error: {str(exc)[:200]}") from None
 
 
-_SPAN = re.compile(rb"\[[0-9eE.\-,\[\] \t\r\n]*\]")
+# A JSON string (skipped: its bytes are never a span) or a maximal run of the bytes a
+# numeric array is made of (with "+": json.dumps writes 1e16 and up as "1e+16").
+_TOKEN = re.compile(rb'"(?:[^"\\]++|\\.)*+"?|[0-9eE.+\-,\[\] \t\r\n]++', re.S)
+_BRACKET = re.compile(rb"[\[\]]")
+_COLON_NEXT = re.compile(rb"[ \t\r\n]*:")
 _NUMBERS_ONLY = bytes.maketrans(b"", b"")
 # Number bytes as "x", for the check that no number touches the outside of a bracket.
-_TOKENS_AS_X = bytes.maketrans(b"0123456789eE.-", b"x" * 14)
+_TOKENS_AS_X = bytes.maketrans(b"0123456789eE.-+", b"x" * 15)
 _FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
 
 
 class FastArray:
     """A numeric JSON array kept as its raw bytes until a dtype asks for it."""
 
-    __slots__ = ("raw", "offset")
+    __slots__ = ("raw", "offset", "decoded")
 
-    def __init__(self, raw, offset=0):
+    def __init__(self, raw, offset=0, decoded=None):
         self.raw, self.offset = raw, offset   # offset: where the span starts in the body
+        # (float32 bytearray, shape): the C span finder's decode of ``raw``, used once
+        self.decoded = decoded
 
     def load(self):
         """The value as ``json.loads`` would give it (the exact slow path); a span ``json``
@@ -107,23 +115,32 @@ class FastArray:
         """ndarray (``dtype``: a float dtype) of a rectangular all-number array, or None
         (then use ``load``).
 
-        ``check_shape(shape)`` is called with the array's shape, read from its brackets,
-        before any number is decoded: a wrong shape is refused without materialising it.
+        ``check_shape(shape)`` is called with the array's shape before it is returned (and
+        with the shape its brackets describe before it is handed to ``json``), so a wrong
+        shape is refused with the signature's words either way.
         """
         dtype = np.dtype(dtype)
+        decoded, self.decoded = self.decoded, None
         if _numjson is not None:
+            target = dtype if dtype in _FLOATS else _FLOATS[0]
+            # one pass: shape and numbers (done already, in float32, by the span finder)
+            got = decoded if decoded is not None and dtype == _FLOATS[1] else \
+                _numjson.decode(self.raw, target.itemsize)
+            if got is not None and got is not False:
+                buffer, shape = got
+                if check_shape is not None:
+                    check_shape(shape)
+                return np.frombuffer(buffer, target).reshape(shape).astype(dtype, copy=False)
+            # Not such an array (None), or an integer of 2**63 or more (False): a wrong
+            # shape the brackets describe is still refused first, as it is on success.
             shape = _numjson.shape(self.raw)
             if shape is None:
                 return None
             if check_shape is not None:
                 check_shape(shape)
-            out = np.empty(int(np.prod(shape)), dtype if dtype in _FLOATS else np.float64)
-            done = _numjson.fill(self.raw, shape, out)
-            if done is None:
+            if got is None:
                 return None
-            if done:
-                return out.reshape(shape).astype(dtype, copy=False)
-            # (an integer of 2**63 or more: the Python path decides, as without the extension)
+            # (the Python path decides those integers, as without the extension)
         array = self._python_array(check_shape)
         if array is None:
             return None
@@ -132,7 +149,7 @@ class FastArray:
 
     def _python_array(self, check_shape):
         raw = self.raw
-        skeleton = raw.translate(_NUMBERS_ONLY, b"0123456789eE.- \t\r\n")
+        skeleton = raw.translate(_NUMBERS_ONLY, b"0123456789eE.-+ \t\r\n")
         shape = _shape(skeleton)
         if shape is None or _expected(shape) != skeleton:
             return None
@@ -201,15 +218,45 @@ def _expected(shape):
 
 
 def _spans(raw):
-    """``(start, end)`` of every ``_SPAN`` match of at least ``MIN_SPAN`` bytes whose
-    brackets balance."""
+    """``(start, end, decoded)`` of every span of at least ``MIN_SPAN`` bytes: an array, outside
+    strings, that holds only numbers, commas, brackets and white space, outermost in its run
+    of such bytes (so each is exactly one JSON array value as ``json`` tokenizes the body);
+    ``decoded``: the C finder's ``(float32 bytearray, shape)`` of a span that is a rectangular
+    array of numbers (it decodes the arrays a run holds as it finds them, which spares a second
+    pass over them), else None."""
     if _numjson is not None:
-        return _numjson.spans(raw, MIN_SPAN)
+        return _numjson.spans(raw, MIN_SPAN, True)
+    return [(start, end, None) for start, end in python_spans(raw, MIN_SPAN)]
+
+
+def python_spans(raw, min_span):
+    """``_numjson.spans(raw, min_span)`` in Python (the same spans)."""
     out = []
-    for m in _SPAN.finditer(raw):
-        span = raw[m.start():m.end()]
-        if len(span) >= MIN_SPAN and span.count(b"[") == span.count(b"]"):
-            out.append((m.start(), m.end()))
+    for m in _TOKEN.finditer(raw):
+        if raw[m.start()] == 0x22:   # '"'
+            continue
+        first = raw.find(b"[", m.start(), m.end())
+        last = raw.rfind(b"]", m.start(), m.end())
+        if first < 0 or last + 1 - first < max(min_span, 2):
+            continue
+        # the usual case: the run's first '[' and last ']' are one array (numpy's depths)
+        view = np.frombuffer(raw, np.uint8, last + 1 - first, first)
+        brackets = view[(view == 0x5B) | (view == 0x5D)]
+        depth = np.cumsum((brackets == 0x5B).view(np.int8) * 2 - 1, dtype=np.int32)
+        if depth[-1] == 0 and depth[:-1].min(initial=1) >= 1:
+            out.append((first, last + 1))
+            continue
+        stack, run_spans = [], len(out)
+        for b in _BRACKET.finditer(raw, first, last + 1):
+            q = b.start()
+            if raw[q] == 0x5B:
+                stack.append(q)
+            elif stack:
+                start = stack.pop()
+                if q + 1 - start >= min_span:
+                    while len(out) > run_spans and out[-1][0] > start:
+                        out.pop()
+                    out.append((start, q + 1))
     return out
 
 
@@ -219,9 +266,11 @@ def extract(raw):
         return raw, {}
     token = os.urandom(8).hex()
     spans, pieces, last = {}, [], 0
-    for start, end in _spans(raw):
+    for start, end, decoded in _spans(raw):
+        if _COLON_NEXT.match(raw, end):   # (a name's place: json refuses it, let it word that)
+            continue
         key = f"\x00tfdeploy:{token}:{len(spans)}"
-        spans[key] = FastArray(raw[start:end], start)
+        spans[key] = FastArray(raw[start:end], start, decoded)
         pieces.append(raw[last:start])
         pieces.append(json.dumps(key).encode())
         last = end
