@@ -90,8 +90,8 @@ def quickstart_run(digits_dir, tmp_path_factory):
 
     def build(out):
         argv = ["quickstart", "--data", digits_dir, "--output", str(out / "saved_models"),
-                "--logs", str(out / "logs"), "--report", str(out / "report"), "--epochs", "6",
-                "--prune-epochs", "3", "--qat-epochs", "2", "--json", str(out / "result.json"),
+                "--logs", str(out / "logs"), "--report", str(out / "report"), "--epochs", "4",
+                "--prune-epochs", "2", "--qat-epochs", "1", "--json", str(out / "result.json"),
                 "--quiet"]
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
