@@ -103,11 +103,9 @@ def test_finetune_unfreezes_top_layers_keeps_bn_in_inference_and_runs_with_pruni
             kernels.append((top_conv.kernel.numpy().copy(), low_conv.kernel.numpy().copy()))
 
     # random-init MobileNet activations (and gradients) are tiny: a tiny epsilon makes Adam's
-    # steps lr-sized wherever the gradient is not exactly zero. The legacy Adam (one fused op
-    # per variable, as the mobilenet_transfer recipe uses) traces the two train steps (frozen,
-    # then after FineTune's recompile) in far less CPU than the new one.
-    pruned.compile(keras.optimizers.legacy.Adam(1e-2, epsilon=1e-12),
-                   "sparse_categorical_crossentropy", ["accuracy"])
+    # steps lr-sized wherever the gradient is not exactly zero
+    pruned.compile(keras.optimizers.Adam(1e-2, epsilon=1e-12), "sparse_categorical_crossentropy",
+                   ["accuracy"])
     start = top_conv.kernel.numpy().copy()
     fine = FineTune(at_epoch=1, unfreeze=12, lr_factor=0.1)
     history = pruned.fit(train_ds.take(3), epochs=2, verbose=0,
