@@ -23,9 +23,7 @@ pytestmark = pytest.mark.timeout(1500)
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory, digits_dir):
     out = tmp_path_factory.mktemp("mobilenet")
-    # --epochs 1: FineTune starts at epoch 0 (epochs // 2), so the transfer model traces one
-    # train step, not two (a frozen one, then the fine-tuned one); the scratch model one epoch
-    argv = ["--arch", "mobilenet_v2", "--alpha", "0.35", "--epochs", "1", "--pretrain-epochs",
+    argv = ["--arch", "mobilenet_v2", "--alpha", "0.35", "--epochs", "2", "--pretrain-epochs",
             "1", "--compress", "slim", "--amount", "0.5", "--compress-epochs", "1",
             "--qat-epochs", "1", "--digits", digits_dir,
             "--output", str(out / "saved_models"), "--logs", str(out / "logs"),
