@@ -90,8 +90,8 @@ def quickstart_run(digits_dir, tmp_path_factory):
 
     def build(out):
         argv = ["quickstart", "--data", digits_dir, "--output", str(out / "saved_models"),
-                "--logs", str(out / "logs"), "--report", str(out / "report"), "--epochs", "6",
-                "--prune-epochs", "3", "--qat-epochs", "2", "--json", str(out / "result.json"),
+                "--logs", str(out / "logs"), "--report", str(out / "report"), "--epochs", "4",
+                "--prune-epochs", "2", "--qat-epochs", "1", "--json", str(out / "result.json"),
                 "--quiet"]
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
@@ -106,18 +106,26 @@ def quickstart_run(digits_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def trained_model(train_ds):
+def trained_model(train_ds, tmp_path_factory):
     """A width-0.25 CNN trained 5 epochs on digits (about 95% test accuracy).
 
-    Do not train it further in a test (it is shared); copy it with
+    Trained once per test run (`build_once`): the worker that trains it keeps it, the others
+    load the file it saved. Do not train it further in a test (it is shared); copy it with
     `tfdeploy.compress.prune.copy_model` first.
     """
-    td.tf.random.set_seed(0)
-    model = td.models.build_cnn((32, 32, 1), num_classes=10, width=0.25)
-    model.compile(td.keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
-                  ["accuracy"])
-    model.fit(train_ds, epochs=5, verbose=0)
-    return model
+    trained = []
+
+    def build(out):
+        td.tf.random.set_seed(0)
+        model = td.models.build_cnn((32, 32, 1), num_classes=10, width=0.25)
+        model.compile(td.keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
+                      ["accuracy"])
+        model.fit(train_ds, epochs=5, verbose=0)
+        td.model_io.save_model(model, str(out / "model.keras"))
+        trained.append(model)
+
+    out = build_once(tmp_path_factory, "trained_model", build)
+    return trained[0] if trained else td.model_io.load_model(str(out / "model.keras"))
 
 
 # -- scheduling across the xdist workers ----------------------------------------------------

@@ -20,6 +20,14 @@ def v2():
     return build_mobilenet((32, 32, 1), 5, arch="v2", alpha=0.35)
 
 
+@pytest.fixture(scope="module")
+def v2_slim(v2):
+    """``slim(v2, 0.5)`` without calibration data (it warns that the BatchNorm statistics are
+    stale), made once for the two tests that read it; neither changes it."""
+    with pytest.warns(SlimWarning, match="calibration_data"):
+        return td.compress.slim(v2, 0.5)
+
+
 def test_qat_on_nested_v2_wraps_the_inner_layers(v2):
     base = v2.get_layer(td.models.base_layer_name(v2))
     inner = {layer.name for layer in base.layers}
@@ -53,8 +61,8 @@ def test_qat_on_nested_v2_wraps_the_inner_layers(v2):
         np.testing.assert_allclose(bounds, [min(seen.min(), 0), max(seen.max(), 0)], rtol=1e-4)
 
 
-def test_slim_v2_shares_masks_across_adds_and_depthwise_channels(v2):
-    slim = td.compress.slim(v2, 0.5)
+def test_slim_v2_shares_masks_across_adds_and_depthwise_channels(v2, v2_slim):
+    slim = v2_slim
     before, after = channel_widths(td.compress.flatten(v2)), channel_widths(slim)
     # block_2_add joins block_1_project and block_2_project: one shared channel mask
     assert after["block_1_project"] == after["block_2_project"] < before["block_1_project"]
@@ -91,14 +99,13 @@ def _batchnorm_misfit(model, x):
     return offset, spread
 
 
-def test_slim_re_estimates_batchnorm_statistics_of_a_frozen_base(v2):
+def test_slim_re_estimates_batchnorm_statistics_of_a_frozen_base(v2, v2_slim):
     # The transfer base is frozen and called with training=False: its BatchNorm layers never
     # update their statistics in a fine-tune. After slimming, those statistics (recorded on the
     # full model) no longer fit what the layers see; a 50 % slimmed MobileNetV2 predicted one
     # class for every image and stayed at chance through its fine-tune and QAT.
     x = np.random.default_rng(1).uniform(0, 255, (32, 32, 32, 1)).astype("float32")
-    with pytest.warns(SlimWarning, match="calibration_data"):
-        stale = td.compress.slim(v2, 0.5)
+    stale = v2_slim  # slimmed without calibration_data: it warned (see the fixture)
     assert max(_batchnorm_misfit(stale, x)) > 0.1
     assert "NOT re-estimated" in str(td.compress.history(stale))
     fresh = td.compress.slim(v2, 0.5, calibration_data=x)
