@@ -208,7 +208,8 @@ def errors(strategy):
 if MODE == "mirrored":
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     result = {"mirrored": pruned(strategy), "single": pruned(None), "errors": errors(strategy),
-              "qat_runs": qat_runs(strategy), "qat_bn_runs": qat_runs(strategy, synchronized_bn_cnn)}
+              "qat_runs": qat_runs(strategy),
+              "qat_bn_runs": qat_runs(strategy, synchronized_bn_cnn)}
     out_path = sys.argv[2]
 else:
     strategy = WORKER_STRATEGY
