@@ -128,12 +128,15 @@ class _Steps(keras.callbacks.Callback):
         self.after.append([np.asarray(v.numpy()) for v in self.model.weights])
 
 
-def _qat_fit(strategy=None, states=None, build=None):
+def _qat_fit(strategy=None, build=None):
+    """One epoch of QAT from seed 0: the model, its variables before and after each step, the
+    loss, and the wrapper variables (QAT ranges) before the fit (``replica_values``)."""
     model = _qat_model(strategy, build)
     start = [np.asarray(v.numpy()) for v in model.weights]
-    steps = _Steps(states)
+    ranges = {k: v[0].copy() for k, v in distribute.replica_values(model).items()}
+    steps = _Steps()
     history = model.fit(ds, epochs=1, verbose=0, callbacks=C.callbacks(model) + [steps])
-    return model, start, steps.after, float(history.history["loss"][-1])
+    return model, start, steps.after, float(history.history["loss"][-1]), ranges
 
 
 def _max_differences(run, reference, names):
@@ -148,19 +151,29 @@ def qat_runs(strategy, build=None):
     variable's max |difference| when the distributed model starts the step from the
     single run's variables), ``free`` (the largest difference after each step when both
     train on their own from the same seed), ``moved`` (the largest change of a variable in
-    each step of the single run), the single run's loss and this replica's final
-    variables and loss."""
-    _, start, single, single_loss = _qat_fit(None, build=build)
-    model, _, free, loss = _qat_fit(strategy, build=build)
+    each step of the single run), the single run's loss, and this replica's final
+    variables, loss, iterations and QAT ranges moved after the free run.
+
+    The lockstep steps run in a second ``fit`` of the distributed model (its training step
+    is traced once): every step first sets all of its variables to the single run's, so
+    nothing of the free run carries over (plain SGD keeps no optimizer state)."""
+    _, start, single, single_loss, _ = _qat_fit(None, build=build)
+    model, _, free, loss, before = _qat_fit(strategy, build=build)
     names = [v.name for v in model.weights]
-    before = [start] + single[:-1]
-    _, _, lockstep, _ = _qat_fit(strategy, states=before, build=build)
-    return {"lockstep": [_max_differences(a, b, names) for a, b in zip(lockstep, single)],
-            "free": [max(_max_differences(a, b, names).values()) for a, b in zip(free, single)],
-            "moved": [max(_max_differences(a, b, names).values()) for a, b in zip(single, before)],
-            "weights": _weights(model),
-            "iterations": int(model.optimizer.iterations.numpy()), "loss": loss,
-            "single_loss": single_loss, "replicas_agree": distribute.replicas_agree(model)}
+    after = distribute.replica_values(model)
+    out = {"free": [max(_max_differences(a, b, names).values()) for a, b in zip(free, single)],
+           "weights": _weights(model), "iterations": int(model.optimizer.iterations.numpy()),
+           "loss": loss, "single_loss": single_loss,
+           "ranges_moved": sum("max" in k and not np.allclose(v[0], before[k])
+                               for k, v in after.items()),
+           "replicas_agree": distribute.replicas_agree(model)}
+    states = [start] + single[:-1]
+    lockstep = _Steps(states)
+    model.fit(ds, epochs=1, verbose=0, callbacks=C.callbacks(model) + [lockstep])
+    out["lockstep"] = [_max_differences(a, b, names) for a, b in zip(lockstep.after, single)]
+    out["moved"] = [max(_max_differences(a, b, names).values()) for a, b in zip(single, states)]
+    out["lockstep_replicas_agree"] = distribute.replicas_agree(model)
+    return out
 
 
 class _Null:
@@ -192,23 +205,10 @@ def errors(strategy):
     return out
 
 
-def qat(strategy):
-    with strategy.scope():
-        keras.utils.set_random_seed(0)
-        model = C.quantize(td.models.build_cnn((16, 16, 1), 10, width=0.125))
-        model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
-    before = {k: v[0].copy() for k, v in distribute.replica_values(model).items()}
-    history = model.fit(ds, epochs=1, verbose=0, callbacks=C.callbacks(model))
-    after = distribute.replica_values(model)
-    moved = sorted(k for k, v in after.items() if "max" in k and not np.allclose(v[0], before[k]))
-    return {"loss": float(history.history["loss"][-1]), "ranges_moved": len(moved),
-            "replicas_agree": distribute.replicas_agree(model)}
-
-
 if MODE == "mirrored":
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     result = {"mirrored": pruned(strategy), "single": pruned(None), "errors": errors(strategy),
-              "qat": qat(strategy), "qat_runs": qat_runs(strategy),
+              "qat_runs": qat_runs(strategy),
               "qat_bn_runs": qat_runs(strategy, synchronized_bn_cnn)}
     out_path = sys.argv[2]
 else:
