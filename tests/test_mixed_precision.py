@@ -10,7 +10,7 @@ import tfdeploy as td
 from tfdeploy.errors import DataError, ExportError
 from tfdeploy.export import mixed_precision
 from tfdeploy.runtime import load
-from tfdeploy.verify import accuracy, precision_counts, precision_map
+from tfdeploy.verify import accuracy, gzip_bytes, precision_counts, precision_map
 from tfdeploy.verify.tflite_weights import operators
 
 
@@ -284,7 +284,7 @@ class _FakeCandidates:
                          "int4w": float(rng.uniform(0, 0.5)),
                          "int4": float(rng.choice([0.1, 0.3, 2.0]))} for k in self.units}
         self.size = {k: int(rng.integers(10, 1000)) for k in self.units}
-        self.y = np.zeros(100)
+        self.y = np.zeros(1000)  # accuracy in steps of 0.1 point, as LiteRT would count
         self.measured = {}
 
     def measure(self, pmap, latency=False):
@@ -292,10 +292,14 @@ class _FakeCandidates:
         if key not in self.measured:
             loss = sum(self.cost[k][p] for k, p in pmap.items())
             self.measured[key] = {
-                "map": dict(pmap), "accuracy": self.float_accuracy - loss, "error": loss / 100,
+                "map": dict(pmap), "accuracy": round(self.float_accuracy - loss, 1),
+                "error": loss / 100,
                 "gzip_bytes": int(sum(self.size[k] * self.BYTES[p] for k, p in pmap.items())),
                 "latency_ms": sum(0.1 if p == "int8" else 1.0 for p in pmap.values())}
         return self.measured[key]
+
+    def latency_ratio(self, row):
+        return row["latency_ms"] / len(self.units)  # the float file: 1.0 a layer
 
 
 @pytest.mark.parametrize("objective", ["size", "latency"])
@@ -386,3 +390,123 @@ def test_greedy_takes_the_free_savings_before_spending_the_budget():
     chosen, _ = mixed_precision._search(cands, 1.0, "size", max_trials=60)
     assert chosen["accuracy"] == cands.float_accuracy
     assert {k: p for k, p in chosen["map"].items() if p != "int4"} == {"l7": "int8"}
+
+
+@pytest.mark.parametrize("objective", ["size", "latency"])
+def test_a_larger_budget_never_ships_a_larger_or_slower_file(objective):
+    """The old single-path search shipped a bigger file at 1.0 point than at 0.5 on the
+    sentiment Transformer (its top-down pass stopped raising earlier, and the greedy pass
+    from there ended higher). Here: 60 made-up models, five budgets each."""
+    metric = "gzip_bytes" if objective == "size" else "latency_ms"
+    rng = np.random.default_rng(4)
+    for _ in range(60):
+        seed, n = int(rng.integers(1 << 30)), int(rng.integers(3, 9))
+        shipped = []
+        for budget in (0.0, 0.3, 0.5, 1.0, 2.0):
+            cands = _FakeCandidates(np.random.default_rng(seed), n)
+            chosen, _ = mixed_precision._search(cands, budget, objective, max_trials=60)
+            shipped.append(chosen[metric])
+        assert shipped == sorted(shipped, reverse=True), (seed, n, shipped)
+
+
+def test_levels_are_shared_by_every_larger_budget():
+    levels = {b: mixed_precision._levels(b, 288) for b in (0.0, 0.5, 1.0, 5.0, 20.0)}
+    assert levels[0.0] == [0.0]
+    assert levels[1.0] == pytest.approx([0.0, 100 / 288, 200 / 288])  # 2.88 images: 0, 1, 2
+    assert len(levels[20.0]) < 20  # 57 images: not one path per image
+    budgets = sorted(levels)
+    for small, large in zip(budgets, budgets[1:]):
+        assert levels[large][:len(levels[small])] == levels[small]
+
+
+class _SlowInt4Candidates(_FakeCandidates):
+    """int4 weights run outside XNNPACK: every int4 layer costs 0.5 ms more than float's 1.0
+    ms, every other quantized layer 0.2 ms less, so the smallest files are the slowest."""
+
+    def latency_ratio(self, row):
+        ms = sum(1.5 if p == "int4" else 1.0 if p in ("float", "int4w") else 0.8
+                 for p in row["map"].values())
+        row["latency_ratio"] = ms / len(self.units)
+        return row["latency_ratio"]
+
+
+def test_latency_guard_ships_no_file_slower_than_float():
+    checked = 0
+    for seed in range(20):
+        cands = _SlowInt4Candidates(np.random.default_rng(seed), 6)
+        for k in cands.units:  # int4 is free in accuracy and the smallest: it always wins size
+            cands.cost[k]["int4"] = 0.0
+        unguarded, _ = mixed_precision._search(cands, 1.0, "size", 60, max_latency_ratio=None)
+        assert "int4" in unguarded["map"].values()
+        cands = _SlowInt4Candidates(np.random.default_rng(seed), 6)
+        for k in cands.units:
+            cands.cost[k]["int4"] = 0.0
+        chosen, _ = mixed_precision._search(cands, 1.0, "size", 60, max_latency_ratio=1.0)
+        within = [r for r in cands.measured.values() if r["accuracy"] >= 89.0 - 1e-9]
+        assert cands.latency_ratio(chosen) <= 1.0
+        rejected = [r for r in within if "rejected" in r]
+        assert rejected and all(r["latency_ratio"] > 1.0 for r in rejected)
+        assert all("max_latency_ratio=1" in r["rejected"] for r in rejected)
+        # the shipped file is the smallest of those within the budget that pass the check
+        assert chosen["gzip_bytes"] == min(r["gzip_bytes"] for r in within
+                                           if "rejected" not in r
+                                           and cands.latency_ratio(r) <= 1.0)
+        assert chosen["gzip_bytes"] > unguarded["gzip_bytes"]
+        checked += len(rejected)
+    assert checked > 20
+
+
+def test_latency_guard_on_the_file_with_an_injected_clock(poisoned, digits_split, tmp_path,
+                                                          monkeypatch):
+    """Through ``export.tflite``: a clock where each int4 operator read from the file costs
+    a millisecond, on a 1 ms float file; the int4 files the size search would ship are
+    refused and recorded, the file shipped holds no int4 operator."""
+    (x, _), (vx, vy) = digits_split
+    clocked = []
+
+    def clock(paths, x_):
+        clocked.append(len(paths))
+        return [1.0 + precision_counts(p).get("int4", 0) for p in paths]
+
+    monkeypatch.setattr(mixed_precision, "time_in_turns", clock)
+    path = str(tmp_path / "guarded.tflite")
+    td.export.tflite(poisoned, path, quantization="auto", representative_data=x,
+                     num_calibration=100, budget=1.0, validation_data=(vx, vy))
+    card = td.export.read_model_card(path)["artifact"]["mixed_precision"]
+    assert clocked and card["max_latency_ratio"] == 1.0
+    assert "int4" not in precision_counts(path) and card["latency_ratio"] <= 1.0
+    rejected = [t for t in card["trials"] if "rejected" in t]
+    assert rejected and all(t["counts"].get("int4") and t["latency_ratio"] > 1.0
+                            and t["within_budget"] for t in rejected)
+    # without the guard the same search ships one of those int4 files: it is smaller
+    free = str(tmp_path / "unguarded.tflite")
+    td.export.tflite(poisoned, free, quantization="auto", representative_data=x,
+                     num_calibration=100, budget=1.0, validation_data=(vx, vy),
+                     max_latency_ratio=None)
+    assert precision_counts(free).get("int4", 0) > 0
+    assert gzip_bytes(free) < gzip_bytes(path)
+    free_card = td.export.read_model_card(free)["artifact"]["mixed_precision"]
+    assert free_card["max_latency_ratio"] is None and free_card["latency_ratio"] is None
+    with pytest.raises(ExportError, match="max_latency_ratio must be a number > 0"):
+        td.export.tflite(poisoned, str(tmp_path / "bad.tflite"), quantization="auto",
+                         representative_data=x, budget=1.0, validation_data=(vx, vy),
+                         max_latency_ratio=0)
+
+
+def test_larger_budget_ships_no_larger_file_on_a_real_model(poisoned, digits_split, tmp_path):
+    """Budgets 0.5 and 1.0 on the poisoned CNN, sizes read back from the files; the 1.0
+    search measured the file the 0.5 search shipped."""
+    (x, _), (vx, vy) = digits_split
+    sizes, cards = {}, {}
+    for budget in (0.5, 1.0):
+        path = str(tmp_path / f"auto_{budget:g}.tflite")
+        td.export.tflite(poisoned, path, quantization="auto", representative_data=x,
+                         num_calibration=100, budget=budget, validation_data=(vx, vy),
+                         max_latency_ratio=None)
+        sizes[budget] = gzip_bytes(path)
+        cards[budget] = td.export.read_model_card(path)["artifact"]["mixed_precision"]
+        assert cards[budget]["accuracy"] >= cards[budget]["float_accuracy"] - budget
+    assert sizes[1.0] <= sizes[0.5]
+    assert sizes[0.5] in {t["gzip_bytes"] for t in cards[1.0]["trials"] if t["within_budget"]}
+    assert cards[0.5]["levels_points"] == cards[1.0]["levels_points"][:len(
+        cards[0.5]["levels_points"])]

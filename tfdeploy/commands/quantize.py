@@ -2,7 +2,8 @@
 the exported ``.tflite`` in LiteRT.
 
     tfdeploy quantize model.keras --data DIR --report --json sens.json --logs logs/quantize
-    tfdeploy quantize model.keras --data DIR --budget 0.5 --objective size -o model_auto.tflite
+    tfdeploy quantize model.keras --data DIR --budget 0.5 --objective size -o model_auto.tflite \
+        [--max-latency-ratio 1.0|none]
 """
 
 NAME = "quantize"
@@ -27,6 +28,10 @@ def add_arguments(parser):
     parser.add_argument("--objective", default="size", choices=["size", "latency"],
                         help="Ship the smallest or the fastest file within the budget. "
                              "Default: size.")
+    parser.add_argument("--max-latency-ratio", "--max_latency_ratio", type=_ratio, default=1.0,
+                        help="Never ship a file slower at batch 1 than this times the float "
+                             "file (timed in turns in LiteRT); 'none' turns the check off. "
+                             "Default: 1.0.")
     parser.add_argument("--output", "-o", help="The mixed-precision .tflite to write.")
     parser.add_argument("--validation-fraction", type=float, default=0.2,
                         help="Share of the training images held out for selection. "
@@ -34,6 +39,19 @@ def add_arguments(parser):
     parser.add_argument("--num-calibration", type=int, default=200,
                         help="Calibration samples. Default: 200.")
     parser.add_argument("--overwrite", action="store_true", help="Replace --output.")
+
+
+def _ratio(text):
+    """``--max-latency-ratio``: a number, or none/off for no latency check."""
+    import argparse
+
+    if text.strip().lower() in ("none", "off"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number (e.g. 1.0) or 'none', received {text!r}") from None
 
 
 def _split(data, fraction):
@@ -83,6 +101,7 @@ def run(args):
         path = export.tflite(model, args.output, quantization="auto", representative_data=x,
                              num_calibration=args.num_calibration, budget=args.budget,
                              validation_data=validation, objective=args.objective,
+                             max_latency_ratio=args.max_latency_ratio,
                              class_names=data.class_names, overwrite=args.overwrite)
         card = export.read_model_card(path)["artifact"]["mixed_precision"]
         read = precision_map(path)
@@ -92,9 +111,16 @@ def run(args):
                            f"{card['budget_points']} points, {len(card['trials'])} files "
                            "measured)"))
         print("operators per precision:", precision_counts(path))
+        rejected = sum("rejected" in t for t in card["trials"])
+        if card["latency_ratio"] is not None or rejected:
+            shipped = ("the float file" if card["latency_ratio"] is None
+                       else f"{card['latency_ratio']:.2f}x the float file's")
+            print(f"batch-1 latency: {shipped}; {rejected} smaller file(s) rejected as slower "
+                  f"than {card['max_latency_ratio']:g}x float (--max-latency-ratio)")
         payload["auto"] = {"path": path, "precision_map": read, **{
             k: card[k] for k in ("accuracy", "float_accuracy", "budget_points", "objective",
-                                 "precision_counts", "trials")}}
+                                 "max_latency_ratio", "latency_ratio", "precision_counts",
+                                 "trials")}}
     if args.json:
         write_json(args.json, payload)
     return 0

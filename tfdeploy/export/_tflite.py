@@ -263,7 +263,8 @@ def sensitivity(model, representative_data, validation_data, num_calibration=200
 
 def tflite(model, path, quantization="float32", representative_data=None, num_calibration=200,
            class_names=None, io_type="float32", allow_flex=False, model_card=None, sparse=False,
-           overwrite=False, budget=None, validation_data=None, objective="size"):
+           overwrite=False, budget=None, validation_data=None, objective="size",
+           max_latency_ratio=1.0):
     """Convert a Keras model to a ``.tflite`` file.
 
     Args:
@@ -314,6 +315,11 @@ def tflite(model, path, quantization="float32", representative_data=None, num_ca
             (lowest p50 at batch 1, measured). Defaults to "size". An "auto"
             file's input and output tensors are int8/int16 where its first and
             last layers are quantized; `tfdeploy.runtime` quantizes for you.
+        max_latency_ratio: for "auto": a candidate slower at batch 1 than this
+            times the float file (both timed in turns in LiteRT, one thread,
+            fastest of 5 rounds) is not shipped; the next best is, down to the
+            float file. None turns the check off. Defaults to 1.0 (never slower
+            than float).
 
     Returns:
         ``path``.
@@ -349,10 +355,11 @@ def tflite(model, path, quantization="float32", representative_data=None, num_ca
             flatbuffer, mixed = _mixed.build(float_flatbuffer(float_twin(model)),
                                              representative_data, chosen, num_calibration)
         else:
-            _mixed.check_search(budget, objective, validation_data)
+            _mixed.check_search(budget, objective, validation_data, max_latency_ratio)
             flatbuffer, mixed = _mixed.search(float_flatbuffer(model), representative_data,
                                               validation_data, budget, objective,
-                                              num_calibration)
+                                              num_calibration,
+                                              max_latency_ratio=max_latency_ratio)
         if model_card is None:
             model_card = {}  # the precision map always goes beside an "auto" file
     else:

@@ -9,18 +9,25 @@ each number is the exported file's, not a fake-quant Keras model's.
 - `sensitivity`: for each layer, (a) the output error and accuracy loss when
   only that layer is int8, and (b) the accuracy regained when only that layer
   stays float in an otherwise int8 file.
-- `search` (``export.tflite(..., quantization="auto")``): start all int8; in
-  sensitivity order raise layers (int16 activations, then float) while a raise
-  helps, until the validation accuracy is within ``budget`` points of the float
-  file's, then lower again what the budget allows. When that fails (many small
-  losses that add up), go bottom-up: from float, lower the least sensitive
-  layers first while the budget holds. For ``objective="size"`` a greedy pass
-  follows the first file within the budget: every layer, the one whose int8
-  saved the most bytes first, goes to the smallest precision that keeps the
-  budget (int4 weights with int8 activations, int4 weight-only for a layer
-  still computing in float, int8, int16 activations). Ship the smallest (or
-  fastest, measured) file within the budget. A file outside it is never
-  shipped: the float file is, when nothing else holds.
+- `search` (``export.tflite(..., quantization="auto")``): one search path per level, from
+  0 validation samples lost up to what ``budget`` allows (`_levels`). A path: start all
+  int8; in sensitivity order raise layers (int16 activations, then float) while a raise
+  helps, until the validation accuracy is within the level of the float file's, then lower
+  again what the level allows. When that fails (many small losses that add up), go
+  bottom-up: from float, lower the least sensitive layers first while the level holds. For
+  ``objective="size"`` a greedy pass follows: every layer, the one whose int8 saved the
+  most bytes first, goes to the smallest precision that keeps the level (int4 weights with
+  int8 activations, int4 weight-only for a layer still computing in float, int8, int16
+  activations). Of every file measured, ship the smallest (or fastest, measured) within
+  the budget. A larger budget runs every path a smaller one runs, so it never ships a
+  larger (slower) file. A file outside the budget is never shipped: the float file is,
+  when nothing else holds.
+- The latency guard (``max_latency_ratio``, default 1.0): before a file ships, it and the
+  float file are timed in turns at batch 1 in LiteRT (`time_in_turns`, one thread, fastest
+  of 5 rounds); a file slower than ``max_latency_ratio`` x float is recorded with the
+  reason and the next best is checked, down to the float file itself. ``None`` turns the
+  check off. `time_in_turns` is the one clock the guard reads: replace the module attribute
+  to inject another.
 """
 
 import gzip
@@ -34,6 +41,7 @@ from tfdeploy._keras import tf
 from tfdeploy.data.representative import representative_data as _representative
 from tfdeploy.errors import DataError, ExportError, MissingDependencyError
 from tfdeploy.runtime.tflite import TFLiteRunner
+from tfdeploy.verify.benchmark import interleaved_latency
 from tfdeploy.verify.evaluate import latency_ms
 from tfdeploy.verify.precision import op_precisions, precision_counts
 from tfdeploy.verify.precision import precision_map as precision_map_of
@@ -106,7 +114,7 @@ class _Candidates:
         self.workdir = workdir
         self.float_bytes = bytes(float_flatbuffer)
         self.x, self.y = x, y
-        float_path = self._write(self.float_bytes, "float")
+        self.float_path = float_path = self._write(self.float_bytes, "float")
         self.ops = [op for op in op_precisions(float_path)]
         policy = _policy_ops()
         quantizable = policy["int8"] | policy["int16x8"]
@@ -197,6 +205,29 @@ class _Candidates:
                                            self.x, samples=min(50, len(self.x)))
         return row
 
+    def latency_ratio(self, row):
+        """``row``'s file's batch-1 latency over the float file's, both timed in turns by
+        `time_in_turns` (kept in ``row``)."""
+        if "latency_ratio" not in row:
+            ms = time_in_turns([row["path"], self.float_path], self.x)
+            row["latency_ratio"] = ms[0] / ms[1]
+            row["latency_vs_float_ms"] = [round(v, 4) for v in ms]
+        return row["latency_ratio"]
+
+
+def time_in_turns(paths, x, rounds=5, calls=20, threads=1):
+    """Batch-1 milliseconds of each ``.tflite`` in ``paths`` in LiteRT: ``rounds`` rounds,
+    each timing ``calls`` calls of every file in turn (same threads); a file's figure is its
+    fastest round's median, so a neighbour's load in one round does not decide the ratio.
+
+    The latency guard of `search` looks this module attribute up at each check: assign
+    another function with the same signature (``paths, x -> [ms per path]``) to time
+    elsewhere or, in a test, to inject a clock.
+    """
+    timed = interleaved_latency({str(n): p for n, p in enumerate(paths)}, x, rounds=rounds,
+                                calls=calls, threads=threads)
+    return [min(timed[str(n)]["rounds_ms"]) for n in range(len(paths))]
+
 
 def _prepare(model_flatbuffer, calibration, validation_data, num_calibration, workdir):
     if calibration is None:
@@ -284,27 +315,36 @@ def measure_sensitivity(float_bytes, representative_data, validation_data,
         return _sensitivity(cands)
 
 
-def _search(cands, budget, objective, max_trials):
-    floor = cands.float_accuracy - budget - 1e-9
-    ranking = _sensitivity(cands)
+def _levels(budget, samples):
+    """The budgets (points) of the search paths ``budget`` runs, smallest first: one per number
+    of validation samples the file may lose, from 0 to what ``budget`` allows: every count up
+    to 8, then counts about a factor sqrt(2) apart (so a large validation set runs a few
+    paths, not one per sample; the last path may stop short of the budget, but every file
+    measured within the budget is a candidate). The levels depend on ``budget`` only through
+    where the list stops, so a larger budget runs every path a smaller one runs."""
+    allowed = int(np.floor(budget * samples / 100.0 + 1e-9))
+    grid = sorted(set(range(9)) | {int(round(8 * 2 ** (j / 2))) for j in range(1, 64)})
+    return [100.0 * g / samples for g in grid if g <= allowed]
+
+
+def _path(cands, ranking, floor, objective, max_trials):
+    """One search path toward the accuracy ``floor``; every file it measures stays in
+    ``cands.measured``. At most ``max_trials`` distinct files are visited (measured or found
+    there), so a path goes the same way whatever other paths measured before it."""
     keys = ranking.ranking
     ladder = _LADDER[objective]
-    # the sensitivity files within the budget are candidates too
-    within = [r for r in cands.measured.values() if r["accuracy"] >= floor]
-    start = len(cands.measured)
+    visited = set()
 
     def spent():
-        return len(cands.measured) - start >= max_trials
+        return len(visited) >= max_trials
 
     def trial(pmap):
-        row = cands.measure(pmap)
-        if row["accuracy"] >= floor and all(r is not row for r in within):
-            within.append(row)
-        return row
+        visited.add(tuple(sorted(pmap.items())))
+        return cands.measure(pmap)
 
     def lowered(current, key, precisions, at=None):
         """``current`` with ``key`` at the first of ``precisions`` (tried in order) whose file
-        keeps ``at`` (default: the budget's floor); unchanged when none does or the trials
+        keeps ``at`` (default: the path's floor); unchanged when none does or the trials
         are spent."""
         at = floor if at is None else at
         for precision in precisions:
@@ -316,7 +356,7 @@ def _search(cands, budget, objective, max_trials):
         return current
 
     # 1. top-down: all int8, then raise the most sensitive layers (int16 activations, float)
-    # while a raise helps, until the budget holds; then lower again what it allows
+    # while a raise helps, until the floor holds; then lower again what it allows
     current = {k: ladder[0] for k in keys}
     row = trial(current)
     raised = []
@@ -338,15 +378,15 @@ def _search(cands, budget, objective, max_trials):
             current = lowered(current, key, ladder[:ladder.index(current[key])])
     else:
         # 2. bottom-up, when many small losses add up: from float, lower the least sensitive
-        # layers first (int8, else int16 activations) while the budget holds
+        # layers first (int8, else int16 activations) while the floor holds
         current = {k: "float" for k in keys}
         for key in reversed(keys):
             current = lowered(current, key, ladder[:-1])
     if objective == "size":
         # 3. greedy: every layer, the one whose int8 saved the most bytes first, to the
-        # smallest precision that keeps the budget; int4 weight-only (float compute) only
+        # smallest precision that keeps the floor; int4 weight-only (float compute) only
         # for a layer not already computing in integers. Twice: first only what costs no
-        # accuracy against the file reached, then what the budget allows, so an early small
+        # accuracy against the file reached, then what the floor allows, so an early small
         # loss cannot block later free savings
         saves = {r["layer"]: r["int8_saves_bytes"] for r in ranking.rows}
         order = sorted(keys, key=lambda k: -saves[k])
@@ -359,18 +399,41 @@ def _search(cands, budget, objective, max_trials):
                            if p in cands.allowed[key]
                            and not (p == "int4w" and current[key] in _STATIC)]
                 current = lowered(current, key, smaller, at)
-    trial({k: "float" for k in keys})  # always within the budget: the fallback
+
+
+def _search(cands, budget, objective, max_trials, max_latency_ratio=1.0):
+    """``(chosen row, sensitivity)``: one `_path` per level of `_levels`, then the best file
+    measured by any of them (or by the sensitivity ranking) within ``budget`` whose batch-1
+    latency is at most ``max_latency_ratio`` x the float file's (None: no latency check).
+    Every file a smaller budget's search measures is measured here too, so a larger budget
+    never ships a larger (objective size) or slower (latency) file."""
+    ranking = _sensitivity(cands)
+    keys = ranking.ranking
+    for level in _levels(budget, len(cands.y)):
+        _path(cands, ranking, cands.float_accuracy - level - 1e-9, objective, max_trials)
+    cands.measure({k: "float" for k in keys})  # always within the budget: the fallback
+    floor = cands.float_accuracy - budget - 1e-9
+    within = [r for r in cands.measured.values() if r["accuracy"] >= floor]
     if objective == "latency":
         for r in within:
             cands.measure(r["map"], latency=True)
-        chosen = min(within, key=lambda r: (r["latency_ms"], r["gzip_bytes"]))
+        ranked = sorted(within, key=lambda r: (r["latency_ms"], r["gzip_bytes"]))
     else:
-        chosen = min(within, key=lambda r: (r["gzip_bytes"], -r["accuracy"]))
-    return chosen, ranking
+        ranked = sorted(within, key=lambda r: (r["gzip_bytes"], -r["accuracy"]))
+    for row in ranked:
+        if max_latency_ratio is None or all(p == "float" for p in row["map"].values()):
+            return row, ranking  # the float file itself: ratio 1 by definition
+        ratio = cands.latency_ratio(row)
+        if ratio <= max_latency_ratio:
+            return row, ranking
+        row["rejected"] = (f"{ratio:.2f}x the float file's batch-1 latency > "
+                           f"max_latency_ratio={max_latency_ratio:g}")
+    raise AssertionError("unreachable: the float file is always within the budget")
 
 
-def check_search(budget, objective, validation_data):
-    """Refuse a bad budget, objective or missing validation data before anything is built."""
+def check_search(budget, objective, validation_data, max_latency_ratio=1.0):
+    """Refuse a bad budget, objective, latency bound or missing validation data before
+    anything is built."""
     try:
         bad = budget is None or not np.isfinite(float(budget)) or float(budget) < 0
     except (TypeError, ValueError):
@@ -382,34 +445,57 @@ def check_search(budget, objective, validation_data):
     if objective not in OBJECTIVES:
         raise ExportError(f"Unrecognized objective={objective!r}. Supported objectives are: "
                           f"{list(OBJECTIVES)}.")
+    if max_latency_ratio is not None:
+        try:
+            bad = isinstance(max_latency_ratio, bool) or not (
+                np.isfinite(float(max_latency_ratio)) and float(max_latency_ratio) > 0)
+        except (TypeError, ValueError):
+            bad = True
+        if bad:
+            raise ExportError(
+                f"max_latency_ratio must be a number > 0 (1.0: never slower than the float "
+                f"file at batch 1) or None (no latency check); received "
+                f"max_latency_ratio={max_latency_ratio!r}.")
     if validation_data is None:
         raise ExportError("quantization='auto' needs validation_data=(x, y), carved from the "
                           "training data (the test split is for the final report only).")
 
 
 def search(float_bytes, representative_data, validation_data, budget, objective="size",
-           num_calibration=200, max_trials=100):
+           num_calibration=200, max_trials=100, max_latency_ratio=1.0):
     """Run the mixed-precision search on a float flatbuffer; see the module doc.
+
+    ``max_latency_ratio``: a file whose batch-1 latency in LiteRT (one thread, timed in
+    turns with the float file by `time_in_turns`) is more than this times the float file's
+    is not shipped; the next best is checked, down to the float file. None: no check.
+    Defaults to 1.0.
 
     Returns:
         ``(flatbuffer, card)``: the shipped file's bytes and a dict for its model card
-        (budget, objective, float and shipped validation accuracy, every trial, the
-        sensitivity ranking, and the precision map and counts read from the file).
+        (budget, objective, latency bound, float and shipped validation accuracy, every
+        trial (with the reason where the latency check rejected it), the sensitivity
+        ranking, and the precision map and counts read from the file).
     """
-    check_search(budget, objective, validation_data)
+    check_search(budget, objective, validation_data, max_latency_ratio)
+    ratio = None if max_latency_ratio is None else float(max_latency_ratio)
     with tempfile.TemporaryDirectory(prefix="tfdeploy_mixed_") as tmp:
         cands = _prepare(float_bytes, representative_data, validation_data, num_calibration,
                          tmp)
-        chosen, ranking = _search(cands, float(budget), objective, max_trials)
+        chosen, ranking = _search(cands, float(budget), objective, max_trials, ratio)
+        floor = cands.float_accuracy - float(budget) - 1e-9
         trials = [{"accuracy": round(r["accuracy"], 4), "gzip_bytes": r["gzip_bytes"],
-                   "within_budget": r["accuracy"] >= cands.float_accuracy - float(budget) - 1e-9,
-                   "counts": _counts(r["map"]), **({"latency_ms": round(r["latency_ms"], 4)}
-                                                    if "latency_ms" in r else {})}
+                   "within_budget": r["accuracy"] >= floor, "counts": _counts(r["map"]),
+                   **{k: round(r[k], 4) for k in ("latency_ms", "latency_ratio") if k in r},
+                   **{k: r[k] for k in ("latency_vs_float_ms", "rejected") if k in r}}
                   for r in cands.measured.values()]
         card = {"budget_points": float(budget), "objective": objective,
+                "max_latency_ratio": ratio,
+                "levels_points": [round(v, 4) for v in _levels(float(budget), len(cands.y))],
                 "validation_samples": len(cands.y),
                 "float_accuracy": round(cands.float_accuracy, 4),
                 "accuracy": round(chosen["accuracy"], 4),
+                "latency_ratio": (round(chosen["latency_ratio"], 4)
+                                  if "latency_ratio" in chosen else None),
                 "chosen_map": chosen["map"],
                 "precision_map": precision_map_of(chosen["path"]),
                 "precision_counts": precision_counts(chosen["path"]),
