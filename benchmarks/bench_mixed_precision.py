@@ -27,7 +27,10 @@ Data: the training digits split 80/20 with a fixed seed (fit / calibrate on the 
 select on the second: the validation split); the test digits only report. Rows, each
 measured in its own runtime on the same test images: ``float`` (TFLite), ``ptq_int8``
 (TFLite's converter, full int8), ``qat_int8`` (QAT ``--qat-epochs``, full int8),
-``auto_<budget>`` (``export.tflite(..., quantization="auto", budget=...)``, objective size),
+``auto_<budget>`` (``export.tflite(..., quantization="auto", budget=...)``, objective size,
+latency guard ``--max-latency-ratio``, default 1.0: never slower than float at batch 1),
+``auto_<budget>_no_latency_check`` (the same search without the guard, run only where the
+guard refused a file),
 ``qat_auto_<budget>`` (QAT that follows the first budget's choice, built with its map) and
 ``inc`` / ``inc_<budget>`` (Neural Compressor 3.x ``autotune`` with ``StaticQuantConfig``'s
 tuning set on the float SavedModel, tolerable loss = the first / each further budget
@@ -36,13 +39,19 @@ relative to float validation accuracy, run by
 measured in TensorFlow, and its size is the gzip of the SavedModel it writes). Latency: p50 at
 batch 1, one thread, every LiteRT file timed in turns (`verify.interleaved_latency`); INC's
 graph timed in its own process right after. Precision counts are read from each file.
+Every row's test answers are compared image by image with float's and with Neural
+Compressor's at the same budget (``vs_float``, ``vs_inc``: answers that differ, images only
+one gets right, exact McNemar p-value); ``--markdown FILE`` writes the table,
+``--table-from JSON`` prints the table of an earlier result.
 """
 
 import argparse
 import gzip
 import json
+import math
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -278,8 +287,10 @@ def _inc_worker(args):
         t = time.perf_counter()
         run(q, d["tx"][i % len(d["tx"]):i % len(d["tx"]) + 1], batch=1)
         times.append((time.perf_counter() - t) * 1e3)
+    answers = np.argmax(run(q, d["tx"]), -1)
     print(json.dumps({
-        "test_accuracy": float(np.mean(np.argmax(run(q, d["tx"]), -1) == d["ty"])),
+        "test_accuracy": float(np.mean(answers == d["ty"])),
+        "test_predictions": answers.tolist(),  # popped by the parent: the McNemar tests
         "val_accuracy": val_accuracy(q), "gzip_bytes": len(gzip.compress(b"".join(blobs), 9)),
         "p50_ms": float(np.median(times[5:])), "tune_s": round(seconds, 1),
         "quantized_ops": {k: v for k, v in ops.items() if "Quantize" in k or "Quantized" in k},
@@ -319,6 +330,75 @@ def _inc_row(args, model_float, data, budget, float_val, work):
     return row
 
 
+def _predictions(runner, x, batch=64):
+    import numpy as np
+
+    return np.concatenate([np.argmax(runner.predict(x[i:i + batch]), -1)
+                           for i in range(0, len(x), batch)])
+
+
+def mcnemar(answers, other, labels):
+    """Two classifiers' answers on the same test images: how many answers differ, how many
+    images only one of them gets right, and the exact (binomial) McNemar two-sided p-value
+    of the null hypothesis that both are equally accurate (1.0: no evidence of a
+    difference; a 1-image difference always gives 1.0)."""
+    import numpy as np
+
+    answers, other, labels = (np.asarray(a) for a in (answers, other, labels))
+    right, other_right = answers == labels, other == labels
+    b, c = int(np.sum(right & ~other_right)), int(np.sum(~right & other_right))
+    n = b + c
+    p = 1.0 if n == 0 else min(1.0, 2 * sum(math.comb(n, k) for k in range(min(b, c) + 1))
+                               / 2 ** n)
+    return {"answers_differ": int(np.sum(answers != other)), "only_this_right": b,
+            "only_other_right": c, "mcnemar_exact_p": round(p, 4)}
+
+
+def _compare(rows, answers, labels, budgets):
+    """``vs_float`` and ``vs_inc`` (Neural Compressor at the row's budget; the first
+    budget's for rows without one) for every row with test answers."""
+    inc_of = {f"{b:g}": ("inc" if n == 0 else f"inc_{b:g}") for n, b in enumerate(budgets)}
+    for name, row in rows.items():
+        if name not in answers:
+            continue
+        if name != "float" and "float" in answers:
+            row["vs_float"] = mcnemar(answers[name], answers["float"], labels)
+        match = re.match(r"^(?:qat_)?auto_([0-9.]+?)(?:_no_latency_check)?$", name)
+        inc = inc_of.get(match.group(1)) if match else "inc"
+        if not name.startswith("inc") and inc in answers:
+            row["vs_inc"] = dict(mcnemar(answers[name], answers[inc], labels), inc_row=inc)
+
+
+def markdown_table(result):
+    """The rows of a result as the Markdown table of docs/mixed_precision.md."""
+    def counts(row):
+        if "precision_counts" in row:
+            return ", ".join(f"{k} {v}" for k, v in sorted(row["precision_counts"].items(),
+                                                            key=lambda kv: -kv[1]))
+        ops = row.get("quantized_ops") or {}
+        return ("TF graph: " + ", ".join(f"{k} {v}" for k, v in ops.items())) if ops \
+            else "TF graph: no quantized operator"
+
+    def versus(row, key):
+        v = row.get(key)
+        return "—" if v is None else (f"{v['answers_differ']} ({v['only_this_right']}:"
+                                      f"{v['only_other_right']}, p={v['mcnemar_exact_p']:.2f})")
+
+    lines = ["| row | test acc. | val. acc. | gzip bytes | p50 ms | answers differing from "
+             "float (only row right : only float right, exact McNemar p) | from INC at the "
+             "same budget | operators per precision (read from the file) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, row in result["rows"].items():
+        if "error" in row:
+            lines.append(f"| {name} | — | — | — | — | — | — | {row['error']} |")
+            continue
+        star = "*" if name.startswith("inc") else ""
+        lines.append(f"| {name} | {row['test_accuracy']:.2f} | {row['val_accuracy']:.2f} | "
+                     f"{row['gzip_bytes']:,} | {row['p50_ms']:.3f}{star} | "
+                     f"{versus(row, 'vs_float')} | {versus(row, 'vs_inc')} | {counts(row)} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="standardized_cnn", choices=list(TASKS))
@@ -346,7 +426,15 @@ def main(argv=None):
     p.add_argument("--inc-python", help="python of Neural Compressor's virtual environment")
     p.add_argument("--inc-trials", type=int, default=30)
     p.add_argument("--inc-timeout", type=int, default=900)
+    p.add_argument("--max-latency-ratio", type=lambda v: None if v.lower() == "none"
+                   else float(v), default=1.0,
+                   help="the auto rows' latency guard (default 1.0; 'none': off). Where it "
+                        "refused a file, an auto_<budget>_no_latency_check row shows the "
+                        "search without it")
     p.add_argument("--json", help="write the result here (also printed)")
+    p.add_argument("--markdown", help="write the rows as a Markdown table here")
+    p.add_argument("--table-from", help="print the Markdown table of this result JSON, "
+                                        "run nothing")
     p.add_argument("--inc-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--inc-model", help=argparse.SUPPRESS)
     p.add_argument("--inc-data", help=argparse.SUPPRESS)
@@ -355,6 +443,12 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.inc_worker:
         return _inc_worker(args)
+    if args.table_from:
+        with open(args.table_from) as fh:
+            print(markdown_table(json.load(fh)))
+        return 0
+
+    import numpy as np
 
     import tfdeploy as td
     from tfdeploy.verify import accuracy, gzip_bytes, interleaved_latency, precision_counts
@@ -365,11 +459,12 @@ def main(argv=None):
         args.epochs = {"standardized_cnn": 5, "mobilenet_v3_large": 8,
                        "sentiment_transformer": 4}[args.model]
     model, (fx, fy), (vx, vy), (tx, ty), task = TASKS[args.model](args, work)
-    files, rows, timings = {}, {}, {}
+    files, rows, timings, answers = {}, {}, {}, {}
 
     def add(name, path, **extra):
         runner = td.runtime.load(path)
         files[name] = path
+        answers[name] = _predictions(runner, tx)
         rows[name] = {"test_accuracy": round(100 * accuracy(runner, tx, ty), 2),
                       "val_accuracy": round(100 * accuracy(runner, vx, vy), 2),
                       "gzip_bytes": gzip_bytes(path), "bytes": os.path.getsize(path),
@@ -412,14 +507,22 @@ def main(argv=None):
     if timed("qat_int8", qat_int8, may_fail=True):
         add("qat_int8", path("qat_int8"))
     for budget in args.budgets:
-        name = f"auto_{budget:g}"
-        timed(name, lambda: td.export.tflite(
-            model, path(name), quantization="auto", budget=budget, validation_data=(vx, vy),
-            representative_data=fx, num_calibration=args.num_calibration))
-        card = td.export.read_model_card(path(name))["artifact"]["mixed_precision"]
-        add(name, path(name), precision_map=card["precision_map"],
-            files_measured=len(card["trials"]),
-            search_val_accuracy=card["accuracy"], float_val_accuracy=card["float_accuracy"])
+        for name, ratio in ((f"auto_{budget:g}", args.max_latency_ratio),
+                            (f"auto_{budget:g}_no_latency_check", None)):
+            if ratio is None and name.endswith("check") and (
+                    args.max_latency_ratio is None or not rows[f"auto_{budget:g}"]
+                    ["refused_as_slower"]):
+                break  # the guard refused nothing: the same search, the same file
+            timed(name, lambda: td.export.tflite(
+                model, path(name), quantization="auto", budget=budget,
+                validation_data=(vx, vy), representative_data=fx,
+                num_calibration=args.num_calibration, max_latency_ratio=ratio))
+            card = td.export.read_model_card(path(name))["artifact"]["mixed_precision"]
+            add(name, path(name), precision_map=card["precision_map"],
+                files_measured=len(card["trials"]), levels_points=card["levels_points"],
+                search_val_accuracy=card["accuracy"], float_val_accuracy=card["float_accuracy"],
+                max_latency_ratio=ratio, latency_ratio_in_search=card["latency_ratio"],
+                refused_as_slower=sum("rejected" in t for t in card["trials"]))
     first = f"auto_{args.budgets[0]:g}"
 
     def qat_auto():
@@ -443,9 +546,12 @@ def main(argv=None):
         name = "inc" if n == 0 else f"inc_{budget:g}"  # "inc": the first budget's
         rows[name] = _inc_row(args, model, ((fx, fy), (vx, vy), (tx, ty)), budget, float_val,
                               os.path.join(work, name))
+        if "test_predictions" in rows[name]:
+            answers[name] = np.asarray(rows[name].pop("test_predictions"))
         if "test_accuracy" in rows[name]:
             rows[name]["test_accuracy"] = round(100 * rows[name]["test_accuracy"], 2)
             rows[name]["val_accuracy"] = round(100 * rows[name]["val_accuracy"], 2)
+    _compare(rows, answers, ty, args.budgets)
     f, i8, a = rows["float"], rows["ptq_int8"], rows[first]
     reduction_int8 = f["gzip_bytes"] - i8["gzip_bytes"]
     targets = {
@@ -464,6 +570,8 @@ def main(argv=None):
             targets["auto_as_accurate_as_inc" + suffix] = \
                 ours["test_accuracy"] >= inc["test_accuracy"]
             targets["auto_as_small_as_inc" + suffix] = ours["gzip_bytes"] <= inc["gzip_bytes"]
+            targets["auto_vs_inc_mcnemar_exact_p" + suffix] = \
+                ours["vs_inc"]["mcnemar_exact_p"] if "vs_inc" in ours else None
     result = {"benchmark": "bench_mixed_precision", "model": args.model,
               "machine": _cpu(), "args": vars(args),
               "task": task, "load_average_1_5_15": {"start": load_start,
@@ -476,6 +584,11 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as fh:
             fh.write(text + "\n")
+    table = markdown_table(result)
+    print(table)
+    if args.markdown:
+        with open(args.markdown, "w") as fh:
+            fh.write(table + "\n")
     return 0
 
 
