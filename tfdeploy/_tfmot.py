@@ -109,9 +109,19 @@ def quantize_wrapper_inner_weights(layer):
 
 
 def quantize_activation_inner(activation):
-    """The plain activation inside a tfmot ``QuantizeAwareActivation``, else None."""
+    """The plain activation a tfmot activation stands for, else None.
+
+    A ``QuantizeAwareActivation`` holds the layer's own activation. tfmot's
+    Conv/Dense + BatchNormalization transforms give the convolution a
+    ``NoOpActivation`` (the identity, "do not fake-quantize here": its ReLU comes
+    after the BN), which Keras cannot deserialize: it stands for ``"linear"``,
+    the activation those transforms require of the float layer.
+    """
     if type(activation).__name__ == "QuantizeAwareActivation":
-        return activation.activation
+        activation = activation.activation
+        return "linear" if type(activation).__name__ == "NoOpActivation" else activation
+    if type(activation).__name__ == "NoOpActivation":
+        return "linear"
     return None
 
 

@@ -13,7 +13,8 @@ def float_twin(model):
             config = inner.get_config()
             activation = _tfmot.quantize_activation_inner(getattr(inner, "activation", None))
             if activation is not None:
-                config["activation"] = keras.activations.serialize(activation)
+                config["activation"] = keras.activations.serialize(
+                    keras.activations.get(activation))
             config["name"] = layer.name
             return inner.__class__.from_config(config)
         if _tfmot.is_quantize_layer(layer):
