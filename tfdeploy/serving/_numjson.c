@@ -799,18 +799,10 @@ static int decode_span_4(const unsigned char *s, Py_ssize_t n, char *out, Py_ssi
     return decode_span(s, n, out, cap, 4, dims, ndim, count, stop);
 }
 
-static PyObject *py_shape(PyObject *self, PyObject *arg) {
-    Py_buffer view;
-    Py_ssize_t dims[MAX_DEPTH];
-    int ndim, k;
-    PyObject *shape;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
-    Py_BEGIN_ALLOW_THREADS
-    ndim = skeleton_shape((const unsigned char *)view.buf, view.len, dims);
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&view);
-    if (ndim <= 0) Py_RETURN_NONE;
-    shape = PyTuple_New(ndim);
+/* The tuple of the ndim dims, or NULL with an exception */
+static PyObject *shape_tuple(const Py_ssize_t *dims, int ndim) {
+    PyObject *shape = PyTuple_New(ndim);
+    int k;
     if (shape == NULL) return NULL;
     for (k = 0; k < ndim; k++) {
         PyObject *d = PyLong_FromSsize_t(dims[k]);
@@ -823,11 +815,37 @@ static PyObject *py_shape(PyObject *self, PyObject *arg) {
     return shape;
 }
 
+/* (bytearray of the count numbers at buf, shape tuple), or NULL with an exception */
+static PyObject *decoded_pair(const char *buf, Py_ssize_t count, int itemsize,
+                              const Py_ssize_t *dims, int ndim) {
+    PyObject *out = PyByteArray_FromStringAndSize(buf, count * itemsize), *shape;
+    if (out == NULL) return NULL;
+    shape = shape_tuple(dims, ndim);
+    if (shape == NULL) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", out, shape);
+}
+
+static PyObject *py_shape(PyObject *self, PyObject *arg) {
+    Py_buffer view;
+    Py_ssize_t dims[MAX_DEPTH];
+    int ndim;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    ndim = skeleton_shape((const unsigned char *)view.buf, view.len, dims);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    if (ndim <= 0) Py_RETURN_NONE;
+    return shape_tuple(dims, ndim);
+}
+
 static PyObject *py_decode(PyObject *self, PyObject *args) {
     Py_buffer raw;
     Py_ssize_t dims[MAX_DEPTH], cap, count = 0;
-    int itemsize, ndim = 0, rc, k;
-    PyObject *out, *shape;
+    int itemsize, ndim = 0, rc;
+    PyObject *out;
     char *buf;
     if (!PyArg_ParseTuple(args, "y*i", &raw, &itemsize)) return NULL;
     if (itemsize != 8 && itemsize != 4) {
@@ -852,51 +870,13 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
                         NULL);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&raw);
-    out = rc == OK ? PyByteArray_FromStringAndSize(buf, count * itemsize) : NULL;
+    out = rc == OK ? decoded_pair(buf, count, itemsize, dims, ndim) : NULL;
     PyMem_RawFree(buf);
     if (rc != OK) {
         if (rc == INVALID || rc == FULL) Py_RETURN_NONE;
         Py_RETURN_FALSE;
     }
-    if (out == NULL) return NULL;
-    shape = PyTuple_New(ndim);
-    if (shape == NULL) {
-        Py_DECREF(out);
-        return NULL;
-    }
-    for (k = 0; k < ndim; k++) {
-        PyObject *d = PyLong_FromSsize_t(dims[k]);
-        if (d == NULL) {
-            Py_DECREF(shape);
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(shape, k, d);
-    }
-    return Py_BuildValue("(NN)", out, shape);
-}
-
-/* (bytearray of the count numbers at buf, shape tuple), or NULL with an exception */
-static PyObject *decoded_pair(const char *buf, Py_ssize_t count, int itemsize,
-                              const Py_ssize_t *dims, int ndim) {
-    PyObject *out = PyByteArray_FromStringAndSize(buf, count * itemsize), *shape;
-    int k;
-    if (out == NULL) return NULL;
-    shape = PyTuple_New(ndim);
-    if (shape == NULL) {
-        Py_DECREF(out);
-        return NULL;
-    }
-    for (k = 0; k < ndim; k++) {
-        PyObject *d = PyLong_FromSsize_t(dims[k]);
-        if (d == NULL) {
-            Py_DECREF(shape);
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(shape, k, d);
-    }
-    return Py_BuildValue("(NN)", out, shape);
+    return out;
 }
 
 /* The float32 numbers of the array that starts at s (and may end before e), when it is a
