@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from test_serving_support import (ServerProcess, build_digits_classifier, build_half_plus_two,
-                                  build_tf2_model, raw_exchange)
+                                  build_tf2_model, raw_exchange, rest_outcome)
 
 pytest_plugins = ("test_serving_support",)
 
@@ -453,7 +453,6 @@ def test_large_json_bodies_decode_within_a_small_multiple_of_their_size(monkeypa
 
     from tfdeploy.serving import json_fast, rest_json
     from tfdeploy.serving.rest import RestApi
-    from tfdeploy.serving.status import ServingError
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(8, 32, 32, 1)).astype(np.float32) / 7
@@ -476,20 +475,13 @@ def test_large_json_bodies_decode_within_a_small_multiple_of_their_size(monkeypa
         json.dumps({"instances": (images.astype(np.float64) * -1e200).tolist()}),
     ]
 
-    def decode(text, dtypes):
-        try:
-            fmt, tensors = rest_json.parse_predict(RestApi._parse_body(text.encode()), dtypes)
-            return fmt, {k: (v.dtype, v.shape, v.tobytes()) for k, v in tensors.items()}
-        except ServingError as exc:
-            return exc.code, exc.message
-
     assert all(len(b) > json_fast.MIN_BODY for b in bodies)
     for text in bodies:
         for dtypes in (floats, {"x": tf.int64}, {"x": tf.float64}):
-            fast = decode(text, dtypes)
+            fast = rest_outcome(text, dtypes)
             with monkeypatch.context() as m:
                 m.setattr(json_fast, "MIN_BODY", 1 << 62)   # the plain json path
-                slow = decode(text, dtypes)
+                slow = rest_outcome(text, dtypes)
             assert fast == slow, (text[:80], dtypes)
 
     body = json.dumps({"instances": (rng.random((32, 32, 32, 1)) * 255).round(2).tolist()})

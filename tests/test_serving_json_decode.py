@@ -14,6 +14,8 @@ import pytest
 
 from tfdeploy.serving import json_fast
 
+from test_serving_support import rest_outcome
+
 IMPLEMENTATIONS = ["python"] + (["c"] if json_fast._numjson is not None else [])
 _SPECIAL = ["-0", "-0.0", "0", "0.0", "0e0", "-0e-5", "1e-400", "-1e400", "1E400",
             "2.2250738585072011e-308", "4.9e-324", "2.4703282292062328e-324",
@@ -60,12 +62,13 @@ def _ws(rng):
     return rng.choice(["", "", "", " ", "\n", "\t ", "\r\n  "])
 
 
-def _array(rng, shape):
+def _array(rng, shape, number=_number):
+    """A JSON array of ``shape`` with ``number(rng)`` numbers and random white space."""
     if len(shape) == 1:
-        return "[" + _ws(rng) + ",".join(_ws(rng) + _number(rng) + _ws(rng)
+        return "[" + _ws(rng) + ",".join(_ws(rng) + number(rng) + _ws(rng)
                                          for _ in range(shape[0])) + "]"
     return "[" + _ws(rng) + ("," + _ws(rng)).join(
-        _array(rng, shape[1:]) for _ in range(shape[0])) + _ws(rng) + "]"
+        _array(rng, shape[1:], number) for _ in range(shape[0])) + _ws(rng) + "]"
 
 
 def _mutate(rng, text):
@@ -311,10 +314,10 @@ def test_random_valid_bodies_decode_as_json_loads_and_answer_as_the_plain_path(
         assert _fast_path_value(raw) == json.loads(text), text[:300]
         cut += len(json_fast.extract(raw)[1])
         dtypes = {"x": tf.float32} if trial % 2 else {"x": tf.float64, "y": tf.float32}
-        got = _outcome(text, dtypes)
+        got = rest_outcome(text, dtypes)
         with monkeypatch.context() as m:
             m.setattr(json_fast, "MIN_BODY", 1 << 62)
-            plain = _outcome(text, dtypes)
+            plain = rest_outcome(text, dtypes)
         assert got == plain, (text[:300], got if got[0] != "row" else "tensors", plain)
     assert cut > trial, cut   # (the fast path did cut arrays out)
 
@@ -382,15 +385,7 @@ def _request(rng, kind, shape):
         value = value.astype(np.float32) if kind == "unit32" else value
         return json.dumps({"instances": value.reshape(shape).tolist()})
     # "mixed": every kind of number, arbitrary white space
-    return '{"instances": ' + _ws(rng) + _nest(rng, shape) + _ws(rng) + "}"
-
-
-def _nest(rng, shape):
-    if len(shape) == 1:
-        return "[" + _ws(rng) + ",".join(_ws(rng) + _body_number(rng) + _ws(rng)
-                                         for _ in range(shape[0])) + "]"
-    return "[" + _ws(rng) + ("," + _ws(rng)).join(
-        _nest(rng, shape[1:]) for _ in range(shape[0])) + _ws(rng) + "]"
+    return '{"instances": ' + _ws(rng) + _array(rng, shape, _body_number) + _ws(rng) + "}"
 
 
 def _break(rng, text):
@@ -404,18 +399,6 @@ def _break(rng, text):
         at = text.find("]", len(text) // 2)
         return text[:at] + ", 1.0" + text[at:] if at > 0 else text
     return _mutate(rng, text)
-
-
-def _outcome(text, dtypes):
-    """What the REST handler makes of a body: its tensors, or the error's code and text."""
-    from tfdeploy.serving import rest_json
-    from tfdeploy.serving.rest import RestApi
-    from tfdeploy.serving.status import ServingError
-    try:
-        fmt, tensors = rest_json.parse_predict(RestApi._parse_body(text.encode()), dtypes)
-        return fmt, {k: (v.dtype, v.shape, v.tobytes()) for k, v in tensors.items()}
-    except ServingError as exc:
-        return exc.code, exc.message
 
 
 @pytest.mark.skipif(json_fast._numjson is None, reason="needs the C decoder (see the test below)")
@@ -439,7 +422,7 @@ def test_request_bodies_decode_as_json_then_astype_and_fail_as_json(monkeypatch)
         if len(text) <= json_fast.MIN_BODY:
             text += " " * (json_fast.MIN_BODY + 1 - len(text))   # (the fast path's minimum)
         for tf_dtype in (tf.float32, tf.float64) if trial % 4 == 0 else (tf.float32,):
-            got = _outcome(text, dtypes[tf_dtype])
+            got = rest_outcome(text, dtypes[tf_dtype])
             try:
                 value = json.loads(text)["instances"]
                 reference = np.asarray(value, np.float64)
@@ -457,11 +440,11 @@ def test_request_bodies_decode_as_json_then_astype_and_fail_as_json(monkeypatch)
             if reference is not None:   # valid JSON: the plain json path's answer
                 with monkeypatch.context() as m:
                     m.setattr(json_fast, "MIN_BODY", 1 << 62)
-                    plain = _outcome(text, dtypes[tf_dtype])
+                    plain = rest_outcome(text, dtypes[tf_dtype])
                 assert got == plain, (text[:200], got if got[0] != "row" else "tensors", plain)
             with monkeypatch.context() as m:   # any body: the pure-Python decoder's answer
                 m.setattr(json_fast, "_numjson", None)
-                python = _outcome(text, dtypes[tf_dtype])
+                python = rest_outcome(text, dtypes[tf_dtype])
             assert got == python, (text[:200], got if got[0] != "row" else "tensors", python)
             checked["errors"] += got[0] != "row"
     assert checked["values"] > 1500 and checked["errors"] > 300, checked

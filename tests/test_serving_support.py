@@ -170,6 +170,19 @@ def raw_exchange(port, raw, timeout=20):
         return data
 
 
+def rest_outcome(text, dtypes):
+    """What the REST handler makes of a predict body, without HTTP: ``(format, {name:
+    (dtype, shape, bytes)})``, or the error's ``(code, message)``."""
+    from tfdeploy.serving import rest_json
+    from tfdeploy.serving.rest import RestApi
+    from tfdeploy.serving.status import ServingError
+    try:
+        fmt, tensors = rest_json.parse_predict(RestApi._parse_body(text.encode()), dtypes)
+        return fmt, {k: (v.dtype, v.shape, v.tobytes()) for k, v in tensors.items()}
+    except ServingError as exc:
+        return exc.code, exc.message
+
+
 def rest_call(port, method, path, body=None, raw=None, headers=None, timeout=60):
     """One HTTP request on a fresh connection; returns ``(status, parsed JSON or text)``."""
     import http.client
