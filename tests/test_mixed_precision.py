@@ -275,6 +275,87 @@ def test_latency_objective_times_every_file_within_the_budget(poisoned, digits_s
     assert precision_map(path)["hidden"] == "float"
 
 
+def test_weight_only_int8_and_float16_are_stored_small_read_back_and_run_as_float(
+        poisoned, digits_split, tmp_path):
+    """``int8w`` / ``float16``: the layer's weights stored as int8 / float16 in the file, a
+    DEQUANTIZE of that constant feeding its float operator; LiteRT folds it at init, so the
+    file has the float file's XNNPACK partitions and `runs_as_float`. An int4w or an int8
+    file does not."""
+    (x, _), val = digits_split
+    float_bytes = td.export._tflite.float_flatbuffer(poisoned)
+    cands = mixed_precision._prepare(float_bytes, x, val, 50, str(tmp_path))
+    assert {"int8w", "float16"} <= cands.allowed["hidden"] & cands.allowed["conv1"]
+    assert not {"int8w", "float16"} & cands.allowed["pool2"]  # nothing stored to shrink
+    # (hidden's int8 weights, per channel as ever, would round to 0: float16 keeps them)
+    wanted = {"conv1": "int8w", "conv2": "int8w", "hidden": "float16", "head": "int8w"}
+    row = cands.measure({k: wanted.get(k, "float") for k in cands.units})
+    read = precision_map(row["path"])
+    assert {k: read[k] for k in wanted} == wanted
+    assert set(read.values()) == {"float", "int8w", "float16"}
+    # each layer's float operator reads its weights from a DEQUANTIZE of a stored constant
+    ops = operators(row["path"])
+    made = {t: op for op in ops for t in op["output_ids"]}
+    stored = {}
+    for op in ops:
+        if op["op"] in ("CONV_2D", "FULLY_CONNECTED"):
+            source = made[op["input_ids"][1]]
+            assert source["op"] == "DEQUANTIZE" and source["constant"][0]
+            assert op["outputs"] == ["float32"]
+            stored[td.verify.precision.layer_key(op["name"])] = source["inputs"][0]
+    assert stored == {"conv1": "int8", "conv2": "int8", "hidden": "float16", "head": "int8"}
+    # the bytes: hidden's float weights (4 bytes each) are stored in two bytes each
+    weights = poisoned.get_layer("hidden").get_weights()[0].size
+    only_hidden = cands.measure({k: ("float16" if k == "hidden" else "float")
+                                 for k in cands.units})
+    assert len(float_bytes) - only_hidden["bytes"] >= 2 * weights * 0.99
+    assert only_hidden["accuracy"] == cands.float_accuracy and row["error"] < 0.05
+    assert abs(row["accuracy"] - cands.float_accuracy) <= 1.0
+    assert cands.runs_as_float(row) and cands.runs_as_float(only_hidden)
+    assert mixed_precision.xnnpack_partitions(row["path"]) == \
+        mixed_precision.xnnpack_partitions(cands.float_path)
+    int4w = cands.measure({k: ("int4w" if k == "hidden" else "float") for k in cands.units})
+    int8 = cands.measure({k: ("int8" if k == "hidden" else "float") for k in cands.units})
+    assert precision_map(int4w["path"])["hidden"] == "int4w"
+    assert not cands.runs_as_float(int4w) and not cands.runs_as_float(int8)
+
+
+def test_guard_ships_a_smaller_file_that_runs_as_float_when_integer_kernels_are_slower(
+        poisoned, digits_split, tmp_path, monkeypatch):
+    """A clock where every file is 5 % slower than the float file (integer kernels that do
+    not pay, or a float-compute file timed on a noisy neighbour's round): before the
+    weight-only precisions the guard shipped the float file itself; now it ships a smaller
+    file that computes as float does, its weights stored in int8 / float16, within the
+    budget, its measured ratio in the card."""
+    (x, _), (vx, vy) = digits_split
+    float_path = _float_file(poisoned, tmp_path)
+    float_digest = open(float_path, "rb").read()
+
+    def clock(paths, x_):
+        return [1.0 if open(p, "rb").read() == float_digest else 1.05 for p in paths]
+
+    monkeypatch.setattr(mixed_precision, "time_in_turns", clock)
+    path = str(tmp_path / "guarded_wo.tflite")
+    td.export.tflite(poisoned, path, quantization="auto", representative_data=x,
+                     num_calibration=100, budget=0.5, validation_data=(vx, vy))
+    card = td.export.read_model_card(path)["artifact"]["mixed_precision"]
+    counts = precision_counts(path)
+    assert set(counts) <= {"float", "int8w", "float16"} and set(counts) - {"float"}
+    assert card["runs_as_float"] is True and card["latency_ratio"] == pytest.approx(1.05)
+    assert card["accuracy"] >= card["float_accuracy"] - 0.5
+    # the smallest float-compute file the search measured within the budget, well below float
+    folded = [t["gzip_bytes"] for t in card["trials"] if t["within_budget"]
+              and set(t["counts"]) <= {"float", "int8w", "float16"}]
+    assert gzip_bytes(path) == min(folded) < 0.6 * gzip_bytes(float_path)
+    assert precision_map(path) == card["precision_map"]
+    assert any("rejected" in t for t in card["trials"])  # the integer files were refused
+    # asked for a file faster than float, the same search ships none of those
+    fast = str(tmp_path / "guarded_fast.tflite")
+    td.export.tflite(poisoned, fast, quantization="auto", representative_data=x,
+                     num_calibration=100, budget=0.5, validation_data=(vx, vy),
+                     max_latency_ratio=0.99)
+    assert set(precision_counts(fast)) == {"float"}
+
+
 class _FakeCandidates:
     """Stands in for the LiteRT measurements so the search's rules can be checked on many
     made-up models in milliseconds: each layer loses ``cost[layer][precision]`` points and
@@ -310,6 +391,9 @@ class _FakeCandidates:
 
     def latency_ratio(self, row):
         return row["latency_ms"] / len(self.units)  # the float file: 1.0 a layer
+
+    def runs_as_float(self, row):
+        return set(row["map"].values()) <= {"float", *mixed_precision._FOLDED}
 
 
 @pytest.mark.parametrize("objective", ["size", "latency"])
