@@ -154,9 +154,15 @@ def _float_fallback(work, chosen, skipped):
     return ops
 
 
+# the precisions of `tfdeploy.verify.precision_map` whose operators compute in float
+_FLOAT_COMPUTE = ("float", "float16", "int8w", "int4w")
+
+
 def _float_layers(work, precision_map):
-    """Names of ``work``'s layers a mixed-precision map leaves "float" (keys as
-    `tfdeploy.verify.precision_map` reads them from a file: ``conv1``, ``base/block_1``)."""
+    """Names of ``work``'s layers a mixed-precision map leaves computing in float: "float" and
+    the weight-only precisions ("float16", "int8w", "int4w": weights stored small, dequantized
+    for a float operator) (keys as `tfdeploy.verify.precision_map` reads them from a file:
+    ``conv1``, ``base/block_1``)."""
     if not isinstance(precision_map, dict) or not precision_map:
         raise CompressionError(
             "precision_map must be a non-empty {layer: precision} dict, e.g. the "
@@ -167,7 +173,7 @@ def _float_layers(work, precision_map):
     for key, precision in precision_map.items():
         hits = [part for part in str(key).split("/") if part in names]
         matched += bool(hits)
-        if hits and precision == "float":
+        if hits and precision in _FLOAT_COMPUTE:
             found.append(hits[-1])
     if not matched:
         raise CompressionError(

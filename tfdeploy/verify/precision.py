@@ -26,8 +26,10 @@ from tfdeploy.verify.tflite_weights import operators
 
 BOUNDARIES = ("QUANTIZE", "DEQUANTIZE")
 _QAT_PREFIX = re.compile(r"^quant_")  # tfmot's QuantizeWrapper names: quant_<layer>
-# more precise first: the precision a layer with several operators is reported in
-_ORDER = ("float", "float16", "int16x8", "int8w", "dynamic", "int8", "int4w", "int4", "other")
+# the precision a layer with several operators is reported in: more precise first, but a
+# weight-only precision (float compute on weights stored small) before the plain float of the
+# operators around its weighted one (a RESHAPE or bias ADD beside an int8w FULLY_CONNECTED)
+_ORDER = ("float16", "int8w", "int4w", "float", "int16x8", "dynamic", "int8", "int4", "other")
 
 
 def layer_key(tensor_name):
@@ -82,7 +84,10 @@ def precision_map(path):
 
     A layer whose operators compute in several precisions is reported in the
     most precise of them (a float ``MUL`` beside an int8 ``CONV_2D`` makes it
-    "float").
+    "float"), except that a weight-only operator ("float16", "int8w", "int4w":
+    float compute on weights stored small) names its layer over the float
+    operators beside it (a float ``RESHAPE`` after an int8w ``FULLY_CONNECTED``:
+    "int8w").
     """
     found = {}
     for op in op_precisions(path):
