@@ -2,8 +2,10 @@
 
 Both start from the model's float ``.tflite`` file and build every candidate
 from it with Google's ``ai-edge-quantizer`` (per-operator recipes: static int8,
-int16 activations with int8 weights, int4 weights with int8 activations, int4
-weight-only; a layer with no recipe stays float). Every candidate file is run in LiteRT on the validation data, so
+int16 activations with int8 weights, int4 weights with int8 activations, and the
+weight-only int4 / int8 / float16 ones, "int4w" / "int8w" / "float16": weights stored
+small, a DEQUANTIZE of the constant feeding the float operator; a layer with no recipe
+stays float). Every candidate file is run in LiteRT on the validation data, so
 each number is the exported file's, not a fake-quant Keras model's.
 
 - `sensitivity`: for each layer, (a) the output error and accuracy loss when
@@ -18,17 +20,21 @@ each number is the exported file's, not a fake-quant Keras model's.
   bottom-up: from float, lower the least sensitive layers first while the level holds. For
   ``objective="size"`` a greedy pass follows: every layer, the one whose int8 saved the
   most bytes first, goes to the smallest precision that keeps the level (int4 weights with
-  int8 activations, int4 weight-only for a layer still computing in float, int8, int16
-  activations). Of every file measured, ship the smallest (or fastest, measured) within
-  the budget. A larger budget runs every path a smaller one runs, so it never ships a
-  larger (slower) file. A file outside the budget is never shipped: the float file is,
+  int8 activations, int4 / int8 / float16 weight-only for a layer still computing in
+  float, int8, int16 activations). For ``objective="size"`` each level also runs a
+  float-compute path (`_float_compute_path`): from float, every layer to int8w, else
+  float16, while the level holds. Of every file measured, ship the smallest (or fastest,
+  measured) within the budget. A larger budget runs every path a smaller one runs, so it
+  never ships a larger (slower) file. A file outside the budget is never shipped: the float file is,
   when nothing else holds.
 - The latency guard (``max_latency_ratio``, default 1.0): before a file ships, it and the
   float file are timed in turns at batch 1 in LiteRT (`time_in_turns`, one thread, fastest
   of 5 rounds); a file slower than ``max_latency_ratio`` x float is recorded with the
-  reason and the next best is checked, down to the float file itself. ``None`` turns the
-  check off. `time_in_turns` is the one clock the guard reads: replace the module attribute
-  to inject another.
+  reason and the next best is checked, down to the float file itself. A file that runs as
+  the float file (`_Candidates.runs_as_float`: float compute on float32 / int8w / float16
+  weights, LiteRT's XNNPACK partitions the float file's) is not refused at a bound >= 1:
+  its ratio is 1 up to the clock's noise. ``None`` turns the check off. `time_in_turns`
+  is the one clock the guard reads: replace the module attribute to inject another.
 """
 
 import gzip
