@@ -1,16 +1,14 @@
 /* Numeric JSON arrays to float64/float32 buffers, fast and exact (an optional extension;
  * tfdeploy.serving.json_fast has the pure-Python path and decides when this one is used).
  *
- *   spans(raw, min_span, decode=False, halves=False) -> [(start, end), ...]   the arrays
- *                        of at least min_span bytes that are, outside JSON strings, the
- *                        outermost arrays opening and closing in a run of class bytes: each
- *                        one JSON array value (json_fast.python_spans finds the same); with
- *                        decode, [(start, end, decoded)]: where that array is a rectangular
- *                        array of numbers, decoded is decode(raw[start:end], 4) (found in the
- *                        same pass: an array that opens with none open in its run is decoded
- *                        as it is found), else None; with halves, a large array is decoded in
- *                        two threads (decode_halves: the same answers, sooner, for a request
- *                        that runs alone)
+ *   spans(raw, min_span, decode=False) -> [(start, end), ...]   the arrays of at least
+ *                        min_span bytes that are, outside JSON strings, the outermost arrays
+ *                        opening and closing in a run of class bytes: each one JSON array
+ *                        value (json_fast.python_spans finds the same); with decode,
+ *                        [(start, end, decoded)]: where that array is a rectangular array of
+ *                        numbers, decoded is decode(raw[start:end], 4) (found in the same
+ *                        pass: an array that opens with none open in its run is decoded as it
+ *                        is found), else None
  *   decode(raw, itemsize) -> (bytearray, shape) | None | False   one pass over the span: it
  *                        is checked against JSON's grammar (one rectangular array of numbers,
  *                        every array non-empty, white space around), its shape read and its
@@ -38,11 +36,6 @@
 #include <string.h>
 #if defined(__SSE2__)
 #include <emmintrin.h>
-#endif
-
-#if defined(__unix__) || defined(__APPLE__)
-#include <pthread.h>
-#define HAVE_PTHREAD 1
 #endif
 
 #if defined(__GLIBC__)
@@ -718,45 +711,12 @@ invalid:
 
 #define SKIP_WS(s, e) while ((s) < (e) && is_ws(*(s))) (s)++
 
-/* The bytes of JSON numbers ("0-9 e E . - +"), and those between the numbers of an array
- * (white space, ',', '[', ']') */
-static unsigned char NUMBER_CHAR[256], BETWEEN_CHAR[256];
-
-/* The end of the run of number bytes at s (before e), or NULL when there is none */
-static inline const unsigned char *number_end(const unsigned char *s, const unsigned char *e) {
-    const unsigned char *start = s;
-#if defined(__SSE2__)
-    while (e - s >= 16) {   /* (as in py_spans: 0x2B-0x39 less ',' and '/', and e / E) */
-        __m128i v = _mm_loadu_si128((const __m128i *)s);
-        __m128i number = _mm_or_si128(
-            _mm_andnot_si128(
-                _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('/')),
-                             _mm_cmpeq_epi8(v, _mm_set1_epi8(','))),
-                _mm_cmplt_epi8(_mm_add_epi8(v, _mm_set1_epi8((char)(0x80 - '+'))),
-                               _mm_set1_epi8((char)(0x80 + '9' - '+' + 1)))),
-            _mm_cmpeq_epi8(_mm_or_si128(v, _mm_set1_epi8(0x20)), _mm_set1_epi8('e')));
-        unsigned m = (unsigned)_mm_movemask_epi8(number);
-        if (m != 0xFFFF) {
-            s += __builtin_ctz(~m);
-            return s == start ? NULL : s;
-        }
-        s += 16;
-    }
-#endif
-    while (s < e && NUMBER_CHAR[*s]) s++;
-    return s == start ? NULL : s;
-}
-
 /* One pass over the span: a rectangular array of numbers only (every array non-empty, the
  * numbers all at one depth), white space around; the numbers into out (at most cap items of
- * itemsize 8 or 4), its shape into dims / *ndim and the count into *count. A number that
- * starts at split or after is counted but not read (its run of number bytes is passed over:
- * decode_halves has it read by another thread); *skipped: the index of the first such one
- * (left as it is when there is none). */
+ * itemsize 8 or 4), its shape into dims / *ndim and the count into *count. */
 static inline __attribute__((always_inline)) int decode_span(
         const unsigned char *s, Py_ssize_t n, char *out, Py_ssize_t cap, const int itemsize,
-        Py_ssize_t *dims, int *ndim, Py_ssize_t *count, const unsigned char **stop,
-        const unsigned char *split, Py_ssize_t *skipped) {
+        Py_ssize_t *dims, int *ndim, Py_ssize_t *count, const unsigned char **stop) {
     const unsigned char *e = s + n;
     Py_ssize_t counts[MAX_DEPTH], i = 0, row;
     int depth = 0, leaf = -1, rc = OK, k;
@@ -780,18 +740,11 @@ static inline __attribute__((always_inline)) int decode_span(
         for (;;) {
             double v;
             if (i >= cap) return FULL;
-            if (s >= split) {   /* read by the other thread */
-                if (i < *skipped) *skipped = i;
-                s = number_end(s, e);
-                if (s == NULL) return INVALID;
-                i++;
-            } else {
-                s = parse_number(s, e, &v, &rc);
-                if (s == NULL) return rc;
-                if (itemsize == 8) ((double *)out)[i] = v;
-                else ((float *)out)[i] = (float)v;   /* (numpy's astype: the double, rounded) */
-                i++;
-            }
+            s = parse_number(s, e, &v, &rc);
+            if (s == NULL) return rc;
+            if (itemsize == 8) ((double *)out)[i] = v;
+            else ((float *)out)[i] = (float)v;   /* (numpy's astype: the double, rounded) */
+            i++;
             if (e - s >= 2 && s[0] == ',') {   /* ",1" or ", 1": the usual separators */
                 if (s[1] == ' ') s += 2;
                 else s++;
@@ -837,178 +790,13 @@ static inline __attribute__((always_inline)) int decode_span(
 static int decode_span_8(const unsigned char *s, Py_ssize_t n, char *out, Py_ssize_t cap,
                          Py_ssize_t *dims, int *ndim, Py_ssize_t *count,
                          const unsigned char **stop) {
-    Py_ssize_t unused = PY_SSIZE_T_MAX;
-    return decode_span(s, n, out, cap, 8, dims, ndim, count, stop, s + n + 1, &unused);
+    return decode_span(s, n, out, cap, 8, dims, ndim, count, stop);
 }
 
 static int decode_span_4(const unsigned char *s, Py_ssize_t n, char *out, Py_ssize_t cap,
                          Py_ssize_t *dims, int *ndim, Py_ssize_t *count,
                          const unsigned char **stop) {
-    Py_ssize_t unused = PY_SSIZE_T_MAX;
-    return decode_span(s, n, out, cap, 4, dims, ndim, count, stop, s + n + 1, &unused);
-}
-
-static int decode_span_4_split(const unsigned char *s, Py_ssize_t n, char *out, Py_ssize_t cap,
-                               Py_ssize_t *dims, int *ndim, Py_ssize_t *count,
-                               const unsigned char **stop, const unsigned char *split,
-                               Py_ssize_t *skipped) {
-    return decode_span(s, n, out, cap, 4, dims, ndim, count, stop, split, skipped);
-}
-
-/* -- two threads for a large array of a request that runs alone -------------------------
- * decode_halves: this thread checks the whole array and reads the numbers before a split
- * point in its middle; a helper thread (one per process, started when first needed) reads
- * the numbers after it, as a flat list (flat_numbers). The halves are used only when they
- * agree exactly: this thread's pass found a valid array and counted, after the split, as many
- * numbers as the helper read, the helper read each run of number bytes whole and found no
- * number past the array's end, nor an error before it. Anything else (a malformed array, an
- * integer past 63 bits, ...) is decoded again in one pass, as without the helper, so the
- * answer and the failure are always the one-pass ones. */
-#if defined(HAVE_PTHREAD)
-typedef struct {
-    const unsigned char *s, *e;   /* in: where to read */
-    float *out;                   /* in: room for (e - s) / 2 + 1 numbers */
-    Py_ssize_t count;             /* out: numbers read */
-    const unsigned char *last;    /* out: the start of the last number read, or NULL */
-    const unsigned char *error;   /* out: where a number failed, or NULL */
-} FlatJob;
-
-static pthread_mutex_t helper_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t helper_wake = PTHREAD_COND_INITIALIZER;
-static pthread_cond_t helper_done = PTHREAD_COND_INITIALIZER;
-static FlatJob *helper_job;        /* the job posted, until the helper takes it */
-static int helper_state;           /* 0: not started, 1: running, -1: could not start */
-static int helper_busy, helper_finished;
-static volatile int helper_cancel;  /* the job's result is not needed: stop soon */
-
-/* The numbers from j->s on, separated by white space, ',', '[' and ']', until another byte */
-static void flat_numbers(FlatJob *j) {
-    const unsigned char *p = j->s, *e = j->e, *end;
-    Py_ssize_t count = 0;
-    int rc = OK;
-    double v;
-    j->last = j->error = NULL;
-    for (;;) {
-        if ((count & 4095) == 0 && helper_cancel) break;
-        if (e - p >= 3 && p[0] == ',' && p[1] == ' ' && NUMBER_CHAR[p[2]]) p += 2;
-        else while (p < e && BETWEEN_CHAR[*p]) p++;
-        if (p >= e || !NUMBER_CHAR[*p]) break;
-        end = parse_number(p, e, &v, &rc);
-        if (end == NULL || (end < e && NUMBER_CHAR[*end])) {   /* ("1-2": one run, not one number) */
-            j->error = p;
-            break;
-        }
-        j->out[count++] = (float)v;
-        j->last = p;
-        p = end;
-    }
-    j->count = count;
-}
-
-static void *helper_main(void *unused) {
-    (void)unused;
-    pthread_mutex_lock(&helper_lock);
-    for (;;) {
-        FlatJob *job;
-        while (helper_job == NULL) pthread_cond_wait(&helper_wake, &helper_lock);
-        job = helper_job;
-        helper_job = NULL;
-        pthread_mutex_unlock(&helper_lock);
-        flat_numbers(job);
-        pthread_mutex_lock(&helper_lock);
-        helper_finished = 1;
-        pthread_cond_signal(&helper_done);
-    }
-    return NULL;
-}
-
-/* (a forked child has no helper thread: it starts its own when it needs one) */
-static void helper_after_fork(void) {
-    pthread_mutex_init(&helper_lock, NULL);
-    pthread_cond_init(&helper_wake, NULL);
-    pthread_cond_init(&helper_done, NULL);
-    helper_job = NULL;
-    helper_state = helper_busy = helper_finished = helper_cancel = 0;
-}
-
-/* Post job to the helper: 1, or 0 when it is taken by another call or cannot start */
-static int helper_post(FlatJob *job) {
-    int posted = 0;
-    pthread_mutex_lock(&helper_lock);
-    if (helper_state == 0) {
-        pthread_t thread;
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        helper_state = pthread_create(&thread, &attr, helper_main, NULL) == 0 ? 1 : -1;
-        pthread_attr_destroy(&attr);
-    }
-    if (helper_state == 1 && !helper_busy) {
-        helper_busy = 1;
-        helper_finished = helper_cancel = 0;
-        helper_job = job;
-        pthread_cond_signal(&helper_wake);
-        posted = 1;
-    }
-    pthread_mutex_unlock(&helper_lock);
-    return posted;
-}
-
-/* Wait for the job posted; one the helper has not taken yet (no core free for it) is
- * taken back and read here, or dropped when its result is not needed */
-static void helper_wait(FlatJob *job, int cancel) {
-    pthread_mutex_lock(&helper_lock);
-    if (helper_job == job) {
-        helper_job = NULL;
-        pthread_mutex_unlock(&helper_lock);
-        if (cancel) job->count = 0, job->last = job->error = NULL;
-        else flat_numbers(job);
-        pthread_mutex_lock(&helper_lock);
-    } else {
-        if (cancel) helper_cancel = 1;
-        while (!helper_finished) pthread_cond_wait(&helper_done, &helper_lock);
-    }
-    helper_busy = 0;
-    pthread_mutex_unlock(&helper_lock);
-}
-#endif
-
-/* decode_span_4 (no stop: NULL not allowed), in two threads when the rest of the body is
- * PARALLEL_BYTES or more and the helper is free (called without the interpreter lock) */
-#define PARALLEL_BYTES (256 << 10)
-static int decode_halves(const unsigned char *s, Py_ssize_t n, char *out, Py_ssize_t cap,
-                         Py_ssize_t *dims, int *ndim, Py_ssize_t *count,
-                         const unsigned char **stop) {
-#if defined(HAVE_PTHREAD)
-    FlatJob job;
-    const unsigned char *e = s + n, *split = s + n / 5;
-    Py_ssize_t skipped = PY_SSIZE_T_MAX;
-    int rc, agree;
-    if (n < PARALLEL_BYTES) return decode_span_4(s, n, out, cap, dims, ndim, count, stop);
-    while (split < e && NUMBER_CHAR[*split]) split++;   /* (no number straddles it) */
-    job.s = split;
-    job.e = e;
-    job.out = PyMem_RawMalloc((size_t)((e - split) / 2 + 1) * 4);
-    if (job.out == NULL) return decode_span_4(s, n, out, cap, dims, ndim, count, stop);
-    if (!helper_post(&job)) {
-        PyMem_RawFree(job.out);
-        return decode_span_4(s, n, out, cap, dims, ndim, count, stop);
-    }
-    rc = decode_span_4_split(s, n, out, cap, dims, ndim, count, stop, split, &skipped);
-    /* (an array that ends before split was read here whole: the helper's work is not used) */
-    helper_wait(&job, rc != OK || skipped == PY_SSIZE_T_MAX);
-    if (skipped != PY_SSIZE_T_MAX) {
-        agree = rc == OK && job.count == *count - skipped &&
-                (job.error == NULL || job.error >= *stop) &&
-                (job.last == NULL || job.last < *stop);
-        if (agree) memcpy(out + skipped * 4, job.out, (size_t)job.count * 4);
-        else rc = decode_span_4(s, n, out, cap, dims, ndim, count, stop);
-    }
-    PyMem_RawFree(job.out);
-    return rc;
-#else
-    return decode_span_4(s, n, out, cap, dims, ndim, count, stop);
-#endif
+    return decode_span(s, n, out, cap, 4, dims, ndim, count, stop);
 }
 
 /* The tuple of the ndim dims, or NULL with an exception */
@@ -1097,11 +885,10 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
  * such an array; ERROR with an exception. The interpreter lock is released while it scans.
  * A first try fills a small buffer, so that the many small arrays of some bodies cost no
  * large allocation; an array past it is decoded again, straight into a bytearray with room
- * for the most numbers it can hold, then cut to its size (a large one is never copied); with
- * halves, in two threads (decode_halves). */
+ * for the most numbers it can hold, then cut to its size (a large one is never copied). */
 #define ERROR (-1)
 static int decode_prefix(const unsigned char *s, const unsigned char *e, Py_ssize_t min_span,
-                         int halves, const unsigned char **stop, PyObject **pair) {
+                         const unsigned char **stop, PyObject **pair) {
     float small[2048];
     PyObject *big = NULL;
     Py_ssize_t dims[MAX_DEPTH], count = 0, cap = 2048;
@@ -1118,8 +905,7 @@ static int decode_prefix(const unsigned char *s, const unsigned char *e, Py_ssiz
         } else {
             char *buf = PyByteArray_AS_STRING(big);
             Py_BEGIN_ALLOW_THREADS
-            rc = halves ? decode_halves(s, e - s, buf, cap, dims, &ndim, &count, stop)
-                        : decode_span_4(s, e - s, buf, cap, dims, &ndim, &count, stop);
+            rc = decode_span_4(s, e - s, buf, cap, dims, &ndim, &count, stop);
             Py_END_ALLOW_THREADS
         }
     }
@@ -1196,10 +982,10 @@ static int add_span(PyObject *list, Py_ssize_t run_spans, Py_ssize_t start, Py_s
 static PyObject *py_spans(PyObject *self, PyObject *args) {
     Py_buffer raw;
     Py_ssize_t min_span, p = 0, n;
-    int want = 0, halves = 0;
+    int want = 0;
     const unsigned char *s;
     PyObject *list;
-    if (!PyArg_ParseTuple(args, "y*n|pp", &raw, &min_span, &want, &halves)) return NULL;
+    if (!PyArg_ParseTuple(args, "y*n|p", &raw, &min_span, &want)) return NULL;
     list = PyList_New(0);
     if (list == NULL) {
         PyBuffer_Release(&raw);
@@ -1229,7 +1015,7 @@ static PyObject *py_spans(PyObject *self, PyObject *args) {
             if (want && depth == 0 && s[run] == '[') {
                 const unsigned char *stop = NULL;
                 PyObject *decoded = NULL;
-                int rc = decode_prefix(s + run, s + n, min_span, halves, &stop, &decoded);
+                int rc = decode_prefix(s + run, s + n, min_span, &stop, &decoded);
                 if (rc == ERROR) goto fail;
                 if (rc == OK) {
                     Py_ssize_t end = stop - s;
@@ -1315,9 +1101,8 @@ static PyMethodDef methods[] = {
      "decode(raw, itemsize) -> (bytearray, shape), None (not such an array) or False "
      "(the Python path)."},
     {"spans", py_spans, METH_VARARGS,
-     "spans(raw, min_span, decode=False, halves=False) -> [(start, end)]: the numeric array "
-     "spans json_fast cuts out; with decode, [(start, end, (float32 bytearray, shape) or "
-     "None)]; with halves, a large array is decoded in two threads (same answers)."},
+     "spans(raw, min_span, decode=False) -> [(start, end)]: the numeric array spans json_fast "
+     "cuts out; with decode, [(start, end, (float32 bytearray, shape) or None)]."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_numjson", NULL, -1, methods,
@@ -1328,11 +1113,6 @@ PyMODINIT_FUNC PyInit__numjson(void) {
     for (; *chars; chars++) SPAN_CHAR[(unsigned char)*chars] = 1;
     SPAN_CHAR['['] = 2;
     SPAN_CHAR[']'] = 3;
-    for (chars = "0123456789eE.-+"; *chars; chars++) NUMBER_CHAR[(unsigned char)*chars] = 1;
-    for (chars = ",[] \t\r\n"; *chars; chars++) BETWEEN_CHAR[(unsigned char)*chars] = 1;
-#if defined(HAVE_PTHREAD)
-    pthread_atfork(NULL, NULL, helper_after_fork);
-#endif
 #ifdef HAVE_STRTOD_L
     c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0);
     if (c_locale == (locale_t)0) {

@@ -227,16 +227,15 @@ def _expected(shape):
     return inner
 
 
-def _spans(raw, halves=False):
+def _spans(raw):
     """``(start, end, decoded)`` of every span of at least ``MIN_SPAN`` bytes: an array, outside
     strings, that holds only numbers, commas, brackets and white space, outermost in its run
     of such bytes (so each is exactly one JSON array value as ``json`` tokenizes the body);
     ``decoded``: the C finder's ``(float32 bytearray, shape)`` of a span that is a rectangular
     array of numbers (it decodes the arrays a run holds as it finds them, which spares a second
-    pass over them), else None. ``halves``: a large array is decoded in two threads (the same
-    answers, sooner while the other core idles)."""
+    pass over them), else None."""
     if _numjson is not None:
-        return _numjson.spans(raw, MIN_SPAN, True, halves)
+        return _numjson.spans(raw, MIN_SPAN, True)
     return [(start, end, None) for start, end in python_spans(raw, MIN_SPAN)]
 
 
@@ -271,15 +270,13 @@ def python_spans(raw, min_span):
     return out
 
 
-def extract(raw, halves=False):
-    """``(text_without_big_arrays, {placeholder: FastArray})``; ``({}, raw)`` if not worth it.
-    ``halves``: decode a large array in two threads (for a request that runs alone: the
-    second core would idle meanwhile; the answers are the same)."""
+def extract(raw):
+    """``(text_without_big_arrays, {placeholder: FastArray})``; ``({}, raw)`` if not worth it."""
     if len(raw) < MIN_BODY:
         return raw, {}
     token = os.urandom(8).hex()
     spans, pieces, last, view = {}, [], 0, memoryview(raw)
-    for start, end, decoded in _spans(raw, halves):
+    for start, end, decoded in _spans(raw):
         if _COLON_NEXT.match(raw, end):   # (a name's place: json refuses it, let it word that)
             continue
         key = f"\x00tfdeploy:{token}:{len(spans)}"

@@ -88,7 +88,7 @@ class RestApi:
         self.metrics_path = metrics_path
         self.timeout = timeout_ms / 1000.0 if timeout_ms and timeout_ms > 0 else None
         self.max_body_bytes = max_body_bytes
-        self.v2 = rest_v2.RestV2(self.plane, self.timeout, self._parse_request_body)
+        self.v2 = rest_v2.RestV2(self.plane, self.timeout, self._parse_body)
         self._active = 0
         self._idle = threading.Condition()
 
@@ -173,7 +173,7 @@ class RestApi:
                 result = (self._metadata if m.group(4) else self._status)(name, version, label)
             else:
                 api = m.group(4).lower()
-                body = self._parse_request_body(read_body())
+                body = self._parse_body(read_body())
                 result = self._run_timed(getattr(self, "_" + api), name, version, label, body,
                                          None if self.timeout is None else start + self.timeout)
             code, payload = "OK", (200, result)
@@ -189,15 +189,9 @@ class RestApi:
     def _json(status, obj):
         return status, "application/json", json.dumps(obj).encode("utf-8")
 
-    def _parse_request_body(self, raw):
-        """``_parse_body`` of a request's body: a large numeric array is decoded in two
-        threads when this request runs alone (one core would idle meanwhile), in one when
-        others run (they keep the cores busy: the split would only add work)."""
-        return self._parse_body(raw, halves=self._active <= 1)
-
     @staticmethod
-    def _parse_body(raw, halves=False):
-        text, spans = json_fast.extract(raw, halves)   # big numeric arrays stay raw bytes
+    def _parse_body(raw):
+        text, spans = json_fast.extract(raw)   # big numeric arrays stay raw bytes for now
         body = _fast_loads(text)
         if body is _REFUSED and spans:
             text, spans = raw, {}   # let the plain path find and word the error
