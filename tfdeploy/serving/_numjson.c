@@ -884,30 +884,44 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
  * when it is min_span bytes or more (else Py_None); INVALID (Py_None in *pair) when it is not
  * such an array; ERROR with an exception. The interpreter lock is released while it scans.
  * A first try fills a small buffer, so that the many small arrays of some bodies cost no
- * large allocation; an array past it is decoded again into one of its size. */
+ * large allocation; an array past it is decoded again, straight into a bytearray with room
+ * for the most numbers it can hold, then cut to its size (a large one is never copied). */
 #define ERROR (-1)
 static int decode_prefix(const unsigned char *s, const unsigned char *e, Py_ssize_t min_span,
                          const unsigned char **stop, PyObject **pair) {
     float small[2048];
-    char *buf = (char *)small;
+    PyObject *big = NULL;
     Py_ssize_t dims[MAX_DEPTH], count = 0, cap = 2048;
     int ndim = 0, rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = decode_span_4(s, e - s, buf, cap, dims, &ndim, &count, stop);
+    rc = decode_span_4(s, e - s, (char *)small, cap, dims, &ndim, &count, stop);
+    Py_END_ALLOW_THREADS
     if (rc == FULL) {
         cap = (e - s) / 2 + 1;
-        buf = PyMem_RawMalloc((size_t)cap * 4);
-        rc = buf == NULL ? INVALID
-                         : decode_span_4(s, e - s, buf, cap, dims, &ndim, &count, stop);
+        big = PyByteArray_FromStringAndSize(NULL, cap * 4);
+        if (big == NULL) {   /* (as not such an array: the Python path decides) */
+            PyErr_Clear();
+            rc = INVALID;
+        } else {
+            char *buf = PyByteArray_AS_STRING(big);
+            Py_BEGIN_ALLOW_THREADS
+            rc = decode_span_4(s, e - s, buf, cap, dims, &ndim, &count, stop);
+            Py_END_ALLOW_THREADS
+        }
     }
-    Py_END_ALLOW_THREADS
     if (rc == OK && *stop - s >= min_span) {
-        *pair = decoded_pair(buf, count, 4, dims, ndim);
+        if (big == NULL) {
+            *pair = decoded_pair((const char *)small, count, 4, dims, ndim);
+        } else {
+            PyObject *shape = PyByteArray_Resize(big, count * 4) < 0 ? NULL
+                              : shape_tuple(dims, ndim);
+            *pair = shape == NULL ? NULL : Py_BuildValue("(ON)", big, shape);
+        }
     } else {
         Py_INCREF(Py_None);
         *pair = Py_None;
     }
-    if (buf != (char *)small) PyMem_RawFree(buf);
+    Py_XDECREF(big);
     if (*pair == NULL) return ERROR;
     return rc == OK ? OK : INVALID;
 }

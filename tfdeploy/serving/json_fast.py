@@ -99,12 +99,22 @@ _FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
 class FastArray:
     """A numeric JSON array kept as its raw bytes until a dtype asks for it."""
 
-    __slots__ = ("raw", "offset", "decoded")
+    __slots__ = ("_data", "offset", "decoded")
 
     def __init__(self, raw, offset=0, decoded=None):
-        self.raw, self.offset = raw, offset   # offset: where the span starts in the body
+        # raw: bytes, or a memoryview of the body's span (no copy of a large span: bytes are
+        # made only when a slow path reads them)
+        self._data, self.offset = raw, offset   # offset: where the span starts in the body
         # (float32 bytearray, shape): the C span finder's decode of ``raw``, used once
         self.decoded = decoded
+
+    @property
+    def raw(self):
+        """The span's bytes."""
+        data = self._data
+        if type(data) is memoryview:
+            data = self._data = data.tobytes()
+        return data
 
     def load(self):
         """The value as ``json.loads`` would give it (the exact slow path); a span ``json``
@@ -125,7 +135,7 @@ class FastArray:
             target = dtype if dtype in _FLOATS else _FLOATS[0]
             # one pass: shape and numbers (done already, in float32, by the span finder)
             got = decoded if decoded is not None and dtype == _FLOATS[1] else \
-                _numjson.decode(self.raw, target.itemsize)
+                _numjson.decode(self._data, target.itemsize)
             if got is not None and got is not False:
                 buffer, shape = got
                 if check_shape is not None:
@@ -133,7 +143,7 @@ class FastArray:
                 return np.frombuffer(buffer, target).reshape(shape).astype(dtype, copy=False)
             # Not such an array (None), or an integer of 2**63 or more (False): a wrong
             # shape the brackets describe is still refused first, as it is on success.
-            shape = _numjson.shape(self.raw)
+            shape = _numjson.shape(self._data)
             if shape is None:
                 return None
             if check_shape is not None:
@@ -265,12 +275,12 @@ def extract(raw):
     if len(raw) < MIN_BODY:
         return raw, {}
     token = os.urandom(8).hex()
-    spans, pieces, last = {}, [], 0
+    spans, pieces, last, view = {}, [], 0, memoryview(raw)
     for start, end, decoded in _spans(raw):
         if _COLON_NEXT.match(raw, end):   # (a name's place: json refuses it, let it word that)
             continue
         key = f"\x00tfdeploy:{token}:{len(spans)}"
-        spans[key] = FastArray(raw[start:end], start, decoded)
+        spans[key] = FastArray(view[start:end], start, decoded)   # (a view: no copy)
         pieces.append(raw[last:start])
         pieces.append(json.dumps(key).encode())
         last = end
