@@ -72,6 +72,8 @@ def test_nested_model_is_flattened_for_pruning_and_qat():
     assert {"base_conv1", "base_bn", "base_conv2", "head"} <= {layer.name for layer in flat.layers}
     assert not flat.get_layer("base_conv1").trainable
     np.testing.assert_allclose(flat.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    originals = {id(layer) for layer in model._flatten_layers()}
+    assert not any(id(layer) in originals for layer in flat.layers)  # a copy: new layers
     pruned = C.prune(model, 0.5, schedule=C.ConstantSparsity(0.5, unit="step"))
     assert _pruned_names(pruned) == ["base_conv1", "base_conv2", "head"]
     qat = C.quantize(model)

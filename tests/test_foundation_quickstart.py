@@ -92,10 +92,15 @@ def test_version_directory_holds_the_tflite_and_onnx_files_every_runtime_serves(
         assert sorted(out) == sorted(ref) and out["class_label"].dtype == object
         agreement = (out["class_label"] == ref["class_label"]).mean()
         assert agreement >= (0.95 if artifact == "tflite_int8" else 1.0), (name, artifact)
-    # the int8 file in the version directory comes from the quickstart's QAT model, like the
-    # one beside it (calibrated on another shuffle of the training set: answers agree)
+    # the int8 and float files in the version directory come from the quickstart's QAT and
+    # pruned models; the ones beside it are the same conversions, copied (not converted again)
     int8 = next(e for e in td.runtime.read_artifacts(version) if e["name"] == "tflite_int8")
     assert int8["precision"] == "int8"
+    files = {e["name"]: e["path"] for e in td.runtime.read_artifacts(version)}
+    for name, variant in (("tflite_float32", "tflite pruned float32"),
+                          ("tflite_int8", "tflite pruned+QAT int8")):
+        with open(files[name], "rb") as a, open(_row(run, variant)["path"], "rb") as b:
+            assert a.read() == b.read(), name
     beside = td.runtime.load(_row(run, "tflite pruned+QAT int8")["path"]).predict(x)
     inside = td.runtime.load(int8["path"]).predict(x)
     assert (beside.argmax(1) == inside.argmax(1)).mean() >= 0.95

@@ -5,11 +5,13 @@ Each stage uses the public API exactly as a user's own script would.
 
 import json
 import os
+import shutil
 import time
 
 import numpy as np
 
 from tfdeploy import compress, data, export, model_io, models, runtime, verify, viz
+from tfdeploy._atomic import atomic_file
 from tfdeploy._keras import keras, tf
 from tfdeploy._table import render
 from tfdeploy.errors import DataError
@@ -37,6 +39,18 @@ def _row(variant, target, path, x, y, params, sparsity, technique, quantization,
         "ms_per_sample": verify.latency_ms(target, x),
         "path": path,
     }
+
+
+def _copy_artifact(version_dir, artifact, path, class_names):
+    """Copy the version directory's ``artifact`` file to ``path`` (replacing it atomically) with
+    its labels file beside it, as `tfdeploy.export.tflite` writes them; returns ``path``."""
+    entry = next(e for e in runtime.read_artifacts(version_dir) if e["name"] == artifact)
+    with atomic_file(path, overwrite=True) as tmp:
+        shutil.copyfile(entry["path"], tmp)
+    with atomic_file(os.path.splitext(path)[0] + ".labels.txt", overwrite=True) as tmp:
+        with open(tmp, "w") as f:
+            f.write("\n".join(str(c) for c in class_names) + "\n")
+    return path
 
 
 def quickstart(data_dir=None, output_dir="saved_models", log_dir="logs/quickstart", name="digits",
@@ -110,13 +124,14 @@ def quickstart(data_dir=None, output_dir="saved_models", log_dir="logs/quickstar
                                  warmup_data=train, representative_data=train,
                                  artifacts={"tflite_float32": None, "tflite_int8": qat,
                                             "onnx": None})
-    # a re-run of the quickstart replaces its own files (the SavedModel gets a new version)
+    # a re-run of the quickstart replaces its own files (the SavedModel gets a new version);
+    # the pruned float and int8 files beside it are the version directory's, not converted twice
     base_tfl = export.tflite(base, os.path.join(output_dir, f"{name}_baseline_float32.tflite"),
                              class_names=names, overwrite=True)
-    float_tfl = export.tflite(pruned, os.path.join(output_dir, f"{name}_float32.tflite"),
-                              class_names=names, overwrite=True)
-    int8_tfl = export.tflite(qat, os.path.join(output_dir, f"{name}_int8.tflite"), "int8",
-                             representative_data=train, class_names=names, overwrite=True)
+    float_tfl = _copy_artifact(sm_path, "tflite_float32",
+                               os.path.join(output_dir, f"{name}_float32.tflite"), names)
+    int8_tfl = _copy_artifact(sm_path, "tflite_int8",
+                              os.path.join(output_dir, f"{name}_int8.tflite"), names)
     keras_base = os.path.join(output_dir, f"{name}_baseline.keras")
     keras_pruned = os.path.join(output_dir, f"{name}_pruned.keras")
     model_io.save_model(base, keras_base)      # with its technique history

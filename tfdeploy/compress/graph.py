@@ -118,10 +118,20 @@ def flatten(model):
         ModelTypeError: a subclassed (outer or nested) model, or two inner layers
             with the same name.
     """
-    work = copy_model(model)
-    if not is_nested(work):
-        return work
-    flat = carry(model, rebuild(work))
+    if not is_graph_network(model) or not is_nested(model):
+        return copy_model(model)
+    # one replay with a new layer in place of each old one (a shared layer stays shared),
+    # then the old weights: not a clone of the whole graph replayed a second time
+    fresh = {}
+
+    def new_layer(layer):
+        if id(layer) not in fresh:
+            fresh[id(layer)] = (layer, layer.__class__.from_config(layer.get_config()))
+        return fresh[id(layer)][1]
+
+    flat = carry(model, rebuild(model, new_layer))
+    for old, new in fresh.values():
+        new.set_weights(old.get_weights())
     names = [layer.name for layer in flat.layers]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

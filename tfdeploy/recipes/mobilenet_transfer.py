@@ -141,17 +141,14 @@ def train_classifier(x, y, num_classes, weights, arch="mobilenet_v2", alpha=0.35
     return model
 
 
-def _accuracy(model, x, y):
-    return float(np.mean(np.argmax(model.predict(x, verbose=0, batch_size=128), -1) == y))
-
-
 def transfer_vs_scratch(task, weights_path, arch="mobilenet_v2", alpha=0.35, epochs=10,
                         seed=0, verbose=0, log_dir=None):
     """Train transfer and scratch models on ``task["train"]``; test accuracy of both.
 
     Returns:
         ``{"transfer": model, "scratch": model, "transfer_accuracy", "scratch_accuracy",
-        "margin"}``.
+        "margin", "targets"}``; ``targets`` holds each model as a `tfdeploy.verify.KerasTarget`
+        (traced once here, so the comparison rows reuse it).
     """
     (x, y), (xt, yt) = task["train"], task["test"]
     n = len(task["class_names"])
@@ -160,9 +157,10 @@ def transfer_vs_scratch(task, weights_path, arch="mobilenet_v2", alpha=0.35, epo
                                 verbose=verbose, log_dir=logs("transfer"))
     scratch = train_classifier(x, y, n, None, arch, alpha, epochs, seed=seed, verbose=verbose,
                                log_dir=logs("scratch"))
-    t, s = _accuracy(transfer, xt, yt), _accuracy(scratch, xt, yt)
+    targets = {"transfer": verify.KerasTarget(transfer), "scratch": verify.KerasTarget(scratch)}
+    t, s = (verify.accuracy(targets[k], xt, yt) for k in ("transfer", "scratch"))
     return {"transfer": transfer, "scratch": scratch, "transfer_accuracy": t,
-            "scratch_accuracy": s, "margin": t - s}
+            "scratch_accuracy": s, "margin": t - s, "targets": targets}
 
 
 def _row(variant, model_params, target, path, x, y):
@@ -202,7 +200,7 @@ def run(data_dir=None, arch="mobilenet_v2", alpha=0.35, weights=None, image_size
                  f"{len(task['train'][0])} labelled images of 5-9")
         result = transfer_vs_scratch(task, weights_path, arch, alpha, epochs, seed, verbose,
                                      log_dir)
-        model = result["transfer"]
+        model, model_target = result["transfer"], result["targets"]["transfer"]
         summary = {k: result[k] for k in ("transfer_accuracy", "scratch_accuracy", "margin")}
         summary.update(weights=weights_path, train_images=int(len(task["train"][0])))
         (x, y), (x_test, y_test), names = task["train"], task["test"], task["class_names"]
@@ -220,7 +218,9 @@ def run(data_dir=None, arch="mobilenet_v2", alpha=0.35, weights=None, image_size
                                  verbose=verbose, log_dir=logs("transfer")) if w else \
             train_classifier(x, y, len(names), None, arch, alpha, epochs, seed=seed,
                              verbose=verbose, log_dir=logs("scratch"))
-        summary = {"transfer_accuracy": _accuracy(model, x_test, y_test), "weights": w}
+        model_target = verify.KerasTarget(model)
+        summary = {"transfer_accuracy": verify.accuracy(model_target, x_test, y_test),
+                   "weights": w}
     train_ds = _dataset(x, y, seed)
 
     progress(f"3/6 compress: {method} {amount:.0%}, fine-tune {compress_epochs} epoch(s)")
@@ -262,22 +262,24 @@ def run(data_dir=None, arch="mobilenet_v2", alpha=0.35, weights=None, image_size
     # each artifact against the Keras model it was exported from: the int8 file against the
     # QAT model (its fake-quantized float twin, trained further than `small`)
     keras_small, keras_qat = verify.KerasTarget(small), verify.KerasTarget(qat)
-    results = [verify.verify(paths[k], ref, x_test, y_test, class_names=names,
+    # each artifact loaded once in its runtime: verified, then measured for its row
+    runners = {k: runtime.load(paths[k]) for k in ("saved_model", "tflite_int8", "onnx")}
+    results = [verify.verify(runners[k], ref, x_test, y_test, class_names=names,
                              raise_on_failure=False, name=k)
                for k, ref in (("saved_model", keras_small), ("tflite_int8", keras_qat),
                               ("onnx", keras_small))]
     done = {"prune": "pruned", "slim": "slimmed"}[method]
     transfer_label = f"keras transfer float32 ({arch})"
     # variant: (Keras model it was made from, artifact path or None, its runtime)
-    variants = {transfer_label: (model, None, verify.KerasTarget(model)),
+    variants = {transfer_label: (model, None, model_target),
                 f"keras {done} float32": (small, None, keras_small)}
     for key, label in (("saved_model", f"saved_model {done} float32"),
                        ("tflite_int8", f"tflite {done}+QAT int8"),
                        ("onnx", f"onnx {done} float32")):
-        variants[label] = (small, paths[key], runtime.load(paths[key]))
+        variants[label] = (small, paths[key], runners[key])
     if "scratch_accuracy" in summary:
         variants[f"keras scratch float32 ({arch})"] = (
-            result["scratch"], None, verify.KerasTarget(result["scratch"]))
+            result["scratch"], None, result["targets"]["scratch"])
     targets = {label: target for label, (_, _, target) in variants.items()}
     # the table: the transfer model, the scratch model beside it, then the compressed ones
     order = [transfer_label] + [v for v in variants if "scratch" in v] + \

@@ -97,7 +97,13 @@ class KerasTarget:
 
         self.model = model
         self.path = None
-        self._fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        # one input of known rank: traced once for every batch size (without a signature,
+        # the first two batch sizes each trace the model: a second of CPU for a MobileNet)
+        inputs = getattr(model, "inputs", None) or []
+        shape = tuple(inputs[0].shape) if len(inputs) == 1 else ()
+        signature = [tf.TensorSpec((None,) + shape[1:], tf.float32)] if shape else None
+        self._fn = tf.function(lambda x: model(x, training=False), input_signature=signature,
+                               reduce_retracing=signature is None)
         self._names = list(getattr(model, "output_names", None) or ["output"])
 
     def _outputs(self, x):
