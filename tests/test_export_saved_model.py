@@ -199,3 +199,31 @@ def test_corrupt_saved_model_gets_clear_errors(exported, tmp_path):
         td.runtime.load(str(no_vars))
     card = json.loads((no_vars / "assets.extra" / "model_card.json").read_text())
     assert card["name"] == "cnn"
+
+
+def test_saved_model_size_counts_its_own_files_not_the_artifacts_beside_it(exported, tmp_path):
+    """A version directory also holds assets.extra and the .tflite/.onnx files exported beside
+    the SavedModel; the SavedModel's size (every table's bytes and gzip bytes) is its own."""
+    import shutil
+
+    version = str(tmp_path / "1")
+    shutil.copytree(exported, version)
+    own = td.verify.path_bytes(version)
+    parts = [os.path.join(d, f) for d, _, files in os.walk(version) for f in files
+             if os.path.relpath(d, version).split(os.sep)[0] != "assets.extra"]
+    assert os.path.isdir(os.path.join(version, "assets.extra"))  # warmup + card are there
+    assert own == sum(os.path.getsize(p) for p in parts)
+    own_gzip = td.verify.gzip_bytes(version)
+    with open(os.path.join(version, "model_float32.tflite"), "wb") as f:
+        f.write(os.urandom(200_000))  # an artifact exported beside it
+    with open(os.path.join(version, "assets.extra", "verification_inputs.npz"), "wb") as f:
+        f.write(os.urandom(100_000))
+    assert td.verify.path_bytes(version) == own
+    assert td.verify.gzip_bytes(version) == own_gzip
+    # a plain directory (not a SavedModel) still counts every file
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "a.bin").write_bytes(b"x" * 10)
+    (plain / "sub").mkdir()
+    (plain / "sub" / "b.bin").write_bytes(b"y" * 5)
+    assert td.verify.path_bytes(str(plain)) == 15

@@ -43,20 +43,41 @@ def latency_ms(target, x, samples=100, warmup=5):
     return float(np.median(times))
 
 
+#: What a SavedModel is made of: the graph, its fingerprint, the variables and the assets.
+#: A version directory in TF Serving's layout also holds ``assets.extra`` (warmup records, the
+#: verification set, the artifact manifest) and the other artifacts exported beside it
+#: (``model_*.tflite``, ``model_*.onnx``); none of those is the SavedModel's size.
+_SAVED_MODEL_PARTS = ("saved_model.pb", "saved_model.pbtxt", "fingerprint.pb", "variables",
+                      "assets")
+
+
+def _files(path):
+    """The files ``path`` stands for, sorted: itself, a directory's files, or for a SavedModel
+    directory only the SavedModel's own files (`_SAVED_MODEL_PARTS`)."""
+    if not os.path.isdir(path):
+        return [path]
+    tops = sorted(os.listdir(path))
+    if "saved_model.pb" in tops or "saved_model.pbtxt" in tops:
+        tops = [t for t in tops if t in _SAVED_MODEL_PARTS]
+    out = []
+    for top in tops:
+        full = os.path.join(path, top)
+        if os.path.isdir(full):
+            out += [os.path.join(d, f) for d, _, files in sorted(os.walk(full))
+                    for f in sorted(files)]
+        else:
+            out.append(full)
+    return out
+
+
 def path_bytes(path):
-    """Size of a file, or the total size of a directory's files."""
-    if os.path.isdir(path):
-        return sum(os.path.getsize(os.path.join(d, f))
-                   for d, _, files in os.walk(path) for f in files)
-    return os.path.getsize(path)
+    """Size of a file, or the total size of a directory's files (of a SavedModel directory:
+    the SavedModel's own files, not the artifacts and ``assets.extra`` beside them)."""
+    return sum(os.path.getsize(f) for f in _files(path))
 
 
 def gzip_bytes(path):
-    """Size after gzip (level 9) of a file, or of a directory's files concatenated."""
-    if os.path.isdir(path):
-        data = b"".join(open(os.path.join(d, f), "rb").read()
-                        for d, _, files in sorted(os.walk(path)) for f in sorted(files))
-    else:
-        with open(path, "rb") as f:
-            data = f.read()
+    """Size after gzip (level 9) of a file, or of a directory's files concatenated (of a
+    SavedModel directory: the SavedModel's own files, as `path_bytes`)."""
+    data = b"".join(open(f, "rb").read() for f in _files(path))
     return len(gzip.compress(data, compresslevel=9))
