@@ -12,12 +12,14 @@ same model (``assets.extra/artifacts.json``: float/int8 ``.tflite``, ``.onnx``).
    tolerances of its precision (``tfdeploy._tolerances``: the same table ``td.verify``
    reports with; float outputs within ``atol``, top classes agreeing on ``min_agreement``
    of the examples);
-3. times each, and the SavedModel, at batch 1 in turns, each with the threads it will serve
-   with (``threads``: by default every core this process may use, TensorFlow's intra-op
-   default too, so no candidate wins by using more cores than another): ``p50_ms`` is the
-   median of the rounds' medians, ``fastest_ms`` the median of the rounds' fastest calls,
-   ``cpu_ms`` the process CPU time per call (all its threads) — what a call costs when
-   concurrent requests share the cores;
+3. times each, and the SavedModel, at batch 1 in turns, each call after `IDLE_SECONDS` asleep
+   as a served call follows its REST round trip: TensorFlow with its intra-op pool (every
+   core this process may use), each file candidate at 1 thread and at every core (unless
+   ``--runtime_threads`` gives the count), keeping every core only when both its median and
+   its fastest call beat 1 thread's by `THREADS_MARGIN` (``timings`` holds both settings,
+   ``threads`` the one kept): ``p50_ms`` is the median of the rounds' medians, ``fastest_ms``
+   the median of the rounds' fastest calls, ``cpu_ms`` the process CPU time per call (all its
+   threads) — what a call costs when concurrent requests share the cores;
 4. serves the one that passed with the lowest ``fastest_ms``, if it beats the SavedModel's.
    The fastest call is what the artifact costs when the cores are free; on a loaded machine
    the medians mostly measure the other processes (TensorFlow's own thread pool then wins
@@ -25,10 +27,11 @@ same model (``assets.extra/artifacts.json``: float/int8 ``.tflite``, ``.onnx``).
 
 An artifact that fails verification or is slower is never chosen silently: the log, the
 model's metadata (``GET /v1/models/NAME/metadata``: ``metadata.runtime``) and Prometheus
-(``:tfdeploy:serving:runtime_selected``, ``..._candidate_p50_microseconds``) say what was
-measured and why. Without warmup records there is nothing to verify on, so ``auto`` stays
+(``:tfdeploy:serving:runtime_selected``, ``..._candidate_p50_microseconds``, both with a
+``threads`` label) say what was measured and why. Without warmup records there is nothing to verify on, so ``auto`` stays
 on TensorFlow and says so. A named runtime (``litert``, ``onnxruntime``, ``openvino``) is
-loaded without measuring; when it cannot load, the version serves on TensorFlow, never
+loaded without verifying; without ``--runtime_threads`` its file is timed at 1 thread and at
+every core, by the same rule; when it cannot load, the version serves on TensorFlow, never
 unavailable.
 """
 
