@@ -15,6 +15,7 @@ average are kept.
 """
 
 import argparse
+import http.client
 import json
 import os
 import sys
@@ -55,7 +56,15 @@ def main(argv=None):
     servers = {k: bs._Server(name, args.model_base_path, pythonpath=os.path.abspath(v),
                              flags=[f"--runtime={args.runtime}"]) for k, v in codes.items()}
     rounds = []
+    serving = {}
     try:
+        for k, s in servers.items():   # what each server runs (its runtime, file and threads)
+            conn = http.client.HTTPConnection("127.0.0.1", s.rest_port, timeout=60)
+            conn.request("GET", f"/v1/models/{name}/metadata")
+            report = json.loads(conn.getresponse().read())["metadata"].get("runtime") or {}
+            conn.close()
+            serving[k] = {f: report.get("serving", {}).get(f) for f in (
+                "runtime", "artifact", "threads", "threads_chosen_by", "timings")}
         for r in range(args.rounds):
             row = {f"in_process_{t}_threads": bs._p50_ms(
                 lambda rt=rt: rt.call("serving_default", {input_name: image}), args.requests)
@@ -76,7 +85,7 @@ def main(argv=None):
     keys = [k for k in rounds[0] if k != "load_average"]
     med = {k: round(float(np.median([r[k] for r in rounds])), 3) for k in keys}
     out = {"argv": sys.argv[1:] if argv is None else list(argv), "codes": codes,
-           "median_p50_ms": med,
+           "serving": serving, "median_p50_ms": med,
            "overhead_ms": {k: round(med[k] - med["in_process"], 3) for k in keys
                            if not k.startswith("in_process")},
            "target_0.5ms_met": {k: round(med[k] - med["in_process"], 3) <= 0.5 for k in keys
