@@ -285,7 +285,10 @@ class _Server:
                 cmd += [f"--monitoring_config_file={monitoring_file}"]
             cmd += list(flags)
             env["PYTHONPATH"] = pythonpath or REPO
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.DEVNULL,
+        # (``python -m`` puts its working directory first on sys.path, before PYTHONPATH: run
+        # in the checkout asked for, or every server imports this one's tfdeploy)
+        cwd = REPO if kserve is not None else os.path.abspath(pythonpath or REPO)
+        self.proc = subprocess.Popen(cmd, cwd=cwd, stderr=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, env=env)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:

@@ -6,13 +6,16 @@
 
 One ``tfdeploy serve --runtime RUNTIME`` process per ``--code NAME=CHECKOUT`` (its PYTHONPATH),
 all loaded at once; in each round (the order reverses every round) the in-process
-``Runtime.call`` p50 of ARTIFACT at batch 1 (the figure ``bench_serving --runtimes`` subtracts),
+``Runtime.call`` p50 of ARTIFACT at batch 1, at 1 thread and at every usable core (the
+reference is the faster: the server chooses between them at load, unless told
+``--runtime_threads``),
 then every server's REST V1 and gRPC batch-1 p50 (bench_serving's keep-alive ``http.client``
 and ``tensorflow-serving-api`` clients). Medians over the rounds; every round and its load
 average are kept.
 """
 
 import argparse
+import http.client
 import json
 import os
 import sys
@@ -43,15 +46,30 @@ def main(argv=None):
     body = json.dumps({"instances": image.tolist()}).encode()
     sys.path.insert(0, bs.REPO)
     from tfdeploy.serving.runtimes import load_runtime
+    from tfdeploy.serving.runtimes.base import default_threads
 
-    rt = load_runtime(args.runtime, bs.latest_dir(args.model_base_path), args.artifact)
+    # in process at 1 thread and at every usable core: the reference is the faster of the
+    # two (the server picks between them at load; a server that picks the slower one pays)
+    runtimes = {t: load_runtime(args.runtime, bs.latest_dir(args.model_base_path),
+                                args.artifact, num_threads=t)
+                for t in sorted({1, default_threads()})}
     servers = {k: bs._Server(name, args.model_base_path, pythonpath=os.path.abspath(v),
                              flags=[f"--runtime={args.runtime}"]) for k, v in codes.items()}
     rounds = []
+    serving = {}
     try:
+        for k, s in servers.items():   # what each server runs (its runtime, file and threads)
+            conn = http.client.HTTPConnection("127.0.0.1", s.rest_port, timeout=60)
+            conn.request("GET", f"/v1/models/{name}/metadata")
+            report = json.loads(conn.getresponse().read())["metadata"].get("runtime") or {}
+            conn.close()
+            serving[k] = {f: report.get("serving", {}).get(f) for f in (
+                "runtime", "artifact", "threads", "threads_chosen_by", "timings")}
         for r in range(args.rounds):
-            row = {"in_process": bs._p50_ms(lambda: rt.call("serving_default",
-                                                             {input_name: image}), args.requests)}
+            row = {f"in_process_{t}_threads": bs._p50_ms(
+                lambda rt=rt: rt.call("serving_default", {input_name: image}), args.requests)
+                for t, rt in runtimes.items()}
+            row["in_process"] = min(row.values())
             for k in (list(codes) if r % 2 == 0 else list(codes)[::-1]):
                 s = servers[k]
                 for api, worker in (("rest", bs._RestWorker(s.rest_port, name, body)),
@@ -67,9 +85,9 @@ def main(argv=None):
     keys = [k for k in rounds[0] if k != "load_average"]
     med = {k: round(float(np.median([r[k] for r in rounds])), 3) for k in keys}
     out = {"argv": sys.argv[1:] if argv is None else list(argv), "codes": codes,
-           "median_p50_ms": med,
+           "serving": serving, "median_p50_ms": med,
            "overhead_ms": {k: round(med[k] - med["in_process"], 3) for k in keys
-                           if k != "in_process"},
+                           if not k.startswith("in_process")},
            "target_0.5ms_met": {k: round(med[k] - med["in_process"], 3) <= 0.5 for k in keys
                                 if k.endswith("_rest")},
            "rounds": rounds}

@@ -33,6 +33,16 @@ def _server(base, **options):
                          max_num_load_retries=0, **options).start()
 
 
+def _rule(timings, cores):
+    """The threads `selection` keeps, given an artifact's timings at 1 and ``cores`` threads:
+    ``cores`` only when both the median and the fastest call are 10 % faster than 1 thread's."""
+    from tfdeploy.serving.selection import THREADS_MARGIN
+
+    many, one = timings[str(cores)], timings["1"]
+    faster = all(many[k] <= one[k] * (1 - THREADS_MARGIN) for k in ("p50_ms", "fastest_ms"))
+    return cores if cores > 1 and faster else 1
+
+
 def _metadata_runtime(server):
     status, reply = rest_call(server.rest_port, "GET", "/v1/models/digits/metadata")
     assert status == 200, reply
@@ -55,14 +65,24 @@ def test_auto_verifies_times_and_serves_the_fastest_passing_artifact(base):
                 assert row.get("passed") is True and "p50_ms" in row or row.get("reason"), row
         servable = server.repository.get("digits")
         assert (servable.runtime is None) == (fastest["runtime"] == "tensorflow")
-        # every candidate was timed with the threads it serves with: every usable core, as
-        # TensorFlow's intra-op pool; and its CPU per call was recorded beside its time
+        # TensorFlow is timed with its intra-op pool (every usable core); each file candidate
+        # at 1 thread and at every usable core, keeping the faster by the rule (its row says
+        # which it serves with, and both timings); CPU per call recorded beside each time
         cores = len(os.sched_getaffinity(0))
-        assert {r["threads"] for r in timed} == {cores}, timed
+        assert rows[("tensorflow", "saved_model")]["threads"] == cores
+        for row in timed:
+            if row["runtime"] == "tensorflow":
+                continue
+            assert set(row["timings"]) == {"1", str(cores)}, row
+            assert row["threads_chosen_by"] == ("measured" if cores > 1 else "one usable core")
+            assert row["threads"] == _rule(row["timings"], cores), row
+            assert {k: row[k] for k in ("p50_ms", "fastest_ms", "cpu_ms")} == \
+                row["timings"][str(row["threads"])]
         assert all(r["cpu_ms"] > 0 for r in timed), timed
-        assert report["serving"]["threads"] == cores
+        assert report["serving"]["threads"] == fastest["threads"]
         if servable.runtime is not None:
-            assert servable.runtime.describe()["threads"] == cores
+            assert servable.runtime.describe()["threads"] == fastest["threads"]
+            assert report["serving"]["timings"] == fastest["timings"]
         # answers over REST and gRPC (TF Serving's stubs) are the SavedModel's classes
         images = digit_images(6, seed=3)
         want = servable.tensorflow_call("serving_default", {"images": images})
@@ -128,6 +148,136 @@ def test_runtime_threads_sets_the_threads_of_the_served_runtime(base):
         report = _metadata_runtime(server)
         assert (report["serving"]["runtime"], report["serving"]["threads"]) == ("litert", 1)
         assert server.repository.get("digits").runtime.describe()["instance_threads"] == [1]
+    finally:
+        server.stop()
+
+
+def _scaled_clock(monkeypatch, many_over_one):
+    """Serve with 2 usable cores, and make selection's clock report every file runtime's call
+    at 2 threads as ``many_over_one`` times its call at 1 thread (1 ms), TensorFlow at 9 ms:
+    the calls run for real (and their CPU is measured), only the durations are given, so
+    the threads chosen do not depend on how busy the machine is. ``many_over_one`` 0.6 is
+    MobileNetV2's (LiteRT int8: 2.88 ms at 2 threads, 4.88 at 1), 1.1 the quickstart CNN's."""
+    from tfdeploy.serving import selection
+    from tfdeploy.serving.runtimes import base as runtime_base
+
+    monkeypatch.setattr(runtime_base, "default_threads", lambda: 2)
+    real = selection._times_ms
+
+    def clock(fn, feeds, calls, idle=selection.IDLE_SECONDS):
+        _, _, cpu = real(fn, feeds, calls, idle=0)
+        runtime = getattr(getattr(fn, "func", None), "__self__", None)   # partial(rt.call)
+        if runtime is None:
+            return 9.0, 9.0, cpu
+        ms = many_over_one if runtime.num_threads > 1 else 1.0
+        return ms, ms, cpu
+    monkeypatch.setattr(selection, "_times_ms", clock)
+
+
+def _gauges(server, name):
+    """``[(labels dict, value)]`` of the Prometheus samples of ``name`` the server exports."""
+    import re
+
+    status, text = rest_call(server.rest_port, "GET", "/monitoring/prometheus/metrics")
+    assert status == 200
+    return [(dict(re.findall(r'(\w+)="([^"]*)"', labels)), float(value))
+            for labels, value in re.findall(r"^%s\{(.*)\} (\S+)$" % re.escape(name), text,
+                                            re.M)]
+
+
+@pytest.mark.parametrize("many_over_one,threads", [(0.6, 2), (1.1, 1), (0.95, 1)])
+def test_auto_keeps_every_core_only_where_it_pays(base, tmp_path, monkeypatch, many_over_one,
+                                                   threads):
+    """A model whose calls are 40 % faster on 2 threads (MobileNetV2-sized work) is served
+    with 2; one that is slower (a sub-millisecond model waking a second thread) or only 5 %
+    faster (less than the 10 % margin) with 1. The metadata, log and Prometheus say which,
+    with both timings; concurrent requests still spread over one-thread interpreters."""
+    _scaled_clock(monkeypatch, many_over_one)
+    config = tmp_path / "monitoring.config"
+    config.write_text('prometheus_config { enable: true path: "/monitoring/prometheus/metrics" '
+                      '}\n')
+    server = _server(base, runtime="auto", monitoring_config_file=str(config))
+    try:
+        report = _metadata_runtime(server)
+        files = [r for r in report["candidates"] if r["runtime"] != "tensorflow"
+                 and r.get("passed")]
+        assert files, report
+        for row in files:
+            assert row["threads"] == threads and row["threads_chosen_by"] == "measured", row
+            assert {t: v["p50_ms"] for t, v in row["timings"].items()} == {
+                "1": 1.0, "2": many_over_one}, row
+            assert row["p50_ms"] == row["timings"][str(threads)]["p50_ms"]
+        serving = report["serving"]
+        assert serving["runtime"] != "tensorflow" and serving["threads"] == threads, serving
+        runtime = server.repository.get("digits").runtime
+        info = runtime.describe()
+        assert info["threads"] == threads and info["instance_threads"] == [threads]
+        assert info["max_instances"] == (1 if runtime.thread_safe else 2)   # (one per core)
+        label = {"model_name": "digits", "version": "1", "runtime": serving["runtime"],
+                 "artifact": serving["artifact"]}
+        assert _gauges(server, ":tfdeploy:serving:runtime_selected") == [
+            ({**label, "threads": str(threads)}, 1.0)]
+        timed = {g[0]["threads"]: g[1] for g in _gauges(
+            server, ":tfdeploy:serving:runtime_candidate_p50_microseconds")
+            if label.items() <= g[0].items()}
+        assert timed == {"1": 1000.0, "2": many_over_one * 1000}, timed
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("given", [1, 2])
+def test_a_thread_count_the_user_gives_is_never_overridden(base, monkeypatch, caplog, given):
+    """``--runtime_threads`` wins over the measurement, in ``auto`` and for a named runtime:
+    no other thread count is timed, and the row says the count was given."""
+    import logging
+
+    _scaled_clock(monkeypatch, 0.6 if given == 1 else 1.1)   # the measurement would differ
+    for policy in ("auto", "litert"):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="tfdeploy.serving"):
+            server = _server(base, runtime=policy, runtime_threads=given)
+        try:
+            report = _metadata_runtime(server)
+            serving = report["serving"]
+            assert serving["runtime"] != "tensorflow", report
+            assert (serving["threads"], serving["threads_chosen_by"]) == (
+                given, "--runtime_threads"), serving
+            # auto times it at the given count only; a named runtime is not timed at all
+            assert (serving["timings"] and set(serving["timings"])) == (
+                {str(given)} if policy == "auto" else None), serving
+            assert server.repository.get("digits").runtime.describe()["threads"] == given
+            assert not any("at 1 thread" in r.getMessage() for r in caplog.records)
+        finally:
+            server.stop()
+
+
+@pytest.mark.parametrize("many_over_one,threads", [(0.6, 2), (1.1, 1)])
+def test_a_named_runtime_measures_its_threads_too(base, monkeypatch, caplog, many_over_one,
+                                                   threads):
+    """``--runtime litert`` without ``--runtime_threads`` times its file at 1 and 2 threads
+    (on the warmup records) and keeps the faster by the same rule; the log says both."""
+    import logging
+
+    _scaled_clock(monkeypatch, many_over_one)
+    with caplog.at_level(logging.INFO, logger="tfdeploy.serving"):
+        server = _server(base, runtime="litert")
+    try:
+        serving = _metadata_runtime(server)["serving"]
+        assert (serving["runtime"], serving["threads"], serving["threads_chosen_by"]) == (
+            "litert", threads, "measured"), serving
+        assert {t: v["fastest_ms"] for t, v in serving["timings"].items()} == {
+            "1": 1.0, "2": many_over_one}
+        assert server.repository.get("digits").runtime.describe()["threads"] == threads
+        said = [r.getMessage() for r in caplog.records if "at 1 thread" in r.getMessage()]
+        assert len(said) == 1 and said[0].endswith(
+            f"serving with {threads} thread{'s' if threads > 1 else ''}"), said
+        images = digit_images(2, seed=8)
+        want = server.repository.get("digits").tensorflow_call("serving_default",
+                                                               {"images": images})
+        status, reply = rest_call(server.rest_port, "POST", "/v1/models/digits:predict",
+                                  {"instances": images.tolist()})
+        assert status == 200 and [p["class_index"] for p in reply["predictions"]] == \
+            want["class_index"].tolist()
     finally:
         server.stop()
 

@@ -20,10 +20,10 @@ BATCH_SIZE = ":tensorflow:serving:batching_session:processed_batch_size"
 RUNTIME_SELECTED = ":tfdeploy:serving:runtime_selected"
 RUNTIME_CANDIDATE_P50 = ":tfdeploy:serving:runtime_candidate_p50_microseconds"
 _HELP = {
-    RUNTIME_SELECTED: ("gauge", "1 for the runtime and artifact serving a model version's "
-                                "serving_default (--runtime)."),
+    RUNTIME_SELECTED: ("gauge", "1 for the runtime, artifact and threads per call serving a "
+                                "model version's serving_default (--runtime)."),
     RUNTIME_CANDIDATE_P50: ("gauge", "Median batch-1 call time measured at load for each "
-                                     "runtime and artifact --runtime auto considered "
+                                     "runtime, artifact and thread count --runtime considered "
                                      "(passed: verified against the SavedModel)."),
     REQUEST_COUNT: ("counter", "The total number of requests, by model and status code."),
     REQUEST_LATENCY: ("histogram", "Distribution of request latency in microseconds, "

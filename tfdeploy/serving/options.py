@@ -113,8 +113,9 @@ class ServerOptions:
                       "Per model: model_platform in --model_config_file. Defaults to "
                       "tensorflow.", kind=RUNTIME_CHOICES)
     runtime_threads: int = _opt(None, "Threads per call for LiteRT, ONNX Runtime and OpenVINO "
-                                      "(default: every core this process may use, as "
-                                      "TensorFlow's intra-op pool).", minimum=1)
+                                      "(default: measured at load, 1 or every core this "
+                                      "process may use, whichever serves a call faster).",
+                                minimum=1)
     # -- command only -------------------------------------------------------------------------
     shutdown_grace_seconds: float = _opt(
         20.0, "On SIGTERM, seconds in-flight requests get to finish. Defaults to 20 "

@@ -406,7 +406,7 @@ class ModelRepository:
         policy = cfg.runtime or self.runtime
         try:
             logs = warmup.read_logs(servable)   # read once: the runtime choice and the replay
-            records = warmup.predict_feeds(servable, logs) if policy == "auto" else []
+            records = warmup.predict_feeds(servable, logs) if policy != "tensorflow" else []
             servable.select_runtime(policy, records, self.runtime_threads)
         except Exception:
             servable.close()
@@ -461,12 +461,16 @@ class ModelRepository:
         report, version = servable.runtime_report, str(servable.version)
         serving = report["serving"]
         self.metrics.set_gauge(RUNTIME_SELECTED, 1, model_name=name, version=version,
-                               runtime=serving["runtime"], artifact=serving["artifact"])
-        for row in report["candidates"]:
-            if row.get("p50_ms") is not None:
-                self.metrics.set_gauge(RUNTIME_CANDIDATE_P50, row["p50_ms"] * 1000,
+                               runtime=serving["runtime"], artifact=serving["artifact"],
+                               threads=str(serving.get("threads") or ""))
+        for row in report["candidates"]:   # one sample per thread setting timed
+            timings = row.get("timings") or (
+                {str(row.get("threads")): row} if row.get("p50_ms") is not None else {})
+            for threads, figures in timings.items():
+                self.metrics.set_gauge(RUNTIME_CANDIDATE_P50, figures["p50_ms"] * 1000,
                                        model_name=name, version=version,
                                        runtime=row["runtime"], artifact=row["artifact"],
+                                       threads=threads,
                                        passed=str(bool(row.get("passed"))).lower())
 
     def _batch_observer(self, name):

@@ -12,12 +12,14 @@ same model (``assets.extra/artifacts.json``: float/int8 ``.tflite``, ``.onnx``).
    tolerances of its precision (``tfdeploy._tolerances``: the same table ``td.verify``
    reports with; float outputs within ``atol``, top classes agreeing on ``min_agreement``
    of the examples);
-3. times each, and the SavedModel, at batch 1 in turns, each with the threads it will serve
-   with (``threads``: by default every core this process may use, TensorFlow's intra-op
-   default too, so no candidate wins by using more cores than another): ``p50_ms`` is the
-   median of the rounds' medians, ``fastest_ms`` the median of the rounds' fastest calls,
-   ``cpu_ms`` the process CPU time per call (all its threads) — what a call costs when
-   concurrent requests share the cores;
+3. times each, and the SavedModel, at batch 1 in turns, each call after `IDLE_SECONDS` asleep
+   as a served call follows its REST round trip: TensorFlow with its intra-op pool (every
+   core this process may use), each file candidate at 1 thread and at every core (unless
+   ``--runtime_threads`` gives the count), keeping every core only when both its median and
+   its fastest call beat 1 thread's by `THREADS_MARGIN` (``timings`` holds both settings,
+   ``threads`` the one kept): ``p50_ms`` is the median of the rounds' medians, ``fastest_ms``
+   the median of the rounds' fastest calls, ``cpu_ms`` the process CPU time per call (all its
+   threads) — what a call costs when concurrent requests share the cores;
 4. serves the one that passed with the lowest ``fastest_ms``, if it beats the SavedModel's.
    The fastest call is what the artifact costs when the cores are free; on a loaded machine
    the medians mostly measure the other processes (TensorFlow's own thread pool then wins
@@ -25,13 +27,15 @@ same model (``assets.extra/artifacts.json``: float/int8 ``.tflite``, ``.onnx``).
 
 An artifact that fails verification or is slower is never chosen silently: the log, the
 model's metadata (``GET /v1/models/NAME/metadata``: ``metadata.runtime``) and Prometheus
-(``:tfdeploy:serving:runtime_selected``, ``..._candidate_p50_microseconds``) say what was
-measured and why. Without warmup records there is nothing to verify on, so ``auto`` stays
+(``:tfdeploy:serving:runtime_selected``, ``..._candidate_p50_microseconds``, both with a
+``threads`` label) say what was measured and why. Without warmup records there is nothing to verify on, so ``auto`` stays
 on TensorFlow and says so. A named runtime (``litert``, ``onnxruntime``, ``openvino``) is
-loaded without measuring; when it cannot load, the version serves on TensorFlow, never
+loaded without verifying; without ``--runtime_threads`` its file is timed at 1 thread and at
+every core, by the same rule; when it cannot load, the version serves on TensorFlow, never
 unavailable.
 """
 
+import functools
 import logging
 import time
 
@@ -45,12 +49,22 @@ from tfdeploy.serving.runtimes.base import default_threads
 log = logging.getLogger("tfdeploy.serving")
 
 
-def _times_ms(fn, feeds, calls):
-    """``(median, fastest, CPU per call)`` in ms of ``calls`` calls of ``fn(feeds)``; the CPU
-    time is the process's (every thread: a runtime's own worker threads count)."""
+#: Idle time before each timed call: a served request's model call follows the rest of its
+#: REST round trip (about this long for a small body), long enough for a runtime's idle
+#: worker threads to go to sleep, and every call of several threads then pays their wake-up
+#: (quickstart CNN, LiteRT float at 2 threads: p50 0.71 ms with this gap, 0.61 without).
+IDLE_SECONDS = 0.0005
+
+
+def _times_ms(fn, feeds, calls, idle=IDLE_SECONDS):
+    """``(median, fastest, CPU per call)`` in ms of ``calls`` calls of ``fn(feeds)``, each
+    after ``idle`` s asleep; the CPU time is the process's over the whole loop (every thread: a
+    runtime's own worker threads count, spinning between calls included)."""
     times = []
     cpu = time.process_time()
     for _ in range(calls):
+        if idle:
+            time.sleep(idle)
         start = time.perf_counter()
         fn(feeds)
         times.append(time.perf_counter() - start)
@@ -197,6 +211,8 @@ def choose(servable, policy, records, threads=None, rounds=5, calls=20):
             continue
         if policy != "auto":
             row["passed"] = None
+            runtime = _thread_settings(servable, row, runtime, threads, timing_records,
+                                       rounds, calls)
             return runtime, _serving(report, row, runtime)
         try:
             precision = entry.get("precision") or "float32"
@@ -217,21 +233,17 @@ def choose(servable, policy, records, threads=None, rounds=5, calls=20):
                     servable.version, policy, report["reason"],
                     "; ".join(r.get("reason", "") for r in report["candidates"]))
         return None, report
-    feeds = {k: v[:1] for k, v in (timing_records or records)[0].items()}
+    feeds = _timing_feeds(timing_records or records, loaded)
     tf_row = {"runtime": "tensorflow", "artifact": "saved_model", "precision": "float32",
               "passed": True, "threads": tensorflow_threads(servable._tf)}
-    timed = [(tf_row, None)] + loaded
-    for _ in range(rounds):   # in turns, so every candidate sees the same machine
-        for row, runtime in timed:
-            fn = (lambda f: servable.tensorflow_call(key, f)) if runtime is None \
-                else (lambda f, r=runtime: r.call(key, f))
-            row.setdefault("rounds_ms", []).append(_times_ms(fn, feeds, calls))
-    for row, _ in timed:
-        medians, fastest, cpu = zip(*row.pop("rounds_ms"))
-        row["p50_ms"] = round(float(np.median(medians)), 4)
-        row["fastest_ms"] = round(float(np.median(fastest)), 4)
-        row["cpu_ms"] = round(float(np.median(cpu)), 4)
+    settings = [(tf_row, None)]
+    for row, runtime in loaded:
+        settings += _with_one_thread(path, row, runtime, threads)
+    _time_in_turns(servable, key, settings, feeds, rounds, calls)
+    loaded = [(row, _keep_faster_setting(servable, row, [r for w, r in settings if w is row]))
+              for row, _ in loaded]
     report["candidates"].insert(0, tf_row)
+    timed = [(tf_row, None)] + loaded
     best_row, best = min(timed, key=lambda t: t[0]["fastest_ms"])
     for row, runtime in loaded:
         if runtime is not best:
@@ -252,9 +264,100 @@ def choose(servable, policy, records, threads=None, rounds=5, calls=20):
     return best, _serving(report, best_row, best)
 
 
+#: A file runtime keeps its N threads per call only when, at N threads, both its median and
+#: its fastest call (each after `IDLE_SECONDS` idle, as served) are at least this much faster
+#: than at 1 thread: N threads cost up to N times the CPU per call and wake the idle threads
+#: on every request, which a sub-millisecond model does not win back (quickstart CNN, LiteRT
+#: int8: p50 0.156 ms at 1 thread, 0.327 at 2; MobileNetV2 int8: 4.88 ms at 1, 2.88 at 2).
+THREADS_MARGIN = 0.10
+
+
+def _timing_feeds(records, loaded):
+    """One batch-1 ``serving_default`` input to time on: the first record's first sample, or
+    (a named runtime on a version without warmup records) zeros of the signature's shape."""
+    if records:
+        return {k: v[:1] for k, v in records[0].items()}
+    runtime = loaded[0][1]
+    return {name: np.zeros([1 if s == -1 else s for s in shape], dtype)
+            for name, _, dtype, shape in runtime._feeds}
+
+
+def _with_one_thread(path, row, runtime, threads):
+    """``[(row, runtime), (row, the same artifact at 1 thread)]`` to time both, when nobody
+    gave a thread count and the runtime uses several; ``[(row, runtime)]`` otherwise (the
+    reason goes to ``row["threads_chosen_by"]``)."""
+    if threads:
+        row["threads_chosen_by"] = "--runtime_threads"
+        return [(row, runtime)]
+    if runtime.num_threads <= 1:
+        row["threads_chosen_by"] = "one usable core"
+        return [(row, runtime)]
+    try:
+        single = load_runtime(row["runtime"], path, runtime.artifact, num_threads=1)
+    except Exception as exc:  # noqa: BLE001  (it loaded once: keep that one)
+        row["threads_chosen_by"] = f"1 thread cannot load: {str(exc).splitlines()[0]}"
+        return [(row, runtime)]
+    return [(row, runtime), (row, single)]
+
+
+def _time_in_turns(servable, key, settings, feeds, rounds, calls):
+    """Time every ``(row, runtime)`` (None: the SavedModel) at batch 1, in turns so each sees
+    the same machine; the figures go to ``row["timings"][threads]``."""
+    measured = {}
+    for _ in range(rounds):
+        for i, (row, runtime) in enumerate(settings):
+            fn = (lambda f: servable.tensorflow_call(key, f)) if runtime is None \
+                else functools.partial(runtime.call, key)
+            measured.setdefault(i, []).append(_times_ms(fn, feeds, calls))
+    for i, (row, runtime) in enumerate(settings):
+        medians, fastest, cpu = zip(*measured[i])
+        figures = {"p50_ms": round(float(np.median(medians)), 4),
+                   "fastest_ms": round(float(np.median(fastest)), 4),
+                   "cpu_ms": round(float(np.median(cpu)), 4)}
+        threads = row["threads"] if runtime is None else runtime.num_threads
+        row.setdefault("timings", {})[str(threads)] = figures
+        if runtime is None:
+            row.update(figures)
+            del row["timings"]
+
+
+def _keep_faster_setting(servable, row, runtimes):
+    """The runtime of ``runtimes`` (one artifact at N threads, and maybe at 1) to serve with:
+    N threads only when they beat 1 thread by `THREADS_MARGIN` (median and fastest). The other is
+    closed; the row gets the kept setting's figures, ``threads`` and both ``timings``."""
+    kept = runtimes[0]
+    if len(runtimes) > 1:
+        many, one = runtimes
+        at_many, at_one = row["timings"][str(many.num_threads)], row["timings"]["1"]
+        kept = many if all(at_many[k] <= at_one[k] * (1 - THREADS_MARGIN)
+                           for k in ("p50_ms", "fastest_ms")) else one
+        (one if kept is many else many).close()
+        row["threads_chosen_by"] = "measured"
+        log.info("Model %s version %d: %s/%s takes %.4f ms (fastest %.4f) at 1 thread, %.4f "
+                 "ms (fastest %.4f) at %d: serving with %d thread%s", servable.name,
+                 servable.version, row["runtime"], row["artifact"], at_one["p50_ms"],
+                 at_one["fastest_ms"], at_many["p50_ms"], at_many["fastest_ms"],
+                 many.num_threads, kept.num_threads, "s" if kept.num_threads > 1 else "")
+    row["threads"] = kept.num_threads
+    row.update(row["timings"][str(kept.num_threads)])
+    return kept
+
+
+def _thread_settings(servable, row, runtime, threads, records, rounds, calls):
+    """A named runtime (``--runtime litert`` ...): keep its N threads or 1, by measurement
+    when nobody gave a thread count (`_keep_faster_setting`)."""
+    settings = _with_one_thread(servable.path, row, runtime, threads)
+    if len(settings) == 1:
+        return runtime
+    _time_in_turns(servable, DEFAULT_SIGNATURE, settings,
+                   _timing_feeds(records, [(row, runtime)]), rounds, calls)
+    return _keep_faster_setting(servable, row, [r for _, r in settings])
+
+
 def _serving(report, row, runtime):
     report["serving"] = {k: row.get(k) for k in ("runtime", "artifact", "precision", "file",
-                                                 "p50_ms", "fastest_ms", "cpu_ms", "threads")}
+                                                 "p50_ms", "fastest_ms", "cpu_ms", "threads",
+                                                 "threads_chosen_by", "timings")}
     log.info("Serving %s with %s (%s, %s%s)", runtime.version_dir, row["runtime"],
              row.get("artifact"), row.get("precision"),
              f", {row['p50_ms']} ms at batch 1" if row.get("p50_ms") is not None else "")

@@ -184,6 +184,8 @@ class Servable:
         self.tf2 = is_tf2(meta)
         self.validators = {k: SignatureValidator(v, strict_shapes=self.tf2)
                            for k, v in self.signature_defs.items()}
+        # each signature's output aliases, in order (a protobuf map is slow to walk per request)
+        self._output_names = {k: list(v.outputs) for k, v in self.signature_defs.items()}
         self.validate = True   # False only to measure what validation costs (benchmarks)
         self._tf = tf
         self.isolated = isolation == "process" or (
@@ -297,17 +299,19 @@ class Servable:
         finishes).
         """
         key, sig = self.signature(signature_name)
-        wanted = list(output_filter or sig.outputs)
+        names = self._output_names[key]
+        wanted = list(output_filter) if output_filter else names
         if self.validate:
             feeds = self.validators[key].check(inputs)
         else:
             feeds = {k: np.asarray(v) for k, v in inputs.items()}
-        for alias in wanted:
-            if alias not in sig.outputs:
-                raise invalid(f"output tensor alias not found in signature: {alias} Outputs "
-                              f"expected to be in the set {{{','.join(sorted(sig.outputs))}}}.")
-        if len(set(wanted)) != len(wanted):
-            raise invalid("duplicate output tensor alias in output_filter")
+        if output_filter:
+            for alias in wanted:
+                if alias not in sig.outputs:
+                    raise invalid(f"output tensor alias not found in signature: {alias} Outputs "
+                                  f"expected to be in the set {{{','.join(sorted(sig.outputs))}}}.")
+            if len(set(wanted)) != len(wanted):
+                raise invalid("duplicate output tensor alias in output_filter")
         if deadline is not None and time.monotonic() >= deadline:
             raise deadline_exceeded()
         if self.batcher is not None:
