@@ -4,8 +4,8 @@ Some inputs that pass validation against the signature can still abort the proce
 TensorFlow kernel: with oneDNN on, a conv fed an input of the wrong rank through a placeholder
 of unknown rank fails a CHECK (``tensor_format.h``) and calls ``abort()``. ``IsolatedModel``
 contains that: each worker process loads the model once and runs one call at a time (or
-``concurrency`` at once); when a worker dies, the calls in flight on it fail with UNAVAILABLE (HTTP 503), a new worker is started
-in the background, and later calls succeed.
+``concurrency`` at once); when a worker dies, the calls in flight on it fail with UNAVAILABLE
+(HTTP 503), a new worker is started in the background, and later calls succeed.
 
     model = IsolatedModel("/models/digits/1", workers=2)
     outputs = model.call("serving_default", {"image": batch})   # {output: ndarray}
