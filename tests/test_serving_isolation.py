@@ -121,10 +121,12 @@ def expected(model_path):
 @pytest.fixture(scope="module")
 def model(model_path):
     m = IsolatedModel(model_path, env=ONEDNN, restart_backoff=(0.2, 5.0))
+    server = _parent(m.pids[0])     # the fork server (shared with the other ONEDNN models)
     yield m
     pids = [p for p in m.pids if p]
     m.close()
     assert not any(_exists(p) for p in pids)
+    assert not _exists(server), "the fork server outlived the last model that used it"
 
 
 @pytest.fixture
@@ -342,22 +344,20 @@ def test_a_model_that_does_not_load_raises_and_leaves_no_process(tmp_path, start
     assert set(_descendants(os.getpid())) <= before
 
 
-def test_workers_are_forked_by_a_one_thread_server_shared_by_models_and_ended_last(
-        model_path, expected):
-    """start_method="forkserver": each worker (and each replacement) is forked by one helper
-    that imported TensorFlow and has a single thread; two models with the same environment
-    share it; it ends when the last of them is closed."""
+def test_workers_are_forked_by_a_one_thread_server_shared_by_models(isolated, model_path,
+                                                                      expected):
+    """start_method="forkserver": each worker (and each replacement) is forked by one helper,
+    our child, that imported TensorFlow and has a single thread; models with the same ``env``
+    share it (the ``model`` fixture's teardown checks that it ends with the last of them)."""
     me = os.getpid()
+    server = _parent(isolated.pids[0])
+    assert server in _children(me) and _threads(server) == 1
     before = set(_children(me))
-    a = IsolatedModel(model_path, env={**ONEDNN, "TFDEPLOY_TEST_KEY": "own server"})
-    servers = set(_children(me)) - before
-    assert len(servers) == 1, servers
-    server = servers.pop()
-    assert _parent(a.pids[0]) == server and _threads(server) == 1
-    with IsolatedModel(model_path, env={**ONEDNN, "TFDEPLOY_TEST_KEY": "own server"}) as b:
-        assert _parent(b.pids[0]) == server and set(_children(me)) - before == {server}
+    a = IsolatedModel(model_path, env=ONEDNN, restart_backoff=(0.0, 5.0))
+    with IsolatedModel(model_path, env=ONEDNN) as b:
+        assert _parent(a.pids[0]) == server and _parent(b.pids[0]) == server
+        assert set(_children(me)) == before, "a model with the same env started a new server"
         _assert_outputs(b.call("serving_default", {"x": GOOD}), expected)
-    assert _exists(server), "closing one model ended the server the other one uses"
     old = a.pids[0]
     os.kill(old, signal.SIGKILL)     # the replacement comes from the same server
     deadline = time.monotonic() + READY_S
@@ -368,8 +368,8 @@ def test_workers_are_forked_by_a_one_thread_server_shared_by_models_and_ended_la
     _assert_outputs(a.call("serving_default", {"x": GOOD}), expected)
     last = a.pids[0]
     a.close()
-    assert not _exists(server) and not _exists(last)
-    assert set(_children(me)) <= before, "the fork server was not reaped"
+    assert _exists(server), "closing two of the models that share the server ended it"
+    assert not _exists(last) and set(_children(me)) == before
 
 
 def test_start_method_is_checked():

@@ -16,10 +16,13 @@ the parent's ``sys.path`` and environment plus ``env``, so ``env={"TF_ENABLE_ONE
 reaches TensorFlow even when the parent already loaded it with other settings. This module
 imports no TensorFlow in the parent. Workers start one of two ways (``start_method``):
 
-- ``"forkserver"`` (the default): a helper process, started once per environment and shared
-  by every ``IsolatedModel`` of this process that has that environment, imports TensorFlow and
-  then forks a worker for each start and each restart, so a worker pays only the model load,
-  not the TensorFlow import (seconds). TensorFlow does not survive a ``fork`` once its runtime
+- ``"forkserver"`` (the default): a helper process, started once per ``env`` and ``sys.path``
+  and shared by every ``IsolatedModel`` of this process with the same ones, imports TensorFlow
+  and then forks a worker for each start and each restart, so a worker pays only the model
+  load, not the TensorFlow import (seconds). A forked worker sets its ``os.environ`` to the
+  parent's environment plus ``env`` as they are at that start (as an exec'd worker gets them);
+  only what TensorFlow reads while it is imported comes from when the helper started (the
+  parent's environment then, plus ``env``: pass such variables in ``env``). TensorFlow does not survive a ``fork`` once its runtime
   has started threads; the helper never runs TensorFlow (it only imports it) and checks in
   ``/proc/self/task`` that it has exactly one thread before it serves any fork (else the
   model falls back to ``"exec"``, with a warning). OpenBLAS's thread pool is the only thread
@@ -198,7 +201,8 @@ def _die_with_parent():
 def _forkserver_main(conn):
     """Entry point of the fork server: import TensorFlow, report, then fork workers on request.
 
-    Requests: ``("fork", worker args)`` followed by the worker's socket (SCM_RIGHTS); answers
+    Requests: ``("fork", worker args, environment)`` followed by the worker's socket
+    (SCM_RIGHTS); answers
     ``("forked", pid)``; ``("exit", pid, exitcode)`` for each worker that ends. On EOF it stops
     taking requests and ends once its last worker has ended."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # as the workers: the parent ends us
@@ -241,7 +245,7 @@ def _forkserver_main(conn):
         if conn not in readable:
             continue
         try:
-            _, args = conn.recv()
+            _, args, environ = conn.recv()
             fd = reduction.recv_handle(conn)
         except (EOFError, OSError):
             accepting = False
@@ -256,6 +260,8 @@ def _forkserver_main(conn):
                 os.close(wake_w)
                 conn.close()
                 _die_with_parent()
+                os.environ.clear()
+                os.environ.update(environ)
                 _worker_main(Connection(fd), *args)
                 code = 0
             except BaseException:  # noqa: BLE001
@@ -316,8 +322,8 @@ class _ForkedProcess:
 class _ForkServer:
     """The parent's handle on one fork server process (see the module docstring)."""
 
-    def __init__(self, env, deadline):
-        self.env, self.users, self.info = env, 0, {}
+    def __init__(self, key, env, deadline):
+        self.key, self.users, self.info = key, 0, {}
         self.lock = threading.Lock()      # one fork request at a time
         self.replies = queue.Queue()
         self.procs = {}                   # pid -> _ForkedProcess (guarded by self.lock_procs)
@@ -377,12 +383,13 @@ class _ForkServer:
             proc._exited(-signal.SIGKILL)
         self.replies.put(None)
 
-    def fork(self, sock, args, deadline):
-        """Fork a worker that runs ``_worker_main(Connection(sock), *args)``: a _ForkedProcess."""
+    def fork(self, sock, args, environ, deadline):
+        """Fork a worker that sets ``os.environ`` to ``environ`` and runs
+        ``_worker_main(Connection(sock), *args)``: a _ForkedProcess."""
         with self.lock:
             if self.dead:
                 raise OSError("the fork server has ended")
-            self.conn.send(("fork", args))
+            self.conn.send(("fork", args, environ))
             reduction.send_handle(self.conn, sock.fileno(), self.pid)
             try:
                 proc = self.replies.get(timeout=max(0.0, deadline - time.monotonic()))
@@ -411,17 +418,19 @@ class _ForkServer:
         self.conn.close()
 
 
-_forkservers = {}                      # frozen environment -> _ForkServer
+_forkservers = {}                      # (frozen env, sys.path) -> _ForkServer
 _forkservers_lock = threading.Lock()
 
 
 def _acquire_forkserver(env, deadline):
-    """The fork server for environment ``env`` (started if needed), with one more user."""
-    key = frozenset(env.items())
+    """The fork server for ``env`` and this ``sys.path`` (started if needed, with the parent's
+    environment plus ``env``), with one more user."""
+    key = (frozenset(env.items()), tuple(sys.path))
     with _forkservers_lock:
         server = _forkservers.get(key)
         if server is None or server.dead:
-            server = _forkservers[key] = _ForkServer(env, deadline)
+            server = _forkservers[key] = _ForkServer(key, {**os.environ, **env}, deadline)
+            log.info("Started a fork server for isolated models (pid %d)", server.pid)
         server.users += 1
         return server
 
@@ -431,8 +440,8 @@ def _release_forkserver(server, timeout):
         server.users -= 1
         if server.users > 0:
             return
-        if _forkservers.get(frozenset(server.env.items())) is server:
-            del _forkservers[frozenset(server.env.items())]
+        if _forkservers.get(server.key) is server:
+            del _forkservers[server.key]
     server.close(timeout)
 
 
@@ -549,7 +558,7 @@ class _Pool:
             if self.forkserver is not None:   # it ended (killed?): start another
                 _release_forkserver(self.forkserver, 0)
                 self.forkserver = None
-            server = _acquire_forkserver({**os.environ, **self.env}, deadline)
+            server = _acquire_forkserver(self.env, deadline)
             if server.info.get("threads") != 1:
                 _release_forkserver(server, 0)
                 log.warning("Model %s: the fork server had %s threads after importing "
@@ -566,7 +575,7 @@ class _Pool:
         args = (self.path, self.tags, self.env, self.concurrency)
         server = self._forkserver(deadline)
         if server is not None:
-            return server.fork(child_sock, args, deadline), True
+            return server.fork(child_sock, args, {**os.environ, **self.env}, deadline), True
         return subprocess.Popen(
             [sys.executable, "-c", _BOOTSTRAP, str(child_sock.fileno())],
             pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL,
