@@ -1,7 +1,10 @@
 """The Keras-2 core: tfdeploy selects tf_keras and rejects Keras 3 models clearly."""
 
+import json
+import os
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -10,9 +13,51 @@ import tfdeploy as td
 from tfdeploy.errors import KerasVersionError, ModelTypeError
 
 
-def _run(code):
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+# Runs in a fresh interpreter: ``prefix`` (its only imports), then one forked child per case,
+# all at once. A child starts in exactly the state a fresh ``python -c "<prefix>\n<case>"``
+# reaches after ``<prefix>``: the parent ran nothing but the prefix, so each case still makes
+# the first import of its own modules (what these tests are about), and pays only for that,
+# not for the prefix again. OPENBLAS_NUM_THREADS=1 keeps the parent to one thread when it forks
+# (numpy's BLAS pool is the only thread ``import tensorflow`` starts).
+_FORKER = textwrap.dedent("""
+    import json, os, sys, traceback
+    cases, out_dir = json.loads(sys.argv[1]), sys.argv[2]
+    exec(compile(sys.argv[3], "<prefix>", "exec"), {"__name__": "__main__"})
+    threads = len(os.listdir("/proc/self/task"))
+    pids = {}
+    for name, code in cases.items():
+        pid = os.fork()
+        if pid == 0:
+            status = 0
+            for fd, ext in ((1, "out"), (2, "err")):
+                os.dup2(os.open(os.path.join(out_dir, name + "." + ext),
+                                os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+            try:
+                exec(compile(code, "<" + name + ">", "exec"), {"__name__": "__main__"})
+            except SystemExit as exc:
+                status = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:
+                traceback.print_exc()
+                status = 1
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
+        pids[name] = pid
+    codes = {name: os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for name, pid in pids.items()}
+    print(json.dumps({"threads": threads, "codes": codes}))
+""")
+
+
+def _run_forked(prefix, cases, tmp_path, timeout=180):
+    """``{case: (returncode, stdout, stderr)}`` of ``prefix`` + each case (see ``_FORKER``)."""
+    proc = subprocess.run([sys.executable, "-c", _FORKER, json.dumps(cases), str(tmp_path),
+                           prefix], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["threads"] == 1, f"the parent had {report['threads']} threads when it forked"
+    return {name: (report["codes"][name], (tmp_path / f"{name}.out").read_text(),
+                   (tmp_path / f"{name}.err").read_text()) for name in cases}
 
 
 def test_tf_keras_is_keras_2():
@@ -20,33 +65,50 @@ def test_tf_keras_is_keras_2():
     assert td.tf.keras.__name__.startswith("tf_keras")
 
 
-def test_import_after_tensorflow_still_selects_keras_2():
-    # One fresh interpreter per module (the first import decides), started together.
-    procs = {module: subprocess.Popen(
-        [sys.executable, "-c",
-         f"import tensorflow as tf\nimport tfdeploy.{module}\nprint(tf.keras.__name__)"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for module in ("compress", "models", "data", "export", "pipeline")}
-    for module, proc in procs.items():
-        out, err = proc.communicate(timeout=180)
-        assert proc.returncode == 0, err
+def test_import_after_tensorflow_still_selects_keras_2(tmp_path):
+    # One interpreter per module (the first import decides): each forked after only
+    # ``import tensorflow as tf``, as a fresh ``python -c`` would be (see _FORKER).
+    modules = ("compress", "models", "data", "export", "pipeline")
+    runs = _run_forked("import tensorflow as tf", {
+        module: f"import tensorflow as tf\nimport tfdeploy.{module}\nprint(tf.keras.__name__)"
+        for module in modules}, tmp_path)
+    for module, (code, out, err) in runs.items():
+        assert code == 0, err[-3000:]
         assert out.strip().splitlines()[-1].startswith("tf_keras"), module
 
 
-def test_inference_only_imports_leave_keras_3_alone():
+# Both Keras 3 cases start with the same two lines: one interpreter runs them, then forks a
+# child per case (see _FORKER).
+_KERAS_3_FIRST = "import os\nos.environ.pop('TF_USE_LEGACY_KERAS', None)\nimport keras\n"
+_KERAS_3_CASES = {
+    "inference_only": (
+        _KERAS_3_FIRST + "import tensorflow as tf\n"
+        "import tfdeploy, tfdeploy.runtime, tfdeploy.serving, tfdeploy.client\n"
+        "import tfdeploy.verify, tfdeploy.cli\n"
+        "import sys\n"
+        "assert 'tf_keras' not in sys.modules, 'tf_keras imported'\n"
+        "assert not any('model_optimization' in m for m in sys.modules), 'tfmot imported'\n"
+        "assert 'TF_USE_LEGACY_KERAS' not in os.environ\n"
+        "print(tf.keras.__name__, keras.__version__)"),
+    "tuner_after_keras_3": (
+        _KERAS_3_FIRST + "from tfdeploy._keras import keras as k2, keras_tuner\n"
+        "keras_tuner()\nfrom keras_tuner.src.backend import keras as kt_keras\n"
+        "assert kt_keras.Model is k2.Model\nimport sys\n"
+        "assert sys.modules['keras'].__version__.startswith('3.')\nprint('ok')"),
+}
+
+
+@pytest.fixture(scope="module")
+def keras_3_runs(tmp_path_factory):
+    return _run_forked(_KERAS_3_FIRST, _KERAS_3_CASES, tmp_path_factory.mktemp("keras3"))
+
+
+def test_inference_only_imports_leave_keras_3_alone(keras_3_runs):
     """runtime, serving and the client need no Keras: a Keras 3 process stays Keras 3."""
-    proc = _run("import os\nos.environ.pop('TF_USE_LEGACY_KERAS', None)\n"
-                "import keras\nimport tensorflow as tf\n"
-                "import tfdeploy, tfdeploy.runtime, tfdeploy.serving, tfdeploy.client\n"
-                "import tfdeploy.verify, tfdeploy.cli\n"
-                "import sys\n"
-                "assert 'tf_keras' not in sys.modules, 'tf_keras imported'\n"
-                "assert not any('model_optimization' in m for m in sys.modules), 'tfmot imported'\n"
-                "assert 'TF_USE_LEGACY_KERAS' not in os.environ\n"
-                "print(tf.keras.__name__, keras.__version__)")
-    assert proc.returncode == 0, proc.stderr
-    name, version = proc.stdout.strip().splitlines()[-1].split()
-    assert not name.startswith("tf_keras") and version.startswith("3."), proc.stdout
+    code, out, err = keras_3_runs["inference_only"]
+    assert code == 0, err[-3000:]
+    name, version = out.strip().splitlines()[-1].split()
+    assert not name.startswith("tf_keras") and version.startswith("3."), out
 
 
 def test_keras_3_model_with_an_unbridgeable_layer_is_rejected_naming_it():
@@ -104,12 +166,8 @@ def test_keras_tuner_uses_keras_2():
     assert kt.HyperParameters is not None
 
 
-def test_keras_tuner_uses_keras_2_after_keras_3_was_imported_first():
+def test_keras_tuner_uses_keras_2_after_keras_3_was_imported_first(keras_3_runs):
     """TF imported by Keras 3 maps `tensorflow.keras` to Keras 3's shim; the swap covers it."""
-    proc = _run("import os\nos.environ.pop('TF_USE_LEGACY_KERAS', None)\nimport keras\n"
-                "from tfdeploy._keras import keras as k2, keras_tuner\n"
-                "keras_tuner()\nfrom keras_tuner.src.backend import keras as kt_keras\n"
-                "assert kt_keras.Model is k2.Model\nimport sys\n"
-                "assert sys.modules['keras'].__version__.startswith('3.')\nprint('ok')")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip().splitlines()[-1] == "ok"
+    code, out, err = keras_3_runs["tuner_after_keras_3"]
+    assert code == 0, err[-3000:]
+    assert out.strip().splitlines()[-1] == "ok"

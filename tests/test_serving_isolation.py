@@ -74,6 +74,27 @@ def _children(pid):
     return found
 
 
+def _descendants(pid):
+    """``{pid: state letter}`` of every process below ``pid`` (workers are forked by a fork
+    server, our child, so they are our grandchildren)."""
+    found, todo = {}, [pid]
+    while todo:
+        children = _children(todo.pop())
+        found.update(children)
+        todo += children
+    return found
+
+
+def _parent(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    return int(stat[stat.rindex(")") + 2:].split()[1])
+
+
+def _threads(pid):
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
 def _exists(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -100,10 +121,12 @@ def expected(model_path):
 @pytest.fixture(scope="module")
 def model(model_path):
     m = IsolatedModel(model_path, env=ONEDNN, restart_backoff=(0.2, 5.0))
+    server = _parent(m.pids[0])     # the fork server (shared with the other ONEDNN models)
     yield m
     pids = [p for p in m.pids if p]
     m.close()
     assert not any(_exists(p) for p in pids)
+    assert not _exists(server), "the fork server outlived the last model that used it"
 
 
 @pytest.fixture
@@ -165,7 +188,7 @@ def test_rank1_feed_aborts_a_plain_process(model_path):
 def test_workers_run_with_onednn_on(isolated):
     info = isolated.worker_info[0]
     assert info["onednn"] is True, f"oneDNN is off in the worker: {info}"
-    assert info["pid"] != os.getpid() and info["pid"] in _children(os.getpid())
+    assert info["pid"] != os.getpid() and info["pid"] in _descendants(os.getpid())
     assert sorted(info["signatures"]) == ["reshape", "serving_default", "slow"]
 
 
@@ -256,7 +279,7 @@ def test_two_workers_share_calls_run_concurrently_and_a_killed_one_is_replaced(
         pids = m.pids
         assert None not in pids and len(set(pids)) == 2
         assert [i["onednn"] for i in m.worker_info] == [True, True], m.worker_info
-        assert set(pids) <= set(_children(me))
+        assert set(pids) <= set(_descendants(me))
         # Two slow calls run at once, one on each worker.
         threads = [threading.Thread(target=m.call, args=("slow", {"n": np.int32(SLOW_N)}),
                                     daemon=True) for _ in range(2)]
@@ -287,7 +310,7 @@ def test_two_workers_share_calls_run_concurrently_and_a_killed_one_is_replaced(
         last = m.pids
     assert m.pids == [None, None]
     assert not any(_exists(p) for p in last)
-    assert not set(last) & set(_children(me)), "close() left a worker (or a zombie) behind"
+    assert not set(last) & set(_descendants(me)), "close() left a worker (or a zombie) behind"
 
 
 def test_workers_end_with_the_interpreter(model_path):
@@ -311,13 +334,47 @@ def test_workers_end_with_the_interpreter(model_path):
     assert not _exists(pid), "the worker outlived its parent"
 
 
-def test_a_model_that_does_not_load_raises_and_leaves_no_process(tmp_path):
-    before = set(_children(os.getpid()))
+@pytest.mark.parametrize("start_method", ["forkserver", "exec"])
+def test_a_model_that_does_not_load_raises_and_leaves_no_process(tmp_path, start_method):
+    before = set(_descendants(os.getpid()))
     with pytest.raises(ServingError) as err:
-        IsolatedModel(str(tmp_path / "missing"), env=ONEDNN)
+        IsolatedModel(str(tmp_path / "missing"), env=ONEDNN, start_method=start_method)
     assert err.value.code == "FAILED_PRECONDITION"
     assert "loading the model failed" in err.value.message
-    assert set(_children(os.getpid())) <= before
+    assert set(_descendants(os.getpid())) <= before
+
+
+def test_workers_are_forked_by_a_one_thread_server_shared_by_models(isolated, model_path,
+                                                                      expected):
+    """start_method="forkserver": each worker (and each replacement) is forked by one helper,
+    our child, that imported TensorFlow and has a single thread; models with the same ``env``
+    share it (the ``model`` fixture's teardown checks that it ends with the last of them)."""
+    me = os.getpid()
+    server = _parent(isolated.pids[0])
+    assert server in _children(me) and _threads(server) == 1
+    before = set(_children(me))
+    a = IsolatedModel(model_path, env=ONEDNN, restart_backoff=(0.0, 5.0))
+    with IsolatedModel(model_path, env=ONEDNN) as b:
+        assert _parent(a.pids[0]) == server and _parent(b.pids[0]) == server
+        assert set(_children(me)) == before, "a model with the same env started a new server"
+        _assert_outputs(b.call("serving_default", {"x": GOOD}), expected)
+    old = a.pids[0]
+    os.kill(old, signal.SIGKILL)     # the replacement comes from the same server
+    deadline = time.monotonic() + READY_S
+    while a.pids[0] in (old, None) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert a.pids[0] not in (old, None) and _parent(a.pids[0]) == server
+    assert _threads(server) == 1, "the server ran TensorFlow: its next fork is unsafe"
+    _assert_outputs(a.call("serving_default", {"x": GOOD}), expected)
+    last = a.pids[0]
+    a.close()
+    assert _exists(server), "closing two of the models that share the server ended it"
+    assert not _exists(last) and set(_children(me)) == before
+
+
+def test_start_method_is_checked():
+    with pytest.raises(ValueError, match="start_method must be one of forkserver, exec"):
+        IsolatedModel("/nonexistent", start_method="spawn")
 
 
 def test_restart_backoff_doubles_up_to_its_bound():

@@ -328,7 +328,7 @@ def _wait_for(predicate, timeout):
     while time.monotonic() < end:
         if predicate():
             return True
-        time.sleep(0.5)
+        time.sleep(0.05)
     return False
 
 

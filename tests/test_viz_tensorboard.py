@@ -116,7 +116,7 @@ def board(quickstart_run):
     assert port, "tensorboard did not start:\n" + "".join(seen)
     base = f"http://127.0.0.1:{port}"
     while time.time() < deadline and "visuals" not in _get(base, "/data/runs"):
-        time.sleep(0.5)
+        time.sleep(0.1)
     yield base
     proc.terminate()
     proc.wait(timeout=30)

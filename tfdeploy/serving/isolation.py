@@ -4,26 +4,46 @@ Some inputs that pass validation against the signature can still abort the proce
 TensorFlow kernel: with oneDNN on, a conv fed an input of the wrong rank through a placeholder
 of unknown rank fails a CHECK (``tensor_format.h``) and calls ``abort()``. ``IsolatedModel``
 contains that: each worker process loads the model once and runs one call at a time (or
-``concurrency`` at once); when a worker dies, the calls in flight on it fail with UNAVAILABLE (HTTP 503), a new worker is started
-in the background, and later calls succeed.
+``concurrency`` at once); when a worker dies, the calls in flight on it fail with UNAVAILABLE
+(HTTP 503), a new worker is started in the background, and later calls succeed.
 
     model = IsolatedModel("/models/digits/1", workers=2)
     outputs = model.call("serving_default", {"image": batch})   # {output: ndarray}
     model.close()
 
-A worker is a fresh interpreter (``subprocess`` fork+exec: TensorFlow does not survive a bare
-``fork``) that talks to the parent over a ``multiprocessing`` Connection on a socket pair. It is
-spawned that way rather than with ``multiprocessing``'s spawn context because that context
-re-runs the parent's ``__main__`` module in every worker: a script without a main guard cannot
-start one, and a ``__main__`` that imports TensorFlow would load it before ``env`` applies. The
-worker gets the parent's ``sys.path`` and environment plus ``env``, so
-``env={"TF_ENABLE_ONEDNN_OPTS": "1"}`` reaches TensorFlow even when the parent already loaded
-it with other settings. This module imports no TensorFlow in the parent.
+A worker talks to the parent over a ``multiprocessing`` Connection on a socket pair. It gets
+the parent's ``sys.path`` and environment plus ``env``, so ``env={"TF_ENABLE_ONEDNN_OPTS": "1"}``
+reaches TensorFlow even when the parent already loaded it with other settings. This module
+imports no TensorFlow in the parent. Workers start one of two ways (``start_method``):
+
+- ``"forkserver"`` (the default): a helper process, started once per ``env`` and ``sys.path``
+  and shared by every ``IsolatedModel`` of this process with the same ones, imports TensorFlow
+  and then forks a worker for each start and each restart, so a worker pays only the model
+  load, not the TensorFlow import (seconds). A forked worker sets its ``os.environ`` to the
+  parent's environment plus ``env`` as they are at that start (as an exec'd worker gets them);
+  only what TensorFlow reads while it is imported comes from when the helper started (the
+  parent's environment then, plus ``env``: pass such variables in ``env``). TensorFlow does not survive a ``fork`` once its runtime
+  has started threads; the helper never runs TensorFlow (it only imports it) and checks in
+  ``/proc/self/task`` that it has exactly one thread before it serves any fork (else the
+  model falls back to ``"exec"``, with a warning). OpenBLAS's thread pool is the only thread
+  the import starts, so the helper imports with ``OPENBLAS_NUM_THREADS=1`` unless the
+  environment sets it (the variable is removed again before the first fork). A worker is
+  thus in the state a fresh interpreter reaches after ``import tensorflow``. The helper ends
+  when the last ``IsolatedModel`` that uses it is closed (or this process ends), after its
+  workers; a worker dies with the helper (``PR_SET_PDEATHSIG``), and is then restarted.
+- ``"exec"``: a fresh interpreter per worker (``subprocess`` fork+exec), which imports
+  TensorFlow itself.
+
+Neither uses ``multiprocessing``'s spawn or forkserver contexts: they re-run the parent's
+``__main__`` module in the child, so a script without a main guard could not start a worker,
+and a ``__main__`` that imports TensorFlow would load it before ``env`` applies.
 """
 
 import itertools
 import logging
 import os
+import queue
+import select
 import signal
 import socket
 import subprocess
@@ -31,6 +51,7 @@ import sys
 import threading
 import time
 import weakref
+from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
 
@@ -47,6 +68,18 @@ sys.path[:], args = conn.recv()
 from tfdeploy.serving.isolation import _worker_main
 _worker_main(conn, *args)
 """
+
+# Run by the fork server's interpreter: read sys.path, import TensorFlow, then fork workers.
+_FORKSERVER_BOOTSTRAP = """\
+import sys
+from multiprocessing.connection import Connection
+conn = Connection(int(sys.argv[1]))
+sys.path[:] = conn.recv()
+from tfdeploy.serving.isolation import _forkserver_main
+_forkserver_main(conn)
+"""
+START_METHODS = ("forkserver", "exec")
+_UNSET_ENV = "TFDEPLOY_FORKSERVER_UNSET"   # variables the fork server removes after its imports
 
 
 def _describe_exit(exitcode):
@@ -146,7 +179,272 @@ def _worker_main(conn, path, tags, env, concurrency=1):
             pool.shutdown(wait=True)
 
 
+# -- the fork server process -------------------------------------------------------------------
+def _thread_count():
+    """Threads of this process (from /proc; ``threading`` sees only Python's threads)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
+
+
+def _die_with_parent():
+    """Ask Linux to SIGKILL this process when its parent (the fork server) ends."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001  (not Linux: the worker still ends on EOF from the model)
+        pass
+
+
+def _forkserver_main(conn):
+    """Entry point of the fork server: import TensorFlow, report, then fork workers on request.
+
+    Requests: ``("fork", worker args, environment)`` followed by the worker's socket
+    (SCM_RIGHTS); answers
+    ``("forked", pid)``; ``("exit", pid, exitcode)`` for each worker that ends. On EOF it stops
+    taking requests and ends once its last worker has ended."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # as the workers: the parent ends us
+    try:
+        import tensorflow  # noqa: F401  (what every worker needs: imported once, here)
+    except BaseException as exc:  # noqa: BLE001  (reported to the parent)
+        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        return
+    for name in os.environ.pop(_UNSET_ENV, "").split():
+        os.environ.pop(name, None)
+    threads = _thread_count()
+    conn.send(("ready", {"pid": os.getpid(), "threads": threads}))
+    if threads != 1:
+        return          # forking now could copy a lock another thread holds: the parent execs
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_w)
+    children, accepting = set(), True
+    while accepting or children:
+        try:
+            readable = select.select([conn, wake_r] if accepting else [wake_r], [], [])[0]
+        except InterruptedError:
+            readable = []
+        if wake_r in readable:
+            try:
+                os.read(wake_r, 512)
+            except BlockingIOError:
+                pass
+        while children:     # reap every worker that ended (SIGCHLD or not)
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            children.discard(pid)
+            try:
+                conn.send(("exit", pid, os.waitstatus_to_exitcode(status)))
+            except OSError:
+                pass        # the parent is gone
+        if conn not in readable:
+            continue
+        try:
+            _, args, environ = conn.recv()
+            fd = reduction.recv_handle(conn)
+        except (EOFError, OSError):
+            accepting = False
+            continue
+        pid = os.fork()
+        if pid == 0:        # the worker
+            code = 1
+            try:
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                os.close(wake_r)
+                os.close(wake_w)
+                conn.close()
+                _die_with_parent()
+                os.environ.clear()
+                os.environ.update(environ)
+                _worker_main(Connection(fd), *args)
+                code = 0
+            except BaseException:  # noqa: BLE001
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                for stream in (sys.stdout, sys.stderr):
+                    try:
+                        stream.flush()
+                    except Exception:  # noqa: BLE001
+                        pass
+                os._exit(code)
+        os.close(fd)
+        children.add(pid)
+        try:
+            conn.send(("forked", pid))
+        except OSError:
+            accepting = False
+
+
 # -- the parent side ---------------------------------------------------------------------------
+class _ForkedProcess:
+    """A worker forked by a fork server: the part of ``subprocess.Popen`` the pool uses. Its exit
+    code comes from the fork server, which is its parent."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.returncode = None
+        self._ended = threading.Event()
+
+    def _exited(self, code):
+        self.returncode = code
+        self._ended.set()
+
+    def poll(self):
+        return self.returncode
+
+    def wait(self, timeout=None):
+        if not self._ended.wait(timeout):
+            raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout)
+        return self.returncode
+
+    def _signal(self, sig):
+        if not self._ended.is_set():
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def terminate(self):
+        self._signal(signal.SIGTERM)
+
+    def kill(self):
+        self._signal(signal.SIGKILL)
+
+
+class _ForkServer:
+    """The parent's handle on one fork server process (see the module docstring)."""
+
+    def __init__(self, key, env, deadline):
+        self.key, self.users, self.info = key, 0, {}
+        self.lock = threading.Lock()      # one fork request at a time
+        self.replies = queue.Queue()
+        self.procs = {}                   # pid -> _ForkedProcess (guarded by self.lock_procs)
+        self.lock_procs = threading.Lock()
+        self.dead = False
+        parent_sock, child_sock = socket.socketpair()
+        extra = {}
+        if "OPENBLAS_NUM_THREADS" not in env:   # OpenBLAS's pool is a thread: keep it out
+            extra = {"OPENBLAS_NUM_THREADS": "1", _UNSET_ENV: "OPENBLAS_NUM_THREADS"}
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _FORKSERVER_BOOTSTRAP, str(child_sock.fileno())],
+                pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL, env={**env, **extra})
+        finally:
+            child_sock.close()
+        self.conn = Connection(parent_sock.detach())
+        self.pid = self.process.pid
+        try:
+            self.conn.send(list(sys.path))
+            while not self.conn.poll(0.2):
+                if self.process.poll() is not None:
+                    raise RuntimeError("the fork server ended while importing TensorFlow "
+                                       f"({_describe_exit(self.process.returncode)})")
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the fork server did not import TensorFlow in time")
+            kind, payload = self.conn.recv()
+            if kind != "ready":
+                raise RuntimeError(f"the fork server could not import TensorFlow: {payload}")
+        except BaseException:
+            self.close(timeout=0)
+            raise
+        self.info = payload
+        if payload["threads"] == 1:
+            threading.Thread(target=self._read, daemon=True,
+                             name=f"tfdeploy-forkserver-{self.pid}").start()
+
+    def _read(self):
+        while True:
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                break
+            if message[0] == "forked":
+                proc = _ForkedProcess(message[1])
+                with self.lock_procs:
+                    self.procs[proc.pid] = proc
+                self.replies.put(proc)
+            elif message[0] == "exit":
+                with self.lock_procs:
+                    proc = self.procs.pop(message[1], None)
+                if proc is not None:
+                    proc._exited(message[2])
+        with self.lock_procs:
+            self.dead = True
+            left, self.procs = list(self.procs.values()), {}
+        for proc in left:   # PR_SET_PDEATHSIG ended them with the server
+            proc._exited(-signal.SIGKILL)
+        self.replies.put(None)
+
+    def fork(self, sock, args, environ, deadline):
+        """Fork a worker that sets ``os.environ`` to ``environ`` and runs
+        ``_worker_main(Connection(sock), *args)``: a _ForkedProcess."""
+        with self.lock:
+            if self.dead:
+                raise OSError("the fork server has ended")
+            self.conn.send(("fork", args, environ))
+            reduction.send_handle(self.conn, sock.fileno(), self.pid)
+            try:
+                proc = self.replies.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise OSError("the fork server did not answer in time") from None
+            if proc is None:
+                raise OSError("the fork server has ended")
+            return proc
+
+    def close(self, timeout):
+        """Stop taking requests; the server ends after its last worker (killed after
+        ``timeout`` seconds and 5 more)."""
+        try:
+            with socket.socket(fileno=os.dup(self.conn.fileno())) as sock:
+                sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        for stop in (None, self.process.kill):
+            if stop is not None:
+                stop()
+            try:
+                self.process.wait(timeout if stop is None else 5)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        self.conn.close()
+
+
+_forkservers = {}                      # (frozen env, sys.path) -> _ForkServer
+_forkservers_lock = threading.Lock()
+
+
+def _acquire_forkserver(env, deadline):
+    """The fork server for ``env`` and this ``sys.path`` (started if needed, with the parent's
+    environment plus ``env``), with one more user."""
+    key = (frozenset(env.items()), tuple(sys.path))
+    with _forkservers_lock:
+        server = _forkservers.get(key)
+        if server is None or server.dead:
+            server = _forkservers[key] = _ForkServer(key, {**os.environ, **env}, deadline)
+            log.info("Started a fork server for isolated models (pid %d)", server.pid)
+        server.users += 1
+        return server
+
+
+def _release_forkserver(server, timeout):
+    with _forkservers_lock:
+        server.users -= 1
+        if server.users > 0:
+            return
+        if _forkservers.get(server.key) is server:
+            del _forkservers[server.key]
+    server.close(timeout)
+
+
 class _Call:
     __slots__ = ("event", "result", "error")
 
@@ -188,8 +486,11 @@ class _Pool:
     the model can be collected and its finalizer can close the pool)."""
 
     def __init__(self, path, tags, workers, start_timeout, restart_backoff, wait_timeout, env,
-                 close_timeout, name, concurrency):
+                 close_timeout, name, concurrency, start_method):
         self.path, self.tags, self.env = path, tuple(tags), dict(env or {})
+        self.start_method = start_method
+        self.forkserver = None    # the _ForkServer, once the first start acquired it
+        self.forkserver_lock = threading.Lock()
         self.concurrency = concurrency
         self.name = name or path
         self.start_timeout, self.wait_timeout = start_timeout, wait_timeout
@@ -247,15 +548,46 @@ class _Pool:
                 slot.crashes = 0
             slot.crashes += 1
 
+    def _forkserver(self, deadline):
+        """The fork server this pool forks its workers from, or None to exec them instead."""
+        with self.forkserver_lock:
+            if self.start_method != "forkserver" or self.closed:
+                return None
+            if self.forkserver is not None and not self.forkserver.dead:
+                return self.forkserver
+            if self.forkserver is not None:   # it ended (killed?): start another
+                _release_forkserver(self.forkserver, 0)
+                self.forkserver = None
+            server = _acquire_forkserver(self.env, deadline)
+            if server.info.get("threads") != 1:
+                _release_forkserver(server, 0)
+                log.warning("Model %s: the fork server had %s threads after importing "
+                            "TensorFlow (forking is safe only with 1); starting each worker "
+                            "as a new interpreter instead", self.name, server.info.get("threads"))
+                self.start_method = "exec"
+                return None
+            self.forkserver = server
+            return server
+
+    def _spawn(self, child_sock, deadline):
+        """Start a worker process on ``child_sock``; ``(process, sent)``: ``sent`` tells
+        whether it already has its arguments."""
+        args = (self.path, self.tags, self.env, self.concurrency)
+        server = self._forkserver(deadline)
+        if server is not None:
+            return server.fork(child_sock, args, {**os.environ, **self.env}, deadline), True
+        return subprocess.Popen(
+            [sys.executable, "-c", _BOOTSTRAP, str(child_sock.fileno())],
+            pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env}), False
+
     def _start(self, slot):
         """Start a worker and wait until it loaded the model: ``(_Worker, None)`` or
         ``(None, why)``."""
+        deadline = time.monotonic() + self.start_timeout
         parent_sock, child_sock = socket.socketpair()
         try:
-            process = subprocess.Popen(
-                [sys.executable, "-c", _BOOTSTRAP, str(child_sock.fileno())],
-                pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL,
-                env={**os.environ, **self.env})
+            process, sent = self._spawn(child_sock, deadline)
         except Exception as exc:  # noqa: BLE001
             parent_sock.close()
             child_sock.close()
@@ -263,11 +595,11 @@ class _Pool:
         child_sock.close()    # only the worker holds its end now: its death is an EOF here
         parent_conn = Connection(parent_sock.detach())
         worker = _Worker(process, parent_conn)
-        deadline = time.monotonic() + self.start_timeout
         error = None
         try:
-            parent_conn.send((list(sys.path),
-                              (self.path, self.tags, self.env, self.concurrency)))
+            if not sent:
+                parent_conn.send((list(sys.path),
+                                  (self.path, self.tags, self.env, self.concurrency)))
             while True:
                 if parent_conn.poll(0.2):
                     kind, payload = parent_conn.recv()
@@ -434,6 +766,10 @@ class _Pool:
                 worker.process.kill()
         for thread in threads:
             thread.join(self.close_timeout + 5)
+        with self.forkserver_lock:
+            server, self.forkserver = self.forkserver, None
+        if server is not None:
+            _release_forkserver(server, self.close_timeout)
 
 
 class IsolatedModel:
@@ -458,6 +794,8 @@ class IsolatedModel:
             example ``{"TF_ENABLE_ONEDNN_OPTS": "1"}``).
         close_timeout: seconds ``close`` lets a worker finish its call before killing it.
         name: how log lines name the model (default: ``path``), e.g. "digits version 1".
+        start_method: "forkserver" (fork workers from a process that imported TensorFlow
+            once; see the module docstring) or "exec" (a new interpreter per worker).
 
     Raises:
         ServingError: FAILED_PRECONDITION when the first start of a worker fails (the model
@@ -466,14 +804,17 @@ class IsolatedModel:
 
     def __init__(self, path, tags=("serve",), workers=1, start_timeout=120,
                  restart_backoff=(0.5, 30.0), wait_timeout=30.0, env=None, close_timeout=5.0,
-                 name=None, concurrency=1):
+                 name=None, concurrency=1, start_method="forkserver"):
         if workers < 1 or concurrency < 1:
             raise ValueError(f"workers and concurrency must be at least 1, got {workers} and "
                              f"{concurrency}")
+        if start_method not in START_METHODS:
+            raise ValueError(f"start_method must be one of {', '.join(START_METHODS)}, got "
+                             f"{start_method!r}")
         self.path = path
         pool = self._pool = _Pool(path, tags, int(workers), start_timeout,
                                   tuple(restart_backoff), wait_timeout, env, close_timeout,
-                                  name, int(concurrency))
+                                  name, int(concurrency), start_method)
         self._finalizer = weakref.finalize(self, pool.close)
         for slot in pool.slots:
             slot.thread = threading.Thread(target=pool.supervise, args=(slot,), daemon=True,
