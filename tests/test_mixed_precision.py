@@ -58,6 +58,30 @@ def poisoned(digits_split):
     return model
 
 
+@pytest.fixture(scope="module")
+def float_file(poisoned, tmp_path_factory):
+    """The poisoned CNN's float .tflite, exported once for the tests that compare to it."""
+    return td.export.tflite(poisoned, str(tmp_path_factory.mktemp("float") / "float.tflite"))
+
+
+@pytest.fixture(scope="module")
+def float_bytes(poisoned):
+    """The float flatbuffer every candidate is built from, converted once."""
+    return td.export._tflite.float_flatbuffer(poisoned)
+
+
+@pytest.fixture(scope="module")
+def auto_file(poisoned, digits_split, tmp_path_factory):
+    """One size search at a 1-point budget with the latency guard off (a 0.02 ms model:
+    every quantized file is slower), read by the tests that check its file, its QAT
+    follow-up and what the guard changes."""
+    (x, _), (vx, vy) = digits_split
+    path = str(tmp_path_factory.mktemp("auto") / "auto.tflite")
+    return td.export.tflite(poisoned, path, quantization="auto", representative_data=x,
+                            num_calibration=100, budget=1.0, validation_data=(vx, vy),
+                            max_latency_ratio=None)
+
+
 def test_a_layer_forced_to_be_sensitive_ranks_first(poisoned, digits_split, tmp_path):
     (x, _), val = digits_split
     result = td.compress.sensitivity(poisoned, x, val, num_calibration=100)
@@ -74,15 +98,12 @@ def test_a_layer_forced_to_be_sensitive_ranks_first(poisoned, digits_split, tmp_
 
 
 def test_auto_ships_a_file_within_the_budget_with_its_map_in_file_and_card(
-        poisoned, digits_split, tmp_path):
-    (x, _), (vx, vy) = digits_split
-    path = str(tmp_path / "auto.tflite")
-    td.export.tflite(poisoned, path, quantization="auto", representative_data=x,
-                     num_calibration=100, budget=1.0, validation_data=(vx, vy),
-                     max_latency_ratio=None)  # a 0.02 ms model: every quantized file is slower
+        auto_file, float_file, digits_split):
+    _, (vx, vy) = digits_split
+    path = auto_file
     card = td.export.read_model_card(path)["artifact"]["mixed_precision"]
     runner = load(path)
-    float_acc = 100 * accuracy(td.runtime.load(_float_file(poisoned, tmp_path)), vx, vy)
+    float_acc = 100 * accuracy(td.runtime.load(float_file), vx, vy)
     shipped = 100 * accuracy(runner, vx, vy)
     assert card["float_accuracy"] == pytest.approx(float_acc, abs=1e-3)
     assert shipped == pytest.approx(card["accuracy"], abs=1e-3)
@@ -99,19 +120,12 @@ def test_auto_ships_a_file_within_the_budget_with_its_map_in_file_and_card(
     assert read["conv1"] in quantized and read["conv2"] in quantized
     counts = precision_counts(path)
     assert counts.get("float", 0) + counts.get("float16", 0) >= 1 and counts.get("int8", 0) >= 1
-    assert os.path.getsize(path) < os.path.getsize(_float_file(poisoned, tmp_path))
+    assert os.path.getsize(path) < os.path.getsize(float_file)
 
 
-def _float_file(model, tmp_path):
-    path = str(tmp_path / "float.tflite")
-    if not os.path.exists(path):
-        td.export.tflite(model, path)
-    return path
-
-
-def test_every_precision_is_built_and_read_back_from_the_file(poisoned, digits_split, tmp_path):
+def test_every_precision_is_built_and_read_back_from_the_file(poisoned, float_bytes, float_file,
+                                                            digits_split, tmp_path):
     (x, _), val = digits_split
-    float_bytes = td.export._tflite.float_flatbuffer(poisoned)
     cands = mixed_precision._prepare(float_bytes, x, val, 50, str(tmp_path))
     wanted = {"conv1": "int16x8", "conv2": "int4", "pool2": "int8", "hidden": "int4w",
               "head": "float"}
@@ -132,7 +146,7 @@ def test_every_precision_is_built_and_read_back_from_the_file(poisoned, digits_s
     td.export.tflite(poisoned, int8, quantization="int8", representative_data=x,
                      num_calibration=50)
     assert set(precision_map(int8).values()) == {"int8"}
-    assert set(precision_map(_float_file(poisoned, tmp_path)).values()) == {"float"}
+    assert set(precision_map(float_file).values()) == {"float"}
 
 
 def test_bad_input_gets_typed_errors(poisoned, digits_split, tmp_path):
@@ -201,13 +215,9 @@ def test_cli_report_and_budget(poisoned, digits_dir, tmp_path, capsys):
     assert "max_latency_ratio must be a number > 0" in capsys.readouterr().err
 
 
-def test_qat_follows_the_choice(poisoned, digits_split, tmp_path):
+def test_qat_follows_the_choice(poisoned, auto_file, digits_split, tmp_path):
     (x, y), (vx, vy) = digits_split
-    auto = str(tmp_path / "auto.tflite")
-    td.export.tflite(poisoned, auto, quantization="auto", representative_data=x,
-                     num_calibration=100, budget=1.0, validation_data=(vx, vy),
-                     max_latency_ratio=None)  # a 0.02 ms model: every quantized file is slower
-    chosen = precision_map(auto)
+    chosen = precision_map(auto_file)
     assert chosen["hidden"] in ("float", "float16")  # float compute: left unannotated
     float_acc = 100 * accuracy(poisoned, vx, vy)
     # every layer annotated: the poisoned kernel is fake-quantized in training too
@@ -277,13 +287,12 @@ def test_latency_objective_times_every_file_within_the_budget(poisoned, digits_s
 
 
 def test_weight_only_int8_and_float16_are_stored_small_read_back_and_run_as_float(
-        poisoned, digits_split, tmp_path):
+        poisoned, float_bytes, digits_split, tmp_path):
     """``int8w`` / ``float16``: the layer's weights stored as int8 / float16 in the file, a
     DEQUANTIZE of that constant feeding its float operator; LiteRT folds it at init, so the
     file has the float file's XNNPACK partitions and `runs_as_float`. An int4w or an int8
     file does not."""
     (x, _), val = digits_split
-    float_bytes = td.export._tflite.float_flatbuffer(poisoned)
     cands = mixed_precision._prepare(float_bytes, x, val, 50, str(tmp_path))
     assert {"int8w", "float16"} <= cands.allowed["hidden"] & cands.allowed["conv1"]
     assert not {"int8w", "float16"} & cands.allowed["pool2"]  # nothing stored to shrink
@@ -342,14 +351,14 @@ def test_a_weight_only_layer_reads_back_over_the_float_operators_beside_it(tmp_p
 
 
 def test_guard_ships_a_smaller_file_that_runs_as_float_when_integer_kernels_are_slower(
-        poisoned, digits_split, tmp_path, monkeypatch):
+        poisoned, float_file, digits_split, tmp_path, monkeypatch):
     """A clock where every file is 5 % slower than the float file (integer kernels that do
     not pay, or a float-compute file timed on a noisy neighbour's round): before the
     weight-only precisions the guard shipped the float file itself; now it ships a smaller
     file that computes as float does, its weights stored in int8 / float16, within the
     budget, its measured ratio in the card."""
     (x, _), (vx, vy) = digits_split
-    float_path = _float_file(poisoned, tmp_path)
+    float_path = float_file
     float_digest = open(float_path, "rb").read()
 
     def clock(paths, x_):
@@ -574,8 +583,8 @@ def test_latency_guard_ships_no_file_slower_than_float():
     assert checked > 20
 
 
-def test_latency_guard_on_the_file_with_an_injected_clock(poisoned, digits_split, tmp_path,
-                                                          monkeypatch):
+def test_latency_guard_on_the_file_with_an_injected_clock(poisoned, auto_file, digits_split,
+                                                          tmp_path, monkeypatch):
     """Through ``export.tflite``: a clock where each int4 operator read from the file costs
     a millisecond, on a 1 ms float file; the int4 files the size search would ship are
     refused and recorded, the file shipped holds no int4 operator."""
@@ -597,10 +606,7 @@ def test_latency_guard_on_the_file_with_an_injected_clock(poisoned, digits_split
     assert rejected and all(t["counts"].get("int4") and t["latency_ratio"] > 1.0
                             and t["within_budget"] for t in rejected)
     # without the guard the same search ships one of those int4 files: it is smaller
-    free = str(tmp_path / "unguarded.tflite")
-    td.export.tflite(poisoned, free, quantization="auto", representative_data=x,
-                     num_calibration=100, budget=1.0, validation_data=(vx, vy),
-                     max_latency_ratio=None)
+    free = auto_file
     assert precision_counts(free).get("int4", 0) > 0
     assert gzip_bytes(free) < gzip_bytes(path)
     free_card = td.export.read_model_card(free)["artifact"]["mixed_precision"]

@@ -274,9 +274,10 @@ def test_export_ships_the_measured_artifact_and_checks_it_on_validation(tmp_path
 
 def test_an_interrupted_trial_is_re_run_when_the_search_resumes(tmp_path, trained_model, small,
                                                                 monkeypatch):
-    """A trial stopped mid-run (Ctrl-C here; a killed process leaves the same files: the
-    oracle recorded it as running, no result.json) is run again, under its own id and with
-    its own plan, by the next `search` on the same directory, and no new trial replaces it."""
+    """A trial stopped mid-run (Ctrl-C here, as its fine-tuning starts; a killed process
+    leaves the same files: the oracle recorded it as running, no result.json) is run again,
+    under its own id and with its own plan, by the next `search` on the same directory, and
+    no new trial replaces it."""
     import importlib
 
     import tfdeploy.tune as tune
@@ -287,19 +288,24 @@ def test_an_interrupted_trial_is_re_run_when_the_search_resumes(tmp_path, traine
                   space=dict(SPACE, sparsity=[0.3, 0.5]), latency_samples=5,
                   initial_points=[{"sparsity": 0.5}, {"sparsity": 0.3}])
     project = tmp_path / "tune" / "compression"
-    measure, ran = module._measure, []
+    measure, apply_plan, ran, planned = module._measure, td.compress.apply_plan, [], []
 
-    def interrupted(path, *args, **kw):
+    def measured(path, *args, **kw):
         if os.path.basename(os.path.dirname(path)).startswith("trial_"):
             ran.append(os.path.basename(os.path.dirname(path)))
-            if len(ran) == 2:
-                raise KeyboardInterrupt("stopped in the middle of trial 1")
         return measure(path, *args, **kw)
 
-    monkeypatch.setattr(module, "_measure", interrupted)
+    def interrupted(model, stages, *args, **kw):
+        planned.append([s.params.get("target_sparsity") for s in stages if s.kind == "prune"])
+        if len(planned) == 2:
+            raise KeyboardInterrupt("stopped in the middle of trial 1")
+        return apply_plan(model, stages, *args, **kw)
+
+    monkeypatch.setattr(module, "_measure", measured)
+    monkeypatch.setattr(td.compress, "apply_plan", interrupted)
     with pytest.raises(KeyboardInterrupt):
         tune.search(trained_model, train, xy, **kwargs)
-    assert ran == ["trial_0", "trial_1"]
+    assert ran == ["trial_0"] and planned == [[0.5], [0.3]]
     assert (project / "trial_0" / "result.json").exists()
     assert not (project / "trial_1" / "result.json").exists()
     oracle = json.load(open(project / "oracle.json"))
@@ -307,7 +313,8 @@ def test_an_interrupted_trial_is_re_run_when_the_search_resumes(tmp_path, traine
     plan = json.load(open(project / "trial_1" / "trial.json"))["hyperparameters"]["values"]
 
     resumed = tune.search(trained_model, train, xy, **kwargs)
-    assert ran == ["trial_0", "trial_1", "trial_1"]  # trial 1 again; trial 0 kept
+    assert ran == ["trial_0", "trial_1"]  # trial 1 again; trial 0 kept
+    assert planned == [[0.5], [0.3], [0.3]]  # with its own plan
     assert [t["trial_id"] for t in resumed.trials] == ["0", "1"]
     assert resumed.trials[1]["sparsity"] == plan["sparsity"] == 0.3  # the same plan
     assert json.load(open(project / "trial_1" / "trial.json"))["status"] == "COMPLETED"

@@ -89,14 +89,7 @@ def run(args):
     data = dataset_for(args.data, input_shape_of(model), split="train")
     (x, _), validation = _split(data, args.validation_fraction)
     payload = {"validation_samples": len(validation[1])}
-    if args.report:
-        result = export.sensitivity(model, x, validation, num_calibration=args.num_calibration)
-        print(result.table())
-        payload["sensitivity"] = result.as_dict()
-        if args.logs:
-            from tfdeploy.viz import log_sensitivity
-
-            log_sensitivity(args.logs, result)
+    card = None
     if args.budget is not None:
         path = export.tflite(model, args.output, quantization="auto", representative_data=x,
                              num_calibration=args.num_calibration, budget=args.budget,
@@ -104,6 +97,21 @@ def run(args):
                              max_latency_ratio=args.max_latency_ratio,
                              class_names=data.class_names, overwrite=args.overwrite)
         card = export.read_model_card(path)["artifact"]["mixed_precision"]
+    if args.report:
+        if card is not None:  # the search measured it on the same files: not measured twice
+            from tfdeploy.export.mixed_precision import Sensitivity
+
+            result = Sensitivity.from_dict(card["sensitivity"])
+        else:
+            result = export.sensitivity(model, x, validation,
+                                        num_calibration=args.num_calibration)
+        print(result.table())
+        payload["sensitivity"] = result.as_dict()
+        if args.logs:
+            from tfdeploy.viz import log_sensitivity
+
+            log_sensitivity(args.logs, result)
+    if card is not None:
         read = precision_map(path)
         print(render(["layer", "precision (read from the file)"], sorted(read.items()),
                      title=f"{path}: validation accuracy {card['accuracy']:.2f} % "

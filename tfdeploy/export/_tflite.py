@@ -257,6 +257,8 @@ def sensitivity(model, representative_data, validation_data, num_calibration=200
         >>> result = sensitivity(model, train_images, (val_images, val_labels))
         >>> print(result.table())
     """
+    # bad validation data is refused before the model is converted
+    validation_data = _mixed.validation_arrays(validation_data)
     return _mixed.measure_sensitivity(float_flatbuffer(model), representative_data,
                                       validation_data, num_calibration)
 
@@ -356,6 +358,8 @@ def tflite(model, path, quantization="float32", representative_data=None, num_ca
                                              representative_data, chosen, num_calibration)
         else:
             _mixed.check_search(budget, objective, validation_data, max_latency_ratio)
+            # bad validation data is refused before the model is converted
+            validation_data = _mixed.validation_arrays(validation_data)
             flatbuffer, mixed = _mixed.search(float_flatbuffer(model), representative_data,
                                               validation_data, budget, objective,
                                               num_calibration,

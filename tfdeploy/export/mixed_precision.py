@@ -336,6 +336,13 @@ class Sensitivity:
         return {"float_accuracy": self.float_accuracy, "int8_accuracy": self.int8_accuracy,
                 "validation_samples": self.samples, "layers": self.rows}
 
+    @classmethod
+    def from_dict(cls, data):
+        """The `Sensitivity` that `as_dict` wrote (e.g. the ``sensitivity`` of an "auto"
+        file's card: the search measures it first)."""
+        return cls([dict(r) for r in data["layers"]], data["float_accuracy"],
+                   data["int8_accuracy"], data["validation_samples"])
+
     def to_json(self, path):
         """Write `as_dict` to ``path`` as JSON; returns ``path``."""
         import json
