@@ -199,3 +199,23 @@ def test_quantize_layers_says_what_tfmot_says_for_nothing_or_an_unsupported_laye
     with pytest.raises(RuntimeError, match="Layer scale.*is not supported"), \
             qk.quantize_scope({"Scale": Scale}):
         _tfmot.quantize_layers(model, ["scale"])
+
+
+def test_off_the_checked_tfmot_versions_quantize_layers_takes_tfmot_public_path(monkeypatch):
+    public = _tfmot.quantize_apply_annotated
+    calls = []
+
+    def counted(*args):
+        calls.append(args[1])
+        return public(*args)
+
+    monkeypatch.setattr(_tfmot, "quantize_apply_annotated", counted)
+    model = C.flatten(_custom())
+    with qk.quantize_scope({"Scale": Scale}):
+        _tfmot.quantize_layers(model, ["d1"])
+        assert calls == []
+        monkeypatch.setattr(_tfmot, "_checked", [False])  # check_version found another one
+        qat = _tfmot.quantize_layers(model, ["d1"])
+    assert calls == [["d1"]]
+    assert [layer.layer.name for layer in qat.layers if _tfmot.is_quantize_wrapper(layer)] == [
+        "d1"]
