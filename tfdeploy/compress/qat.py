@@ -6,9 +6,10 @@ from tfdeploy.model_io import check_model
 from tfdeploy._keras import keras, tfmot
 from tfdeploy._walk import is_graph_network, leaf_layers, nodes
 from tfdeploy._tfmot import (cluster_preserve_scheme, default_8bit_registry, global_batch_ranges,
-                             honour_trainable, prune_preserve_scheme, set_weight_ranges)
+                             honour_trainable, prune_preserve_scheme, quantize_layers,
+                             set_weight_ranges)
 from tfdeploy.compress.calibrate import calibrate_ranges
-from tfdeploy.compress.fold import fold_input_preprocessing
+from tfdeploy.compress.fold import _fold_flat, _may_fold
 from tfdeploy.compress.graph import flatten
 from tfdeploy.compress.history import notes, record
 from tfdeploy.compress.selection import Select, resolve
@@ -255,12 +256,13 @@ def quantize(model, preserve="auto", layers=None, quantize_configs=None, calibra
     sparsity = model_sparsity(model)
     preserve = _pick_preserve(source, preserve, sparsity)
     # the input rescaling goes into the first conv (one less full-size MUL/ADD/CONCAT in
-    # the int8 file); not under the preserving schemes, whose kernels it would change
-    work = fold_input_preprocessing(model) if preserve is None else model
-    if work is model:
-        work = flatten(model)
-    else:
-        source = work  # its history holds the fold
+    # the int8 file); not under the preserving schemes, whose kernels it would change, and
+    # not into a trainable conv, which training would then move 100-250x too fast
+    work = flatten(model)
+    if preserve is None and _may_fold(model):
+        folded = _fold_flat(work, model, into_trainable=False)
+        if folded is not None:
+            work = source = folded  # its history holds the fold
     foldable = _foldable_norms(work)
     why_not = _why_not(configs, foldable)
     float_layers = []
@@ -286,26 +288,18 @@ def quantize(model, preserve="auto", layers=None, quantize_configs=None, calibra
             skipped[norm] = (f"folded into {conv!r} by the converter; {conv!r} is not "
                              "quantized, so neither is it")
     names = set(chosen)
-
-    def annotate(layer):
-        if layer.name not in names:
-            return layer
-        return qk.quantize_annotate_layer(layer, quantize_config=configs.get(layer.name))
-
     scope = {type(c).__name__: type(c) for c in configs.values()}
     scope.update({type(layer).__name__: type(layer) for layer in work.layers
                   if layer.name in configs or not _is_builtin(layer)})
     with qk.quantize_scope(scope):
-        annotated = keras.models.clone_model(work, clone_function=annotate)
         if preserve == "sparsity":
             scheme = prune_preserve_scheme()
         elif preserve in ("cluster", "cluster_sparsity"):
             scheme = cluster_preserve_scheme(preserve == "cluster_sparsity")
         else:
             scheme = None
-        try:
-            quantized = qk.quantize_apply(annotated, scheme) if scheme else \
-                qk.quantize_apply(annotated)
+        try:  # tfmot's quantize_apply of work with these layers annotated, built once
+            quantized = quantize_layers(work, names, configs, scheme)
         except (ValueError, RuntimeError, KeyError) as exc:
             raise CompressionError(f"QAT could not be applied to model {model.name!r}: {exc}") \
                 from exc
