@@ -103,7 +103,7 @@ def _may_fold(model):
     return len(first) == 1 and type(first[0].layer) is L.Rescaling
 
 
-def fold_input_preprocessing(model, into_trainable=True):
+def fold_input_preprocessing(model):
     """Return a copy of ``model`` with its input rescaling folded into the first convolution.
 
     Looks for ``input -> Rescaling (scalar) -> [Concatenate of k copies] ->
@@ -116,11 +116,6 @@ def fold_input_preprocessing(model, into_trainable=True):
 
     Args:
         model: a built Keras 2 Sequential or functional float model.
-        into_trainable: also fold into a trainable convolution. `quantize` passes False:
-            the folded kernel is ``scale`` times smaller (1/127.5, 1/255) while an
-            optimizer such as Adam takes steps of the same size, so training would move
-            that convolution 100-250x faster for its size than the rest of the network.
-            Defaults to True.
 
     A convolution whose kernel was pruned (has exact zeros) or clustered (few
     distinct values) is left alone: the summed kernel would lose its zeros or its
@@ -132,18 +127,10 @@ def fold_input_preprocessing(model, into_trainable=True):
     """
     if not _may_fold(model):
         return model
-    out = _fold_flat(flatten(model), model, into_trainable)
-    return model if out is None else out
-
-
-def _fold_flat(work, model, into_trainable=True):
-    """`fold_input_preprocessing` of ``work``, a flat copy of ``model`` whose layers it reuses;
-    None when there is nothing to fold (``work`` is then untouched)."""
+    work = flatten(model)
     plan = _plan(work)
     if plan is None or any(_compressed(c.get_weights()[0]) for c in plan[2]):
-        return None
-    if not into_trainable and any(c.trainable for c in plan[2]):
-        return None
+        return model
     rescale, concat, convs, copies = plan
     scale, offset = float(rescale.scale), float(rescale.offset)
     pending = {}

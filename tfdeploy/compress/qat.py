@@ -9,7 +9,7 @@ from tfdeploy._tfmot import (cluster_preserve_scheme, default_8bit_registry, glo
                              honour_trainable, prune_preserve_scheme, quantize_layers,
                              set_weight_ranges)
 from tfdeploy.compress.calibrate import calibrate_ranges
-from tfdeploy.compress.fold import _fold_flat, _may_fold
+from tfdeploy.compress.fold import fold_input_preprocessing
 from tfdeploy.compress.graph import flatten
 from tfdeploy.compress.history import notes, record
 from tfdeploy.compress.selection import Select, resolve
@@ -256,13 +256,12 @@ def quantize(model, preserve="auto", layers=None, quantize_configs=None, calibra
     sparsity = model_sparsity(model)
     preserve = _pick_preserve(source, preserve, sparsity)
     # the input rescaling goes into the first conv (one less full-size MUL/ADD/CONCAT in
-    # the int8 file); not under the preserving schemes, whose kernels it would change, and
-    # not into a trainable conv, which training would then move 100-250x too fast
-    work = flatten(model)
-    if preserve is None and _may_fold(model):
-        folded = _fold_flat(work, model, into_trainable=False)
-        if folded is not None:
-            work = source = folded  # its history holds the fold
+    # the int8 file); not under the preserving schemes, whose kernels it would change
+    work = fold_input_preprocessing(model) if preserve is None else model
+    if work is model:
+        work = flatten(model)
+    else:
+        source = work  # its history holds the fold
     foldable = _foldable_norms(work)
     why_not = _why_not(configs, foldable)
     float_layers = []
