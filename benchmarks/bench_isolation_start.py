@@ -14,9 +14,7 @@ Prints one JSON object.
 """
 
 import argparse
-import json
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -25,6 +23,9 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+from _record import run_info, write_result  # noqa: E402
 
 
 def memory_mb(pid):
@@ -72,6 +73,7 @@ def main():
     parser.add_argument("--kills", type=int, default=3)
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()
+    run = run_info()
     sys.path.insert(0, ROOT)
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
@@ -94,17 +96,9 @@ def main():
                 r["second_model_start_s"] for r in runs),
             "replace_after_sigkill_s_median": statistics.median(
                 x for r in runs for x in r["replace_after_sigkill_s"])}
-    result = {"command": "python benchmarks/bench_isolation_start.py " + " ".join(sys.argv[1:]),
-              "cpu": next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                           if line.startswith("model name")), platform.processor()),
-              "cpus": os.cpu_count(), "load_average_1min": [round(x, 2) for x in load],
+    result = {"run": run, "load_average_1min": [round(x, 2) for x in load],
               "summary": summary, "turns": turns}
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-
+    write_result(result, args.out, indent=1)
 
 if __name__ == "__main__":
     main()
