@@ -115,8 +115,9 @@ def test_qat_fallback_is_said_plainly_and_quantized_when_asked(
                               num_calibration=64)
     assert {"QuantizeLinear", "DequantizeLinear"} <= _ops(path)
     calibration = json.loads(td.runtime.load(path).metadata["tfdeploy.calibration"])
-    assert calibration == {"method": "MinMax", "samples": 64, "activations": "int8",
-                           "weights": "int8", "per_channel": False, "format": "QDQ"}  # opset 10
+    assert calibration == {"method": "MinMax", "samples": 64, "activations": "uint8",
+                           "weights": "int8", "per_channel": False, "format": "QDQ",
+                           "preprocessed": True}  # opset 10
     result = td.verify.verify(path, twin, x, y)
     assert result["precision"] == "int8" and result["passed"], result["failures"]
 
