@@ -232,13 +232,16 @@ def test_litert_calls_do_no_per_call_setup(artifact, version_dir, images):
     rt.close()
 
 
-def test_litert_serves_concurrent_calls_on_every_core(version_dir, images):
-    """By default a LiteRT runtime runs a lone call on one interpreter with every usable core,
-    and calls that overlap it on one-thread interpreters (up to one interpreter per core),
-    created only when calls overlap: concurrent requests are neither serialized onto one
-    interpreter nor given more threads than there are cores."""
+@pytest.mark.parametrize("runtime,artifact", [("litert", "tflite_float32"),
+                                              ("onnxruntime", "onnx")])
+def test_file_runtime_serves_concurrent_calls_on_every_core(runtime, artifact, version_dir,
+                                                             images):
+    """By default a LiteRT (ONNX Runtime) runtime runs a lone call on one interpreter
+    (session) with every usable core, and calls that overlap it on one-thread interpreters
+    (sessions), up to one per core, created only when calls overlap: concurrent requests are
+    neither serialized onto one interpreter nor given more threads than there are cores."""
     cores = len(os.sched_getaffinity(0))
-    rt = load_runtime("litert", version_dir, "tflite_float32")
+    rt = load_runtime(runtime, version_dir, artifact)
     info = rt.describe()
     assert (info["instances"], info["max_instances"]) == (1, cores)   # one until calls overlap
     assert info["instance_threads"] == [cores] == [rt._runners[0].num_threads]
@@ -279,9 +282,50 @@ def test_litert_serves_concurrent_calls_on_every_core(version_dir, images):
     assert min(2, cores) <= info["instances"] <= cores
     assert info["instance_threads"] == [cores] + [1] * (info["instances"] - 1)
     rt.close()
-    rt = load_runtime("litert", version_dir, "tflite_float32", num_threads=1, instances=1)
+    rt = load_runtime(runtime, version_dir, artifact, num_threads=1, instances=1)
     _race([threading.Thread(target=worker) for _ in range(8)])      # one interpreter: queued
     assert rt.describe()["instance_threads"] == [1]
+    rt.close()
+
+
+def test_openvino_runs_overlapping_calls_on_a_throughput_model(version_dir, images):
+    """OpenVINO runs a lone call on its LATENCY model (one stream, every core) and calls that
+    overlap it on a second compiled model with one single-thread stream per core, read back
+    from OpenVINO's own properties; answers are the same on both."""
+    cores = len(os.sched_getaffinity(0))
+    rt = load_runtime("openvino", version_dir, "onnx")
+    if cores < 2:
+        assert rt.describe()["overlapping_calls"] is None
+        return
+    lone, overlap = rt._runners[0]._compiled, rt._overlap._compiled
+    assert (lone.get_property("NUM_STREAMS"), lone.get_property("INFERENCE_NUM_THREADS")) == (
+        1, cores)
+    assert (int(overlap.get_property("NUM_STREAMS")),
+            int(overlap.get_property("INFERENCE_NUM_THREADS"))) == (cores, cores)
+    want = rt.call("serving_default", {"images": images[:8]})["probabilities"]
+    assert rt.describe()["overlapping_calls"]["infer_requests"] == 0     # alone: the first
+    first = rt._runners[0]
+    entered, release = threading.Event(), threading.Event()
+    run = first.run
+
+    def held_run(x):
+        entered.set()
+        assert release.wait(30)
+        return run(x)
+
+    first.run = held_run
+    holder = threading.Thread(target=rt.call, args=("serving_default", {"images": images[:8]}))
+    holder.start()
+    assert entered.wait(30)
+    got = rt.call("serving_default", {"images": images[:8]})["probabilities"]
+    release.set()
+    holder.join(30)
+    first.run = run
+    assert rt.describe()["overlapping_calls"]["infer_requests"] == 1
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    rt.close()
+    rt = load_runtime("openvino", version_dir, "onnx", num_streams=2)    # the user's streams
+    assert rt.describe()["overlapping_calls"] is None
     rt.close()
 
 

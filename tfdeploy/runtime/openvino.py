@@ -67,6 +67,7 @@ class OpenVINORunner:
         self.num_threads = num_threads
         self.precision_hint = precision_hint
         self.performance_hint = performance_hint
+        self.num_streams = num_streams
         self._requests = queue.SimpleQueue()
         self.requests_created = 0
 
