@@ -23,8 +23,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _record import write_result  # noqa: E402
 
-#: onnxruntime.quantization settings, as changes to what tfdeploy's exporter uses
-#: (QDQ, s8 activations, s8 per-channel weights, MinMax, 200 samples).
+#: onnxruntime.quantization settings, as changes to "base": QDQ, s8 activations, s8
+#: per-channel weights, MinMax, 200 samples (the exporter's settings until session 11; it now
+#: uses "u8" after onnxruntime's pre-processing, which the configs here do not run).
 CONFIGS = {
     "base": {},
     "u8": {"activation_type": "QUInt8"},
