@@ -44,6 +44,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -1306,6 +1307,10 @@ def main(argv=None):
     parser.add_argument("--batching_runtime", default="tensorflow",
                         help="--batching_cpu: the --runtime both servers run. Default "
                              "tensorflow.")
+    parser.add_argument("--batching_parameters", default=None, metavar="FILE",
+                        help="--runtimes: the batched servers' text-format BatchingParameters "
+                             "instead of max_batch_size 32, batch_timeout_micros 2000, "
+                             "num_batch_threads 2, max_enqueued_batches 64.")
     parser.add_argument("--batching_cpu_only", action="store_true",
                         help="With --runtimes and --batching_cpu: only the batching CPU rows.")
     parser.add_argument("--model_note", default=None, help="Recorded in the JSON.")
@@ -1326,6 +1331,8 @@ def main(argv=None):
         with open(batching_file, "w") as f:   # the same as the other sections' "batching"
             f.write("max_batch_size { value: 32 }\nbatch_timeout_micros { value: 2000 }\n"
                     "num_batch_threads { value: 2 }\nmax_enqueued_batches { value: 64 }\n")
+        if args.batching_parameters:
+            shutil.copyfile(args.batching_parameters, batching_file)
         if args.batching_cpu_only:
             return _batching_cpu_main(args, tmp, batching_file)
         return _runtimes_main(args, tmp, batching_file)
