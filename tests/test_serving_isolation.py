@@ -320,6 +320,73 @@ def test_two_workers_share_calls_run_concurrently_and_a_killed_one_is_replaced(
     assert not set(last) & set(_descendants(me)), "close() left a worker (or a zombie) behind"
 
 
+def _replaced(model, pid):
+    """Wait until the worker ``pid`` has been replaced by a ready one."""
+    deadline = time.monotonic() + READY_S
+    while model.pids[0] in (pid, None) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert model.pids[0] not in (pid, None), f"worker {pid} was not replaced"
+
+
+def test_a_stuck_worker_is_killed_and_replaced_past_call_timeout(model_path, expected):
+    """A call that outlives ``call_timeout`` (here a worker stopped with SIGSTOP: a kernel that
+    never returns) answers DEADLINE_EXCEEDED at that bound instead of waiting forever; the
+    worker is killed and replaced, and the next call is answered. A client's deadline shorter
+    than that only ends its own wait: the (merely slow) worker is left to finish."""
+    with IsolatedModel(model_path, env=ONEDNN, call_timeout=1.5,
+                       restart_backoff=(0.1, 5.0)) as m:
+        pid = m.pids[0]
+        start = time.monotonic()
+        with pytest.raises(ServingError, match="the model call did not finish") as err:
+            m.call("slow", {"n": np.int32(SLOW_N * 1000)}, deadline=start + 0.3)
+        assert err.value.code == "DEADLINE_EXCEEDED"
+        assert time.monotonic() - start < 1.2 and m.pids[0] == pid and _exists(pid)
+        os.kill(pid, signal.SIGKILL)    # (end the long count; a crash, not a timeout)
+        _replaced(m, pid)
+        pid = m.pids[0]
+        os.kill(pid, signal.SIGSTOP)
+        start = time.monotonic()
+        with pytest.raises(ServingError, match="no answer within 1.5 s") as err:
+            _call(m, "serving_default", {"x": GOOD}, timeout=30)
+        assert err.value.code == "DEADLINE_EXCEEDED"
+        assert 1.4 <= time.monotonic() - start < 10
+        _replaced(m, pid)
+        assert not _exists(pid) and m.hung == 1
+        _assert_outputs(_call(m, "serving_default", {"x": GOOD}), expected)
+
+
+def test_server_answers_504_for_a_stuck_worker_and_replaces_it(model_path):
+    """``tfdeploy serve --model_call_timeout_seconds 2``: a request to a model whose worker is
+    stuck (SIGSTOP) answers 504 DEADLINE_EXCEEDED after about 2 s, not never; the worker is
+    replaced and the next request answers 200."""
+    import shutil
+
+    from test_serving_support import ServerProcess, rest_call
+
+    base = os.path.join(os.path.dirname(model_path), "stuck")
+    shutil.copytree(model_path, os.path.join(base, "1"))
+    good = {"instances": np.zeros([1, 4, 4, 1], np.float32).tolist()}
+    with ServerProcess(["--model_name", "conv", "--model_base_path", base,
+                        "--file_system_poll_wait_seconds", "0", "--model_isolation", "process",
+                        "--model_call_timeout_seconds", "2"]) as proc:
+        assert rest_call(proc.rest_port, "POST", "/v1/models/conv:predict", good)[0] == 200
+        workers = [p for p in _descendants(proc.pid) if _parent(_parent(p)) == proc.pid]
+        assert len(workers) == 1, _descendants(proc.pid)
+        os.kill(workers[0], signal.SIGSTOP)
+        start = time.monotonic()
+        status, reply = rest_call(proc.rest_port, "POST", "/v1/models/conv:predict", good,
+                                  timeout=60)
+        assert status == 504 and "no answer within 2 s" in reply["error"], (status, reply)
+        assert 1.9 <= time.monotonic() - start < 30
+        deadline = time.monotonic() + READY_S
+        while time.monotonic() < deadline:
+            status = rest_call(proc.rest_port, "POST", "/v1/models/conv:predict", good)[0]
+            if status == 200:
+                break
+            time.sleep(0.1)
+        assert status == 200 and not _exists(workers[0]) and proc.alive()
+
+
 def test_workers_end_with_the_interpreter(model_path):
     """A parent that exits without close() takes its workers with it."""
     script = textwrap.dedent("""

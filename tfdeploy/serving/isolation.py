@@ -55,7 +55,7 @@ from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
 
-from tfdeploy.serving.status import HTTP_STATUS, ServingError
+from tfdeploy.serving.status import HTTP_STATUS, ServingError, deadline_exceeded
 
 log = logging.getLogger("tfdeploy.serving")
 
@@ -486,8 +486,10 @@ class _Pool:
     the model can be collected and its finalizer can close the pool)."""
 
     def __init__(self, path, tags, workers, start_timeout, restart_backoff, wait_timeout, env,
-                 close_timeout, name, concurrency, start_method):
+                 close_timeout, name, concurrency, start_method, call_timeout):
         self.path, self.tags, self.env = path, tuple(tags), dict(env or {})
+        self.call_timeout = call_timeout
+        self.hung = 0   # workers killed because a call outlived call_timeout
         self.start_method = start_method
         self.forkserver = None    # the _ForkServer, once the first start acquired it
         self.forkserver_lock = threading.Lock()
@@ -735,7 +737,28 @@ class _Pool:
                             "UNAVAILABLE", "the model's worker process ended before it received "
                             "this request; it is being restarted, retry the request"))
             break
-        call.event.wait()
+        sent = time.monotonic()
+        limits = [t for t in (deadline, self.call_timeout and sent + self.call_timeout) if t]
+        if not call.event.wait(max(0.0, min(limits) - sent) if limits else None):
+            with self.cond:
+                mine = worker.pending.pop(call_id, None) is not None
+            if not mine:        # answered (or failed by the supervisor) just now
+                call.event.wait()
+            elif self.call_timeout and time.monotonic() >= sent + self.call_timeout:
+                # A call that outlives call_timeout means the worker is stuck (a kernel that
+                # never returns): kill it, so its supervisor replaces it and answers the calls
+                # queued behind this one UNAVAILABLE instead of leaving them waiting forever.
+                with self.cond:
+                    self.hung += 1
+                log.error("Model %s: worker process %d gave no answer within %g s; killing it",
+                          self.name, worker.pid, self.call_timeout)
+                worker.process.kill()
+                raise ServingError(
+                    "DEADLINE_EXCEEDED", f"Deadline Exceeded: the model gave no answer within "
+                    f"{self.call_timeout:g} s (--model_call_timeout_seconds); its worker process "
+                    "was killed and is being restarted")
+            else:               # the client's deadline: the worker may only be slow
+                raise deadline_exceeded("the model call")
         if call.error is not None:
             raise call.error
         return call.result
@@ -793,6 +816,9 @@ class IsolatedModel:
         env: environment variables set in the worker before it imports TensorFlow (for
             example ``{"TF_ENABLE_ONEDNN_OPTS": "1"}``).
         close_timeout: seconds ``close`` lets a worker finish its call before killing it.
+        call_timeout: seconds a call may wait for its answer; past it the call fails with
+            DEADLINE_EXCEEDED and the worker, taken to be stuck, is killed and replaced (the
+            calls queued behind it answer UNAVAILABLE). None: no limit. Defaults to None.
         name: how log lines name the model (default: ``path``), e.g. "digits version 1".
         start_method: "forkserver" (fork workers from a process that imported TensorFlow
             once; see the module docstring) or "exec" (a new interpreter per worker).
@@ -804,7 +830,7 @@ class IsolatedModel:
 
     def __init__(self, path, tags=("serve",), workers=1, start_timeout=120,
                  restart_backoff=(0.5, 30.0), wait_timeout=30.0, env=None, close_timeout=5.0,
-                 name=None, concurrency=1, start_method="forkserver"):
+                 name=None, concurrency=1, start_method="forkserver", call_timeout=None):
         if workers < 1 or concurrency < 1:
             raise ValueError(f"workers and concurrency must be at least 1, got {workers} and "
                              f"{concurrency}")
@@ -814,7 +840,8 @@ class IsolatedModel:
         self.path = path
         pool = self._pool = _Pool(path, tags, int(workers), start_timeout,
                                   tuple(restart_backoff), wait_timeout, env, close_timeout,
-                                  name, int(concurrency), start_method)
+                                  name, int(concurrency), start_method,
+                                  float(call_timeout) if call_timeout else None)
         self._finalizer = weakref.finalize(self, pool.close)
         for slot in pool.slots:
             slot.thread = threading.Thread(target=pool.supervise, args=(slot,), daemon=True,
@@ -834,12 +861,14 @@ class IsolatedModel:
         """Run signature ``key`` on ``{input: ndarray}`` in a worker; ``{output: ndarray}``.
 
         ``feeds`` must already be checked against the signature (as ``Servable.call``'s are).
-        ``deadline`` (``time.monotonic()``) bounds only the wait for a ready worker.
+        ``deadline`` (``time.monotonic()``) bounds the wait for a ready worker and for the
+        answer (the worker is left to finish the call); ``call_timeout`` bounds the answer.
 
         Raises:
             ServingError: the TF error's code when the model fails (the worker survives);
                 UNAVAILABLE when the worker ended while this call was in flight, or when no
-                worker became ready within ``wait_timeout``.
+                worker became ready within ``wait_timeout``; DEADLINE_EXCEEDED past
+                ``deadline`` or ``call_timeout``.
         """
         return self._pool.call(key, feeds, deadline)
 
@@ -868,6 +897,11 @@ class IsolatedModel:
     def restarts(self):
         """Number of workers started to replace one that ended."""
         return self._pool.restarts
+
+    @property
+    def hung(self):
+        """Number of workers killed because a call outlived ``call_timeout``."""
+        return self._pool.hung
 
     @property
     def crashes(self):

@@ -104,6 +104,11 @@ class ServerOptions:
                 "process only for a model whose signatures validation cannot fully check and "
                 "whose graph holds a kernel that can abort on a wrong rank). Defaults to auto.",
         kind=("none", "process", "auto"))
+    model_call_timeout_seconds: float = _opt(
+        300, "Seconds a model in a worker process (see --model_isolation) may take to answer "
+             "one call; past it the request answers 504 DEADLINE_EXCEEDED and the worker, "
+             "taken to be stuck, is killed and restarted (requests queued behind it answer "
+             "503). 0: no limit. Defaults to 300.", minimum=0)
     runtime: str = _opt(
         "tensorflow", "What runs each model's serving_default: 'tensorflow' (the SavedModel, as "
                       "TF Serving), 'auto' (at load, verify every artifact the version holds "

@@ -198,12 +198,15 @@ class ModelRepository:
             process only where validation cannot keep a wrong rank away from a kernel that
             aborts on it: ``servable.needs_isolation``). Defaults to "none"; the server's
             default is "auto".
+        isolation_call_timeout: seconds a call to a model in a worker process may wait for
+            its answer before the worker is taken to be stuck and replaced; None: no limit.
+            Defaults to None (the server's default is 300).
     """
 
     def __init__(self, configs, poll_wait_seconds=1.0, batching=None, metrics=None,
                  max_num_load_retries=5, load_retry_interval_micros=60_000_000,
                  freeze_gc=False, enable_signature_method_name_check=False, isolation="none",
-                 runtime="tensorflow", runtime_threads=None):
+                 runtime="tensorflow", runtime_threads=None, isolation_call_timeout=None):
         self._models = {}
         for c in configs:
             if c.name in self._models:
@@ -218,7 +221,7 @@ class ModelRepository:
         self.load_retry_interval = load_retry_interval_micros / 1e6
         self.freeze_gc = freeze_gc
         self.enable_signature_method_name_check = enable_signature_method_name_check
-        self.isolation = isolation
+        self.isolation, self.isolation_call_timeout = isolation, isolation_call_timeout
         self.runtime, self.runtime_threads = runtime, runtime_threads
         self._reload_lock = threading.Lock()  # one reload at a time (never held by polling)
         self._stop = threading.Event()
@@ -400,7 +403,8 @@ class ModelRepository:
     def _load_once(self, cfg, version, path):
         servable = Servable(cfg.name, version, path,
                             method_name_check=self.enable_signature_method_name_check,
-                            isolation=self.isolation)
+                            isolation=self.isolation,
+                            isolation_call_timeout=self.isolation_call_timeout)
         if self.metrics is not None:
             servable.on_run = self._runtime_observer(cfg.name)
         policy = cfg.runtime or self.runtime

@@ -168,7 +168,7 @@ class Servable:
     """
 
     def __init__(self, name, version, path, method_name_check=False, isolation="none",
-                 isolation_env=None):
+                 isolation_env=None, isolation_call_timeout=None):
         self.runtime = None            # a faster runtime for serving_default (select_runtime)
         self.runtime_report = {"policy": "tensorflow", "serving": {
             "runtime": "tensorflow", "artifact": "saved_model"}, "candidates": []}
@@ -195,6 +195,7 @@ class Servable:
             from tfdeploy.serving.isolation import IsolatedModel
 
             self._isolated = IsolatedModel(path, tags=(SERVE_TAG,), env=isolation_env,
+                                           call_timeout=isolation_call_timeout,
                                            name=f"{name} version {self.version}")
             self._functions = dict.fromkeys(self._isolated.signature_keys)
             log.info("Model %s version %d runs in a worker process (--model_isolation=%s)",

@@ -233,5 +233,6 @@ def create_server(**options):
         metrics=metrics_lib.Metrics(), max_num_load_retries=o.max_num_load_retries,
         load_retry_interval_micros=o.load_retry_interval_micros, freeze_gc=o.freeze_gc,
         enable_signature_method_name_check=o.enable_signature_method_name_check,
-        isolation=o.model_isolation, runtime=o.runtime, runtime_threads=o.runtime_threads)
+        isolation=o.model_isolation, runtime=o.runtime, runtime_threads=o.runtime_threads,
+        isolation_call_timeout=o.model_call_timeout_seconds or None)
     return ModelServer(repository, o, metrics_path=metrics_path)
