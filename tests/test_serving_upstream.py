@@ -254,6 +254,8 @@ _F32 = np.random.default_rng(0).integers(0, 1 << 32, size=4096, dtype=np.uint64)
     {"u": np.array([["a", "\u00e9"], ["b", "c"]]), "big": np.uint64([2**63 + 5, 1]),
      "small": np.int8([[-128, 127], [0, 1]])},
     {"half": np.float16([0.1, 2]), "double": np.float64([0.1, 1e300])},
+    {"big_endian": np.array([[0.1, 2], [3, 4]], ">f4"), "ints": np.array([7, 8], ">i8"),
+     "transposed": np.float32([[1, 2], [3, 4]]).T},
 ])
 @pytest.mark.parametrize("fmt", ["row", "columnar"])
 def test_response_json_bytes_hold_the_same_values(outputs, fmt):

@@ -385,8 +385,7 @@ def _json_value(array, name):
         # shortest float32 digits are str()'s (the same value for every one of 3 million
         # random finite float32 bit patterns), ~7x faster than str() per element. (orjson
         # writes NaN/Infinity as null, so those take str()'s path below.)
-        return orjson.loads(orjson.dumps(np.ascontiguousarray(array),
-                                         option=orjson.OPT_SERIALIZE_NUMPY))
+        return orjson.loads(orjson.dumps(_native(array), option=orjson.OPT_SERIALIZE_NUMPY))
     elif kind == "f" and array.dtype.itemsize <= 4:
         # float32/float16 printed at their own precision (0.1, not 0.10000000149011612).
         flat = [float(str(v)) for v in array.ravel()]
@@ -431,6 +430,11 @@ def predict_response(fmt, outputs):
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 
+def _native(array):
+    """``array`` as orjson reads numpy: C-contiguous, in native byte order."""
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("="))
+
+
 def _dump(value):
     return orjson.dumps(value, option=_NUMPY)
 
@@ -445,7 +449,7 @@ def _fast_column(array, name):
     if not array.ndim:
         return None
     if kind in "biu" or (kind == "f" and array.dtype.itemsize == 4):
-        return np.ascontiguousarray(array)
+        return _native(array)
     if kind == "O" and array.ndim == 1 and not name.endswith("_bytes"):
         try:   # (TF's string outputs: UTF-8 bytes; anything else takes _json_value's path)
             return [v.decode("utf-8") for v in array.tolist()]
