@@ -15,8 +15,9 @@ the request's bytes built once and sent in one ``sendall`` on a keep-alive socke
 read up to its Content-Length). ``http.client`` builds every request's headers in Python, sends
 head and body in two writes and parses the answer's headers with the ``email`` package: that
 client's own time sits inside the ``rest`` column, and ``rest_raw`` states the server's overhead
-without most of it. Medians over the rounds; every round and its load average are kept (the
-JSON's ``columns`` says what each column is).
+without most of it. Beside each served p50, the server process's CPU per request (/proc):
+less disturbed than a wall-clock p50 on a shared machine. Medians over the rounds; every
+round and its load average are kept (the JSON's ``columns`` says what each column is).
 """
 
 import argparse
@@ -41,7 +42,17 @@ COLUMNS = {
     "CODE_rest_raw": "served REST V1 predict p50, lean client: pre-built request bytes in one "
                      "sendall on a keep-alive TCP_NODELAY socket, answer read to Content-Length",
     "CODE_grpc": "served gRPC Predict p50, tensorflow-serving-api stub on one channel",
+    "server_cpu_ms_per_request": "per CODE_API: the server process's CPU (every thread, "
+                                 "/proc/PID/stat user+system, 10 ms ticks) over that column's "
+                                 "requests, per request",
 }
+
+
+def _process_cpu_s(pid):
+    """User + system CPU seconds of process ``pid`` so far, every thread (/proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class RawRestClient:
@@ -128,6 +139,7 @@ def main(argv=None):
                 lambda rt=rt: rt.call("serving_default", {input_name: image}), args.requests)
                 for t, rt in runtimes.items()}
             row["in_process"] = min(row.values())
+            cpu = {}
             for k in (list(codes) if r % 2 == 0 else list(codes)[::-1]):
                 s = servers[k]
                 for api, worker in (("rest", bs._RestWorker(s.rest_port, name, body)),
@@ -136,19 +148,27 @@ def main(argv=None):
                     status = worker()
                     if status != 200:
                         raise RuntimeError(f"{k} answered {api} with status {status}")
+                    before = _process_cpu_s(s.proc.pid)
                     row[f"{k}_{api}"] = bs._percentiles(bs._latency(worker, args.requests))[
                         "p50_ms"]
+                    cpu[f"{k}_{api}"] = round((_process_cpu_s(s.proc.pid) - before) * 1000 / (
+                        args.requests + 20), 3)   # (20: _latency's warm-up calls)
+            row["server_cpu_ms_per_request"] = cpu
             row["load_average"] = os.getloadavg()
             rounds.append(row)
             print(f"round {r + 1}: {row}", file=sys.stderr, flush=True)
     finally:
         for s in servers.values():
             s.stop()
-    keys = [k for k in rounds[0] if k != "load_average"]
+    keys = [k for k in rounds[0] if k not in ("load_average", "server_cpu_ms_per_request")]
     med = {k: round(float(np.median([r[k] for r in rounds])), 3) for k in keys}
+    cpu_keys = rounds[0]["server_cpu_ms_per_request"]
+    med_cpu = {k: round(float(np.median([r["server_cpu_ms_per_request"][k] for r in rounds])), 3)
+               for k in cpu_keys}
     out = {"argv": sys.argv[1:] if argv is None else list(argv), "codes": codes,
            "columns": COLUMNS,
            "serving": serving, "median_p50_ms": med,
+           "median_server_cpu_ms_per_request": med_cpu,
            "overhead_ms": {k: round(med[k] - med["in_process"], 3) for k in keys
                            if not k.startswith("in_process")},
            "target_0.5ms_met": {k: round(med[k] - med["in_process"], 3) <= 0.5 for k in keys
