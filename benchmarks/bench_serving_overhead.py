@@ -10,14 +10,21 @@ all loaded at once; in each round (the order reverses every round) the in-proces
 reference is the faster: the server chooses between them at load, unless told
 ``--runtime_threads``),
 then every server's REST V1 and gRPC batch-1 p50 (bench_serving's keep-alive ``http.client``
-and ``tensorflow-serving-api`` clients). Medians over the rounds; every round and its load
-average are kept.
+and ``tensorflow-serving-api`` clients) and the REST p50 again from a lean client (``rest_raw``:
+the request's bytes built once and sent in one ``sendall`` on a keep-alive socket, the answer
+read up to its Content-Length). ``http.client`` builds every request's headers in Python, sends
+head and body in two writes and parses the answer's headers with the ``email`` package: that
+client's own time sits inside the ``rest`` column, and ``rest_raw`` states the server's overhead
+without most of it. Beside each served p50, the server process's CPU per request (/proc):
+less disturbed than a wall-clock p50 on a shared machine. Medians over the rounds; every
+round and its load average are kept (the JSON's ``columns`` says what each column is).
 """
 
 import argparse
 import http.client
 import json
 import os
+import socket
 import sys
 
 import numpy as np
@@ -25,6 +32,68 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_serving as bs  # noqa: E402
 from _record import write_result  # noqa: E402
+
+
+COLUMNS = {
+    "in_process_N_threads": "Runtime.call p50 in this process at N threads, back to back",
+    "in_process": "the faster in_process_N_threads of the round (the overhead's reference)",
+    "CODE_rest": "served REST V1 predict p50, bench_serving's keep-alive http.client client "
+                 "(Python request building, two writes, email-package header parsing)",
+    "CODE_rest_raw": "served REST V1 predict p50, lean client: pre-built request bytes in one "
+                     "sendall on a keep-alive TCP_NODELAY socket, answer read to Content-Length",
+    "CODE_grpc": "served gRPC Predict p50, tensorflow-serving-api stub on one channel",
+    "server_cpu_ms_per_request": "per CODE_API: the server process's CPU (every thread, "
+                                 "/proc/PID/stat user+system, 10 ms ticks) over that column's "
+                                 "requests, per request",
+}
+
+
+def _process_cpu_s(pid):
+    """User + system CPU seconds of process ``pid`` so far, every thread (/proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class RawRestClient:
+    """One keep-alive connection that sends a pre-built request in one write and reads the
+    answer up to its Content-Length: the least a client can do in Python."""
+
+    def __init__(self, port, name, body):
+        self.request = (b"POST /v1/models/%s:predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (
+                            name.encode(), len(body))) + body
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = bytearray(1 << 20)
+        self.view = memoryview(self.buf)
+
+    def __call__(self):
+        self.sock.sendall(self.request)
+        buf, view, n = self.buf, self.view, 0
+        while True:
+            got = self.sock.recv_into(view[n:])
+            if not got:
+                raise ConnectionError("the server closed the connection")
+            n += got
+            head = buf.find(b"\r\n\r\n", 0, n)
+            if head >= 0:
+                break
+        lowered = bytes(buf[:head + 2]).lower()
+        start = lowered.find(b"\r\ncontent-length:")
+        if start < 0:
+            raise ValueError(f"no Content-Length in the answer: {bytes(buf[:head])!r}")
+        start += len(b"\r\ncontent-length:")
+        end = head + 4 + int(lowered[start:lowered.find(b"\r\n", start)])
+        while n < end:
+            got = self.sock.recv_into(view[n:])
+            if not got:
+                raise ConnectionError("the server closed the connection mid-answer")
+            n += got
+        return int(buf[9:12])
+
+    def close(self):
+        self.sock.close()
 
 
 def main(argv=None):
@@ -70,26 +139,40 @@ def main(argv=None):
                 lambda rt=rt: rt.call("serving_default", {input_name: image}), args.requests)
                 for t, rt in runtimes.items()}
             row["in_process"] = min(row.values())
+            cpu = {}
             for k in (list(codes) if r % 2 == 0 else list(codes)[::-1]):
                 s = servers[k]
                 for api, worker in (("rest", bs._RestWorker(s.rest_port, name, body)),
+                                    ("rest_raw", RawRestClient(s.rest_port, name, body)),
                                     ("grpc", bs._GrpcWorker(s.grpc_port, name, image))):
+                    status = worker()
+                    if status != 200:
+                        raise RuntimeError(f"{k} answered {api} with status {status}")
+                    before = _process_cpu_s(s.proc.pid)
                     row[f"{k}_{api}"] = bs._percentiles(bs._latency(worker, args.requests))[
                         "p50_ms"]
+                    cpu[f"{k}_{api}"] = round((_process_cpu_s(s.proc.pid) - before) * 1000 / (
+                        args.requests + 20), 3)   # (20: _latency's warm-up calls)
+            row["server_cpu_ms_per_request"] = cpu
             row["load_average"] = os.getloadavg()
             rounds.append(row)
             print(f"round {r + 1}: {row}", file=sys.stderr, flush=True)
     finally:
         for s in servers.values():
             s.stop()
-    keys = [k for k in rounds[0] if k != "load_average"]
+    keys = [k for k in rounds[0] if k not in ("load_average", "server_cpu_ms_per_request")]
     med = {k: round(float(np.median([r[k] for r in rounds])), 3) for k in keys}
+    cpu_keys = rounds[0]["server_cpu_ms_per_request"]
+    med_cpu = {k: round(float(np.median([r["server_cpu_ms_per_request"][k] for r in rounds])), 3)
+               for k in cpu_keys}
     out = {"argv": sys.argv[1:] if argv is None else list(argv), "codes": codes,
+           "columns": COLUMNS,
            "serving": serving, "median_p50_ms": med,
+           "median_server_cpu_ms_per_request": med_cpu,
            "overhead_ms": {k: round(med[k] - med["in_process"], 3) for k in keys
                            if not k.startswith("in_process")},
            "target_0.5ms_met": {k: round(med[k] - med["in_process"], 3) <= 0.5 for k in keys
-                                if k.endswith("_rest")},
+                                if k.endswith(("_rest", "_rest_raw"))},
            "rounds": rounds}
     write_result(out, args.out, indent=1)
     return 0

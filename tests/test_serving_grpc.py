@@ -74,6 +74,40 @@ def test_predict_multi_output_filter_and_strings(stub):
     assert list(tf.make_ndarray(resp.outputs["echo_bytes"])) == [b"\x00ab"]
 
 
+@pytest.mark.parametrize("value", [
+    np.array([b"3"], dtype=object), np.array([["cat"], ["\u00e9t\u00e9"]], dtype=object),
+    np.array(["\u00e9", "b"]), np.array([b"x", b"\xff"], dtype="S"),
+    np.array([[b"a\x00b", b""]], dtype=object), np.array([], dtype=object),
+    np.array("x", dtype=object),
+])
+def test_string_response_tensors_are_what_make_tensor_proto_writes(value):
+    """ndarray_to_tensor writes string outputs itself (no tf.make_tensor_proto per output):
+    the same TensorProto, byte for byte."""
+    from tfdeploy.serving import inference
+
+    ours, theirs = inference.ndarray_to_tensor(value), tf.make_tensor_proto(value)
+    assert ours == theirs and ours.SerializeToString() == theirs.SerializeToString()
+
+
+@pytest.mark.parametrize("value", [np.float32([[0.5, 2]]), np.int64([3]), np.array([True]),
+                                   np.uint8([[1], [255]])])
+def test_numeric_response_tensors_hold_what_make_tensor_proto_holds(value):
+    """Numbers are packed into tensor_content (as TF Serving sends them): same dtype, shape
+    and values as tf.make_tensor_proto's."""
+    from tfdeploy.serving import inference
+
+    ours, theirs = inference.ndarray_to_tensor(value), tf.make_tensor_proto(value)
+    assert ours.dtype == theirs.dtype and ours.tensor_shape == theirs.tensor_shape
+    np.testing.assert_array_equal(tf.make_ndarray(ours), value)
+
+
+def test_response_tensor_of_objects_that_are_not_strings_fails_as_in_tf():
+    from tfdeploy.serving import inference
+
+    with pytest.raises(TypeError, match="Expected binary or unicode string, got 1"):
+        inference.ndarray_to_tensor(np.array([1, 2], dtype=object))
+
+
 def test_predict_tfdeploy_export_matches_in_process(stub, model_root):
     images = digit_images(2, seed=5)
     fn = tf.saved_model.load(str(model_root / "digits" / "1")).signatures["serving_default"]

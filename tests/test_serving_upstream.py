@@ -219,23 +219,61 @@ def test_upstream_classify_regress_json_errors(text, message):
 
 
 # -- FromJson* / MakeJsonFromTensors: responses ----------------------------------------------
-def test_upstream_response_float_precision_and_non_finite():
+def _dumps(fmt, outputs):
+    return json.dumps(rest_json.predict_response(fmt, outputs))
+
+
+def _dumps_fast(fmt, outputs):
+    return rest_json.predict_response_json(fmt, outputs).decode()
+
+
+@pytest.mark.parametrize("dumps", [_dumps, _dumps_fast])
+def test_upstream_response_float_precision_and_non_finite(dumps):
     six = np.array([[9000000, 999999, 0.5], [.0003, .00003, 555557.5]], np.float32)
-    text = json.dumps(rest_json.predict_response("row", {"float_tensor": six}))
+    text = dumps("row", {"float_tensor": six})
     # TF Serving writes 9e+06 for the first value (printf %g); the number is the same
     expected = [[9e+06, 999999.0, 0.5], [0.0003, 3e-05, 555557.5]]
     assert json.loads(text) == {"predictions": expected}
     bad = np.array([[NAN, math.inf], [3, -math.inf]], np.float32)
-    text = json.dumps(rest_json.predict_response("row", {"float_tensor": bad}))
+    text = dumps("row", {"float_tensor": bad})
     assert text == '{"predictions": [[NaN, Infinity], [3.0, -Infinity]]}'
 
 
+_LABELS = np.array([b"cat", "\u00e9t\u00e9".encode(), b"null", b"\xff\xfe"], dtype=object)
+_F32 = np.random.default_rng(0).integers(0, 1 << 32, size=4096, dtype=np.uint64).astype(
+    np.uint32).view(np.float32)
+
+
+@pytest.mark.parametrize("outputs", [
+    {"probabilities": _F32[np.isfinite(_F32)][:4000].reshape(4, 1000)},   # random bit patterns
+    {"probabilities": np.float32([[0.1, 0.2], [0.3, 0.4], [5, 6], [7, 8]]),
+     "class_index": np.int64([1, 0, 1, 1]), "class_label": _LABELS,
+     "score": np.float32([0.25, 1e-7, 3e+30, -0.0])},
+    {"ok": np.float32([[1, 2]] * 4), "bad": np.float32([1, NAN, math.inf, 2])},
+    {"echo_bytes": _LABELS, "flag": np.array([True, False, True, True])},
+    {"u": np.array([["a", "\u00e9"], ["b", "c"]]), "big": np.uint64([2**63 + 5, 1]),
+     "small": np.int8([[-128, 127], [0, 1]])},
+    {"half": np.float16([0.1, 2]), "double": np.float64([0.1, 1e300])},
+    {"big_endian": np.array([[0.1, 2], [3, 4]], ">f4"), "ints": np.array([7, 8], ">i8"),
+     "transposed": np.float32([[1, 2], [3, 4]]).T},
+])
+@pytest.mark.parametrize("fmt", ["row", "columnar"])
+def test_response_json_bytes_hold_the_same_values(outputs, fmt):
+    """predict_response_json (orjson straight from numpy) answers what json.dumps of
+    predict_response answers, value for value, with the same top-level layout."""
+    fast, plain = _dumps_fast(fmt, outputs), _dumps(fmt, outputs)
+    assert json.loads(fast) == json.loads(plain)
+    assert fast.startswith('{"outputs": ' if fmt == "columnar" else '{"predictions": ')
+
+
+@pytest.mark.parametrize("dumps", [_dumps, _dumps_fast])
 @pytest.mark.parametrize("outputs,message", [
     ({}, "empty tensor map"),
     ({"tensor": np.array([1 + 2j, 2], np.complex64)}, "tensor type: complex64"),
     ({"tensor": np.int32(1)}, "no shape information"),
+    ({"a": np.float32([1, 2]), "b": np.float32([1, 2, 3])}, "inconsistent batch size: 3"),
 ])
-def test_upstream_response_errors(outputs, message):
+def test_upstream_response_errors(outputs, message, dumps):
     with pytest.raises(ServingError) as info:
-        rest_json.predict_response("row", outputs)
+        dumps("row", outputs)
     assert info.value.code == "INVALID_ARGUMENT" and message in info.value.message

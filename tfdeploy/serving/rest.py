@@ -187,7 +187,9 @@ class RestApi:
 
     @staticmethod
     def _json(status, obj):
-        return status, "application/json", json.dumps(obj).encode("utf-8")
+        """The answer of ``obj``: JSON of it, or ``obj`` itself when it is JSON bytes."""
+        body = obj if isinstance(obj, bytes) else json.dumps(obj).encode("utf-8")
+        return status, "application/json", body
 
     @staticmethod
     def _parse_body(raw):
@@ -244,7 +246,7 @@ class RestApi:
             fmt, inputs = rest_json.parse_predict(body, plane.input_dtypes(servable, sig),
                                                   plane.shape_check(servable, sig))
             _, outputs = plane.infer(servable, sig, inputs, deadline=deadline)
-        return rest_json.predict_response(fmt, outputs)
+        return rest_json.predict_response_json(fmt, outputs)   # (bytes: written as they are)
 
     def _classify(self, name, version, label, body, deadline):
         examples = rest_json.parse_examples(body)
