@@ -711,6 +711,306 @@ invalid:
 
 #define SKIP_WS(s, e) while ((s) < (e) && is_ws(*(s))) (s)++
 
+/* -- AVX-512: the number tokens found in bulk, then parsed 8 at a time -------------------- */
+/* The sequential scan below parses one number at a time (~40 instructions each for "123.0").
+ * With AVX-512 (checked at import), a span is first cut into number tokens, a chunk at a
+ * time: one compare marks the bytes of number tokens (0-9 . - + e E) 64 at a time, and the
+ * starts and ends of their runs go to two index lists. The tokens of the short form
+ * ("-"? up to 8 digits with at most one '.' between digits: "123", "123.0", "-0.5",
+ * "0.1234567") are parsed 8 at a time, each as one integer w < 10**8 of its digits: w and
+ * 10**k (k fraction digits, k <= 7) are exact doubles, so one IEEE division rounds w / 10**k
+ * correctly, and the double is rounded to float32 (numpy's astype) as the scan does it. Any
+ * other token goes to parse_number, the scan's exact parser. A scalar loop then checks the
+ * bytes between the numbers (white space, closing brackets, a comma, as many opening brackets:
+ * every number at one depth, as rectangular as the scan requires), that each number starts
+ * where the list says and that a token is exactly one number. Anything else declines: the
+ * sequential scan then decides from scratch, so this path answers only what it answers. */
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__SIZEOF_INT128__)
+#define HAVE_AVX512 1
+#include <immintrin.h>
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512cd,avx512vl,popcnt")))
+static int has_avx512, use_avx512;   /* the CPU has all of those (import); in use */
+static Py_ssize_t fast_answers;        /* arrays it decided (a statistic, for the tests) */
+
+#define DECLINE 16
+#define FAST_MIN 256      /* shorter spans: the sequential scan alone */
+#define FAST_FIRST 256    /* bytes classified first (a small array costs no more) ... */
+#define FAST_CHUNK 4096   /* ... then at a time (their index lists stay in L1) */
+
+/* the bits of m as positions base + bit, appended at out[*n] */
+static inline void flatten(uint64_t m, uint32_t base, uint32_t *out, int *n) {
+    int k = *n;
+    while (m) {
+        out[k++] = base + (uint32_t)__builtin_ctzll(m);
+        m &= m - 1;
+    }
+    *n = k;
+}
+
+/* 8 number tokens [base + starts[j], base + ends[j]) (9 bytes readable from each start):
+ * the double of each one of the short form into out[j] (float32 or float64 by itemsize);
+ * the lanes of another form are set in the returned mask (their out[j] is garbage) */
+AVX512 static inline unsigned short_numbers8(const unsigned char *base, const uint32_t *starts,
+                                              const uint32_t *ends, char *out, int itemsize) {
+    const __m512i ones = _mm512_set1_epi64(-1), zero = _mm512_setzero_si512();
+    const __m512i one = _mm512_set1_epi64(1), b0 = _mm512_set1_epi64(0x3030303030303030LL);
+    const __m512i hi = _mm512_set1_epi64((long long)0xF0F0F0F0F0F0F0F0ULL);
+    const __m512i m16 = _mm512_set1_epi64(0x000000FF000000FFLL);
+    __m512i st = _mm512_cvtepu32_epi64(_mm256_loadu_si256((const __m256i *)starts));
+    __m512i en = _mm512_cvtepu32_epi64(_mm256_loadu_si256((const __m256i *)ends));
+    __m512i w = _mm512_i64gather_epi64(st, (const void *)base, 1), v, len, keep, x, dots, nd;
+    __m512i kd, low, k, d, value, frac;
+    __mmask8 neg, bad, has_dot, intzero;
+    __m512d dbl;
+    /* a '-': the 8 bytes after it */
+    neg = _mm512_cmpeq_epi64_mask(_mm512_and_si512(w, _mm512_set1_epi64(0xFF)),
+                                  _mm512_set1_epi64('-'));
+    st = _mm512_mask_add_epi64(st, neg, st, one);
+    v = _mm512_mask_i64gather_epi64(w, neg, st, (const void *)base, 1);
+    len = _mm512_sub_epi64(en, st);   /* 1 to 8 bytes */
+    bad = _mm512_cmpgt_epu64_mask(_mm512_sub_epi64(len, one), _mm512_set1_epi64(7));
+    keep = _mm512_srlv_epi64(ones, _mm512_sub_epi64(_mm512_set1_epi64(64),
+                                                   _mm512_slli_epi64(len, 3)));
+    /* the first '.' (a zero byte of v ^ "........" in the token): byte kd; 8 where none */
+    x = _mm512_or_si512(_mm512_xor_si512(v, _mm512_set1_epi64(0x2E2E2E2E2E2E2E2ELL)),
+                        _mm512_andnot_si512(keep, ones));
+    dots = _mm512_and_si512(_mm512_andnot_si512(x, _mm512_sub_epi64(
+                                x, _mm512_set1_epi64(0x0101010101010101LL))),
+                            _mm512_set1_epi64((long long)0x8080808080808080ULL));
+    has_dot = _mm512_test_epi64_mask(dots, dots);
+    kd = _mm512_srli_epi64(_mm512_sub_epi64(_mm512_set1_epi64(63), _mm512_lzcnt_epi64(
+             _mm512_and_si512(dots, _mm512_sub_epi64(zero, dots)))), 3);
+    kd = _mm512_mask_blend_epi64(has_dot, _mm512_set1_epi64(8), kd);
+    /* a digit before and after the point */
+    bad |= has_dot & (_mm512_cmpeq_epi64_mask(kd, zero) |
+                      _mm512_cmpge_epu64_mask(_mm512_add_epi64(kd, one), len));
+    /* the digits without the point, k of them: all digits */
+    low = _mm512_sub_epi64(_mm512_sllv_epi64(one, _mm512_slli_epi64(kd, 3)), one);
+    v = _mm512_or_si512(_mm512_and_si512(v, low),
+                        _mm512_andnot_si512(low, _mm512_srli_epi64(v, 8)));
+    k = _mm512_mask_sub_epi64(len, has_dot, len, one);
+    nd = _mm512_or_si512(_mm512_xor_si512(_mm512_and_si512(v, hi), b0),
+                         _mm512_xor_si512(_mm512_and_si512(_mm512_add_epi64(
+                             v, _mm512_set1_epi64(0x0606060606060606LL)), hi), b0));
+    bad |= _mm512_test_epi64_mask(nd, _mm512_srlv_epi64(
+        ones, _mm512_sub_epi64(_mm512_set1_epi64(64), _mm512_slli_epi64(k, 3))));
+    /* no leading zero ("01", "00.5"): a first digit 0 with more digits before the point */
+    bad |= _mm512_cmpeq_epi64_mask(_mm512_and_si512(v, _mm512_set1_epi64(0xFF)),
+                                   _mm512_set1_epi64('0')) &
+           _mm512_cmpgt_epu64_mask(_mm512_min_epu64(kd, k), one);
+    /* digits_value(v, k), lane by lane */
+    d = _mm512_sllv_epi64(_mm512_sub_epi64(v, b0),
+                          _mm512_slli_epi64(_mm512_sub_epi64(_mm512_set1_epi64(8), k), 3));
+    d = _mm512_add_epi64(_mm512_add_epi64(_mm512_slli_epi64(d, 3), _mm512_slli_epi64(d, 1)),
+                         _mm512_srli_epi64(d, 8));
+    value = _mm512_srli_epi64(_mm512_add_epi64(
+        _mm512_mullo_epi64(_mm512_and_si512(d, m16), _mm512_set1_epi64(100 + (1000000LL << 32))),
+        _mm512_mullo_epi64(_mm512_and_si512(_mm512_srli_epi64(d, 16), m16),
+                           _mm512_set1_epi64(1 + (10000LL << 32)))), 32);
+    /* w / 10**(fraction digits): exact operands, one rounding */
+    frac = _mm512_maskz_sub_epi64(has_dot, k, kd);
+    dbl = _mm512_div_pd(_mm512_cvtepu64_pd(value),
+                        _mm512_permutexvar_pd(frac, _mm512_loadu_pd(POW10)));
+    /* the sign, but for the integer -0 (json's int 0: +0) */
+    intzero = ~has_dot & _mm512_cmpeq_epi64_mask(value, zero);
+    dbl = _mm512_castsi512_pd(_mm512_mask_xor_epi64(
+        _mm512_castpd_si512(dbl), neg & ~intzero, _mm512_castpd_si512(dbl),
+        _mm512_set1_epi64((long long)0x8000000000000000ULL)));
+    if (itemsize == 8) _mm512_storeu_pd((double *)out, dbl);
+    else _mm256_storeu_ps((float *)out, _mm512_cvtpd_ps(dbl));   /* (as (float) rounds) */
+    return bad;
+}
+
+/* the bytes [b, p) as a template (at most 8, the first time) */
+#define LEARN(tmpl, len)                                                                   \
+    do {                                                                                   \
+        if ((len) == 0 && p - b <= 8) {                                                    \
+            memcpy(&(tmpl), b, (size_t)(p - b));                                           \
+            (len) = p - b;                                                                 \
+        }                                                                                  \
+    } while (0)
+
+/* decode_span's answer (OK, FULL; the same numbers, shape and stop), or DECLINE */
+AVX512 static __attribute__((noinline)) int decode_fast(
+        const unsigned char *s, Py_ssize_t n, char *out, Py_ssize_t cap, int itemsize,
+        Py_ssize_t *dims, int *ndim, Py_ssize_t *count, const unsigned char **stop) {
+    const unsigned char *e = s + n, *p = s, *scan = s;
+    /* token t: [s + starts[t], s + ends[t]); a start whose end is not classified yet is
+     * carried to the front of the next chunk's lists */
+    uint32_t starts[FAST_CHUNK / 2 + 2], ends[FAST_CHUNK / 2 + 2];
+    unsigned char bad[FAST_CHUNK / 16 + 2];   /* a bit a token: not parsed yet */
+    Py_ssize_t cnt[MAX_DEPTH], i = 0, base = 0;
+    int leaf = 0, ns = 0, ne = 0, t = 0, d;
+    uint64_t prev = 0;   /* 1: the byte before scan is a number byte */
+    /* the bytes between two numbers of a row (tmpl0: ", ") and where a row ends (tmpl1:
+     * "], ["), as the first ones were (checked by the scalar loop), up to 8 of them */
+    uint64_t tmpl0 = 0, tmpl1 = 0;
+    Py_ssize_t len0 = 0, len1 = 0;
+    if (n < FAST_MIN || n >= (Py_ssize_t)1 << 31) return DECLINE;
+    for (d = 0; d < MAX_DEPTH; d++) {
+        dims[d] = -1;
+        cnt[d] = 0;
+    }
+    SKIP_WS(p, e);
+    while (p < e && *p == '[') {
+        if (++leaf > MAX_DEPTH) return DECLINE;
+        p++;
+        SKIP_WS(p, e);
+    }
+    if (leaf == 0) return DECLINE;
+    for (;;) {
+        const unsigned char *a, *b;
+        if (t == ne) {   /* the next chunk: its tokens, and those of the short form parsed */
+            const unsigned char *limit = scan + (scan == s ? FAST_FIRST : FAST_CHUNK);
+            const __m512i plus = _mm512_set1_epi8((char)(0x80 - '+')),
+                          below = _mm512_set1_epi8((char)(0x80 + '9' - '+' + 1));
+            int g;
+            if (ns > ne) {
+                starts[0] = starts[ns - 1];
+                ns = 1;
+            } else {
+                ns = 0;
+            }
+            ne = t = 0;
+            base = i;   /* out[base + t]: token t's number */
+            if (scan >= e) return DECLINE;   /* (a number that runs to the end) */
+            for (; scan < limit && scan < e; scan += 64) {
+                __m512i v = e - scan >= 64 ? _mm512_loadu_si512((const void *)scan)
+                            : _mm512_maskz_loadu_epi8(~0ULL >> (64 - (e - scan)), scan);
+                /* 0x2B-0x39 ('+' ',' '-' '.' '/' digits) but ',' and '/', or e / E */
+                uint64_t m = (_mm512_cmplt_epi8_mask(_mm512_add_epi8(v, plus), below) &
+                              ~_mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(',')) &
+                              ~_mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('/'))) |
+                             _mm512_cmpeq_epi8_mask(_mm512_or_si512(v, _mm512_set1_epi8(0x20)),
+                                                    _mm512_set1_epi8('e'));
+                uint64_t first = m & ~((m << 1) | prev), last = ~m & ((m << 1) | prev);
+                prev = m >> 63;
+                flatten(first, (uint32_t)(scan - s), starts, &ns);
+                flatten(last, (uint32_t)(scan - s), ends, &ne);
+            }
+            if (scan > e) scan = e;
+            for (g = 0; g + 8 <= ne; g += 8) {
+                bad[g >> 3] = base + g + 8 <= cap && starts[g + 7] + 9 <= (uint64_t)n
+                    ? (unsigned char)short_numbers8(s, starts + g, ends + g,
+                                                    out + (base + g) * itemsize, itemsize)
+                    : 0xFF;
+            }
+            bad[g >> 3] = bad[(g >> 3) + 1] = 0xFF;
+            if (limit - s == FAST_FIRST) {   /* mostly long numbers: the scan is quicker */
+                int k, others = 0;
+                for (k = 0; k < (ne & ~7); k++) others += bad[k >> 3] >> (k & 7) & 1;
+                if (others * 4 > (ne & ~7)) return DECLINE;
+            }
+            continue;
+        }
+        /* 8 numbers at once: all of the short form (parsed), the bytes after each one those of
+         * tmpl0, or of tmpl1 after the last one of a row (dims[leaf - 1] numbers) */
+        if (len0 && t + 8 < ns && i + 8 <= cap && ends[t + 7] + 8 <= (uint64_t)n &&
+                p == s + starts[t] && ((bad[t >> 3] | bad[(t >> 3) + 1] << 8) >> (t & 7) & 0xFF) == 0) {
+            Py_ssize_t row = dims[leaf - 1], j;
+            unsigned closes = 0, ok;
+            __m512i en = _mm512_cvtepu32_epi64(_mm256_loadu_si256((const __m256i *)(ends + t)));
+            __m512i gap = _mm512_sub_epi64(
+                _mm512_cvtepu32_epi64(_mm256_loadu_si256((const __m256i *)(starts + t + 1))), en);
+            __m512i bytes = _mm512_i64gather_epi64(en, (const void *)s, 1);
+            if (row > 0 && cnt[leaf - 1] < row)
+                for (j = row - 1 - cnt[leaf - 1]; j < 8; j += row) closes |= 1u << j;
+            ok = (unsigned)(_mm512_cmpeq_epi64_mask(gap, _mm512_set1_epi64(len0)) &
+                            _mm512_cmpeq_epi64_mask(_mm512_and_si512(bytes, _mm512_set1_epi64(
+                                (long long)(~0ULL >> (64 - 8 * len0)))), _mm512_set1_epi64((long long)tmpl0)))
+                 & ~closes;
+            if (closes && len1) {
+                ok |= (unsigned)(_mm512_cmpeq_epi64_mask(gap, _mm512_set1_epi64(len1)) &
+                                 _mm512_cmpeq_epi64_mask(_mm512_and_si512(bytes, _mm512_set1_epi64(
+                                     (long long)(~0ULL >> (64 - 8 * len1)))),
+                                     _mm512_set1_epi64((long long)tmpl1))) & closes;
+            }
+            /* (a row end that also ends the array above it: the scalar loop) */
+            if (ok == 0xFF && (closes == 0 || (leaf >= 2 && (leaf == 2 || dims[leaf - 2] < 0 ||
+                    cnt[leaf - 2] + __builtin_popcount(closes) < dims[leaf - 2])))) {
+                if (closes) {
+                    cnt[leaf - 1] = 7 - (31 - __builtin_clz(closes));
+                    cnt[leaf - 2] += __builtin_popcount(closes);
+                } else {
+                    cnt[leaf - 1] += 8;
+                }
+                i += 8;
+                t += 8;
+                p = s + starts[t];
+                continue;
+            }
+        }
+        a = s + starts[t];
+        b = s + ends[t];
+        if (p != a) return DECLINE;
+        if (i >= cap) return FULL;
+        if (bad[t >> 3] >> (t & 7) & 1) {   /* not of the short form: the exact parser */
+            double v;
+            int rc;
+            if (parse_number(a, e, &v, &rc) != b) return DECLINE;
+            if (itemsize == 8) ((double *)out)[i] = v;
+            else ((float *)out)[i] = (float)v;   /* (numpy's astype: the double, rounded) */
+        }
+        t++;
+        i++;
+        cnt[leaf - 1]++;
+        /* the bytes to the next number: ", " or ws ']'... ',' '['... (as many), or the
+         * last ']' */
+        p = b;
+        if (e - p >= 2 && p[0] == ',') {
+            p += p[1] == ' ' ? 2 : 1;
+            SKIP_WS(p, e);
+            LEARN(tmpl0, len0);
+            continue;
+        }
+        SKIP_WS(p, e);
+        if (p < e && *p == ']') {
+            d = leaf - 1;
+            for (;;) {
+                p++;
+                if (dims[d] < 0) dims[d] = cnt[d];
+                else if (dims[d] != cnt[d]) return DECLINE;
+                cnt[d] = 0;
+                if (d == 0) goto done;
+                cnt[--d]++;
+                SKIP_WS(p, e);
+                if (p >= e || *p != ']') break;
+            }
+            if (p >= e || *p != ',') return DECLINE;
+            p++;
+            SKIP_WS(p, e);
+            if (d == leaf - 2) {   /* one ']', then one '[' */
+                if (p >= e || *p != '[') return DECLINE;
+                p++;
+                SKIP_WS(p, e);
+                LEARN(tmpl1, len1);
+                d++;
+            }
+            for (; d < leaf - 1; d++) {
+                if (p >= e || *p != '[') return DECLINE;
+                p++;
+                SKIP_WS(p, e);
+            }
+        } else {
+            if (p >= e || *p != ',') return DECLINE;
+            p++;
+            SKIP_WS(p, e);
+            LEARN(tmpl0, len0);
+        }
+    }
+done:
+    if (stop != NULL) {
+        *stop = p;
+    } else {
+        SKIP_WS(p, e);
+        if (p != e) return DECLINE;
+    }
+    *ndim = leaf;
+    *count = i;
+    return OK;
+}
+#endif
+
 /* One pass over the span: a rectangular array of numbers only (every array non-empty, the
  * numbers all at one depth), white space around; the numbers into out (at most cap items of
  * itemsize 8 or 4), its shape into dims / *ndim and the count into *count. */
@@ -720,6 +1020,14 @@ static inline __attribute__((always_inline)) int decode_span(
     const unsigned char *e = s + n;
     Py_ssize_t counts[MAX_DEPTH], i = 0, row;
     int depth = 0, leaf = -1, rc = OK, k;
+#ifdef HAVE_AVX512
+    if (use_avx512 && n >= FAST_MIN) {
+        rc = decode_fast(s, n, out, cap, itemsize, dims, ndim, count, stop);
+        if (rc == OK) __atomic_fetch_add(&fast_answers, 1, __ATOMIC_RELAXED);
+        if (rc != DECLINE) return rc;
+        rc = OK;
+    }
+#endif
     for (k = 0; k < MAX_DEPTH; k++) dims[k] = -1;
     SKIP_WS(s, e);
     if (s >= e || *s != '[') return INVALID;
@@ -1094,6 +1402,26 @@ fail:
     return NULL;
 }
 
+static PyObject *py_fast(PyObject *self, PyObject *args) {
+    int on = -1, was;
+    if (!PyArg_ParseTuple(args, "|p", &on)) return NULL;
+#ifdef HAVE_AVX512
+    was = use_avx512;
+    if (on >= 0) use_avx512 = on && has_avx512;
+#else
+    was = 0;
+#endif
+    return PyBool_FromLong(was);
+}
+
+static PyObject *py_fast_answers(PyObject *self, PyObject *unused) {
+#ifdef HAVE_AVX512
+    return PyLong_FromSsize_t(__atomic_load_n(&fast_answers, __ATOMIC_RELAXED));
+#else
+    return PyLong_FromLong(0);
+#endif
+}
+
 static PyMethodDef methods[] = {
     {"shape", py_shape, METH_O,
      "shape(raw) -> tuple or None: the shape of a rectangular array of JSON numbers."},
@@ -1103,6 +1431,13 @@ static PyMethodDef methods[] = {
     {"spans", py_spans, METH_VARARGS,
      "spans(raw, min_span, decode=False) -> [(start, end)]: the numeric array spans json_fast "
      "cuts out; with decode, [(start, end, (float32 bytearray, shape) or None)]."},
+    {"fast", py_fast, METH_VARARGS,
+     "fast([on]) -> bool: whether decoding starts with the AVX-512 token path (this CPU has "
+     "AVX-512 F/BW/DQ/CD/VL); on: use it (where the CPU has it) or not (the sequential "
+     "scan alone, as on other CPUs). The answers are the same either way."},
+    {"fast_answers", py_fast_answers, METH_NOARGS,
+     "fast_answers() -> int: how many arrays the AVX-512 token path has decoded (the rest "
+     "it left to the sequential scan)."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_numjson", NULL, -1, methods,
@@ -1119,6 +1454,13 @@ PyMODINIT_FUNC PyInit__numjson(void) {
         PyErr_SetString(PyExc_ImportError, "_numjson: cannot create the C locale");
         return NULL;
     }
+#endif
+#ifdef HAVE_AVX512
+    __builtin_cpu_init();
+    has_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512cd") &&
+                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("popcnt");
+    use_avx512 = has_avx512;
 #endif
     return PyModule_Create(&module);
 }
