@@ -10,9 +10,12 @@ array). Bodies, all 1x224x224x3: ``a_float_ints`` (``np.float32`` pixels' ``toli
 significant digits), ``c_unit_f32`` (the same values as float32, printed as Python floats),
 ``d_mixed`` (negatives, exponents, ``indent=1`` white space). The baseline is
 ``_numjson.c`` of ``--baseline_ref`` (git), built into a temporary folder and driven as its
-``json_fast`` drove it (spans, shape, fill). Rounds alternate baseline and this checkout;
-per body and side: CPU (``time.thread_time``) and wall (``perf_counter``) medians in ms over
-every call, the new/old ratios, and the load average of every round.
+``json_fast`` drove it (spans, shape, fill). Where this checkout's ``_numjson`` has the
+AVX-512 token path (``_numjson.fast()``), a third side ``scan`` is this checkout with it off
+(the sequential scan alone, as on a CPU without AVX-512). Rounds alternate the sides; per
+body and side: CPU (``time.thread_time``) and wall (``perf_counter``) medians in ms over every
+call, the new/old (and new/scan) ratios, whether the token path decided the body, and the
+load average of every round.
 """
 
 import argparse
@@ -102,6 +105,15 @@ def new_decode(body):
     return fast.array(None, np.float32)
 
 
+def scan_decode(body):
+    """new_decode with the AVX-512 token path off."""
+    was = json_fast._numjson.fast(False)
+    try:
+        return new_decode(body)
+    finally:
+        json_fast._numjson.fast(was)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--baseline_ref", default="main")
@@ -116,6 +128,10 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as folder:
         sides = {"old": old_decode(build_baseline(args.baseline_ref, folder)),
                  "new": new_decode}
+        fast = hasattr(json_fast._numjson, "fast") and json_fast._numjson.fast()
+        if fast:
+            sides["scan"] = scan_decode
+        result["avx512_token_path"] = bool(fast)
         cases = bodies()
         samples = {k: {s: {"cpu": [], "wall": []} for s in sides} for k in cases}
         loads = []
@@ -134,12 +150,19 @@ def main(argv=None):
                         samples[kind][side]["cpu"].append(time.thread_time() - c)
     for kind, (body, _) in cases.items():
         row = {"body_bytes": len(body)}
+        if fast:   # (the token path decided this body itself, or left it to the scan)
+            before = json_fast._numjson.fast_answers()
+            new_decode(body)
+            row["token_path_decided"] = json_fast._numjson.fast_answers() > before
         for side in sides:
             for clock in ("cpu", "wall"):
                 row[f"{side}_{clock}_ms"] = round(
                     float(np.median(samples[kind][side][clock])) * 1e3, 3)
         for clock in ("cpu", "wall"):
             row[f"{clock}_speedup"] = round(row[f"old_{clock}_ms"] / row[f"new_{clock}_ms"], 2)
+            if fast:
+                row[f"{clock}_speedup_vs_scan"] = round(
+                    row[f"scan_{clock}_ms"] / row[f"new_{clock}_ms"], 2)
         result["bodies"][kind] = row
     result["loadavg_per_round"] = loads
     write_result(result, args.out)

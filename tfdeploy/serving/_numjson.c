@@ -821,10 +821,12 @@ AVX512 static inline unsigned short_numbers8(const unsigned char *base, const ui
     return bad;
 }
 
-/* the bytes [b, p) as a template (at most 8, the first time) */
+/* the bytes [b, p) as a template, the first time; more than 8 (an indented body): the
+ * 8-at-a-time check cannot take them, and the scan is quicker than this loop alone */
 #define LEARN(tmpl, len)                                                                   \
     do {                                                                                   \
-        if ((len) == 0 && p - b <= 8) {                                                    \
+        if ((len) == 0) {                                                                  \
+            if (p - b > 8) return DECLINE;                                                 \
             memcpy(&(tmpl), b, (size_t)(p - b));                                           \
             (len) = p - b;                                                                 \
         }                                                                                  \
@@ -896,10 +898,10 @@ AVX512 static __attribute__((noinline)) int decode_fast(
                     : 0xFF;
             }
             bad[g >> 3] = bad[(g >> 3) + 1] = 0xFF;
-            if (limit - s == FAST_FIRST) {   /* mostly long numbers: the scan is quicker */
+            if (limit - s == FAST_FIRST) {   /* few or mostly long numbers: the scan is quicker */
                 int k, others = 0;
                 for (k = 0; k < (ne & ~7); k++) others += bad[k >> 3] >> (k & 7) & 1;
-                if (others * 4 > (ne & ~7)) return DECLINE;
+                if (ne < 8 || others * 4 > (ne & ~7)) return DECLINE;
             }
             continue;
         }
