@@ -728,7 +728,8 @@ invalid:
 #if defined(__x86_64__) && defined(__GNUC__) && defined(__SIZEOF_INT128__)
 #define HAVE_AVX512 1
 #include <immintrin.h>
-#define AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512cd,avx512vl,popcnt")))
+#define AVX512 \
+    __attribute__((target("avx512f,avx512bw,avx512dq,avx512cd,avx512vl,avx512vbmi2,popcnt")))
 static int has_avx512, use_avx512;   /* the CPU has all of those (import); in use */
 static Py_ssize_t fast_answers;        /* arrays it decided (a statistic, for the tests) */
 
@@ -737,14 +738,40 @@ static Py_ssize_t fast_answers;        /* arrays it decided (a statistic, for th
 #define FAST_FIRST 256    /* bytes classified first (a small array costs no more) ... */
 #define FAST_CHUNK 4096   /* ... then at a time (their index lists stay in L1) */
 
-/* the bits of m as positions base + bit, appended at out[*n] */
-static inline void flatten(uint64_t m, uint32_t base, uint32_t *out, int *n) {
-    int k = *n;
-    while (m) {
-        out[k++] = base + (uint32_t)__builtin_ctzll(m);
-        m &= m - 1;
+/* the bits of m as positions base + bit, appended at out[*n] (16 at a time: out has room for
+ * 64 more than it keeps) */
+AVX512 static inline void flatten(uint64_t m, uint32_t base, uint32_t *out, int *n) {
+    const __m512i iota = _mm512_set_epi8(63, 62, 61, 60, 59, 58, 57, 56, 55, 54, 53, 52, 51, 50,
+                                         49, 48, 47, 46, 45, 44, 43, 42, 41, 40, 39, 38, 37, 36,
+                                         35, 34, 33, 32, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22,
+                                         21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7,
+                                         6, 5, 4, 3, 2, 1, 0);
+    __m512i at = _mm512_maskz_compress_epi8(m, iota), b = _mm512_set1_epi32((int)base);
+    int count = (int)_mm_popcnt_u64(m);
+    uint32_t *o = out + *n;
+#define FLATTEN_16(q)                                                                       \
+    _mm512_storeu_si512((void *)(o + 16 * (q)), _mm512_add_epi32(                           \
+        b, _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(at, q))))
+    FLATTEN_16(0);
+    if (count > 16) {
+        FLATTEN_16(1);
+        if (count > 32) {
+            FLATTEN_16(2);
+            if (count > 48) FLATTEN_16(3);
+        }
     }
-    *n = k;
+#undef FLATTEN_16
+    *n += count;
+}
+
+/* the 8 bytes at base + at[j] + (bit j of plus), j < 8, as 8 lanes (8 loads: a gather is
+ * slower, ~5 cycles a number more, where the CPU has the Downfall mitigation) */
+AVX512 static inline __m512i load8x8(const unsigned char *base, const uint32_t *at,
+                                     unsigned plus) {
+    uint64_t q[8];
+    int j;
+    for (j = 0; j < 8; j++) memcpy(&q[j], base + at[j] + ((plus >> j) & 1), 8);
+    return _mm512_loadu_si512((const void *)q);
 }
 
 /* 8 number tokens [base + starts[j], base + ends[j]) (9 bytes readable from each start):
@@ -758,7 +785,7 @@ AVX512 static inline unsigned short_numbers8(const unsigned char *base, const ui
     const __m512i m16 = _mm512_set1_epi64(0x000000FF000000FFLL);
     __m512i st = _mm512_cvtepu32_epi64(_mm256_loadu_si256((const __m256i *)starts));
     __m512i en = _mm512_cvtepu32_epi64(_mm256_loadu_si256((const __m256i *)ends));
-    __m512i w = _mm512_i64gather_epi64(st, (const void *)base, 1), v, len, keep, x, dots, nd;
+    __m512i w = load8x8(base, starts, 0), v, len, keep, x, dots, nd;
     __m512i kd, low, k, d, value, frac;
     __mmask8 neg, bad, has_dot, intzero;
     __m512d dbl;
@@ -766,7 +793,7 @@ AVX512 static inline unsigned short_numbers8(const unsigned char *base, const ui
     neg = _mm512_cmpeq_epi64_mask(_mm512_and_si512(w, _mm512_set1_epi64(0xFF)),
                                   _mm512_set1_epi64('-'));
     st = _mm512_mask_add_epi64(st, neg, st, one);
-    v = _mm512_mask_i64gather_epi64(w, neg, st, (const void *)base, 1);
+    v = load8x8(base, starts, neg);
     len = _mm512_sub_epi64(en, st);   /* 1 to 8 bytes */
     bad = _mm512_cmpgt_epu64_mask(_mm512_sub_epi64(len, one), _mm512_set1_epi64(7));
     keep = _mm512_srlv_epi64(ones, _mm512_sub_epi64(_mm512_set1_epi64(64),
@@ -839,7 +866,7 @@ AVX512 static __attribute__((noinline)) int decode_fast(
     const unsigned char *e = s + n, *p = s, *scan = s;
     /* token t: [s + starts[t], s + ends[t]); a start whose end is not classified yet is
      * carried to the front of the next chunk's lists */
-    uint32_t starts[FAST_CHUNK / 2 + 2], ends[FAST_CHUNK / 2 + 2];
+    uint32_t starts[FAST_CHUNK / 2 + 2 + 64], ends[FAST_CHUNK / 2 + 2 + 64];
     unsigned char bad[FAST_CHUNK / 16 + 2];   /* a bit a token: not parsed yet */
     Py_ssize_t cnt[MAX_DEPTH], i = 0, base = 0;
     int leaf = 0, ns = 0, ne = 0, t = 0, d;
@@ -914,7 +941,7 @@ AVX512 static __attribute__((noinline)) int decode_fast(
             __m512i en = _mm512_cvtepu32_epi64(_mm256_loadu_si256((const __m256i *)(ends + t)));
             __m512i gap = _mm512_sub_epi64(
                 _mm512_cvtepu32_epi64(_mm256_loadu_si256((const __m256i *)(starts + t + 1))), en);
-            __m512i bytes = _mm512_i64gather_epi64(en, (const void *)s, 1);
+            __m512i bytes = load8x8(s, ends + t, 0);
             if (row > 0 && cnt[leaf - 1] < row)
                 for (j = row - 1 - cnt[leaf - 1]; j < 8; j += row) closes |= 1u << j;
             ok = (unsigned)(_mm512_cmpeq_epi64_mask(gap, _mm512_set1_epi64(len0)) &
@@ -1461,7 +1488,8 @@ PyMODINIT_FUNC PyInit__numjson(void) {
     __builtin_cpu_init();
     has_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                  __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512cd") &&
-                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("popcnt");
+                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi2") &&
+                 __builtin_cpu_supports("popcnt");
     use_avx512 = has_avx512;
 #endif
     return PyModule_Create(&module);
