@@ -28,6 +28,13 @@
  * refuses. An integer token (no fraction, no exponent) is converted from int64 ("-0" is +0,
  * as json gives the int 0). The interpreter lock is released while shape() and the decoders
  * scan.
+ *
+ * Where the CPU has AVX-512 (F, BW, DQ, CD, VL, VBMI2), decode() and spans() first try the
+ * token path (decode_fast, below): number tokens found 64 bytes at a time, the short ones
+ * ("123.0", "-0.5", up to 8 digits) parsed 8 at a time, the bytes between them checked 8 at a
+ * time; it answers only what the sequential scan answers and declines anything else to it.
+ *   fast([on]) -> bool    whether that path is in use (on: use it, where the CPU has it)
+ *   fast_answers() -> int  how many arrays it has decided (a statistic, for the tests)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
