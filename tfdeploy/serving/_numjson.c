@@ -800,7 +800,7 @@ AVX512 static inline unsigned short_numbers8(const unsigned char *base, const ui
     neg = _mm512_cmpeq_epi64_mask(_mm512_and_si512(w, _mm512_set1_epi64(0xFF)),
                                   _mm512_set1_epi64('-'));
     st = _mm512_mask_add_epi64(st, neg, st, one);
-    v = load8x8(base, starts, neg);
+    v = neg ? load8x8(base, starts, neg) : w;
     len = _mm512_sub_epi64(en, st);   /* 1 to 8 bytes */
     bad = _mm512_cmpgt_epu64_mask(_mm512_sub_epi64(len, one), _mm512_set1_epi64(7));
     keep = _mm512_srlv_epi64(ones, _mm512_sub_epi64(_mm512_set1_epi64(64),
