@@ -25,7 +25,7 @@ Two implementations decode a span, with the same answers:
   gives it. On a CPU with AVX-512 a span of short numbers ("123.0", "-0.5": up to 8 digits)
   is cut into number tokens 64 bytes at a time and parsed 8 at a time (``_numjson.fast()``;
   the same answers, anything else left to the scan): a 1 MB image body (MobileNet's
-  224x224x3 of "123.0") takes ~1.5 ms where the scan takes ~2.4 ms on a machine at load 6
+  224x224x3 of "123.0") takes ~1.4 ms where the scan takes ~2.4-2.5 ms on a machine at load 5-6
   (``benchmarks/bench_json_decode.py``), more than 10x the orjson path below.
 - without it, the numbers' skeleton is checked in Python and orjson reads them a chunk at
   a time.
