@@ -309,3 +309,20 @@ def test_the_rest_step_gives_json_floats_on_the_token_path():
         (fast,) = spans.values()
         got = fast.array(None, np.float32)
         assert got.tobytes() == _expected(json.dumps(value)).tobytes()
+
+
+def test_many_small_arrays_of_a_body_are_left_to_the_scan(both_paths):
+    """An array that fits the span finder's first try (2048 numbers) is scanned: the token
+    path's start (a chunk classified, a first group parsed) costs more than such an array;
+    one past it is decoded on the token path."""
+    rng = random.Random(4)
+    small = [{"a": _body((3,), [_short(rng) for _ in range(3)])} for _ in range(300)]
+    body = json.dumps({"instances": small}).replace('"[', "[").replace(']"', "]").encode()
+    fast, scan = both_paths(_numjson.spans, body, 16, True)
+    assert fast == scan and both_paths.took == 0
+    assert len(json.loads(body)["instances"]) == 300
+    big = _body((700, 3), [_short(rng) for _ in range(2100)])
+    body = ('{"instances": [{"a": ' + big + '}]}').encode()
+    fast, scan = both_paths(_numjson.spans, body, 16, True)
+    assert fast == scan and both_paths.took == (1 if _cpu_has_avx512() else 0)
+    assert np.frombuffer(fast[0][2][0], np.float32).tobytes() == _expected(big).tobytes()

@@ -52,6 +52,7 @@ static locale_t c_locale;
 #endif
 
 #define MAX_DEPTH 32
+#define SMALL_CAP 2048   /* numbers decode_prefix's first try has room for */
 
 /* the class of a span's bytes (0-9 e E . - + , [ ] white space): 1, or 2 for '[', 3 for ']' */
 static unsigned char SPAN_CHAR[256];
@@ -1057,7 +1058,10 @@ static inline __attribute__((always_inline)) int decode_span(
     Py_ssize_t counts[MAX_DEPTH], i = 0, row;
     int depth = 0, leaf = -1, rc = OK, k;
 #ifdef HAVE_AVX512
-    if (use_avx512 && n >= FAST_MIN) {
+    /* (decode_prefix's first try has room for SMALL_CAP numbers, and most arrays of a body
+     * that holds many fit in it: the scan alone, which starts quicker; the token path takes
+     * the arrays that do not fit) */
+    if (use_avx512 && n >= FAST_MIN && cap > SMALL_CAP) {
         rc = decode_fast(s, n, out, cap, itemsize, dims, ndim, count, stop);
         if (rc == OK) __atomic_fetch_add(&fast_answers, 1, __ATOMIC_RELAXED);
         if (rc != DECLINE) return rc;
@@ -1233,9 +1237,9 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
 #define ERROR (-1)
 static int decode_prefix(const unsigned char *s, const unsigned char *e, Py_ssize_t min_span,
                          const unsigned char **stop, PyObject **pair) {
-    float small[2048];
+    float small[SMALL_CAP];
     PyObject *big = NULL;
-    Py_ssize_t dims[MAX_DEPTH], count = 0, cap = 2048;
+    Py_ssize_t dims[MAX_DEPTH], count = 0, cap = SMALL_CAP;
     int ndim = 0, rc;
     Py_BEGIN_ALLOW_THREADS
     rc = decode_span_4(s, e - s, (char *)small, cap, dims, &ndim, &count, stop);
