@@ -943,7 +943,8 @@ AVX512 static __attribute__((noinline)) int decode_fast(
         /* 8 numbers at once: all of the short form (parsed), the bytes after each one those of
          * tmpl0, or of tmpl1 after the last one of a row (dims[leaf - 1] numbers) */
         if (len0 && t + 8 < ns && i + 8 <= cap && ends[t + 7] + 8 <= (uint64_t)n &&
-                p == s + starts[t] && ((bad[t >> 3] | bad[(t >> 3) + 1] << 8) >> (t & 7) & 0xFF) == 0) {
+                p == s + starts[t] &&
+                ((bad[t >> 3] | bad[(t >> 3) + 1] << 8) >> (t & 7) & 0xFF) == 0) {
             Py_ssize_t row = dims[leaf - 1], j;
             unsigned closes = 0, ok;
             __m512i en = _mm512_cvtepu32_epi64(_mm256_loadu_si256((const __m256i *)(ends + t)));
@@ -954,8 +955,8 @@ AVX512 static __attribute__((noinline)) int decode_fast(
                 for (j = row - 1 - cnt[leaf - 1]; j < 8; j += row) closes |= 1u << j;
             ok = (unsigned)(_mm512_cmpeq_epi64_mask(gap, _mm512_set1_epi64(len0)) &
                             _mm512_cmpeq_epi64_mask(_mm512_and_si512(bytes, _mm512_set1_epi64(
-                                (long long)(~0ULL >> (64 - 8 * len0)))), _mm512_set1_epi64((long long)tmpl0)))
-                 & ~closes;
+                                (long long)(~0ULL >> (64 - 8 * len0)))),
+                                _mm512_set1_epi64((long long)tmpl0))) & ~closes;
             if (closes && len1) {
                 ok |= (unsigned)(_mm512_cmpeq_epi64_mask(gap, _mm512_set1_epi64(len1)) &
                                  _mm512_cmpeq_epi64_mask(_mm512_and_si512(bytes, _mm512_set1_epi64(
