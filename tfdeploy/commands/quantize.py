@@ -29,9 +29,10 @@ def add_arguments(parser):
                         help="Ship the smallest or the fastest file within the budget. "
                              "Default: size.")
     parser.add_argument("--max-latency-ratio", "--max_latency_ratio", type=_ratio, default=1.0,
-                        help="Never ship a file slower at batch 1 than this times the float "
-                             "file in any of 7 rounds timed in turns in LiteRT (its slowest "
-                             "round decides); 'none' turns the check off. Default: 1.0.")
+                        help="Ship a file only if it is at batch 1 within this times the "
+                             "float file, less a 10%% margin for the clock's noise, in each of "
+                             "7 rounds timed in turns in LiteRT; 'none' turns the check off. "
+                             "Default: 1.0 (clearly not slower than float).")
     parser.add_argument("--output", "-o", help="The mixed-precision .tflite to write.")
     parser.add_argument("--validation-fraction", type=float, default=0.2,
                         help="Share of the training images held out for selection. "

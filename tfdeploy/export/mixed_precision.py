@@ -29,9 +29,10 @@ each number is the exported file's, not a fake-quant Keras model's.
   when nothing else holds.
 - The latency guard (``max_latency_ratio``, default 1.0): before a file ships, it and the
   float file are timed in turns at batch 1 in LiteRT (`time_in_turns`, one thread, 7
-  rounds, one ratio per round); a file over ``max_latency_ratio`` x float in any round (its
-  slowest round decides, so a file within noise of float is not shipped as faster) is
-  recorded with the reason and the next best is checked, down to the float file itself. A file that runs as
+  rounds, one ratio per round); a file ships only if its slowest round is within
+  ``max_latency_ratio`` x (1 - `LATENCY_MARGIN`) x float, so a file within noise of float
+  is not shipped as faster; one that is not is recorded with the reason and the next best
+  is checked, down to the float file itself. A file that runs as
   the float file (`_Candidates.runs_as_float`: float compute on float32 / int8w / float16
   weights, LiteRT's XNNPACK partitions the float file's) is not refused at a bound >= 1:
   its ratio is 1 up to the clock's noise. ``None`` turns the check off. `time_in_turns`
@@ -70,6 +71,12 @@ _WEIGHT_ONLY = {"int4w": 4, "int8w": 8, "float16": 16}
 # it leaves out of its graph, measured 2x float on the sentiment Transformer): a file of
 # float layers and these computes as the float file does (`_Candidates.runs_as_float`)
 _FOLDED = ("int8w", "float16")
+# the latency guard's margin: a file ships under ``max_latency_ratio`` only if it held
+# ``max_latency_ratio * (1 - LATENCY_MARGIN)`` in every round; two clocks timing the same two
+# files in turns (the guard's and the bench's, 7 rounds each) disagreed by 3-15 % on the
+# fallback CNN at load 6-13, so a file 0.97x float in every round of one timed 1.00x-1.10x in
+# the other
+LATENCY_MARGIN = 0.1
 # precision -> (activation bits, weight bits) of its static ai-edge-quantizer recipe
 _STATIC = {"int8": (8, 8), "int16x8": (16, 8), "int4": (8, 4)}
 # the budgets (points) the search runs a path at, 0 and 0.1 to 100 in a 1-1.5-2-3-5-7 series
@@ -539,12 +546,16 @@ def _search(cands, budget, objective, max_trials, max_latency_ratio=1.0):
         ratio = cands.latency_ratio(row)
         # a file that computes as the float file does is as fast, whatever the clock's noise
         # says (its measured ratio stays in the card)
-        if ratio <= max_latency_ratio or (max_latency_ratio >= 1 and cands.runs_as_float(row)):
+        # a file must clear the bound by LATENCY_MARGIN in its slowest round: one that is
+        # float's speed give or take the clock's noise is not shipped as faster
+        wanted = max_latency_ratio * (1.0 - LATENCY_MARGIN)
+        if ratio <= wanted + 1e-9 or (max_latency_ratio >= 1 and cands.runs_as_float(row)):
             return row, ranking
         rounds = row.get("latency_ratio_rounds", [ratio])
         row["rejected"] = (f"{ratio:.2f}x the float file's batch-1 latency in its slowest of "
                            f"{len(rounds)} rounds in turns (median {np.median(rounds):.2f}x) "
-                           f"> max_latency_ratio={max_latency_ratio:g}")
+                           f"> {wanted:.2f}x: max_latency_ratio={max_latency_ratio:g} less the "
+                           f"{LATENCY_MARGIN:.0%} margin for the clock's noise")
     raise AssertionError("unreachable: the float file is always within the budget")
 
 
@@ -608,6 +619,7 @@ def search(float_bytes, representative_data, validation_data, budget, objective=
                   for r in cands.measured.values()]
         card = {"budget_points": float(budget), "objective": objective,
                 "max_latency_ratio": ratio,
+                "latency_margin": None if ratio is None else LATENCY_MARGIN,
                 "levels_points": [round(v, 4) for v in _levels(float(budget), len(cands.y))],
                 "validation_samples": len(cands.y),
                 "float_accuracy": round(cands.float_accuracy, 4),
