@@ -590,13 +590,13 @@ def test_latency_guard_ships_no_file_slower_than_float():
 
 def test_latency_guard_on_the_file_with_an_injected_clock(poisoned, auto_file, digits_split,
                                                           tmp_path, monkeypatch):
-    """Through ``export.tflite``, clocks as the fallback CNN's int4 convolutions (outside
-    XNNPACK) gave under load. A file with an odd number of int4 operators is 0.8x the float
-    file in six of seven rounds and 1.15x in one (median 0.8x); one with an even number is
-    0.95x in every round (faster than float, by less than the clocks disagree); any other
-    quantized file 0.8x in every round. The guard judges a file by its slowest round against
-    the bound less `LATENCY_MARGIN`, so the int4 files the size search would ship are
-    refused and recorded, and the file shipped holds no int4 operator."""
+    """Through ``export.tflite``, a clock as the fallback CNN's int4 convolutions (outside
+    XNNPACK) gave under load: a file with an int4 operator is 0.8x the float file in six of
+    seven rounds and 0.95x in one, any other quantized file 0.8x in every round. The int4
+    files are faster than float at the median and in every round, but their slowest round
+    does not clear the bound less `LATENCY_MARGIN` (0.9x): they are refused and recorded, and
+    the file shipped holds no int4 operator. Judged by the median or the fastest round, or
+    by the slowest round without the margin, an int4 file would ship."""
     (x, _), (vx, vy) = digits_split
     clocked = []
 
@@ -607,10 +607,8 @@ def test_latency_guard_on_the_file_with_an_injected_clock(poisoned, auto_file, d
             counts = precision_counts(p)
             if set(counts) <= {"float"}:
                 ms.append([1.0] * 7)  # the float file
-            elif counts.get("int4", 0) % 2:
-                ms.append([0.8] * 6 + [1.15])
             elif counts.get("int4"):
-                ms.append([0.95] * 7)
+                ms.append([0.8] * 6 + [0.95])
             else:
                 ms.append([0.8] * 7)
         return ms
@@ -626,13 +624,10 @@ def test_latency_guard_on_the_file_with_an_injected_clock(poisoned, auto_file, d
     assert card["latency_ratio"] == pytest.approx(0.8)
     assert card["latency_ratio_rounds"] == [pytest.approx(0.8)] * 7
     rejected = [t for t in card["trials"] if "rejected" in t]
-    assert rejected and all(t["counts"].get("int4") and t["within_budget"] for t in rejected)
-    slow_round = [t for t in rejected if t["latency_ratio"] == pytest.approx(1.15)]
-    noise = [t for t in rejected if t["latency_ratio"] == pytest.approx(0.95)]
-    assert slow_round and noise and len(slow_round) + len(noise) == len(rejected)
-    for t in slow_round:  # faster than float in six rounds and at the median: refused
-        assert np.median(t["latency_ratio_rounds"]) == pytest.approx(0.8)
+    assert rejected and all(t["within_budget"] for t in rejected)
     for t in rejected:
+        assert np.median(t["latency_ratio_rounds"]) == pytest.approx(0.8)
+        assert t["latency_ratio"] == pytest.approx(0.95)  # the slowest round
         assert "slowest of 7 rounds" in t["rejected"] and "max_latency_ratio=1" in t["rejected"]
         assert "10% margin" in t["rejected"]
     # without the guard the same search ships one of those int4 files: it is smaller
