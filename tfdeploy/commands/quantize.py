@@ -30,7 +30,8 @@ def add_arguments(parser):
                              "Default: size.")
     parser.add_argument("--max-latency-ratio", "--max_latency_ratio", type=_ratio, default=1.0,
                         help="Ship a file only if it is at batch 1 within this times the "
-                             "float file, less a 10%% margin for the clock's noise, in each of "
+                             "float file, less a 10%% margin for the clock's noise (25%% "
+                             "where an operator runs outside XNNPACK), in each of "
                              "7 rounds timed in turns in LiteRT; 'none' turns the check off. "
                              "Default: 1.0 (clearly not slower than float).")
     parser.add_argument("--output", "-o", help="The mixed-precision .tflite to write.")

@@ -319,7 +319,8 @@ def tflite(model, path, quantization="float32", representative_data=None, num_ca
             last layers are quantized; `tfdeploy.runtime` quantizes for you.
         max_latency_ratio: for "auto": a candidate slower at batch 1 than this
             times the float file, less a 10 % margin for the clock's noise
-            (`mixed_precision.LATENCY_MARGIN`), in any of 7 rounds (both timed
+            (25 % where an operator runs outside XNNPACK;
+            `mixed_precision.LATENCY_MARGIN`), in any of 7 rounds (both timed
             in turns in LiteRT, one thread; the slowest round decides) is not
             shipped; the next best is, down to the float file. None turns the check off. Defaults to 1.0 (never slower
             than float).
