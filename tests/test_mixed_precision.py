@@ -628,13 +628,13 @@ def test_guard_asks_a_wider_margin_of_a_file_that_runs_an_operator_outside_xnnpa
 def test_latency_guard_on_the_file_with_an_injected_clock(poisoned, auto_file, float_file,
                                                           digits_split, tmp_path, monkeypatch):
     """Through ``export.tflite``, a clock as the fallback CNN's int4 convolutions (outside
-    XNNPACK) gave under load: a file with an int4 operator is 0.8x the float file in six of
-    seven rounds and 0.95x in one, any other quantized file 0.8x in every round. The int4
-    files are faster than float at the median and in every round, but their slowest round
-    does not clear the bound less the margin (0.75x for them: LiteRT runs their int4
-    CONV_2D outside XNNPACK, read from the interpreter): they are refused and recorded, and
+    XNNPACK) gave under load: a file with an int4 operator is 0.7x the float file in six of
+    seven rounds and 0.8x in one, any other quantized file 0.8x in every round. The int4
+    files are faster than float at the median and in every round, and their slowest round
+    clears the bound less the 10 % margin, but not less the 25 % one LiteRT's int4 CONV_2D
+    outside XNNPACK (read from the interpreter) asks for: they are refused and recorded, and
     the file shipped holds no int4 operator. Judged by the median or the fastest round, or
-    by the slowest round without the margin, an int4 file would ship."""
+    without the wider margin, an int4 file would ship."""
     (x, _), (vx, vy) = digits_split
     clocked = []
 
@@ -646,7 +646,7 @@ def test_latency_guard_on_the_file_with_an_injected_clock(poisoned, auto_file, f
             if set(counts) <= {"float"}:
                 ms.append([1.0] * 7)  # the float file
             elif counts.get("int4"):
-                ms.append([0.8] * 6 + [0.95])
+                ms.append([0.7] * 6 + [0.8])
             else:
                 ms.append([0.8] * 7)
         return ms
@@ -664,8 +664,8 @@ def test_latency_guard_on_the_file_with_an_injected_clock(poisoned, auto_file, f
     assert rejected and all(t["within_budget"] for t in rejected)
     float_partitions = mixed_precision.xnnpack_partitions(float_file)
     for t in rejected:
-        assert np.median(t["latency_ratio_rounds"]) == pytest.approx(0.8)
-        assert t["latency_ratio"] == pytest.approx(0.95)  # the slowest round
+        assert np.median(t["latency_ratio_rounds"]) == pytest.approx(0.7)
+        assert t["latency_ratio"] == pytest.approx(0.8)  # the slowest round
         assert "slowest of 7 rounds" in t["rejected"] and "max_latency_ratio=1" in t["rejected"]
         # LiteRT runs an int4 CONV_2D outside XNNPACK: more partitions, the wider margin
         assert t["xnnpack_partitions"] > float_partitions
