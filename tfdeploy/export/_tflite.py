@@ -322,8 +322,8 @@ def tflite(model, path, quantization="float32", representative_data=None, num_ca
             (25 % where an operator runs outside XNNPACK;
             `mixed_precision.LATENCY_MARGIN`), in any of 7 rounds (both timed
             in turns in LiteRT, one thread; the slowest round decides) is not
-            shipped; the next best is, down to the float file. None turns the check off. Defaults to 1.0 (never slower
-            than float).
+            shipped; the next best is, down to the float file. None turns the
+            check off. Defaults to 1.0 (never slower than float).
 
     Returns:
         ``path``.

@@ -32,8 +32,8 @@ each number is the exported file's, not a fake-quant Keras model's.
   rounds, one ratio per round); a file ships only if its slowest round is within
   ``max_latency_ratio`` x (1 - `LATENCY_MARGIN`) x float (1 - `LATENCY_MARGIN_OUTSIDE_XNNPACK`
   where LiteRT runs an operator of it outside XNNPACK: `_Candidates.leaves_xnnpack`), so a
-  file within noise of float is not shipped as faster; one that is not is recorded with the reason and the next best
-  is checked, down to the float file itself. A file that runs as
+  file within noise of float is not shipped as faster; one that is not is recorded with the
+  reason and the next best is checked, down to the float file itself. A file that runs as
   the float file (`_Candidates.runs_as_float`: float compute on float32 / int8w / float16
   weights, LiteRT's XNNPACK partitions the float file's) is not refused at a bound >= 1:
   its ratio is 1 up to the clock's noise. ``None`` turns the check off. `time_in_turns`
