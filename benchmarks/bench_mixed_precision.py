@@ -522,6 +522,7 @@ def main(argv=None):
                 files_measured=len(card["trials"]), levels_points=card["levels_points"],
                 search_val_accuracy=card["accuracy"], float_val_accuracy=card["float_accuracy"],
                 max_latency_ratio=ratio, latency_ratio_in_search=card["latency_ratio"],
+                latency_ratio_rounds_in_search=card.get("latency_ratio_rounds"),
                 refused_as_slower=sum("rejected" in t for t in card["trials"]))
     first = f"auto_{args.budgets[0]:g}"
 

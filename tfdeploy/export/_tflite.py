@@ -318,10 +318,12 @@ def tflite(model, path, quantization="float32", representative_data=None, num_ca
             file's input and output tensors are int8/int16 where its first and
             last layers are quantized; `tfdeploy.runtime` quantizes for you.
         max_latency_ratio: for "auto": a candidate slower at batch 1 than this
-            times the float file (both timed in turns in LiteRT, one thread,
-            fastest of 5 rounds) is not shipped; the next best is, down to the
-            float file. None turns the check off. Defaults to 1.0 (never slower
-            than float).
+            times the float file, less a 10 % margin for the clock's noise
+            (25 % where an operator runs outside XNNPACK;
+            `mixed_precision.LATENCY_MARGIN`), in any of 7 rounds (both timed
+            in turns in LiteRT, one thread; the slowest round decides) is not
+            shipped; the next best is, down to the float file. None turns the
+            check off. Defaults to 1.0 (never slower than float).
 
     Returns:
         ``path``.

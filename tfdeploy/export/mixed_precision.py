@@ -28,8 +28,11 @@ each number is the exported file's, not a fake-quant Keras model's.
   never ships a larger (slower) file. A file outside the budget is never shipped: the float file is,
   when nothing else holds.
 - The latency guard (``max_latency_ratio``, default 1.0): before a file ships, it and the
-  float file are timed in turns at batch 1 in LiteRT (`time_in_turns`, one thread, fastest
-  of 5 rounds); a file slower than ``max_latency_ratio`` x float is recorded with the
+  float file are timed in turns at batch 1 in LiteRT (`time_in_turns`, one thread, 7
+  rounds, one ratio per round); a file ships only if its slowest round is within
+  ``max_latency_ratio`` x (1 - `LATENCY_MARGIN`) x float (1 - `LATENCY_MARGIN_OUTSIDE_XNNPACK`
+  where LiteRT runs an operator of it outside XNNPACK: `_Candidates.leaves_xnnpack`), so a
+  file within noise of float is not shipped as faster; one that is not is recorded with the
   reason and the next best is checked, down to the float file itself. A file that runs as
   the float file (`_Candidates.runs_as_float`: float compute on float32 / int8w / float16
   weights, LiteRT's XNNPACK partitions the float file's) is not refused at a bound >= 1:
@@ -69,6 +72,17 @@ _WEIGHT_ONLY = {"int4w": 4, "int8w": 8, "float16": 16}
 # it leaves out of its graph, measured 2x float on the sentiment Transformer): a file of
 # float layers and these computes as the float file does (`_Candidates.runs_as_float`)
 _FOLDED = ("int8w", "float16")
+# the latency guard's margin: a file ships under ``max_latency_ratio`` only if it held
+# ``max_latency_ratio * (1 - LATENCY_MARGIN)`` in every round; two clocks timing the same two
+# files in turns (the guard's and the bench's, 7 rounds each) disagreed by 3-15 % on the
+# fallback CNN at load 6-13, so a file 0.97x float in every round of one timed 1.00x-1.10x in
+# the other
+LATENCY_MARGIN = 0.1
+# the margin for a file LiteRT builds into more XNNPACK partitions than the float file (an
+# operator it runs outside XNNPACK: an int4 CONV_2D, int16 activations): the two clocks
+# disagreed most on those (a file 0.75x-0.79x float in every round of the guard's turns was
+# 0.93x in the bench's; the all-int4 file 0.95x against 1.10x)
+LATENCY_MARGIN_OUTSIDE_XNNPACK = 0.25
 # precision -> (activation bits, weight bits) of its static ai-edge-quantizer recipe
 _STATIC = {"int8": (8, 8), "int16x8": (16, 8), "int4": (8, 4)}
 # the budgets (points) the search runs a path at, 0 and 0.1 to 100 in a 1-1.5-2-3-5-7 series
@@ -242,20 +256,30 @@ class _Candidates:
         return row
 
     def latency_ratio(self, row):
-        """``row``'s file's batch-1 latency over the float file's, both timed in turns by
-        `time_in_turns` (kept in ``row``). A file timed once keeps its ratio for the life of
-        the process (`_RATIOS`), so searches at several budgets judge it alike: a file near
-        1.0x float, refused at one budget by timing noise and shipped at a smaller one,
-        would break "a larger budget never ships a larger file"."""
+        """The ratio the latency guard judges ``row``'s file by: its batch-1 latency over the
+        float file's in its **slowest round** of `time_in_turns` (both files timed in turns,
+        one ratio per round), so a file passes a bound only if it held it in every round:
+        the clock cannot ship a file that is float's speed give or take noise. Kept in
+        ``row`` with every round's ratio (``latency_ratio_rounds``). A file timed once keeps
+        its ratios for the life of the process (`_RATIOS`), so searches at several budgets
+        judge it alike: a file near 1.0x float, refused at one budget by timing noise and
+        shipped at a smaller one, would break "a larger budget never ships a larger file"."""
         if "latency_ratio" not in row:
             key = (time_in_turns, hashlib.sha256(row["flatbuffer"]).hexdigest(),
                    hashlib.sha256(self.float_bytes).hexdigest())
             if key not in _RATIOS:
-                ms = time_in_turns([row["path"], self.float_path], self.x)
-                _RATIOS[key] = (ms[0] / ms[1], [round(v, 4) for v in ms])
-            row["latency_ratio"], row["latency_vs_float_ms"] = _RATIOS[key]
+                ms, float_ms = (np.atleast_1d(np.asarray(v, dtype=float))
+                                for v in time_in_turns([row["path"], self.float_path], self.x))
+                if ms.shape != float_ms.shape:
+                    raise ExportError(f"time_in_turns gave {ms.size} rounds for the candidate "
+                                      f"and {float_ms.size} for the float file; a clock times "
+                                      f"every file in each round.")
+                rounds = [round(float(v), 4) for v in ms / float_ms]
+                _RATIOS[key] = (max(rounds), rounds,
+                                [round(float(np.median(v)), 4) for v in (ms, float_ms)])
+            (row["latency_ratio"], row["latency_ratio_rounds"],
+             row["latency_vs_float_ms"]) = _RATIOS[key]
         return row["latency_ratio"]
-
 
     def runs_as_float(self, row):
         """Whether ``row``'s file computes in LiteRT as the float file does: every operator
@@ -270,8 +294,19 @@ class _Candidates:
                                     == xnnpack_partitions(self.float_path))
         return row["runs_as_float"]
 
+    def leaves_xnnpack(self, row):
+        """Whether LiteRT builds ``row``'s file into more XNNPACK partitions than the float
+        file: some operator (an int4 CONV_2D, int16 activations) runs outside XNNPACK, in
+        LiteRT's own kernels. Kept in ``row`` (``xnnpack_partitions``)."""
+        if "xnnpack_partitions" not in row:
+            row["xnnpack_partitions"] = xnnpack_partitions(row["path"])
+            if not hasattr(self, "_float_partitions"):
+                self._float_partitions = xnnpack_partitions(self.float_path)
+        return row["xnnpack_partitions"] > self._float_partitions
 
-# (clock, candidate file sha256, float file sha256) -> (ratio, [ms, float ms]) measured
+
+# (clock, candidate file sha256, float file sha256) -> (slowest round's ratio, [each round's
+# ratio], [median ms, float median ms]) measured
 _RATIOS = {}
 
 
@@ -286,18 +321,19 @@ def xnnpack_partitions(path):
     return sum(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())
 
 
-def time_in_turns(paths, x, rounds=5, calls=20, threads=1):
-    """Batch-1 milliseconds of each ``.tflite`` in ``paths`` in LiteRT: ``rounds`` rounds,
-    each timing ``calls`` calls of every file in turn (same threads); a file's figure is its
-    fastest round's median, so a neighbour's load in one round does not decide the ratio.
+def time_in_turns(paths, x, rounds=7, calls=20, threads=1):
+    """Batch-1 milliseconds of each ``.tflite`` in ``paths`` in LiteRT, round by round:
+    ``rounds`` rounds, each timing ``calls`` calls of every file in turn (same threads).
 
-    The latency guard of `search` looks this module attribute up at each check: assign
-    another function with the same signature (``paths, x -> [ms per path]``) to time
-    elsewhere or, in a test, to inject a clock.
+    Returns ``[[each round's median ms] per path]``: the latency guard of `search` divides
+    a candidate's round by the float file's same round and judges the slowest of those
+    ratios. It looks this module attribute up at each check: assign another function with
+    the same signature (``paths, x -> [ms per path]``, each a list of rounds or one number)
+    to time elsewhere or, in a test, to inject a clock.
     """
     timed = interleaved_latency({str(n): p for n, p in enumerate(paths)}, x, rounds=rounds,
                                 calls=calls, threads=threads)
-    return [min(timed[str(n)]["rounds_ms"]) for n in range(len(paths))]
+    return [list(timed[str(n)]["rounds_ms"]) for n in range(len(paths))]
 
 
 def _prepare(model_flatbuffer, calibration, validation_data, num_calibration, workdir):
@@ -526,10 +562,24 @@ def _search(cands, budget, objective, max_trials, max_latency_ratio=1.0):
         ratio = cands.latency_ratio(row)
         # a file that computes as the float file does is as fast, whatever the clock's noise
         # says (its measured ratio stays in the card)
-        if ratio <= max_latency_ratio or (max_latency_ratio >= 1 and cands.runs_as_float(row)):
+        if max_latency_ratio >= 1 and cands.runs_as_float(row):
+            row["latency_margin"] = None  # not judged on the clock
             return row, ranking
-        row["rejected"] = (f"{ratio:.2f}x the float file's batch-1 latency > "
-                           f"max_latency_ratio={max_latency_ratio:g}")
+        # any other file must clear the bound by a margin in its slowest round: one that is
+        # float's speed give or take the clock's noise is not shipped as faster; a wider one
+        # where an operator runs outside XNNPACK (the clocks disagree most there)
+        outside = cands.leaves_xnnpack(row)
+        margin = LATENCY_MARGIN_OUTSIDE_XNNPACK if outside else LATENCY_MARGIN
+        wanted = max_latency_ratio * (1.0 - margin)
+        if ratio <= wanted + 1e-9:
+            row["latency_margin"] = margin
+            return row, ranking
+        rounds = row.get("latency_ratio_rounds", [ratio])
+        row["rejected"] = (f"{ratio:.2f}x the float file's batch-1 latency in its slowest of "
+                           f"{len(rounds)} rounds in turns (median {np.median(rounds):.2f}x) "
+                           f"> {wanted:.2f}x: max_latency_ratio={max_latency_ratio:g} less the "
+                           f"{margin:.0%} margin for the clock's noise"
+                           + (" (an operator runs outside XNNPACK)" if outside else ""))
     raise AssertionError("unreachable: the float file is always within the budget")
 
 
@@ -588,17 +638,21 @@ def search(float_bytes, representative_data, validation_data, budget, objective=
         trials = [{"accuracy": round(r["accuracy"], 4), "gzip_bytes": r["gzip_bytes"],
                    "within_budget": r["accuracy"] >= floor, "counts": _counts(r["map"]),
                    **{k: round(r[k], 4) for k in ("latency_ms", "latency_ratio") if k in r},
-                   **{k: r[k] for k in ("latency_vs_float_ms", "rejected", "runs_as_float")
+                   **{k: r[k] for k in ("latency_vs_float_ms", "latency_ratio_rounds",
+                                        "xnnpack_partitions", "rejected", "runs_as_float")
                       if k in r}}
                   for r in cands.measured.values()]
         card = {"budget_points": float(budget), "objective": objective,
                 "max_latency_ratio": ratio,
+                "latency_margin": chosen.get("latency_margin"),
+                "xnnpack_partitions": xnnpack_partitions(chosen["path"]),
                 "levels_points": [round(v, 4) for v in _levels(float(budget), len(cands.y))],
                 "validation_samples": len(cands.y),
                 "float_accuracy": round(cands.float_accuracy, 4),
                 "accuracy": round(chosen["accuracy"], 4),
                 "latency_ratio": (round(chosen["latency_ratio"], 4)
                                   if "latency_ratio" in chosen else None),
+                "latency_ratio_rounds": chosen.get("latency_ratio_rounds"),
                 "runs_as_float": chosen.get("runs_as_float"),
                 "chosen_map": chosen["map"],
                 "precision_map": precision_map_of(chosen["path"]),
