@@ -98,12 +98,13 @@ def build_fit_state(model, data):
 
     Does nothing (Keras then builds them as usual) for a model that is not
     compiled, not functional/Sequential (its output structure is only known from a
-    call), or already has them; or when ``data`` is not a
-    ``tf.data.Dataset`` of ``(x, y, ...)`` or an ``(x, y)`` pair of numeric arrays.
+    call), or already has them; or when ``data`` is not a ``tf.data.Dataset`` (or
+    iterator) of ``(x, y, ...)`` or an ``(x, y)`` pair of numeric arrays.
 
     Args:
         model: a compiled ``tf_keras`` model.
-        data: what ``fit`` will receive first: a ``tf.data.Dataset`` or ``(x, y)``.
+        data: what ``fit`` will receive: a ``tf.data.Dataset`` or ``(x, y)``; or the
+            iterator ``fit`` passes its train function (`compress.callbacks` does that).
 
     Returns:
         ``model``.
@@ -114,7 +115,7 @@ def build_fit_state(model, data):
             or not _walk.is_graph_network(model)
             or getattr(model, "compiled_metrics", None) is None):
         return model
-    if isinstance(data, tf.data.Dataset):
+    if isinstance(data, tf.data.Dataset) or isinstance(data, tf.data.Iterator):
         spec = data.element_spec
     elif (isinstance(data, tuple) and len(data) == 2
           and all(isinstance(a, np.ndarray) and a.dtype.kind in "biuf" for a in data)):
