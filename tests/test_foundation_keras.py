@@ -189,7 +189,7 @@ def _fit_twice_traced_or_once(optimizer, data, prebuild):
             [m.name for m in model.metrics], model.get_weights())
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "legacy_adam"])
+@pytest.mark.parametrize("optimizer", ["adam", "legacy_adam", "loss_scaled_adam"])
 def test_build_fit_state_leaves_one_train_step_trace_and_the_same_training(optimizer):
     # Keras creates the optimizer's slots and the metrics' variables inside the first trace of
     # its train step, and a tf.function whose first trace creates variables is traced again:
@@ -199,7 +199,9 @@ def test_build_fit_state_leaves_one_train_step_trace_and_the_same_training(optim
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (96, 16, 16, 1)).astype("float32")
     y = rng.integers(0, 10, 96)
-    make = {"adam": keras.optimizers.Adam, "legacy_adam": keras.optimizers.legacy.Adam}[optimizer]
+    make = {"adam": keras.optimizers.Adam, "legacy_adam": keras.optimizers.legacy.Adam,
+            "loss_scaled_adam": lambda rate: keras.mixed_precision.LossScaleOptimizer(
+                keras.optimizers.Adam(rate))}[optimizer]
     for data in (tf.data.Dataset.from_tensor_slices((x, y)).batch(32), (x, y)):
         traces, history, slots, metrics, weights = _fit_twice_traced_or_once(make(1e-3), data,
                                                                              False)

@@ -111,7 +111,9 @@ def build_fit_state(model, data):
     """
     optimizer = getattr(model, "optimizer", None)
     legacy = isinstance(optimizer, keras.optimizers.legacy.Optimizer)
+    loss_scaled = hasattr(optimizer, "inner_optimizer")  # mixed precision
     if (not (legacy or isinstance(optimizer, keras.optimizers.Optimizer))
+            or (legacy and loss_scaled)
             or not _walk.is_graph_network(model)
             or getattr(model, "compiled_metrics", None) is None):
         return model
@@ -128,6 +130,8 @@ def build_fit_state(model, data):
         if legacy:  # as in OptimizerV2.apply_gradients
             with tf.name_scope(optimizer._name):
                 optimizer._create_all_weights(model.trainable_variables)
+        elif loss_scaled:  # as in LossScaleOptimizerV3.apply_gradients: no name scope
+            optimizer.build(model.trainable_variables)
         else:  # as in Optimizer.apply_gradients
             with tf.name_scope(optimizer.name or "optimizer"):
                 optimizer.build(model.trainable_variables)
