@@ -171,3 +171,68 @@ def test_keras_tuner_uses_keras_2_after_keras_3_was_imported_first(keras_3_runs)
     code, out, err = keras_3_runs["tuner_after_keras_3"]
     assert code == 0, err[-3000:]
     assert out.strip().splitlines()[-1] == "ok"
+
+
+def _fit_twice_traced_or_once(optimizer, data, prebuild):
+    from tfdeploy._keras import build_fit_state, keras
+
+    keras.utils.set_random_seed(0)
+    model = td.models.build_cnn(input_shape=(16, 16, 1), width=0.25)
+    model.compile(optimizer, "sparse_categorical_crossentropy", ["accuracy"])
+    if prebuild:
+        assert build_fit_state(model, data) is model
+    args = data if isinstance(data, tuple) else (data,)
+    history = model.fit(*args, epochs=2, verbose=0).history
+    variables = model.optimizer.variables
+    names = [v.name for v in (variables() if callable(variables) else variables)]
+    return (model.train_function.experimental_get_tracing_count(), history, names,
+            [m.name for m in model.metrics], model.get_weights())
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "legacy_adam", "loss_scaled_adam"])
+def test_build_fit_state_leaves_one_train_step_trace_and_the_same_training(optimizer):
+    # Keras creates the optimizer's slots and the metrics' variables inside the first trace of
+    # its train step, and a tf.function whose first trace creates variables is traced again:
+    # every fit of a fresh model traced its train step twice. Built beforehand, once.
+    from tfdeploy._keras import keras, tf
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (96, 16, 16, 1)).astype("float32")
+    y = rng.integers(0, 10, 96)
+    make = {"adam": keras.optimizers.Adam, "legacy_adam": keras.optimizers.legacy.Adam,
+            "loss_scaled_adam": lambda rate: keras.mixed_precision.LossScaleOptimizer(
+                keras.optimizers.Adam(rate))}[optimizer]
+    for data in (tf.data.Dataset.from_tensor_slices((x, y)).batch(32), (x, y)):
+        traces, history, slots, metrics, weights = _fit_twice_traced_or_once(make(1e-3), data,
+                                                                             False)
+        traces_1, history_1, slots_1, metrics_1, weights_1 = _fit_twice_traced_or_once(
+            make(1e-3), data, True)
+        assert (traces, traces_1) == (2, 1)
+        assert history_1 == history and metrics_1 == metrics == ["loss", "accuracy"]
+        assert slots_1 == slots and len(slots) > 1
+        assert all(np.array_equal(a, b) for a, b in zip(weights_1, weights))
+
+
+def test_build_fit_state_leaves_what_it_cannot_build_to_keras():
+    from tfdeploy._keras import build_fit_state, keras
+
+    class Sub(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.dense(x)
+
+    x, y = np.ones((8, 3), "float32"), np.zeros((8,), "int64")
+    sequential = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    # a subclassed model's outputs are only known from a call; texts and x-only data carry no
+    # label spec: Keras builds the state in the first trace, as it does without the call
+    for model, data in ((Sub(), (x, y)), (sequential, (["a", "b"], ["c", "d"])),
+                        (sequential, x)):
+        model.compile(keras.optimizers.Adam(), keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True), ["accuracy"])
+        assert build_fit_state(model, data) is model
+        assert [v.name for v in model.optimizer.variables] == ["iteration:0"]
+        model.fit(x, y, epochs=1, verbose=0)
+        assert model.train_function.experimental_get_tracing_count() == 2

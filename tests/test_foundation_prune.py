@@ -89,7 +89,7 @@ def test_callbacks_survive_deepcopy_and_second_fit(tmp_path):
     ds = _data()
     pruned = td.compress.prune(_tiny(), 0.6, epochs=3, steps_per_epoch=ds)
     cbs = td.compress.callbacks(pruned, log_dir=str(tmp_path / "logs"))
-    assert [type(c).__name__ for c in cbs] == ["PruningStep", "SparsityMonitor"]
+    assert [type(c).__name__ for c in cbs] == ["PruningStep", "SparsityMonitor", "TraceOnce"]
     h1 = _fit(pruned, ds, 1, cbs)
     copies = copy.deepcopy(cbs)
     assert copies[1].get_config() == {"log_dir": str(tmp_path / "logs")}
@@ -104,6 +104,42 @@ def test_callbacks_survive_deepcopy_and_second_fit(tmp_path):
     assert "sparsity/hidden" in h3.history
     # sparsity scalars reached TensorBoard
     assert glob.glob(str(tmp_path / "logs" / "sparsity" / "events.out.tfevents.*"))
+
+
+def _fit_traced(model, data, cbs, epochs=2):
+    """``fit`` a seed-0 model with ``cbs``: (train-step traces, histories of two fits,
+    optimizer variable names, weights)."""
+    model.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
+    first = model.fit(*data, epochs=epochs, callbacks=cbs, verbose=0).history
+    second = model.fit(*data, epochs=1, callbacks=cbs, verbose=0).history
+    return (model.train_function.experimental_get_tracing_count(), first, second,
+            [v.name for v in model.optimizer.variables], model.get_weights())
+
+
+@pytest.mark.parametrize("kind", ["pruned", "quantized"])
+def test_callbacks_trace_the_train_step_once_with_the_same_training(kind):
+    """Keras creates the optimizer's slots and the metrics' variables in the first trace of the
+    train step, and a tf.function whose first trace creates variables is traced again: a fit
+    traced twice. `TraceOnce` (in ``callbacks()``) creates them first: one trace, the same
+    variables, logs and weights, for a dataset and for arrays, and across a second fit."""
+    ds = _data()
+    x, y = [np.concatenate(a) for a in zip(*ds.as_numpy_iterator())]
+    for data in ((ds,), (x, y)):
+        runs = []
+        for once in (False, True):
+            td.keras.utils.set_random_seed(0)
+            if kind == "pruned":
+                model = td.compress.prune(_tiny(), 0.6, epochs=2, steps_per_epoch=ds)
+            else:
+                model = td.compress.quantize(_tiny())
+            cbs = td.compress.callbacks(model)
+            if not once:
+                cbs = [c for c in cbs if not isinstance(c, td.compress.TraceOnce)]
+            runs.append(_fit_traced(model, data, cbs))
+        (traces, *rest, weights), (traces_1, *rest_1, weights_1) = runs
+        assert (traces, traces_1) == (2, 1)
+        assert rest_1 == rest and "sparsity" in rest[0]
+        assert all(np.array_equal(a, b) for a, b in zip(weights_1, weights))
 
 
 def test_sparsity_published_per_layer_in_logs():

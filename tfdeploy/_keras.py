@@ -18,8 +18,11 @@ import sys
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
+
+from tfdeploy import _walk  # noqa: E402
 
 
 def is_keras3_model(obj):
@@ -81,3 +84,60 @@ def keras_tuner():
 
 
 __all__ = ["tf", "keras", "tfmot", "keras_tuner", "is_keras3_model"]
+
+
+def build_fit_state(model, data):
+    """Create a compiled ``model``'s optimizer slots and metric variables before ``fit``.
+
+    Keras creates them inside the first trace of its train step. A ``tf.function``
+    whose first trace creates variables is traced a second time (TensorFlow's
+    variable-free version of the function), so every ``fit`` of a fresh model paid
+    for two traces. Creating the same variables first, from the output structure
+    and the ``data``'s element spec, leaves one trace; the variables, their order
+    and the training itself are the same as Keras's own.
+
+    Does nothing (Keras then builds them as usual) for a model that is not
+    compiled, not functional/Sequential (its output structure is only known from a
+    call), or already has them; or when ``data`` is not a ``tf.data.Dataset`` (or
+    iterator) of ``(x, y, ...)`` or an ``(x, y)`` pair of numeric arrays.
+
+    Args:
+        model: a compiled ``tf_keras`` model.
+        data: what ``fit`` will receive: a ``tf.data.Dataset`` or ``(x, y)``; or the
+            iterator ``fit`` passes its train function (`compress.callbacks` does that).
+
+    Returns:
+        ``model``.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    legacy = isinstance(optimizer, keras.optimizers.legacy.Optimizer)
+    loss_scaled = hasattr(optimizer, "inner_optimizer")  # mixed precision
+    if (not (legacy or isinstance(optimizer, keras.optimizers.Optimizer))
+            or (legacy and loss_scaled)
+            or not _walk.is_graph_network(model)
+            or getattr(model, "compiled_metrics", None) is None):
+        return model
+    if isinstance(data, tf.data.Dataset) or isinstance(data, tf.data.Iterator):
+        spec = data.element_spec
+    elif (isinstance(data, tuple) and len(data) == 2
+          and all(isinstance(a, np.ndarray) and a.dtype.kind in "biuf" for a in data)):
+        spec = tuple(tf.TensorSpec(a.shape, a.dtype) for a in data)
+    else:
+        return model
+    if not isinstance(spec, tuple) or len(spec) < 2:
+        return model
+    with model.distribute_strategy.scope():
+        if legacy:  # as in OptimizerV2.apply_gradients
+            with tf.name_scope(optimizer._name):
+                optimizer._create_all_weights(model.trainable_variables)
+        elif loss_scaled:  # as in LossScaleOptimizerV3.apply_gradients: no name scope
+            optimizer.build(model.trainable_variables)
+        else:  # as in Optimizer.apply_gradients
+            with tf.name_scope(optimizer.name or "optimizer"):
+                optimizer.build(model.trainable_variables)
+        y_pred = model._nested_outputs
+        if not getattr(model.compiled_loss, "_built", False):
+            model.compiled_loss.build(y_pred)
+        if not getattr(model.compiled_metrics, "_built", False):
+            model.compiled_metrics.build(y_pred, spec[1])
+    return model

@@ -12,7 +12,7 @@ import numpy as np
 
 from tfdeploy import compress, data, export, model_io, models, runtime, verify, viz
 from tfdeploy._atomic import atomic_file
-from tfdeploy._keras import keras, tf
+from tfdeploy._keras import build_fit_state, keras, tf
 from tfdeploy._table import render
 from tfdeploy.errors import DataError
 
@@ -21,6 +21,7 @@ COLUMNS = ("variant", "params", "sparsity", "file bytes", "gzip bytes", "accurac
 
 def _fit(model, train_ds, epochs, lr, log_dir, extra_callbacks=(), verbose=2):
     model.compile(keras.optimizers.Adam(lr), "sparse_categorical_crossentropy", ["accuracy"])
+    build_fit_state(model, train_ds)  # one trace of the train step, not two
     cbs = list(extra_callbacks)
     if log_dir:
         cbs.append(keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=1))

@@ -20,7 +20,7 @@ on disk).
 from tfdeploy._deprecated import moved
 from tfdeploy.compress.calibrate import calibrate_ranges, recalibrate_batchnorm
 from tfdeploy.compress.callbacks import (GlobalBatchLogs, PruningStep, SparsityMonitor,
-                                         callbacks)
+                                         TraceOnce, callbacks)
 from tfdeploy.compress.cluster import cluster, unique_weights
 from tfdeploy.compress import distribute
 from tfdeploy.compress.distill import Distiller, distill
@@ -44,7 +44,7 @@ from tfdeploy.compress.wrappers import (is_clustering_wrapped, is_pruning_wrappe
                                         is_quantization_aware)
 
 __all__ = ["prune", "quantize", "calibrate_ranges", "recalibrate_batchnorm", "strip", "callbacks",
-           "GlobalBatchLogs", "PruningStep", "SparsityMonitor",
+           "GlobalBatchLogs", "PruningStep", "SparsityMonitor", "TraceOnce",
            "ConstantSparsity", "PolynomialDecay", "model_sparsity", "sparsity_by_layer",
            "is_pruning_wrapped", "is_quantization_aware", "quantizable_layers",
            "Select", "prune_n_m", "n_m_pattern", "n_m_fraction", "slim", "channel_widths",

@@ -2,7 +2,7 @@
 
 import copy
 
-from tfdeploy._keras import keras, tf, tfmot
+from tfdeploy._keras import build_fit_state, keras, tf, tfmot
 from tfdeploy._tfmot import global_batch_ranges
 from tfdeploy.compress.distribute import _strategies, check_training
 from tfdeploy.compress.sparsity import model_sparsity, sparsity_by_layer, zero_counts
@@ -97,6 +97,35 @@ class SparsityMonitor(_ConfigCallback):
             self._writer = None
 
 
+class TraceOnce(_ConfigCallback):
+    """Make ``fit`` trace its train step once instead of twice.
+
+    Keras creates the optimizer's slots and the metrics' variables inside the
+    first trace of its train step, and a ``tf.function`` whose first trace
+    creates variables is traced a second time, so every ``fit`` of a freshly
+    compiled model paid for two traces (seconds each for a MobileNet).
+    At the first step this creates them beforehand, from the element spec of the
+    iterator ``fit`` hands its train function
+    (`tfdeploy._keras.build_fit_state`), then hands over to Keras's own
+    function: the same variables, the same training, one trace. Under a
+    ``tf.distribute`` strategy it does nothing (Keras builds them as usual).
+    """
+
+    def on_train_begin(self, logs=None):
+        model = self.model
+        train = model.train_function
+        if train is None or tf.distribute.has_strategy() or any(
+                s is not None for s in _strategies(model)):
+            return
+
+        def first_step(iterator):
+            model.train_function = train
+            build_fit_state(model, iterator)
+            return train(iterator)
+
+        model.train_function = first_step
+
+
 class GlobalBatchLogs(_ConfigCallback):
     """Make the per-batch ``logs`` of a fit under `MultiWorkerMirroredStrategy` report the
     global batch's loss and metrics, as the epoch's do.
@@ -122,7 +151,8 @@ def callbacks(model, log_dir=None, backup_dir=None):
     For a pruning-wrapped model: `PruningStep` and `SparsityMonitor`. For QAT or
     plain models: `SparsityMonitor` (sparsity is still worth watching when
     fine-tuning a pruned model with QAT). Add your own callbacks (TensorBoard,
-    EarlyStopping, ...) after these. Under `MultiWorkerMirroredStrategy`,
+    EarlyStopping, ...) after these. `TraceOnce` (last) saves ``fit`` its second
+    trace of the train step. Under `MultiWorkerMirroredStrategy`,
     `GlobalBatchLogs` comes first. For a QAT model under a ``tf.distribute``
     strategy (also one not made by `quantize`, e.g. loaded), it makes tfmot's
     fake-quants take their ranges from the whole global batch
@@ -160,4 +190,5 @@ def callbacks(model, log_dir=None, backup_dir=None):
     if is_quantization_aware(model) and any(s is not None for s in _strategies(model)):
         global_batch_ranges()
     out.append(SparsityMonitor(log_dir=log_dir))
+    out.append(TraceOnce())
     return out

@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from tfdeploy.model_io import check_model
-from tfdeploy._keras import keras, tf
+from tfdeploy._keras import build_fit_state, keras, tf
 from tfdeploy._table import render
 from tfdeploy.compress.callbacks import callbacks as compression_callbacks
 from tfdeploy.compress.cluster import cluster
@@ -279,6 +279,7 @@ def apply_plan(model, stages, train_data, validation_data=None, loss=None, log_d
             cbs = [] if stage.kind == "distill" else compression_callbacks(wrapped)
             if log_dir:
                 cbs.append(keras.callbacks.TensorBoard(f"{log_dir}/{i}_{stage.kind}"))
+            build_fit_state(wrapped, train_data)  # one trace of the train step, not two
             wrapped.fit(train_data, epochs=stage.epochs, verbose=0,
                         callbacks=cbs + list(callbacks or []))
         result = wrapped.student if stage.kind == "distill" else wrapped

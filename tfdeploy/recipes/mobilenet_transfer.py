@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from tfdeploy import compress, data, export, models, verify
-from tfdeploy._keras import keras, tf
+from tfdeploy._keras import build_fit_state, keras, tf
 from tfdeploy.errors import DataError, TfdeployError
 from tfdeploy.pipeline import format_table, json_rows
 from tfdeploy.recipes._harness import Rows, Run, seed as set_seed
@@ -90,12 +90,14 @@ def digits_task(data_dir, image_size=(32, 32), label_fraction=0.1, seed=0):
             "class_names": list(TARGET_CLASSES)}
 
 
-def _compile(model, lr):
+def _compile(model, lr, train):
     # The legacy Adam applies each update with one fused op: tracing a MobileNetV2 train step
     # with it takes 2.5x less CPU than with the new Adam (15 ops per variable), and this
-    # recipe traces six train steps (seconds each) for a few dozen cheap steps.
+    # recipe traces six train steps (seconds each) for a few dozen cheap steps;
+    # build_fit_state makes that one trace per fit instead of two.
     model.compile(keras.optimizers.legacy.Adam(lr), "sparse_categorical_crossentropy",
                   ["accuracy"])
+    build_fit_state(model, train)
 
 
 def pretrain_base(x, y, path, arch="mobilenet_v2", alpha=0.35, epochs=10, seed=0, verbose=0):
@@ -107,8 +109,9 @@ def pretrain_base(x, y, path, arch="mobilenet_v2", alpha=0.35, epochs=10, seed=0
     set_seed(seed)
     model = models.build_mobilenet(x.shape[1:], int(y.max()) + 1, arch=arch, alpha=alpha,
                                    trainable_base=True, bn_momentum=0.9, dropout=0.1)
-    _compile(model, 2e-3)
-    model.fit(_dataset(x, y, seed, augment=True), epochs=epochs, verbose=verbose)
+    train = _dataset(x, y, seed, augment=True)
+    _compile(model, 2e-3, train)
+    model.fit(train, epochs=epochs, verbose=verbose)
     models.save_base_weights(model, path)
     return path, model
 
@@ -130,14 +133,15 @@ def train_classifier(x, y, num_classes, weights, arch="mobilenet_v2", alpha=0.35
     model = models.build_mobilenet(x.shape[1:], num_classes, arch=arch, alpha=alpha,
                                    weights=weights, trainable_base=scratch,
                                    bn_momentum=0.9 if scratch else None, dropout=0.1)
-    _compile(model, 2e-3 if scratch else 1e-3)
+    train = _dataset(x, y, seed, augment=True)
+    _compile(model, 2e-3 if scratch else 1e-3, train)
     cbs = []
     if not scratch:
         at = epochs // 2 if fine_tune_at is None else fine_tune_at
         cbs.append(models.FineTune(at_epoch=at, unfreeze=unfreeze, lr_factor=0.1))
     if log_dir:
         cbs.append(keras.callbacks.TensorBoard(log_dir=log_dir))
-    model.fit(_dataset(x, y, seed, augment=True), epochs=epochs, callbacks=cbs, verbose=verbose)
+    model.fit(train, epochs=epochs, callbacks=cbs, verbose=verbose)
     return model
 
 
@@ -226,7 +230,7 @@ def run(data_dir=None, arch="mobilenet_v2", alpha=0.35, weights=None, image_size
     progress(f"3/6 compress: {method} {amount:.0%}, fine-tune {compress_epochs} epoch(s)")
     if method == "prune":
         small = compress.prune(model, amount, epochs=compress_epochs, steps_per_epoch=train_ds)
-        _compile(small, 2e-4)
+        _compile(small, 2e-4, train_ds)
         small.fit(train_ds, epochs=compress_epochs, verbose=verbose,
                   callbacks=compress.callbacks(small, log_dir=logs("compress")))
         small = compress.strip(small)
@@ -235,12 +239,12 @@ def run(data_dir=None, arch="mobilenet_v2", alpha=0.35, weights=None, image_size
         # layers run in inference mode in the fine-tune, so stale ones are never repaired
         small = compress.slim(model, amount, calibration_data=train_ds)
         small.trainable = True
-        _compile(small, 2e-4)
+        _compile(small, 2e-4, train_ds)
         small.fit(train_ds, epochs=compress_epochs, verbose=verbose)
 
     progress(f"4/6 int8 quantization-aware training, {qat_epochs} epoch(s)")
     qat = compress.quantize(small, calibration_data=train_ds)
-    _compile(qat, 1e-4)
+    _compile(qat, 1e-4, train_ds)
     qat.fit(train_ds, epochs=qat_epochs, verbose=verbose,
             callbacks=compress.callbacks(qat, log_dir=logs("qat")))
 

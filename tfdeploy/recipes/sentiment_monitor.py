@@ -243,7 +243,7 @@ def run(args):
 
 def _train_serve_watch(args, session):
     from tfdeploy import compress, data, export, models, verify
-    from tfdeploy._keras import keras, tf
+    from tfdeploy._keras import build_fit_state, keras, tf
     from tfdeploy.client import GrpcClient, RestClient
     from tfdeploy.recipes import _text
     from tfdeploy.recipes._harness import format_table
@@ -271,6 +271,7 @@ def _train_serve_watch(args, session):
     def fit(model, stage, epochs, lr, extra=()):
         model.compile(keras.optimizers.Adam(lr), "sparse_categorical_crossentropy",
                       ["accuracy"])
+        build_fit_state(model, train_ids)  # one trace of the train step, not two
         model.fit(train_ids, epochs=epochs, verbose=verbose,
                   callbacks=_text.callbacks(session.logs(), stage, extra))
         return model
