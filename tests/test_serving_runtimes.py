@@ -232,6 +232,30 @@ def test_litert_calls_do_no_per_call_setup(artifact, version_dir, images):
     rt.close()
 
 
+def _call_overlapping_the_first_runner(rt, images):
+    """``rt.call`` made while another call is held inside the first runner (so the overlap
+    does not depend on how the machine schedules threads); its outputs."""
+    first = rt._runners[0]
+    entered, release = threading.Event(), threading.Event()
+    run = first.run
+
+    def held_run(x):
+        entered.set()
+        assert release.wait(30)
+        return run(x)
+
+    first.run = held_run
+    holder = threading.Thread(target=rt.call, args=("serving_default", {"images": images}))
+    holder.start()
+    try:
+        assert entered.wait(30)
+        return rt.call("serving_default", {"images": images})
+    finally:
+        release.set()
+        holder.join(30)
+        first.run = run
+
+
 @pytest.mark.parametrize("runtime,artifact", [("litert", "tflite_float32"),
                                               ("onnxruntime", "onnx")])
 def test_file_runtime_serves_concurrent_calls_on_every_core(runtime, artifact, version_dir,
@@ -248,24 +272,7 @@ def test_file_runtime_serves_concurrent_calls_on_every_core(runtime, artifact, v
     # A call that overlaps one in progress (held inside the first interpreter, so the overlap
     # does not depend on how the machine schedules threads) opens a one-thread interpreter.
     if cores >= 2:   # (one core: the second call would wait for the first)
-        first = rt._runners[0]
-        entered, release = threading.Event(), threading.Event()
-        run = first.run
-
-        def held_run(x):
-            entered.set()
-            assert release.wait(30)
-            return run(x)
-
-        first.run = held_run
-        holder = threading.Thread(target=rt.call,
-                                  args=("serving_default", {"images": images[:8]}))
-        holder.start()
-        assert entered.wait(30)
-        rt.call("serving_default", {"images": images[:8]})
-        release.set()
-        holder.join(30)
-        first.run = run
+        _call_overlapping_the_first_runner(rt, images[:8])
         info = rt.describe()
         assert info["instances"] == min(2, cores)
         assert info["instance_threads"] == [cores] + [1] * (info["instances"] - 1)
@@ -304,23 +311,7 @@ def test_openvino_runs_overlapping_calls_on_a_throughput_model(version_dir, imag
             int(overlap.get_property("INFERENCE_NUM_THREADS"))) == (cores, cores)
     want = rt.call("serving_default", {"images": images[:8]})["probabilities"]
     assert rt.describe()["overlapping_calls"]["infer_requests"] == 0     # alone: the first
-    first = rt._runners[0]
-    entered, release = threading.Event(), threading.Event()
-    run = first.run
-
-    def held_run(x):
-        entered.set()
-        assert release.wait(30)
-        return run(x)
-
-    first.run = held_run
-    holder = threading.Thread(target=rt.call, args=("serving_default", {"images": images[:8]}))
-    holder.start()
-    assert entered.wait(30)
-    got = rt.call("serving_default", {"images": images[:8]})["probabilities"]
-    release.set()
-    holder.join(30)
-    first.run = run
+    got = _call_overlapping_the_first_runner(rt, images[:8])["probabilities"]
     assert rt.describe()["overlapping_calls"]["infer_requests"] == 1
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     rt.close()
