@@ -43,6 +43,26 @@ def _rule(timings, cores):
     return cores if cores > 1 and faster else 1
 
 
+def _chosen(report):
+    """The candidate row ``auto`` must serve, by its rule: the lowest ``fastest_ms``; or, when
+    others are within `CHOICE_MARGIN` of it (a tie alone), the most calls/s under concurrent
+    calls among them (each of which was timed so, and only they)."""
+    from tfdeploy.serving.selection import CHOICE_MARGIN, concurrent_callers
+
+    timed = [r for r in report["candidates"] if r.get("passed") and r.get("fastest_ms")]
+    fastest = min(timed, key=lambda r: r["fastest_ms"])
+    near = [r for r in timed if r["fastest_ms"] <= fastest["fastest_ms"] * (1 + CHOICE_MARGIN)]
+    assert [r for r in timed if "concurrent" in r] == (near if len(near) > 1 else []), timed
+    if len(near) == 1:
+        assert "tie" not in report
+        return fastest
+    assert report["tie"]["candidates"] == [f"{r['runtime']}/{r['artifact']}" for r in near]
+    assert all(r["concurrent"]["callers"] == concurrent_callers() and
+               r["concurrent"]["calls_per_s"] > 0 and r["concurrent"]["cpu_ms"] > 0
+               for r in near), near
+    return max(near, key=lambda r: r["concurrent"]["calls_per_s"])
+
+
 def _metadata_runtime(server):
     status, reply = rest_call(server.rest_port, "GET", "/v1/models/digits/metadata")
     assert status == 200, reply
@@ -57,7 +77,7 @@ def test_auto_verifies_times_and_serves_the_fastest_passing_artifact(base):
         rows = {(r["runtime"], r["artifact"]): r for r in report["candidates"]}
         assert ("tensorflow", "saved_model") in rows and ("litert", "tflite_float32") in rows
         timed = [r for r in rows.values() if r.get("passed") and r.get("fastest_ms")]
-        fastest = min(timed, key=lambda r: r["fastest_ms"])
+        fastest = _chosen(report)
         assert (report["serving"]["runtime"], report["serving"]["artifact"]) == (
             fastest["runtime"], fastest["artifact"])
         for row in rows.values():                  # nothing skipped without a reason
@@ -211,7 +231,9 @@ def test_auto_keeps_every_core_only_where_it_pays(base, tmp_path, monkeypatch, m
         assert serving["runtime"] != "tensorflow" and serving["threads"] == threads, serving
         runtime = server.repository.get("digits").runtime
         info = runtime.describe()
-        assert info["threads"] == threads and info["instance_threads"] == [threads]
+        # (a tie alone was timed under concurrent calls, which open one-thread runners)
+        assert info["threads"] == threads and info["instance_threads"][0] == threads
+        assert set(info["instance_threads"][1:]) <= {1}, info
         assert info["max_instances"] == (1 if runtime.thread_safe else 2)   # (one per core)
         label = {"model_name": "digits", "version": "1", "runtime": serving["runtime"],
                  "artifact": serving["artifact"]}
@@ -221,6 +243,88 @@ def test_auto_keeps_every_core_only_where_it_pays(base, tmp_path, monkeypatch, m
             server, ":tfdeploy:serving:runtime_candidate_p50_microseconds")
             if label.items() <= g[0].items()}
         assert timed == {"1": 1000.0, "2": many_over_one * 1000}, timed
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("winner", [("onnxruntime", "onnx"), ("litert", "tflite_int8")])
+def test_a_tie_alone_is_broken_by_calls_per_second_under_concurrent_calls(
+        base, tmp_path, monkeypatch, caplog, winner):
+    """File candidates whose fastest call alone is within `CHOICE_MARGIN` of each other are
+    timed under concurrent calls, for real (every caller runs the runtime), and the one with
+    the most calls/s serves: the metadata, the log, each other row's reason and Prometheus
+    say so. The clock alone is given (every file 1 ms alone, TensorFlow 9), and the calls/s
+    are scaled so that ``winner`` has three times the others'."""
+    import logging
+
+    from tfdeploy.serving import selection
+
+    _scaled_clock(monkeypatch, 1.0)
+    real, seen = selection._throughput, []
+
+    def throughput(fn, feeds, callers, seconds):
+        rate, cpu = real(fn, feeds, callers, seconds)
+        runtime = fn.func.__self__
+        seen.append((runtime.name, runtime.artifact["name"], callers))
+        return (300.0 if (runtime.name, runtime.artifact["name"]) == winner else 100.0), cpu
+    monkeypatch.setattr(selection, "_throughput", throughput)
+    config = tmp_path / "monitoring.config"
+    config.write_text('prometheus_config { enable: true path: "/monitoring/prometheus/metrics" '
+                      '}\n')
+    with caplog.at_level(logging.INFO, logger="tfdeploy.serving"):
+        server = _server(base, runtime="auto", monitoring_config_file=str(config))
+    try:
+        report = _metadata_runtime(server)
+        files = [(r["runtime"], r["artifact"]) for r in report["candidates"]
+                 if r.get("passed") and r["runtime"] != "tensorflow"]
+        assert len(files) >= 3 and winner in files, report
+        assert {(n, a) for n, a, _ in seen} == set(files)          # every tied file, no other
+        callers = selection.concurrent_callers()
+        assert callers == 2 * len(os.sched_getaffinity(0)) or callers == 2
+        assert {c for _, _, c in seen} == {callers}
+        assert (report["serving"]["runtime"], report["serving"]["artifact"]) == winner
+        assert report["serving"]["concurrent"] == {"callers": callers, "calls_per_s": 300.0,
+                                                   "cpu_ms": report["serving"]["concurrent"][
+                                                       "cpu_ms"]}
+        assert report["tie"] == {"margin": selection.CHOICE_MARGIN, "callers": callers,
+                                 "candidates": [f"{n}/{a}" for n, a in files]}
+        assert server.repository.get("digits").runtime.describe()["artifact"] == winner[1]
+        for row in report["candidates"]:
+            if row.get("passed") and row["runtime"] != "tensorflow" and \
+                    (row["runtime"], row["artifact"]) != winner:
+                assert (f"100.0 calls/s under {callers} concurrent calls against 300.0"
+                        in row["reason"]), row
+        assert any(f"within {round(selection.CHOICE_MARGIN * 100)}% alone" in r.getMessage() and
+                   f"serving {winner[0]}/{winner[1]}" in r.getMessage() for r in caplog.records)
+        gauges = {(g[0]["runtime"], g[0]["artifact"]): g[1] for g in _gauges(
+            server, ":tfdeploy:serving:runtime_candidate_concurrent_calls_per_second")}
+        assert gauges == {f: (300.0 if f == winner else 100.0) for f in files}
+    finally:
+        server.stop()
+
+
+def test_no_tie_alone_means_no_concurrent_timing(base, monkeypatch):
+    """A file candidate clearly fastest alone serves without the concurrent timing."""
+    from tfdeploy.serving import selection
+
+    _scaled_clock(monkeypatch, 1.0)
+    clock = selection._times_ms
+
+    def faster_int8(fn, feeds, calls, idle=selection.IDLE_SECONDS):
+        median, fastest, cpu = clock(fn, feeds, calls, idle)
+        runtime = getattr(getattr(fn, "func", None), "__self__", None)
+        if runtime is not None and runtime.artifact["name"] == "tflite_int8":
+            return median / 2, fastest / 2, cpu
+        return median, fastest, cpu
+    monkeypatch.setattr(selection, "_times_ms", faster_int8)
+    monkeypatch.setattr(selection, "_throughput", lambda *a: pytest.fail("timed a non-tie"))
+    server = _server(base, runtime="auto")
+    try:
+        report = _metadata_runtime(server)
+        assert (report["serving"]["runtime"], report["serving"]["artifact"]) == (
+            "litert", "tflite_int8")
+        assert "tie" not in report and "concurrent" not in report["serving"]
+        assert not any("concurrent" in r for r in report["candidates"])
     finally:
         server.stop()
 

@@ -19,12 +19,16 @@ RUNTIME_LATENCY = ":tensorflow:serving:runtime_latency"
 BATCH_SIZE = ":tensorflow:serving:batching_session:processed_batch_size"
 RUNTIME_SELECTED = ":tfdeploy:serving:runtime_selected"
 RUNTIME_CANDIDATE_P50 = ":tfdeploy:serving:runtime_candidate_p50_microseconds"
+RUNTIME_CANDIDATE_CONCURRENT = ":tfdeploy:serving:runtime_candidate_concurrent_calls_per_second"
 _HELP = {
     RUNTIME_SELECTED: ("gauge", "1 for the runtime, artifact and threads per call serving a "
                                 "model version's serving_default (--runtime)."),
     RUNTIME_CANDIDATE_P50: ("gauge", "Median batch-1 call time measured at load for each "
                                      "runtime, artifact and thread count --runtime considered "
                                      "(passed: verified against the SavedModel)."),
+    RUNTIME_CANDIDATE_CONCURRENT: ("gauge", "Batch-1 calls/s under concurrent calls measured "
+                                            "at load for the candidates --runtime auto found "
+                                            "tied alone (the most calls/s serves)."),
     REQUEST_COUNT: ("counter", "The total number of requests, by model and status code."),
     REQUEST_LATENCY: ("histogram", "Distribution of request latency in microseconds, "
                                    "from receiving a request to sending its reply."),

@@ -460,7 +460,8 @@ class ModelRepository:
         t.start()
 
     def _runtime_gauges(self, name, servable):
-        from tfdeploy.serving.metrics import RUNTIME_CANDIDATE_P50, RUNTIME_SELECTED
+        from tfdeploy.serving.metrics import (RUNTIME_CANDIDATE_CONCURRENT,
+                                              RUNTIME_CANDIDATE_P50, RUNTIME_SELECTED)
 
         report, version = servable.runtime_report, str(servable.version)
         serving = report["serving"]
@@ -476,6 +477,12 @@ class ModelRepository:
                                        runtime=row["runtime"], artifact=row["artifact"],
                                        threads=threads,
                                        passed=str(bool(row.get("passed"))).lower())
+            if row.get("concurrent"):   # a tie alone, timed under concurrent calls
+                self.metrics.set_gauge(RUNTIME_CANDIDATE_CONCURRENT,
+                                       row["concurrent"]["calls_per_s"], model_name=name,
+                                       version=version, runtime=row["runtime"],
+                                       artifact=row["artifact"], threads=str(row.get("threads")),
+                                       callers=str(row["concurrent"]["callers"]))
 
     def _batch_observer(self, name):
         from tfdeploy.serving.metrics import BATCH_SIZE

@@ -47,8 +47,8 @@ def load_runtime(name, version_dir, artifact=None, num_threads=None, **options):
             (e.g. "tflite_int8"); None takes the first entry the runtime can run.
             Defaults to None.
         num_threads: threads per call; None lets the runtime choose. Defaults to None.
-        **options: passed to the runtime (``instances=`` for LiteRT: interpreters kept
-            for concurrent calls).
+        **options: passed to the runtime (``instances=`` for LiteRT: one-thread
+            interpreters kept for overlapping calls).
 
     Returns:
         A `Runtime`.

@@ -5,9 +5,10 @@ kernels it covers; ``num_threads`` sets the interpreter's (and XNNPACK's) thread
 Quantized int8 inputs and outputs are (de)quantized by `tfdeploy.runtime.TFLiteRunner`,
 which resizes the input only when a batch's size differs from the one before on the same
 interpreter. An interpreter is not thread-safe: a call alone runs on the first interpreter,
-with ``num_threads`` threads (default: every core this process may use); calls that overlap
-it run on one-thread interpreters, created when needed, up to ``instances`` in all (default:
-one per core), so concurrent requests use every core (`FileRuntime`'s mixed pool).
+with ``num_threads`` threads (default: every core this process may use); a call that starts
+while others are in flight runs on a one-thread interpreter, created when needed, up to
+``instances`` of them (default: one per core), so concurrent requests use every core
+(`FileRuntime`'s mixed pool).
 """
 
 from tfdeploy.errors import MissingDependencyError
