@@ -12,7 +12,9 @@ reference is the faster: the server chooses between them at load, unless told
 then every server's REST V1 and gRPC batch-1 p50 (bench_serving's keep-alive ``http.client``
 and ``tensorflow-serving-api`` clients) and the REST p50 again from a lean client (``rest_raw``:
 the request's bytes built once and sent in one ``sendall`` on a keep-alive socket, the answer
-read up to its Content-Length). ``http.client`` builds every request's headers in Python, sends
+read up to its Content-Length) and from ``wrk`` (``CODE_wrk``: the C load generator, one
+thread and one keep-alive connection, its own p50; a client we did not write, when ``wrk``
+is on the PATH). ``http.client`` builds every request's headers in Python, sends
 head and body in two writes and parses the answer's headers with the ``email`` package: that
 client's own time sits inside the ``rest`` column, and ``rest_raw`` states the server's overhead
 without most of it. Beside each served p50, the server process's CPU per request (/proc):
@@ -24,8 +26,11 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import socket
+import subprocess
 import sys
+import tempfile
 
 import numpy as np
 
@@ -41,6 +46,8 @@ COLUMNS = {
                  "(Python request building, two writes, email-package header parsing)",
     "CODE_rest_raw": "served REST V1 predict p50, lean client: pre-built request bytes in one "
                      "sendall on a keep-alive TCP_NODELAY socket, answer read to Content-Length",
+    "CODE_wrk": "served REST V1 predict p50 from wrk (C; -t1 -c1, keep-alive, its latency "
+                "histogram), over --wrk_seconds",
     "CODE_grpc": "served gRPC Predict p50, tensorflow-serving-api stub on one channel",
     "server_cpu_ms_per_request": "per CODE_API: the server process's CPU (every thread, "
                                  "/proc/PID/stat user+system, 10 ms ticks) over that column's "
@@ -96,6 +103,53 @@ class RawRestClient:
         self.sock.close()
 
 
+WRK_SCRIPT = """
+local f = assert(io.open(os.getenv("TFDEPLOY_WRK_BODY"), "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  io.write(string.format("P50_US %d\\nREQUESTS %d\\nNON2XX %d\\nERRORS %d\\n",
+    latency:percentile(50), summary.requests, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write +
+    summary.errors.timeout))
+end
+"""
+
+
+def _wrk_version():
+    """wrk's version line, or None when it is not on the PATH."""
+    if shutil.which("wrk") is None:
+        return None
+    done = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
+    return ((done.stdout or done.stderr).splitlines() or [""])[0].strip()
+
+
+class WrkClient:
+    """``wrk -t1 -c1`` against the predict URL for ``seconds``: ``(p50 ms, requests)``."""
+
+    def __init__(self, port, name, body, seconds, tmpdir):
+        self.url = f"http://127.0.0.1:{port}/v1/models/{name}:predict"
+        self.seconds, self.script = seconds, os.path.join(tmpdir, "post.lua")
+        self.body = os.path.join(tmpdir, "body.json")
+        with open(self.script, "w") as f:
+            f.write(WRK_SCRIPT)
+        with open(self.body, "wb") as f:
+            f.write(body)
+
+    def __call__(self):
+        out = subprocess.run(
+            ["wrk", "-t1", "-c1", f"-d{self.seconds}s", "--latency", "-s", self.script,
+             self.url], capture_output=True, text=True, timeout=self.seconds + 60,
+            env={**os.environ, "TFDEPLOY_WRK_BODY": self.body}).stdout
+        fields = dict(line.split(" ", 1) for line in out.splitlines()
+                      if line.split(" ", 1)[0] in ("P50_US", "REQUESTS", "NON2XX", "ERRORS"))
+        if len(fields) < 4 or int(fields["NON2XX"]) or int(fields["ERRORS"]):
+            raise RuntimeError(f"wrk failed or got errors: {out[-500:]}")
+        return int(fields["P50_US"]) / 1000, int(fields["REQUESTS"])
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model_base_path", required=True)
@@ -105,6 +159,8 @@ def main(argv=None):
     p.add_argument("--code", action="append", required=True, metavar="NAME=CHECKOUT")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--requests", type=int, default=300)
+    p.add_argument("--wrk_seconds", type=int, default=3,
+                   help="Seconds of wrk per round and server (0: no wrk column).")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     codes = dict(c.split("=", 1) for c in args.code)
@@ -126,6 +182,8 @@ def main(argv=None):
                              flags=[f"--runtime={args.runtime}"]) for k, v in codes.items()}
     rounds = []
     serving = {}
+    wrk = args.wrk_seconds > 0 and shutil.which("wrk") is not None
+    tmpdir = tempfile.mkdtemp(prefix="bench_overhead_")
     try:
         for k, s in servers.items():   # what each server runs (its runtime, file and threads)
             conn = http.client.HTTPConnection("127.0.0.1", s.rest_port, timeout=60)
@@ -153,6 +211,11 @@ def main(argv=None):
                         "p50_ms"]
                     cpu[f"{k}_{api}"] = round((_process_cpu_s(s.proc.pid) - before) * 1000 / (
                         args.requests + 20), 3)   # (20: _latency's warm-up calls)
+                if wrk:
+                    before = _process_cpu_s(s.proc.pid)
+                    row[f"{k}_wrk"], n = WrkClient(s.rest_port, name, body, args.wrk_seconds,
+                                                   tmpdir)()
+                    cpu[f"{k}_wrk"] = round((_process_cpu_s(s.proc.pid) - before) * 1000 / n, 3)
             row["server_cpu_ms_per_request"] = cpu
             row["load_average"] = os.getloadavg()
             rounds.append(row)
@@ -172,7 +235,8 @@ def main(argv=None):
            "overhead_ms": {k: round(med[k] - med["in_process"], 3) for k in keys
                            if not k.startswith("in_process")},
            "target_0.5ms_met": {k: round(med[k] - med["in_process"], 3) <= 0.5 for k in keys
-                                if k.endswith(("_rest", "_rest_raw"))},
+                                if k.endswith(("_rest", "_rest_raw", "_wrk"))},
+           "wrk": _wrk_version(),
            "rounds": rounds}
     write_result(out, args.out, indent=1)
     return 0
