@@ -451,6 +451,16 @@ def test_start_method_is_checked():
         IsolatedModel("/nonexistent", start_method="spawn")
 
 
+@pytest.mark.parametrize("bad", [-1, -0.5, float("nan")])
+def test_a_negative_call_timeout_is_refused_before_any_worker_starts(bad):
+    """A negative call timeout would time every call out at once (the server's flag has
+    minimum 0); it is refused, naming the argument, before a process is started."""
+    before = set(_children(os.getpid()))
+    with pytest.raises(ValueError, match=r"call_timeout must be a number of seconds >= 0"):
+        IsolatedModel("/nonexistent", call_timeout=bad)
+    assert set(_children(os.getpid())) == before
+
+
 def test_restart_backoff_doubles_up_to_its_bound():
     assert [backoff_delay(n, 0.5, 30.0) for n in range(1, 9)] == [
         0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]

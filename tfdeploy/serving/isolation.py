@@ -818,12 +818,14 @@ class IsolatedModel:
         close_timeout: seconds ``close`` lets a worker finish its call before killing it.
         call_timeout: seconds a call may wait for its answer; past it the call fails with
             DEADLINE_EXCEEDED and the worker, taken to be stuck, is killed and replaced (the
-            calls queued behind it answer UNAVAILABLE). None: no limit. Defaults to None.
+            calls queued behind it answer UNAVAILABLE). None or 0: no limit. Defaults to None.
         name: how log lines name the model (default: ``path``), e.g. "digits version 1".
         start_method: "forkserver" (fork workers from a process that imported TensorFlow
             once; see the module docstring) or "exec" (a new interpreter per worker).
 
     Raises:
+        ValueError: ``workers`` or ``concurrency`` below 1, an unknown ``start_method``, or a
+            negative (or NaN) ``call_timeout``.
         ServingError: FAILED_PRECONDITION when the first start of a worker fails (the model
             does not load); the workers already started are ended.
     """
@@ -837,6 +839,9 @@ class IsolatedModel:
         if start_method not in START_METHODS:
             raise ValueError(f"start_method must be one of {', '.join(START_METHODS)}, got "
                              f"{start_method!r}")
+        if call_timeout is not None and not float(call_timeout) >= 0:
+            raise ValueError(f"call_timeout must be a number of seconds >= 0 (0 or None: no "
+                             f"limit), got {call_timeout!r}")
         self.path = path
         pool = self._pool = _Pool(path, tags, int(workers), start_timeout,
                                   tuple(restart_backoff), wait_timeout, env, close_timeout,
