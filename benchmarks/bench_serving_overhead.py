@@ -42,6 +42,10 @@ from _record import write_result  # noqa: E402
 COLUMNS = {
     "in_process_N_threads": "Runtime.call p50 in this process at N threads, back to back",
     "in_process": "the faster in_process_N_threads of the round (the overhead's reference)",
+    "in_process_idle_N_threads": "Runtime.call p50 at N threads, each call after "
+                                 "selection.IDLE_SECONDS asleep, as a served call follows its "
+                                 "round trip (context: what waking the runtime's idle threads "
+                                 "costs; not the reference)",
     "CODE_rest": "served REST V1 predict p50, bench_serving's keep-alive http.client client "
                  "(Python request building, two writes, email-package header parsing)",
     "CODE_rest_raw": "served REST V1 predict p50, lean client: pre-built request bytes in one "
@@ -172,6 +176,7 @@ def main(argv=None):
     sys.path.insert(0, bs.REPO)
     from tfdeploy.serving.runtimes import load_runtime
     from tfdeploy.serving.runtimes.base import default_threads
+    from tfdeploy.serving.selection import IDLE_SECONDS
 
     # in process at 1 thread and at every usable core: the reference is the faster of the
     # two (the server picks between them at load; a server that picks the slower one pays)
@@ -197,6 +202,10 @@ def main(argv=None):
                 lambda rt=rt: rt.call("serving_default", {input_name: image}), args.requests)
                 for t, rt in runtimes.items()}
             row["in_process"] = min(row.values())
+            for t, rt in runtimes.items():
+                row[f"in_process_idle_{t}_threads"] = bs._p50_ms(
+                    lambda rt=rt: rt.call("serving_default", {input_name: image}), args.requests,
+                    idle=IDLE_SECONDS)
             cpu = {}
             for k in (list(codes) if r % 2 == 0 else list(codes)[::-1]):
                 s = servers[k]
@@ -234,6 +243,10 @@ def main(argv=None):
            "median_server_cpu_ms_per_request": med_cpu,
            "overhead_ms": {k: round(med[k] - med["in_process"], 3) for k in keys
                            if not k.startswith("in_process")},
+           "overhead_over_idle_in_process_ms": {   # (context only: see the columns)
+               k: round(med[k] - min(v for c, v in med.items()
+                                     if c.startswith("in_process_idle_")), 3)
+               for k in keys if not k.startswith("in_process")},
            "target_0.5ms_met": {k: round(med[k] - med["in_process"], 3) <= 0.5 for k in keys
                                 if k.endswith(("_rest", "_rest_raw", "_wrk"))},
            "wrk": _wrk_version(),
