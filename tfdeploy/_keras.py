@@ -104,7 +104,8 @@ def build_fit_state(model, data):
     Args:
         model: a compiled ``tf_keras`` model.
         data: what ``fit`` will receive: a ``tf.data.Dataset`` or ``(x, y)``; or the
-            iterator ``fit`` passes its train function (`compress.callbacks` does that).
+            iterator ``fit`` passes its train function (`compress.callbacks` does that),
+            also a ``tf.distribute`` one (each replica's spec is used).
 
     Returns:
         ``model``.
@@ -117,8 +118,11 @@ def build_fit_state(model, data):
             or not _walk.is_graph_network(model)
             or getattr(model, "compiled_metrics", None) is None):
         return model
-    if isinstance(data, tf.data.Dataset) or isinstance(data, tf.data.Iterator):
-        spec = data.element_spec
+    if isinstance(data, (tf.data.Dataset, tf.data.Iterator, tf.distribute.DistributedIterator,
+                         tf.distribute.DistributedDataset)):
+        # a distributed iterator's spec holds one spec per replica (PerReplicaSpec), all alike
+        spec = tf.nest.map_structure(lambda s: getattr(s, "_value_specs", (s,))[0],
+                                     data.element_spec)
     elif (isinstance(data, tuple) and len(data) == 2
           and all(isinstance(a, np.ndarray) and a.dtype.kind in "biuf" for a in data)):
         spec = tuple(tf.TensorSpec(a.shape, a.dtype) for a in data)
