@@ -79,8 +79,8 @@ def test_plain_model_needs_no_flex_and_card_is_opt_in(tmp_path):
     assert card["metrics"] == {"note": "opt-in"}
 
 
-def test_conversion_without_the_savedmodel_loads_writes_the_same_bytes(trained_model, train_ds,
-                                                                     tmp_path):
+def test_conversion_without_the_savedmodel_loads_writes_the_same_bytes(
+        trained_model, train_ds, tmp_path):
     """`_tflite._saved_model_converter` skips the two full TF2 loads of the conversion
     SavedModel that ``TFLiteConverter.from_saved_model`` and its ``convert`` make (to list
     the signatures; to read the debug info): the flatbuffer is the public converter's, byte
