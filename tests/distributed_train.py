@@ -64,7 +64,12 @@ def pruned(strategy=None):
             "replicas_agree": agree, "zeros_md5": hashlib.md5(zeros).hexdigest(),
             "replicas": strategy.num_replicas_in_sync if strategy is not None else 1,
             "weights": _weights(stripped), "loss": history.history["loss"],
-            "batch_losses": batches.losses}
+            "batch_losses": batches.losses, "traces": _traces(model)}
+
+
+def _traces(model):
+    """How many times ``fit`` traced the model's train step."""
+    return model.train_function.experimental_get_tracing_count()
 
 
 class _BatchLosses(keras.callbacks.Callback):
@@ -173,6 +178,7 @@ def qat_runs(strategy, build=None):
     out["lockstep"] = [_max_differences(a, b, names) for a, b in zip(lockstep.after, single)]
     out["moved"] = [max(_max_differences(a, b, names).values()) for a, b in zip(single, states)]
     out["lockstep_replicas_agree"] = distribute.replicas_agree(model)
+    out["traces"] = _traces(model)  # both fits
     return out
 
 

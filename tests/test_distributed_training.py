@@ -144,6 +144,19 @@ def test_mirrored_strategy_qat_with_synchronized_batchnorm_equals_one_process(mi
         assert max(diff.values()) < TOLERANCE, (step, diff)
 
 
+def test_fit_under_a_strategy_traces_its_train_step_once(runs):
+    """`compress.TraceOnce` creates the optimizer's slots and the metrics' variables before
+    the first step under MirroredStrategy and MultiWorkerMirroredStrategy too (Keras alone
+    creates them in the first trace, so every fit traced its step twice); the QAT runs'
+    second (lockstep) fit reuses the trace. The tests above check that the training is the
+    one process's."""
+    m = runs["mirrored"]
+    for run in (m["mirrored"], m["single"], *runs["workers"]):
+        assert run["traces"] == 1
+    for run in (m["qat_runs"], m["qat_bn_runs"], *runs["workers_qat"]):
+        assert run["traces"] == 1
+
+
 def test_unsupported_setups_are_refused_before_training(mirrored):
     errors = mirrored["errors"]
     assert errors["jit"] and "jit_compile=True under MirroredStrategy" in errors["jit"]

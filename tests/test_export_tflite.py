@@ -77,3 +77,30 @@ def test_plain_model_needs_no_flex_and_card_is_opt_in(tmp_path):
     assert card["artifact"]["quantization"] == "dynamic"
     assert card["artifact"]["bytes"] == os.path.getsize(path)
     assert card["metrics"] == {"note": "opt-in"}
+
+
+def test_conversion_without_the_savedmodel_loads_writes_the_same_bytes(
+        trained_model, train_ds, tmp_path):
+    """`_tflite._saved_model_converter` skips the two full TF2 loads of the conversion
+    SavedModel that ``TFLiteConverter.from_saved_model`` and its ``convert`` make (to list
+    the signatures; to read the debug info): the flatbuffer is the public converter's, byte
+    for byte (conversion metadata included), float and calibrated int8. It is the converter
+    `tflite` uses (it falls back to ``from_saved_model`` only when TensorFlow Lite's
+    internals moved: this test then says so)."""
+    from tensorflow.lite.python import lite
+
+    from tfdeploy.export import _tflite
+
+    ops = [td.tf.lite.OpsSet.TFLITE_BUILTINS]
+    images = next(iter(train_ds))[0].numpy()  # the same calibration images for both
+    for quantization in ("float32", "int8"):
+        files = {}
+        for lean in (True, False):
+            converter = _tflite._converter(trained_model, quantization, "float32", images, 32,
+                                           ops, saved_dir=str(tmp_path / f"{quantization}{lean}"),
+                                           lean=lean)
+            assert isinstance(converter, lite.TFLiteSavedModelConverterV2)
+            assert (type(converter) is not lite.TFLiteSavedModelConverterV2) == lean
+            files[lean] = converter.convert()
+        assert files[True] == files[False], quantization
+        assert len(files[True]) > 10_000

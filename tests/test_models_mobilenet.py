@@ -110,6 +110,9 @@ def test_finetune_unfreezes_top_layers_keeps_bn_in_inference_and_runs_with_pruni
     fine = FineTune(at_epoch=1, unfreeze=12, lr_factor=0.1)
     history = pruned.fit(train_ds.take(3), epochs=2, verbose=0,
                          callbacks=td.compress.callbacks(pruned) + [fine, Record()])
+    # the new optimizer's slots were built when it was swapped in: the new train step was
+    # traced once, not twice (Keras alone creates them in its first trace)
+    assert pruned.train_function.experimental_get_tracing_count() == 1
     # per-layer state: the last 12 base layers minus BatchNorm are trainable, the rest frozen
     for layer in base:
         is_bn = isinstance(getattr(layer, "layer", layer), keras.layers.BatchNormalization)

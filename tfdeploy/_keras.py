@@ -86,6 +86,41 @@ def keras_tuner():
 __all__ = ["tf", "keras", "tfmot", "keras_tuner", "is_keras3_model"]
 
 
+def _build_slots(optimizer, variables):
+    """Create ``optimizer``'s slots for ``variables`` as its first ``apply_gradients`` would."""
+    if isinstance(optimizer, keras.optimizers.legacy.Optimizer):
+        # as in OptimizerV2.apply_gradients
+        with tf.name_scope(optimizer._name):
+            optimizer._create_all_weights(variables)
+    elif hasattr(optimizer, "inner_optimizer"):
+        # as in LossScaleOptimizerV3.apply_gradients: no name scope
+        optimizer.build(variables)
+    else:  # as in Optimizer.apply_gradients
+        with tf.name_scope(optimizer.name or "optimizer"):
+            optimizer.build(variables)
+
+
+def build_optimizer_state(model):
+    """Create the slots of a compiled ``model``'s (new, not yet used) optimizer before ``fit``.
+
+    For an optimizer swapped in mid-fit (`tfdeploy.models.FineTune`), whose slots Keras
+    would create in the first trace of the new train step, tracing it twice (see
+    `build_fit_state`). Does nothing for an optimizer `build_fit_state` leaves alone (a
+    legacy loss-scaled one) or a model that is not compiled.
+
+    Returns:
+        ``model``.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    legacy = isinstance(optimizer, keras.optimizers.legacy.Optimizer)
+    if (legacy and hasattr(optimizer, "inner_optimizer")) or not (
+            legacy or isinstance(optimizer, keras.optimizers.Optimizer)):
+        return model
+    with model.distribute_strategy.scope():
+        _build_slots(optimizer, model.trainable_variables)
+    return model
+
+
 def build_fit_state(model, data):
     """Create a compiled ``model``'s optimizer slots and metric variables before ``fit``.
 
@@ -104,7 +139,8 @@ def build_fit_state(model, data):
     Args:
         model: a compiled ``tf_keras`` model.
         data: what ``fit`` will receive: a ``tf.data.Dataset`` or ``(x, y)``; or the
-            iterator ``fit`` passes its train function (`compress.callbacks` does that).
+            iterator ``fit`` passes its train function (`compress.callbacks` does that),
+            also a ``tf.distribute`` one (each replica's spec is used).
 
     Returns:
         ``model``.
@@ -117,8 +153,11 @@ def build_fit_state(model, data):
             or not _walk.is_graph_network(model)
             or getattr(model, "compiled_metrics", None) is None):
         return model
-    if isinstance(data, tf.data.Dataset) or isinstance(data, tf.data.Iterator):
-        spec = data.element_spec
+    if isinstance(data, (tf.data.Dataset, tf.data.Iterator, tf.distribute.DistributedIterator,
+                         tf.distribute.DistributedDataset)):
+        # a distributed iterator's spec holds one spec per replica (PerReplicaSpec), all alike
+        spec = tf.nest.map_structure(lambda s: getattr(s, "_value_specs", (s,))[0],
+                                     data.element_spec)
     elif (isinstance(data, tuple) and len(data) == 2
           and all(isinstance(a, np.ndarray) and a.dtype.kind in "biuf" for a in data)):
         spec = tuple(tf.TensorSpec(a.shape, a.dtype) for a in data)
@@ -127,14 +166,7 @@ def build_fit_state(model, data):
     if not isinstance(spec, tuple) or len(spec) < 2:
         return model
     with model.distribute_strategy.scope():
-        if legacy:  # as in OptimizerV2.apply_gradients
-            with tf.name_scope(optimizer._name):
-                optimizer._create_all_weights(model.trainable_variables)
-        elif loss_scaled:  # as in LossScaleOptimizerV3.apply_gradients: no name scope
-            optimizer.build(model.trainable_variables)
-        else:  # as in Optimizer.apply_gradients
-            with tf.name_scope(optimizer.name or "optimizer"):
-                optimizer.build(model.trainable_variables)
+        _build_slots(optimizer, model.trainable_variables)
         y_pred = model._nested_outputs
         if not getattr(model.compiled_loss, "_built", False):
             model.compiled_loss.build(y_pred)

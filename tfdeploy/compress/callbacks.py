@@ -97,6 +97,9 @@ class SparsityMonitor(_ConfigCallback):
             self._writer = None
 
 
+_MIRRORED = (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
 class TraceOnce(_ConfigCallback):
     """Make ``fit`` trace its train step once instead of twice.
 
@@ -107,15 +110,19 @@ class TraceOnce(_ConfigCallback):
     At the first step this creates them beforehand, from the element spec of the
     iterator ``fit`` hands its train function
     (`tfdeploy._keras.build_fit_state`), then hands over to Keras's own
-    function: the same variables, the same training, one trace. Under a
-    ``tf.distribute`` strategy it does nothing (Keras builds them as usual).
+    function: the same variables, the same training, one trace. Under
+    ``MirroredStrategy`` and ``MultiWorkerMirroredStrategy`` too (it creates them
+    in the strategy's scope, from one replica's element spec, as mirrored
+    variables in the order Keras would); under any other strategy it does nothing
+    (Keras builds them as usual).
     """
 
     def on_train_begin(self, logs=None):
         model = self.model
         train = model.train_function
-        if train is None or tf.distribute.has_strategy() or any(
-                s is not None for s in _strategies(model)):
+        if train is None or not all(
+                s is None or isinstance(s, _MIRRORED) for s in _strategies(model)
+                + [tf.distribute.get_strategy() if tf.distribute.has_strategy() else None]):
             return
 
         def first_step(iterator):

@@ -12,7 +12,7 @@ them in inference mode (their moving statistics do not move).
 
 import copy
 
-from tfdeploy._keras import keras
+from tfdeploy._keras import build_optimizer_state, keras
 from tfdeploy.errors import ModelTypeError
 
 _POOLING = (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)
@@ -137,6 +137,8 @@ class FineTune(keras.callbacks.Callback):
                 layer.trainable = True
         self.unfrozen = [layer.name for layer in targets if layer.trainable and layer.weights]
         self.model.optimizer = self._new_optimizer()
+        # the new optimizer's slots now, not in the new train step's first trace (a second)
+        build_optimizer_state(self.model)
         self.model.train_function = None
         self.model.make_train_function(force=True)
         if self.verbose:
