@@ -366,14 +366,11 @@ def _time_concurrent_in_turns(servable, key, settings, feeds, rounds,
     ``row["concurrent"]``."""
     callers, measured = concurrent_callers(), {}
     for _, runtime in settings:   # untimed: opens the runners overlapping calls run on
-        fn = (lambda f: servable.tensorflow_call(key, f)) if runtime is None \
-            else functools.partial(runtime.call, key)
-        _throughput(fn, feeds, callers, seconds / 2)
+        _throughput(_caller(servable, key, runtime), feeds, callers, seconds / 2)
     for _ in range(rounds):
         for i, (row, runtime) in enumerate(settings):
-            fn = (lambda f: servable.tensorflow_call(key, f)) if runtime is None \
-                else functools.partial(runtime.call, key)
-            measured.setdefault(i, []).append(_throughput(fn, feeds, callers, seconds))
+            measured.setdefault(i, []).append(
+                _throughput(_caller(servable, key, runtime), feeds, callers, seconds))
     for i, (row, _) in enumerate(settings):
         rates, cpu = zip(*measured[i])
         row["concurrent"] = {"callers": callers,
@@ -409,15 +406,23 @@ def _with_one_thread(path, row, runtime, threads):
     return [(row, runtime), (row, single)]
 
 
+def _caller(servable, key, runtime):
+    """``fn(feeds)`` calling ``runtime``'s ``key`` (None: the SavedModel's, through
+    TensorFlow); a runtime's is ``functools.partial(runtime.call, key)``, which the tests'
+    clocks read the runtime back from."""
+    if runtime is None:
+        return lambda feeds: servable.tensorflow_call(key, feeds)
+    return functools.partial(runtime.call, key)
+
+
 def _time_in_turns(servable, key, settings, feeds, rounds, calls):
     """Time every ``(row, runtime)`` (None: the SavedModel) at batch 1, in turns so each sees
     the same machine; the figures go to ``row["timings"][threads]``."""
     measured = {}
     for _ in range(rounds):
         for i, (row, runtime) in enumerate(settings):
-            fn = (lambda f: servable.tensorflow_call(key, f)) if runtime is None \
-                else functools.partial(runtime.call, key)
-            measured.setdefault(i, []).append(_times_ms(fn, feeds, calls))
+            measured.setdefault(i, []).append(
+                _times_ms(_caller(servable, key, runtime), feeds, calls))
     for i, (row, runtime) in enumerate(settings):
         medians, fastest, cpu = zip(*measured[i])
         figures = {"p50_ms": round(float(np.median(medians)), 4),

@@ -135,7 +135,7 @@ class FileRuntime(Runtime):
         self._instances = 1 if self.thread_safe else max(1, int(instances or default_threads()))
         self._pool = queue.SimpleQueue()     # idle one-thread runners
         self._create_lock = threading.Lock()
-        self._first = threading.Lock()       # held while a call runs on the first runner
+        self._first = threading.Lock()       # instances=1: held while a call runs on it
         self._in_flight, self._count_lock = 0, threading.Lock()
         self._runners = [self._open(self.num_threads)]
 
@@ -156,11 +156,8 @@ class FileRuntime(Runtime):
             with self._first:
                 return self._runners[0].run(x)
         with self.overlapping() as overlapping:
-            if not overlapping and self._first.acquire(blocking=False):   # alone: every thread
-                try:
-                    return self._runners[0].run(x)
-                finally:
-                    self._first.release()
+            if not overlapping:   # alone (no call in flight, so none on the first runner)
+                return self._runners[0].run(x)
             try:   # an idle one-thread runner; else a new one (up to `instances`); else wait
                 runner = self._pool.get_nowait()
             except queue.Empty:
@@ -179,7 +176,9 @@ class FileRuntime(Runtime):
     @contextlib.contextmanager
     def overlapping(self):
         """Count a call in flight for its duration; yields whether another call was in
-        flight when it started (it then runs on one thread)."""
+        flight when it started (it then runs on one thread). A call that finds none is the
+        only one on the first runner: every earlier call left its runner before it was
+        uncounted, and every later one finds this one."""
         with self._count_lock:
             others = self._in_flight
             self._in_flight += 1

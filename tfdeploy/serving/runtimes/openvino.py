@@ -16,8 +16,6 @@ concurrent callers in process (MobileNetV2 int8, 2 cores) one LATENCY stream gav
 calls/s, two one-thread models 162, the throughput model 466.
 """
 
-import threading
-
 from tfdeploy.serving.runtimes.base import FileRuntime, default_threads
 
 
@@ -45,7 +43,6 @@ class OpenVINORuntime(FileRuntime):
         cores = default_threads()
         if overlap is None:
             overlap = cores > 1 and performance_hint == "LATENCY" and num_streams is None
-        self._alone = threading.Lock()
         self._overlap = self._open(cores, "THROUGHPUT", cores) if overlap else None
 
     def _open(self, threads, performance_hint=None, num_streams=None):
@@ -60,12 +57,7 @@ class OpenVINORuntime(FileRuntime):
         if self._overlap is None or not self._runners:
             return super()._run(x)
         with self.overlapping() as overlapping:
-            if not overlapping and self._alone.acquire(blocking=False):
-                try:
-                    return self._runners[0].run(x)
-                finally:
-                    self._alone.release()
-            return self._overlap.run(x)
+            return (self._overlap if overlapping else self._runners[0]).run(x)
 
     def close(self):
         super().close()
