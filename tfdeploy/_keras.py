@@ -100,6 +100,15 @@ def _build_slots(optimizer, variables):
             optimizer.build(variables)
 
 
+def _slots_buildable(optimizer):
+    """True for an optimizer whose slots `_build_slots` creates as Keras would: a Keras
+    optimizer, new or legacy, but not a legacy loss-scaled one."""
+    legacy = isinstance(optimizer, keras.optimizers.legacy.Optimizer)
+    if legacy:
+        return not hasattr(optimizer, "inner_optimizer")
+    return isinstance(optimizer, keras.optimizers.Optimizer)
+
+
 def build_optimizer_state(model):
     """Create the slots of a compiled ``model``'s (new, not yet used) optimizer before ``fit``.
 
@@ -112,9 +121,7 @@ def build_optimizer_state(model):
         ``model``.
     """
     optimizer = getattr(model, "optimizer", None)
-    legacy = isinstance(optimizer, keras.optimizers.legacy.Optimizer)
-    if (legacy and hasattr(optimizer, "inner_optimizer")) or not (
-            legacy or isinstance(optimizer, keras.optimizers.Optimizer)):
+    if not _slots_buildable(optimizer):
         return model
     with model.distribute_strategy.scope():
         _build_slots(optimizer, model.trainable_variables)
@@ -146,10 +153,7 @@ def build_fit_state(model, data):
         ``model``.
     """
     optimizer = getattr(model, "optimizer", None)
-    legacy = isinstance(optimizer, keras.optimizers.legacy.Optimizer)
-    loss_scaled = hasattr(optimizer, "inner_optimizer")  # mixed precision
-    if (not (legacy or isinstance(optimizer, keras.optimizers.Optimizer))
-            or (legacy and loss_scaled)
+    if (not _slots_buildable(optimizer)
             or not _walk.is_graph_network(model)
             or getattr(model, "compiled_metrics", None) is None):
         return model
