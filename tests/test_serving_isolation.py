@@ -451,10 +451,11 @@ def test_start_method_is_checked():
         IsolatedModel("/nonexistent", start_method="spawn")
 
 
-@pytest.mark.parametrize("bad", [-1, -0.5, float("nan")])
+@pytest.mark.parametrize("bad", [-1, -0.5, float("nan"), "soon", [5]])
 def test_a_negative_call_timeout_is_refused_before_any_worker_starts(bad):
     """A negative call timeout would time every call out at once (the server's flag has
-    minimum 0); it is refused, naming the argument, before a process is started."""
+    minimum 0); it, and one that is not a number, is refused, naming the argument, before a
+    process is started."""
     before = set(_children(os.getpid()))
     with pytest.raises(ValueError, match=r"call_timeout must be a number of seconds >= 0"):
         IsolatedModel("/nonexistent", call_timeout=bad)

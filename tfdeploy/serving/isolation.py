@@ -839,9 +839,14 @@ class IsolatedModel:
         if start_method not in START_METHODS:
             raise ValueError(f"start_method must be one of {', '.join(START_METHODS)}, got "
                              f"{start_method!r}")
-        if call_timeout is not None and not float(call_timeout) >= 0:
-            raise ValueError(f"call_timeout must be a number of seconds >= 0 (0 or None: no "
-                             f"limit), got {call_timeout!r}")
+        if call_timeout is not None:
+            try:
+                valid = float(call_timeout) >= 0
+            except (TypeError, ValueError):
+                valid = False
+            if not valid:
+                raise ValueError(f"call_timeout must be a number of seconds >= 0 (0 or None: "
+                                 f"no limit), got {call_timeout!r}")
         self.path = path
         pool = self._pool = _Pool(path, tags, int(workers), start_timeout,
                                   tuple(restart_backoff), wait_timeout, env, close_timeout,
