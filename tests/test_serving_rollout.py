@@ -118,6 +118,14 @@ def test_version_copied_non_atomically_loads_on_retry_without_leaking_paths(
     try:
         os.makedirs(base / "2" / "variables")          # a copy in progress: no saved_model.pb
         assert _wait_for(lambda: _versions(server).get(2) == "LOADING")
+        # not ready is a 4xx over the Open Inference Protocol (its spec; Triton answers 400),
+        # never a 5xx; Triton's own client reads it as not ready
+        status, body = rest_call(server.rest_port, "GET", "/v2/models/half/versions/2/ready")
+        assert status == 400 and "not ready yet" in body["error"], (status, body)
+        assert rest_call(server.rest_port, "GET", "/v2/models/half/versions/1/ready")[0] == 200
+        import tritonclient.http as triton_http
+        client = triton_http.InferenceServerClient(f"127.0.0.1:{server.rest_port}")
+        assert client.is_model_ready("half", "1") and not client.is_model_ready("half", "2")
         # status and predictions answer while version 2 keeps failing and retrying
         assert rest_call(server.rest_port, "POST", "/v1/models/half:predict",
                          {"instances": [2.0]}) == (200, {"predictions": [3.0]})

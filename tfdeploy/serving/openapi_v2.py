@@ -107,7 +107,8 @@ def paths(model_names, responses, params):
         "/v2/health/ready": {"get": {
             "operationId": "v2ServerReady", "tags": ["v2"],
             "summary": "Readiness: every served model has an available version "
-                       "(Kubernetes readinessProbe; 503 while loading).",
+                       "(Kubernetes readinessProbe; 400 while loading, as the Open "
+                       "Inference Protocol's 4xx for not ready and Triton's 400).",
             "responses": responses("V2ServerReady", "Ready.")}},
     }
     for suffix, selector in (("", None), ("/versions/{version}", "version")):

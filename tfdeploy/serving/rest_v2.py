@@ -188,8 +188,9 @@ class RestV2:
         if method == "GET" and path == "/v2/health/ready":
             ready = server_ready(plane)
             if not ready:
-                raise ServingError("UNAVAILABLE", "Not ready: a served model has no available "
-                                                  "version yet (see GET /v1/models/NAME).")
+                # the Open Inference Protocol answers "not ready" with a 4xx (Triton: 400)
+                raise ServingError("FAILED_PRECONDITION", "Not ready: a served model has no "
+                                   "available version yet (see GET /v1/models/NAME).")
             return "", "ServerReady", (200, {"ready": True})
         m = _MODEL.match(path)
         if m is None or method not in ("GET", "POST") or (method == "POST") != (m.group(3) ==
@@ -207,8 +208,8 @@ class RestV2:
                     raise not_found(f"Model '{name}' has no version {version}; its versions "
                                     f"are {sorted(known)}.")
                 what = f"version {version}" if version is not None else "no version"
-                raise ServingError("UNAVAILABLE", f"Model '{name}' {what} is not ready yet "
-                                                  "(loading; see GET /v1/models/NAME).")
+                raise ServingError("FAILED_PRECONDITION", f"Model '{name}' {what} is not "
+                                   "ready yet (loading; see GET /v1/models/NAME).")
             return name, "ModelReady", (200, {"name": name, "ready": True})
         if m.group(3) is None:
             name, versions, platform, inputs, outputs = model_metadata(plane, name, version)
