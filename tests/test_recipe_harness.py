@@ -190,8 +190,9 @@ def test_quickstart_path_runs_one_way():
     assert upward == []
 
 
-@pytest.mark.parametrize("recipe", ["sentiment_monitor", "recommender", "answer_retrieval"])
-def test_text_recipe_help_imports_no_tensorflow(recipe):
+@pytest.mark.parametrize("recipe", ["sentiment_monitor", "recommender", "answer_retrieval",
+                                    "mobilenet_transfer"])
+def test_recipe_help_imports_no_tensorflow(recipe):
     # `--help` used to import TensorFlow while building the parser (17 s on a busy machine);
     # the flags need none of it.
     code = (f"import sys\nfrom tfdeploy.recipes.{recipe} import build_parser\n"

@@ -13,12 +13,10 @@ called normally, so its BatchNormalization layers learn.
 import os
 import re
 
+from tfdeploy._architectures import ARCHITECTURES, architecture  # noqa: F401  (re-exported)
 from tfdeploy._keras import keras
 from tfdeploy.errors import ModelTypeError, WeightsUnavailableError
 
-ARCHITECTURES = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large")
-_ALIASES = {"v1": "mobilenet_v1", "v2": "mobilenet_v2", "v3_small": "mobilenet_v3_small",
-            "v3_large": "mobilenet_v3_large", "mobilenet": "mobilenet_v1"}
 #: alpha values with published ImageNet weights, per architecture.
 IMAGENET_ALPHAS = {"mobilenet_v1": (0.25, 0.5, 0.75, 1.0),
                    "mobilenet_v2": (0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
@@ -26,16 +24,6 @@ IMAGENET_ALPHAS = {"mobilenet_v1": (0.25, 0.5, 0.75, 1.0),
 _IMAGENET_SIZES = {"mobilenet_v1": (128, 160, 192, 224),
                    "mobilenet_v2": (96, 128, 160, 192, 224)}
 MIN_SIZE = 32
-
-
-def architecture(name):
-    """Normalise an architecture name (``"v2"``, ``"mobilenet_v2"``, ...) or raise."""
-    key = str(name).lower().replace("-", "_")
-    key = _ALIASES.get(key, key)
-    if key not in ARCHITECTURES:
-        raise ModelTypeError(
-            f"Unrecognized arch={name!r}. Supported architectures are: {list(ARCHITECTURES)}.")
-    return key
 
 
 def imagenet_weights_file(arch, alpha=1.0, size=224):

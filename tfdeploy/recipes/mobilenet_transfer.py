@@ -22,10 +22,8 @@ import time
 
 import numpy as np
 
-from tfdeploy import compress, data, export, models, verify
-from tfdeploy._keras import build_fit_state, keras, tf
+from tfdeploy._architectures import ARCHITECTURES, architecture
 from tfdeploy.errors import DataError, TfdeployError
-from tfdeploy.pipeline import format_table, json_rows
 from tfdeploy.recipes._harness import Rows, Run, seed as set_seed
 from tfdeploy.recipes._harness import main as run_main
 
@@ -36,6 +34,8 @@ TARGET_CLASSES = ("5", "6", "7", "8", "9")
 
 
 def _dataset(x, y, seed, batch_size=32, augment=False, shuffle=True):
+    from tfdeploy import data
+    from tfdeploy._keras import tf
     ds = tf.data.Dataset.from_tensor_slices((x.astype("float32"), y.astype("int64")))
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
@@ -73,6 +73,7 @@ def digits_task(data_dir, image_size=(32, 32), label_fraction=0.1, seed=0):
         ``test`` (every test image of 5-9; labels 0-4 standing for 5-9) and
         ``class_names`` (``["5", ..., "9"]``).
     """
+    from tfdeploy import data
     if not 0 < label_fraction <= 1:
         raise DataError(f"label_fraction must be in (0, 1], received {label_fraction!r}.")
     train = data.image_dataset(os.path.join(data_dir, "train"), image_size=image_size)
@@ -95,6 +96,7 @@ def _compile(model, lr, train):
     # with it takes 2.5x less CPU than with the new Adam (15 ops per variable), and this
     # recipe traces six train steps (seconds each) for a few dozen cheap steps;
     # build_fit_state makes that one trace per fit instead of two.
+    from tfdeploy._keras import build_fit_state, keras
     model.compile(keras.optimizers.legacy.Adam(lr), "sparse_categorical_crossentropy",
                   ["accuracy"])
     build_fit_state(model, train)
@@ -106,6 +108,7 @@ def pretrain_base(x, y, path, arch="mobilenet_v2", alpha=0.35, epochs=10, seed=0
     Returns:
         ``(path, model)``.
     """
+    from tfdeploy import models
     set_seed(seed)
     model = models.build_mobilenet(x.shape[1:], int(y.max()) + 1, arch=arch, alpha=alpha,
                                    trainable_base=True, bn_momentum=0.9, dropout=0.1)
@@ -128,6 +131,8 @@ def train_classifier(x, y, num_classes, weights, arch="mobilenet_v2", alpha=0.35
     Returns:
         The trained ``keras.Model``.
     """
+    from tfdeploy import models
+    from tfdeploy._keras import keras
     set_seed(seed)
     scratch = weights is None
     model = models.build_mobilenet(x.shape[1:], num_classes, arch=arch, alpha=alpha,
@@ -154,6 +159,7 @@ def transfer_vs_scratch(task, weights_path, arch="mobilenet_v2", alpha=0.35, epo
         "margin", "targets"}``; ``targets`` holds each model as a `tfdeploy.verify.KerasTarget`
         (traced once here, so the comparison rows reuse it).
     """
+    from tfdeploy import verify
     (x, y), (xt, yt) = task["train"], task["test"]
     n = len(task["class_names"])
     logs = (lambda s: os.path.join(log_dir, s)) if log_dir else (lambda s: None)
@@ -168,6 +174,7 @@ def transfer_vs_scratch(task, weights_path, arch="mobilenet_v2", alpha=0.35, epo
 
 
 def _row(variant, model_params, target, path, x, y):
+    from tfdeploy import verify
     return {"variant": variant, "params": int(model_params),
             "sparsity": float(verify.weight_summary(path)["sparsity"])
             if path and path.endswith(".tflite") else 0.0,
@@ -187,6 +194,8 @@ def run(data_dir=None, arch="mobilenet_v2", alpha=0.35, weights=None, image_size
     sparsity) or "slim" (``amount`` = share of channels removed). ``digits_dir``:
     where the demo writes the bundled digits (None: ``data/digits``).
     """
+    from tfdeploy import compress, data, export, verify
+
     start = time.perf_counter()
     if method not in ("prune", "slim"):
         raise DataError(f"Unrecognized compress method {method!r}; use 'prune' or 'slim'.")
@@ -306,7 +315,7 @@ def run(data_dir=None, arch="mobilenet_v2", alpha=0.35, weights=None, image_size
 
 def _arch(name):
     try:
-        return models.architecture(name)
+        return architecture(name)
     except TfdeployError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
@@ -317,7 +326,7 @@ def build_parser(prog=f"tfdeploy run {NAME}"):
                    help="image directory with train/ and test/ class folders (default: the "
                         "offline digits transfer demo, written to data/digits)")
     p.add_argument("--arch", default="mobilenet_v2", type=_arch,
-                   help=f"base architecture: {', '.join(models.ARCHITECTURES)} (or v1, v2, "
+                   help=f"base architecture: {', '.join(ARCHITECTURES)} (or v1, v2, "
                         "v3_small, v3_large) (default: %(default)s)")
     p.add_argument("--alpha", type=float, default=0.35, help="width multiplier (default: 0.35)")
     p.add_argument("--weights", default=None,
@@ -359,6 +368,8 @@ def main(argv=None):
 
 
 def _main(args):
+    from tfdeploy import verify
+    from tfdeploy.pipeline import format_table, json_rows
     with Run(NAME, args) as session:
         result = run(args.data, args.arch, args.alpha, args.weights, tuple(args.image_size),
                      args.epochs, args.pretrain_epochs, args.compress_epochs, args.qat_epochs,
