@@ -386,6 +386,33 @@ def test_a_named_runtime_measures_its_threads_too(base, monkeypatch, caplog, man
         server.stop()
 
 
+def test_a_named_runtime_on_a_version_without_warmup_records_times_on_zeros(base, tmp_path):
+    """No ``tf_serving_warmup_requests``: the thread choice times the file on zeros of the
+    signature's shape and dtype (``FileRuntime.zeros``), and the version serves."""
+    import glob
+    import shutil
+
+    shutil.copytree(base / "digits", tmp_path / "digits")
+    (warmup,) = glob.glob(str(tmp_path / "digits" / "*" / "assets.extra" /
+                                "tf_serving_warmup_requests"))
+    os.remove(warmup)
+    server = _server(tmp_path, runtime="litert")
+    try:
+        serving = _metadata_runtime(server)["serving"]
+        assert serving["runtime"] == "litert" and serving["threads_chosen_by"] == "measured"
+        assert set(serving["timings"]) == {"1", "2"}, serving
+        runtime = server.repository.get("digits").runtime
+        zeros = runtime.zeros(batch=3)
+        assert {k: (v.shape, v.dtype.name, float(np.abs(v).sum())) for k, v in zeros.items()} \
+            == {"images": ((3, 32, 32, 1), "float32", 0.0)}
+        images = digit_images(2, seed=9)
+        status, reply = rest_call(server.rest_port, "POST", "/v1/models/digits:predict",
+                                  {"instances": images.tolist()})
+        assert status == 200 and len(reply["predictions"]) == 2
+    finally:
+        server.stop()
+
+
 def test_an_artifact_that_fails_verification_is_never_chosen(tmp_path, train_ds, caplog):
     """The version's float TFLite file comes from another (untrained) model: it loads and is
     fast, but it does not answer as the SavedModel does, so auto skips it and says why."""

@@ -80,12 +80,6 @@ def _times_ms(fn, feeds, calls, idle=IDLE_SECONDS):
     return float(np.median(times)) * 1000, float(np.min(times)) * 1000, cpu * 1000
 
 
-def tensorflow_threads(tf):
-    """The threads TensorFlow gives one call: its intra-op pool (0 in tf.config: every core
-    this process may use)."""
-    return tf.config.threading.get_intra_op_parallelism_threads() or default_threads()
-
-
 #: Records per call when verifying on the verification set.
 VERIFY_BATCH = 32
 
@@ -243,7 +237,7 @@ def choose(servable, policy, records, threads=None, rounds=5, calls=20):
         return None, report
     feeds = _timing_feeds(timing_records or records, loaded)
     tf_row = {"runtime": "tensorflow", "artifact": "saved_model", "precision": "float32",
-              "passed": True, "threads": tensorflow_threads(servable._tf)}
+              "passed": True, "threads": servable.tensorflow_threads}
     settings = [(tf_row, None)]
     for row, runtime in loaded:
         settings += _with_one_thread(path, row, runtime, threads)
@@ -383,9 +377,7 @@ def _timing_feeds(records, loaded):
     (a named runtime on a version without warmup records) zeros of the signature's shape."""
     if records:
         return {k: v[:1] for k, v in records[0].items()}
-    runtime = loaded[0][1]
-    return {name: np.zeros([1 if s == -1 else s for s in shape], dtype)
-            for name, _, dtype, shape in runtime._feeds}
+    return loaded[0][1].zeros()
 
 
 def _with_one_thread(path, row, runtime, threads):

@@ -258,6 +258,14 @@ class Servable:
         self.runtime, self.runtime_report = selection.choose(self, policy, records, threads)
         return self.runtime_report
 
+    @property
+    def tensorflow_threads(self):
+        """The threads TensorFlow gives one call of the SavedModel: its intra-op pool (0 in
+        tf.config: every core this process may use)."""
+        from tfdeploy.serving.runtimes.base import default_threads
+
+        return self._tf.config.threading.get_intra_op_parallelism_threads() or default_threads()
+
     def tensorflow_call(self, key, feeds):
         """The SavedModel's own answer (no metrics): the reference artifacts are checked
         against."""

@@ -139,6 +139,12 @@ class FileRuntime(Runtime):
         self._in_flight, self._count_lock = 0, threading.Lock()
         self._runners = [self._open(self.num_threads)]
 
+    def zeros(self, batch=1):
+        """Zeros of every input's signature shape and dtype, ``batch`` for an unknown
+        dimension: a call to time when there is no record to time on."""
+        return {name: np.zeros([batch if s == -1 else s for s in shape], dtype)
+                for name, _, dtype, shape in self._feeds}
+
     def _open(self, threads):
         raise NotImplementedError
 
