@@ -88,10 +88,15 @@ def test_auto_leaves_the_loading_thread_a_mapped_signal_stack(base):
 
 
 #: Servers started, loaded, put under load and stopped with SIGTERM (each ~5 s).
-SHUTDOWNS = 2
+SHUTDOWNS = 3
 
 
-def test_sigterm_ends_an_auto_server_with_status_0_after_every_answer(base):
+def test_sigterm_ends_an_auto_server_with_status_0_after_every_answer(base, monkeypatch):
+    # The served process gets the environment an operator's shell gives it, not the one
+    # importing tfdeploy gave this process (TF_USE_LEGACY_KERAS=1): that variable changes what
+    # the server maps where, and with it the unmapped signal stack was reused by another
+    # mapping and SIGTERM survived it (0 of 8 shutdowns died, 6 of 6 without it).
+    monkeypatch.delenv("TF_USE_LEGACY_KERAS", raising=False)
     body = json.dumps({"instances": digit_images(1).tolist()}).encode()
     for attempt in range(SHUTDOWNS):
         server = ServerProcess(["--model_name=digits", f"--model_base_path={base / 'digits'}",
