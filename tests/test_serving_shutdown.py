@@ -87,8 +87,8 @@ def test_auto_leaves_the_loading_thread_a_mapped_signal_stack(base):
     assert _signal_stack() in ("none", "mapped")
 
 
-#: Servers started, loaded, put under load and stopped with SIGTERM (each ~5 s).
-SHUTDOWNS = 3
+#: Servers started, loaded, put under load and stopped with SIGTERM (each ~9 s of CPU).
+SHUTDOWNS = 2
 
 
 def test_sigterm_ends_an_auto_server_with_status_0_after_every_answer(base, monkeypatch):
