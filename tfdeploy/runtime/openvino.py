@@ -4,10 +4,19 @@ The model is read and compiled once; each call takes an infer request from a sma
 pool (one per concurrent caller), so calls from several threads run side by side.
 Float models run in f32 (``INFERENCE_PRECISION_HINT``): OpenVINO otherwise picks
 bf16 on CPUs with AMX, which would break float parity with the SavedModel.
+
+Every runner compiles on one ``openvino.Core`` for the whole process (`shared_core`), as
+OpenVINO recommends: each Core has its own CPU plugin, and each plugin gives the thread that
+creates it an alternate signal stack (one that holds AMX state) and, when it is destroyed,
+unmaps that stack and puts back the one it replaced. Plugins destroyed in another order than
+they were made leave the thread's signal stack pointing at unmapped memory, so the next
+signal handled on that thread (a server's SIGTERM) ended the process with SIGSEGV, or wrote
+its frame over memory in use.
 """
 
 import os
 import queue
+import threading
 
 import numpy as np
 
@@ -28,6 +37,25 @@ def import_openvino():
     return openvino
 
 
+_core = None
+_core_lock = threading.Lock()
+
+
+def shared_core():
+    """The process's one ``openvino.Core``, made on first use and kept until exit.
+
+    Its CPU plugin, and the alternate signal stack the plugin installed on the thread that
+    first compiled a model, live as long as the process, so no runner's end can leave a thread
+    with a signal stack that was unmapped (see the module docstring).
+    """
+    global _core
+    ov = import_openvino()   # (each time: MissingDependencyError wherever it is missing)
+    with _core_lock:
+        if _core is None:
+            _core = ov.Core()
+        return _core
+
+
 class OpenVINORunner:
     """Compile a ``.onnx`` model with OpenVINO (CPU, dynamic batch) and predict.
 
@@ -46,7 +74,7 @@ class OpenVINORunner:
 
     def __init__(self, path, num_threads=None, precision_hint="f32", performance_hint=None,
                  num_streams=None):
-        ov = import_openvino()
+        core = shared_core()   # MissingDependencyError naming the extra when not installed
         if not os.path.isfile(path):
             raise ArtifactError(f"ONNX file {path!r} does not exist.")
         config = {"INFERENCE_PRECISION_HINT": precision_hint}
@@ -57,7 +85,6 @@ class OpenVINORunner:
         if num_streams:
             config["NUM_STREAMS"] = int(num_streams)
         try:
-            core = ov.Core()
             self._compiled = core.compile_model(core.read_model(path), "CPU", config)
         except Exception as exc:  # OpenVINO raises its own RuntimeError subclasses
             raise ArtifactError(
