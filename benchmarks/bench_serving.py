@@ -765,6 +765,51 @@ def _in_process_runtimes(version_dir, turns, calls):
             for (rt, art), t in times.items()}
 
 
+def _in_process_concurrent(version_dir, keys, callers, turns, seconds=1.0):
+    """Batch-1 calls per second of each ``"runtime/artifact"`` in ``keys`` under ``callers``
+    threads calling at once (as the server's clients do), in process, in turns of
+    ``seconds`` each after an untimed second: ``{key: {"calls_per_s", "rounds"}}``. A tie
+    ``auto`` broke by throughput is judged on this, beside the lone-call p50."""
+    from tfdeploy.serving.runtimes import candidates, load_runtime
+
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from bench_runtimes import _input_shape
+
+    x = np.random.default_rng(1).uniform(0, 255, size=(1, *_input_shape(version_dir))).astype(
+        np.float32)
+    loaded = {f"{name}/{entry['name']}": load_runtime(name, version_dir, entry)
+              for name, entry in candidates(version_dir)
+              if f"{name}/{entry['name']}" in keys}
+
+    def rate(rt, span):
+        done, stop = [0] * callers, time.perf_counter() + span
+
+        def loop(i):
+            while time.perf_counter() < stop:
+                rt.call("serving_default", {"images": x})
+                done[i] += 1
+        threads = [threading.Thread(target=loop, args=(i,)) for i in range(callers)]
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return sum(done) / (time.perf_counter() - start)
+
+    rounds = {k: [] for k in loaded}
+    try:
+        for rt in loaded.values():
+            rate(rt, 1.0)   # untimed: opens the runtimes' one-thread runners
+        for turn in range(turns):
+            for k in (list(loaded) if turn % 2 == 0 else list(loaded)[::-1]):
+                rounds[k].append(round(rate(loaded[k], seconds), 1))
+    finally:
+        for rt in loaded.values():
+            rt.close()
+    return {k: {"calls_per_s": round(float(np.median(v)), 1), "rounds": v}
+            for k, v in rounds.items()}
+
+
 def _warm(worker, calls=10):
     for _ in range(calls):
         worker()
@@ -873,6 +918,12 @@ def _runtime_servers(args, base, name, image, body, input_name, test_xy, out, ks
     out["rest_json_decode_ms"] = decode.get("c", decode["python"])   # what the server ran
     out["rest_json_decode_ms_by_decoder"] = decode
     out["in_process"] = _in_process_runtimes(latest_dir(base), args.repeats, 40)
+    tie = ((out["servers"].get("auto") or {}).get("runtime") or {}).get("tie")
+    if tie:   # auto broke a tie by calls/s under concurrent calls: time the tie that way too
+        print("bench_serving: in-process calls/s of the tied candidates ...", file=sys.stderr,
+              flush=True)
+        out["in_process_concurrent"] = _in_process_concurrent(
+            latest_dir(base), set(tie["candidates"]), tie["callers"], max(3, args.repeats))
 
 
 def _runtime_targets(out, ratio_target):
@@ -921,6 +972,15 @@ def _runtime_targets(out, ratio_target):
             t["auto_choice_vs_fastest"] = round(t["auto_choice_in_process_ms"] / timed[fastest],
                                                 3)
             t["auto_choice_within_10pct_met"] = t["auto_choice_vs_fastest"] <= 1.10
+        tie = auto.get("tie")
+        if tie and chosen in out.get("in_process_concurrent", {}):
+            conc = out["in_process_concurrent"]
+            best = max(conc, key=lambda k: conc[k]["calls_per_s"])
+            t["tie_in_process_concurrent_best"] = best
+            t["auto_choice_vs_best_concurrent"] = round(
+                conc[best]["calls_per_s"] / conc[chosen]["calls_per_s"], 3)
+            t["auto_choice_within_10pct_concurrent_met"] = \
+                t["auto_choice_vs_best_concurrent"] <= 1.10
     lite = (out["servers"].get("litert") or {}).get("serving") or {}
     if lite.get("runtime") == "litert":
         key = f"litert/{lite['artifact']}"
@@ -1202,6 +1262,13 @@ def runtimes_table(paths):
                          f"{t['fastest_passing_in_process']} {t['fastest_passing_in_process_ms']}"
                          f" ms = {t.get('auto_choice_vs_fastest')}",
                          f"<= 1.10: {met(t.get('auto_choice_within_10pct_met'))}"))
+        if "auto_choice_vs_best_concurrent" in t:
+            conc = r.get("in_process_concurrent", {})
+            rows.append(("auto broke a tie by calls/s: in-process calls/s under concurrent "
+                         "calls, best / chosen",
+                         ", ".join(f"{k} {v['calls_per_s']}" for k, v in conc.items())
+                         + f" = {t['auto_choice_vs_best_concurrent']}",
+                         f"<= 1.10: {met(t['auto_choice_within_10pct_concurrent_met'])}"))
         if "litert_overhead_ms" in t:
             rows.append((f"LiteRT ({t['litert_artifact']}) served p50 - in-process p50",
                          f"{t['litert_served_p50_ms']} - {t['litert_in_process_p50_ms']} = "
