@@ -11,18 +11,15 @@ import os
 import numpy as np
 import pytest
 
-from test_serving_support import build_digits_classifier, digit_images, rest_call
+from test_serving_support import (build_digits_classifier, choice_digits, digit_images,
+                                  rest_call)
 
 pytest_plugins = ("test_serving_support",)
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory, train_ds):
-    root = tmp_path_factory.mktemp("runtime_choice")
-    build_digits_classifier(str(root / "digits"), train_data=train_ds,
-                            artifacts=["tflite_float32", "tflite_int8", "onnx"],
-                            representative_data=train_ds)
-    return root
+    return choice_digits(tmp_path_factory, train_ds)   # (shared with test_serving_shutdown)
 
 
 def _server(base, **options):

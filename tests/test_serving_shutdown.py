@@ -19,19 +19,17 @@ import threading
 import numpy as np
 import pytest
 
-from test_serving_support import ServerProcess, build_digits_classifier, digit_images, rest_call
+from test_serving_support import ServerProcess, choice_digits, digit_images, rest_call
 
 pytest_plugins = ("test_serving_support",)
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory, train_ds):
-    """The quickstart's digits classifier with a float ``.tflite`` and an ``.onnx`` beside its
-    SavedModel: ``auto`` loads it in LiteRT, ONNX Runtime and OpenVINO, and keeps one."""
-    from conftest import build_once
-
-    return build_once(tmp_path_factory, "shutdown_digits", lambda root: build_digits_classifier(
-        str(root / "digits"), train_data=train_ds, artifacts=["tflite_float32", "onnx"]))
+    """The trained digits classifier with float and int8 ``.tflite`` files and an ``.onnx``
+    beside its SavedModel (shared with test_serving_runtime_choice): ``auto`` loads it in
+    LiteRT, ONNX Runtime and OpenVINO, keeps one and closes the others."""
+    return choice_digits(tmp_path_factory, train_ds)
 
 
 class _Stack(ctypes.Structure):

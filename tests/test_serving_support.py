@@ -151,6 +151,18 @@ def build_digits_classifier(base_path, version=1, artifacts=None,
     return model
 
 
+def choice_digits(tmp_path_factory, train_ds):
+    """``ROOT`` with ``ROOT/digits``: a trained digits classifier with float and int8
+    ``.tflite`` files and an ``.onnx`` file beside its SavedModel, what ``auto`` chooses among
+    (LiteRT, ONNX Runtime and OpenVINO candidates). Built once per test run and shared by the
+    xdist workers (`conftest.build_once`): read-only, copy to change."""
+    from conftest import build_once
+
+    return build_once(tmp_path_factory, "choice_digits", lambda root: build_digits_classifier(
+        str(root / "digits"), train_data=train_ds,
+        artifacts=["tflite_float32", "tflite_int8", "onnx"], representative_data=train_ds))
+
+
 def digit_images(n, seed=0):
     """``n`` random 32x32x1 images with integer pixel values, as float32."""
     rng = np.random.default_rng(seed)
