@@ -16,7 +16,8 @@ import traceback
 def start(name, fn, log_path):
     """Fork a child that runs ``fn()`` with stdout and stderr in ``log_path``; its pid.
 
-    The child exits 0 when ``fn`` returns, 1 when it raises (the traceback in the log).
+    The child exits 0 when ``fn`` returns, with the code of a ``SystemExit`` it raises, and
+    1 when it raises anything else (the traceback in the log).
     """
     threads = len(os.listdir("/proc/self/task"))
     if threads != 1:
@@ -34,6 +35,10 @@ def start(name, fn, log_path):
         os.dup2(fd, 2)
         fn()
         status = 0
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exc.code not in (None, 0):
+            print(exc.code, file=sys.stderr)
     except BaseException:  # noqa: B036 - the child reports everything, then leaves
         traceback.print_exc()
     finally:
