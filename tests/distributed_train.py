@@ -1,7 +1,7 @@
 """Helper process for tests/test_distributed_training.py (not a test module).
 
-    python tests/distributed_train.py mirrored OUT.json
-    python tests/distributed_train.py worker INDEX PORT0,PORT1 OUT.json
+    python tests/distributed_train.py mirrored OUT.json SINGLE.npz
+    python tests/distributed_train.py worker INDEX PORT0,PORT1 OUT.json SINGLE.npz
 
 "mirrored": two logical CPUs, MirroredStrategy; prunes (and trains QAT) there and, for
 comparison, prunes and trains QAT on the same model in one process without a strategy (the
@@ -10,14 +10,16 @@ MultiWorkerMirroredStrategy worker of a two-process cluster on 127.0.0.1 that pr
 trains QAT on the same model. Every run sees the same global batches of 32 (a worker, the
 half of each batch its shard holds), so the workers' pruned weights must equal the single
 process's within float tolerance, and so must every QAT step started from the single
-process's variables (`qat_runs`, which also runs the single process itself); each run
-writes what the test compares.
+process's variables (`qat_runs`); each run writes what the test compares. The single
+process's QAT run is trained once, first, by "mirrored", which writes it to SINGLE.npz; the
+workers read it from there (`single_qat`) once their pruning is done.
 """
 
 import hashlib
 import json
 import os
 import sys
+import time
 
 MODE = sys.argv[1]
 if MODE == "worker":
@@ -150,19 +152,51 @@ def _max_differences(run, reference, names):
             for name, a, b in zip(names, run, reference)}
 
 
-def qat_runs(strategy, build=None):
+def write_single_qat(path):
+    """Train the single process's QAT epoch (`_qat_fit` without a strategy) and write what
+    `qat_runs` compares with to ``path`` (atomically: the workers wait for the file)."""
+    _, start, single, loss, _ = _qat_fit(None)
+    arrays = {f"start_{i}": a for i, a in enumerate(start)}
+    for step, values in enumerate(single):
+        arrays.update({f"step{step}_{i}": a for i, a in enumerate(values)})
+    with open(path + ".tmp", "wb") as f:
+        np.savez(f, loss=np.float64(loss), steps=np.int64(len(single)),
+                 count=np.int64(len(start)), **arrays)
+    os.replace(path + ".tmp", path)
+    return start, single, loss
+
+
+def single_qat(path, timeout=600):
+    """``(start, single, single_loss)`` of `write_single_qat`, once "mirrored" wrote it."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{path} was not written in {timeout} s")
+        time.sleep(0.2)
+    with np.load(path) as f:
+        n, steps = int(f["count"]), int(f["steps"])
+        start = [f[f"start_{i}"] for i in range(n)]
+        single = [[f[f"step{s}_{i}"] for i in range(n)] for s in range(steps)]
+        return start, single, float(f["loss"])
+
+
+def qat_runs(strategy, build=None, single=None):
     """QAT for one epoch under ``strategy`` and, in this process, without one (the
     "single" run, on the whole global batches): ``lockstep`` (for every step, each
     variable's max |difference| when the distributed model starts the step from the
     single run's variables), ``free`` (the largest difference after each step when both
     train on their own from the same seed), ``moved`` (the largest change of a variable in
     each step of the single run), the single run's loss, and this replica's final
-    variables, loss, iterations and QAT ranges moved after the free run.
+    variables, loss, iterations and QAT ranges moved after the free run. ``single``: the
+    single run's ``(start, variables after each step, loss)`` when already trained.
 
     The lockstep steps run in a second ``fit`` of the distributed model (its training step
     is traced once): every step first sets all of its variables to the single run's, so
     nothing of the free run carries over (plain SGD keeps no optimizer state)."""
-    _, start, single, single_loss, _ = _qat_fit(None, build=build)
+    if single is None:
+        _, start, single, single_loss, _ = _qat_fit(None, build=build)
+    else:
+        start, single, single_loss = single
     model, _, free, loss, before = _qat_fit(strategy, build=build)
     names = [v.name for v in model.weights]
     after = distribute.replica_values(model)
@@ -213,13 +247,16 @@ def errors(strategy):
 
 if MODE == "mirrored":
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    single = write_single_qat(sys.argv[3])  # first: the workers wait for it
     result = {"mirrored": pruned(strategy), "single": pruned(None), "errors": errors(strategy),
-              "qat_runs": qat_runs(strategy),
+              "qat_runs": qat_runs(strategy, single=single),
               "qat_bn_runs": qat_runs(strategy, synchronized_bn_cnn)}
     out_path = sys.argv[2]
 else:
     strategy = WORKER_STRATEGY
-    result = {"worker": pruned(strategy), "qat": qat_runs(strategy), "index": int(sys.argv[2])}
+    result = {"worker": pruned(strategy)}
+    result.update(qat=qat_runs(strategy, single=single_qat(sys.argv[5])),
+                  index=int(sys.argv[2]))
     out_path = sys.argv[4]
 with open(out_path, "w") as f:
     json.dump(result, f)

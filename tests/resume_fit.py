@@ -1,14 +1,18 @@
 """Helper process for tests/test_resume.py (not a test module).
 
-    python tests/resume_fit.py kill WORK          # uninterrupted pruning and QAT fits, then a
-                                                  # pruning fit with a backup that SIGKILLs
-                                                  # itself in epoch 3
-    python tests/resume_fit.py kill_cluster WORK  # an uninterrupted clustering fit, then one
-                                                  # SIGKILLed in epoch 2
-    python tests/resume_fit.py resume WORK        # both killed fits resume from their backups;
-                                                  # then a QAT fit interrupted in epoch 2, resumed
+    python tests/resume_fit.py WORK
 
-The test runs the two "kill" processes side by side (they share nothing), then "resume".
+runs three phases, each in its own process:
+
+    kill          uninterrupted pruning and QAT fits, then a pruning fit with a backup that
+                  SIGKILLs itself in epoch 3
+    kill_cluster  an uninterrupted clustering fit, then one SIGKILLed in epoch 2
+    resume        both killed fits resume from their backups; then a QAT fit interrupted in
+                  epoch 2, resumed
+
+The two "kill" phases run side by side in children forked after the imports (`forked`: one
+interpreter's imports, not three); this process waits for them, writes how they ended and
+what their backups hold (``killed.json``), then runs "resume" itself.
 
 Ops are deterministic and the data is not shuffled, so a resumed run and an uninterrupted
 one see the same batches and must end with the same weights, masks and pruning step. That
@@ -25,17 +29,21 @@ import sys
 
 import numpy as np
 
+import forked
 import tfdeploy as td
-from tfdeploy._keras import keras, tf
+from tfdeploy._keras import keras, tf, tfmot
 
-PHASE, WORK = sys.argv[1], sys.argv[2]
-tf.config.experimental.enable_op_determinism()
-C = td.compress
-rng = np.random.RandomState(0)
-x = rng.rand(192, 16, 16, 1).astype("float32") * 255
-y = rng.randint(0, 10, 192)
-ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
 EPOCHS, QAT_EPOCHS, CLUSTER_EPOCHS = 4, 2, 3
+WORK = ds = C = None  # set in each process by `setup` (nothing runs TensorFlow before a fork)
+
+
+def setup(work):
+    global WORK, ds, C
+    WORK, C = work, td.compress
+    rng = np.random.RandomState(0)
+    x = rng.rand(192, 16, 16, 1).astype("float32") * 255
+    y = rng.randint(0, 10, 192)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
 
 
 class Interrupt(keras.callbacks.Callback):
@@ -141,23 +149,50 @@ def dump(name, payload):
         json.dump(payload, f)
 
 
-if PHASE == "kill":
+def kill():
     pruned, reference = prune_fit()
     dump("reference_prune.json", reference)
     dump("reference_qat.json", qat_fit(pruned))
     prune_fit(os.path.join(WORK, "prune_backup"), Interrupt(2, 3, kill=True), "prune_saved.json")
     raise SystemExit("not killed")
-if PHASE == "kill_cluster":
+
+
+def kill_cluster():
     dump("reference_cluster.json", cluster_fit())
     cluster_fit(os.path.join(WORK, "cluster_backup"), Interrupt(1, 3, kill=True),
                 "cluster_saved.json")
     raise SystemExit("not killed")
-pruned, resumed = prune_fit(os.path.join(WORK, "prune_backup"))
-dump("resumed_prune.json", resumed)
-dump("resumed_cluster.json", cluster_fit(os.path.join(WORK, "cluster_backup")))
-backup = os.path.join(WORK, "qat_backup")
-try:
-    qat_fit(pruned, backup, Interrupt(1, 2, kill=False), "qat_saved.json")
-except KeyboardInterrupt:
-    pass
-dump("resumed_qat.json", qat_fit(pruned, backup))
+
+
+def resume():
+    pruned, resumed = prune_fit(os.path.join(WORK, "prune_backup"))
+    dump("resumed_prune.json", resumed)
+    dump("resumed_cluster.json", cluster_fit(os.path.join(WORK, "cluster_backup")))
+    backup = os.path.join(WORK, "qat_backup")
+    try:
+        qat_fit(pruned, backup, Interrupt(1, 2, kill=False), "qat_saved.json")
+    except KeyboardInterrupt:
+        pass
+    dump("resumed_qat.json", qat_fit(pruned, backup))
+
+
+def main(work):
+    tf.config.experimental.enable_op_determinism()
+    tfmot()
+    killers = {"kill": kill, "kill_cluster": kill_cluster}
+    pids = {name: forked.start(name, lambda fn=fn: (setup(work), fn()),
+                               os.path.join(work, f"{name}.log"))
+            for name, fn in killers.items()}
+    codes = {name: forked.wait(pid) for name, pid in pids.items()}
+    backups = {name: sorted(os.listdir(os.path.join(work, name)))
+               if os.path.isdir(os.path.join(work, name)) else []
+               for name in ("prune_backup", "cluster_backup")}
+    setup(work)
+    dump("killed.json", {"codes": codes, "backups": backups})
+    if any(code != -signal.SIGKILL for code in codes.values()):
+        raise SystemExit(f"a killed phase ended otherwise: {codes} (see its .log)")
+    resume()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -41,13 +41,17 @@ def free_ports(n):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The MirroredStrategy process and the two MultiWorkerMirroredStrategy workers, started
-    side by side (they share nothing): ``{"mirrored": ..., "workers": [w0, w1]}``."""
+    side by side: ``{"mirrored": ..., "workers": [w0, w1]}``. They share one file: the
+    single process's QAT run, which "mirrored" trains first and the workers compare with."""
     tmp = tmp_path_factory.mktemp("distributed")
     ports = ",".join(str(p) for p in free_ports(2))
     outs = {"mirrored": str(tmp / "mirrored.json"),
             **{f"worker{i}": str(tmp / f"worker{i}.json") for i in range(2)}}
-    argv = {"mirrored": ["mirrored", outs["mirrored"]],
-            **{f"worker{i}": ["worker", str(i), ports, outs[f"worker{i}"]] for i in range(2)}}
+    # the single process's QAT run, trained by "mirrored" and read by the workers
+    single = str(tmp / "single_qat.npz")
+    argv = {"mirrored": ["mirrored", outs["mirrored"], single],
+            **{f"worker{i}": ["worker", str(i), ports, outs[f"worker{i}"], single]
+               for i in range(2)}}
     # stderr to files: a worker blocked on a full pipe would stall its peer's collectives
     logs = {name: open(tmp / f"{name}.log", "w+") for name in argv}
     procs = {name: subprocess.Popen([sys.executable, SCRIPT] + args, env=_env(),

@@ -4,6 +4,7 @@ import glob
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -33,31 +34,30 @@ def test_chief_and_two_workers_share_one_oracle(tmp_path, trained_model, digits_
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE) + os.pathsep
-               + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="3")
-    common = [sys.executable, "-m", "tfdeploy.cli", "tune", model_path, "--data", data,
-              "--budget", "100", "--max-trials", "4", "--directory", str(tmp_path / "tune"),
-              "--space", json.dumps(SPACE), "--latency-samples", "5",
-              "--oracle-port", str(port), "--output", str(tmp_path / "best")]
+               + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="3",
+               OPENBLAS_NUM_THREADS="1")  # one thread until tune_cluster.py forks
+    args = [model_path, "--data", data, "--budget", "100", "--max-trials", "4",
+            "--directory", str(tmp_path / "tune"), "--space", json.dumps(SPACE),
+            "--latency-samples", "5", "--oracle-port", str(port),
+            "--output", str(tmp_path / "best")]
     roles = ["chief", "worker0", "worker1"]
-    logs = {role: open(tmp_path / f"{role}.log", "w+") for role in roles}
-    procs = {role: subprocess.Popen(common + ["--distributed", role,
-                                              "--json", str(tmp_path / f"{role}.json")],
-                                    env=env, stdout=logs[role], stderr=subprocess.STDOUT)
-             for role in roles}
+    # `tfdeploy tune ... --distributed ROLE` for each role, side by side: one process each,
+    # forked by tune_cluster.py after the imports
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "tune_cluster.py"),
+                             str(tmp_path), ",".join(roles), *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     try:
-        for p in procs.values():
-            p.wait(timeout=900)
+        helper = proc.communicate(timeout=900)[0]
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.kill()
-        for f in logs.values():
-            f.seek(0)
-    outputs = {role: f.read() for role, f in logs.items()}
-    for f in logs.values():
-        f.close()
-    for role, p in procs.items():
-        assert p.returncode == 0, f"{role}:\n{outputs[role][-3000:]}"
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the helper and the roles
+    assert proc.returncode == 0, helper[-3000:]
+    outputs = {role: (tmp_path / f"{role}.log").read_text() for role in roles
+               if (tmp_path / f"{role}.log").exists()}
+    codes = json.loads((tmp_path / "codes.json").read_text())
+    for role in roles:
+        assert codes.get(role) == 0, f"{role} ({codes.get(role)}):\n{outputs.get(role, '')[-3000:]}"
 
     project = tmp_path / "tune" / "compression"
     oracle_trials = [json.load(open(p)) for p in glob.glob(str(project / "trial_*" / "trial.json"))]

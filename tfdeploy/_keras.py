@@ -44,9 +44,9 @@ def tfmot():
     """Return the ``tensorflow_model_optimization`` module (imported on first use)."""
     global _tfmot
     if _tfmot is None:
-        import tensorflow_model_optimization as module
+        from tfdeploy._tfmot import load  # without tfmot's stray import of Keras 3
 
-        _tfmot = module
+        _tfmot = load()
     return _tfmot
 
 

@@ -24,11 +24,34 @@ _MODULE = "tensorflow_model_optimization"
 _checked = []
 
 
+def load():
+    """Import tfmot (once) and return it, without the import of Keras 3 it makes for nothing.
+
+    tfmot's pruning registry runs ``from keras.src.engine import base_layer`` at import; with
+    Keras 3 installed that imports the whole of Keras 3 (1.4 s of CPU, 1.5x all the rest of
+    tfmot's import), then fails (Keras 3 has no ``engine``) and tfmot goes on without it.
+    When this process has not imported ``keras``, it is hidden while tfmot imports, so that
+    line fails at once, with the same outcome; a process that has imported Keras 3 (the
+    bridge) keeps it. Every tfmot import in tfdeploy comes here first.
+    """
+    module = sys.modules.get(_MODULE)
+    if module is not None:
+        return module
+    hide = "keras" not in sys.modules
+    if hide:
+        sys.modules["keras"] = None  # `import keras` raises ImportError while it is there
+    try:
+        import tensorflow_model_optimization as module
+    finally:
+        if hide and "keras" in sys.modules and sys.modules["keras"] is None:
+            del sys.modules["keras"]
+    return module
+
+
 def check_version():
     """True when the installed tfmot is in `CHECKED_VERSIONS`, else warn once and False."""
     if not _checked:
-        import tensorflow_model_optimization as tfmot
-
+        tfmot = load()
         version = tuple(int(p) for p in tfmot.__version__.split(".")[:3] if p.isdigit())
         low, high = CHECKED_VERSIONS
         ok = low <= version < high
@@ -202,6 +225,7 @@ def prunable_weight_names(layer):
 
 def clustering_supports(layer):
     """Whether tfmot's clustering registry supports ``layer``."""
+    load()
     from tensorflow_model_optimization.python.core.clustering.keras import clustering_registry
 
     return clustering_registry.ClusteringRegistry.supports(layer)
@@ -209,15 +233,16 @@ def clustering_supports(layer):
 
 def cluster_weights(layer, **params):
     """tfmot's experimental ``cluster_weights`` (the one that takes ``preserve_sparsity``)."""
+    check_version()
     from tensorflow_model_optimization.python.core.clustering.keras.experimental import (
         cluster as experimental)
 
-    check_version()
     return experimental.cluster_weights(layer, **params)
 
 
 def default_8bit_registry():
     """tfmot's default 8-bit QAT registry (which layers have a quantize config)."""
+    load()
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
         default_8bit_quantize_registry)
 
@@ -225,12 +250,14 @@ def default_8bit_registry():
 
 
 def prune_wrapper_class():
+    load()
     from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
     return pruning_wrapper.PruneLowMagnitude
 
 
 def prune_registry():
+    load()
     from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
 
     return prune_registry.PruneRegistry
@@ -303,6 +330,7 @@ def cluster_preserve_scheme(preserve_sparsity):
 
 
 def cluster_wrapper_class():
+    load()
     from tensorflow_model_optimization.python.core.clustering.keras import cluster_wrapper
 
     return cluster_wrapper.ClusterWeights
@@ -415,6 +443,7 @@ def _with_global_extremes(context, inputs, per_channel):
 
 
 def _quantize_modules():
+    load()
     from tensorflow_model_optimization.python.core.quantization.keras import (
         quantize, quantize_annotate, quantize_config, quantize_layer, quantize_wrapper)
 

@@ -15,7 +15,7 @@ from tfdeploy._walk import is_graph_network, leaf_layers, nodes
 from tfdeploy.compress.history import carry
 from tfdeploy.errors import ModelTypeError
 
-_KerasTensor = type(keras.Input((1,)))
+_KERAS_TENSOR = []  # the type of a Keras symbolic tensor, found on first use (see _keras_tensor)
 #: Layers that keep a ``training=False`` given to the nested model's call once flattened: the
 #: transfer-learning ``base(x, training=False)`` means "BatchNorm uses its moving statistics,
 #: no dropout". Other layers get no ``training`` argument, so the wrappers put on them later
@@ -35,11 +35,20 @@ def _graph(model):
     return model
 
 
+def _keras_tensor():
+    """``type(keras.Input(...))``, made on first use: a ``keras.Input`` at import would start
+    TensorFlow (a graph-runner thread, 0.3 s) in every process that imports `compress`."""
+    if not _KERAS_TENSOR:
+        _KERAS_TENSOR.append(type(keras.Input((1,))))
+    return _KERAS_TENSOR[0]
+
+
 def _replay(model, inputs, replace, training):
     tmap = {id(t): n for t, n in zip(model.inputs, inputs)}
+    keras_tensor = _keras_tensor()
 
     def sub(value):
-        return tmap[id(value)] if isinstance(value, _KerasTensor) else value
+        return tmap[id(value)] if isinstance(value, keras_tensor) else value
 
     for node in nodes(model):
         layer = node.layer
