@@ -9,13 +9,14 @@ is the same replay with a hook that lets slimming and low-rank factorisation
 put new layers in place of old ones.
 """
 
+import functools
+
 from tfdeploy.model_io import check_model
 from tfdeploy._keras import keras, tf
 from tfdeploy._walk import is_graph_network, leaf_layers, nodes
 from tfdeploy.compress.history import carry
 from tfdeploy.errors import ModelTypeError
 
-_KERAS_TENSOR = []  # the type of a Keras symbolic tensor, found on first use (see _keras_tensor)
 #: Layers that keep a ``training=False`` given to the nested model's call once flattened: the
 #: transfer-learning ``base(x, training=False)`` means "BatchNorm uses its moving statistics,
 #: no dropout". Other layers get no ``training`` argument, so the wrappers put on them later
@@ -35,12 +36,11 @@ def _graph(model):
     return model
 
 
+@functools.lru_cache(maxsize=None)
 def _keras_tensor():
     """``type(keras.Input(...))``, made on first use: a ``keras.Input`` at import would start
     TensorFlow (a graph-runner thread, 0.3 s) in every process that imports `compress`."""
-    if not _KERAS_TENSOR:
-        _KERAS_TENSOR.append(type(keras.Input((1,))))
-    return _KERAS_TENSOR[0]
+    return type(keras.Input((1,)))
 
 
 def _replay(model, inputs, replace, training):
