@@ -765,11 +765,11 @@ def _in_process_runtimes(version_dir, turns, calls):
             for (rt, art), t in times.items()}
 
 
-def _in_process_concurrent(version_dir, keys, callers, turns, seconds=1.0):
+def _in_process_concurrent(version_dir, keys, callers, turns, calls=300):
     """Batch-1 calls per second of each ``"runtime/artifact"`` in ``keys`` under ``callers``
-    threads calling at once (as the server's clients do), in process, in turns of
-    ``seconds`` each after an untimed second: ``{key: {"calls_per_s", "rounds"}}``. A tie
-    ``auto`` broke by throughput is judged on this, beside the lone-call p50."""
+    threads calling at once (as the server's clients do, `_run_clients`), in process, in
+    turns of ``calls`` calls each after an untimed turn: ``{key: {"calls_per_s", "rounds"}}``.
+    A tie ``auto`` broke by throughput is judged on this, beside the lone-call p50."""
     from tfdeploy.serving.runtimes import candidates, load_runtime
 
     sys.path.insert(0, os.path.join(REPO, "benchmarks"))
@@ -781,28 +781,19 @@ def _in_process_concurrent(version_dir, keys, callers, turns, seconds=1.0):
               for name, entry in candidates(version_dir)
               if f"{name}/{entry['name']}" in keys}
 
-    def rate(rt, span):
-        done, stop = [0] * callers, time.perf_counter() + span
-
-        def loop(i):
-            while time.perf_counter() < stop:
-                rt.call("serving_default", {"images": x})
-                done[i] += 1
-        threads = [threading.Thread(target=loop, args=(i,)) for i in range(callers)]
-        start = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        return sum(done) / (time.perf_counter() - start)
+    def rate(rt):
+        def call():
+            rt.call("serving_default", {"images": x})
+            return 200
+        return _run_clients([call] * callers, calls)[0]
 
     rounds = {k: [] for k in loaded}
     try:
         for rt in loaded.values():
-            rate(rt, 1.0)   # untimed: opens the runtimes' one-thread runners
+            rate(rt)   # untimed: opens the runtimes' one-thread runners
         for turn in range(turns):
             for k in (list(loaded) if turn % 2 == 0 else list(loaded)[::-1]):
-                rounds[k].append(round(rate(loaded[k], seconds), 1))
+                rounds[k].append(round(rate(loaded[k]), 1))
     finally:
         for rt in loaded.values():
             rt.close()
