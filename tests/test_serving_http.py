@@ -127,7 +127,7 @@ def test_first_calls_and_large_bodies_run_off_the_event_loop(tmp_path):
             if api.inline("POST", path, 10):
                 break
         assert api.inline("POST", path, 10) and not api.inline("POST", path, 1 << 20)
-        big = b'{"instances": [' + b",".join([b"1.5"] * 1_500_000) + b"]}"   # 6 MB
+        big = b'{"instances": [' + b",".join([b"1.5"] * 3_000_000) + b"]}"   # 12 MB
 
         def answered():
             """When the big request's answer starts to arrive (the server is done with it)."""
